@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/transport"
+)
+
+// Version is the agent's build version, set by the linker for releases.
+var Version = "0.1.0-dev"
+
+// Agent is one running corral daemon.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	start time.Time
+
+	peerCfg  *transport.Config // peer links (TLS, cluster key)
+	localCfg *transport.Config // admin and client sockets (no TLS)
+	nodes    *nodes
+
+	ln      net.Listener // peer listener
+	adminLn net.Listener
+	cliLn   net.Listener
+
+	wg sync.WaitGroup // every goroutine the agent started
+
+	mu    sync.Mutex // guards local
+	local map[*transport.Link]bool
+}
+
+// New prepares an agent: it creates the data directory, loads the cluster
+// key and the node id, and opens every socket, so that errors in the
+// configuration surface before Run.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data dir: %w", err)
+	}
+	key, err := transport.ReadKeyFile(cfg.ClusterKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if cfg.ID == 0 {
+		if cfg.ID, err = loadNodeID(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	ranges, _ := cfg.ranges()
+	log = log.With("node", cfg.Name, "node_id", cfg.ID)
+	a := &Agent{
+		cfg:   cfg,
+		log:   log,
+		start: time.Now(),
+		local: make(map[*transport.Link]bool),
+		nodes: newNodes(cfg.ID, cfg.Peers, log),
+	}
+	a.peerCfg = &transport.Config{
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges, Key: key,
+		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
+		SourceIP: bindHost(cfg.Bind), Logger: log.With("sub", "link"),
+	}
+	a.localCfg = &transport.Config{
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges,
+		Serve:            []proto.ProtoID{proto.ProtoAdmin, proto.ProtoClient},
+		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
+		Logger: log.With("sub", "local"),
+	}
+	if a.ln, err = net.Listen("tcp", cfg.Bind); err != nil {
+		return nil, fmt.Errorf("agent: listen for peers: %w", err)
+	}
+	if a.adminLn, err = listenUnix(AdminSocket(cfg.DataDir), 0o600); err != nil {
+		a.ln.Close()
+		return nil, err
+	}
+	if a.cliLn, err = listenUnix(ClientSocket(cfg.DataDir), 0o660); err != nil {
+		a.ln.Close()
+		a.adminLn.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Addr is the address peers reach this agent at.
+func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
+
+// ID is this node's id.
+func (a *Agent) ID() uint64 { return a.cfg.ID }
+
+func bindHost(bind string) string {
+	host, _, _ := net.SplitHostPort(bind)
+	return host
+}
+
+// listenUnix listens on a unix socket at path with the given mode. The
+// data directory is 0700, so nobody can reach the socket in the moment
+// between its creation and the chmod.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent: chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// removeStaleSocket removes a socket left by an agent that died, and
+// refuses to start when another agent still answers on it.
+func removeStaleSocket(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("agent: %s is in use: is another agent running on this data dir?", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("agent: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// loadNodeID reads the node id kept in the data directory, making one up
+// on first start.
+func loadNodeID(dir string) (uint64, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || id == 0 {
+			return 0, fmt.Errorf("%w: %s does not hold a node id", ErrConfig, path)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("agent: %w", err)
+	}
+	var buf [8]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return 0, fmt.Errorf("agent: node id: %w", err)
+	}
+	id := binary.LittleEndian.Uint64(buf[:])>>1 | 1 // never 0
+	if err := os.WriteFile(path, []byte(strconv.FormatUint(id, 10)+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("agent: save node id: %w", err)
+	}
+	return id, nil
+}
+
+// Run serves until ctx is done, then says goodbye on every link, removes
+// the sockets and returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("agent running", "cluster", a.cfg.Cluster, "bind", a.ln.Addr().String(),
+		"admin_socket", a.adminLn.Addr().String(), "client_socket", a.cliLn.Addr().String(), "peers", strings.Join(a.cfg.Peers, ","))
+	a.spawn(func() { a.acceptPeers(ctx) })
+	a.spawn(func() { a.acceptLocal(ctx, a.adminLn) })
+	a.spawn(func() { a.acceptLocal(ctx, a.cliLn) })
+	for _, p := range a.cfg.Peers {
+		a.spawn(func() { a.dialLoop(ctx, p) })
+	}
+	<-ctx.Done()
+	a.log.Info("agent shutting down")
+	a.ln.Close()
+	a.adminLn.Close()
+	a.cliLn.Close()
+	var closing sync.WaitGroup
+	for _, l := range a.nodes.links() {
+		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
+	}
+	a.mu.Lock()
+	for l := range a.local {
+		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
+	}
+	a.mu.Unlock()
+	closing.Wait()
+	a.wg.Wait()
+	os.Remove(AdminSocket(a.cfg.DataDir))
+	os.Remove(ClientSocket(a.cfg.DataDir))
+	return nil
+}
+
+func (a *Agent) spawn(f func()) {
+	a.wg.Go(f)
+}
+
+func (a *Agent) acceptPeers(ctx context.Context) {
+	for {
+		conn, err := a.ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("peer listener failed", "err", err)
+			}
+			return
+		}
+		a.spawn(func() {
+			l, err := transport.Accept(ctx, conn, a.peerCfg)
+			if err != nil {
+				a.log.Warn("refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
+				return
+			}
+			a.runPeer(ctx, l, l.Peer().NodeID, "")
+		})
+	}
+}
+
+// runPeer registers a peer link and serves it until it ends.
+func (a *Agent) runPeer(ctx context.Context, l *transport.Link, initiator uint64, addr string) *transport.Link {
+	if addr == "" {
+		addr = l.Peer().Addr.String()
+	}
+	kept := a.nodes.add(l, initiator, addr)
+	if kept != l {
+		l.Close(proto.CodeDup, "a link opened by the node with the smaller id is kept")
+		return kept
+	}
+	if ctx.Err() != nil {
+		l.Close(proto.CodeShutdown, "agent shutting down")
+		return l
+	}
+	l.Start(a.handlePeer)
+	<-l.Done()
+	a.nodes.remove(l)
+	return l
+}
+
+// handlePeer receives peer protocol frames. Version 1 defines none beyond
+// PING and PONG, which the link answers itself.
+func (a *Agent) handlePeer(l *transport.Link, f *proto.Frame) error {
+	return proto.Errorf(proto.CodeOpcode, "peer opcode %#04x has no handler", f.Opcode)
+}
+
+// dialLoop keeps a link to the peer at addr, redialing with backoff.
+func (a *Agent) dialLoop(ctx context.Context, addr string) {
+	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: a.cfg.ReconnectMax}
+	reason := proto.ReasonJoin
+	failing := false
+	for ctx.Err() == nil {
+		l, err := transport.Dial(ctx, addr, a.peerCfg, reason)
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				a.log.Warn("cannot reach peer", "addr", addr, "err", err.Error())
+			}
+			failing = true
+			sleep(ctx, bo.Next())
+			continue
+		}
+		if failing {
+			a.log.Info("peer reachable again", "addr", addr)
+		}
+		failing = false
+		bo.Reset()
+		reason = proto.ReasonRejoin
+		kept := a.runPeer(ctx, l, a.cfg.ID, addr)
+		// Whichever link serves the node, wait for it to end before
+		// dialing again.
+		select {
+		case <-kept.Done():
+		case <-ctx.Done():
+			return
+		}
+		sleep(ctx, bo.Next())
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

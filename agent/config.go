@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/transport"
+)
+
+// Config is an agent's configuration. Each field is also a flag of
+// `corral agent`, and a key of the TOML config file with the flag's name.
+type Config struct {
+	Cluster        string        `toml:"cluster"`
+	Name           string        `toml:"name"`
+	ID             uint64        `toml:"id"`
+	Bind           string        `toml:"bind"`
+	Peers          []string      `toml:"peers"`
+	DataDir        string        `toml:"data-dir"`
+	ClusterKeyFile string        `toml:"cluster-key-file"`
+	Heartbeat      time.Duration `toml:"heartbeat-interval"`
+	DeadAfter      time.Duration `toml:"heartbeat-timeout"`
+	Handshake      time.Duration `toml:"handshake-timeout"`
+	ReconnectMax   time.Duration `toml:"reconnect-max"`
+	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
+	// It exists to try version refusal with real agents; leave it empty.
+	PeerVersions string `toml:"peer-versions"`
+}
+
+// Defaults returns the configuration an agent starts from.
+func Defaults() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Cluster:      "corral",
+		Name:         host,
+		Bind:         "127.0.0.1:7946",
+		Heartbeat:    transport.DefaultHeartbeatInterval,
+		DeadAfter:    transport.DefaultHeartbeatTimeout,
+		Handshake:    transport.DefaultHandshakeTimeout,
+		ReconnectMax: 2 * time.Second,
+	}
+}
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("agent: bad configuration")
+
+// LoadFile reads a TOML config file over cfg. Unknown keys are refused, so
+// a misspelt setting is an error instead of a silent default.
+func LoadFile(path string, cfg *Config) error {
+	md, err := toml.DecodeFile(path, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("%w: %s: unknown keys %s", ErrConfig, path, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// Validate checks cfg and fills in what can be derived.
+func (c *Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	}
+	if c.Cluster == "" || len(c.Cluster) > proto.MaxNameLen {
+		return bad("cluster name must be 1..%d bytes", proto.MaxNameLen)
+	}
+	if c.Name == "" || len(c.Name) > proto.MaxNameLen {
+		return bad("node name must be 1..%d bytes", proto.MaxNameLen)
+	}
+	if c.DataDir == "" {
+		return bad("--data-dir is required")
+	}
+	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+		return bad("--bind %q: %v", c.Bind, err)
+	}
+	for _, p := range c.Peers {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return bad("peer %q: %v", p, err)
+		}
+	}
+	if c.Heartbeat <= 0 || c.DeadAfter <= c.Heartbeat {
+		return bad("heartbeat-timeout (%v) must exceed heartbeat-interval (%v) > 0", c.DeadAfter, c.Heartbeat)
+	}
+	if c.Handshake <= 0 || c.ReconnectMax <= 0 {
+		return bad("handshake-timeout and reconnect-max must be positive")
+	}
+	if c.ClusterKeyFile == "" {
+		c.ClusterKeyFile = filepath.Join(c.DataDir, "cluster.key")
+	}
+	if _, err := c.ranges(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) ranges() (proto.Ranges, error) {
+	rs := transport.DefaultRanges()
+	if c.PeerVersions == "" {
+		return rs, nil
+	}
+	lo, hi, ok := strings.Cut(c.PeerVersions, "..")
+	a, err1 := strconv.ParseUint(lo, 10, 8)
+	b, err2 := strconv.ParseUint(hi, 10, 8)
+	if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+		return nil, fmt.Errorf("%w: peer-versions %q: want MIN..MAX", ErrConfig, c.PeerVersions)
+	}
+	for i := range rs {
+		if rs[i].Proto == proto.ProtoPeer {
+			rs[i].Min, rs[i].Max = uint8(a), uint8(b)
+		}
+	}
+	return rs, nil
+}
+
+// AdminSocket and ClientSocket are the paths of the local sockets.
+func AdminSocket(dataDir string) string  { return filepath.Join(dataDir, "admin.sock") }
+func ClientSocket(dataDir string) string { return filepath.Join(dataDir, "client.sock") }

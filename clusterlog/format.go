@@ -1,0 +1,172 @@
+package clusterlog
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Disk format constants. FORMAT.md is the specification; keep the two in step.
+// All integers in keys and fixed-size values are big-endian, so that bbolt's
+// byte-wise key order is numeric order.
+const (
+	// FormatVersion is the only disk format version this build reads and
+	// writes. It is stored in meta/format.
+	FormatVersion uint32 = 1
+
+	// indexKeyLen is the length of a key in the entries bucket.
+	indexKeyLen = 8
+	// truncatedLen is the length of meta/truncated: index, term.
+	truncatedLen = 16
+)
+
+// Bucket and key names.
+var (
+	bucketMeta    = []byte("meta")
+	bucketEntries = []byte("entries")
+
+	keyFormat      = []byte("format")      // uint32: FormatVersion
+	keyHardState   = []byte("hardstate")   // raftpb.HardState
+	keyApplied     = []byte("applied")     // uint64: last applied index
+	keyConfState   = []byte("confstate")   // raftpb.ConfState as of applied
+	keyTruncated   = []byte("truncated")   // uint64 index, uint64 term of the entry before the first stored one
+	keySnapshot    = []byte("snapshot")    // raftpb.Snapshot
+	keyIncarnation = []byte("incarnation") // uint64: bumped at every open
+)
+
+// Entry envelope: the header that Node puts in front of every payload it
+// proposes, so that the proposer recognises its own entries when it applies
+// them. See FORMAT.md, "Entry payloads".
+const (
+	envelopeVersion   byte = 1
+	envelopeHeaderLen      = 1 + 8 + 8 + 8
+)
+
+// proposalID identifies one proposal cluster-wide.
+type proposalID struct {
+	node        uint64 // proposer's raft ID
+	incarnation uint64 // proposer's storage incarnation (meta/incarnation)
+	seq         uint64 // per-incarnation counter, from 1
+}
+
+func indexKey(i uint64) []byte {
+	k := make([]byte, indexKeyLen)
+	binary.BigEndian.PutUint64(k, i)
+	return k
+}
+
+func recordName(bucket, key []byte) string {
+	if string(bucket) == string(bucketEntries) && len(key) == indexKeyLen {
+		return fmt.Sprintf("%s/%d", bucket, binary.BigEndian.Uint64(key))
+	}
+	return fmt.Sprintf("%s/%q", bucket, key)
+}
+
+func corrupt(bucket, key []byte, reason string, err error) *CorruptError {
+	return &CorruptError{Record: recordName(bucket, key), Reason: reason, Err: err}
+}
+
+// decodeIndexKey decodes a key of the entries bucket.
+func decodeIndexKey(k []byte) (uint64, error) {
+	if len(k) != indexKeyLen {
+		return 0, corrupt(bucketEntries, k, fmt.Sprintf("key is %d bytes, want %d", len(k), indexKeyLen), nil)
+	}
+	return binary.BigEndian.Uint64(k), nil
+}
+
+// decodeEntryRecord decodes a value of the entries bucket and checks that it
+// is the entry its key says.
+func decodeEntryRecord(k, v []byte) (*raftpb.Entry, error) {
+	idx, err := decodeIndexKey(k)
+	if err != nil {
+		return nil, err
+	}
+	e := new(raftpb.Entry)
+	if err := proto.Unmarshal(v, e); err != nil {
+		return nil, corrupt(bucketEntries, k, "cannot decode raftpb.Entry", err)
+	}
+	if e.GetIndex() != idx {
+		return nil, corrupt(bucketEntries, k, fmt.Sprintf("entry carries index %d", e.GetIndex()), nil)
+	}
+	if e.GetTerm() == 0 {
+		return nil, corrupt(bucketEntries, k, "entry has term 0", nil)
+	}
+	switch e.GetType() {
+	case raftpb.EntryNormal, raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+	default:
+		return nil, corrupt(bucketEntries, k, fmt.Sprintf("unknown entry type %d", e.GetType()), nil)
+	}
+	return e, nil
+}
+
+func decodeUint64(key, v []byte) (uint64, error) {
+	if len(v) != 8 {
+		return 0, corrupt(bucketMeta, key, fmt.Sprintf("value is %d bytes, want 8", len(v)), nil)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func encodeUint64(x uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, x)
+}
+
+func decodeTruncated(v []byte) (index, term uint64, err error) {
+	if len(v) != truncatedLen {
+		return 0, 0, corrupt(bucketMeta, keyTruncated, fmt.Sprintf("value is %d bytes, want %d", len(v), truncatedLen), nil)
+	}
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), nil
+}
+
+func encodeTruncated(index, term uint64) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, truncatedLen), index)
+	return binary.BigEndian.AppendUint64(b, term)
+}
+
+// decodeProto decodes a meta value that is a marshalled raftpb message.
+func decodeProto(key, v []byte, m proto.Message) error {
+	if err := proto.Unmarshal(v, m); err != nil {
+		return corrupt(bucketMeta, key, fmt.Sprintf("cannot decode %T", m), err)
+	}
+	return nil
+}
+
+// appendEnvelope appends the envelope header for id to b.
+func appendEnvelope(b []byte, id proposalID) []byte {
+	b = append(b, envelopeVersion)
+	b = binary.BigEndian.AppendUint64(b, id.node)
+	b = binary.BigEndian.AppendUint64(b, id.incarnation)
+	return binary.BigEndian.AppendUint64(b, id.seq)
+}
+
+// putEnvelope writes the envelope header for id into b[:envelopeHeaderLen].
+func putEnvelope(b []byte, id proposalID) {
+	b[0] = envelopeVersion
+	binary.BigEndian.PutUint64(b[1:], id.node)
+	binary.BigEndian.PutUint64(b[9:], id.incarnation)
+	binary.BigEndian.PutUint64(b[17:], id.seq)
+}
+
+// decodeEnvelope splits an enveloped payload into its proposal ID and the
+// application bytes. index names the entry in errors.
+func decodeEnvelope(index uint64, b []byte) (proposalID, []byte, error) {
+	if len(b) < envelopeHeaderLen {
+		return proposalID{}, nil, &CorruptError{
+			Record: fmt.Sprintf("entry %d", index),
+			Reason: fmt.Sprintf("payload is %d bytes, shorter than the %d-byte envelope header", len(b), envelopeHeaderLen),
+		}
+	}
+	if b[0] != envelopeVersion {
+		return proposalID{}, nil, &CorruptError{
+			Record: fmt.Sprintf("entry %d", index),
+			Reason: fmt.Sprintf("envelope version %d, want %d", b[0], envelopeVersion),
+		}
+	}
+	id := proposalID{
+		node:        binary.BigEndian.Uint64(b[1:]),
+		incarnation: binary.BigEndian.Uint64(b[9:]),
+		seq:         binary.BigEndian.Uint64(b[17:]),
+	}
+	return id, b[envelopeHeaderLen:], nil
+}

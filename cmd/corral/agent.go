@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/corralhq/corral/agent"
+	"github.com/corralhq/corral/transport"
+)
+
+func agentCmd() *cobra.Command {
+	cfg := agent.Defaults()
+	var configFile, logLevel, logFormat string
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the corral agent on this node",
+		Long: `Run the corral agent. Settings come from the defaults, then the TOML file
+given by --config (keys are the flag names), then the flags.
+
+With --dev the agent runs alone on embedded defaults: a temporary data
+directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				fileCfg := agent.Defaults()
+				if err := agent.LoadFile(configFile, &fileCfg); err != nil {
+					return err
+				}
+				// Flags given on the command line win over the file.
+				overlay := cfg
+				cfg = fileCfg
+				cmd.Flags().Visit(func(f *pflag.Flag) { copyFlag(&cfg, &overlay, f.Name) })
+			}
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			if dev {
+				cleanup, err := devSetup(cmd, &cfg)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+			}
+			a, err := agent.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			if dev {
+				fmt.Printf("corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n  try: corral members --data-dir %s\n",
+					a.ID(), cfg.Name, a.Addr(), agent.AdminSocket(cfg.DataDir), agent.ClientSocket(cfg.DataDir), cfg.DataDir, cfg.DataDir)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "TOML config file")
+	f.BoolVar(&dev, "dev", false, "run one node on embedded defaults (temporary data dir and key)")
+	f.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name; every node of a cluster uses the same")
+	f.StringVar(&cfg.Name, "name", cfg.Name, "node name")
+	f.Uint64Var(&cfg.ID, "id", 0, "node id (0: the one kept in the data dir, made up on first start)")
+	f.StringVar(&cfg.Bind, "bind", cfg.Bind, "HOST:PORT to accept peer links on")
+	f.StringSliceVar(&cfg.Peers, "peers", nil, "peer addresses HOST:PORT,HOST:PORT")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (sockets, node id, key)")
+	f.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", "", "cluster key file (default DATA-DIR/cluster.key)")
+	f.DurationVar(&cfg.Heartbeat, "heartbeat-interval", cfg.Heartbeat, "time between heartbeats on a link")
+	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
+	f.DurationVar(&cfg.Handshake, "handshake-timeout", cfg.Handshake, "time a new connection has to complete its handshake")
+	f.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "longest wait between reconnection attempts")
+	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
+	f.MarkHidden("peer-versions")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// copyFlag copies the setting of flag name from src to dst.
+func copyFlag(dst, src *agent.Config, name string) {
+	switch name {
+	case "cluster":
+		dst.Cluster = src.Cluster
+	case "name":
+		dst.Name = src.Name
+	case "id":
+		dst.ID = src.ID
+	case "bind":
+		dst.Bind = src.Bind
+	case "peers":
+		dst.Peers = src.Peers
+	case "data-dir":
+		dst.DataDir = src.DataDir
+	case "cluster-key-file":
+		dst.ClusterKeyFile = src.ClusterKeyFile
+	case "heartbeat-interval":
+		dst.Heartbeat = src.Heartbeat
+	case "heartbeat-timeout":
+		dst.DeadAfter = src.DeadAfter
+	case "handshake-timeout":
+		dst.Handshake = src.Handshake
+	case "reconnect-max":
+		dst.ReconnectMax = src.ReconnectMax
+	case "peer-versions":
+		dst.PeerVersions = src.PeerVersions
+	}
+}
+
+// devSetup fills in the embedded defaults of --dev.
+func devSetup(cmd *cobra.Command, cfg *agent.Config) (func(), error) {
+	dir, err := os.MkdirTemp("", "corral-dev-")
+	if err != nil {
+		return nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	if !cmd.Flags().Changed("data-dir") {
+		cfg.DataDir = dir
+	}
+	if !cmd.Flags().Changed("id") && cfg.ID == 0 {
+		cfg.ID = 1
+	}
+	if !cmd.Flags().Changed("bind") {
+		cfg.Bind = "127.0.0.1:0"
+	}
+	if cfg.ClusterKeyFile == "" {
+		cfg.ClusterKeyFile = filepath.Join(dir, "cluster.key")
+		key, err := transport.GenerateKey()
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		if err := transport.WriteKeyFile(cfg.ClusterKeyFile, key); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	return cleanup, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func keygenCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Write a new cluster key (mode 0600)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if out == "" {
+				return fmt.Errorf("--out is required")
+			}
+			key, err := transport.GenerateKey()
+			if err != nil {
+				return err
+			}
+			return transport.WriteKeyFile(out, key)
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write the key to (must not exist)")
+	return cmd
+}

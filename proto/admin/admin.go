@@ -1,0 +1,162 @@
+// Package admin defines the admin sub-protocol, spoken between the corral
+// command-line tool and the agent over the admin unix socket, and its
+// version. The byte layout of every message is in SPEC.md beside this file.
+//
+// Requests are frames with FlagCreate|FlagDelete and a fresh MsgID; the
+// answer carries the same opcode and MsgID with FlagReply added, or
+// FlagReply|FlagAbort and a proto.Status body when the request failed.
+package admin
+
+import (
+	"encoding/binary"
+
+	"github.com/corralhq/corral/proto"
+)
+
+// Specification constants: admin protocol versions.
+const (
+	MinVersion uint8 = 1
+	MaxVersion uint8 = 1
+)
+
+// Specification constants: opcodes.
+const (
+	OpPing    uint16 = 0x0001 // body: proto.Ping; answered by PONG
+	OpPong    uint16 = 0x0002 // body: the PING's proto.Ping, echoed
+	OpVersion uint16 = 0x0010 // request: empty; reply: VersionInfo
+	OpMembers uint16 = 0x0011 // request: empty; reply: Members
+
+	// 0x0100–0x0FFF reserved: cluster log, membership changes, data
+	// service administration (dhcptab, pntadm), shared addresses
+)
+
+// Ops is the admin protocol's opcode table.
+var Ops = &proto.OpSet{
+	Proto: proto.ProtoAdmin,
+	Min:   MinVersion,
+	Max:   MaxVersion,
+	Ops: map[uint16]proto.Op{
+		OpPing:    {Name: "PING", Since: 1},
+		OpPong:    {Name: "PONG", Since: 1},
+		OpVersion: {Name: "VERSION", Since: 1},
+		OpMembers: {Name: "MEMBERS", Since: 1},
+	},
+}
+
+// Limits on admin message contents.
+const (
+	MaxMembers   = 4096
+	MaxStringLen = 255
+)
+
+// VersionInfo is the reply to VERSION.
+type VersionInfo struct {
+	Binary string       // the agent's build version
+	Ranges proto.Ranges // every sub-protocol's spoken versions
+}
+
+// AppendVersionInfo appends the body of v.
+func AppendVersionInfo(dst []byte, v *VersionInfo) []byte {
+	dst = proto.AppendString16(dst, v.Binary)
+	dst = append(dst, byte(len(v.Ranges)))
+	for _, r := range v.Ranges {
+		dst = append(dst, byte(r.Proto), r.Min, r.Max)
+	}
+	return dst
+}
+
+// ParseVersionInfo decodes a VERSION reply.
+func ParseVersionInfo(b []byte) (v VersionInfo, err error) {
+	r := proto.NewReader(b, "VERSION reply")
+	v.Binary = r.String16(MaxStringLen, "binary version")
+	n := int(r.U8("range count"))
+	if n > proto.MaxRanges {
+		r.Fail(proto.CodeField, "%d ranges, limit %d", n, proto.MaxRanges)
+		n = 0
+	}
+	for i := 0; i < n; i++ {
+		v.Ranges = append(v.Ranges, proto.Range{Proto: proto.ProtoID(r.U8("proto")), Min: r.U8("min"), Max: r.U8("max")})
+	}
+	return v, r.Err()
+}
+
+// LinkState is a member's link state as seen by the answering agent.
+type LinkState uint8
+
+// Specification constants: link states.
+const (
+	StateDown LinkState = 0 // no link
+	StateUp   LinkState = 1 // an authenticated link with heartbeats
+	StateSelf LinkState = 2 // the answering agent itself
+)
+
+func (s LinkState) String() string {
+	switch s {
+	case StateDown:
+		return "down"
+	case StateUp:
+		return "up"
+	case StateSelf:
+		return "self"
+	}
+	return "unknown"
+}
+
+// Member is one known node.
+type Member struct {
+	ID          uint64 // 0 while a configured peer has never answered
+	State       LinkState
+	PeerVersion uint8  // negotiated peer protocol version, 0 if never linked
+	RTT         uint32 // last round trip in microseconds, 0 if unknown
+	Since       int64  // unix nanoseconds of the last state change, 0 if never
+	Name        string
+	Addr        string
+}
+
+// memberFixed is the size of a member's fixed fields.
+const memberFixed = 8 + 1 + 1 + 2 + 4 + 8
+
+// AppendMembers appends the body of a MEMBERS reply.
+func AppendMembers(dst []byte, ms []Member) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint32(dst, uint32(len(ms)))
+	for i := range ms {
+		m := &ms[i]
+		dst = le.AppendUint64(dst, m.ID)
+		dst = append(dst, byte(m.State), m.PeerVersion, 0, 0)
+		dst = le.AppendUint32(dst, m.RTT)
+		dst = le.AppendUint64(dst, uint64(m.Since))
+		dst = proto.AppendString16(dst, m.Name)
+		dst = proto.AppendString16(dst, m.Addr)
+	}
+	return dst
+}
+
+// ParseMembers decodes a MEMBERS reply.
+func ParseMembers(b []byte) ([]Member, error) {
+	r := proto.NewReader(b, "MEMBERS reply")
+	count := r.U32("count")
+	// Each member takes at least memberFixed+4 bytes, so the count is
+	// checked against the body before anything is allocated. The count is
+	// compared before it becomes an int, which may be 32 bits wide.
+	if count > MaxMembers || int(count)*(memberFixed+4) > r.Len() {
+		r.Fail(proto.CodeField, "member count %d does not fit a body of %d bytes (limit %d)", count, len(b), MaxMembers)
+		return nil, r.Err()
+	}
+	ms := make([]Member, count)
+	for i := range ms {
+		m := &ms[i]
+		m.ID = r.U64("id")
+		m.State = LinkState(r.U8("state"))
+		m.PeerVersion = r.U8("peer version")
+		r.Zero(2, "reserved")
+		m.RTT = r.U32("rtt")
+		m.Since = int64(r.U64("since"))
+		m.Name = r.String16(MaxStringLen, "name")
+		m.Addr = r.String16(MaxStringLen, "addr")
+		if m.State > StateSelf {
+			r.Fail(proto.CodeField, "member %d: unknown state %d", i, m.State)
+		}
+	}
+	return ms, r.Err()
+}

@@ -1,0 +1,119 @@
+package transport
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/admin"
+	"github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/peer"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHandshakeTimeout  = 5 * time.Second
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultHeartbeatTimeout  = 500 * time.Millisecond
+	DefaultQueueBytes        = 8 << 20
+)
+
+// OpSets are the sub-protocols this build speaks, by id.
+var OpSets = map[proto.ProtoID]*proto.OpSet{
+	proto.ProtoPeer:   peer.Ops,
+	proto.ProtoClient: client.Ops,
+	proto.ProtoAdmin:  admin.Ops,
+}
+
+// DefaultRanges returns the version ranges of every sub-protocol this build
+// speaks.
+func DefaultRanges() proto.Ranges {
+	return proto.Ranges{peer.Ops.Range(), client.Ops.Range(), admin.Ops.Range()}
+}
+
+// Config describes this end of a link. One Config is shared by every link
+// of an agent and must not change after first use.
+type Config struct {
+	Cluster  string // cluster name; both ends must agree
+	NodeID   uint64
+	NodeName string
+	Features uint64
+	// Ranges are the versions spoken; nil means DefaultRanges. Tests and
+	// the hidden agent flags narrow them to play an older or newer agent.
+	Ranges proto.Ranges
+
+	// Key is the cluster key. A nil Key makes a local link: no TLS and no
+	// proof, for unix sockets whose file mode authenticates the caller,
+	// and for measuring the framing alone.
+	Key []byte
+	// Certificate is this node's TLS certificate; if nil a self-signed one
+	// is made on first use.
+	Certificate *tls.Certificate
+
+	// SourceIP, when set, is the local address Dial connects from, so
+	// peers and firewalls see the node's own address.
+	SourceIP string
+
+	// Serve lists the sub-protocols an accepting end serves; a HELLO whose
+	// reason selects another is refused. Nil means the peer protocol.
+	Serve []proto.ProtoID
+
+	HandshakeTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	MaxPayload        int // largest payload accepted; 0 means proto.DefaultMaxPayload
+	QueueBytes        int // send queue limit before Send blocks
+
+	Logger *slog.Logger
+}
+
+func (c *Config) ranges() proto.Ranges {
+	if c.Ranges != nil {
+		return c.Ranges
+	}
+	return DefaultRanges()
+}
+
+func (c *Config) serves(p proto.ProtoID) bool {
+	if c.Serve == nil {
+		return p == proto.ProtoPeer
+	}
+	for _, s := range c.Serve {
+		if s == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func (c *Config) handshakeTimeout() time.Duration {
+	return orDefault(c.HandshakeTimeout, DefaultHandshakeTimeout)
+}
+func (c *Config) heartbeatInterval() time.Duration {
+	return orDefault(c.HeartbeatInterval, DefaultHeartbeatInterval)
+}
+func (c *Config) heartbeatTimeout() time.Duration {
+	return orDefault(c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+}
+
+func (c *Config) queueBytes() int {
+	if c.QueueBytes > 0 {
+		return c.QueueBytes
+	}
+	return DefaultQueueBytes
+}

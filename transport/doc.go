@@ -1,0 +1,21 @@
+// Package transport is one corral link: a connection between two agents
+// (TLS 1.3 from the standard library, authenticated by the cluster key) or
+// between a local tool and its agent (a unix socket, authenticated by file
+// permissions), carrying proto frames.
+//
+// A link starts with a handshake. The connecting side sends HELLO; the
+// accepting side checks the cluster name, the proof of the cluster key and
+// the versions and answers with its own HELLO or with REJECT and closes.
+// The connecting side checks the answer the same way. The proof is an
+// HMAC-SHA256 under the cluster key over the hello and a value exported
+// from the TLS session (RFC 8446 section 7.5), so it cannot be replayed on
+// another connection or reflected back by a man in the middle.
+//
+// After the handshake a link runs three goroutines: a reader that feeds the
+// proto receive state machine and hands frames to the owner's Handler, a
+// writer that gathers queued frames into vectored writes (at most
+// MaxIOVec buffers per write, small frames packed into shared recycled
+// slabs), and a heartbeat that sends PING every interval and ends the link
+// when nothing was heard for the timeout. Any malformed frame ends only
+// that link, with a typed *proto.Error.
+package transport

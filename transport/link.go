@@ -1,0 +1,309 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corralhq/corral/proto"
+)
+
+// ErrClosed is returned by Send on a link closed by this side.
+var ErrClosed = errors.New("transport: link closed")
+
+// Handler receives the frames of a link other than the session frames and
+// PING/PONG, which the link answers itself. It runs on the link's reader
+// goroutine, so it must not block for long; f and its slices are valid only
+// until it returns. An error it returns ends the link with that error.
+type Handler func(l *Link, f *proto.Frame) error
+
+// Link is an established, authenticated connection.
+type Link struct {
+	conn net.Conn
+	dec  *proto.Decoder
+	cfg  *Config
+	info PeerInfo
+	ops  *proto.OpSet
+	log  *slog.Logger
+	q    *sendQueue
+	buf  *bufConn // gathers TLS records per batch; nil on local links
+
+	lastRecv atomic.Int64 // unix nanos of the last frame received
+	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
+	msgID    atomic.Uint64
+
+	started  atomic.Bool
+	done     chan struct{} // closed when the link has ended
+	wdone    chan struct{} // closed when the writer has stopped
+	once     sync.Once
+	err      error // why the link ended; read after done is closed
+	closeErr error // the reason sent in GOODBYE when this side closes
+}
+
+func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Link {
+	l := &Link{
+		conn:  conn,
+		dec:   dec,
+		cfg:   cfg,
+		info:  info,
+		ops:   OpSets[info.Proto],
+		log:   cfg.logger().With("peer", info.Name, "peer_id", info.NodeID, "proto", info.Proto.String()),
+		q:     newSendQueue(cfg.queueBytes()),
+		done:  make(chan struct{}),
+		wdone: make(chan struct{}),
+	}
+	l.lastRecv.Store(time.Now().UnixNano())
+	return l
+}
+
+// Peer returns what the handshake learned about the other end.
+func (l *Link) Peer() PeerInfo { return l.info }
+
+// RTT returns the last measured round trip, 0 before the first PONG.
+func (l *Link) RTT() time.Duration { return time.Duration(l.rtt.Load()) }
+
+// Done is closed when the link has ended.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Err returns why the link ended, once Done is closed.
+func (l *Link) Err() error {
+	<-l.done
+	return l.err
+}
+
+// NextMsgID returns a fresh message id for a request on this link.
+func (l *Link) NextMsgID() uint64 { return l.msgID.Add(1) }
+
+// Start runs the link's goroutines; h receives its frames. Start may be
+// called once.
+func (l *Link) Start(h Handler) {
+	if !l.started.CompareAndSwap(false, true) {
+		panic("transport: Link.Start called twice")
+	}
+	go l.reader(h)
+	go l.writer()
+	go l.heartbeat()
+}
+
+// Send queues f for the peer. It fills in the protocol and version of the
+// link, and blocks while the send queue is full. f's slices are copied
+// before Send returns.
+func (l *Link) Send(ctx context.Context, f *proto.Frame) error {
+	f.Proto, f.Version = l.info.Proto, l.info.Version
+	if f.Hops == 0 {
+		f.Hops = proto.HopLimit
+	}
+	return l.q.push(ctx, f)
+}
+
+// Close sends GOODBYE with the given code and text, waits briefly for the
+// queue to drain and closes the connection. It returns once the link has
+// ended.
+func (l *Link) Close(code proto.Code, text string) {
+	if code == proto.CodeNone {
+		code = proto.CodeShutdown
+	}
+	st := proto.Status{Code: code, Text: text}
+	f := proto.SessionFrame(proto.OpGoodbye, proto.AppendStatus(nil, &st))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if l.q.push(ctx, &f) == nil && l.started.Load() {
+		// The writer ends the link after writing what was queued.
+		l.q.close(ErrClosed, true)
+		select {
+		case <-l.wdone:
+		case <-ctx.Done():
+		}
+	}
+	l.end(&proto.Error{Code: code, Detail: "closed by this node: " + text, Err: ErrClosed})
+	<-l.done
+}
+
+// end records why the link ended, once, and tears it down.
+func (l *Link) end(err error) {
+	l.once.Do(func() {
+		l.err = err
+		l.q.close(err, false)
+		l.conn.Close()
+		close(l.done)
+	})
+}
+
+func (l *Link) reader(h Handler) {
+	for {
+		for {
+			f, ok, err := l.dec.Next()
+			if err != nil {
+				l.fail(err)
+				return
+			}
+			if !ok {
+				break
+			}
+			l.lastRecv.Store(time.Now().UnixNano())
+			if err := l.dispatch(h, &f); err != nil {
+				l.fail(err)
+				return
+			}
+		}
+		n, err := l.conn.Read(l.dec.Buffer())
+		l.dec.Advance(n)
+		if err != nil && n == 0 {
+			select {
+			case <-l.done:
+				return // closed by this side
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				if cerr := l.dec.Close(); cerr != nil {
+					err = cerr
+				} else {
+					err = proto.Errorf(proto.CodeEOF, "peer closed the connection without GOODBYE")
+				}
+			} else {
+				err = ioError(proto.CodeSock, "read", err)
+			}
+			l.fail(err)
+			return
+		}
+	}
+}
+
+func (l *Link) dispatch(h Handler, f *proto.Frame) error {
+	if f.Proto == proto.ProtoSession {
+		if err := proto.CheckSession(&f.Header); err != nil {
+			return err
+		}
+		if f.Opcode != proto.OpGoodbye {
+			return proto.Errorf(proto.CodeState, "session opcode %#04x after the handshake", f.Opcode)
+		}
+		st, err := proto.ParseStatus(f.Body, "GOODBYE")
+		if err != nil {
+			return err
+		}
+		l.log.Info("peer said goodbye", "code", st.Code.String(), "text", st.Text)
+		l.end(&proto.Error{Code: st.Code, Detail: "peer said goodbye: " + st.Text})
+		return nil
+	}
+	if err := l.ops.Check(&f.Header, l.info.Version); err != nil {
+		return err
+	}
+	// Opcodes 1 and 2 are PING and PONG in every sub-protocol.
+	switch f.Opcode {
+	case 0x0001:
+		if _, err := proto.ParsePing(f.Body); err != nil {
+			return err
+		}
+		pong := proto.Frame{Header: proto.Header{Opcode: 0x0002, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete, MsgID: f.MsgID}, Body: f.Body}
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.heartbeatTimeout())
+		defer cancel()
+		if err := l.Send(ctx, &pong); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	case 0x0002:
+		p, err := proto.ParsePing(f.Body)
+		if err != nil {
+			return err
+		}
+		if rtt := p.RTT(time.Now()); rtt >= 0 {
+			l.rtt.Store(int64(rtt))
+		}
+		return nil
+	}
+	return h(l, f)
+}
+
+// fail ends the link on a receive or protocol error, telling the peer why
+// when the error is the peer's fault and the connection still works.
+func (l *Link) fail(err error) {
+	var pe *proto.Error
+	if errors.As(err, &pe) && pe.Code != proto.CodeSock && pe.Code != proto.CodeEOF && pe.Code != proto.CodeTimeout && !errors.Is(err, ErrClosed) {
+		select {
+		case <-l.done:
+		default:
+			l.log.Warn("closing link on bad input", "err", err.Error())
+			st := proto.Status{Code: pe.Code, Text: err.Error()}
+			f := proto.SessionFrame(proto.OpGoodbye, proto.AppendStatus(nil, &st))
+			l.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			l.conn.Write(proto.AppendFrame(nil, &f))
+		}
+	}
+	l.end(err)
+}
+
+func (l *Link) writer() {
+	defer close(l.wdone)
+	bufs := make([]*[]byte, 0, MaxIOVec)
+	iov := make(net.Buffers, 0, MaxIOVec)
+	for {
+		select {
+		case <-l.q.wake:
+		case <-l.q.dead:
+			// Flush what Close queued before it closed the queue.
+		case <-l.done:
+			return
+		}
+		for {
+			bufs = l.q.take(bufs[:0])
+			if len(bufs) == 0 {
+				break
+			}
+			iov = iov[:0]
+			for _, b := range bufs {
+				iov = append(iov, *b)
+			}
+			l.conn.SetWriteDeadline(time.Now().Add(l.cfg.heartbeatTimeout() + time.Second))
+			var err error
+			if l.buf != nil {
+				l.buf.batch()
+				_, err = iov.WriteTo(l.conn)
+				if ferr := l.buf.flush(); err == nil {
+					err = ferr
+				}
+			} else {
+				_, err = iov.WriteTo(l.conn)
+			}
+			l.q.done(bufs)
+			if err != nil {
+				l.end(ioError(proto.CodeSock, "write", err))
+				return
+			}
+		}
+		select {
+		case <-l.q.dead:
+			l.end(l.q.closedErr())
+			return
+		default:
+		}
+	}
+}
+
+func (l *Link) heartbeat() {
+	interval, timeout := l.cfg.heartbeatInterval(), l.cfg.heartbeatTimeout()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case now := <-t.C:
+			if silent := now.Sub(time.Unix(0, l.lastRecv.Load())); silent > timeout {
+				l.fail(proto.Errorf(proto.CodeTimeout, "nothing heard from the peer for %v (timeout %v)", silent.Round(time.Millisecond), timeout))
+				return
+			}
+			ping := proto.Frame{Header: proto.Header{Opcode: 0x0001, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			err := l.Send(ctx, &ping)
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package transport
+
+import (
+	"context"
+	"sync"
+
+	"github.com/corralhq/corral/proto"
+)
+
+// Sizes of the send path.
+const (
+	// MaxIOVec is how many buffers one vectored write gathers, as in the
+	// HAMMER2 iocom this link is modelled on.
+	MaxIOVec = 16
+	// slabSize is the size of a recycled send buffer. Frames up to
+	// packLimit are packed together into slabs, so many small messages
+	// leave in one write (and, on TLS, in full records); larger frames get
+	// a slab of their own when they fit.
+	slabSize  = 128 << 10
+	packLimit = 16 << 10
+)
+
+var slabPool = sync.Pool{New: func() any { b := make([]byte, 0, slabSize); return &b }}
+
+func getSlab() *[]byte { return slabPool.Get().(*[]byte) }
+
+func putSlab(b *[]byte) {
+	if cap(*b) != slabSize {
+		return // one-off buffer of a frame larger than a slab
+	}
+	*b = (*b)[:0]
+	slabPool.Put(b)
+}
+
+// sendQueue holds encoded frames between Send and the writer goroutine.
+type sendQueue struct {
+	limit int
+	wake  chan struct{} // cap 1: tells the writer there is work
+	space chan struct{} // cap 1: tells blocked senders the writer drained bytes
+	dead  chan struct{} // closed with the queue
+
+	mu     sync.Mutex // guards the fields below
+	bufs   []*[]byte  // encoded frames in order; the last may still be packed into
+	open   bool       // the last buf accepts more small frames
+	queued int        // bytes in bufs
+	err    error      // set when the link is closed; Send fails with it
+}
+
+func newSendQueue(limit int) *sendQueue {
+	return &sendQueue{limit: limit, wake: make(chan struct{}, 1), space: make(chan struct{}, 1), dead: make(chan struct{})}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// push encodes f into the queue, waiting while the queue is over its limit.
+func (q *sendQueue) push(ctx context.Context, f *proto.Frame) error {
+	f.Seal()
+	n := proto.HeaderSize + f.PayloadLen()
+	for {
+		q.mu.Lock()
+		if q.err != nil {
+			q.mu.Unlock()
+			return q.err
+		}
+		if q.queued == 0 || q.queued+n <= q.limit {
+			break
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.space:
+		case <-q.dead:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var dst *[]byte
+	if last := len(q.bufs) - 1; q.open && n <= packLimit && last >= 0 && len(*q.bufs[last])+n <= slabSize {
+		dst = q.bufs[last]
+	} else {
+		if n <= slabSize {
+			dst = getSlab()
+		} else {
+			b := make([]byte, 0, n)
+			dst = &b
+		}
+		q.bufs = append(q.bufs, dst)
+		q.open = n <= packLimit
+	}
+	off := len(*dst)
+	*dst = (*dst)[:off+n]
+	proto.PutHeader((*dst)[off:], &f.Header)
+	copy((*dst)[off+proto.HeaderSize:], f.Ext)
+	copy((*dst)[off+proto.HeaderSize+len(f.Ext):], f.Body)
+	q.queued += n
+	q.mu.Unlock()
+	signal(q.wake)
+	return nil
+}
+
+// take moves up to MaxIOVec buffers into out and closes the last one to
+// packing, since the writer now owns it.
+func (q *sendQueue) take(out []*[]byte) []*[]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(q.bufs), MaxIOVec)
+	out = append(out, q.bufs[:n]...)
+	rest := copy(q.bufs, q.bufs[n:])
+	clear(q.bufs[rest:])
+	q.bufs = q.bufs[:rest]
+	if rest == 0 {
+		q.open = false
+	}
+	return out
+}
+
+// done returns written buffers to the pool and wakes blocked senders.
+func (q *sendQueue) done(bufs []*[]byte) {
+	n := 0
+	for _, b := range bufs {
+		n += len(*b)
+		putSlab(b)
+	}
+	q.mu.Lock()
+	q.queued -= n
+	q.mu.Unlock()
+	signal(q.space)
+}
+
+// close fails later pushes with err. With drain the writer still writes
+// what is queued (an orderly close); without, queued frames are dropped.
+func (q *sendQueue) close(err error, drain bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return
+	}
+	q.err = err
+	if !drain {
+		for _, b := range q.bufs {
+			putSlab(b)
+		}
+		q.bufs, q.queued = nil, 0
+	}
+	close(q.dead)
+}
+
+func (q *sendQueue) closedErr() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
