@@ -55,15 +55,17 @@ func (n *nodes) add(l *transport.Link, initiator uint64, addr string) *transport
 		nd = &node{id: p.NodeID}
 		n.byID[p.NodeID] = nd
 	}
+	// A configured address names the node better than the source
+	// address of a link it opened, even when that link is kept.
+	if nd.addr == "" || n.addr[addr] && !n.addr[nd.addr] {
+		nd.addr = addr
+	}
 	old := nd.link
 	if old != nil && !keepNew(n.self, p.NodeID, nd.initiator, initiator) {
 		n.mu.Unlock()
 		return old
 	}
 	nd.name, nd.link, nd.initiator, nd.version = p.Name, l, initiator, p.Version
-	if addr != "" && (nd.addr == "" || n.addr[addr] || !n.addr[nd.addr]) {
-		nd.addr = addr
-	}
 	if old == nil {
 		nd.since = time.Now()
 	}

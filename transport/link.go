@@ -110,9 +110,16 @@ func (l *Link) Close(code proto.Code, text string) {
 	}
 	st := proto.Status{Code: code, Text: text}
 	f := proto.SessionFrame(proto.OpGoodbye, proto.AppendStatus(nil, &st))
+	if !l.started.Load() {
+		// No writer runs yet: say goodbye directly.
+		l.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		l.conn.Write(proto.AppendFrame(nil, &f))
+		l.end(&proto.Error{Code: code, Detail: "closed by this node: " + text, Err: ErrClosed})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if l.q.push(ctx, &f) == nil && l.started.Load() {
+	if l.q.push(ctx, &f) == nil {
 		// The writer ends the link after writing what was queued.
 		l.q.close(ErrClosed, true)
 		select {
