@@ -1,0 +1,235 @@
+package events
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+)
+
+// Service is one node's event notification service (seed §1.2): it delivers
+// the events a producer publishes to the callbacks of local handles, one
+// event at a time, in publish order, by priority. It does no network I/O.
+//
+// A Service has no goroutine of its own: Publish and CallbackDone advance the
+// dispatch in the caller's goroutine, and callbacks run in the goroutine that
+// calls Handle.HandleEvent.
+type Service struct {
+	log *slog.Logger
+
+	// mu guards the fields below and the mutable fields of every Handle and
+	// delivery of this Service: one lock, so a completion can advance the
+	// whole dispatch atomically. It is never held while a callback runs.
+	mu      sync.Mutex
+	closed  bool
+	handles []*Handle // registered, in registration order
+	queue   []Event   // published, dispatch not started, in publish order
+	cur     *dispatch // the event being dispatched; nil when idle
+	lastSeq uint64    // highest non-zero Seq published
+}
+
+// Options configures a Service.
+type Options struct {
+	// Logger receives debug traces of the dispatch and warnings (e.g. a
+	// signal that could not be raised). Nil discards them.
+	Logger *slog.Logger
+}
+
+// New returns a running Service.
+func New(opts Options) *Service {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{log: log.With("subsystem", "events")}
+}
+
+// Register returns a new handle (oc_ev_register). It receives nothing until
+// it is activated.
+func (s *Service) Register() (*Handle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	h := &Handle{s: s}
+	s.handles = append(s.handles, h)
+	return h, nil
+}
+
+// Publish is the producer side: the agent or client library feeds each event
+// here, cluster-wide events in the cluster-wide (Raft log) order. Publish
+// queues ev and returns without waiting for callbacks; it never blocks on a
+// consumer. It takes ownership of ev.Data: the producer must not modify it
+// afterwards. The queue is unbounded: it grows while a callback keeps an
+// event outstanding.
+//
+// Publish refuses an invalid descriptor (ErrBadEvent), data of another class
+// (ErrDataClass), and a non-zero Seq not above the last one published
+// (ErrStaleSeq): that event was already delivered, and delivering it again
+// would break exactly-once, so a producer replaying its log after a restart
+// can ignore this error.
+func (s *Service) Publish(ev Event) error {
+	if !ev.Desc.Valid() {
+		return fmt.Errorf("%w: %v", ErrBadEvent, ev.Desc)
+	}
+	if ev.Data != nil && ev.Data.Class() != ev.Desc.Class() {
+		return fmt.Errorf("%w: %T for %v", ErrDataClass, ev.Data, ev.Desc)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if ev.Seq != 0 {
+		if ev.Seq <= s.lastSeq {
+			return fmt.Errorf("%w: seq %d, last %d", ErrStaleSeq, ev.Seq, s.lastSeq)
+		}
+		s.lastSeq = ev.Seq
+	}
+	s.queue = append(s.queue, ev)
+	s.advanceLocked()
+	return nil
+}
+
+// Close shuts the service down: every handle is unregistered (HandleEvent in
+// the no-return style returns ErrClosed), queued events are dropped, and
+// Register and Publish fail with ErrClosed. A producer that wants clients to
+// know publishes MSShutdown first. Callbacks running at the time finish.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.closed = true
+	s.queue = nil
+	// Close every handle before releasing any delivery, so that the
+	// releases cannot make another handle pending (and raise its signal).
+	hs := slices.Clone(s.handles)
+	for _, h := range hs {
+		h.closeLocked(ErrClosed)
+	}
+	for _, h := range hs {
+		h.releaseLocked()
+	}
+	return nil
+}
+
+// dispatch is the state of the event being delivered. Its deliveries are
+// grouped in bands of equal priority, closest to zero first; band i+1 is made
+// pending only when every delivery of band i is complete.
+type dispatch struct {
+	ev    Event
+	bands [][]*delivery
+	band  int // index of the band being delivered; -1 before the first
+	open  int // deliveries of bands[band] not yet complete
+}
+
+type dstate uint8
+
+const (
+	dWaiting  dstate = iota // its band has not been reached
+	dReady                  // pending on its handle, waiting for HandleEvent
+	dRunning                // callback running
+	dReturned               // callback returned without CallbackDone
+	dDone                   // complete
+)
+
+// delivery is one event for one handle's callback; its Cookie points to it.
+type delivery struct {
+	h     *Handle
+	dp    *dispatch
+	class Class
+	pri   Priority
+	state dstate
+	// released: completed by Unregister or Close, not by CallbackDone, so a
+	// late CallbackDone is not an error.
+	released bool
+}
+
+// advanceLocked moves the dispatch forward as far as completions allow:
+// starts the next queued event when idle, and the next band when the current
+// one is complete.
+func (s *Service) advanceLocked() {
+	for {
+		if s.cur == nil {
+			if len(s.queue) == 0 {
+				return
+			}
+			ev := s.queue[0]
+			s.queue[0] = Event{} // let the GC have the data once delivered
+			s.queue = s.queue[1:]
+			s.cur = s.startLocked(ev)
+			continue
+		}
+		dp := s.cur
+		if dp.open > 0 {
+			return
+		}
+		dp.band++
+		if dp.band == len(dp.bands) {
+			s.log.Debug("event complete", "event", dp.ev)
+			s.cur = nil
+			continue
+		}
+		for _, d := range dp.bands[dp.band] {
+			// A handle unregistered, or a callback disabled, since the
+			// event started gets nothing.
+			if d.h.closed || d.h.cb[d.class].fn == nil {
+				d.state = dDone
+				continue
+			}
+			d.state = dReady
+			d.h.cur = d
+			d.h.setPendingLocked(true)
+			dp.open++
+		}
+	}
+}
+
+// startLocked snapshots the recipients of ev: every active handle with a
+// callback for its class, stably sorted by priority, so equal priorities keep
+// registration order. It returns nil if there is none.
+func (s *Service) startLocked(ev Event) *dispatch {
+	class := ev.Desc.Class()
+	dp := &dispatch{ev: ev, band: -1}
+	var all []*delivery
+	for _, h := range s.handles {
+		if h.style == StyleNone || h.closed || h.cb[class].fn == nil {
+			continue
+		}
+		all = append(all, &delivery{h: h, dp: dp, class: class, pri: h.cb[class].pri})
+	}
+	if len(all) == 0 {
+		s.log.Debug("event has no recipient", "event", ev)
+		return nil
+	}
+	slices.SortStableFunc(all, func(a, b *delivery) int { return int(a.pri - b.pri) })
+	for i, j := 0, 0; i < len(all); i = j {
+		for j = i; j < len(all) && all[j].pri == all[i].pri; j++ {
+		}
+		dp.bands = append(dp.bands, all[i:j])
+	}
+	s.log.Debug("event dispatch", "event", ev, "callbacks", len(all), "bands", len(dp.bands))
+	return dp
+}
+
+// completeLocked marks d complete and advances the dispatch.
+func (s *Service) completeLocked(d *delivery) {
+	if d.state == dDone {
+		return
+	}
+	if d.dp != s.cur || d.state == dWaiting {
+		panic("events: completing a delivery that is not current")
+	}
+	if d.state == dReady {
+		d.h.setPendingLocked(false)
+	}
+	d.state = dDone
+	if d.h.cur == d {
+		d.h.cur = nil
+	}
+	d.dp.open--
+	s.advanceLocked()
+}
