@@ -128,6 +128,18 @@ func Parse(text string) ([]byte, error) {
 // It returns the bytes parsed from the file so the caller can decode them.
 func Check(t testing.TB, path, want string) []byte {
 	t.Helper()
+	got := CheckText(t, path, want)
+	data, err := Parse(got)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return data
+}
+
+// CheckText compares want with the text file at path, or writes it with
+// -rewrite, and returns the file's contents.
+func CheckText(t testing.TB, path, want string) string {
+	t.Helper()
 	if *Rewrite {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
@@ -136,12 +148,13 @@ func Check(t testing.TB, path, want string) []byte {
 			t.Fatal(err)
 		}
 	}
-	got, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("%v (run go test -rewrite to create it)", err)
 	}
-	if string(got) != want {
-		gl, wl := strings.Split(string(got), "\n"), strings.Split(want, "\n")
+	got := string(b)
+	if got != want {
+		gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
 		i := 0
 		for i < len(gl) && i < len(wl) && gl[i] == wl[i] {
 			i++
@@ -152,14 +165,10 @@ func Check(t testing.TB, path, want string) []byte {
 			}
 			return "(end of file)"
 		}
-		t.Errorf("%s does not match the encoder; first difference at line %d:\n file:    %s\n encoder: %s\n(run go test -rewrite if the change is intended and the spec says so)",
+		t.Errorf("%s does not match the code; first difference at line %d:\n file: %s\n code: %s\n(run go test -rewrite if the change is intended and the spec says so)",
 			path, i+1, line(gl), line(wl))
 	}
-	data, err := Parse(string(got))
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return data
+	return got
 }
 
 // CheckDir fails for every *.hex file in dir that no vector produced, so a

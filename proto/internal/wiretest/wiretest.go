@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,6 +89,15 @@ var sentinels = map[proto.Code]error{
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.
 func Sentinel(code proto.Code) error { return sentinels[code] }
+
+// Typed fails t unless err is nil or a *proto.Error.
+func Typed(t testing.TB, err error) {
+	t.Helper()
+	var pe *proto.Error
+	if err != nil && !errors.As(err, &pe) {
+		t.Fatalf("error %v (%T) is not a *proto.Error", err, err)
+	}
+}
 
 // Expect fails t unless err is a *proto.Error with the given code whose
 // message contains detail, and errors.Is matches the code's sentinel and
@@ -230,4 +241,23 @@ func normalize(v reflect.Value) any {
 		return v.Interface()
 	}
 	return fmt.Sprint(v)
+}
+
+// CheckOpTable compares the opcode table of ops with testdata/opcodes.txt
+// (or writes it with -rewrite): renumbering, renaming or dropping an
+// opcode, or changing the versions spoken, fails until the file and the
+// spec are updated with it.
+func CheckOpTable(t *testing.T, ops *proto.OpSet, comment ...string) {
+	t.Helper()
+	var sb strings.Builder
+	for _, c := range comment {
+		sb.WriteString(strings.TrimRight("# "+c, " ") + "\n")
+	}
+	fmt.Fprintf(&sb, "proto %d (%s) versions %d..%d\n", ops.Proto, ops.Proto, ops.Min, ops.Max)
+	codes := slices.Sorted(maps.Keys(ops.Ops))
+	for _, op := range codes {
+		o := ops.Ops[op]
+		fmt.Fprintf(&sb, "%#04x %-10s since %d\n", op, o.Name, o.Since)
+	}
+	golden.CheckText(t, filepath.Join("testdata", "opcodes.txt"), sb.String())
 }

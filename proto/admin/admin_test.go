@@ -1,0 +1,347 @@
+package admin_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/admin"
+	"github.com/corralhq/corral/proto/internal/golden"
+	"github.com/corralhq/corral/proto/internal/wiretest"
+)
+
+var (
+	sampleVersion = admin.VersionInfo{
+		Binary: "corral v0.1.0",
+		Ranges: proto.Ranges{
+			{Proto: proto.ProtoPeer, Min: 1, Max: 1},
+			{Proto: proto.ProtoClient, Min: 1, Max: 1},
+			{Proto: proto.ProtoAdmin, Min: 1, Max: 1},
+		},
+	}
+	sampleMembers = []admin.Member{
+		{ID: 0x0102030405060708, State: admin.StateSelf, PeerVersion: 0, Since: 1700000000000000000, Name: "node-a", Addr: "127.0.0.1:7946"},
+		{ID: 0x0a, State: admin.StateUp, PeerVersion: 1, RTT: 250, Since: 1700000001000000000, Name: "node-b", Addr: "127.0.0.2:7946"},
+		{ID: 0, State: admin.StateDown, Name: "", Addr: "127.0.0.3:7946"},
+	}
+	sampleAbort = proto.Status{Code: proto.CodeState, Text: "membership has not started"}
+)
+
+// VersionFields annotates a VERSION reply body.
+func versionFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.String16("binary version")
+	n := w.U8("range count")
+	for i := 0; i < n && !w.Done(); i++ {
+		w.Fixed(3, "range[%d]: proto id, min, max", i)
+	}
+	return w.Fields
+}
+
+// membersFields annotates a MEMBERS reply body.
+func membersFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	n := w.U32("member count")
+	for i := uint64(0); i < n && !w.Done(); i++ {
+		w.U64(fmt.Sprintf("member[%d] node id", i))
+		w.U8("  state")
+		w.U8("  peer version")
+		w.Fixed(2, "  reserved, zero")
+		w.U32("  rtt in microseconds")
+		w.Fixed(8, "  since: unix nanoseconds (i64 LE)")
+		w.String16("  name")
+		w.String16("  addr")
+	}
+	return w.Fields
+}
+
+func request(op uint16, body []byte) proto.Frame {
+	return proto.Frame{Header: proto.Header{Proto: proto.ProtoAdmin, Version: admin.MaxVersion, Opcode: op,
+		Flags: proto.FlagCreate | proto.FlagDelete, Hops: proto.HopLimit, MsgID: 0x10}, Body: body}
+}
+
+func reply(op uint16, body []byte) proto.Frame {
+	f := request(op, body)
+	f.Flags |= proto.FlagReply
+	return f
+}
+
+// receive is the admin tool's and the agent's receive path: frame and
+// opcode checks, then the body the opcode and flags call for.
+func receive(b []byte) (proto.Frame, any, error) {
+	f, err := wiretest.Receive(admin.Ops, admin.MaxVersion, b)
+	if err != nil {
+		return f, nil, err
+	}
+	if f.Flags&proto.FlagAbort != 0 {
+		st, err := proto.ParseStatus(f.Body, "ABORT")
+		return f, st, err
+	}
+	isReply := f.Flags&proto.FlagReply != 0
+	switch {
+	case f.Opcode == admin.OpPing || f.Opcode == admin.OpPong:
+		p, err := proto.ParsePing(f.Body)
+		return f, p, err
+	case f.Opcode == admin.OpVersion && isReply:
+		v, err := admin.ParseVersionInfo(f.Body)
+		return f, v, err
+	case f.Opcode == admin.OpMembers && isReply:
+		ms, err := admin.ParseMembers(f.Body)
+		return f, ms, err
+	}
+	// VERSION and MEMBERS requests have an empty body.
+	return f, nil, proto.NewReader(f.Body, admin.Ops.Name(f.Opcode)+" request").Err()
+}
+
+func expect(want proto.Frame, msg any) func([]byte) error {
+	want.Seal()
+	return func(b []byte) error {
+		f, got, err := receive(b)
+		if err != nil {
+			return err
+		}
+		if !wiretest.Equal(f, want) || !wiretest.Equal(got, msg) {
+			return fmt.Errorf("decoded %+v / %+v, want %+v / %+v", f, got, want, msg)
+		}
+		return nil
+	}
+}
+
+func receiveErr(b []byte) error { _, _, err := receive(b); return err }
+
+func frameVector(name string, about []string, f proto.Frame, body func([]byte) golden.Fields, decode func([]byte) error, want proto.Code, detail string) wiretest.Vector {
+	b := wiretest.Frame(f)
+	return wiretest.Vector{Name: name, About: about, Data: b, Fields: wiretest.Annotated(b, body), Decode: decode, Want: want, Detail: detail}
+}
+
+func bodyVector(name, about string, b []byte, fields func([]byte) golden.Fields, decode func([]byte) error, detail string) wiretest.Vector {
+	return wiretest.Vector{Name: name, About: []string{about}, Data: b, Fields: fields(b), Decode: decode, Want: proto.CodeField, Detail: detail}
+}
+
+func parseMembers(b []byte) error { _, err := admin.ParseMembers(b); return err }
+func parseVersion(b []byte) error { _, err := admin.ParseVersionInfo(b); return err }
+
+func membersWith(fn func(b []byte) []byte) []byte {
+	return fn(admin.AppendMembers(nil, sampleMembers))
+}
+
+func vectors() []wiretest.Vector {
+	vreq, mreq := request(admin.OpVersion, nil), request(admin.OpMembers, nil)
+	vrep := reply(admin.OpVersion, admin.AppendVersionInfo(nil, &sampleVersion))
+	mrep := reply(admin.OpMembers, admin.AppendMembers(nil, sampleMembers))
+	empty := reply(admin.OpMembers, admin.AppendMembers(nil, nil))
+	abort := reply(admin.OpMembers, proto.AppendStatus(nil, &sampleAbort))
+	abort.Flags |= proto.FlagAbort
+	undefined := request(0x0012, nil)
+	withBody := request(admin.OpVersion, []byte{1, 2, 3})
+	manyRanges := append(proto.AppendString16(nil, "v"), proto.MaxRanges+1)
+	for range proto.MaxRanges + 1 {
+		manyRanges = append(manyRanges, 1, 1, 1)
+	}
+	longName := slices.Clone(sampleMembers)
+	longName[0].Name = strings.Repeat("n", admin.MaxStringLen+1)
+	longBinary := sampleVersion
+	longBinary.Binary = strings.Repeat("v", admin.MaxStringLen+1)
+	huge := make([]byte, 4+(admin.MaxMembers+1)*28)
+	binary.LittleEndian.PutUint32(huge, admin.MaxMembers+1)
+
+	vs := wiretest.PingVectors(admin.Ops, admin.OpPing, admin.OpPong, 0x0012)
+	vs = vs[:2] // the PING and PONG; the refusals are below, with admin framing
+	return append(vs,
+		frameVector("version_request", []string{
+			"Admin VERSION request: CREATE|DELETE, msg id 0x10, empty body.",
+		}, vreq, nil, expect(vreq, nil), 0, ""),
+		frameVector("version_reply", []string{
+			"Admin VERSION reply: same opcode and msg id, flags CREATE|DELETE|REPLY, the",
+			"agent's build \"corral v0.1.0\" and the versions it speaks of peer, client, admin.",
+		}, vrep, versionFields, expect(vrep, sampleVersion), 0, ""),
+		frameVector("members_request", []string{
+			"Admin MEMBERS request: CREATE|DELETE, msg id 0x10, empty body.",
+		}, mreq, nil, expect(mreq, nil), 0, ""),
+		frameVector("members_reply", []string{
+			"Admin MEMBERS reply with three members: the answering agent (self), a peer",
+			"linked at peer version 1 with a 250 us round trip, and a configured peer that",
+			"never answered (node id 0, link down, no name yet).",
+		}, mrep, membersFields, expect(mrep, sampleMembers), 0, ""),
+		frameVector("members_reply_empty", []string{
+			"Admin MEMBERS reply with no members.",
+		}, empty, membersFields, expect(empty, []admin.Member{}), 0, ""),
+		frameVector("abort_reply", []string{
+			"A failed MEMBERS request: flags CREATE|DELETE|REPLY|ABORT and a Status body,",
+			"code 8 (bad state), \"membership has not started\".",
+		}, abort, wiretest.StatusFields, expect(abort, sampleAbort), 0, ""),
+		frameVector("err_unknown_opcode", []string{
+			"An admin request with opcode 0x0012, which admin version 1 does not define.",
+		}, undefined, nil, receiveErr, proto.CodeOpcode, "admin protocol version 1 has no opcode 0x0012"),
+		frameVector("err_request_body", []string{
+			"A VERSION request with a 3-byte body; requests of VERSION and MEMBERS are empty.",
+		}, withBody, nil, receiveErr, proto.CodeField, "VERSION request: 3 unexpected bytes"),
+
+		bodyVector("err_members_count", "MEMBERS reply announcing 4 members but holding 3: the reader runs out at the fourth.",
+			membersWith(func(b []byte) []byte { b[0] = 4; return b }), membersFields, parseMembers, "truncated at id (offset 142"),
+		bodyVector("err_members_count_short", "MEMBERS reply announcing 6 members in 138 bytes, less than 6 members' minimum of 28 each.",
+			membersWith(func(b []byte) []byte { b[0] = 6; return b }), membersFields, parseMembers, "member count 6 does not fit a body of 142 bytes"),
+		bodyVector("err_members_count_huge", "MEMBERS reply announcing 0xffffffff members in a body of 8 bytes: refused before allocating.",
+			[]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}, membersFields, parseMembers, "member count 4294967295"),
+		bodyVector("err_members_over_limit", "MEMBERS reply of 4097 members (all zero): more than MaxMembers = 4096, though the body holds them.",
+			huge, func([]byte) golden.Fields {
+				return golden.Fields{{Size: 4, Name: "member count (u32 LE)"}, {Size: len(huge) - 4, Name: "4097 members of 28 zero bytes"}}
+			},
+			parseMembers, "member count 4097"),
+		bodyVector("err_members_state", "MEMBERS reply whose first member has link state 3, which is not defined.",
+			membersWith(func(b []byte) []byte { b[12] = 3; return b }), membersFields, parseMembers, "member 0: unknown state 3"),
+		bodyVector("err_members_reserved", "MEMBERS reply whose first member has a non-zero reserved byte.",
+			membersWith(func(b []byte) []byte { b[14] = 1; return b }), membersFields, parseMembers, "reserved reserved is not zero"),
+		bodyVector("err_members_truncated", "MEMBERS reply cut off inside the last member's address.",
+			membersWith(func(b []byte) []byte { return b[:len(b)-3] }), membersFields, parseMembers, "truncated at addr"),
+		bodyVector("err_members_name_long", "MEMBERS reply whose first member's name is 256 bytes; the limit is 255.",
+			admin.AppendMembers(nil, longName), membersFields, parseMembers, "name is 256 bytes, limit 255"),
+		bodyVector("err_members_trailing", "MEMBERS reply followed by one extra byte.",
+			membersWith(func(b []byte) []byte { return append(b, 0) }), membersFields, parseMembers, "1 unexpected bytes"),
+		bodyVector("err_version_range_count", "VERSION reply announcing 9 ranges; at most 8 are allowed.",
+			manyRanges, versionFields, parseVersion, "9 ranges, limit 8"),
+		bodyVector("err_version_truncated", "VERSION reply cut off inside its last range.",
+			admin.AppendVersionInfo(nil, &sampleVersion)[:24], versionFields, parseVersion, "truncated at max"),
+		bodyVector("err_version_binary_long", "VERSION reply whose binary version is 256 bytes; the limit is 255.",
+			admin.AppendVersionInfo(nil, &longBinary), versionFields, parseVersion, "binary version is 256 bytes, limit 255"),
+		bodyVector("err_version_trailing", "VERSION reply followed by one extra byte.",
+			append(admin.AppendVersionInfo(nil, &sampleVersion), 0), versionFields, parseVersion, "1 unexpected bytes"),
+	)
+}
+
+// Regenerate the golden files with: go test ./proto/... -rewrite
+func TestGolden(t *testing.T) {
+	wiretest.Run(t, "testdata", vectors())
+}
+
+func TestOps(t *testing.T) {
+	if err := wiretest.CheckOps(admin.Ops); err != nil {
+		t.Fatal(err)
+	}
+	if admin.Ops.Proto != proto.ProtoAdmin || admin.Ops.Min != admin.MinVersion || admin.Ops.Max != admin.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", admin.Ops.Proto, admin.Ops.Min, admin.Ops.Max)
+	}
+	for op := range admin.Ops.Ops {
+		if op >= 0x0100 && op <= 0x0FFF {
+			t.Errorf("opcode %#04x lies in the range SPEC.md reserves", op)
+		}
+	}
+	wiretest.CheckOpTable(t, admin.Ops, "Opcode table of the admin protocol (proto/admin/SPEC.md).")
+}
+
+func TestVersionInfoRoundTrip(t *testing.T) {
+	full := make(proto.Ranges, proto.MaxRanges)
+	for i := range full {
+		full[i] = proto.Range{Proto: proto.ProtoID(i % 4), Min: uint8(i), Max: 255}
+	}
+	for _, v := range []admin.VersionInfo{sampleVersion, {}, {Binary: strings.Repeat("b", admin.MaxStringLen), Ranges: full}} {
+		b := admin.AppendVersionInfo(nil, &v)
+		got, err := admin.ParseVersionInfo(b)
+		if err != nil || !wiretest.Equal(got, v) {
+			t.Fatalf("round trip of %+v: %+v, %v", v, got, err)
+		}
+	}
+}
+
+func TestMembersRoundTrip(t *testing.T) {
+	most := make([]admin.Member, admin.MaxMembers)
+	for i := range most {
+		most[i] = admin.Member{ID: uint64(i), State: admin.LinkState(i % 3), PeerVersion: uint8(i), RTT: uint32(i) * 7, Since: -int64(i)}
+	}
+	most[9].Name, most[9].Addr = strings.Repeat("n", admin.MaxStringLen), strings.Repeat("a", admin.MaxStringLen)
+	for _, ms := range [][]admin.Member{sampleMembers, nil, most} {
+		b := admin.AppendMembers(nil, ms)
+		got, err := admin.ParseMembers(b)
+		if err != nil || !wiretest.Equal(got, ms) {
+			t.Fatalf("round trip of %d members: %d, %v", len(ms), len(got), err)
+		}
+	}
+}
+
+// TestMembersCountCheckedBeforeAllocation: a count the body cannot hold is
+// refused without allocating room for the members it claims.
+func TestMembersCountCheckedBeforeAllocation(t *testing.T) {
+	b := []byte{0x00, 0x10, 0, 0, 0, 0, 0, 0} // 4096 members claimed, 4 bytes of them
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const runs = 100
+	for range runs {
+		if _, err := admin.ParseMembers(b); err == nil {
+			t.Fatal("accepted")
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 4<<10 {
+		t.Fatalf("%d bytes allocated per refused body; room for 4096 members would be ~%d", per, 4096*80)
+	}
+}
+
+func TestLinkStateString(t *testing.T) {
+	for s, want := range map[admin.LinkState]string{admin.StateDown: "down", admin.StateUp: "up", admin.StateSelf: "self", 7: "unknown"} {
+		if s.String() != want {
+			t.Errorf("LinkState(%d) = %q, want %q", s, s, want)
+		}
+	}
+}
+
+func FuzzParseMembers(f *testing.F) {
+	f.Add(admin.AppendMembers(nil, sampleMembers))                    // the members_reply body: three members
+	f.Add(admin.AppendMembers(nil, nil))                              // no members
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})                 // a huge count in a short body
+	f.Add(membersWith(func(b []byte) []byte { b[12] = 3; return b })) // an unknown link state
+	f.Add(membersWith(func(b []byte) []byte { return b[:40] }))       // cut inside the first member's name
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ms, err := admin.ParseMembers(b)
+		wiretest.Typed(t, err)
+		if err != nil {
+			return
+		}
+		if len(ms) > admin.MaxMembers {
+			t.Fatalf("%d members accepted", len(ms))
+		}
+		if out := admin.AppendMembers(nil, ms); !bytes.Equal(out, b) {
+			t.Fatalf("re-encoded members differ:\n%x\n%x", out, b)
+		}
+	})
+}
+
+func FuzzParseVersionInfo(f *testing.F) {
+	f.Add(admin.AppendVersionInfo(nil, &sampleVersion))       // the version_reply body
+	f.Add(admin.AppendVersionInfo(nil, &admin.VersionInfo{})) // empty binary version, no ranges
+	f.Add(append(proto.AppendString16(nil, "v"), 9, 1, 1, 1)) // 9 ranges announced
+	f.Add(admin.AppendVersionInfo(nil, &sampleVersion)[:10])  // cut inside the binary version
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := admin.ParseVersionInfo(b)
+		wiretest.Typed(t, err)
+		if err != nil {
+			return
+		}
+		if len(v.Ranges) > proto.MaxRanges || len(v.Binary) > admin.MaxStringLen {
+			t.Fatalf("accepted %+v beyond its limits", v)
+		}
+		if out := admin.AppendVersionInfo(nil, &v); !bytes.Equal(out, b) {
+			t.Fatalf("re-encoded version info differs:\n%x\n%x", out, b)
+		}
+	})
+}
+
+// FuzzReceiveAdmin runs the admin receive path over one frame.
+func FuzzReceiveAdmin(f *testing.F) {
+	for _, v := range vectors() {
+		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
+			f.Add(v.Data) // every admin frame vector (see the names in testdata/)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, _, err := receive(b)
+		wiretest.Typed(t, err)
+		if err == nil && !bytes.Equal(proto.AppendFrame(nil, &fr), b) {
+			t.Fatal("re-encoded frame differs")
+		}
+	})
+}

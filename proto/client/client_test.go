@@ -1,0 +1,83 @@
+package client_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/internal/wiretest"
+)
+
+// Regenerate the golden files with: go test ./proto/... -rewrite
+func TestGolden(t *testing.T) {
+	wiretest.Run(t, "testdata", wiretest.PingVectors(client.Ops, client.OpPing, client.OpPong, 0x0100))
+}
+
+func TestOps(t *testing.T) {
+	if err := wiretest.CheckOps(client.Ops); err != nil {
+		t.Fatal(err)
+	}
+	if client.Ops.Proto != proto.ProtoClient || client.Ops.Min != client.MinVersion || client.Ops.Max != client.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", client.Ops.Proto, client.Ops.Min, client.Ops.Max)
+	}
+	for op := range client.Ops.Ops {
+		if op >= 0x0100 && op <= 0x04FF {
+			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
+		}
+	}
+	wiretest.CheckOpTable(t, client.Ops, "Opcode table of the client protocol (proto/client/SPEC.md).")
+}
+
+// TestBackwardCompatible holds the client protocol's promise: an agent
+// keeps speaking every client version ever released, so MinVersion stays
+// 1 and every opcode keeps its number, name and version (opcodes.txt only
+// grows).
+func TestBackwardCompatible(t *testing.T) {
+	if client.MinVersion != 1 {
+		t.Fatalf("client MinVersion is %d: clients of version 1 would be refused", client.MinVersion)
+	}
+	for op, o := range client.Ops.Ops {
+		if o.Since < 1 || o.Since > client.MaxVersion {
+			t.Errorf("opcode %#04x %s: since %d", op, o.Name, o.Since)
+		}
+	}
+	// An old client offers only version 1 and must get it.
+	old := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: 1}}
+	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops.Range()}, old); err != nil || v != 1 {
+		t.Fatalf("an agent answers a version-1 client with %d, %v", v, err)
+	}
+	// A newer client that also speaks this version gets this version.
+	newer := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: client.MaxVersion + 3}}
+	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops.Range()}, newer); err != nil || v != client.MaxVersion {
+		t.Fatalf("an agent answers a newer client with %d, %v", v, err)
+	}
+}
+
+// FuzzReceiveClient runs a client link's receive path over one frame: frame
+// checks, the opcode table at the highest version and the PING/PONG body.
+func FuzzReceiveClient(f *testing.F) {
+	ping, pong := wiretest.PingFrames(client.Ops, client.MaxVersion, client.OpPing, client.OpPong)
+	f.Add(wiretest.Frame(ping)) // a PING
+	f.Add(wiretest.Frame(pong)) // its PONG
+	ping.Opcode = 0x0101
+	f.Add(wiretest.Frame(ping)) // an opcode of the reserved events range
+	ping.Body = nil
+	f.Add(wiretest.Frame(ping)) // no body
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := wiretest.Receive(client.Ops, client.MaxVersion, b)
+		wiretest.Typed(t, err)
+		if err != nil {
+			return
+		}
+		if _, ok := client.Ops.Ops[fr.Opcode]; !ok {
+			t.Fatalf("opcode %#04x passed the table", fr.Opcode)
+		}
+		if p, err := proto.ParsePing(fr.Body); err == nil && !bytes.Equal(proto.AppendPing(nil, p), fr.Body) {
+			t.Fatal("re-encoded PING differs")
+		}
+		if !bytes.Equal(proto.AppendFrame(nil, &fr), b) {
+			t.Fatal("re-encoded frame differs")
+		}
+	})
+}
