@@ -3,7 +3,12 @@
 // SPEC.md beside this file; the frame around it is proto's.
 package peer
 
-import "github.com/corralhq/corral/proto"
+import (
+	"encoding/binary"
+	"strconv"
+
+	"github.com/corralhq/corral/proto"
+)
 
 // Specification constants: peer protocol versions. Two agents use the
 // highest version both speak; with none in common the link is refused.
@@ -18,9 +23,16 @@ const (
 	OpPing uint16 = 0x0001 // body: proto.Ping; answered by PONG
 	OpPong uint16 = 0x0002 // body: the PING's proto.Ping, echoed
 
-	// 0x0100–0x01FF reserved: cluster log (raft messages)
+	// 0x0100–0x01FF: cluster log
+	OpRaft uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
+
 	// 0x0200–0x02FF reserved: mesh routing, spans, transactions, LINKFAIL
-	// 0x0300–0x03FF reserved: membership and connectivity
+
+	// 0x0300–0x03FF: membership
+	OpJoin      uint16 = 0x0300 // request: membership JOIN command; reply: MemberReply
+	OpLeave     uint16 = 0x0301 // request: membership LEAVE command; reply: MemberReply
+	OpNotMember uint16 = 0x0302 // notice: NotMember; the receiver is not in the sender's view
+
 	// 0x0400–0x04FF reserved: group messaging
 	// 0x0500–0x05FF reserved: data service
 	// 0x0600–0x06FF reserved: shared addresses
@@ -32,7 +44,83 @@ var Ops = &proto.OpSet{
 	Min:   MinVersion,
 	Max:   MaxVersion,
 	Ops: map[uint16]proto.Op{
-		OpPing: {Name: "PING", Since: 1},
-		OpPong: {Name: "PONG", Since: 1},
+		OpPing:      {Name: "PING", Since: 1},
+		OpPong:      {Name: "PONG", Since: 1},
+		OpRaft:      {Name: "RAFT", Since: 1},
+		OpJoin:      {Name: "JOIN", Since: 1},
+		OpLeave:     {Name: "LEAVE", Since: 1},
+		OpNotMember: {Name: "NOTMEMBER", Since: 1},
 	},
+}
+
+// Result is the outcome of a JOIN or LEAVE request.
+type Result uint8
+
+// Specification constants: results.
+const (
+	ResultOK        Result = 0 // committed; Instance is the view that holds the change
+	ResultNotLeader Result = 1 // ask Leader instead (0: no leader known, retry later)
+	ResultRefused   Result = 2 // the change is not allowed; Text says why
+)
+
+func (r Result) String() string {
+	switch r {
+	case ResultOK:
+		return "ok"
+	case ResultNotLeader:
+		return "not leader"
+	case ResultRefused:
+		return "refused"
+	}
+	return "result(" + strconv.Itoa(int(r)) + ")"
+}
+
+// MemberReply answers JOIN and LEAVE.
+type MemberReply struct {
+	Result   Result
+	Leader   uint64 // ResultNotLeader: the leader's node id if known
+	Instance uint64 // ResultOK: the view instance of the change
+	Text     string
+}
+
+// AppendMemberReply appends the body of r.
+func AppendMemberReply(dst []byte, r *MemberReply) []byte {
+	dst = append(dst, byte(r.Result), 0, 0, 0)
+	dst = binary.LittleEndian.AppendUint64(dst, r.Leader)
+	dst = binary.LittleEndian.AppendUint64(dst, r.Instance)
+	return proto.AppendString16(dst, r.Text)
+}
+
+// ParseMemberReply decodes a JOIN or LEAVE reply.
+func ParseMemberReply(b []byte) (MemberReply, error) {
+	r := proto.NewReader(b, "JOIN/LEAVE reply")
+	var m MemberReply
+	m.Result = Result(r.U8("result"))
+	r.Zero(3, "reserved")
+	m.Leader = r.U64("leader")
+	m.Instance = r.U64("instance")
+	m.Text = r.String16(proto.MaxReasonLen, "text")
+	if m.Result > ResultRefused {
+		r.Fail(proto.CodeField, "unknown result %d", m.Result)
+	}
+	return m, r.Err()
+}
+
+// NotMember tells a node that it is not in the sender's view, whose
+// instance it names. A node whose own view includes itself and is older
+// than Instance has been removed while it was away: it is EVICTED.
+type NotMember struct {
+	Instance uint64
+}
+
+// AppendNotMember appends the body of n.
+func AppendNotMember(dst []byte, n NotMember) []byte {
+	return binary.LittleEndian.AppendUint64(dst, n.Instance)
+}
+
+// ParseNotMember decodes a NOTMEMBER body.
+func ParseNotMember(b []byte) (NotMember, error) {
+	r := proto.NewReader(b, "NOTMEMBER")
+	n := NotMember{Instance: r.U64("instance")}
+	return n, r.Err()
 }

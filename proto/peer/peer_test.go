@@ -2,7 +2,14 @@ package peer_test
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/proto/internal/golden"
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/internal/wiretest"
@@ -11,7 +18,7 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0100))
+	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0101), vectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -22,7 +29,8 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", peer.Ops.Proto, peer.Ops.Min, peer.Ops.Max)
 	}
 	for op := range peer.Ops.Ops {
-		if op >= 0x0100 && op <= 0x06FF {
+		defined := op == peer.OpRaft || op >= peer.OpJoin && op <= peer.OpNotMember
+		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
 	}
@@ -77,4 +85,132 @@ func FuzzReceivePeer(f *testing.F) {
 			t.Fatal("re-encoded frame differs")
 		}
 	})
+}
+
+func frame(op uint16, flags proto.Flags, body []byte) proto.Frame {
+	return proto.Frame{Header: proto.Header{Proto: proto.ProtoPeer, Version: peer.MaxVersion, Opcode: op,
+		Flags: flags, Hops: proto.HopLimit, MsgID: 0x21}, Body: body}
+}
+
+const request = proto.FlagCreate | proto.FlagDelete
+
+// receive is an agent's receive path for the membership and log messages.
+func receive(b []byte) (proto.Frame, any, error) {
+	f, err := wiretest.Receive(peer.Ops, peer.MaxVersion, b)
+	if err != nil {
+		return f, nil, err
+	}
+	reply := f.Flags&proto.FlagReply != 0
+	switch {
+	case f.Opcode == peer.OpRaft:
+		var m raftpb.Message
+		if err := gproto.Unmarshal(f.Body, &m); err != nil {
+			return f, nil, &proto.Error{Code: proto.CodeField, Detail: "RAFT: bad raft message", Err: err}
+		}
+		return f, &m, nil
+	case (f.Opcode == peer.OpJoin || f.Opcode == peer.OpLeave) && reply:
+		r, err := peer.ParseMemberReply(f.Body)
+		return f, r, err
+	case f.Opcode == peer.OpJoin || f.Opcode == peer.OpLeave:
+		c, err := membership.ParseCommand(f.Body)
+		return f, c, err
+	case f.Opcode == peer.OpNotMember:
+		n, err := peer.ParseNotMember(f.Body)
+		return f, n, err
+	}
+	p, err := proto.ParsePing(f.Body)
+	return f, p, err
+}
+
+func expect(want proto.Frame, msg any) func([]byte) error {
+	want.Seal()
+	return func(b []byte) error {
+		f, got, err := receive(b)
+		if err != nil {
+			return err
+		}
+		if m, ok := got.(*raftpb.Message); ok {
+			if !gproto.Equal(m, msg.(*raftpb.Message)) {
+				return fmt.Errorf("decoded %v, want %v", m, msg)
+			}
+			got, msg = nil, nil
+		}
+		if !wiretest.Equal(f, want) || !wiretest.Equal(got, msg) {
+			return fmt.Errorf("decoded %+v / %+v, want %+v / %+v", f, got, want, msg)
+		}
+		return nil
+	}
+}
+
+func receiveErr(b []byte) error { _, _, err := receive(b); return err }
+
+func replyFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.U8("result: 0 ok, 1 not leader, 2 refused")
+	w.Fixed(3, "reserved, zero")
+	w.U64("leader node id")
+	w.U64("view instance")
+	w.String16("text")
+	return w.Fields
+}
+
+func commandFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.U8("command version")
+	w.U8("op: 1 JOIN, 2 LEAVE")
+	w.U8("cause")
+	w.U8("flags: bit 0 voter")
+	w.U64("node id")
+	w.String16("name")
+	w.String16("addr")
+	return w.Fields
+}
+
+func vec(name string, about []string, f proto.Frame, fields func([]byte) golden.Fields, decode func([]byte) error, want proto.Code, detail string) wiretest.Vector {
+	b := wiretest.Frame(f)
+	return wiretest.Vector{Name: name, About: about, Data: b, Fields: wiretest.Annotated(b, fields), Decode: decode, Want: want, Detail: detail}
+}
+
+func vectors() []wiretest.Vector {
+	rm := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: new(uint64(2)), From: new(uint64(1)), Term: new(uint64(7)), Commit: new(uint64(42))}
+	rb, err := gproto.Marshal(rm)
+	if err != nil {
+		panic(err)
+	}
+	raftF := frame(peer.OpRaft, request, rb)
+	join := membership.Command{Op: membership.OpJoin, ID: 3, Name: "n3", Addr: "127.0.0.3:7946", Voter: true}
+	joinF := frame(peer.OpJoin, request, join.Marshal())
+	okR := peer.MemberReply{Result: peer.ResultOK, Instance: 57}
+	okF := frame(peer.OpJoin, request|proto.FlagReply, peer.AppendMemberReply(nil, &okR))
+	nlR := peer.MemberReply{Result: peer.ResultNotLeader, Leader: 1, Text: "node 1 leads"}
+	nlF := frame(peer.OpJoin, request|proto.FlagReply, peer.AppendMemberReply(nil, &nlR))
+	leave := membership.Command{Op: membership.OpLeave, Cause: membership.CauseGraceful, ID: 3}
+	leaveF := frame(peer.OpLeave, request, leave.Marshal())
+	nm := peer.NotMember{Instance: 99}
+	nmF := frame(peer.OpNotMember, request, peer.AppendNotMember(nil, nm))
+	badResult := peer.AppendMemberReply(nil, &okR)
+	badResult[0] = 3
+	badResultF := frame(peer.OpJoin, request|proto.FlagReply, badResult)
+	badRaftF := frame(peer.OpRaft, request, []byte{0xff, 0xff, 0xff})
+	badJoinF := frame(peer.OpJoin, request, []byte{1, 1, 0})
+	return []wiretest.Vector{
+		vec("raft", []string{"RAFT: a raft heartbeat from node 1 to node 2, term 7, commit 42, as raftpb protobuf."},
+			raftF, nil, expect(raftF, rm), 0, ""),
+		vec("join_request", []string{"JOIN request: node 3 \"n3\" at 127.0.0.3:7946 asks to join as a voter."},
+			joinF, commandFields, expect(joinF, join), 0, ""),
+		vec("join_reply_ok", []string{"JOIN reply: committed in view 57."},
+			okF, replyFields, expect(okF, okR), 0, ""),
+		vec("join_reply_not_leader", []string{"JOIN reply: not the leader; node 1 is."},
+			nlF, replyFields, expect(nlF, nlR), 0, ""),
+		vec("leave_request", []string{"LEAVE request: node 3 leaves gracefully."},
+			leaveF, commandFields, expect(leaveF, leave), 0, ""),
+		vec("not_member", []string{"NOTMEMBER: the sender's view 99 does not include the receiver."},
+			nmF, nil, expect(nmF, nm), 0, ""),
+		vec("err_reply_result", []string{"JOIN reply with result 3, which is not defined."},
+			badResultF, replyFields, receiveErr, proto.CodeField, "unknown result 3"),
+		vec("err_raft_body", []string{"RAFT frame whose body is not a protobuf raft message."},
+			badRaftF, nil, receiveErr, proto.CodeField, "bad raft message"),
+		vec("err_join_truncated", []string{"JOIN request cut off after three bytes of the command."},
+			badJoinF, nil, receiveErr, proto.CodeField, "truncated"),
+	}
 }
