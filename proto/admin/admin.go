@@ -26,8 +26,13 @@ const (
 	OpVersion uint16 = 0x0010 // request: empty; reply: VersionInfo
 	OpMembers uint16 = 0x0011 // request: empty; reply: Members
 
-	// 0x0100–0x0FFF reserved: cluster log, membership changes, data
-	// service administration (dhcptab, pntadm), shared addresses
+	// 0x0100–0x01FF: membership
+	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
+	OpJoin  uint16 = 0x0101 // request: JoinRequest; reply: empty
+	OpLeave uint16 = 0x0102 // request: empty; reply: empty, once this node has left the view
+
+	// 0x0200–0x0FFF reserved: data service administration (dhcptab,
+	// pntadm), shared addresses
 )
 
 // Ops is the admin protocol's opcode table.
@@ -40,6 +45,9 @@ var Ops = &proto.OpSet{
 		OpPong:    {Name: "PONG", Since: 1},
 		OpVersion: {Name: "VERSION", Since: 1},
 		OpMembers: {Name: "MEMBERS", Since: 1},
+		OpView:    {Name: "VIEW", Since: 1},
+		OpJoin:    {Name: "JOIN", Since: 1},
+		OpLeave:   {Name: "LEAVE", Since: 1},
 	},
 }
 
@@ -159,4 +167,97 @@ func ParseMembers(b []byte) ([]Member, error) {
 		}
 	}
 	return ms, r.Err()
+}
+
+// ViewInfo is the reply to VIEW: the membership view as this agent has
+// applied it, and what it knows of the cluster log.
+type ViewInfo struct {
+	Instance uint64 // the view's instance: the log index that made it
+	Leader   uint64 // the cluster log's leader, 0 if unknown
+	Term     uint64
+	Applied  uint64 // highest log index applied here
+	Members  []ViewMember
+}
+
+// ViewMember is a member of the view.
+type ViewMember struct {
+	ID     uint64
+	BornOn uint64
+	Voter  bool
+	Name   string
+	Addr   string
+}
+
+// viewMemberFixed is the size of a view member's fixed fields plus its two
+// string lengths.
+const viewMemberFixed = 8 + 8 + 1 + 2 + 2
+
+// AppendViewInfo appends the body of a VIEW reply.
+func AppendViewInfo(dst []byte, v *ViewInfo) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, v.Instance)
+	dst = le.AppendUint64(dst, v.Leader)
+	dst = le.AppendUint64(dst, v.Term)
+	dst = le.AppendUint64(dst, v.Applied)
+	dst = le.AppendUint32(dst, uint32(len(v.Members)))
+	for _, m := range v.Members {
+		dst = le.AppendUint64(dst, m.ID)
+		dst = le.AppendUint64(dst, m.BornOn)
+		var flags byte
+		if m.Voter {
+			flags = 1
+		}
+		dst = append(dst, flags)
+		dst = proto.AppendString16(dst, m.Name)
+		dst = proto.AppendString16(dst, m.Addr)
+	}
+	return dst
+}
+
+// ParseViewInfo decodes a VIEW reply.
+func ParseViewInfo(b []byte) (ViewInfo, error) {
+	r := proto.NewReader(b, "VIEW reply")
+	var v ViewInfo
+	v.Instance = r.U64("instance")
+	v.Leader = r.U64("leader")
+	v.Term = r.U64("term")
+	v.Applied = r.U64("applied")
+	n := uint64(r.U32("count"))
+	if n > MaxMembers || n*viewMemberFixed > uint64(r.Len()) {
+		r.Fail(proto.CodeField, "member count %d does not fit a body of %d bytes (limit %d)", n, len(b), MaxMembers)
+		return v, r.Err()
+	}
+	v.Members = make([]ViewMember, n)
+	for i := range v.Members {
+		m := &v.Members[i]
+		m.ID = r.U64("id")
+		m.BornOn = r.U64("born-on")
+		flags := r.U8("flags")
+		m.Voter = flags&1 != 0
+		m.Name = r.String16(MaxStringLen, "name")
+		m.Addr = r.String16(MaxStringLen, "addr")
+		if flags&^1 != 0 {
+			r.Fail(proto.CodeField, "member %d: unknown flags %#02x", i, flags)
+		}
+	}
+	return v, r.Err()
+}
+
+// JoinRequest asks the agent to reach the cluster through Addr: it adds
+// Addr to its peers, and an agent that is not yet a member joins through it.
+type JoinRequest struct {
+	Addr string // HOST:PORT of a member
+}
+
+// AppendJoinRequest appends the body of a JOIN request.
+func AppendJoinRequest(dst []byte, j JoinRequest) []byte { return proto.AppendString16(dst, j.Addr) }
+
+// ParseJoinRequest decodes a JOIN request.
+func ParseJoinRequest(b []byte) (JoinRequest, error) {
+	r := proto.NewReader(b, "JOIN request")
+	j := JoinRequest{Addr: r.String16(MaxStringLen, "addr")}
+	if r.Len() == 0 && j.Addr == "" {
+		r.Fail(proto.CodeField, "empty address")
+	}
+	return j, r.Err()
 }
