@@ -67,6 +67,10 @@ type Command struct {
 	Op    Op
 	Cause Cause // LEAVE only
 	ID    uint64
+	// Incarnation tells apart the lives of one node id: a node that lost
+	// its copy of the log (evicted, or a new disk) joins with a new one.
+	// JOIN: the joining node's. LEAVE: the one to remove; 0 removes any.
+	Incarnation uint64
 	Voter bool   // JOIN: the node votes in the cluster log
 	Name  string // JOIN only
 	Addr  string // JOIN only: HOST:PORT peers reach it at
@@ -74,13 +78,14 @@ type Command struct {
 
 // Marshal encodes c (SPEC.md, "Command").
 func (c Command) Marshal() []byte {
-	b := make([]byte, 0, 16+len(c.Name)+len(c.Addr)+4)
+	b := make([]byte, 0, 24+len(c.Name)+len(c.Addr)+4)
 	var flags uint8
 	if c.Voter {
 		flags |= 1
 	}
 	b = append(b, CommandVersion, byte(c.Op), byte(c.Cause), flags)
 	b = binary.LittleEndian.AppendUint64(b, c.ID)
+	b = binary.LittleEndian.AppendUint64(b, c.Incarnation)
 	b = proto.AppendString16(b, c.Name)
 	return proto.AppendString16(b, c.Addr)
 }
@@ -97,6 +102,7 @@ func ParseCommand(b []byte) (Command, error) {
 	flags := r.U8("flags")
 	c.Voter = flags&1 != 0
 	c.ID = r.U64("id")
+	c.Incarnation = r.U64("incarnation")
 	c.Name = r.String16(MaxNameLen, "name")
 	c.Addr = r.String16(MaxAddrLen, "addr")
 	if err := r.Err(); err != nil {
@@ -107,8 +113,8 @@ func ParseCommand(b []byte) (Command, error) {
 		return c, proto.Errorf(proto.CodeField, "membership command: unknown flags %#02x", flags)
 	case c.ID == 0:
 		return c, proto.Errorf(proto.CodeField, "membership command: node id 0")
-	case c.Op == OpJoin && (c.Cause != CauseNone || c.Name == ""):
-		return c, proto.Errorf(proto.CodeField, "membership JOIN: cause %s, name %q", c.Cause, c.Name)
+	case c.Op == OpJoin && (c.Cause != CauseNone || c.Name == "" || c.Incarnation == 0):
+		return c, proto.Errorf(proto.CodeField, "membership JOIN: cause %s, name %q, incarnation %d", c.Cause, c.Name, c.Incarnation)
 	case c.Op == OpLeave && (c.Cause < CauseGraceful || c.Cause > CauseRemoved):
 		return c, proto.Errorf(proto.CodeField, "membership LEAVE: cause %s", c.Cause)
 	case c.Op != OpJoin && c.Op != OpLeave:

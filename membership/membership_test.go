@@ -10,7 +10,7 @@ import (
 )
 
 func join(id uint64, name string, voter bool) Command {
-	return Command{Op: OpJoin, ID: id, Name: name, Addr: "127.0.0.1:7946", Voter: voter}
+	return Command{Op: OpJoin, ID: id, Incarnation: 100 + id, Name: name, Addr: "127.0.0.1:7946", Voter: voter}
 }
 
 func TestCommandRoundTrip(t *testing.T) {
@@ -39,6 +39,7 @@ func TestCommandRejects(t *testing.T) {
 		"op":            {mut(func(b []byte) []byte { b[1] = 9; return b }), proto.CodeOpcode},
 		"flags":         {mut(func(b []byte) []byte { b[3] = 0x80; return b }), proto.CodeField},
 		"id0":           {mut(func(b []byte) []byte { clear(b[4:12]); return b }), proto.CodeField},
+		"incarnation0":  {mut(func(b []byte) []byte { clear(b[12:20]); return b }), proto.CodeField},
 		"truncated":     {good[:len(good)-1], proto.CodeField},
 		"trailing":      {append(append([]byte(nil), good...), 0), proto.CodeField},
 		"join-cause":    {mut(func(b []byte) []byte { b[2] = 1; return b }), proto.CodeField},
@@ -81,6 +82,10 @@ func TestViewApply(t *testing.T) {
 	}
 	if _, ok := v.Apply(12, Command{Op: OpLeave, Cause: CauseFailed, ID: 3}); ok {
 		t.Fatal("a LEAVE of a non-member changed the view")
+	}
+	// A LEAVE of an earlier life of a member is stale.
+	if _, ok := v.Apply(13, Command{Op: OpLeave, Cause: CauseFailed, ID: 4, Incarnation: 5}); ok || !v.HasLife(4, 104) {
+		t.Fatal("a LEAVE of an earlier incarnation removed the member")
 	}
 	got, err := ParseView(v.Marshal())
 	if err != nil || !reflect.DeepEqual(got, v) {

@@ -10,7 +10,8 @@ import (
 
 // Member is a node of a view.
 type Member struct {
-	ID     uint64
+	ID          uint64
+	Incarnation uint64 // which life of the node id (see Command)
 	Name   string
 	Addr   string
 	BornOn uint64 // instance of the view in which it joined
@@ -22,6 +23,12 @@ type Member struct {
 type View struct {
 	Instance uint64
 	Members  []Member // in age order: (BornOn, ID)
+}
+
+// HasLife reports whether id is a member in the given incarnation.
+func (v *View) HasLife(id, incarnation uint64) bool {
+	m, ok := v.Member(id)
+	return ok && m.Incarnation == incarnation
 }
 
 // Has reports whether id is a member.
@@ -65,7 +72,9 @@ type Change struct {
 }
 
 // Apply applies a committed command at log index. A command that changes
-// nothing — a JOIN of a member, a LEAVE of a non-member — returns ok=false,
+// nothing — a JOIN of a member (in any incarnation: the leader removes an
+// earlier life first), a LEAVE of a non-member or of an earlier life —
+// returns ok=false,
 // and the view keeps its instance; every node judges alike since the
 // decision depends only on the view and the command.
 func (v *View) Apply(index uint64, c Command) (ch Change, ok bool) {
@@ -77,13 +86,13 @@ func (v *View) Apply(index uint64, c Command) (ch Change, ok bool) {
 		if v.Has(c.ID) {
 			return Change{}, false
 		}
-		m := Member{ID: c.ID, Name: c.Name, Addr: c.Addr, BornOn: index, Voter: c.Voter}
+		m := Member{ID: c.ID, Incarnation: c.Incarnation, Name: c.Name, Addr: c.Addr, BornOn: index, Voter: c.Voter}
 		v.Members = append(v.Members, m) // born last: already in age order
 		ch.Joined = []Member{m}
 	case OpLeave:
 		i := v.index(c.ID)
-		if i < 0 {
-			return Change{}, false
+		if i < 0 || c.Incarnation != 0 && v.Members[i].Incarnation != c.Incarnation {
+			return Change{}, false // not a member, or a removal of an earlier life
 		}
 		ch.Left = []Member{v.Members[i]}
 		v.Members = slices.Delete(v.Members, i, i+1)
@@ -113,6 +122,7 @@ func (v *View) Marshal() []byte {
 			flags = 1
 		}
 		b = binary.LittleEndian.AppendUint64(b, m.ID)
+		b = binary.LittleEndian.AppendUint64(b, m.Incarnation)
 		b = binary.LittleEndian.AppendUint64(b, m.BornOn)
 		b = append(b, flags)
 		b = proto.AppendString16(b, m.Name)
@@ -130,12 +140,12 @@ func ParseView(b []byte) (View, error) {
 	}
 	v.Instance = r.U64("instance")
 	n := int(r.U32("count"))
-	if n > maxMembers || n*21 > r.Len() {
+	if n > maxMembers || n*29 > r.Len() {
 		r.Fail(proto.CodeField, "member count %d does not fit", n)
 		return v, r.Err()
 	}
 	for i := 0; i < n; i++ {
-		m := Member{ID: r.U64("id"), BornOn: r.U64("born-on")}
+		m := Member{ID: r.U64("id"), Incarnation: r.U64("incarnation"), BornOn: r.U64("born-on")}
 		flags := r.U8("flags")
 		m.Voter = flags&1 != 0
 		m.Name = r.String16(MaxNameLen, "name")

@@ -161,6 +161,7 @@ func commandFields(b []byte) golden.Fields {
 	w.U8("cause")
 	w.U8("flags: bit 0 voter")
 	w.U64("node id")
+	w.U64("incarnation")
 	w.String16("name")
 	w.String16("addr")
 	return w.Fields
@@ -178,7 +179,7 @@ func vectors() []wiretest.Vector {
 		panic(err)
 	}
 	raftF := frame(peer.OpRaft, request, rb)
-	join := membership.Command{Op: membership.OpJoin, ID: 3, Name: "n3", Addr: "127.0.0.3:7946", Voter: true}
+	join := membership.Command{Op: membership.OpJoin, ID: 3, Incarnation: 0x5eed, Name: "n3", Addr: "127.0.0.3:7946", Voter: true}
 	joinF := frame(peer.OpJoin, request, join.Marshal())
 	okR := peer.MemberReply{Result: peer.ResultOK, Instance: 57}
 	okF := frame(peer.OpJoin, request|proto.FlagReply, peer.AppendMemberReply(nil, &okR))
@@ -196,7 +197,7 @@ func vectors() []wiretest.Vector {
 	return []wiretest.Vector{
 		vec("raft", []string{"RAFT: a raft heartbeat from node 1 to node 2, term 7, commit 42, as raftpb protobuf."},
 			raftF, nil, expect(raftF, rm), 0, ""),
-		vec("join_request", []string{"JOIN request: node 3 \"n3\" at 127.0.0.3:7946 asks to join as a voter."},
+		vec("join_request", []string{"JOIN request: node 3 \"n3\", incarnation 0x5eed, at 127.0.0.3:7946 asks to join as a voter."},
 			joinF, commandFields, expect(joinF, join), 0, ""),
 		vec("join_reply_ok", []string{"JOIN reply: committed in view 57."},
 			okF, replyFields, expect(okF, okR), 0, ""),
