@@ -76,14 +76,14 @@ func (e *CorruptError) Unwrap() []error {
 // FormatVersionError reports a log file written in a disk format version this
 // build does not read. It matches ErrFormatVersion.
 type FormatVersionError struct {
-	Path      string
+	Path      string // the file
 	Found     uint32 // version stored in meta/format
 	Supported uint32 // FormatVersion of this build
 }
 
 func (e *FormatVersionError) Error() string {
-	return fmt.Sprintf("clusterlog: %s has disk format version %d; this build reads only version %d",
-		e.Path, e.Found, e.Supported)
+	return fmt.Sprintf("clusterlog: disk format version %d is not supported; this build reads only version %d",
+		e.Found, e.Supported)
 }
 
 // Unwrap returns ErrFormatVersion.

@@ -112,6 +112,10 @@ func encodeUint64(x uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, x)
 }
 
+func encodeFormat(v uint32) []byte {
+	return binary.BigEndian.AppendUint32(nil, v)
+}
+
 func decodeTruncated(v []byte) (index, term uint64, err error) {
 	if len(v) != truncatedLen {
 		return 0, 0, corrupt(bucketMeta, keyTruncated, fmt.Sprintf("value is %d bytes, want %d", len(v), truncatedLen), nil)

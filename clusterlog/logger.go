@@ -15,31 +15,25 @@ func (r raftLogger) out(level slog.Level, msg string) {
 	r.l.Log(context.Background(), level, msg)
 }
 
-func (r raftLogger) Debug(v ...any)                 { r.out(slog.LevelDebug, fmt.Sprint(v...)) }
-func (r raftLogger) Debugf(format string, v ...any) { r.out(slog.LevelDebug, fmt.Sprintf(format, v...)) }
-func (r raftLogger) Info(v ...any)                  { r.out(slog.LevelInfo, fmt.Sprint(v...)) }
-func (r raftLogger) Infof(format string, v ...any)  { r.out(slog.LevelInfo, fmt.Sprintf(format, v...)) }
-func (r raftLogger) Warning(v ...any)               { r.out(slog.LevelWarn, fmt.Sprint(v...)) }
-func (r raftLogger) Warningf(format string, v ...any) {
-	r.out(slog.LevelWarn, fmt.Sprintf(format, v...))
-}
-func (r raftLogger) Error(v ...any)                 { r.out(slog.LevelError, fmt.Sprint(v...)) }
-func (r raftLogger) Errorf(format string, v ...any) { r.out(slog.LevelError, fmt.Sprintf(format, v...)) }
+func (r raftLogger) Debug(v ...any)   { r.out(slog.LevelDebug, fmt.Sprint(v...)) }
+func (r raftLogger) Info(v ...any)    { r.out(slog.LevelInfo, fmt.Sprint(v...)) }
+func (r raftLogger) Warning(v ...any) { r.out(slog.LevelWarn, fmt.Sprint(v...)) }
+func (r raftLogger) Error(v ...any)   { r.out(slog.LevelError, fmt.Sprint(v...)) }
 
-// Fatal and Panic mean raft found a broken invariant; raft expects them not
-// to return. Panicking (rather than os.Exit) lets the process's own handling
-// see it.
-func (r raftLogger) Fatal(v ...any) { r.Panic(v...) }
-func (r raftLogger) Fatalf(format string, v ...any) {
-	r.Panicf(format, v...)
-}
-func (r raftLogger) Panic(v ...any) {
-	s := fmt.Sprint(v...)
+func (r raftLogger) Debugf(f string, v ...any)   { r.out(slog.LevelDebug, fmt.Sprintf(f, v...)) }
+func (r raftLogger) Infof(f string, v ...any)    { r.out(slog.LevelInfo, fmt.Sprintf(f, v...)) }
+func (r raftLogger) Warningf(f string, v ...any) { r.out(slog.LevelWarn, fmt.Sprintf(f, v...)) }
+func (r raftLogger) Errorf(f string, v ...any)   { r.out(slog.LevelError, fmt.Sprintf(f, v...)) }
+
+// Fatal and Panic mean raft found a broken invariant and expect not to
+// return. Panicking rather than exiting lets the process's own handling see
+// it.
+func (r raftLogger) Fatal(v ...any)            { r.panic(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(f string, v ...any) { r.panic(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Panic(v ...any)            { r.panic(fmt.Sprint(v...)) }
+func (r raftLogger) Panicf(f string, v ...any) { r.panic(fmt.Sprintf(f, v...)) }
+
+func (r raftLogger) panic(s string) {
 	r.out(slog.LevelError, s)
-	panic(s)
-}
-func (r raftLogger) Panicf(format string, v ...any) {
-	s := fmt.Sprintf(format, v...)
-	r.out(slog.LevelError, s)
-	panic(s)
+	panic("raft: " + s)
 }

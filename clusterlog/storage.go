@@ -1,6 +1,7 @@
 package clusterlog
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,7 +43,7 @@ type diskState struct {
 	truncTerm   uint64
 	last        uint64 // index of the last stored entry; truncIndex if none
 	lastTerm    uint64
-	snapIndex   uint64            // meta/snapshot metadata
+	snapIndex   uint64 // meta/snapshot metadata
 	snapTerm    uint64
 	snapConf    *raftpb.ConfState // never nil
 	incarnation uint64            // meta/incarnation
@@ -79,11 +80,6 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	})
 	if err != nil {
 		db.Close()
-		var ce *CorruptError
-		var fe *FormatVersionError
-		if errors.As(err, &ce) || errors.As(err, &fe) {
-			return nil, fmt.Errorf("clusterlog: open %s: %w", path, err)
-		}
 		return nil, fmt.Errorf("clusterlog: open %s: %w", path, err)
 	}
 	s.writes.Add(1)
@@ -114,7 +110,7 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 	if len(v) != 4 {
 		return diskState{}, corrupt(bucketMeta, keyFormat, fmt.Sprintf("value is %d bytes, want 4", len(v)), nil)
 	}
-	if ver := uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]); ver != FormatVersion {
+	if ver := binary.BigEndian.Uint32(v); ver != FormatVersion {
 		return diskState{}, &FormatVersionError{Path: path, Found: ver, Supported: FormatVersion}
 	}
 	return loadState(tx)
@@ -130,7 +126,7 @@ func initFile(tx *bolt.Tx) (diskState, error) {
 	}
 	st := diskState{hs: &raftpb.HardState{}, confState: &raftpb.ConfState{}, snapConf: &raftpb.ConfState{}}
 	for _, kv := range []struct{ k, v []byte }{
-		{keyFormat, []byte{byte(FormatVersion >> 24), byte(FormatVersion >> 16), byte(FormatVersion >> 8), byte(FormatVersion)}},
+		{keyFormat, encodeFormat(FormatVersion)},
 		{keyTruncated, encodeTruncated(0, 0)},
 		{keyApplied, encodeUint64(0)},
 	} {
@@ -217,6 +213,8 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 		return st, corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d beyond the last entry %d", st.hs.GetCommit(), st.last), nil)
 	case st.hs.GetCommit() < st.truncIndex:
 		return st, corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d below the compacted index %d", st.hs.GetCommit(), st.truncIndex), nil)
+	case st.snapIndex > st.hs.GetCommit():
+		return st, corrupt(bucketMeta, keySnapshot, fmt.Sprintf("snapshot index %d beyond the commit index %d", st.snapIndex, st.hs.GetCommit()), nil)
 	case st.applied > st.hs.GetCommit():
 		return st, corrupt(bucketMeta, keyApplied, fmt.Sprintf("applied index %d beyond the commit index %d", st.applied, st.hs.GetCommit()), nil)
 	}

@@ -1,0 +1,93 @@
+// Package clusterlog is corral's one totally ordered cluster log: a
+// go.etcd.io/raft/v3 RawNode driven by one goroutine, with its log, hard
+// state, snapshot and applied index kept durably in one bbolt file
+// (FORMAT.md). Every cluster-wide event is an entry of this log; every node
+// applies the entries in the same order, and an entry's index is its
+// cluster-wide sequence number.
+//
+// The package does no network I/O. A Node hands outgoing raft messages to a
+// Sender and is told about incoming ones through Node.Step; the transport
+// (TLS peer links in the agent, clusterlogtest in tests) sits in between.
+//
+// # The Ready cycle
+//
+// raft itself does no I/O: it hands out work as a raft.Ready and must be told
+// when the work is done (Advance). Node owns the RawNode from a single
+// goroutine, which repeats:
+//
+//  1. Collect. Wait for one event — a tick, a received message, a proposal,
+//     a membership change, a transport report — then take every message and
+//     proposal already queued behind it. Proposals become a single raft
+//     message, so a burst of Propose calls costs one log append.
+//  2. Persist. For the next Ready, write the snapshot (if any), the new
+//     entries and the hard state (term, vote, commit) in one bbolt
+//     transaction, which is fsynced before it returns.
+//  3. Send. Only now hand Ready.Messages to the Sender. Messages acknowledge
+//     state: a MsgAppResp says "these entries are on my disk", a vote says
+//     "I have recorded this vote". Sending first could let a majority count
+//     an entry that a crash then loses, so the order is never reversed — for
+//     the leader too, which appends its own entries before sending them.
+//  4. Apply. Hand a received snapshot to Applier.Restore, then the committed
+//     entries, in index order, to Applier.Apply; apply membership changes to
+//     raft as they come.
+//  5. Record. Write the applied index and the configuration as of it, and
+//     every SnapshotEvery entries a snapshot of the application plus log
+//     compaction, in a second fsynced transaction. A hard state that only
+//     moved the commit index (raft's MustSync is false) is written here
+//     rather than in step 2, since nothing sent depends on it.
+//  6. Answer and advance. Propose calls whose entries were applied return
+//     their index; then Advance, and back to step 2 while raft has a Ready.
+//  7. Publish the Status.
+//
+// A Ready with nothing to persist skips the first fsync, and one that neither
+// applies anything nor moves the commit index skips the second: at most two
+// fsyncs per Ready, however many proposals it carries.
+//
+// # Exactly once, across restarts
+//
+// On start Node tells raft the recorded applied index, and raft never hands
+// out an entry at or below it, so a restart replays nothing that was
+// recorded as applied. Entries applied in step 4 but not yet recorded in
+// step 5 when the process dies are delivered again; that is at most one Ready's
+// worth. Each Entry carries its Index, so an application that stores its
+// last applied index atomically with its own state (or is idempotent per
+// index) sees every entry exactly once. If the stored snapshot is newer than
+// the applied index (a crash between steps 2 and 5 of a Ready that carried a
+// snapshot), NewNode restores it into the application before starting.
+//
+// # Proposals
+//
+// Node.Propose returns once the entry is committed and applied on the node
+// that proposed it. Entries carry a small envelope (proposer ID, the storage
+// incarnation, a sequence number; FORMAT.md) by which the proposer
+// recognises its own entries. A proposal made where no leader is known fails
+// at once with ErrProposalDropped; one forwarded to a leader that is then
+// lost can vanish silently, so callers use a context deadline and retry.
+//
+// # Membership
+//
+// Node.ProposeConfChange (AddVoter, AddLearner, RemoveNode) runs on the
+// leader only. Changes are applied one at a time (no joint consensus). The
+// leader holds a change back until it has applied an entry of its own term
+// and its previous change, the conditions under which raft accepts one
+// instead of silently replacing it with an empty entry. Each node re-checks
+// a committed change before applying it and skips one that would leave no
+// voter; the check is deterministic, so every node skips the same ones. A new
+// node starts with an empty Storage and no Peers, is added as a learner,
+// catches up (by snapshot if the log was compacted), then is promoted.
+//
+// # Quorum contact
+//
+// Raft runs with PreVote and CheckQuorum: a node cut off with a minority
+// cannot win an election or, when it returns, force one; a leader cut off
+// from a majority steps down within an election timeout. Status.QuorumContact
+// says whether this node is in touch with a quorum right now (see its
+// definition); membership uses it to tell SUSPECT from a healthy view.
+//
+// # Transport contract
+//
+// Sender.Send is called on the node's goroutine and must not block for long;
+// it may drop messages (raft retransmits) and should report drops through
+// Node.ReportUnreachable, and a MsgSnap's fate through Node.ReportSnapshot.
+// Node.Step queues a received message for the goroutine.
+package clusterlog

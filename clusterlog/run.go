@@ -1,0 +1,392 @@
+package clusterlog
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// loopState is everything the owning goroutine (run) owns. No other goroutine
+// touches it after NewNode has started the loop.
+type loopState struct {
+	rn          *raft.RawNode
+	incarnation uint64 // this run's storage incarnation, part of proposal IDs
+	nextSeq     uint64 // last proposal sequence number handed out
+
+	applied   uint64            // last entry applied to the Applier
+	confState *raftpb.ConfState // configuration as of applied
+	snapIndex uint64            // index of the stored snapshot
+
+	lead      uint64 // from the last SoftState
+	raftState raft.StateType
+
+	waiters     map[uint64]*proposal // own proposals in the log, by sequence number
+	confQueue   []*proposal          // conf changes waiting for raft to be ready for them
+	confPending uint64               // sequence number of the stepped, unapplied conf change
+	resolved    []resolution         // waiters to answer once the current Ready is done
+
+	ticks uint64            // ticks since start
+	heard map[uint64]uint64 // peer → tick at which a message from it last arrived
+}
+
+type resolution struct {
+	p   *proposal
+	res proposeResult
+}
+
+// resolve marks the waiter for seq as done with the result. The answer is
+// sent at the end of the Ready, after the applied index is on disk.
+func (l *loopState) resolve(seq, index uint64, err error) {
+	p, ok := l.waiters[seq]
+	if !ok {
+		return
+	}
+	delete(l.waiters, seq)
+	l.resolved = append(l.resolved, resolution{p, proposeResult{index: index, err: err}})
+}
+
+// run is the owning goroutine. Each iteration waits for one event, folds in
+// every message and proposal already queued (this is the batching), then
+// processes every Ready raft has.
+func (n *Node) run() {
+	err := n.loopBody()
+	n.finish(err)
+}
+
+func (n *Node) loopBody() error {
+	l := &n.loop
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			return ErrStopped
+		case <-ticker.C:
+			l.ticks++
+			l.rn.Tick()
+		case p := <-n.propc:
+			n.stepProposals(p)
+		case p := <-n.confc:
+			n.acceptConfProposal(p)
+		case m := <-n.recvc:
+			n.stepMessage(m)
+		case p := <-n.cancelc:
+			n.cancel(p)
+		case r := <-n.reportc:
+			if r.snapshot {
+				status := raft.SnapshotFinish
+				if !r.ok {
+					status = raft.SnapshotFailure
+				}
+				l.rn.ReportSnapshot(r.id, status)
+			} else {
+				l.rn.ReportUnreachable(r.id)
+			}
+		case errc := <-n.campaignc:
+			if err := l.rn.Campaign(); err != nil {
+				errc <- fmt.Errorf("clusterlog: campaign: %w", err)
+			} else {
+				errc <- nil
+			}
+		}
+		n.drain()
+		if err := n.processReady(); err != nil {
+			return err
+		}
+		if n.maybeStepConfChange() {
+			if err := n.processReady(); err != nil {
+				return err
+			}
+		}
+		n.publishStatus()
+	}
+}
+
+// finish fails every outstanding waiter and publishes the final status.
+func (n *Node) finish(err error) {
+	l := &n.loop
+	if !errors.Is(err, ErrStopped) {
+		n.log.Error("node stopped by a fatal error", "err", err)
+	} else {
+		n.log.Info("stopped")
+	}
+	n.err = err
+	werr := ErrStopped
+	if !errors.Is(err, ErrStopped) {
+		werr = fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	n.answer()
+	for seq, p := range l.waiters {
+		delete(l.waiters, seq)
+		p.done <- proposeResult{err: werr}
+	}
+	l.failConfQueue(werr)
+	n.publishStatus()
+	close(n.done)
+	// Wake watchers for the last time; from now on Watch returns a closed
+	// channel.
+	old := n.status.Swap(&watch{st: n.status.Load().st, changed: closedChan})
+	close(old.changed)
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// drain steps whatever messages and proposals are already queued (up to
+// MaxBatch of each), so that the next Ready — one fsync — covers them all.
+func (n *Node) drain() {
+	for range n.cfg.MaxBatch {
+		select {
+		case m := <-n.recvc:
+			n.stepMessage(m)
+			continue
+		default:
+		}
+		break
+	}
+	select {
+	case p := <-n.propc:
+		n.stepProposals(p)
+	default:
+	}
+}
+
+// stepProposals proposes first and every proposal already queued behind it,
+// up to MaxBatch, as one raft message: one log append, one fsync, one
+// MsgApp per follower.
+func (n *Node) stepProposals(first *proposal) {
+	l := &n.loop
+	batch := []*proposal{first}
+	for len(batch) < n.cfg.MaxBatch {
+		select {
+		case p := <-n.propc:
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		break
+	}
+	batch = slices.DeleteFunc(batch, func(p *proposal) bool { return p.abandoned.Load() })
+	if len(batch) == 0 {
+		return
+	}
+	ents := make([]*raftpb.Entry, len(batch))
+	for i, p := range batch {
+		l.nextSeq++
+		p.id = proposalID{node: n.id, incarnation: l.incarnation, seq: l.nextSeq}
+		putEnvelope(p.buf, p.id)
+		ents[i] = &raftpb.Entry{Data: p.buf}
+		l.waiters[p.id.seq] = p
+	}
+	err := l.rn.Step(&raftpb.Message{Type: raftpb.MsgProp.Enum(), From: new(n.id), Entries: ents})
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrProposalDropped, err)
+		for _, p := range batch {
+			delete(l.waiters, p.id.seq)
+			p.done <- proposeResult{err: err}
+		}
+	}
+}
+
+func (n *Node) stepMessage(m *raftpb.Message) {
+	l := &n.loop
+	l.heard[m.GetFrom()] = l.ticks
+	if err := l.rn.Step(m); err != nil {
+		n.log.Debug("dropped message", "type", m.GetType(), "from", m.GetFrom(), "err", err)
+	}
+}
+
+// cancel forgets a proposal whose caller gave up. If it is in the log it
+// will still be applied; nobody is told.
+func (n *Node) cancel(p *proposal) {
+	l := &n.loop
+	if w, ok := l.waiters[p.id.seq]; ok && w == p {
+		delete(l.waiters, p.id.seq)
+	}
+	l.confQueue = slices.DeleteFunc(l.confQueue, func(q *proposal) bool { return q == p })
+}
+
+// processReady handles every Ready raft has, in order.
+func (n *Node) processReady() error {
+	for n.loop.rn.HasReady() {
+		rd := n.loop.rn.Ready()
+		if err := n.handleReady(rd); err != nil {
+			return err
+		}
+		n.loop.rn.Advance(rd)
+	}
+	return nil
+}
+
+// handleReady carries out steps 2 to 6 of the cycle described in doc.go for
+// one Ready: persist (one fsync), send, apply, record (a second fsync),
+// answer. The caller then calls Advance.
+func (n *Node) handleReady(rd raft.Ready) error {
+	l := &n.loop
+	if rd.SoftState != nil {
+		n.onSoftState(*rd.SoftState)
+	}
+	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
+	hasHS := !raft.IsEmptyHardState(rd.HardState)
+
+	// Persist. A hard state that only moves the commit index does not
+	// need to be durable before sending (raft's MustSync); it rides along
+	// with the applied index in the record transaction.
+	var deferredHS *raftpb.HardState
+	if hasSnap || len(rd.Entries) > 0 || rd.MustSync {
+		err := n.st.Update(func(b *Batch) error {
+			if hasSnap {
+				if err := b.ApplySnapshot(rd.Snapshot); err != nil {
+					return fmt.Errorf("clusterlog: store snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
+				}
+			}
+			if err := b.Append(rd.Entries); err != nil {
+				return err
+			}
+			if hasHS {
+				return b.SetHardState(rd.HardState)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else if hasHS {
+		deferredHS = rd.HardState
+	}
+
+	// Send.
+	if len(rd.Messages) > 0 {
+		n.cfg.Sender.Send(rd.Messages)
+	}
+
+	// Apply.
+	applied := l.applied
+	if hasSnap {
+		md := rd.Snapshot.GetMetadata()
+		n.log.Info("restoring snapshot from leader", "index", md.GetIndex(), "term", md.GetTerm())
+		if err := n.cfg.Applier.Restore(snapshotFor(rd.Snapshot)); err != nil {
+			return fmt.Errorf("clusterlog: restore snapshot %d: %w", md.GetIndex(), err)
+		}
+		l.applied = md.GetIndex()
+		l.snapIndex = md.GetIndex()
+		l.confState = proto.Clone(raftpb.EnsureConfState(md.GetConfState())).(*raftpb.ConfState)
+	}
+	for _, e := range rd.CommittedEntries {
+		if e.GetIndex() <= l.applied {
+			continue // covered by the snapshot just restored
+		}
+		if err := n.applyEntry(e); err != nil {
+			return err
+		}
+	}
+
+	// Record.
+	var snapData []byte
+	snapDue := l.applied-l.snapIndex >= n.cfg.SnapshotEvery
+	if snapDue {
+		var err error
+		if snapData, err = n.cfg.Applier.Snapshot(l.applied); err != nil {
+			return fmt.Errorf("clusterlog: snapshot at %d: %w", l.applied, err)
+		}
+	}
+	if l.applied != applied || deferredHS != nil || snapDue {
+		err := n.st.Update(func(b *Batch) error {
+			if deferredHS != nil {
+				if err := b.SetHardState(deferredHS); err != nil {
+					return err
+				}
+			}
+			if err := b.SetApplied(l.applied, l.confState); err != nil {
+				return err
+			}
+			if !snapDue {
+				return nil
+			}
+			if _, err := b.CreateSnapshot(l.applied, l.confState, snapData); err != nil {
+				return err
+			}
+			if l.applied > n.cfg.SnapshotKeep {
+				if c := l.applied - n.cfg.SnapshotKeep; c >= b.FirstIndex() {
+					return b.Compact(c)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if snapDue {
+			n.log.Debug("took snapshot", "index", l.applied)
+			l.snapIndex = l.applied
+		}
+	}
+
+	// Answer, after publishing the status, so that a caller whose Propose
+	// returned index i sees Status().Applied >= i.
+	n.publishStatus()
+	n.answer()
+	return nil
+}
+
+func (n *Node) answer() {
+	l := &n.loop
+	for i, r := range l.resolved {
+		r.p.done <- r.res
+		l.resolved[i] = resolution{}
+	}
+	l.resolved = l.resolved[:0]
+}
+
+func (n *Node) onSoftState(ss raft.SoftState) {
+	l := &n.loop
+	if ss.Lead != l.lead {
+		n.log.Info("leader changed", "leader", ss.Lead, "role", ss.RaftState.String())
+	}
+	wasLeader := l.raftState == raft.StateLeader
+	l.lead, l.raftState = ss.Lead, ss.RaftState
+	if wasLeader && ss.RaftState != raft.StateLeader {
+		// A stepped change may still commit under the next leader; its
+		// waiter stays. The queued ones cannot be proposed here any more.
+		l.confPending = 0
+		l.failConfQueue(ErrNotLeader)
+	}
+}
+
+// applyEntry applies one committed entry. Loop only.
+func (n *Node) applyEntry(e *raftpb.Entry) error {
+	l := &n.loop
+	switch e.GetType() {
+	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+		return n.applyConfEntry(e)
+	}
+	if len(e.GetData()) == 0 {
+		// raft's own empty entry, appended by each new leader.
+		l.applied = e.GetIndex()
+		return nil
+	}
+	id, payload, err := decodeEnvelope(e.GetIndex(), e.GetData())
+	if err != nil {
+		return err
+	}
+	err = n.cfg.Applier.Apply(Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: KindData, Data: payload})
+	if err != nil {
+		return fmt.Errorf("clusterlog: apply entry %d: %w", e.GetIndex(), err)
+	}
+	l.applied = e.GetIndex()
+	if id.node == n.id && id.incarnation == l.incarnation {
+		l.resolve(id.seq, e.GetIndex(), nil)
+	}
+	return nil
+}
+
+func unmarshalEntry(e *raftpb.Entry, m proto.Message) error {
+	if err := proto.Unmarshal(e.GetData(), m); err != nil {
+		return &CorruptError{Record: fmt.Sprintf("entry %d", e.GetIndex()), Reason: fmt.Sprintf("cannot decode %T", m), Err: err}
+	}
+	return nil
+}
