@@ -15,7 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -31,6 +33,10 @@ type Agent struct {
 	peerCfg  *transport.Config // peer links (TLS, cluster key)
 	localCfg *transport.Config // admin and client sockets (no TLS)
 	nodes    *nodes
+	cluster  *cluster
+	pending  pending // JOIN and LEAVE requests awaiting answers
+	hub      *eventHub
+	ifaces   *ifaceWatch
 
 	ln      net.Listener // peer listener
 	adminLn net.Listener
@@ -38,7 +44,12 @@ type Agent struct {
 
 	wg sync.WaitGroup // every goroutine the agent started
 
-	mu    sync.Mutex // guards local
+	dialCtx context.Context // Run's context, for dialers added later (corral join)
+
+	pubMu   sync.Mutex // guards lastSeq
+	lastSeq uint64     // highest cluster-wide event published
+
+	mu    sync.Mutex // guards local and dialing
 	local map[*transport.Link]bool
 }
 
@@ -70,6 +81,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		local: make(map[*transport.Link]bool),
 		nodes: newNodes(cfg.ID, cfg.Peers, log),
 	}
+	a.hub = newEventHub(log.With("sub", "events"))
+	a.hub.SetProviders(a.membershipNow, a.connectivityNow)
+	a.cluster = newCluster(a)
+	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
 	a.peerCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
@@ -91,6 +106,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.cliLn, err = listenUnix(ClientSocket(cfg.DataDir), 0o660); err != nil {
 		a.ln.Close()
 		a.adminLn.Close()
+		return nil, err
+	}
+	if err := a.cluster.start(); err != nil {
+		a.ln.Close()
+		a.adminLn.Close()
+		a.cliLn.Close()
 		return nil, err
 	}
 	return a, nil
@@ -172,14 +193,27 @@ func loadNodeID(dir string) (uint64, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent running", "cluster", a.cfg.Cluster, "bind", a.ln.Addr().String(),
 		"admin_socket", a.adminLn.Addr().String(), "client_socket", a.cliLn.Addr().String(), "peers", strings.Join(a.cfg.Peers, ","))
-	a.spawn(func() { a.acceptPeers(ctx) })
-	a.spawn(func() { a.acceptLocal(ctx, a.adminLn) })
-	a.spawn(func() { a.acceptLocal(ctx, a.cliLn) })
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	a.spawn(func() { a.cluster.run(runCtx) })
+	a.spawn(func() { a.ifaces.run(runCtx, a.publish) })
+	a.spawn(func() { a.acceptPeers(runCtx) })
+	a.spawn(func() { a.acceptLocal(runCtx, a.adminLn) })
+	a.spawn(func() { a.acceptLocal(runCtx, a.cliLn) })
+	a.mu.Lock()
+	a.dialCtx = runCtx
+	a.mu.Unlock()
 	for _, p := range a.cfg.Peers {
-		a.spawn(func() { a.dialLoop(ctx, p) })
+		a.spawn(func() { a.dialLoop(runCtx, p) })
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-a.cluster.left:
+		a.log.Info("left the cluster")
+	}
+	stopRun()
 	a.log.Info("agent shutting down")
+	a.publish(events.Event{Desc: events.MSShutdown, Data: viewData(a.cluster.currentView())})
 	a.ln.Close()
 	a.adminLn.Close()
 	a.cliLn.Close()
@@ -193,6 +227,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	closing.Wait()
+	a.cluster.stop()
+	a.hub.Close()
 	a.wg.Wait()
 	os.Remove(AdminSocket(a.cfg.DataDir))
 	os.Remove(ClientSocket(a.cfg.DataDir))
@@ -228,7 +264,7 @@ func (a *Agent) runPeer(ctx context.Context, l *transport.Link, initiator uint64
 	if addr == "" {
 		addr = l.Peer().Addr.String()
 	}
-	kept := a.nodes.add(l, initiator, addr)
+	kept, fresh := a.nodes.add(l, initiator, addr)
 	if kept != l {
 		l.Close(proto.CodeDup, "a link opened by the node with the smaller id is kept")
 		return kept
@@ -238,15 +274,63 @@ func (a *Agent) runPeer(ctx context.Context, l *transport.Link, initiator uint64
 		return l
 	}
 	l.Start(a.handlePeer)
+	if fresh {
+		a.publishP2P(events.CSP2PEstablished, l.Peer())
+		a.cluster.linksChanged()
+	}
 	<-l.Done()
-	a.nodes.remove(l)
+	if a.nodes.remove(l) {
+		a.publishP2P(events.CSP2PLost, l.Peer())
+		a.cluster.linksChanged()
+	}
 	return l
 }
 
-// handlePeer receives peer protocol frames. Version 1 defines none beyond
-// PING and PONG, which the link answers itself.
+// handlePeer receives peer protocol frames (PING and PONG are answered by
+// the link). It runs on the link's reader goroutine.
 func (a *Agent) handlePeer(l *transport.Link, f *proto.Frame) error {
+	switch f.Opcode {
+	case peer.OpRaft:
+		return a.cluster.onRaft(f.Body)
+	case peer.OpJoin, peer.OpLeave:
+		if f.Flags&proto.FlagReply != 0 {
+			r, err := peer.ParseMemberReply(f.Body)
+			if err != nil {
+				return err
+			}
+			a.pending.done(f.MsgID, r)
+			return nil
+		}
+		g := proto.Frame{Header: f.Header, Body: append([]byte(nil), f.Body...)}
+		go a.cluster.onMemberRequest(l, &g)
+		return nil
+	case peer.OpNotMember:
+		n, err := peer.ParseNotMember(f.Body)
+		if err != nil {
+			return err
+		}
+		a.cluster.onNotMember(l.Peer().NodeID, n)
+		return nil
+	}
 	return proto.Errorf(proto.CodeOpcode, "peer opcode %#04x has no handler", f.Opcode)
+}
+
+// publish hands an event to the local clients. A cluster-wide event at or
+// below the last one published was delivered before: the log replays
+// entries after a node rejoins, and those already told are not told again.
+func (a *Agent) publish(ev events.Event) {
+	if ev.Seq != 0 {
+		a.pubMu.Lock()
+		old := ev.Seq <= a.lastSeq
+		if !old {
+			a.lastSeq = ev.Seq
+		}
+		a.pubMu.Unlock()
+		if old {
+			return
+		}
+	}
+	a.hub.Publish(ev)
 }
 
 // dialLoop keeps a link to the peer at addr, redialing with backoff.
@@ -280,6 +364,24 @@ func (a *Agent) dialLoop(ctx context.Context, addr string) {
 		}
 		sleep(ctx, bo.Next())
 	}
+}
+
+// addPeer starts keeping a link to addr (corral join).
+func (a *Agent) addPeer(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%w: peer %q: %v", ErrConfig, addr, err)
+	}
+	if !a.nodes.configure(addr) {
+		return nil // already a peer
+	}
+	a.mu.Lock()
+	ctx := a.dialCtx
+	a.mu.Unlock()
+	if ctx == nil {
+		return errors.New("agent: not running")
+	}
+	a.spawn(func() { a.dialLoop(ctx, addr) })
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -30,6 +30,19 @@ type Config struct {
 	DeadAfter      time.Duration `toml:"heartbeat-timeout"`
 	Handshake      time.Duration `toml:"handshake-timeout"`
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
+	// Bootstrap founds a new cluster with this node as its first member
+	// when the data dir holds no log. A node without peers always does.
+	Bootstrap bool `toml:"bootstrap"`
+	// Tick is the cluster log's clock; ElectionTicks of silence from the
+	// leader start an election.
+	Tick          time.Duration `toml:"raft-tick"`
+	ElectionTicks int           `toml:"election-ticks"`
+	// RemoveAfter is how long the leader waits, after a member's link went
+	// down, before it removes the member from the view.
+	RemoveAfter time.Duration `toml:"remove-after"`
+	// MaxVoters caps the voting members; nodes that join beyond it are
+	// non-voting members, which receive the log but do not vote.
+	MaxVoters int `toml:"max-voters"`
 	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
 	// It exists to try version refusal with real agents; leave it empty.
 	PeerVersions string `toml:"peer-versions"`
@@ -39,13 +52,16 @@ type Config struct {
 func Defaults() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Cluster:      "corral",
-		Name:         host,
-		Bind:         "127.0.0.1:7946",
-		Heartbeat:    transport.DefaultHeartbeatInterval,
-		DeadAfter:    transport.DefaultHeartbeatTimeout,
-		Handshake:    transport.DefaultHandshakeTimeout,
-		ReconnectMax: 2 * time.Second,
+		Cluster:       "corral",
+		Name:          host,
+		Bind:          "127.0.0.1:7946",
+		Heartbeat:     transport.DefaultHeartbeatInterval,
+		DeadAfter:     transport.DefaultHeartbeatTimeout,
+		Handshake:     transport.DefaultHandshakeTimeout,
+		ReconnectMax:  2 * time.Second,
+		Tick:          25 * time.Millisecond,
+		ElectionTicks: 10,
+		MaxVoters:     5,
 	}
 }
 
@@ -96,6 +112,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Handshake <= 0 || c.ReconnectMax <= 0 {
 		return bad("handshake-timeout and reconnect-max must be positive")
+	}
+	if c.Tick <= 0 || c.ElectionTicks < 2 {
+		return bad("raft-tick must be positive and election-ticks at least 2")
+	}
+	if c.RemoveAfter < 0 {
+		return bad("remove-after must not be negative")
+	}
+	if c.MaxVoters < 1 {
+		return bad("max-voters must be at least 1")
 	}
 	if c.ClusterKeyFile == "" {
 		c.ClusterKeyFile = filepath.Join(c.DataDir, "cluster.key")

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net"
+	"time"
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
@@ -46,6 +47,9 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 				l.Start(a.handleClient)
 			}
 			<-l.Done()
+			if want == proto.ProtoClient {
+				a.hub.drop(l)
+			}
 			a.mu.Lock()
 			delete(a.local, l)
 			a.mu.Unlock()
@@ -53,10 +57,10 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 	}
 }
 
-// handleClient serves the client protocol. Version 1 defines nothing beyond
-// PING and PONG, which the link answers itself.
+// handleClient serves the client protocol (PING and PONG are answered by
+// the link): the cluster events, by the event hub.
 func (a *Agent) handleClient(l *transport.Link, f *proto.Frame) error {
-	return proto.Errorf(proto.CodeOpcode, "client opcode %#04x has no handler", f.Opcode)
+	return a.hub.handle(l, f)
 }
 
 // handleAdmin answers admin requests.
@@ -65,7 +69,17 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops.Name(f.Opcode))
 	}
 	reply := proto.Frame{Header: proto.Header{Opcode: f.Opcode, MsgID: f.MsgID, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete}}
-	if len(f.Body) != 0 {
+	if f.Opcode == admin.OpJoin {
+		j, err := admin.ParseJoinRequest(f.Body)
+		if err == nil {
+			err = a.addPeer(j.Addr)
+		}
+		if err != nil {
+			st := proto.Status{Code: proto.CodeField, Text: err.Error()}
+			reply.Flags |= proto.FlagAbort
+			reply.Body = proto.AppendStatus(nil, &st)
+		}
+	} else if len(f.Body) != 0 {
 		st := proto.Status{Code: proto.CodeField, Text: admin.Ops.Name(f.Opcode) + " request takes no body"}
 		reply.Flags |= proto.FlagAbort
 		reply.Body = proto.AppendStatus(nil, &st)
@@ -76,6 +90,21 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		case admin.OpMembers:
 			self := admin.Member{ID: a.cfg.ID, Name: a.cfg.Name, Addr: a.ln.Addr().String(), State: admin.StateSelf, Since: a.start.UnixNano()}
 			reply.Body = admin.AppendMembers(nil, a.nodes.members(self))
+		case admin.OpView:
+			reply.Body = admin.AppendViewInfo(nil, a.viewInfo())
+		case admin.OpLeave:
+			// Leaving waits for a commit: answer from another goroutine.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := a.cluster.leave(ctx); err != nil {
+					st := proto.Status{Code: proto.CodeState, Text: err.Error()}
+					reply.Flags |= proto.FlagAbort
+					reply.Body = proto.AppendStatus(nil, &st)
+				}
+				l.Send(context.Background(), &reply)
+			}()
+			return nil
 		default:
 			st := proto.Status{Code: proto.CodeOpcode, Text: "no handler for " + admin.Ops.Name(f.Opcode)}
 			reply.Flags |= proto.FlagAbort
@@ -85,4 +114,18 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	// A closed link is not an error of this request; the reader ends.
 	l.Send(context.Background(), &reply)
 	return nil
+}
+
+// viewInfo answers the admin VIEW request.
+func (a *Agent) viewInfo() *admin.ViewInfo {
+	v := a.cluster.currentView()
+	vi := &admin.ViewInfo{Instance: v.Instance}
+	if node := a.cluster.raft(); node != nil {
+		st := node.Status()
+		vi.Leader, vi.Term, vi.Applied = st.Leader, st.Term, st.Applied
+	}
+	for _, m := range v.Members {
+		vi.Members = append(vi.Members, admin.ViewMember{ID: m.ID, BornOn: m.BornOn, Voter: m.Voter, Name: m.Name, Addr: m.Addr})
+	}
+	return vi
 }

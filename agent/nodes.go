@@ -46,8 +46,9 @@ func newNodes(self uint64, peers []string, log *slog.Logger) *nodes {
 
 // add registers an established link opened by initiator. It returns the
 // link that stays in use for that node; when that is not l, the caller
-// closes l as a duplicate. A displaced older link is closed here.
-func (n *nodes) add(l *transport.Link, initiator uint64, addr string) *transport.Link {
+// closes l as a duplicate. A displaced older link is closed here. fresh
+// reports that the node had no link before.
+func (n *nodes) add(l *transport.Link, initiator uint64, addr string) (kept *transport.Link, fresh bool) {
 	p := l.Peer()
 	n.mu.Lock()
 	nd := n.byID[p.NodeID]
@@ -63,7 +64,7 @@ func (n *nodes) add(l *transport.Link, initiator uint64, addr string) *transport
 	old := nd.link
 	if old != nil && !keepNew(n.self, p.NodeID, nd.initiator, initiator) {
 		n.mu.Unlock()
-		return old
+		return old, false
 	}
 	nd.name, nd.link, nd.initiator, nd.version = p.Name, l, initiator, p.Version
 	if old == nil {
@@ -76,7 +77,7 @@ func (n *nodes) add(l *transport.Link, initiator uint64, addr string) *transport
 	} else {
 		n.log.Info("link up", "peer", p.Name, "peer_id", p.NodeID, "addr", addr, "peer_version", p.Version)
 	}
-	return l
+	return l, old == nil
 }
 
 // keepNew decides between an existing link and a new one to the same node:
@@ -90,14 +91,15 @@ func keepNew(self, peer, oldInit, newInit uint64) bool {
 	return newInit == want
 }
 
-// remove unregisters l when it ended, unless it was already replaced.
-func (n *nodes) remove(l *transport.Link) {
+// remove unregisters l when it ended, unless it was already replaced. It
+// reports whether the node is now without a link.
+func (n *nodes) remove(l *transport.Link) bool {
 	p := l.Peer()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	nd := n.byID[p.NodeID]
 	if nd == nil || nd.link != l {
-		return
+		return false
 	}
 	nd.rtt, nd.link, nd.since = l.RTT(), nil, time.Now()
 	lvl := slog.LevelWarn
@@ -105,6 +107,33 @@ func (n *nodes) remove(l *transport.Link) {
 		lvl = slog.LevelInfo // an orderly goodbye
 	}
 	n.log.Log(context.Background(), lvl, "link down", "peer", p.Name, "peer_id", p.NodeID, "err", l.Err().Error())
+	return true
+}
+
+// downSince reports since when the node has had no link; a node never
+// linked has had none since the zero time.
+func (n *nodes) downSince(id uint64) (time.Time, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	nd := n.byID[id]
+	switch {
+	case nd == nil:
+		return time.Time{}, true
+	case nd.link != nil:
+		return time.Time{}, false
+	}
+	return nd.since, true
+}
+
+// configure adds a peer address; it reports false if it was known.
+func (n *nodes) configure(addr string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.addr[addr] {
+		return false
+	}
+	n.addr[addr] = true
+	return true
 }
 
 // linkTo returns the live link to id, if any.

@@ -20,6 +20,10 @@ import (
 // request sends one admin request to the agent owning dataDir and returns
 // the reply body.
 func request(ctx context.Context, dataDir string, op uint16) ([]byte, error) {
+	return requestBody(ctx, dataDir, op, nil)
+}
+
+func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([]byte, error) {
 	path := agent.AdminSocket(dataDir)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -54,7 +58,7 @@ func request(ctx context.Context, dataDir string, op uint16) ([]byte, error) {
 		got <- answer{body: append([]byte(nil), f.Body...)}
 		return nil
 	})
-	req := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}}
+	req := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
 	if err := l.Send(ctx, &req); err != nil {
 		return nil, err
 	}
@@ -86,20 +90,35 @@ func membersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printMembersJSON(ms)
+			body, err = request(ctx, dataDir, admin.OpView)
+			if err != nil {
+				return err
 			}
+			view, err := admin.ParseViewInfo(body)
+			if err != nil {
+				return err
+			}
+			rows := memberRows(ms, view)
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			fmt.Printf("view %d, leader %d, term %d, applied %d\n", view.Instance, view.Leader, view.Term, view.Applied)
 			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tADDR\tSTATE\tPEER_VERSION\tRTT")
-			for _, m := range ms {
-				rtt, ver := "-", "-"
-				if m.RTT > 0 {
-					rtt = (time.Duration(m.RTT) * time.Microsecond).String()
+			fmt.Fprintln(w, "ID\tNAME\tADDR\tSTATE\tMEMBER\tBORN_ON\tROLE\tPEER_VERSION\tRTT")
+			for _, r := range rows {
+				rtt, ver, born, role, member := "-", "-", "-", "-", "no"
+				if r.RTTms != nil {
+					rtt = (time.Duration(*r.RTTms * float64(time.Millisecond))).Round(time.Microsecond).String()
 				}
-				if m.PeerVersion > 0 {
-					ver = fmt.Sprint(m.PeerVersion)
+				if r.PeerVersion != nil {
+					ver = fmt.Sprint(*r.PeerVersion)
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Name, m.Addr, m.State, ver, rtt)
+				if r.Member {
+					member, born, role = "yes", fmt.Sprint(r.BornOn), r.Role
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Addr, r.State, member, born, role, ver, rtt)
 			}
 			return w.Flush()
 		},
@@ -114,19 +133,26 @@ type memberJSON struct {
 	ID          uint64   `json:"id"`
 	Name        string   `json:"name"`
 	Addr        string   `json:"addr"`
-	State       string   `json:"state"`
+	State       string   `json:"state"` // link state: self, up or down
 	PeerVersion *uint8   `json:"peer_version"`
 	RTTms       *float64 `json:"rtt_ms"`
 	Since       string   `json:"since,omitempty"`
+	View        uint64   `json:"view"`   // instance of the view below
+	Member      bool     `json:"member"` // in the view
+	BornOn      uint64   `json:"born_on,omitempty"`
+	Role        string   `json:"role,omitempty"` // voter or non-voter
+	Leader      bool     `json:"leader"`
 }
 
-func printMembersJSON(ms []admin.Member) error {
-	out := make([]memberJSON, len(ms))
-	for i, m := range ms {
-		j := memberJSON{ID: m.ID, Name: m.Name, Addr: m.Addr, State: m.State.String()}
+// memberRows joins the link table and the view: every node in either.
+func memberRows(ms []admin.Member, v admin.ViewInfo) []memberJSON {
+	var out []memberJSON
+	seen := make(map[uint64]bool)
+	for _, m := range ms {
+		j := memberJSON{ID: m.ID, Name: m.Name, Addr: m.Addr, State: m.State.String(), View: v.Instance}
 		if m.PeerVersion > 0 {
-			v := m.PeerVersion
-			j.PeerVersion = &v
+			ver := m.PeerVersion
+			j.PeerVersion = &ver
 		}
 		if m.RTT > 0 {
 			r := float64(m.RTT) / 1000
@@ -135,11 +161,62 @@ func printMembersJSON(ms []admin.Member) error {
 		if m.Since != 0 {
 			j.Since = time.Unix(0, m.Since).UTC().Format(time.RFC3339Nano)
 		}
-		out[i] = j
+		out = append(out, j)
+		if m.ID != 0 {
+			seen[m.ID] = true
+		}
 	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	for _, vm := range v.Members {
+		if !seen[vm.ID] {
+			out = append(out, memberJSON{ID: vm.ID, Name: vm.Name, Addr: vm.Addr, State: "down", View: v.Instance})
+		}
+	}
+	for i := range out {
+		for _, vm := range v.Members {
+			if vm.ID == out[i].ID {
+				out[i].Member, out[i].BornOn, out[i].Role = true, vm.BornOn, "non-voter"
+				if vm.Voter {
+					out[i].Role = "voter"
+				}
+			}
+		}
+		out[i].Leader = out[i].ID != 0 && out[i].ID == v.Leader
+	}
+	return out
+}
+
+func joinCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "join ADDR",
+		Short: "Have the agent reach the cluster through the member at ADDR (HOST:PORT)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			_, err := requestBody(ctx, dataDir, admin.OpJoin, admin.AppendJoinRequest(nil, admin.JoinRequest{Addr: args[0]}))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")
+	return cmd
+}
+
+func leaveCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Take the agent out of the cluster view and stop it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 40*time.Second)
+			defer cancel()
+			_, err := request(ctx, dataDir, admin.OpLeave)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")
+	return cmd
 }
 
 func versionCmd() *cobra.Command {

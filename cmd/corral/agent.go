@@ -79,6 +79,11 @@ directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
 	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
 	f.DurationVar(&cfg.Handshake, "handshake-timeout", cfg.Handshake, "time a new connection has to complete its handshake")
 	f.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "longest wait between reconnection attempts")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "found a new cluster with this node as first member if the data dir holds no log")
+	f.DurationVar(&cfg.Tick, "raft-tick", cfg.Tick, "cluster log clock tick")
+	f.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")
+	f.DurationVar(&cfg.RemoveAfter, "remove-after", cfg.RemoveAfter, "how long a member's link stays down before the leader removes it from the view")
+	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "voting members at most; more nodes join as non-voting members")
 	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
 	f.MarkHidden("peer-versions")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -113,6 +118,16 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.ReconnectMax = src.ReconnectMax
 	case "peer-versions":
 		dst.PeerVersions = src.PeerVersions
+	case "bootstrap":
+		dst.Bootstrap = src.Bootstrap
+	case "raft-tick":
+		dst.Tick = src.Tick
+	case "election-ticks":
+		dst.ElectionTicks = src.ElectionTicks
+	case "remove-after":
+		dst.RemoveAfter = src.RemoveAfter
+	case "max-voters":
+		dst.MaxVoters = src.MaxVoters
 	}
 }
 

@@ -1,0 +1,321 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corralhq/corral/clusterlog"
+	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
+	"github.com/corralhq/corral/transport"
+)
+
+// run is the membership loop: on every link or view change, and every
+// heartbeat interval, it does what this node's role calls for. The leader
+// founds the view, removes members whose links are down and answers JOINs;
+// a node outside the view asks to join; members tell nodes outside their
+// view that they are (NOTMEMBER).
+func (c *cluster) run(ctx context.Context) {
+	t := time.NewTicker(c.a.cfg.Heartbeat)
+	defer t.Stop()
+	var changed <-chan struct{} // the raft status changed: a new leader acts at once
+	for {
+		if node := c.raft(); node != nil {
+			_, changed = node.Watch()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-changed:
+		case <-t.C:
+		}
+		c.step(ctx)
+	}
+}
+
+func (c *cluster) step(ctx context.Context) {
+	node := c.raft()
+	if node == nil {
+		return
+	}
+	st := node.Status()
+	self := c.a.cfg.ID
+	v := c.currentView()
+	c.mu.Lock()
+	leaving := c.leaving
+	if st.IsLeader() && c.leaderSince.IsZero() {
+		c.leaderSince = time.Now()
+	} else if !st.IsLeader() {
+		c.leaderSince = time.Time{}
+	}
+	since := c.leaderSince
+	c.mu.Unlock()
+
+	member := c.member()
+	if st.IsLeader() {
+		if !member && !leaving {
+			// The founder puts itself in the first view.
+			c.propose(ctx, node, clusterlog.AddVoter, c.selfCommand(true))
+			return
+		}
+		failed := membership.Failed(&v, self, time.Now(), c.a.cfg.RemoveAfter, func(id uint64) (time.Time, bool) {
+			t, down := c.a.nodes.downSince(id)
+			if down && t.Before(since) {
+				t = since // only what this leader saw counts
+			}
+			return t, down
+		})
+		for _, id := range failed {
+			m, _ := v.Member(id)
+			cmd := membership.Command{Op: membership.OpLeave, Cause: membership.CauseFailed, ID: id, Incarnation: m.Incarnation}
+			c.log.Warn("removing unreachable member", "node", id)
+			c.propose(ctx, node, clusterlog.RemoveNode, cmd)
+		}
+	}
+	if !member && !leaving {
+		c.requestJoin(ctx, st.Leader)
+	}
+	if member {
+		c.tellNonMembers(v)
+	}
+}
+
+// propose proposes one membership change on the leader and waits for it.
+func (c *cluster) propose(ctx context.Context, node *clusterlog.Node, typ clusterlog.ConfChangeType, cmd membership.Command) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	idx, err := node.ProposeConfChange(ctx, clusterlog.ConfChange{Type: typ, NodeID: cmd.ID, Context: cmd.Marshal()})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("membership change failed", "op", cmd.Op.String(), "node", cmd.ID, "err", err)
+	}
+	return idx, err
+}
+
+// tellNonMembers sends NOTMEMBER, once per view, to each linked node
+// outside the view.
+func (c *cluster) tellNonMembers(v membership.View) {
+	for _, l := range c.a.nodes.links() {
+		id := l.Peer().NodeID
+		if v.Has(id) {
+			continue
+		}
+		c.mu.Lock()
+		done := c.told[id] == v.Instance
+		c.told[id] = v.Instance
+		c.mu.Unlock()
+		if done {
+			continue
+		}
+		f := proto.Frame{Header: proto.Header{Opcode: peer.OpNotMember, Flags: proto.FlagCreate | proto.FlagDelete}, Body: peer.AppendNotMember(nil, peer.NotMember{Instance: v.Instance})}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		l.Send(ctx, &f)
+		cancel()
+	}
+}
+
+// pending holds the requests this node sent and awaits answers to.
+type pending struct {
+	mu sync.Mutex // guards m
+	m  map[uint64]chan peer.MemberReply
+	id atomic.Uint64
+}
+
+func (p *pending) add() (uint64, chan peer.MemberReply) {
+	id := p.id.Add(1)
+	ch := make(chan peer.MemberReply, 1)
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = make(map[uint64]chan peer.MemberReply)
+	}
+	p.m[id] = ch
+	p.mu.Unlock()
+	return id, ch
+}
+
+func (p *pending) done(id uint64, r peer.MemberReply) {
+	p.mu.Lock()
+	ch := p.m[id]
+	delete(p.m, id)
+	p.mu.Unlock()
+	if ch != nil {
+		ch <- r
+	}
+}
+
+func (p *pending) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.m, id)
+	p.mu.Unlock()
+}
+
+// ask sends a JOIN or LEAVE to the node at l and waits for the answer.
+func (c *cluster) ask(ctx context.Context, l *transport.Link, op uint16, cmd membership.Command) (peer.MemberReply, error) {
+	id, ch := c.a.pending.add()
+	defer c.a.pending.forget(id)
+	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}, Body: cmd.Marshal()}
+	if err := l.Send(ctx, &f); err != nil {
+		return peer.MemberReply{}, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-l.Done():
+		return peer.MemberReply{}, l.Err()
+	case <-ctx.Done():
+		return peer.MemberReply{}, ctx.Err()
+	}
+}
+
+// requestJoin asks the leader (or, not knowing it, any linked peer) to
+// add this node.
+func (c *cluster) requestJoin(ctx context.Context, leader uint64) {
+	l := c.a.nodes.linkTo(leader)
+	if l == nil {
+		ls := c.a.nodes.links()
+		if len(ls) == 0 {
+			return
+		}
+		l = ls[0]
+	}
+	for hop := 0; hop < 3 && l != nil; hop++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		r, err := c.ask(actx, l, peer.OpJoin, c.selfCommand(true))
+		cancel()
+		if err != nil {
+			return
+		}
+		switch r.Result {
+		case peer.ResultOK:
+			c.log.Info("joined the cluster", "via", l.Peer().Name, "view", r.Instance)
+			return
+		case peer.ResultNotLeader:
+			l = c.a.nodes.linkTo(r.Leader)
+		default:
+			c.log.Warn("join refused", "by", l.Peer().Name, "reason", r.Text)
+			return
+		}
+	}
+}
+
+// onMemberRequest answers a JOIN or LEAVE from a peer. It runs in its own
+// goroutine: the proposal waits for the commit.
+func (c *cluster) onMemberRequest(l *transport.Link, f *proto.Frame) {
+	cmd, err := membership.ParseCommand(f.Body)
+	var r peer.MemberReply
+	switch {
+	case err != nil:
+		r = peer.MemberReply{Result: peer.ResultRefused, Text: err.Error()}
+	case cmd.ID != l.Peer().NodeID:
+		r = peer.MemberReply{Result: peer.ResultRefused, Text: fmt.Sprintf("node %d cannot ask for node %d", l.Peer().NodeID, cmd.ID)}
+	case (f.Opcode == peer.OpJoin) != (cmd.Op == membership.OpJoin):
+		r = peer.MemberReply{Result: peer.ResultRefused, Text: "command does not match the opcode"}
+	default:
+		r = c.decide(cmd)
+	}
+	reply := proto.Frame{Header: proto.Header{Opcode: f.Opcode, MsgID: f.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply}, Body: peer.AppendMemberReply(nil, &r)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	l.Send(ctx, &reply)
+	cancel()
+}
+
+// decide proposes cmd if this node leads, or names the leader.
+func (c *cluster) decide(cmd membership.Command) peer.MemberReply {
+	node := c.raft()
+	if node == nil {
+		return peer.MemberReply{Result: peer.ResultNotLeader}
+	}
+	st := node.Status()
+	if !st.IsLeader() {
+		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: st.Leader}
+	}
+	if !c.member() {
+		// The founder comes first in the view, whoever asks first.
+		if _, err := c.propose(context.Background(), node, clusterlog.AddVoter, c.selfCommand(true)); err != nil {
+			return peer.MemberReply{Result: peer.ResultNotLeader, Leader: c.a.cfg.ID}
+		}
+	}
+	v := c.currentView()
+	if old, ok := v.Member(cmd.ID); ok && cmd.Op == membership.OpJoin && old.Incarnation != cmd.Incarnation {
+		// A new life of a member (it lost its log): remove the old one
+		// first, so raft does not take the empty node for the old one.
+		leave := membership.Command{Op: membership.OpLeave, Cause: membership.CauseRemoved, ID: cmd.ID, Incarnation: old.Incarnation}
+		if _, err := c.propose(context.Background(), node, clusterlog.RemoveNode, leave); err != nil {
+			return peer.MemberReply{Result: peer.ResultRefused, Text: err.Error()}
+		}
+		v = c.currentView()
+	}
+	if (cmd.Op == membership.OpJoin) == v.Has(cmd.ID) {
+		return peer.MemberReply{Result: peer.ResultOK, Instance: v.Instance}
+	}
+	typ := clusterlog.RemoveNode
+	if cmd.Op == membership.OpJoin {
+		cmd.Voter = len(v.Voters()) < c.a.cfg.MaxVoters
+		typ = clusterlog.AddLearner
+		if cmd.Voter {
+			typ = clusterlog.AddVoter
+		}
+	}
+	idx, err := c.propose(context.Background(), node, typ, cmd)
+	switch {
+	case err == nil:
+		return peer.MemberReply{Result: peer.ResultOK, Instance: idx}
+	case errors.Is(err, clusterlog.ErrNotLeader):
+		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: node.Status().Leader}
+	}
+	return peer.MemberReply{Result: peer.ResultRefused, Text: err.Error()}
+}
+
+// leave takes this node out of the view (corral leave) and waits until
+// the change is applied here.
+func (c *cluster) leave(ctx context.Context) error {
+	if !c.member() {
+		c.leftOnce.Do(func() { close(c.left) })
+		return nil
+	}
+	c.mu.Lock()
+	c.leaving = true
+	inc := c.inc
+	c.mu.Unlock()
+	cmd := membership.Command{Op: membership.OpLeave, Cause: membership.CauseGraceful, ID: c.a.cfg.ID, Incarnation: inc}
+	for ctx.Err() == nil {
+		node := c.raft()
+		if node == nil {
+			return clusterlog.ErrStopped
+		}
+		st := node.Status()
+		var r peer.MemberReply
+		if st.IsLeader() {
+			r = c.decide(cmd)
+		} else if l := c.a.nodes.linkTo(st.Leader); l != nil {
+			var err error
+			if r, err = c.ask(ctx, l, peer.OpLeave, cmd); err != nil {
+				r = peer.MemberReply{Result: peer.ResultNotLeader}
+			}
+		} else {
+			r = peer.MemberReply{Result: peer.ResultNotLeader}
+		}
+		if r.Result == peer.ResultRefused {
+			return fmt.Errorf("agent: leave refused: %s", r.Text)
+		}
+		if r.Result == peer.ResultOK {
+			// Committed. The leader may stop replicating to a node it
+			// removed, so this node need not apply its own LEAVE.
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-c.left:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	return ctx.Err()
+}
