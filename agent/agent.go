@@ -46,6 +46,9 @@ type Agent struct {
 
 	dialCtx context.Context // Run's context, for dialers added later (corral join)
 
+	stopReq  chan struct{} // closed to stop the agent: it left the cluster
+	stopOnce sync.Once
+
 	pubMu   sync.Mutex // guards lastSeq
 	lastSeq uint64     // highest cluster-wide event published
 
@@ -75,11 +78,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	ranges, _ := cfg.ranges()
 	log = log.With("node", cfg.Name, "node_id", cfg.ID)
 	a := &Agent{
-		cfg:   cfg,
-		log:   log,
-		start: time.Now(),
-		local: make(map[*transport.Link]bool),
-		nodes: newNodes(cfg.ID, cfg.Peers, log),
+		cfg:     cfg,
+		log:     log,
+		start:   time.Now(),
+		local:   make(map[*transport.Link]bool),
+		stopReq: make(chan struct{}),
+		nodes:   newNodes(cfg.ID, cfg.Peers, log),
 	}
 	a.hub = newEventHub(log.With("sub", "events"))
 	a.hub.SetProviders(a.membershipNow, a.connectivityNow)
@@ -108,7 +112,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.adminLn.Close()
 		return nil, err
 	}
-	if err := a.cluster.start(); err != nil {
+	if err := a.cluster.start(cfg.Bootstrap); err != nil {
 		a.ln.Close()
 		a.adminLn.Close()
 		a.cliLn.Close()
@@ -208,12 +212,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
-	case <-a.cluster.left:
+	case <-a.stopReq:
 		a.log.Info("left the cluster")
 	}
 	stopRun()
 	a.log.Info("agent shutting down")
 	a.publish(events.Event{Desc: events.MSShutdown, Data: viewData(a.cluster.currentView())})
+	a.hub.Close() // hands subscribed clients what was published, SHUTDOWN included, then says goodbye
 	a.ln.Close()
 	a.adminLn.Close()
 	a.cliLn.Close()
@@ -228,7 +233,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	closing.Wait()
 	a.cluster.stop()
-	a.hub.Close()
 	a.wg.Wait()
 	os.Remove(AdminSocket(a.cfg.DataDir))
 	os.Remove(ClientSocket(a.cfg.DataDir))

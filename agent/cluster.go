@@ -56,9 +56,9 @@ func newCluster(a *Agent) *cluster {
 }
 
 // start opens the log and starts the raft node. A node with an empty log
-// founds a cluster when told to (--bootstrap) or when it has no peers;
-// otherwise it waits to be added by the leader after its JOIN.
-func (c *cluster) start() error {
+// founds a cluster when told to (--bootstrap); otherwise it waits to be
+// added by the leader after its JOIN.
+func (c *cluster) start(found bool) error {
 	state, ok, err := readState(c.a.cfg.DataDir)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func (c *cluster) start() error {
 	c.a.lastSeq = max(c.a.lastSeq, state.Applied)
 	c.a.pubMu.Unlock()
 	var peers []uint64
-	if last == 0 && (c.a.cfg.Bootstrap || len(c.a.cfg.Peers) == 0) {
+	if last == 0 && found {
 		peers = []uint64{c.a.cfg.ID}
 		c.log.Info("founding a new cluster")
 	}
@@ -146,11 +146,7 @@ func (c *cluster) reset() error {
 	c.contact = membership.Contact{}
 	clear(c.told)
 	c.mu.Unlock()
-	saved := c.a.cfg.Bootstrap
-	c.a.cfg.Bootstrap = false // never found a second cluster after an eviction
-	err := c.start()
-	c.a.cfg.Bootstrap = saved
-	return err
+	return c.start(false) // never found a second cluster after an eviction
 }
 
 func (c *cluster) raft() *clusterlog.Node {

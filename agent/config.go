@@ -31,7 +31,8 @@ type Config struct {
 	Handshake      time.Duration `toml:"handshake-timeout"`
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
 	// Bootstrap founds a new cluster with this node as its first member
-	// when the data dir holds no log. A node without peers always does.
+	// when the data dir holds no log. Exactly one node of a new cluster
+	// gets it; the others join that one.
 	Bootstrap bool `toml:"bootstrap"`
 	// Tick is the cluster log's clock; ElectionTicks of silence from the
 	// leader start an election.

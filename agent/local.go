@@ -97,12 +97,18 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				if err := a.cluster.leave(ctx); err != nil {
+				err := a.cluster.leave(ctx)
+				if err != nil {
 					st := proto.Status{Code: proto.CodeState, Text: err.Error()}
 					reply.Flags |= proto.FlagAbort
 					reply.Body = proto.AppendStatus(nil, &st)
 				}
 				l.Send(context.Background(), &reply)
+				if err == nil {
+					// The reply is queued ahead of the GOODBYE that
+					// shutdown sends, so the tool hears it.
+					a.stopOnce.Do(func() { close(a.stopReq) })
+				}
 			}()
 			return nil
 		default:

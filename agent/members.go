@@ -84,6 +84,12 @@ func (c *cluster) step(ctx context.Context) {
 	if member {
 		c.tellNonMembers(v)
 	}
+	// Keep a link to every member, also those no configuration names.
+	for _, m := range v.Members {
+		if m.ID != self && m.Addr != "" {
+			c.a.addPeer(m.Addr)
+		}
+	}
 }
 
 // propose proposes one membership change on the leader and waits for it.
@@ -155,10 +161,11 @@ func (p *pending) forget(id uint64) {
 }
 
 // ask sends a JOIN or LEAVE to the node at l and waits for the answer.
-func (c *cluster) ask(ctx context.Context, l *transport.Link, op uint16, cmd membership.Command) (peer.MemberReply, error) {
+// A relayed request names the asking node as Source.
+func (c *cluster) ask(ctx context.Context, l *transport.Link, op uint16, cmd membership.Command, source uint64) (peer.MemberReply, error) {
 	id, ch := c.a.pending.add()
 	defer c.a.pending.forget(id)
-	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}, Body: cmd.Marshal()}
+	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Source: source, Flags: proto.FlagCreate | proto.FlagDelete}, Body: cmd.Marshal()}
 	if err := l.Send(ctx, &f); err != nil {
 		return peer.MemberReply{}, err
 	}
@@ -185,7 +192,7 @@ func (c *cluster) requestJoin(ctx context.Context, leader uint64) {
 	}
 	for hop := 0; hop < 3 && l != nil; hop++ {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		r, err := c.ask(actx, l, peer.OpJoin, c.selfCommand(true))
+		r, err := c.ask(actx, l, peer.OpJoin, c.selfCommand(true), 0)
 		cancel()
 		if err != nil {
 			return
@@ -211,12 +218,16 @@ func (c *cluster) onMemberRequest(l *transport.Link, f *proto.Frame) {
 	switch {
 	case err != nil:
 		r = peer.MemberReply{Result: peer.ResultRefused, Text: err.Error()}
-	case cmd.ID != l.Peer().NodeID:
+	case f.Source == 0 && cmd.ID != l.Peer().NodeID:
 		r = peer.MemberReply{Result: peer.ResultRefused, Text: fmt.Sprintf("node %d cannot ask for node %d", l.Peer().NodeID, cmd.ID)}
+	case f.Source != 0 && (f.Source != cmd.ID || !c.isMember(l.Peer().NodeID)):
+		r = peer.MemberReply{Result: peer.ResultRefused, Text: fmt.Sprintf("node %d may not relay for node %d", l.Peer().NodeID, f.Source)}
 	case (f.Opcode == peer.OpJoin) != (cmd.Op == membership.OpJoin):
 		r = peer.MemberReply{Result: peer.ResultRefused, Text: "command does not match the opcode"}
 	default:
-		r = c.decide(cmd)
+		// Relay once: a request relayed to a node that lost the
+		// leadership meanwhile is answered, not relayed again.
+		r = c.decide(cmd, f.Source == 0)
 	}
 	reply := proto.Frame{Header: proto.Header{Opcode: f.Opcode, MsgID: f.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply}, Body: peer.AppendMemberReply(nil, &r)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -225,13 +236,25 @@ func (c *cluster) onMemberRequest(l *transport.Link, f *proto.Frame) {
 }
 
 // decide proposes cmd if this node leads, or names the leader.
-func (c *cluster) decide(cmd membership.Command) peer.MemberReply {
+func (c *cluster) decide(cmd membership.Command, relay bool) peer.MemberReply {
 	node := c.raft()
 	if node == nil {
 		return peer.MemberReply{Result: peer.ResultNotLeader}
 	}
 	st := node.Status()
 	if !st.IsLeader() {
+		// Relay to the leader: the asking node may have no link to it.
+		if l := c.a.nodes.linkTo(st.Leader); l != nil && relay {
+			op := peer.OpJoin
+			if cmd.Op == membership.OpLeave {
+				op = peer.OpLeave
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if r, err := c.ask(ctx, l, op, cmd, cmd.ID); err == nil {
+				return r
+			}
+		}
 		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: st.Leader}
 	}
 	if !c.member() {
@@ -291,10 +314,10 @@ func (c *cluster) leave(ctx context.Context) error {
 		st := node.Status()
 		var r peer.MemberReply
 		if st.IsLeader() {
-			r = c.decide(cmd)
+			r = c.decide(cmd, false)
 		} else if l := c.a.nodes.linkTo(st.Leader); l != nil {
 			var err error
-			if r, err = c.ask(ctx, l, peer.OpLeave, cmd); err != nil {
+			if r, err = c.ask(ctx, l, peer.OpLeave, cmd, 0); err != nil {
 				r = peer.MemberReply{Result: peer.ResultNotLeader}
 			}
 		} else {

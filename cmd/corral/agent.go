@@ -147,6 +147,7 @@ func devSetup(cmd *cobra.Command, cfg *agent.Config) (func(), error) {
 	if !cmd.Flags().Changed("bind") {
 		cfg.Bind = "127.0.0.1:0"
 	}
+	cfg.Bootstrap = true
 	if cfg.ClusterKeyFile == "" {
 		cfg.ClusterKeyFile = filepath.Join(dir, "cluster.key")
 		key, err := transport.GenerateKey()
