@@ -191,7 +191,7 @@ func (c *cluster) Apply(e clusterlog.Entry) error {
 	mine := cmd.ID == self && c.view.HasLife(self, c.inc)
 	ch, ok := c.view.Apply(e.Index, cmd)
 	leaving := c.leaving
-	if ok {
+	if ok || cmd.Op == membership.OpPromote {
 		// The view is on disk before the entry counts as applied, so a
 		// restart neither loses this change nor makes it twice.
 		c.applied = e.Index

@@ -71,6 +71,17 @@ func (c *cluster) step(ctx context.Context) {
 			}
 			return t, down
 		})
+		// Keep the voters at their number: promote the oldest reachable
+		// non-voter when a voter is gone.
+		if len(failed) == 0 && len(v.Voters()) < c.a.cfg.MaxVoters {
+			for _, m := range v.Members {
+				if !m.Voter && c.a.nodes.linkTo(m.ID) != nil {
+					c.log.Info("promoting non-voting member", "node", m.ID)
+					c.propose(ctx, node, clusterlog.AddVoter, membership.Command{Op: membership.OpPromote, ID: m.ID, Incarnation: m.Incarnation, Voter: true})
+					break
+				}
+			}
+		}
 		for _, id := range failed {
 			m, _ := v.Member(id)
 			cmd := membership.Command{Op: membership.OpLeave, Cause: membership.CauseFailed, ID: id, Incarnation: m.Incarnation}

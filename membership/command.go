@@ -25,6 +25,9 @@ type Op uint8
 const (
 	OpJoin  Op = 1 // add a node to the view
 	OpLeave Op = 2 // remove a node from the view
+	// OpPromote makes a non-voting member a voter. The members stay the
+	// same, so the view keeps its instance and no NEWVIEW is told.
+	OpPromote Op = 3
 )
 
 func (o Op) String() string {
@@ -33,6 +36,8 @@ func (o Op) String() string {
 		return "JOIN"
 	case OpLeave:
 		return "LEAVE"
+	case OpPromote:
+		return "PROMOTE"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -117,7 +122,9 @@ func ParseCommand(b []byte) (Command, error) {
 		return c, proto.Errorf(proto.CodeField, "membership JOIN: cause %s, name %q, incarnation %d", c.Cause, c.Name, c.Incarnation)
 	case c.Op == OpLeave && (c.Cause < CauseGraceful || c.Cause > CauseRemoved):
 		return c, proto.Errorf(proto.CodeField, "membership LEAVE: cause %s", c.Cause)
-	case c.Op != OpJoin && c.Op != OpLeave:
+	case c.Op == OpPromote && (c.Cause != CauseNone || !c.Voter):
+		return c, proto.Errorf(proto.CodeField, "membership PROMOTE: cause %s, voter %v", c.Cause, c.Voter)
+	case c.Op != OpJoin && c.Op != OpLeave && c.Op != OpPromote:
 		return c, proto.Errorf(proto.CodeOpcode, "membership command: unknown op %d", uint8(c.Op))
 	}
 	return c, nil

@@ -96,6 +96,26 @@ func TestViewApply(t *testing.T) {
 	}
 }
 
+func TestPromote(t *testing.T) {
+	var v View
+	v.Apply(1, join(1, "n1", true))
+	v.Apply(2, join(2, "n2", false))
+	if _, ok := v.Apply(3, Command{Op: OpPromote, ID: 2, Incarnation: 102, Voter: true}); ok {
+		t.Fatal("a promotion made a new view")
+	}
+	if m, _ := v.Member(2); !m.Voter || v.Instance != 2 {
+		t.Fatalf("promotion: %+v in view %d", m, v.Instance)
+	}
+	c := Command{Op: OpPromote, ID: 2, Incarnation: 102, Voter: true}
+	if got, err := ParseCommand(c.Marshal()); err != nil || got != c {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	c.Voter = false
+	if _, err := ParseCommand(c.Marshal()); err == nil {
+		t.Fatal("a PROMOTE to non-voter parsed")
+	}
+}
+
 func TestContact(t *testing.T) {
 	var v View
 	for i, id := range []uint64{1, 2, 3, 4, 5} {

@@ -97,6 +97,12 @@ func (v *View) Apply(index uint64, c Command) (ch Change, ok bool) {
 		ch.Left = []Member{v.Members[i]}
 		v.Members = slices.Delete(v.Members, i, i+1)
 		ch.Cause = c.Cause
+	case OpPromote:
+		i := v.index(c.ID)
+		if i >= 0 && !v.Members[i].Voter && (c.Incarnation == 0 || v.Members[i].Incarnation == c.Incarnation) {
+			v.Members[i].Voter = true
+		}
+		return Change{}, false // same members: no new view
 	default:
 		return Change{}, false
 	}

@@ -253,3 +253,46 @@ func keyOf(nd *node) string {
 	}
 	return ""
 }
+
+func TestNonVotersGrowTheCluster(t *testing.T) {
+	nodes := formed(t, 5, "--max-voters", "3")
+	roles := func() map[uint64]string {
+		rows, err := nodes[0].view()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[uint64]string{}
+		for _, r := range rows {
+			if r.Member {
+				m[r.ID] = r.Role
+			}
+		}
+		return m
+	}
+	count := func(m map[uint64]string, role string) (n int) {
+		for _, r := range m {
+			if r == role {
+				n++
+			}
+		}
+		return n
+	}
+	if r := roles(); count(r, "voter") != 3 || count(r, "non-voter") != 2 {
+		t.Fatalf("roles %v, want 3 voters and 2 non-voters", r)
+	}
+	// A voter dies: a non-voter takes its place.
+	var victim int
+	for id, role := range roles() {
+		if role == "voter" && id != 1 {
+			victim = int(id)
+		}
+	}
+	killAndWatch(t, nodes, victim)
+	deadline := time.Now().Add(10 * time.Second)
+	for r := roles(); count(r, "voter") != 3; r = roles() {
+		if time.Now().After(deadline) {
+			t.Fatalf("roles %v after losing voter %d, want 3 voters", r, victim)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
