@@ -295,7 +295,7 @@ func (a *Agent) runPeer(ctx context.Context, l *transport.Link, initiator uint64
 func (a *Agent) handlePeer(l *transport.Link, f *proto.Frame) error {
 	switch f.Opcode {
 	case peer.OpRaft:
-		return a.cluster.onRaft(f.Body)
+		return a.cluster.onRaft(l.Peer().NodeID, f.Body)
 	case peer.OpJoin, peer.OpLeave:
 		if f.Flags&proto.FlagReply != 0 {
 			r, err := peer.ParseMemberReply(f.Body)

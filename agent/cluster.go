@@ -32,15 +32,23 @@ type cluster struct {
 	// a join or leave is wanted.
 	kick chan struct{}
 
+	resetMu sync.Mutex // serializes evictions: one reset per life
+
 	mu      sync.Mutex // guards the fields below
 	store   *clusterlog.Storage
 	node    *clusterlog.Node
 	inc     uint64 // this node's incarnation: one per copy of the log
 	applied uint64 // highest entry whose effect is in the state file
-	view    membership.View
-	contact membership.Contact
+	// joinedAt is the view instance a JOIN of this life was committed in;
+	// joinAsked is when it was asked.
+	joinedAt  uint64
+	joinAsked time.Time
+	view      membership.View
+	contact   membership.Contact
 	// told records the links that were sent NOTMEMBER, once each.
 	told map[uint64]uint64 // node id -> view instance told
+	// routes maps raft ids to node ids learned from received messages.
+	routes map[uint64]uint64
 	// leaderSince is when this node last became leader, zero if it is not.
 	leaderSince time.Time
 	leaving     bool // corral leave asked; the node goes when its LEAVE applies
@@ -52,7 +60,7 @@ type cluster struct {
 func (a *Agent) logPath() string { return filepath.Join(a.cfg.DataDir, "log.db") }
 
 func newCluster(a *Agent) *cluster {
-	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]uint64), left: make(chan struct{})}
+	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]uint64), routes: make(map[uint64]uint64), left: make(chan struct{})}
 }
 
 // start opens the log and starts the raft node. A node with an empty log
@@ -90,11 +98,14 @@ func (c *cluster) start(found bool) error {
 	c.a.pubMu.Unlock()
 	var peers []uint64
 	if last == 0 && found {
-		peers = []uint64{c.a.cfg.ID}
+		peers = []uint64{state.Incarnation}
 		c.log.Info("founding a new cluster")
 	}
 	node, err := clusterlog.NewNode(clusterlog.Config{
-		ID:             c.a.cfg.ID,
+		// The raft id is the incarnation, not the node id: a node that lost
+		// its log is a new raft member, and raft never mistakes it for the
+		// old one, whose log it no longer has.
+		ID:             state.Incarnation,
 		Storage:        st,
 		Applier:        c,
 		Sender:         c,
@@ -142,9 +153,10 @@ func (c *cluster) reset() error {
 		return fmt.Errorf("agent: drop state: %w", err)
 	}
 	c.mu.Lock()
-	c.view = membership.View{}
+	c.view, c.joinedAt, c.applied = membership.View{}, 0, 0
 	c.contact = membership.Contact{}
 	clear(c.told)
+	clear(c.routes)
 	c.mu.Unlock()
 	return c.start(false) // never found a second cluster after an eviction
 }
@@ -188,7 +200,8 @@ func (c *cluster) Apply(e clusterlog.Entry) error {
 	self := c.a.cfg.ID
 	// Only the removal of this node's current life is its eviction; an
 	// earlier life's, replayed after joining again, is history.
-	mine := cmd.ID == self && c.view.HasLife(self, c.inc)
+	inc := c.inc
+	mine := cmd.ID == self && c.view.HasLife(self, inc)
 	ch, ok := c.view.Apply(e.Index, cmd)
 	leaving := c.leaving
 	if ok || cmd.Op == membership.OpPromote {
@@ -206,16 +219,15 @@ func (c *cluster) Apply(e clusterlog.Entry) error {
 	}
 	c.log.Info("new view", "instance", ch.View.Instance, "members", len(ch.View.Members), "op", cmd.Op.String(), "node", cmd.ID, "cause", cmd.Cause.String())
 	data := membershipData(ch)
-	desc := events.MSNewView
+	// Every node tells the entry as the same NEWVIEW, so the sequences of
+	// cluster-wide events are identical; the node it evicts adds EVICTED,
+	// a local event, after it.
 	evicted := mine && cmd.Op == membership.OpLeave && cmd.Cause != membership.CauseGraceful && !leaving
-	if evicted {
-		desc = events.MSEvicted
-	}
-	c.a.publish(events.Event{Seq: e.Index, Desc: desc, Data: data})
+	c.a.publish(events.Event{Seq: e.Index, Desc: events.MSNewView, Data: data})
 	c.a.publishEligibility(cmd, ch)
 	if mine && cmd.Op == membership.OpLeave {
 		if evicted {
-			go c.evicted("removed by the cluster", false)
+			go c.evicted("removed by the cluster", inc)
 		} else {
 			c.leftOnce.Do(func() { close(c.left) })
 		}
@@ -251,7 +263,7 @@ func (c *cluster) Restore(s clusterlog.Snapshot) error {
 func (c *cluster) Send(msgs []*raftpb.Message) {
 	for _, m := range msgs {
 		to := m.GetTo()
-		l := c.a.nodes.linkTo(to)
+		l := c.a.nodes.linkTo(c.nodeOf(to))
 		var err error
 		if l == nil {
 			err = errors.New("no link")
@@ -275,15 +287,34 @@ func (c *cluster) Send(msgs []*raftpb.Message) {
 	}
 }
 
+// nodeOf maps a raft id (an incarnation) to the node id that has it: from
+// the view, or else from where its messages came from (a joining node
+// answers the leader before its view names anyone).
+func (c *cluster) nodeOf(raftID uint64) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.view.Members {
+		if m.Incarnation == raftID {
+			return m.ID
+		}
+	}
+	return c.routes[raftID]
+}
+
 // onRaft steps a received raft message into the node.
-func (c *cluster) onRaft(body []byte) error {
+func (c *cluster) onRaft(from uint64, body []byte) error {
 	var m raftpb.Message
 	if err := gproto.Unmarshal(body, &m); err != nil {
 		return &proto.Error{Code: proto.CodeField, Detail: "RAFT: bad raft message", Err: err}
 	}
-	node := c.raft()
-	if node == nil {
-		return nil
+	c.mu.Lock()
+	node, mine := c.node, m.GetTo() == c.inc
+	if mine && m.GetFrom() != 0 {
+		c.routes[m.GetFrom()] = from
+	}
+	c.mu.Unlock()
+	if node == nil || !mine {
+		return nil // for an earlier life of this node: stale
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -314,20 +345,21 @@ func viewData(v membership.View) *events.Membership {
 	return &events.Membership{Instance: v.Instance, Members: toNodes(v.Members)}
 }
 
-// evicted handles learning that this node is no longer a member: EVICTED
-// (unless the applied removal already said so), a fresh log and a new JOIN.
-func (c *cluster) evicted(why string, tell bool) {
+// evicted handles learning that life inc of this node is no longer a
+// member: EVICTED, a fresh log and a new JOIN. Several members may say so
+// at once; only the first report for a life acts.
+func (c *cluster) evicted(why string, inc uint64) {
+	c.resetMu.Lock()
+	defer c.resetMu.Unlock()
 	c.mu.Lock()
 	v := c.view.Clone()
-	if c.leaving {
+	if c.leaving || c.inc != inc {
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
 	c.log.Warn("evicted from the cluster; joining again", "why", why, "view", v.Instance)
-	if tell {
-		c.a.publish(events.Event{Desc: events.MSEvicted, Data: viewData(v)})
-	}
+	c.a.publish(events.Event{Desc: events.MSEvicted, Data: viewData(v)})
 	if err := c.reset(); err != nil {
 		c.log.Error("cannot rejoin after eviction", "err", err)
 		return
@@ -338,11 +370,12 @@ func (c *cluster) evicted(why string, tell bool) {
 // onNotMember handles a member's word that this node is outside its view.
 func (c *cluster) onNotMember(from uint64, n peer.NotMember) {
 	c.mu.Lock()
-	member := c.view.HasLife(c.a.cfg.ID, c.inc)
+	inc := c.inc
+	member := c.view.HasLife(c.a.cfg.ID, inc)
 	older := c.view.Instance < n.Instance
 	c.mu.Unlock()
 	if member && older {
-		go c.evicted(fmt.Sprintf("node %d's view %d does not include this node", from, n.Instance), true)
+		go c.evicted(fmt.Sprintf("node %d's view %d does not include this node", from, n.Instance), inc)
 	}
 }
 
@@ -383,6 +416,14 @@ func (c *cluster) selfCommand(voter bool) membership.Command {
 	inc := c.inc
 	c.mu.Unlock()
 	return membership.Command{Op: membership.OpJoin, ID: c.a.cfg.ID, Incarnation: inc, Name: c.a.cfg.Name, Addr: c.a.Addr().String(), Voter: voter}
+}
+
+// leaderNode returns the node id of the raft leader in st, 0 if unknown.
+func (c *cluster) leaderNode(st clusterlog.Status) uint64 {
+	if st.Leader == 0 {
+		return 0
+	}
+	return c.nodeOf(st.Leader)
 }
 
 // member reports whether this node, in its current life, is in the view.

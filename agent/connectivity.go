@@ -54,7 +54,9 @@ func (w *ifaceWatch) scan() []events.Interface {
 				match, ip = true, want
 			}
 			if match {
-				out = append(out, events.Interface{Name: ifc.Name, Addr: netip.PrefixFrom(ip, ones), Up: ifc.Flags&net.FlagUp != 0})
+				// Up and running: administratively up with a carrier.
+				up := ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagRunning != 0
+				out = append(out, events.Interface{Name: ifc.Name, Addr: netip.PrefixFrom(ip, ones), Up: up})
 			}
 		}
 	}

@@ -81,6 +81,7 @@ type subscriber struct {
 
 	// Guarded by eventHub.mu.
 	pos   uint64 // next stream position to look at
+	sent  uint64 // stream positions below it were handed to the link (or skipped)
 	state subState
 	why   string // for subBehind: the GOODBYE text
 }
@@ -96,7 +97,7 @@ type eventHub struct {
 	log *slog.Logger
 	wg  sync.WaitGroup // subscriber goroutines
 
-	mu     sync.Mutex // guards the fields below and every subscriber's pos, state and why
+	mu     sync.Mutex // guards the fields below and every subscriber's pos, sent, state and why
 	lim    hubLimits
 	closed bool
 	view   func() events.Membership
@@ -200,7 +201,9 @@ func (s *subscriber) wants(e *entry, p uint64) bool {
 // checkLagLocked disconnects s if it fell too far behind and reports
 // whether it is still active.
 func (h *eventHub) checkLagLocked(s *subscriber) bool {
-	from := max(s.pos, s.joined)
+	// Entries of serve's batch may have left the history: they count
+	// from the oldest still in it.
+	from := max(s.sent, s.joined, h.base)
 	if s.pos < h.base {
 		h.behindLocked(s, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
 		return false
@@ -282,9 +285,9 @@ func (h *eventHub) subscribe(l *transport.Link, msgID uint64, req client.Subscri
 	}
 	resume := req.Flags&client.SubResume != 0
 	rep := client.SubscribeReply{Latest: h.latest, Floor: h.floor}
-	s := &subscriber{l: l, msgID: msgID, classes: req.Classes, joined: h.next, pos: h.next, wake: make(chan struct{}, 1)}
+	s := &subscriber{l: l, msgID: msgID, classes: req.Classes, joined: h.next, pos: h.next, sent: h.next, wake: make(chan struct{}, 1)}
 	if resume {
-		s.after, s.pos = req.After, h.base
+		s.after, s.pos, s.sent = req.After, h.base, h.base
 		if req.After < h.floor {
 			rep.Flags |= client.ReplyGap
 		}
@@ -305,14 +308,20 @@ func (h *eventHub) subscribe(l *transport.Link, msgID uint64, req client.Subscri
 }
 
 // maxBatch is how many events serve takes from the stream at a time.
-const maxBatch = 64
+const maxBatch = 16
+
+// item is an entry taken for sending and its stream position.
+type item struct {
+	e   *entry
+	pos uint64
+}
 
 // serve hands the stream to one subscriber's link until the link ends, the
 // subscriber falls behind or the hub closes.
 func (h *eventHub) serve(s *subscriber) {
 	defer h.wg.Done()
 	defer s.cancel()
-	batch := make([]*entry, 0, maxBatch)
+	batch := make([]item, 0, maxBatch)
 	for {
 		h.mu.Lock()
 		state, why := s.state, s.why
@@ -323,11 +332,13 @@ func (h *eventHub) serve(s *subscriber) {
 				state, why = s.state, s.why
 			}
 			for s.pos < h.next && s.pos >= h.base && len(batch) < maxBatch {
-				e := h.hist[s.pos-h.base]
-				if s.wants(e, s.pos) {
-					batch = append(batch, e)
+				if e := h.hist[s.pos-h.base]; s.wants(e, s.pos) {
+					batch = append(batch, item{e, s.pos})
 				}
 				s.pos++
+			}
+			if len(batch) == 0 {
+				s.sent = s.pos // everything up to here was skipped
 			}
 		}
 		h.mu.Unlock()
@@ -350,14 +361,19 @@ func (h *eventHub) serve(s *subscriber) {
 			}
 			continue
 		}
-		for _, e := range batch {
-			f := proto.Frame{Header: proto.Header{Opcode: client.OpEvent, MsgID: s.msgID, Flags: proto.FlagCreate | proto.FlagDelete}, Body: e.body}
+		for _, it := range batch {
+			f := proto.Frame{Header: proto.Header{Opcode: client.OpEvent, MsgID: s.msgID, Flags: proto.FlagCreate | proto.FlagDelete}, Body: it.e.body}
 			if err := s.l.Send(s.ctx, &f); err != nil {
 				if s.ctx.Err() == nil {
 					return // the link ended
 				}
 				break // the state changed; the loop looks
 			}
+			// Lag counts from here: what waits in serve's batch is not
+			// yet the link's.
+			h.mu.Lock()
+			s.sent = it.pos + 1
+			h.mu.Unlock()
 		}
 	}
 }

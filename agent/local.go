@@ -128,7 +128,7 @@ func (a *Agent) viewInfo() *admin.ViewInfo {
 	vi := &admin.ViewInfo{Instance: v.Instance}
 	if node := a.cluster.raft(); node != nil {
 		st := node.Status()
-		vi.Leader, vi.Term, vi.Applied = st.Leader, st.Term, st.Applied
+		vi.Leader, vi.Term, vi.Applied = a.cluster.leaderNode(st), st.Term, st.Applied
 	}
 	for _, m := range v.Members {
 		vi.Members = append(vi.Members, admin.ViewMember{ID: m.ID, BornOn: m.BornOn, Voter: m.Voter, Name: m.Name, Addr: m.Addr})

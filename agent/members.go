@@ -89,8 +89,14 @@ func (c *cluster) step(ctx context.Context) {
 			c.propose(ctx, node, clusterlog.RemoveNode, cmd)
 		}
 	}
-	if !member && !leaving {
-		c.requestJoin(ctx, st.Leader)
+	c.mu.Lock()
+	catchingUp := c.joinedAt != 0 && c.applied < c.joinedAt && time.Since(c.joinAsked) < 10*time.Second
+	c.mu.Unlock()
+	if !member && !leaving && !catchingUp {
+		c.mu.Lock()
+		c.joinAsked = time.Now()
+		c.mu.Unlock()
+		c.requestJoin(ctx, c.leaderNode(st))
 	}
 	if member {
 		c.tellNonMembers(v)
@@ -107,7 +113,8 @@ func (c *cluster) step(ctx context.Context) {
 func (c *cluster) propose(ctx context.Context, node *clusterlog.Node, typ clusterlog.ConfChangeType, cmd membership.Command) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	idx, err := node.ProposeConfChange(ctx, clusterlog.ConfChange{Type: typ, NodeID: cmd.ID, Context: cmd.Marshal()})
+	// Raft knows each life of a node by its incarnation.
+	idx, err := node.ProposeConfChange(ctx, clusterlog.ConfChange{Type: typ, NodeID: cmd.Incarnation, Context: cmd.Marshal()})
 	if err != nil && ctx.Err() == nil {
 		c.log.Warn("membership change failed", "op", cmd.Op.String(), "node", cmd.ID, "err", err)
 	}
@@ -211,6 +218,9 @@ func (c *cluster) requestJoin(ctx context.Context, leader uint64) {
 		switch r.Result {
 		case peer.ResultOK:
 			c.log.Info("joined the cluster", "via", l.Peer().Name, "view", r.Instance)
+			c.mu.Lock()
+			c.joinedAt = r.Instance // asked no more while the log catches up
+			c.mu.Unlock()
 			return
 		case peer.ResultNotLeader:
 			l = c.a.nodes.linkTo(r.Leader)
@@ -255,7 +265,8 @@ func (c *cluster) decide(cmd membership.Command, relay bool) peer.MemberReply {
 	st := node.Status()
 	if !st.IsLeader() {
 		// Relay to the leader: the asking node may have no link to it.
-		if l := c.a.nodes.linkTo(st.Leader); l != nil && relay {
+		leader := c.leaderNode(st)
+		if l := c.a.nodes.linkTo(leader); l != nil && relay {
 			op := peer.OpJoin
 			if cmd.Op == membership.OpLeave {
 				op = peer.OpLeave
@@ -266,7 +277,7 @@ func (c *cluster) decide(cmd membership.Command, relay bool) peer.MemberReply {
 				return r
 			}
 		}
-		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: st.Leader}
+		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: leader}
 	}
 	if !c.member() {
 		// The founder comes first in the view, whoever asks first.
@@ -275,6 +286,9 @@ func (c *cluster) decide(cmd membership.Command, relay bool) peer.MemberReply {
 		}
 	}
 	v := c.currentView()
+	if m, ok := v.Member(cmd.ID); ok && cmd.Op == membership.OpLeave && cmd.Incarnation == 0 {
+		cmd.Incarnation = m.Incarnation // raft needs the life to remove
+	}
 	if old, ok := v.Member(cmd.ID); ok && cmd.Op == membership.OpJoin && old.Incarnation != cmd.Incarnation {
 		// A new life of a member (it lost its log): remove the old one
 		// first, so raft does not take the empty node for the old one.
@@ -300,7 +314,7 @@ func (c *cluster) decide(cmd membership.Command, relay bool) peer.MemberReply {
 	case err == nil:
 		return peer.MemberReply{Result: peer.ResultOK, Instance: idx}
 	case errors.Is(err, clusterlog.ErrNotLeader):
-		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: node.Status().Leader}
+		return peer.MemberReply{Result: peer.ResultNotLeader, Leader: c.leaderNode(node.Status())}
 	}
 	return peer.MemberReply{Result: peer.ResultRefused, Text: err.Error()}
 }
@@ -326,7 +340,7 @@ func (c *cluster) leave(ctx context.Context) error {
 		var r peer.MemberReply
 		if st.IsLeader() {
 			r = c.decide(cmd, false)
-		} else if l := c.a.nodes.linkTo(st.Leader); l != nil {
+		} else if l := c.a.nodes.linkTo(c.leaderNode(st)); l != nil {
 			var err error
 			if r, err = c.ask(ctx, l, peer.OpLeave, cmd, 0); err != nil {
 				r = peer.MemberReply{Result: peer.ResultNotLeader}

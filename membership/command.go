@@ -76,9 +76,9 @@ type Command struct {
 	// its copy of the log (evicted, or a new disk) joins with a new one.
 	// JOIN: the joining node's. LEAVE: the one to remove; 0 removes any.
 	Incarnation uint64
-	Voter bool   // JOIN: the node votes in the cluster log
-	Name  string // JOIN only
-	Addr  string // JOIN only: HOST:PORT peers reach it at
+	Voter       bool   // JOIN: the node votes in the cluster log
+	Name        string // JOIN only
+	Addr        string // JOIN only: HOST:PORT peers reach it at
 }
 
 // Marshal encodes c (SPEC.md, "Command").

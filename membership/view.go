@@ -12,10 +12,10 @@ import (
 type Member struct {
 	ID          uint64
 	Incarnation uint64 // which life of the node id (see Command)
-	Name   string
-	Addr   string
-	BornOn uint64 // instance of the view in which it joined
-	Voter  bool
+	Name        string
+	Addr        string
+	BornOn      uint64 // instance of the view in which it joined
+	Voter       bool
 }
 
 // View is the agreed membership: the same instance means the same members

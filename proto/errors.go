@@ -33,6 +33,7 @@ const (
 	CodeCluster  Code = 36 // the peer belongs to another cluster
 	CodeShutdown Code = 37 // the sender is shutting down (GOODBYE)
 	CodeDup      Code = 38 // a link to this node exists already (GOODBYE)
+	CodeBehind   Code = 39 // the receiver fell too far behind the sender's stream (GOODBYE)
 )
 
 var codeNames = map[Code]string{
@@ -58,6 +59,7 @@ var codeNames = map[Code]string{
 	CodeCluster:     "wrong cluster",
 	CodeShutdown:    "shutting down",
 	CodeDup:         "duplicate link",
+	CodeBehind:      "fell behind",
 }
 
 func (c Code) String() string {
@@ -123,4 +125,5 @@ var (
 	ErrCluster     = &Error{Code: CodeCluster}
 	ErrShutdown    = &Error{Code: CodeShutdown}
 	ErrDup         = &Error{Code: CodeDup}
+	ErrBehind      = &Error{Code: CodeBehind}
 )

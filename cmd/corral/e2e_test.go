@@ -66,6 +66,9 @@ type node struct {
 	cmd  *exec.Cmd
 	log  *syncBuf
 	exit chan error
+	// wrap, if set, makes the command that runs the agent (in a network
+	// namespace, say).
+	wrap func(args []string) *exec.Cmd
 }
 
 // freePort returns a port that is free on 127.0.0.1 and, very likely, on
@@ -124,7 +127,11 @@ func cluster(t *testing.T, n int, extra ...string) []*node {
 func (nd *node) start() {
 	nd.t.Helper()
 	nd.log = &syncBuf{}
-	nd.cmd = exec.Command(binary, nd.args...)
+	if nd.wrap != nil {
+		nd.cmd = nd.wrap(nd.args)
+	} else {
+		nd.cmd = exec.Command(binary, nd.args...)
+	}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
 		nd.t.Fatal(err)

@@ -11,7 +11,9 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", wiretest.PingVectors(client.Ops, client.OpPing, client.OpPong, 0x0100))
+	// 0x0100 opens the events range but is never assigned.
+	vs := wiretest.PingVectors(client.Ops, client.OpPing, client.OpPong, 0x0100)
+	wiretest.Run(t, "testdata", append(vs, eventVectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -22,8 +24,11 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", client.Ops.Proto, client.Ops.Min, client.Ops.Max)
 	}
 	for op := range client.Ops.Ops {
-		if op >= 0x0100 && op <= 0x04FF {
+		if op >= 0x0200 && op <= 0x04FF {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
+		}
+		if op >= 0x0100 && op <= 0x01FF && (op == 0x0100 || op > client.OpQueryConnectivity) {
+			t.Errorf("opcode %#04x lies in the events range but is not one SPEC.md assigns", op)
 		}
 	}
 	wiretest.CheckOpTable(t, client.Ops, "Opcode table of the client protocol (proto/client/SPEC.md).")
@@ -55,17 +60,23 @@ func TestBackwardCompatible(t *testing.T) {
 }
 
 // FuzzReceiveClient runs a client link's receive path over one frame: frame
-// checks, the opcode table at the highest version and the PING/PONG body.
+// checks, the opcode table at the highest version and the body the opcode
+// and flags call for.
 func FuzzReceiveClient(f *testing.F) {
 	ping, pong := wiretest.PingFrames(client.Ops, client.MaxVersion, client.OpPing, client.OpPong)
 	f.Add(wiretest.Frame(ping)) // a PING
 	f.Add(wiretest.Frame(pong)) // its PONG
-	ping.Opcode = 0x0101
-	f.Add(wiretest.Frame(ping)) // an opcode of the reserved events range
+	ping.Opcode = 0x0100
+	f.Add(wiretest.Frame(ping)) // the never assigned first opcode of the events range
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
+	for _, v := range eventVectors() {
+		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
+			f.Add(v.Data) // every events frame vector (see the names in testdata/)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := wiretest.Receive(client.Ops, client.MaxVersion, b)
+		fr, _, err := receive(b)
 		wiretest.Typed(t, err)
 		if err != nil {
 			return

@@ -85,6 +85,7 @@ var sentinels = map[proto.Code]error{
 	proto.CodeCluster:     proto.ErrCluster,
 	proto.CodeShutdown:    proto.ErrShutdown,
 	proto.CodeDup:         proto.ErrDup,
+	proto.CodeBehind:      proto.ErrBehind,
 }
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.

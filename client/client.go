@@ -1,0 +1,582 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/proto"
+	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/transport"
+)
+
+// SocketName is the name of the client socket in an agent's data
+// directory.
+const SocketName = "client.sock"
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMinBackoff = 50 * time.Millisecond
+	DefaultMaxBackoff = 2 * time.Second
+	// Heartbeats as the agent's local sockets use them.
+	heartbeatInterval = time.Second
+	heartbeatTimeout  = 10 * time.Second
+	handshakeTimeout  = 5 * time.Second
+)
+
+// ErrClosed is returned by a Client's methods after Close.
+var ErrClosed = errors.New("client: closed")
+
+// Options configures a Client.
+type Options struct {
+	// Logger receives the client's log (links lost and regained, gaps);
+	// nil discards it.
+	Logger *slog.Logger
+	// Classes are the event classes to receive; empty means all three.
+	Classes []events.Class
+	// Service receives the events. Nil makes a new one, which Events
+	// returns and Close closes. Pass your own to register and activate
+	// handles before Dial: events are delivered only to handles active
+	// when their dispatch starts (seed §2.3), so a handle activated after
+	// Dial misses what arrived before.
+	Service *events.Service
+	// Resume makes the first subscription resume after After: the agent
+	// first sends the cluster-wide events above After it still holds. An
+	// application that saved LastSeq resumes across its own restarts this
+	// way. Without it the client receives the events published after
+	// Dial.
+	Resume bool
+	After  uint64
+	// Name identifies the client in the agent's log; default: the
+	// program's name.
+	Name string
+	// MinBackoff and MaxBackoff space reconnection attempts: the wait
+	// doubles from MinBackoff up to MaxBackoff, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// OnGap, if set, is called when the agent reports that events after
+	// the client's resume point may be lost (its history no longer holds
+	// them). It runs on the link's reader goroutine before any event of
+	// that link is delivered; keep it short.
+	OnGap func(Gap)
+	// OnDisconnect, if set, is called with the reason each time a link to
+	// the agent ends (not on Close); the client then reconnects. It runs
+	// on the client's goroutine; keep it short.
+	OnDisconnect func(error)
+	// Dial opens a connection to the socket at path; nil dials a unix
+	// socket.
+	Dial func(ctx context.Context, path string) (net.Conn, error)
+}
+
+// Gap is what the agent said when the client resumed after a sequence
+// number it no longer holds the events after.
+type Gap struct {
+	After  uint64 // the client's resume point: the last Seq it delivered
+	Floor  uint64 // the agent holds only the cluster-wide events above Floor
+	Latest uint64 // the agent's latest Seq
+}
+
+func (g Gap) String() string {
+	return fmt.Sprintf("events %d..%d may be lost (agent holds events after %d, latest %d)", g.After+1, g.Floor, g.Floor, g.Latest)
+}
+
+// Client is an application's connection to the agent on its node. It
+// feeds the cluster events the agent sends into an events.Service and
+// reconnects, resuming where it left off, when the link drops or the agent
+// restarts. Its methods are safe for concurrent use.
+type Client struct {
+	path string
+	opts Options
+	log  *slog.Logger
+	svc  *events.Service
+	own  bool // svc was made by Dial: Close closes it
+	cfg  *transport.Config
+	mask wire.ClassMask
+
+	ctx    context.Context // the client's lifetime; cancelled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run has returned
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	cur     *transport.Link // the link whose EVENTs are delivered; nil between links
+	link    *transport.Link // cur, once its subscription is confirmed; nil otherwise
+	linkUp  chan struct{}   // closed when link becomes non-nil
+	sub     *subscribing    // the SUBSCRIBE waiting for its reply
+	subID   uint64          // msg id of cur's SUBSCRIBE, which its EVENTs carry
+	last    uint64          // highest Seq published into svc (or skipped by asking for new events only)
+	resume  bool            // the next SUBSCRIBE resumes after last
+	pending map[uint64]*query
+}
+
+// subscribing is a SUBSCRIBE in flight on link l.
+type subscribing struct {
+	l      *transport.Link
+	msgID  uint64
+	resume bool
+	after  uint64         // with resume: the resume point asked for
+	reply  chan subResult // cap 1
+}
+
+type subResult struct {
+	rep wire.SubscribeReply
+	err error
+}
+
+// query is a QUERY in flight on link l.
+type query struct {
+	l     *transport.Link
+	op    uint16
+	reply chan queryResult // cap 1
+}
+
+type queryResult struct {
+	data events.Data
+	err  error
+}
+
+// Dial connects to the agent whose data directory, or client socket, is
+// path, subscribes to the classes of opts and returns the running client.
+// Events published after Dial returns are delivered (and with
+// opts.Resume, those after opts.After the agent still holds). It fails if
+// the first connection or subscription fails; after that the client
+// reconnects by itself until Close.
+func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
+	path = SocketPath(path)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Name == "" {
+		opts.Name = filepath.Base(os.Args[0])
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.Dial == nil {
+		opts.Dial = func(ctx context.Context, path string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+	}
+	mask := wire.AllClasses
+	if len(opts.Classes) > 0 {
+		for _, cl := range opts.Classes {
+			if !cl.Valid() {
+				return nil, fmt.Errorf("client: %w: %d", events.ErrBadClass, cl)
+			}
+		}
+		mask = wire.MaskOf(opts.Classes...)
+	}
+	log := opts.Logger.With("subsystem", "client", "socket", path)
+	c := &Client{
+		path:    path,
+		opts:    opts,
+		log:     log,
+		svc:     opts.Service,
+		mask:    mask,
+		done:    make(chan struct{}),
+		linkUp:  make(chan struct{}),
+		last:    opts.After,
+		resume:  opts.Resume,
+		pending: make(map[uint64]*query),
+		cfg: &transport.Config{NodeName: opts.Name, HandshakeTimeout: handshakeTimeout,
+			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
+	}
+	if c.svc == nil {
+		c.svc, c.own = events.New(events.Options{Logger: opts.Logger}), true
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	l, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		if c.own {
+			c.svc.Close()
+		}
+		return nil, err
+	}
+	go c.run(l)
+	return c, nil
+}
+
+// SocketPath returns the client socket of the agent whose data directory
+// is path, or path itself if it is not a directory.
+func SocketPath(path string) string {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return filepath.Join(path, SocketName)
+	}
+	return path
+}
+
+// Events returns the service the client feeds: register handles, set
+// callbacks and activate them as package events describes.
+func (c *Client) Events() *events.Service { return c.svc }
+
+// LastSeq returns the highest cluster-wide sequence number the client has
+// handed to its service: the point it resumes after. An application that
+// saves it can resume there after its own restart (Options.Resume).
+func (c *Client) LastSeq() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Close ends the link to the agent (GOODBYE), stops reconnecting and, if
+// Dial made the service, closes it. It returns ErrClosed if called twice.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	<-c.done
+	if c.own {
+		c.svc.Close()
+	}
+	return nil
+}
+
+// connect opens a link, subscribes and waits for the reply. On success the
+// link is the client's current one.
+func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*handshakeTimeout)
+	defer cancel()
+	conn, err := c.opts.Dial(ctx, c.path)
+	if err != nil {
+		return nil, &proto.Error{Code: proto.CodeSock, Detail: "no agent at " + c.path, Err: err}
+	}
+	l, err := transport.Connect(ctx, conn, c.cfg, proto.ReasonClient)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		l.Close(proto.CodeShutdown, "client closing")
+		return nil, ErrClosed
+	}
+	sub := &subscribing{l: l, msgID: l.NextMsgID(), resume: c.resume, reply: make(chan subResult, 1)}
+	req := wire.Subscribe{Classes: c.mask}
+	if sub.resume {
+		req.Flags, req.After = wire.SubResume, c.last
+		sub.after = c.last
+	}
+	c.cur, c.sub, c.subID = l, sub, sub.msgID
+	c.mu.Unlock()
+
+	l.Start(c.handle)
+	f := proto.Frame{Header: proto.Header{Opcode: wire.OpSubscribe, MsgID: sub.msgID, Flags: proto.FlagCreate | proto.FlagDelete},
+		Body: wire.AppendSubscribe(nil, &req)}
+	var res subResult
+	if err := l.Send(ctx, &f); err != nil {
+		res.err = err
+	} else {
+		select {
+		case res = <-sub.reply:
+		case <-l.Done():
+			res.err = fmt.Errorf("client: agent closed the link before answering SUBSCRIBE: %w", l.Err())
+		case <-ctx.Done():
+			res.err = &proto.Error{Code: proto.CodeTimeout, Detail: "no answer to SUBSCRIBE", Err: ctx.Err()}
+		}
+	}
+	if res.err != nil {
+		c.mu.Lock()
+		if c.cur == l {
+			c.cur, c.sub = nil, nil
+		}
+		c.mu.Unlock()
+		l.Close(proto.CodeShutdown, "subscription failed")
+		return nil, res.err
+	}
+	rep := res.rep
+	c.log.Debug("subscribed", "classes", fmt.Sprint(c.mask.Classes()), "resume", sub.resume, "after", req.After, "latest", rep.Latest, "floor", rep.Floor)
+	if sub.resume && rep.Latest != 0 && rep.Latest < req.After {
+		c.log.Warn("the agent's latest seq is below the resume point: was the cluster re-created? events at or below the resume point will be dropped", "after", req.After, "latest", rep.Latest)
+	}
+	c.mu.Lock()
+	if c.cur == l {
+		c.link = l
+		close(c.linkUp)
+	}
+	c.mu.Unlock()
+	return l, nil
+}
+
+// run keeps the client connected until Close: when the link ends it
+// reconnects with backoff and resumes after the last seq delivered.
+func (c *Client) run(l *transport.Link) {
+	defer close(c.done)
+	bo := transport.Backoff{Base: c.opts.MinBackoff, Max: c.opts.MaxBackoff}
+	for {
+		select {
+		case <-l.Done():
+		case <-c.ctx.Done():
+			l.Close(proto.CodeShutdown, "client closing")
+			c.lost(l, ErrClosed)
+			return
+		}
+		err := l.Err()
+		c.lost(l, err)
+		c.log.Info("link to the agent lost; reconnecting", "err", err.Error())
+		if c.opts.OnDisconnect != nil {
+			c.opts.OnDisconnect(err)
+		}
+		for failing := false; ; failing = true {
+			if !sleep(c.ctx, bo.Next()) {
+				return
+			}
+			nl, err := c.connect(c.ctx)
+			if err == nil {
+				l = nl
+				bo.Reset()
+				c.log.Info("reconnected to the agent", "resume_after", c.LastSeq())
+				break
+			}
+			if c.ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				c.log.Warn("cannot reach the agent; retrying", "err", err.Error())
+			}
+		}
+	}
+}
+
+// lost forgets link l and fails the queries waiting on it.
+func (c *Client) lost(l *transport.Link, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == l {
+		c.cur, c.sub = nil, nil
+	}
+	if c.link == l {
+		c.link = nil
+		c.linkUp = make(chan struct{})
+	}
+	for id, q := range c.pending {
+		if q.l == l {
+			q.reply <- queryResult{err: fmt.Errorf("client: link to the agent lost: %w", err)}
+			delete(c.pending, id)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// handle receives the frames of the client's links, on each link's reader
+// goroutine. A frame the agent should not have sent ends that link.
+func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
+	isReply := f.Flags&proto.FlagReply != 0
+	switch {
+	case f.Opcode == wire.OpEvent && !isReply:
+		ev, err := wire.ParseEvent(f.Body)
+		if err != nil {
+			return err
+		}
+		return c.deliver(l, f.MsgID, ev)
+	case f.Opcode == wire.OpSubscribe && isReply:
+		res := subResult{}
+		if f.Flags&proto.FlagAbort != 0 {
+			st, err := proto.ParseStatus(f.Body, "SUBSCRIBE failure")
+			if err != nil {
+				return err
+			}
+			res.err = fmt.Errorf("client: agent refused SUBSCRIBE: %w", st.Err())
+		} else if res.rep, res.err = wire.ParseSubscribeReply(f.Body); res.err != nil {
+			return res.err
+		}
+		c.mu.Lock()
+		sub := c.sub
+		if sub == nil || sub.l != l || sub.msgID != f.MsgID {
+			c.mu.Unlock()
+			return proto.Errorf(proto.CodeState, "SUBSCRIBE reply with msg id %d, none pending", f.MsgID)
+		}
+		if res.err == nil {
+			if !sub.resume {
+				// The client asked for the events after Latest: it has
+				// seen everything before, as far as resuming goes.
+				c.last = max(c.last, res.rep.Latest)
+			}
+			c.resume = true
+		}
+		c.sub = nil
+		c.mu.Unlock()
+		if res.err == nil && res.rep.Gap() {
+			// Here, on the link's reader, so that the gap is reported
+			// before any event of this link is delivered.
+			g := Gap{After: sub.after, Floor: res.rep.Floor, Latest: res.rep.Latest}
+			c.log.Warn("the agent no longer holds some events after the resume point", "gap", g.String())
+			if c.opts.OnGap != nil {
+				c.opts.OnGap(g)
+			}
+		}
+		sub.reply <- res
+		return nil
+	case (f.Opcode == wire.OpQueryMembership || f.Opcode == wire.OpQueryConnectivity) && isReply:
+		var res queryResult
+		switch {
+		case f.Flags&proto.FlagAbort != 0:
+			st, err := proto.ParseStatus(f.Body, opName(f.Opcode)+" failure")
+			if err != nil {
+				return err
+			}
+			res.err = fmt.Errorf("client: agent refused %s: %w", opName(f.Opcode), st.Err())
+		case f.Opcode == wire.OpQueryMembership:
+			m, err := wire.ParseMembership(f.Body)
+			if err != nil {
+				return err
+			}
+			res.data = m
+		default:
+			cn, err := wire.ParseConnectivity(f.Body)
+			if err != nil {
+				return err
+			}
+			res.data = cn
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// A query given up by its caller is no longer pending: its late
+		// answer is dropped.
+		if q, ok := c.pending[f.MsgID]; ok && q.l == l && q.op == f.Opcode {
+			delete(c.pending, f.MsgID)
+			q.reply <- res
+		}
+		return nil
+	}
+	return proto.Errorf(proto.CodeState, "the agent sent %s with flags %#x, which a client does not expect", opName(f.Opcode), f.Flags)
+}
+
+func opName(op uint16) string { return wire.Ops.Name(op) }
+
+// deliver hands an event of link l to the service, once: a cluster-wide
+// event at or below the last Seq delivered is dropped (the service would
+// refuse it too).
+func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != l {
+		return nil // a late frame of a link being replaced
+	}
+	if c.sub != nil || msgID != c.subID {
+		return proto.Errorf(proto.CodeState, "EVENT with msg id %d before or outside the subscription (msg id %d)", msgID, c.subID)
+	}
+	if ev.Seq != 0 && ev.Seq <= c.last {
+		c.log.Debug("dropping an event already delivered", "event", ev.String(), "last", c.last)
+		return nil
+	}
+	if !c.mask.Has(ev.Desc.Class()) {
+		return proto.Errorf(proto.CodeState, "EVENT %v of a class the client did not subscribe to", ev.Desc)
+	}
+	err := c.svc.Publish(ev)
+	switch {
+	case err == nil:
+	case errors.Is(err, events.ErrStaleSeq):
+		c.log.Debug("the service already had this event", "event", ev.String())
+	default:
+		c.log.Warn("the service refused an event", "event", ev.String(), "err", err)
+		return nil
+	}
+	if ev.Seq != 0 {
+		c.last = ev.Seq
+	}
+	return nil
+}
+
+// waitLink returns the current subscribed link, waiting for one while the
+// client reconnects.
+func (c *Client) waitLink(ctx context.Context) (*transport.Link, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		l, up := c.link, c.linkUp
+		c.mu.Unlock()
+		if l != nil {
+			return l, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (c *Client) query(ctx context.Context, op uint16) (events.Data, error) {
+	l, err := c.waitLink(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := l.NextMsgID()
+	q := &query{l: l, op: op, reply: make(chan queryResult, 1)}
+	c.mu.Lock()
+	c.pending[id] = q
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}}
+	if err := l.Send(ctx, &f); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-q.reply:
+		return r.data, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// Membership asks the agent for the current view (the seed's consensus
+// list of members with their relative age, BornOn), with the nodes that
+// joined and left in the change that made it. Instance 0 means the agent
+// has no view yet. The answer reflects the agent's state when it arrived
+// there, which may be ahead of the events delivered so far. While the
+// client reconnects it waits for the link, up to ctx.
+func (c *Client) Membership(ctx context.Context) (*events.Membership, error) {
+	d, err := c.query(ctx, wire.OpQueryMembership)
+	if err != nil {
+		return nil, err
+	}
+	return d.(*events.Membership), nil
+}
+
+// Connectivity asks the agent for the seed's connectivity lists: known
+// local interfaces with their health and known nodes with their current
+// connection state (Interfaces and Peers; the subject fields are empty).
+func (c *Client) Connectivity(ctx context.Context) (*events.Connectivity, error) {
+	d, err := c.query(ctx, wire.OpQueryConnectivity)
+	if err != nil {
+		return nil, err
+	}
+	return d.(*events.Connectivity), nil
+}

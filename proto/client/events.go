@@ -1,0 +1,630 @@
+package client
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/proto"
+)
+
+// This file holds the bodies of the cluster event messages (SPEC.md,
+// "Cluster events"): SUBSCRIBE and its reply, EVENT, and the event data
+// of package events, which QUERY_MEMBERSHIP and QUERY_CONNECTIVITY also
+// answer with. Every Append function writes exactly what the matching
+// Parse function reads back; every Parse function checks each count and
+// length against its limit and against the bytes present before it
+// allocates, and fails with a *proto.Error (CodeField or CodeTooLarge).
+
+// Limits on event data (SPEC.md, "Limits"). An agent never sends more; a
+// decoder refuses more.
+const (
+	MaxNodes      = 4096    // nodes in one list: members, joined, left, subjects, peers
+	MaxInterfaces = 256     // interfaces in one Connectivity
+	MaxNameLen    = 255     // node, interface and group names, bytes
+	MaxZoneLen    = 255     // IPv6 zone of an address, bytes
+	MaxPayload    = 8 << 20 // group message payload, bytes
+)
+
+// ClassMask selects event classes: bit 1<<c for class c.
+type ClassMask uint32
+
+// AllClasses selects the three classes of seed 002.
+const AllClasses = ClassMask(1<<events.ClassComm | 1<<events.ClassMemb | 1<<events.ClassGroup)
+
+// MaskOf returns the mask selecting cs. Invalid classes are ignored.
+func MaskOf(cs ...events.Class) ClassMask {
+	var m ClassMask
+	for _, c := range cs {
+		if c.Valid() {
+			m |= 1 << c
+		}
+	}
+	return m
+}
+
+// Has reports whether m selects c.
+func (m ClassMask) Has(c events.Class) bool { return c.Valid() && m&(1<<c) != 0 }
+
+// Classes returns the classes m selects, in class order.
+func (m ClassMask) Classes() []events.Class {
+	var cs []events.Class
+	for c := events.ClassComm; c <= events.ClassGroup; c++ {
+		if m.Has(c) {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
+// Specification constants: SUBSCRIBE request flags.
+const (
+	// SubResume: After is a resume point. The agent first sends every
+	// cluster-wide event above After it still holds, then live events.
+	// Without it the subscription starts with the next event published
+	// and After must be 0.
+	SubResume uint32 = 1 << 0
+
+	subFlags = SubResume // every defined request flag
+)
+
+// Subscribe is the body of a SUBSCRIBE request.
+type Subscribe struct {
+	Classes ClassMask // which classes to receive; not empty
+	Flags   uint32    // SubResume or 0
+	After   uint64    // with SubResume: the last Seq the client has delivered
+}
+
+// SubscribeSize is the size of a SUBSCRIBE request body.
+const SubscribeSize = 16
+
+// AppendSubscribe appends the body of s.
+func AppendSubscribe(dst []byte, s *Subscribe) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint32(dst, uint32(s.Classes))
+	dst = le.AppendUint32(dst, s.Flags)
+	return le.AppendUint64(dst, s.After)
+}
+
+// ParseSubscribe decodes a SUBSCRIBE request.
+func ParseSubscribe(b []byte) (Subscribe, error) {
+	r := proto.NewReader(b, "SUBSCRIBE")
+	s := Subscribe{Classes: ClassMask(r.U32("class mask")), Flags: r.U32("flags"), After: r.U64("after")}
+	if err := r.Err(); err != nil {
+		return s, err
+	}
+	switch {
+	case s.Classes == 0:
+		r.Fail(proto.CodeField, "class mask selects no class")
+	case s.Classes&^AllClasses != 0:
+		r.Fail(proto.CodeField, "class mask %#x selects unknown classes %#x", uint32(s.Classes), uint32(s.Classes&^AllClasses))
+	case s.Flags&^subFlags != 0:
+		r.Fail(proto.CodeField, "unknown flags %#x", s.Flags&^subFlags)
+	case s.Flags&SubResume == 0 && s.After != 0:
+		r.Fail(proto.CodeField, "after %d without the RESUME flag", s.After)
+	}
+	return s, r.Err()
+}
+
+// Specification constants: SUBSCRIBE reply flags.
+const (
+	// ReplyGap: the request resumed after a Seq below Floor, so events
+	// the client never received may be gone from the agent's history.
+	ReplyGap uint32 = 1 << 0
+
+	replyFlags = ReplyGap
+)
+
+// SubscribeReply is the body of a SUBSCRIBE reply.
+type SubscribeReply struct {
+	// Latest is the highest Seq the agent has published, 0 if none. A
+	// subscription without SubResume receives the events after it.
+	Latest uint64
+	// Floor: the agent still holds every cluster-wide event above Floor
+	// that it published; events at or below it may be gone. 0 until the
+	// agent's history first overflows.
+	Floor uint64
+	Flags uint32 // ReplyGap or 0
+}
+
+// SubscribeReplySize is the size of a SUBSCRIBE reply body.
+const SubscribeReplySize = 24
+
+// Gap reports whether the reply has ReplyGap set.
+func (s *SubscribeReply) Gap() bool { return s.Flags&ReplyGap != 0 }
+
+// AppendSubscribeReply appends the body of s.
+func AppendSubscribeReply(dst []byte, s *SubscribeReply) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, s.Latest)
+	dst = le.AppendUint64(dst, s.Floor)
+	dst = le.AppendUint32(dst, s.Flags)
+	return le.AppendUint32(dst, 0)
+}
+
+// ParseSubscribeReply decodes a SUBSCRIBE reply.
+func ParseSubscribeReply(b []byte) (SubscribeReply, error) {
+	r := proto.NewReader(b, "SUBSCRIBE reply")
+	s := SubscribeReply{Latest: r.U64("latest"), Floor: r.U64("floor"), Flags: r.U32("flags")}
+	r.Zero(4, "reserved")
+	if err := r.Err(); err != nil {
+		return s, err
+	}
+	switch {
+	case s.Flags&^replyFlags != 0:
+		r.Fail(proto.CodeField, "unknown flags %#x", s.Flags&^replyFlags)
+	case s.Floor > s.Latest:
+		r.Fail(proto.CodeField, "floor %d above latest %d", s.Floor, s.Latest)
+	}
+	return s, r.Err()
+}
+
+// Sizes of the smallest encoding of each structure, used to check counts
+// against the bytes present before allocating.
+const (
+	addrMin      = 4                   // family, zone length, port; no address
+	nodeMin      = 8 + 8 + addrMin + 2 // id, born-on, addr, name length
+	ifaceMin     = 4 + 2               // flags, family, bits, reserved; name length
+	peerMin      = 1 + nodeMin         // flags, node
+	eventHeader  = 8 + 4 + 1 + 3       // seq, descriptor, data class, reserved
+	membMin      = 8 + 3*4             // instance, three counts
+	connMin      = ifaceMin + 3*4      // subject interface, three counts
+	groupMin     = 2 + nodeMin + 8 + 8 + 4 + 4
+	familyNone   = 0
+	familyIPv4   = 4
+	familyIPv6   = 6
+	ifaceUp      = 1 << 0
+	peerEligible = 1 << 0
+	peerConnect  = 1 << 1
+)
+
+// check is the encoder's validation: the first limit a value exceeds.
+type check struct{ err error }
+
+func (c *check) fail(format string, args ...any) {
+	if c.err == nil {
+		c.err = proto.Errorf(proto.CodeTooLarge, format, args...)
+	}
+}
+
+func (c *check) name(what, s string) {
+	if len(s) > MaxNameLen {
+		c.fail("%s is %d bytes, limit %d", what, len(s), MaxNameLen)
+	}
+}
+
+func (c *check) nodes(what string, ns []events.Node) {
+	if len(ns) > MaxNodes {
+		c.fail("%d %s, limit %d", len(ns), what, MaxNodes)
+	}
+	for i := range ns {
+		c.node(what, &ns[i])
+	}
+}
+
+func (c *check) node(what string, n *events.Node) {
+	c.name(what+" name", n.Name)
+	if z := n.Addr.Addr().Zone(); len(z) > MaxZoneLen {
+		c.fail("%s address zone is %d bytes, limit %d", what, len(z), MaxZoneLen)
+	}
+}
+
+func (c *check) data(d events.Data) {
+	switch d := d.(type) {
+	case *events.Membership:
+		c.nodes("members", d.Members)
+		c.nodes("joined nodes", d.Joined)
+		c.nodes("left nodes", d.Left)
+	case *events.Connectivity:
+		c.name("interface name", d.Interface.Name)
+		c.nodes("subject nodes", d.Nodes)
+		if len(d.Interfaces) > MaxInterfaces {
+			c.fail("%d interfaces, limit %d", len(d.Interfaces), MaxInterfaces)
+		}
+		for i := range d.Interfaces {
+			c.name("interface name", d.Interfaces[i].Name)
+		}
+		if len(d.Peers) > MaxNodes {
+			c.fail("%d peers, limit %d", len(d.Peers), MaxNodes)
+		}
+		for i := range d.Peers {
+			c.node("peer", &d.Peers[i].Node)
+		}
+	case *events.Group:
+		c.name("group name", d.Name)
+		c.node("sender", &d.Node)
+		c.nodes("group members", d.Members)
+		if len(d.Payload) > MaxPayload {
+			c.fail("payload is %d bytes, limit %d", len(d.Payload), MaxPayload)
+		}
+	}
+}
+
+// isNil reports whether d is nil or a nil pointer of a data type, which
+// travel alike: as no data.
+func isNil(d events.Data) bool {
+	switch d := d.(type) {
+	case *events.Membership:
+		return d == nil
+	case *events.Connectivity:
+		return d == nil
+	case *events.Group:
+		return d == nil
+	}
+	return d == nil
+}
+
+func appendAddrPort(dst []byte, ap netip.AddrPort) []byte {
+	a := ap.Addr()
+	switch {
+	case !a.IsValid():
+		return append(dst, familyNone, 0, 0, 0)
+	case a.Is4():
+		dst = append(dst, familyIPv4, 0)
+		dst = binary.LittleEndian.AppendUint16(dst, ap.Port())
+		b := a.As4()
+		return append(dst, b[:]...)
+	}
+	z := a.Zone()
+	dst = append(dst, familyIPv6, byte(len(z)))
+	dst = binary.LittleEndian.AppendUint16(dst, ap.Port())
+	b := a.As16()
+	dst = append(dst, b[:]...)
+	return append(dst, z...)
+}
+
+func readAddrPort(r *proto.Reader, what string) netip.AddrPort {
+	family := r.U8(what + " family")
+	zlen := int(r.U8(what + " zone length"))
+	port := r.U16(what + " port")
+	switch family {
+	case familyNone:
+		if zlen != 0 || port != 0 {
+			r.Fail(proto.CodeField, "%s: no address but zone length %d, port %d", what, zlen, port)
+		}
+		return netip.AddrPort{}
+	case familyIPv4:
+		if zlen != 0 {
+			r.Fail(proto.CodeField, "%s: IPv4 address with a zone", what)
+		}
+		var b [4]byte
+		copy(b[:], r.Bytes(4, what+" address"))
+		return netip.AddrPortFrom(netip.AddrFrom4(b), port)
+	case familyIPv6:
+		var b [16]byte
+		copy(b[:], r.Bytes(16, what+" address"))
+		a := netip.AddrFrom16(b)
+		if zlen > 0 {
+			a = a.WithZone(string(r.Bytes(zlen, what+" zone")))
+		}
+		return netip.AddrPortFrom(a, port)
+	}
+	r.Fail(proto.CodeField, "%s: unknown address family %d", what, family)
+	return netip.AddrPort{}
+}
+
+func appendNode(dst []byte, n *events.Node) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, n.ID)
+	dst = le.AppendUint64(dst, n.BornOn)
+	dst = appendAddrPort(dst, n.Addr)
+	return proto.AppendString16(dst, n.Name)
+}
+
+func readNode(r *proto.Reader, what string) events.Node {
+	var n events.Node
+	n.ID = r.U64(what + " id")
+	n.BornOn = r.U64(what + " born-on")
+	n.Addr = readAddrPort(r, what+" addr")
+	n.Name = r.String16(MaxNameLen, what+" name")
+	return n
+}
+
+func appendNodes(dst []byte, ns []events.Node) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(ns)))
+	for i := range ns {
+		dst = appendNode(dst, &ns[i])
+	}
+	return dst
+}
+
+// count reads a u32 count and checks it against limit and against the
+// bytes left, each item taking at least min bytes. It returns 0 on
+// failure, so the caller allocates nothing.
+func count(r *proto.Reader, what string, limit, least int) int {
+	n := r.U32(what + " count")
+	// Compared as uint64 before becoming an int, which may be 32 bits.
+	if uint64(n) > uint64(limit) || uint64(n)*uint64(least) > uint64(r.Len()) {
+		r.Fail(proto.CodeField, "%s count %d does not fit %d bytes left (limit %d)", what, n, r.Len(), limit)
+		return 0
+	}
+	return int(n)
+}
+
+func readNodes(r *proto.Reader, what string) []events.Node {
+	n := count(r, what, MaxNodes, nodeMin)
+	if n == 0 {
+		return nil
+	}
+	ns := make([]events.Node, n)
+	for i := range ns {
+		ns[i] = readNode(r, what)
+	}
+	return ns
+}
+
+func appendInterface(dst []byte, ifc *events.Interface) []byte {
+	var flags byte
+	if ifc.Up {
+		flags |= ifaceUp
+	}
+	p := ifc.Addr
+	switch {
+	case !p.IsValid():
+		dst = append(dst, flags, familyNone, 0, 0)
+	case p.Addr().Is4():
+		dst = append(dst, flags, familyIPv4, byte(p.Bits()), 0)
+		b := p.Addr().As4()
+		dst = append(dst, b[:]...)
+	default:
+		dst = append(dst, flags, familyIPv6, byte(p.Bits()), 0)
+		b := p.Addr().As16()
+		dst = append(dst, b[:]...)
+	}
+	return proto.AppendString16(dst, ifc.Name)
+}
+
+func readInterface(r *proto.Reader, what string) events.Interface {
+	var ifc events.Interface
+	flags := r.U8(what + " flags")
+	family := r.U8(what + " family")
+	bits := int(r.U8(what + " prefix length"))
+	r.Zero(1, what+" reserved")
+	if flags&^ifaceUp != 0 {
+		r.Fail(proto.CodeField, "%s: unknown flags %#x", what, flags&^ifaceUp)
+	}
+	ifc.Up = flags&ifaceUp != 0
+	switch family {
+	case familyNone:
+		if bits != 0 {
+			r.Fail(proto.CodeField, "%s: no address but prefix length %d", what, bits)
+		}
+	case familyIPv4:
+		var b [4]byte
+		copy(b[:], r.Bytes(4, what+" address"))
+		if bits > 32 {
+			r.Fail(proto.CodeField, "%s: IPv4 prefix length %d", what, bits)
+		}
+		ifc.Addr = netip.PrefixFrom(netip.AddrFrom4(b), bits)
+	case familyIPv6:
+		var b [16]byte
+		copy(b[:], r.Bytes(16, what+" address"))
+		if bits > 128 {
+			r.Fail(proto.CodeField, "%s: IPv6 prefix length %d", what, bits)
+		}
+		ifc.Addr = netip.PrefixFrom(netip.AddrFrom16(b), bits)
+	default:
+		r.Fail(proto.CodeField, "%s: unknown address family %d", what, family)
+	}
+	ifc.Name = r.String16(MaxNameLen, what+" name")
+	return ifc
+}
+
+// appendMembership appends a Membership; m may be nil for an empty one.
+func appendMembership(dst []byte, m *events.Membership) []byte {
+	if m == nil {
+		m = &events.Membership{}
+	}
+	dst = binary.LittleEndian.AppendUint64(dst, m.Instance)
+	dst = appendNodes(dst, m.Members)
+	dst = appendNodes(dst, m.Joined)
+	return appendNodes(dst, m.Left)
+}
+
+func readMembership(r *proto.Reader) *events.Membership {
+	m := &events.Membership{Instance: r.U64("instance")}
+	m.Members = readNodes(r, "member")
+	m.Joined = readNodes(r, "joined")
+	m.Left = readNodes(r, "left")
+	return m
+}
+
+func appendConnectivity(dst []byte, c *events.Connectivity) []byte {
+	if c == nil {
+		c = &events.Connectivity{}
+	}
+	le := binary.LittleEndian
+	dst = appendInterface(dst, &c.Interface)
+	dst = appendNodes(dst, c.Nodes)
+	dst = le.AppendUint32(dst, uint32(len(c.Interfaces)))
+	for i := range c.Interfaces {
+		dst = appendInterface(dst, &c.Interfaces[i])
+	}
+	dst = le.AppendUint32(dst, uint32(len(c.Peers)))
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		var flags byte
+		if p.Eligible {
+			flags |= peerEligible
+		}
+		if p.Connected {
+			flags |= peerConnect
+		}
+		dst = appendNode(append(dst, flags), &p.Node)
+	}
+	return dst
+}
+
+func readConnectivity(r *proto.Reader) *events.Connectivity {
+	c := &events.Connectivity{Interface: readInterface(r, "interface")}
+	c.Nodes = readNodes(r, "subject")
+	if n := count(r, "interface", MaxInterfaces, ifaceMin); n > 0 {
+		c.Interfaces = make([]events.Interface, n)
+		for i := range c.Interfaces {
+			c.Interfaces[i] = readInterface(r, "interface")
+		}
+	}
+	if n := count(r, "peer", MaxNodes, peerMin); n > 0 {
+		c.Peers = make([]events.Peer, n)
+		for i := range c.Peers {
+			p := &c.Peers[i]
+			flags := r.U8("peer flags")
+			if flags&^(peerEligible|peerConnect) != 0 {
+				r.Fail(proto.CodeField, "peer %d: unknown flags %#x", i, flags&^(peerEligible|peerConnect))
+			}
+			p.Eligible, p.Connected = flags&peerEligible != 0, flags&peerConnect != 0
+			p.Node = readNode(r, "peer")
+		}
+	}
+	return c
+}
+
+func appendGroup(dst []byte, g *events.Group) []byte {
+	le := binary.LittleEndian
+	dst = proto.AppendString16(dst, g.Name)
+	dst = appendNode(dst, &g.Node)
+	dst = le.AppendUint64(dst, g.MsgID)
+	dst = le.AppendUint64(dst, g.ReplyTo)
+	dst = appendNodes(dst, g.Members)
+	dst = le.AppendUint32(dst, uint32(len(g.Payload)))
+	return append(dst, g.Payload...)
+}
+
+func readGroup(r *proto.Reader) *events.Group {
+	g := &events.Group{Name: r.String16(MaxNameLen, "group name")}
+	g.Node = readNode(r, "sender")
+	g.MsgID = r.U64("msg id")
+	g.ReplyTo = r.U64("reply to")
+	g.Members = readNodes(r, "group member")
+	n := r.U32("payload length")
+	if uint64(n) > MaxPayload {
+		r.Fail(proto.CodeField, "payload is %d bytes, limit %d", n, MaxPayload)
+		return g
+	}
+	// Copied: the frame's body is only valid while its handler runs.
+	if p := r.Bytes(int(n), "payload"); len(p) > 0 {
+		g.Payload = bytes.Clone(p)
+	}
+	return g
+}
+
+// AppendEvent appends the body of an EVENT. It refuses (CodeTooLarge,
+// nothing appended) data beyond the limits, and (CodeField) an invalid
+// descriptor or data of another class than the descriptor's.
+func AppendEvent(dst []byte, ev *events.Event) ([]byte, error) {
+	if !ev.Desc.Valid() {
+		return dst, proto.Errorf(proto.CodeField, "EVENT: unknown event descriptor %#08x", uint32(ev.Desc))
+	}
+	var class byte
+	if !isNil(ev.Data) {
+		if ev.Data.Class() != ev.Desc.Class() {
+			return dst, proto.Errorf(proto.CodeField, "EVENT: %v data for %v", ev.Data.Class(), ev.Desc)
+		}
+		class = byte(ev.Data.Class())
+		var c check
+		c.data(ev.Data)
+		if c.err != nil {
+			return dst, c.err
+		}
+	}
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, ev.Seq)
+	dst = le.AppendUint32(dst, uint32(ev.Desc))
+	dst = append(dst, class, 0, 0, 0)
+	switch d := ev.Data.(type) {
+	case nil:
+	case *events.Membership:
+		if d == nil {
+			break
+		}
+		dst = appendMembership(dst, d)
+	case *events.Connectivity:
+		if d != nil {
+			dst = appendConnectivity(dst, d)
+		}
+	case *events.Group:
+		if d != nil {
+			dst = appendGroup(dst, d)
+		}
+	}
+	return dst, nil
+}
+
+// ParseEvent decodes an EVENT body. The result does not alias b.
+func ParseEvent(b []byte) (events.Event, error) {
+	r := proto.NewReader(b, "EVENT")
+	ev := events.Event{Seq: r.U64("seq"), Desc: events.Descriptor(r.U32("descriptor"))}
+	class := events.Class(r.U8("data class"))
+	r.Zero(3, "reserved")
+	if !ev.Desc.Valid() {
+		r.Fail(proto.CodeField, "unknown event descriptor %#08x", uint32(ev.Desc))
+	}
+	if class != 0 && class != ev.Desc.Class() {
+		r.Fail(proto.CodeField, "data class %d for %v, an event of class %d", class, ev.Desc, ev.Desc.Class())
+		class = 0 // read no data: the error stands
+	}
+	// After a failure the reader returns zero values, so the data below
+	// reads as empty lists and allocates nothing.
+	switch class {
+	case events.ClassMemb:
+		ev.Data = readMembership(r)
+	case events.ClassComm:
+		ev.Data = readConnectivity(r)
+	case events.ClassGroup:
+		ev.Data = readGroup(r)
+	}
+	if err := r.Err(); err != nil {
+		return events.Event{}, err
+	}
+	return ev, nil
+}
+
+// AppendMembership appends the body of a QUERY_MEMBERSHIP reply: the
+// current view, with the nodes that joined and left in the change that
+// made it. A nil m is an empty view (no view yet). Data beyond the limits
+// is refused with CodeTooLarge and nothing is appended.
+func AppendMembership(dst []byte, m *events.Membership) ([]byte, error) {
+	if m != nil {
+		var c check
+		c.data(m)
+		if c.err != nil {
+			return dst, c.err
+		}
+	}
+	return appendMembership(dst, m), nil
+}
+
+// ParseMembership decodes a QUERY_MEMBERSHIP reply.
+func ParseMembership(b []byte) (*events.Membership, error) {
+	r := proto.NewReader(b, "QUERY_MEMBERSHIP reply")
+	m := readMembership(r)
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// AppendConnectivity appends the body of a QUERY_CONNECTIVITY reply: the
+// known interfaces with their health and the known nodes with their
+// connection state; the subject fields (Interface, Nodes) are empty.
+func AppendConnectivity(dst []byte, c *events.Connectivity) ([]byte, error) {
+	if c != nil {
+		var ck check
+		ck.data(c)
+		if ck.err != nil {
+			return dst, ck.err
+		}
+	}
+	return appendConnectivity(dst, c), nil
+}
+
+// ParseConnectivity decodes a QUERY_CONNECTIVITY reply.
+func ParseConnectivity(b []byte) (*events.Connectivity, error) {
+	r := proto.NewReader(b, "QUERY_CONNECTIVITY reply")
+	c := readConnectivity(r)
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
