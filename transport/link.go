@@ -209,7 +209,9 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 		pong := proto.Frame{Header: proto.Header{Opcode: 0x0002, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete, MsgID: f.MsgID}, Body: f.Body}
 		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.heartbeatTimeout())
 		defer cancel()
-		if err := l.Send(ctx, &pong); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		// A queue closed by Close is still being drained: a PING that
+		// arrives meanwhile is not a reason to cut the drain short.
+		if err := l.Send(ctx, &pong); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrClosed) {
 			return err
 		}
 		return nil
