@@ -23,6 +23,9 @@ type event struct {
 		Left []struct {
 			ID uint64 `json:"id"`
 		} `json:"left"`
+		Nodes []struct {
+			ID uint64 `json:"id"`
+		} `json:"nodes"`
 	} `json:"data"`
 	raw string
 	at  time.Time
@@ -62,7 +65,19 @@ func (nd *node) watch() *stream {
 		}
 	}()
 	nd.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	s.ready()
 	return s
+}
+
+// ready waits until the stream has caught up with nd's current view: it is
+// subscribed, and local events from now on reach it.
+func (s *stream) ready() {
+	s.nd.t.Helper()
+	_, inst, err := s.nd.memberIDs()
+	if err != nil {
+		s.nd.t.Fatal(err)
+	}
+	s.wait(10*time.Second, fmt.Sprintf("NEWVIEW %d", inst), func(e event) bool { return e.Seq != nil && *e.Seq >= inst })
 }
 
 // wait returns the first event matching ok, waiting up to within.
@@ -136,6 +151,12 @@ func TestKillDeliversNewView(t *testing.T) {
 				t.Logf("n%d delivered NEWVIEW %d without n%d %v after kill -9", id, *e.Seq, victim, d)
 				if d > 3*time.Second {
 					t.Errorf("n%d: NEWVIEW after %v", id, d)
+				}
+				// The connectivity class tells the same loss locally.
+				for _, name := range []string{"P2P_LOST", "NODE_INELIGIBLE"} {
+					s.wait(10*time.Second, name+" naming the victim", func(e event) bool {
+						return e.Event == name && e.Seq == nil && len(e.Data.Nodes) == 1 && e.Data.Nodes[0].ID == uint64(victim)
+					})
 				}
 			}
 			delete(streams, victim) // it may have died before its stream caught up
