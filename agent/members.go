@@ -66,8 +66,10 @@ func (c *cluster) step(ctx context.Context) {
 		}
 		failed := membership.Failed(&v, self, time.Now(), c.a.cfg.RemoveAfter, func(id uint64) (time.Time, bool) {
 			t, down := c.a.nodes.downSince(id)
-			if down && t.Before(since) {
-				t = since // only what this leader saw counts
+			if down && t.IsZero() {
+				// Never linked here: after a restart of the cluster, give
+				// it a heartbeat timeout from this leader's start to link.
+				t = since.Add(c.a.cfg.DeadAfter)
 			}
 			return t, down
 		})

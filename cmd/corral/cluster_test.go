@@ -296,3 +296,26 @@ func TestNonVotersGrowTheCluster(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The whole cluster goes down at once and comes back: the log on disk
+// brings back one view with every node in it.
+func TestWholeClusterRestart(t *testing.T) {
+	nodes := formed(t, 3)
+	_, before, err := nodes[0].memberIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range nodes {
+		nd.kill()
+	}
+	for _, nd := range nodes {
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.waitView(ids(nodes), 30*time.Second)
+	}
+	_, after, _ := nodes[0].memberIDs()
+	if after < before {
+		t.Fatalf("view went back from %d to %d", before, after)
+	}
+}
