@@ -45,8 +45,10 @@ type cluster struct {
 	joinAsked time.Time
 	view      membership.View
 	contact   membership.Contact
-	// told records the links that were sent NOTMEMBER, once each.
-	told map[uint64]uint64 // node id -> view instance told
+	// told records when each non-member was last sent NOTMEMBER, and for
+	// which view; it is told again after notMemberEvery, since a notice
+	// can be lost with a link that is replaced.
+	told map[uint64]notice
 	// routes maps raft ids to node ids learned from received messages.
 	routes map[uint64]uint64
 	// leaderSince is when this node last became leader, zero if it is not.
@@ -57,10 +59,18 @@ type cluster struct {
 	leftOnce sync.Once
 }
 
+// notice is a NOTMEMBER sent.
+type notice struct {
+	instance uint64
+	at       time.Time
+}
+
+const notMemberEvery = time.Second
+
 func (a *Agent) logPath() string { return filepath.Join(a.cfg.DataDir, "log.db") }
 
 func newCluster(a *Agent) *cluster {
-	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]uint64), routes: make(map[uint64]uint64), left: make(chan struct{})}
+	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]notice), routes: make(map[uint64]uint64), left: make(chan struct{})}
 }
 
 // start opens the log and starts the raft node. A node with an empty log

@@ -65,7 +65,7 @@ func (c *cluster) step(ctx context.Context) {
 			return
 		}
 		failed := membership.Failed(&v, self, time.Now(), c.a.cfg.RemoveAfter, func(id uint64) (time.Time, bool) {
-			t, down := c.a.nodes.downSince(id)
+			t, down := c.a.nodes.downSince(id, c.a.cfg.DeadAfter)
 			if down && t.IsZero() {
 				// Never linked here: after a restart of the cluster, give
 				// it a heartbeat timeout from this leader's start to link.
@@ -123,17 +123,21 @@ func (c *cluster) propose(ctx context.Context, node *clusterlog.Node, typ cluste
 	return idx, err
 }
 
-// tellNonMembers sends NOTMEMBER, once per view, to each linked node
-// outside the view.
+// tellNonMembers sends NOTMEMBER to each linked node outside the view:
+// at once for a new view, and again every notMemberEvery while it stays out.
 func (c *cluster) tellNonMembers(v membership.View) {
 	for _, l := range c.a.nodes.links() {
 		id := l.Peer().NodeID
 		if v.Has(id) {
 			continue
 		}
+		now := time.Now()
 		c.mu.Lock()
-		done := c.told[id] == v.Instance
-		c.told[id] = v.Instance
+		last := c.told[id]
+		done := last.instance == v.Instance && now.Sub(last.at) < notMemberEvery
+		if !done {
+			c.told[id] = notice{v.Instance, now}
+		}
 		c.mu.Unlock()
 		if done {
 			continue

@@ -23,6 +23,9 @@ type node struct {
 	version   uint8           // last agreed peer protocol version
 	rtt       time.Duration   // last RTT seen before the link went down
 	since     time.Time       // last change of up/down
+	// replaced reports that the last link ended as a duplicate: another
+	// link to the node is, or is about to be, up.
+	replaced bool
 }
 
 // nodes is the table of known nodes. Links are registered when their
@@ -102,6 +105,7 @@ func (n *nodes) remove(l *transport.Link) bool {
 		return false
 	}
 	nd.rtt, nd.link, nd.since = l.RTT(), nil, time.Now()
+	nd.replaced = errors.Is(l.Err(), proto.ErrDup)
 	lvl := slog.LevelWarn
 	if errors.Is(l.Err(), proto.ErrShutdown) {
 		lvl = slog.LevelInfo // an orderly goodbye
@@ -111,8 +115,10 @@ func (n *nodes) remove(l *transport.Link) bool {
 }
 
 // downSince reports since when the node has had no link; a node never
-// linked has had none since the zero time.
-func (n *nodes) downSince(id uint64) (time.Time, bool) {
+// linked has had none since the zero time. When the last link ended as a
+// duplicate, its replacement is on its way: the node counts as down only
+// a grace period later.
+func (n *nodes) downSince(id uint64, grace time.Duration) (time.Time, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	nd := n.byID[id]
@@ -121,6 +127,8 @@ func (n *nodes) downSince(id uint64) (time.Time, bool) {
 		return time.Time{}, true
 	case nd.link != nil:
 		return time.Time{}, false
+	case nd.replaced:
+		return nd.since.Add(grace), true
 	}
 	return nd.since, true
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -317,5 +318,28 @@ func TestWholeClusterRestart(t *testing.T) {
 	_, after, _ := nodes[0].memberIDs()
 	if after < before {
 		t.Fatalf("view went back from %d to %d", before, after)
+	}
+}
+
+// Nodes killed and started again on an empty data dir, over and over,
+// join again each time and are never taken out of the view once back.
+func TestRepeatedRestartsOnFreshDisks(t *testing.T) {
+	nodes := formed(t, 3)
+	for i := 0; i < 10; i++ {
+		v := 2 + i%2
+		killAndWatch(t, nodes, v)
+		if err := os.RemoveAll(nodes[v-1].dir); err != nil {
+			t.Fatal(err)
+		}
+		nodes[v-1].start()
+		for _, nd := range nodes {
+			nd.waitView(ids(nodes), 10*time.Second)
+		}
+	}
+	for _, nd := range nodes[:1] {
+		// Every removal the leader made was of a killed node: one per kill.
+		if n := strings.Count(nd.log.String(), "removing unreachable member"); n > 10 {
+			t.Errorf("n%d removed members %d times for 10 kills", nd.id, n)
+		}
 	}
 }
