@@ -344,6 +344,13 @@ func (a *Agent) dialLoop(ctx context.Context, addr string) {
 	failing := false
 	for ctx.Err() == nil {
 		l, err := transport.Dial(ctx, addr, a.peerCfg, reason)
+		if errors.Is(err, proto.ErrNoPeer) {
+			// The node there has this node's id: it is this node itself
+			// (its own address in --peers) or a copy; dialing again
+			// cannot help.
+			a.log.Warn("not dialing a peer with this node's id", "addr", addr, "err", err.Error())
+			return
+		}
 		if err != nil {
 			if !failing && ctx.Err() == nil {
 				a.log.Warn("cannot reach peer", "addr", addr, "err", err.Error())

@@ -51,6 +51,9 @@ type cluster struct {
 	told map[uint64]notice
 	// routes maps raft ids to node ids learned from received messages.
 	routes map[uint64]uint64
+	// joinSeen is when each member's current life joined, as applied here:
+	// a link down before it says nothing about the new life.
+	joinSeen map[uint64]time.Time
 	// leaderSince is when this node last became leader, zero if it is not.
 	leaderSince time.Time
 	leaving     bool // corral leave asked; the node goes when its LEAVE applies
@@ -70,7 +73,7 @@ const notMemberEvery = time.Second
 func (a *Agent) logPath() string { return filepath.Join(a.cfg.DataDir, "log.db") }
 
 func newCluster(a *Agent) *cluster {
-	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]notice), routes: make(map[uint64]uint64), left: make(chan struct{})}
+	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]notice), routes: make(map[uint64]uint64), joinSeen: make(map[uint64]time.Time), left: make(chan struct{})}
 }
 
 // start opens the log and starts the raft node. A node with an empty log
@@ -167,6 +170,7 @@ func (c *cluster) reset() error {
 	c.contact = membership.Contact{}
 	clear(c.told)
 	clear(c.routes)
+	clear(c.joinSeen)
 	c.mu.Unlock()
 	return c.start(false) // never found a second cluster after an eviction
 }
@@ -214,6 +218,9 @@ func (c *cluster) Apply(e clusterlog.Entry) error {
 	mine := cmd.ID == self && c.view.HasLife(self, inc)
 	ch, ok := c.view.Apply(e.Index, cmd)
 	leaving := c.leaving
+	if ok && cmd.Op == membership.OpJoin {
+		c.joinSeen[cmd.ID] = time.Now()
+	}
 	if ok || cmd.Op == membership.OpPromote {
 		// The view is on disk before the entry counts as applied, so a
 		// restart neither loses this change nor makes it twice.

@@ -66,10 +66,18 @@ func (c *cluster) step(ctx context.Context) {
 		}
 		failed := membership.Failed(&v, self, time.Now(), c.a.cfg.RemoveAfter, func(id uint64) (time.Time, bool) {
 			t, down := c.a.nodes.downSince(id, c.a.cfg.DeadAfter)
-			if down && t.IsZero() {
-				// Never linked here: after a restart of the cluster, give
-				// it a heartbeat timeout from this leader's start to link.
-				t = since.Add(c.a.cfg.DeadAfter)
+			// A node gets a heartbeat timeout to link up after this
+			// leader took over (a restart of the whole cluster) and after
+			// its current life joined (a link down before that was its
+			// previous life's).
+			c.mu.Lock()
+			joined := c.joinSeen[id]
+			c.mu.Unlock()
+			switch {
+			case down && t.IsZero():
+				t = since.Add(c.a.cfg.DeadAfter) // never linked to this leader
+			case down && t.Before(joined):
+				t = joined.Add(c.a.cfg.DeadAfter) // the down link was an earlier life's
 			}
 			return t, down
 		})

@@ -343,3 +343,23 @@ func TestRepeatedRestartsOnFreshDisks(t *testing.T) {
 		}
 	}
 }
+
+// A node given its own address among its peers does not keep dialing
+// itself.
+func TestOwnAddressInPeers(t *testing.T) {
+	nodes := cluster(t, 2)
+	nodes[0].args = append(nodes[0].args, "--bootstrap", "--peers", nodes[0].addr+","+nodes[1].addr)
+	for _, nd := range nodes {
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.waitView(ids(nodes), 30*time.Second)
+	}
+	time.Sleep(time.Second) // a busy redial would log many refusals by now
+	if n := strings.Count(nodes[0].log.String(), "refused peer connection"); n > 1 {
+		t.Fatalf("n1 refused itself %d times", n)
+	}
+	if !strings.Contains(nodes[0].log.String(), "not dialing a peer with this node's id") {
+		t.Fatal("n1 did not say it stopped dialing itself")
+	}
+}
