@@ -419,6 +419,11 @@ func TestDevMode(t *testing.T) {
 	}
 	nd := &node{t: t, id: 1, dir: dataDir}
 	nd.waitState(1, "self", 10*time.Second)
+	for sock, mode := range map[string]os.FileMode{"admin.sock": 0o600, "client.sock": 0o660} {
+		if st, err := os.Stat(filepath.Join(dataDir, sock)); err != nil || st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v (%v), want %v", sock, st.Mode().Perm(), err, mode)
+		}
+	}
 	cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("dev agent exit: %v\n%s", err, stderr.String())
