@@ -82,21 +82,30 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// cluster makes n nodes that list each other as peers; extra flags apply to
-// all of them.
+// cluster makes n nodes on 127.0.0.1..n that list each other as peers;
+// extra flags apply to all of them.
 func cluster(t *testing.T, n int, extra ...string) []*node {
+	t.Helper()
+	port := freePort(t)
+	var addrs []string
+	for i := 1; i <= n; i++ {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.%d:%d", i, port))
+	}
+	return nodesAt(t, addrs, nil, extra...)
+}
+
+// nodesAt makes a node per address, each listing the others as peers, with
+// a new cluster key; wrap (may be nil) runs each agent's command, by node
+// number. The nodes are killed, and their logs shown on failure, at the
+// end of the test.
+func nodesAt(t *testing.T, addrs []string, wrap func(i int, args []string) *exec.Cmd, extra ...string) []*node {
 	t.Helper()
 	root := t.TempDir()
 	key := filepath.Join(root, "cluster.key")
 	if out, err := exec.Command(binary, "keygen", "--out", key).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
-	port := freePort(t)
-	var addrs []string
-	for i := 1; i <= n; i++ {
-		addrs = append(addrs, fmt.Sprintf("127.0.0.%d:%d", i, port))
-	}
-	nodes := make([]*node, n)
+	nodes := make([]*node, len(addrs))
 	for i := range nodes {
 		var peers []string
 		for j, a := range addrs {
@@ -107,6 +116,10 @@ func cluster(t *testing.T, n int, extra ...string) []*node {
 		nd := &node{t: t, id: i + 1, addr: addrs[i], dir: filepath.Join(root, fmt.Sprintf("n%d", i+1))}
 		nd.args = append([]string{"agent", "--id", fmt.Sprint(i + 1), "--name", fmt.Sprintf("n%d", i+1),
 			"--bind", addrs[i], "--peers", strings.Join(peers, ","), "--data-dir", nd.dir, "--cluster-key-file", key}, extra...)
+		if wrap != nil {
+			num := i + 1
+			nd.wrap = func(args []string) *exec.Cmd { return wrap(num, args) }
+		}
 		nodes[i] = nd
 	}
 	t.Cleanup(func() {

@@ -5,9 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,43 +16,12 @@ import (
 // founding the cluster, and waits for the full view. Needs root.
 func labCluster(t *testing.T, n int, extra ...string) (*netlab.Lab, []*node) {
 	lab := netlab.New(t, n)
-	root := t.TempDir()
-	key := filepath.Join(root, "cluster.key")
-	if out, err := exec.Command(binary, "keygen", "--out", key).CombinedOutput(); err != nil {
-		t.Fatalf("keygen: %v %s", err, out)
-	}
 	var addrs []string
 	for i := 1; i <= n; i++ {
 		addrs = append(addrs, lab.Addr(i)+":7946")
 	}
-	nodes := make([]*node, n)
-	for i := range nodes {
-		var peers []string
-		for j, a := range addrs {
-			if j != i {
-				peers = append(peers, a)
-			}
-		}
-		nd := &node{t: t, id: i + 1, addr: addrs[i], dir: filepath.Join(root, fmt.Sprintf("n%d", i+1))}
-		nd.args = append([]string{"agent", "--id", fmt.Sprint(i + 1), "--name", fmt.Sprintf("n%d", i+1),
-			"--bind", addrs[i], "--peers", strings.Join(peers, ","), "--data-dir", nd.dir, "--cluster-key-file", key}, extra...)
-		host := i + 1
-		nd.wrap = func(args []string) *exec.Cmd { return lab.Command(host, binary, args...) }
-		nodes[i] = nd
-	}
+	nodes := nodesAt(t, addrs, func(i int, args []string) *exec.Cmd { return lab.Command(i, binary, args...) }, extra...)
 	nodes[0].args = append(nodes[0].args, "--bootstrap")
-	t.Cleanup(func() {
-		for _, nd := range nodes {
-			nd.kill()
-		}
-		if t.Failed() {
-			for _, nd := range nodes {
-				if nd.log != nil {
-					t.Logf("log of n%d:\n%s", nd.id, nd.log.String())
-				}
-			}
-		}
-	})
 	for _, nd := range nodes {
 		nd.start()
 	}
