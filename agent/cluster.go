@@ -413,13 +413,6 @@ func (c *cluster) linksChanged() {
 	c.wake()
 }
 
-// voters returns how many voters the view has.
-func (c *cluster) voters() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.view.Voters())
-}
-
 // isMember reports whether id is in the view.
 func (c *cluster) isMember(id uint64) bool {
 	c.mu.Lock()

@@ -154,7 +154,7 @@ func (n *nodes) linkTo(id uint64) *transport.Link {
 	return nil
 }
 
-// all returns every link, for shutdown.
+// links returns every live link, for shutdown and NOTMEMBER.
 func (n *nodes) links() []*transport.Link {
 	n.mu.Lock()
 	defer n.mu.Unlock()
