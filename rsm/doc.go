@@ -1,0 +1,15 @@
+// Package rsm runs replicated state machines on the one cluster log.
+//
+// Every service whose state must be the same on every node (membership,
+// groups, the replicated data service, shared addresses) is a Machine. A Mux
+// implements clusterlog.Applier: it reads the machine id from each entry's
+// command envelope (SPEC.md) and hands the entry to that machine, inside the
+// bbolt transaction that also records the applied index, so a machine's
+// state and the log's applied index never disagree, even across a crash.
+// The events a machine returns are published only after that transaction
+// has committed; their Seq is the entry's index, the same on every node.
+//
+// Machines are deterministic: the same state and the same entry give the
+// same new state and the same Result on every node. They do no I/O but
+// through their Tx, read no clock and use no randomness.
+package rsm
