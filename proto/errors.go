@@ -34,6 +34,10 @@ const (
 	CodeShutdown Code = 37 // the sender is shutting down (GOODBYE)
 	CodeDup      Code = 38 // a link to this node exists already (GOODBYE)
 	CodeBehind   Code = 39 // the receiver fell too far behind the sender's stream (GOODBYE)
+	// CodeClusterID: both ends know their cluster id and the ids differ,
+	// e.g. a node whose disk was wiped founded a second cluster of the
+	// same name (REJECT).
+	CodeClusterID Code = 40
 )
 
 var codeNames = map[Code]string{
@@ -60,6 +64,7 @@ var codeNames = map[Code]string{
 	CodeShutdown:    "shutting down",
 	CodeDup:         "duplicate link",
 	CodeBehind:      "fell behind",
+	CodeClusterID:   "cluster id mismatch",
 }
 
 func (c Code) String() string {
@@ -126,4 +131,5 @@ var (
 	ErrShutdown    = &Error{Code: CodeShutdown}
 	ErrDup         = &Error{Code: CodeDup}
 	ErrBehind      = &Error{Code: CodeBehind}
+	ErrClusterID   = &Error{Code: CodeClusterID}
 )

@@ -276,3 +276,31 @@ func FuzzParsePing(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSessionExt also encodes a cluster id and decodes it back.
+func FuzzParseSessionExt(f *testing.F) {
+	f.Add(proto.AppendSessionExt(nil, sampleClusterID), uint64(0x0123456789abcdef))                       // hello_cluster_id
+	f.Add(proto.AppendTLV(nil, proto.ExtClusterID, make([]byte, 8)), uint64(0))                           // id 0
+	f.Add(proto.AppendTLV(nil, proto.ExtClusterID, []byte{1, 2, 3, 4}), uint64(1))                        // 4-byte id
+	f.Add(proto.AppendTLV(proto.AppendSessionExt(nil, sampleClusterID), 0x0007, []byte("x")), ^uint64(0)) // unknown, not critical
+	f.Add(proto.AppendTLV(proto.AppendSessionExt(nil, otherClusterID), 0x8002, nil), uint64(0x42))        // unknown critical
+	f.Fuzz(func(t *testing.T, ext []byte, id uint64) {
+		e, err := proto.ParseSessionExt(ext)
+		typed(t, err)
+		if err == nil && proto.ValidateTLV(ext) != nil {
+			t.Fatal("accepted a malformed extension area")
+		}
+		if err == nil {
+			// Unknown optional entries are dropped, so compare values.
+			back, err := proto.ParseSessionExt(proto.AppendSessionExt(nil, e))
+			if err != nil || back != e {
+				t.Fatalf("decode(encode(%+v)) = %+v, %v", e, back, err)
+			}
+		}
+		want := proto.SessionExt{ClusterID: id}
+		enc := proto.AppendSessionExt(nil, want)
+		if got, err := proto.ParseSessionExt(enc); err != nil || got != want || (id == 0) != (len(enc) == 0) {
+			t.Fatalf("decode(encode(%#x)) = %+v, %v (%d bytes)", id, got, err, len(enc))
+		}
+	})
+}

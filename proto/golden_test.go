@@ -49,6 +49,17 @@ var (
 		Text:   "peer protocol: we speak 2..3, peer speaks 1..1",
 	}
 	sampleGoodbye = proto.Status{Code: proto.CodeShutdown, Text: "agent stopping"}
+
+	// sampleClusterID is the cluster id of the HELLO and REJECT vectors
+	// with the cluster id extension; otherClusterID the other cluster's.
+	sampleClusterID = proto.SessionExt{ClusterID: 0x0123456789abcdef}
+	otherClusterID  = proto.SessionExt{ClusterID: 0x00000000c0ffee42}
+	sampleIDReject  = proto.Reject{
+		Code:   proto.CodeClusterID,
+		Local:  proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
+		Remote: proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
+		Text:   `corral: cluster id mismatch: peer "node-a" is of cluster 0123456789abcdef, this node of cluster 00000000c0ffee42`,
+	}
 )
 
 func seq(start byte, n int) []byte {
@@ -85,23 +96,25 @@ func helloBody(h proto.Hello) []byte { b, _ := proto.AppendHello(nil, &h); retur
 // decoded is what the receiving side makes of a session-level frame.
 type decoded struct {
 	frame proto.Frame
-	msg   any // proto.Hello, proto.Reject or proto.Status; nil for other protocols
+	msg   any              // proto.Hello, proto.Reject or proto.Status; nil for other protocols
+	ext   proto.SessionExt // the session extensions
 }
 
 // receive is the receiving side's path for a frame outside a link's
-// negotiated protocol: frame checks, extensions (this build knows none),
-// then the session header check and the body.
+// negotiated protocol: frame checks, extensions (the session's own for a
+// session frame; none for others), then the session header check and the
+// body.
 func receive(b []byte) (decoded, error) {
 	f, err := proto.DecodeFrame(b, 0)
 	if err != nil {
 		return decoded{}, err
 	}
-	if err := proto.CheckTLV(f.Ext, nil); err != nil {
-		return decoded{}, err
-	}
 	d := decoded{frame: f}
 	if f.Proto != proto.ProtoSession {
-		return d, nil
+		return d, proto.CheckTLV(f.Ext, nil)
+	}
+	if d.ext, err = proto.ParseSessionExt(f.Ext); err != nil {
+		return d, err
 	}
 	if err := proto.CheckSession(&f.Header); err != nil {
 		return d, err
@@ -131,6 +144,20 @@ func expectFrame(want proto.Frame, msg any) func([]byte) error {
 		}
 		if !wiretest.Equal(d.msg, msg) {
 			return fmt.Errorf("decoded message %+v, want %+v", d.msg, msg)
+		}
+		return nil
+	}
+}
+
+// expectExt is expectFrame that also compares the session extensions.
+func expectExt(want proto.Frame, msg any, ext proto.SessionExt) func([]byte) error {
+	frame := expectFrame(want, msg)
+	return func(b []byte) error {
+		if err := frame(b); err != nil {
+			return err
+		}
+		if d, _ := receive(b); d.ext != ext {
+			return fmt.Errorf("decoded extensions %+v, want %+v", d.ext, ext)
 		}
 		return nil
 	}
@@ -210,6 +237,15 @@ func frameVectors() []wiretest.Vector {
 	badOp := proto.SessionFrame(0x0004, nil)
 	badVer := proto.SessionFrame(proto.OpGoodbye, proto.AppendStatus(nil, &sampleGoodbye))
 	badVer.Version = 1
+	helloIDF := helloF
+	helloIDF.Ext = proto.AppendSessionExt(nil, sampleClusterID)
+	rejectIDF := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &sampleIDReject))
+	rejectIDF.Ext = proto.AppendSessionExt(nil, otherClusterID)
+	idExt := func(ext []byte) proto.Frame { f := helloF; f.Ext = ext; return f }
+	idShort := idExt(proto.AppendTLV(nil, proto.ExtClusterID, []byte{1, 2, 3, 4}))
+	idZero := idExt(proto.AppendTLV(nil, proto.ExtClusterID, make([]byte, 8)))
+	idTwice := idExt(proto.AppendSessionExt(proto.AppendSessionExt(nil, sampleClusterID), otherClusterID))
+	idCritical := idExt(proto.AppendTLV(proto.AppendSessionExt(nil, sampleClusterID), 0x8002, nil))
 
 	return []wiretest.Vector{
 		frameVector("frame_minimal", []string{
@@ -253,6 +289,33 @@ func frameVectors() []wiretest.Vector {
 		frameVector("goodbye", []string{
 			"Session GOODBYE with a Status body: code 37 (shutting down), \"agent stopping\".",
 		}, wiretest.Frame(goodbyeF), wiretest.StatusFields, expectFrame(goodbyeF, sampleGoodbye), 0, ""),
+
+		frameVector("hello_cluster_id", []string{
+			"The hello vector's HELLO with the session extension 0x0001 (cluster id, not",
+			"critical) in the frame's extension area: the sender belongs to cluster",
+			"0123456789abcdef. The body and its Auth are those of the hello vector: the",
+			"MAC does not cover the extension area, TLS protects it in transit.",
+		}, wiretest.Frame(helloIDF), wiretest.HelloFields, expectExt(helloIDF, hello, sampleClusterID), 0, ""),
+		frameVector("reject_cluster_id", []string{
+			"Session REJECT: code 40 (cluster id mismatch). The rejecting side, of cluster",
+			"00000000c0ffee42, names its own cluster id in extension 0x0001 and both ids",
+			"in the text, so either side's log says which clusters met.",
+		}, wiretest.Frame(rejectIDF), wiretest.RejectFields, expectExt(rejectIDF, sampleIDReject, otherClusterID), 0, ""),
+		frameVector("err_cluster_id_len", []string{
+			"The hello vector's HELLO with a cluster id extension of 4 bytes; it is 8.",
+		}, wiretest.Frame(idShort), wiretest.HelloFields, receiveErr, proto.CodeField, "cluster id is 4 bytes, want 8"),
+		frameVector("err_cluster_id_zero", []string{
+			"The hello vector's HELLO with a cluster id extension holding 0: a sender",
+			"that does not know its cluster id sends no entry.",
+		}, wiretest.Frame(idZero), wiretest.HelloFields, receiveErr, proto.CodeField, "cluster id 0"),
+		frameVector("err_cluster_id_twice", []string{
+			"The hello vector's HELLO with two cluster id extensions (0123456789abcdef,",
+			"00000000c0ffee42): the entry appears at most once.",
+		}, wiretest.Frame(idTwice), wiretest.HelloFields, receiveErr, proto.CodeField, "two cluster id entries"),
+		frameVector("err_session_critical_ext", []string{
+			"hello_cluster_id with a second, critical extension 0x8002 that the session",
+			"protocol does not define: the HELLO is refused.",
+		}, wiretest.Frame(idCritical), wiretest.HelloFields, receiveErr, proto.CodeField, "unknown critical extension 0x8002"),
 
 		frameVector("err_bad_magic", []string{
 			"frame_minimal whose first four bytes are \"GET \": someone speaks HTTP to the port.",

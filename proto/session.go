@@ -197,6 +197,68 @@ func readRanges(r *Reader, n int) Ranges {
 	return rs
 }
 
+// Specification constants: session extensions (SPEC.md, "Session
+// extensions"). They travel in the extension area of HELLO and REJECT
+// frames, so the frozen bodies need not change.
+const (
+	// ExtClusterID carries the sender's cluster id, u64 LE, non-zero.
+	// It is not critical: a receiver that predates it skips it and treats
+	// the sender as one that does not know its id yet, which is also what
+	// a receiver that knows of it does with a HELLO that lacks it.
+	ExtClusterID uint16 = 0x0001
+
+	clusterIDLen = 8
+)
+
+// SessionExt holds the extensions of a HELLO or REJECT frame that this
+// build understands.
+type SessionExt struct {
+	// ClusterID is the sender's cluster id: generated when the cluster
+	// was bootstrapped and kept in its log. 0 means the sender does not
+	// know it (yet): a node joining for the first time, a tool, or an
+	// agent that predates cluster ids. It is sent only when non-zero.
+	ClusterID uint64
+}
+
+// AppendSessionExt appends the extension area for e to dst.
+func AppendSessionExt(dst []byte, e SessionExt) []byte {
+	if e.ClusterID != 0 {
+		dst = AppendTLV(dst, ExtClusterID, binary.LittleEndian.AppendUint64(nil, e.ClusterID))
+	}
+	return dst
+}
+
+// ParseSessionExt reads the extension area of a HELLO or REJECT frame. It
+// skips entries it does not know, refuses an unknown critical one, and
+// refuses a cluster id entry that is not 8 bytes, holds 0 or repeats.
+func ParseSessionExt(ext []byte) (SessionExt, error) {
+	var e SessionExt
+	seen := false
+	err := walkTLV(ext, func(t TLV) error {
+		switch {
+		case t.Type == ExtClusterID:
+			if seen {
+				return Errorf(CodeField, "session extension: two cluster id entries")
+			}
+			seen = true
+			if len(t.Value) != clusterIDLen {
+				return Errorf(CodeField, "session extension: cluster id is %d bytes, want %d", len(t.Value), clusterIDLen)
+			}
+			e.ClusterID = binary.LittleEndian.Uint64(t.Value)
+			if e.ClusterID == 0 {
+				return Errorf(CodeField, "session extension: cluster id 0 (a sender without an id omits the entry)")
+			}
+		case t.Type&TLVCritical != 0:
+			return Errorf(CodeField, "unknown critical extension %#04x", t.Type)
+		}
+		return nil
+	})
+	if err != nil {
+		return SessionExt{}, err
+	}
+	return e, nil
+}
+
 // Reject is sent instead of (or after) a HELLO when the connection is
 // refused; the sender closes the connection after it. It states the reason
 // and both sides' version ranges, so either log says what did not match.

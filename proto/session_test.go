@@ -252,3 +252,23 @@ func TestRangesString(t *testing.T) {
 		t.Fatal("Reject.Err is not a *proto.Error")
 	}
 }
+
+func TestSessionExt(t *testing.T) {
+	if b := proto.AppendSessionExt(nil, proto.SessionExt{}); len(b) != 0 {
+		t.Fatalf("an unknown cluster id encodes as %x; it must be omitted, as an old HELLO has none", b)
+	}
+	e, err := proto.ParseSessionExt(nil)
+	if err != nil || e.ClusterID != 0 {
+		t.Fatalf("no extensions: %+v, %v; want cluster id 0", e, err)
+	}
+	want := proto.SessionExt{ClusterID: 0xfeedface00000001}
+	b := proto.AppendSessionExt(proto.AppendTLV(nil, 0x0042, []byte("later")), want)
+	if e, err := proto.ParseSessionExt(b); err != nil || e != want {
+		t.Fatalf("with an unknown optional entry first: %+v, %v", e, err)
+	}
+	if !bytes.Equal(b[len(b)-12:], []byte{0x01, 0x00, 0x08, 0x00, 0x01, 0, 0, 0, 0xce, 0xfa, 0xed, 0xfe}) {
+		t.Fatalf("cluster id entry %x", b[len(b)-12:])
+	}
+	_, err = proto.ParseSessionExt([]byte{1, 0, 8, 0, 1})
+	wiretest.Expect(t, err, proto.CodeField, "overruns")
+}

@@ -43,6 +43,11 @@ type Config struct {
 	// the hidden agent flags narrow them to play an older or newer agent.
 	Ranges proto.Ranges
 
+	// ClusterID returns this node's cluster id (0: not known yet). It is
+	// read at each handshake, since a joining node learns the id later. A
+	// peer of another non-zero id is refused (CodeClusterID). Nil means 0.
+	ClusterID func() uint64
+
 	// Key is the cluster key. A nil Key makes a local link: no TLS and no
 	// proof, for unix sockets whose file mode authenticates the caller,
 	// and for measuring the framing alone.

@@ -36,8 +36,36 @@ type PeerInfo struct {
 	Version  uint8         // the agreed version of Proto
 	Features uint64
 	Ranges   proto.Ranges // every range the peer announced
-	Addr     net.Addr
+	// ClusterID is the peer's cluster id from its HELLO; 0 if it does
+	// not know one yet (or predates cluster ids). A node that does not
+	// know its own id can learn it from here.
+	ClusterID uint64
+	Addr      net.Addr
 }
+
+// ClusterIDError is the error of a handshake refused because the two ends
+// belong to different clusters: both know their cluster id and the ids
+// differ. Both sides get one: the side that refused and the side that
+// received the REJECT. It wraps the CodeClusterID *proto.Error, so
+// errors.Is(err, proto.ErrClusterID) holds.
+type ClusterIDError struct {
+	Local uint64 // this node's cluster id
+	Peer  uint64 // the peer's; 0 if its REJECT did not name it
+	Err   *proto.Error
+}
+
+func (e *ClusterIDError) Error() string { return e.Err.Error() }
+func (e *ClusterIDError) Unwrap() error { return e.Err }
+
+func (c *Config) clusterID() uint64 {
+	if c.ClusterID == nil {
+		return 0
+	}
+	return c.ClusterID()
+}
+
+// hexID formats a cluster id as the spec writes it: 16 hex digits.
+func hexID(id uint64) string { return fmt.Sprintf("%016x", id) }
 
 // processCert is the self-signed certificate of this process, made on
 // first use and shared by every link whose Config names none.
@@ -87,10 +115,13 @@ type hs struct {
 	dec    *proto.Decoder
 	export []byte   // TLS exporter value; nil on local links
 	buf    *bufConn // under the TLS connection; nil on local links
+	// id is this node's cluster id, read once so that the HELLO sent and
+	// the check of the peer's agree even if it is learned meanwhile.
+	id uint64
 }
 
 func handshake(ctx context.Context, raw net.Conn, cfg *Config, role byte, reason proto.Reason) (*Link, error) {
-	h := &hs{cfg: cfg, raw: raw, conn: raw, role: role, dec: proto.NewDecoder(maxHandshakePayload)}
+	h := &hs{cfg: cfg, raw: raw, conn: raw, role: role, dec: proto.NewDecoder(maxHandshakePayload), id: cfg.clusterID()}
 	deadline := time.Now().Add(cfg.handshakeTimeout())
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -131,20 +162,20 @@ func (h *hs) run(reason proto.Reason) (PeerInfo, error) {
 		if err := h.sendHello(reason); err != nil {
 			return PeerInfo{}, err
 		}
-		hello, err := h.readHello()
+		hello, ext, err := h.readHello()
 		if err != nil {
 			return PeerInfo{}, err
 		}
 		if hello.Reason != reason {
 			return PeerInfo{}, h.reject(proto.Errorf(proto.CodeField, "peer answered with reason %s to our %s", hello.Reason, reason), hello)
 		}
-		return h.check(hello)
+		return h.check(hello, ext)
 	}
-	hello, err := h.readHello()
+	hello, ext, err := h.readHello()
 	if err != nil {
 		return PeerInfo{}, err
 	}
-	info, err := h.check(hello)
+	info, err := h.check(hello, ext)
 	if err != nil {
 		return info, err
 	}
@@ -215,53 +246,67 @@ func (h *hs) sendHello(reason proto.Reason) error {
 	return h.write(proto.OpHello, body)
 }
 
+// write sends a session frame with this node's session extensions.
 func (h *hs) write(op uint16, body []byte) error {
 	f := proto.SessionFrame(op, body)
+	f.Ext = proto.AppendSessionExt(nil, proto.SessionExt{ClusterID: h.id})
 	if _, err := h.conn.Write(proto.AppendFrame(nil, &f)); err != nil {
 		return ioError(proto.CodeSock, "write handshake", err)
 	}
 	return nil
 }
 
-// readHello reads the peer's first frame. Anything but a well-formed HELLO
-// ends the handshake; a REJECT becomes the peer's error.
-func (h *hs) readHello() (proto.Hello, error) {
+// readHello reads the peer's first frame and its session extensions.
+// Anything but a well-formed HELLO ends the handshake; a REJECT becomes
+// the peer's error.
+func (h *hs) readHello() (proto.Hello, proto.SessionExt, error) {
+	var none proto.SessionExt
 	f, err := h.readFrame()
 	if err != nil {
-		return proto.Hello{}, h.reject(err, proto.Hello{})
+		return proto.Hello{}, none, h.reject(err, proto.Hello{})
 	}
 	if err := proto.CheckSession(&f.Header); err != nil {
-		return proto.Hello{}, h.reject(fmt.Errorf("first frame is not a HELLO: %w", err), proto.Hello{})
+		return proto.Hello{}, none, h.reject(fmt.Errorf("first frame is not a HELLO: %w", err), proto.Hello{})
+	}
+	ext, err := proto.ParseSessionExt(f.Ext)
+	if err != nil {
+		if f.Opcode == proto.OpReject {
+			return proto.Hello{}, none, err
+		}
+		return proto.Hello{}, none, h.reject(err, proto.Hello{})
 	}
 	switch f.Opcode {
 	case proto.OpReject:
 		rj, err := proto.ParseReject(f.Body)
 		if err != nil {
-			return proto.Hello{}, err
+			return proto.Hello{}, none, err
 		}
-		e := rj.Err()
-		h.cfg.logger().Error("peer refused the link", "peer", h.raw.RemoteAddr().String(), "code", rj.Code.String(), "reason", rj.Text, "peer_versions", rj.Local.String(), "our_versions", rj.Remote.String())
-		return proto.Hello{}, e
+		h.cfg.logger().Error("peer refused the link", "peer", h.raw.RemoteAddr().String(), "code", rj.Code.String(), "reason", rj.Text,
+			"peer_versions", rj.Local.String(), "our_versions", rj.Remote.String(), "cluster_id", hexID(h.id), "peer_cluster_id", hexID(ext.ClusterID))
+		if rj.Code == proto.CodeClusterID {
+			return proto.Hello{}, none, &ClusterIDError{Local: h.id, Peer: ext.ClusterID, Err: rj.Err()}
+		}
+		return proto.Hello{}, none, rj.Err()
 	case proto.OpHello:
 		hello, authOff, err := proto.ParseHello(f.Body)
 		if err != nil {
-			return hello, h.reject(err, hello)
+			return hello, none, h.reject(err, hello)
 		}
 		if h.export != nil {
 			if len(hello.Auth) == 0 {
-				return hello, h.reject(proto.Errorf(proto.CodeNoRemoteKey, "peer %q sent no proof of the cluster key", hello.NodeName), hello)
+				return hello, none, h.reject(proto.Errorf(proto.CodeNoRemoteKey, "peer %q sent no proof of the cluster key", hello.NodeName), hello)
 			}
 			peerRole := byte(roleServer)
 			if h.role == roleServer {
 				peerRole = roleClient
 			}
 			if !hmac.Equal(hello.Auth, h.mac(peerRole, f.Body[:authOff])) {
-				return hello, h.reject(proto.Errorf(proto.CodeKeyExchange, "peer %q does not hold this cluster's key", hello.NodeName), hello)
+				return hello, none, h.reject(proto.Errorf(proto.CodeKeyExchange, "peer %q does not hold this cluster's key", hello.NodeName), hello)
 			}
 		}
-		return hello, nil
+		return hello, ext, nil
 	}
-	return proto.Hello{}, h.reject(proto.Errorf(proto.CodeState, "expected HELLO, got session opcode %#04x", f.Opcode), proto.Hello{})
+	return proto.Hello{}, none, h.reject(proto.Errorf(proto.CodeState, "expected HELLO, got session opcode %#04x", f.Opcode), proto.Hello{})
 }
 
 func (h *hs) readFrame() (proto.Frame, error) {
@@ -284,14 +329,22 @@ func (h *hs) readFrame() (proto.Frame, error) {
 	}
 }
 
-// check validates the peer's hello against this end: cluster and version.
-func (h *hs) check(hello proto.Hello) (PeerInfo, error) {
-	info := PeerInfo{NodeID: hello.NodeID, Name: hello.NodeName, Reason: hello.Reason, Proto: hello.Reason.Proto(), Features: hello.Features, Ranges: hello.Ranges}
+// check validates the peer's hello against this end: cluster name,
+// cluster id and version.
+func (h *hs) check(hello proto.Hello, ext proto.SessionExt) (PeerInfo, error) {
+	info := PeerInfo{NodeID: hello.NodeID, Name: hello.NodeName, Reason: hello.Reason, Proto: hello.Reason.Proto(), Features: hello.Features, Ranges: hello.Ranges,
+		ClusterID: ext.ClusterID}
 	// On local sockets a tool may leave the cluster name empty: it reached
 	// the agent through its data directory and need not know the name.
 	local := h.cfg.Key == nil && (hello.Cluster == "" || h.cfg.Cluster == "")
 	if hello.Cluster != h.cfg.Cluster && !local {
 		return info, h.reject(proto.Errorf(proto.CodeCluster, "peer %q is in cluster %q, this node in %q", hello.NodeName, hello.Cluster, h.cfg.Cluster), hello)
+	}
+	// An id of 0 on either side is "not known yet": a joining node learns
+	// the cluster's id from the link (info.ClusterID) and then the log.
+	if h.id != 0 && ext.ClusterID != 0 && h.id != ext.ClusterID {
+		return info, h.reject(&ClusterIDError{Local: h.id, Peer: ext.ClusterID, Err: proto.Errorf(proto.CodeClusterID,
+			"peer %q is of cluster %s, this node of cluster %s", hello.NodeName, hexID(ext.ClusterID), hexID(h.id))}, hello)
 	}
 	if h.cfg.Key != nil && hello.NodeID == h.cfg.NodeID {
 		return info, h.reject(proto.Errorf(proto.CodeNoPeer, "peer %q claims this node's id %d", hello.NodeName, hello.NodeID), hello)
@@ -315,8 +368,13 @@ func (h *hs) reject(err error, hello proto.Hello) error {
 	if code == proto.CodeSock || code == proto.CodeEOF || code == proto.CodeTimeout {
 		return err // nobody to tell
 	}
-	h.cfg.logger().Error("refusing link", "peer", h.raw.RemoteAddr().String(), "peer_name", hello.NodeName, "peer_id", hello.NodeID,
-		"err", err.Error(), "our_versions", h.cfg.ranges().String(), "peer_versions", hello.Ranges.String())
+	attrs := []any{"peer", h.raw.RemoteAddr().String(), "peer_name", hello.NodeName, "peer_id", hello.NodeID,
+		"err", err.Error(), "our_versions", h.cfg.ranges().String(), "peer_versions", hello.Ranges.String()}
+	var ce *ClusterIDError
+	if errors.As(err, &ce) {
+		attrs = append(attrs, "cluster_id", hexID(ce.Local), "peer_cluster_id", hexID(ce.Peer))
+	}
+	h.cfg.logger().Error("refusing link", attrs...)
 	rj := proto.Reject{Code: code, Local: h.cfg.ranges(), Remote: hello.Ranges, Text: err.Error()}
 	h.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	h.write(proto.OpReject, proto.AppendReject(nil, &rj))

@@ -86,6 +86,7 @@ var sentinels = map[proto.Code]error{
 	proto.CodeShutdown:    proto.ErrShutdown,
 	proto.CodeDup:         proto.ErrDup,
 	proto.CodeBehind:      proto.ErrBehind,
+	proto.CodeClusterID:   proto.ErrClusterID,
 }
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.
