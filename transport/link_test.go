@@ -297,7 +297,7 @@ func collect(l *Link) (*[]string, *sync.Mutex) {
 
 func TestBadFramesEndOnlyThatLink(t *testing.T) {
 	good := func() proto.Frame {
-		return proto.Frame{Header: proto.Header{Proto: proto.ProtoPeer, Version: 1, Opcode: peer.OpPing, Hops: 1}, Body: proto.AppendPing(nil, proto.Ping{Sent: 1})}
+		return proto.Frame{Header: proto.Header{Proto: proto.ProtoPeer, Version: peer.MaxVersion, Opcode: peer.OpPing, Hops: 1}, Body: proto.AppendPing(nil, proto.Ping{Sent: 1})}
 	}
 	enc := func(f proto.Frame) []byte { return proto.AppendFrame(nil, &f) }
 	for _, tc := range []struct {

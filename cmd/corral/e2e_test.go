@@ -302,13 +302,13 @@ func TestGracefulStopSaysGoodbye(t *testing.T) {
 
 func TestWrongVersionRefused(t *testing.T) {
 	nodes := cluster(t, 2)
-	nodes[1].args = append(nodes[1].args, "--peer-versions", "2..3")
+	nodes[1].args = append(nodes[1].args, "--peer-versions", "3..4")
 	for _, nd := range nodes {
 		nd.start()
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for _, nd := range nodes {
-		for !strings.Contains(nd.log.String(), "peer 1..1") || !strings.Contains(nd.log.String(), "peer 2..3") {
+		for !strings.Contains(nd.log.String(), "peer 2..2") || !strings.Contains(nd.log.String(), "peer 3..4") {
 			if time.Now().After(deadline) {
 				t.Fatalf("n%d log does not name both version ranges:\n%s", nd.id, nd.log.String())
 			}

@@ -12,9 +12,11 @@ import (
 
 // Specification constants: peer protocol versions. Two agents use the
 // highest version both speak; with none in common the link is refused.
+// Version 1 is retired: it cannot carry a raft message larger than one
+// frame, so a v1 agent could never receive a large snapshot.
 const (
-	MinVersion uint8 = 1
-	MaxVersion uint8 = 1
+	MinVersion uint8 = 2
+	MaxVersion uint8 = 2
 )
 
 // Specification constants: opcodes. Ranges marked reserved belong to later
@@ -24,7 +26,8 @@ const (
 	OpPong uint16 = 0x0002 // body: the PING's proto.Ping, echoed
 
 	// 0x0100–0x01FF: cluster log
-	OpRaft uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
+	OpRaft      uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
+	OpRaftChunk uint16 = 0x0101 // body: SnapChunk, one piece of a marshalled raft message (v2)
 
 	// 0x0200–0x02FF reserved: mesh routing, spans, transactions, LINKFAIL
 
@@ -47,6 +50,7 @@ var Ops = &proto.OpSet{
 		OpPing:      {Name: "PING", Since: 1},
 		OpPong:      {Name: "PONG", Since: 1},
 		OpRaft:      {Name: "RAFT", Since: 1},
+		OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
 		OpJoin:      {Name: "JOIN", Since: 1},
 		OpLeave:     {Name: "LEAVE", Since: 1},
 		OpNotMember: {Name: "NOTMEMBER", Since: 1},
@@ -123,4 +127,64 @@ func ParseNotMember(b []byte) (NotMember, error) {
 	r := proto.NewReader(b, "NOTMEMBER")
 	n := NotMember{Instance: r.U64("instance")}
 	return n, r.Err()
+}
+
+// Specification constants: RAFTCHUNK limits.
+const (
+	// MaxChunkSize is the most data one RAFTCHUNK carries.
+	MaxChunkSize = 1 << 20
+	// DefaultMaxMessage is the receiver's default cap on a chunked
+	// message's total length; a receiver may configure another.
+	DefaultMaxMessage uint64 = 4 << 30
+	// SnapChunkHeaderSize is the size of a RAFTCHUNK body without data.
+	SnapChunkHeaderSize = 32
+)
+
+// SnapChunk is one piece of a marshalled raft message (in practice a
+// MsgSnap) too large for one frame. The pieces of one message share
+// SnapID, are numbered from 0 and cover [0, Total) in order, without gaps
+// or overlaps; reassembly is the receiver's (package cluster).
+type SnapChunk struct {
+	SnapID uint64 // chosen by the sender, fresh for every message it chunks
+	Index  uint32 // 0 for the first chunk, then one more for each
+	Total  uint64 // length of the whole marshalled message, > 0
+	Offset uint64 // where Data starts in the message
+	Data   []byte // 1..MaxChunkSize bytes; Offset+len(Data) <= Total
+}
+
+// AppendSnapChunk appends the body of c.
+func AppendSnapChunk(dst []byte, c *SnapChunk) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, c.SnapID)
+	dst = le.AppendUint32(dst, c.Index)
+	dst = le.AppendUint32(dst, uint32(len(c.Data)))
+	dst = le.AppendUint64(dst, c.Total)
+	dst = le.AppendUint64(dst, c.Offset)
+	return append(dst, c.Data...)
+}
+
+// ParseSnapChunk decodes a RAFTCHUNK body. Data aliases b. It checks the
+// chunk on its own: the data length against MaxChunkSize (CodeTooLarge)
+// before the data is read, and that the chunk lies inside Total. Whether
+// it fits the message being reassembled, and Total against the
+// receiver's cap, is for the reassembler.
+func ParseSnapChunk(b []byte) (SnapChunk, error) {
+	r := proto.NewReader(b, "RAFTCHUNK")
+	var c SnapChunk
+	c.SnapID = r.U64("snapshot id")
+	c.Index = r.U32("chunk index")
+	n := r.U32("data length")
+	c.Total = r.U64("total length")
+	c.Offset = r.U64("offset")
+	// Fail keeps an earlier truncation error; Bytes reads nothing after one.
+	switch {
+	case n > MaxChunkSize:
+		r.Fail(proto.CodeTooLarge, "chunk of %d bytes, limit %d", n, MaxChunkSize)
+	case n == 0:
+		r.Fail(proto.CodeField, "chunk without data")
+	case c.Offset > c.Total || uint64(n) > c.Total-c.Offset:
+		r.Fail(proto.CodeField, "%d bytes at offset %d run past the total length %d", n, c.Offset, c.Total)
+	}
+	c.Data = r.Bytes(int(n), "data")
+	return c, r.Err()
 }

@@ -2,6 +2,7 @@ package peer_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -18,7 +19,7 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0101), vectors()...))
+	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0102), vectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -29,7 +30,7 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", peer.Ops.Proto, peer.Ops.Min, peer.Ops.Max)
 	}
 	for op := range peer.Ops.Ops {
-		defined := op == peer.OpRaft || op >= peer.OpJoin && op <= peer.OpNotMember
+		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op >= peer.OpJoin && op <= peer.OpNotMember
 		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
@@ -44,7 +45,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 	local := proto.Ranges{peer.Ops.Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
-	wiretest.Expect(t, err, proto.CodeVersion, "we speak 1..1, peer speaks 2..3")
+	wiretest.Expect(t, err, proto.CodeVersion, "we speak 2..2, peer speaks 3..4")
 
 	rj := proto.Reject{Code: proto.CodeVersion, Local: local, Remote: newer, Text: err.(*proto.Error).Detail}
 	f := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &rj))
@@ -56,7 +57,17 @@ func TestJoinVersionMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 1..1; we offered peer 2..3)")
+	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 2..2; we offered peer 3..4)")
+}
+
+// TestVersionOneRefused: an agent that speaks only peer version 1, which
+// cannot carry RAFTCHUNK, is refused with both ranges named.
+func TestVersionOneRefused(t *testing.T) {
+	v1 := proto.Ranges{{Proto: proto.ProtoPeer, Min: 1, Max: 1}}
+	_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops.Range()}, v1)
+	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 2..2, peer speaks 1..1")
+	_, err = proto.Negotiate(proto.ProtoPeer, v1, proto.Ranges{peer.Ops.Range()})
+	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 1..1, peer speaks 2..2")
 }
 
 // FuzzReceivePeer runs a peer link's receive path over one frame: frame
@@ -65,8 +76,10 @@ func FuzzReceivePeer(f *testing.F) {
 	ping, pong := wiretest.PingFrames(peer.Ops, peer.MaxVersion, peer.OpPing, peer.OpPong)
 	f.Add(wiretest.Frame(ping)) // a PING
 	f.Add(wiretest.Frame(pong)) // its PONG
-	ping.Opcode = 0x0101
+	ping.Opcode = 0x0102
 	f.Add(wiretest.Frame(ping)) // an opcode of the reserved raft range
+	ping.Opcode = peer.OpRaftChunk
+	f.Add(wiretest.Frame(ping)) // a RAFTCHUNK whose body is a PING's
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -102,6 +115,9 @@ func receive(b []byte) (proto.Frame, any, error) {
 	}
 	reply := f.Flags&proto.FlagReply != 0
 	switch {
+	case f.Opcode == peer.OpRaftChunk:
+		c, err := peer.ParseSnapChunk(f.Body)
+		return f, c, err
 	case f.Opcode == peer.OpRaft:
 		var m raftpb.Message
 		if err := gproto.Unmarshal(f.Body, &m); err != nil {
@@ -144,6 +160,35 @@ func expect(want proto.Frame, msg any) func([]byte) error {
 
 func receiveErr(b []byte) error { _, _, err := receive(b); return err }
 
+// FuzzParseSnapChunk: never panics, returns *proto.Error, keeps its
+// limits, and what it accepts re-encodes to the same bytes.
+func FuzzParseSnapChunk(f *testing.F) {
+	c := peer.SnapChunk{SnapID: 0x5eed0001, Index: 2, Total: 40, Offset: 32, Data: []byte("8 bytes!")}
+	f.Add(peer.AppendSnapChunk(nil, &c)) // raft_chunk_last
+	c.Offset = 33
+	f.Add(peer.AppendSnapChunk(nil, &c)) // runs past the total
+	c.Offset, c.Total = ^uint64(0)-3, ^uint64(0)
+	f.Add(peer.AppendSnapChunk(nil, &c)) // offset near 2^64: overflow bait
+	b := peer.AppendSnapChunk(nil, &c)[:peer.SnapChunkHeaderSize]
+	binary.LittleEndian.PutUint32(b[12:], peer.MaxChunkSize+1)
+	f.Add(b)                // announces more than a chunk may carry
+	f.Add(make([]byte, 31)) // short of the fixed part
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := peer.ParseSnapChunk(b)
+		wiretest.Typed(t, err)
+		if err != nil {
+			return
+		}
+		n := uint64(len(c.Data))
+		if n == 0 || n > peer.MaxChunkSize || c.Offset > c.Total || n > c.Total-c.Offset {
+			t.Fatalf("accepted a chunk beyond its limits: id %#x index %d total %d offset %d, %d bytes", c.SnapID, c.Index, c.Total, c.Offset, n)
+		}
+		if !bytes.Equal(peer.AppendSnapChunk(nil, &c), b) {
+			t.Fatal("re-encoded chunk differs")
+		}
+	})
+}
+
 func replyFields(b []byte) golden.Fields {
 	w := golden.NewWalker(b)
 	w.U8("result: 0 ok, 1 not leader, 2 refused")
@@ -151,6 +196,19 @@ func replyFields(b []byte) golden.Fields {
 	w.U64("leader node id")
 	w.U64("view instance")
 	w.String16("text")
+	return w.Fields
+}
+
+func chunkFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.U64("snapshot id")
+	w.U32("chunk index")
+	n := w.U32("data length")
+	w.U64("total length")
+	w.U64("offset")
+	if n > 0 && n <= peer.MaxChunkSize {
+		w.Fixed(int(n), "data")
+	}
 	return w.Fields
 }
 
@@ -194,7 +252,59 @@ func vectors() []wiretest.Vector {
 	badResultF := frame(peer.OpJoin, request|proto.FlagReply, badResult)
 	badRaftF := frame(peer.OpRaft, request, []byte{0xff, 0xff, 0xff})
 	badJoinF := frame(peer.OpJoin, request, []byte{1, 1, 0})
+
+	// A 40-byte raft message in three chunks of 16, 16 and 8 bytes.
+	msg := []byte("a marshalled raft MsgSnap, 40 bytes long")
+	chunk := func(i uint32, off, n int) peer.SnapChunk {
+		return peer.SnapChunk{SnapID: 0x5eed0001, Index: i, Total: uint64(len(msg)), Offset: uint64(off), Data: msg[off : off+n]}
+	}
+	chunkF := func(c peer.SnapChunk) proto.Frame {
+		return frame(peer.OpRaftChunk, request, peer.AppendSnapChunk(nil, &c))
+	}
+	first, last := chunk(0, 0, 16), chunk(2, 32, 8)
+	firstF, lastF := chunkF(first), chunkF(last)
+	withBody := func(c peer.SnapChunk, fn func([]byte) []byte) proto.Frame {
+		return frame(peer.OpRaftChunk, request, fn(peer.AppendSnapChunk(nil, &c)))
+	}
+	setLen := func(n uint32) func([]byte) []byte {
+		return func(b []byte) []byte { binary.LittleEndian.PutUint32(b[12:], n); return b }
+	}
+	oversizeF := withBody(first, func(b []byte) []byte { return setLen(peer.MaxChunkSize + 1)(b[:peer.SnapChunkHeaderSize]) })
+	emptyF := withBody(first, func(b []byte) []byte { return setLen(0)(b[:peer.SnapChunkHeaderSize]) })
+	overrun := last
+	overrun.Offset = 33
+	overrunF := chunkF(overrun)
+	truncF := withBody(first, func(b []byte) []byte { return b[:len(b)-1] })
+	trailF := withBody(first, func(b []byte) []byte { return append(b, 0) })
+	v1F := firstF
+	v1F.Version = 1
 	return []wiretest.Vector{
+		vec("raft_chunk_first", []string{
+			"RAFTCHUNK (peer v2): chunk 0 of a 40-byte marshalled raft message, snapshot",
+			"id 0x5eed0001, bytes 0..15.",
+		}, firstF, chunkFields, expect(firstF, first), 0, ""),
+		vec("raft_chunk_last", []string{
+			"RAFTCHUNK: chunk 2, the last, of the same message: bytes 32..39; offset plus",
+			"data length equals the total length.",
+		}, lastF, chunkFields, expect(lastF, last), 0, ""),
+		vec("err_chunk_oversize", []string{
+			"RAFTCHUNK announcing 1048577 bytes of data, one more than a chunk may carry;",
+			"refused from the length field, before the data is read.",
+		}, oversizeF, chunkFields, receiveErr, proto.CodeTooLarge, "chunk of 1048577 bytes, limit 1048576"),
+		vec("err_chunk_empty", []string{"RAFTCHUNK without data."},
+			emptyF, chunkFields, receiveErr, proto.CodeField, "chunk without data"),
+		vec("err_chunk_overrun", []string{
+			"RAFTCHUNK of 8 bytes at offset 33 of a 40-byte message: it runs past the total.",
+		}, overrunF, chunkFields, receiveErr, proto.CodeField, "8 bytes at offset 33 run past the total length 40"),
+		vec("err_chunk_truncated", []string{"raft_chunk_first without the last data byte."},
+			truncF, chunkFields, receiveErr, proto.CodeField, "truncated at data"),
+		vec("err_chunk_trailing", []string{"raft_chunk_first followed by one byte."},
+			trailF, chunkFields, receiveErr, proto.CodeField, "1 unexpected bytes"),
+		vec("err_chunk_v1", []string{
+			"raft_chunk_first sent as peer version 1, on a link that agreed on version 1:",
+			"RAFTCHUNK exists since version 2.",
+		}, v1F, chunkFields, func(b []byte) error { _, err := wiretest.Receive(peer.Ops, 1, b); return err },
+			proto.CodeOpcode, "peer protocol version 1 has no opcode 0x0101"),
 		vec("raft", []string{"RAFT: a raft heartbeat from node 1 to node 2, term 7, commit 42, as raftpb protobuf."},
 			raftF, nil, expect(raftF, rm), 0, ""),
 		vec("join_request", []string{"JOIN request: node 3 \"n3\", incarnation 0x5eed, at 127.0.0.3:7946 asks to join as a voter."},
