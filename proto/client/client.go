@@ -9,7 +9,8 @@
 // to event classes, optionally resuming after the last sequence number it
 // delivered, and the agent streams EVENTs to it; QUERY_MEMBERSHIP and
 // QUERY_CONNECTIVITY answer the seed's on-demand lists. The event data
-// types are those of package events, encoded field by field (events.go).
+// types are those of package types/event (which events re-exports),
+// encoded field by field (events.go).
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -29,8 +30,8 @@ const (
 	// is never assigned
 	OpSubscribe         uint16 = 0x0101 // request: Subscribe; reply: SubscribeReply; then EVENTs
 	OpEvent             uint16 = 0x0102 // agent → client, one-shot: Event
-	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (events.Membership)
-	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (events.Connectivity)
+	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (event.Membership)
+	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (event.Connectivity)
 
 	// 0x0200–0x02FF reserved: group messaging
 	// 0x0300–0x03FF reserved: data service
