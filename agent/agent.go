@@ -9,20 +9,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
-
-// Version is the agent's build version, set by the linker for releases.
-var Version = "0.1.0-dev"
 
 // Agent is one running corral daemon.
 type Agent struct {
@@ -169,7 +166,7 @@ func removeStaleSocket(path string) error {
 // loadNodeID reads the node id kept in the data directory, making one up
 // on first start.
 func loadNodeID(dir string) (uint64, error) {
-	path := filepath.Join(dir, "node-id")
+	path := datadir.NodeIDFile(dir)
 	b, err := os.ReadFile(path)
 	if err == nil {
 		id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/corralhq/corral/internal/buildinfo"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -86,7 +87,7 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	} else {
 		switch f.Opcode {
 		case admin.OpVersion:
-			reply.Body = admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: Version, Ranges: a.peerCfg.Ranges})
+			reply.Body = admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: buildinfo.Version, Ranges: a.peerCfg.Ranges})
 		case admin.OpMembers:
 			self := admin.Member{ID: a.cfg.ID, Name: a.cfg.Name, Addr: a.ln.Addr().String(), State: admin.StateSelf, Since: a.start.UnixNano()}
 			reply.Body = admin.AppendMembers(nil, a.nodes.members(self))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
 	"github.com/corralhq/corral/transport"
@@ -19,7 +20,7 @@ import (
 
 // SocketName is the name of the client socket in an agent's data
 // directory.
-const SocketName = "client.sock"
+const SocketName = datadir.ClientSocketName
 
 // Defaults for Options fields left zero.
 const (
@@ -211,7 +212,7 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 // is path, or path itself if it is not a directory.
 func SocketPath(path string) string {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return filepath.Join(path, SocketName)
+		return datadir.ClientSocket(path)
 	}
 	return path
 }

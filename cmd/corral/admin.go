@@ -11,7 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/corralhq/corral/agent"
+	"github.com/corralhq/corral/internal/buildinfo"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -24,7 +25,7 @@ func request(ctx context.Context, dataDir string, op uint16) ([]byte, error) {
 }
 
 func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([]byte, error) {
-	path := agent.AdminSocket(dataDir)
+	path := datadir.AdminSocket(dataDir)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -235,7 +236,7 @@ func versionCmd() *cobra.Command {
 				v := struct {
 					Version   string        `json:"version"`
 					Protocols map[string]rj `json:"protocols"`
-				}{Version: agent.Version, Protocols: map[string]rj{}}
+				}{Version: buildinfo.Version, Protocols: map[string]rj{}}
 				for _, r := range ranges {
 					v.Protocols[r.Proto.String()] = rj{r.Min, r.Max}
 				}
@@ -243,7 +244,7 @@ func versionCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(v)
 			}
-			fmt.Printf("corral %s\n", agent.Version)
+			fmt.Printf("corral %s\n", buildinfo.Version)
 			for _, r := range ranges {
 				fmt.Printf("  %-7s protocol versions %d..%d\n", r.Proto, r.Min, r.Max)
 			}
