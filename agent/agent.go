@@ -18,6 +18,7 @@ import (
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -87,12 +88,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.cluster = newCluster(a)
 	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
 	a.peerCfg = &transport.Config{
-		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges, Key: key,
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
 		SourceIP: bindHost(cfg.Bind), Logger: log.With("sub", "link"),
 	}
 	a.localCfg = &transport.Config{
-		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges,
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges,
 		Serve:            []proto.ProtoID{proto.ProtoAdmin, proto.ProtoClient},
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
 		Logger: log.With("sub", "local"),

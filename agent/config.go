@@ -13,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -133,7 +134,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) ranges() (proto.Ranges, error) {
-	rs := transport.DefaultRanges()
+	rs := protos.Ranges()
 	if c.PeerVersions == "" {
 		return rs, nil
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/corralhq/corral/events/eventstest"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -612,7 +613,7 @@ func rawLink(t *testing.T, a *testAgent, h transport.Handler) *transport.Link {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &transport.Config{NodeName: "raw", HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
+	cfg := &transport.Config{NodeName: "raw", Protocols: protos.All(), HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
 	l, err := transport.Connect(ctx, conn, cfg, proto.ReasonClient)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -32,7 +33,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 		return nil, fmt.Errorf("no agent at %s: %w", path, err)
 	}
 	// A local link with an empty cluster name matches the agent's.
-	cfg := &transport.Config{NodeName: "corral-cli", HandshakeTimeout: 5 * time.Second}
+	cfg := &transport.Config{NodeName: "corral-cli", Protocols: protos.All(), HandshakeTimeout: 5 * time.Second}
 	l, err := transport.Connect(ctx, conn, cfg, proto.ReasonAdmin)
 	if err != nil {
 		return nil, err
@@ -46,7 +47,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	id := l.NextMsgID()
 	l.Start(func(_ *transport.Link, f *proto.Frame) error {
 		if f.MsgID != id || f.Opcode != op || f.Flags&proto.FlagReply == 0 {
-			return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops.Name(f.Opcode))
+			return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops().Name(f.Opcode))
 		}
 		if f.Flags&proto.FlagAbort != 0 {
 			st, err := proto.ParseStatus(f.Body, "admin error")
@@ -227,7 +228,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print the binary version and the protocol versions it speaks",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			ranges := transport.DefaultRanges()
+			ranges := protos.Ranges()
 			if asJSON {
 				type rj struct {
 					Min uint8 `json:"min"`

@@ -23,8 +23,8 @@ const (
 
 // Specification constants: opcodes.
 const (
-	OpPing uint16 = 0x0001 // body: proto.Ping; answered by PONG
-	OpPong uint16 = 0x0002 // body: the PING's proto.Ping, echoed
+	OpPing = proto.OpPing // body: proto.Ping; answered by PONG
+	OpPong = proto.OpPong // body: the PING's proto.Ping, echoed
 
 	// 0x0100–0x01FF: cluster events (OCF event API, seed 002); 0x0100
 	// is never assigned
@@ -38,18 +38,17 @@ const (
 	// 0x0400–0x04FF reserved: shared addresses
 )
 
-// Ops is the client protocol's opcode table.
-var Ops = &proto.OpSet{
-	Proto: proto.ProtoClient,
-	Min:   MinVersion,
-	Max:   MaxVersion,
-	Ops: map[uint16]proto.Op{
-		OpPing: {Name: "PING", Since: 1},
-		OpPong: {Name: "PONG", Since: 1},
+// ops is the client protocol's opcode table. It is unexported so no
+// other package can change what every link checks frames against.
+var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]proto.Op{
+	OpPing: {Name: "PING", Since: 1},
+	OpPong: {Name: "PONG", Since: 1},
 
-		OpSubscribe:         {Name: "SUBSCRIBE", Since: 1},
-		OpEvent:             {Name: "EVENT", Since: 1},
-		OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
-		OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
-	},
-}
+	OpSubscribe:         {Name: "SUBSCRIBE", Since: 1},
+	OpEvent:             {Name: "EVENT", Since: 1},
+	OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
+	OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
+})
+
+// Ops returns the client protocol's opcode table.
+func Ops() *proto.OpSet { return ops }

@@ -215,7 +215,7 @@ func reply(op uint16, body []byte) proto.Frame {
 // receive is the receive path of both ends of a client link: frame and
 // opcode checks, then the body the opcode and flags call for.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(client.Ops, client.MaxVersion, b)
+	f, err := wiretest.Receive(client.Ops(), client.MaxVersion, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -245,7 +245,7 @@ func receive(b []byte) (proto.Frame, any, error) {
 		return f, c, err
 	}
 	// The QUERY requests have an empty body.
-	return f, nil, proto.NewReader(f.Body, client.Ops.Name(f.Opcode)+" request").Err()
+	return f, nil, proto.NewReader(f.Body, client.Ops().Name(f.Opcode)+" request").Err()
 }
 
 func expect(want proto.Frame, msg any) func([]byte) error {

@@ -18,30 +18,30 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0101), vectors()...))
+	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops(), peer.OpPing, peer.OpPong, 0x0101), vectors()...))
 }
 
 func TestOps(t *testing.T) {
-	if err := wiretest.CheckOps(peer.Ops); err != nil {
+	if err := wiretest.CheckOps(peer.Ops()); err != nil {
 		t.Fatal(err)
 	}
-	if peer.Ops.Proto != proto.ProtoPeer || peer.Ops.Min != peer.MinVersion || peer.Ops.Max != peer.MaxVersion {
-		t.Fatalf("Ops declares %s %d..%d", peer.Ops.Proto, peer.Ops.Min, peer.Ops.Max)
+	if peer.Ops().Proto() != proto.ProtoPeer || peer.Ops().Range().Min != peer.MinVersion || peer.Ops().Range().Max != peer.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", peer.Ops().Proto(), peer.Ops().Range().Min, peer.Ops().Range().Max)
 	}
-	for op := range peer.Ops.Ops {
+	for _, op := range peer.Ops().Opcodes() {
 		defined := op == peer.OpRaft || op >= peer.OpJoin && op <= peer.OpNotMember
 		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
 	}
-	wiretest.CheckOpTable(t, peer.Ops, "Opcode table of the peer protocol (proto/peer/SPEC.md).")
+	wiretest.CheckOpTable(t, peer.Ops(), "Opcode table of the peer protocol (proto/peer/SPEC.md).")
 }
 
 // TestJoinVersionMismatch plays a join between agents without a common
 // peer version: the accepting side answers REJECT naming both ranges,
 // and the joining side's error says both versions too.
 func TestJoinVersionMismatch(t *testing.T) {
-	local := proto.Ranges{peer.Ops.Range()}
+	local := proto.Ranges{peer.Ops().Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
 	wiretest.Expect(t, err, proto.CodeVersion, "we speak 1..1, peer speaks 2..3")
@@ -62,7 +62,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 // FuzzReceivePeer runs a peer link's receive path over one frame: frame
 // checks, the opcode table at the highest version and the PING/PONG body.
 func FuzzReceivePeer(f *testing.F) {
-	ping, pong := wiretest.PingFrames(peer.Ops, peer.MaxVersion, peer.OpPing, peer.OpPong)
+	ping, pong := wiretest.PingFrames(peer.Ops(), peer.MaxVersion, peer.OpPing, peer.OpPong)
 	f.Add(wiretest.Frame(ping)) // a PING
 	f.Add(wiretest.Frame(pong)) // its PONG
 	ping.Opcode = 0x0101
@@ -70,12 +70,12 @@ func FuzzReceivePeer(f *testing.F) {
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := wiretest.Receive(peer.Ops, peer.MaxVersion, b)
+		fr, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 		wiretest.Typed(t, err)
 		if err != nil {
 			return
 		}
-		if _, ok := peer.Ops.Ops[fr.Opcode]; !ok {
+		if _, ok := peer.Ops().Lookup(fr.Opcode); !ok {
 			t.Fatalf("opcode %#04x passed the table", fr.Opcode)
 		}
 		if p, err := proto.ParsePing(fr.Body); err == nil && !bytes.Equal(proto.AppendPing(nil, p), fr.Body) {
@@ -96,7 +96,7 @@ const request = proto.FlagCreate | proto.FlagDelete
 
 // receive is an agent's receive path for the membership and log messages.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(peer.Ops, peer.MaxVersion, b)
+	f, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 	if err != nil {
 		return f, nil, err
 	}
