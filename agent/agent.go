@@ -16,6 +16,7 @@ import (
 
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/internal/datadir"
+	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/proto/protos"
@@ -74,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		}
 	}
 	ranges, _ := cfg.ranges()
-	log = log.With("node", cfg.Name, "node_id", cfg.ID)
+	log = log.With(logkey.Node, cfg.Name, logkey.NodeID, cfg.ID)
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,
@@ -83,20 +84,20 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		stopReq: make(chan struct{}),
 		nodes:   newNodes(cfg.ID, cfg.Peers, log),
 	}
-	a.hub = newEventHub(log.With("sub", "events"))
+	a.hub = newEventHub(logkey.WithSubsystem(log, "events"))
 	a.hub.SetProviders(a.membershipNow, a.connectivityNow)
 	a.cluster = newCluster(a)
 	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
 	a.peerCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
-		SourceIP: bindHost(cfg.Bind), Logger: log.With("sub", "link"),
+		SourceIP: bindHost(cfg.Bind), Logger: logkey.WithSubsystem(log, "link"),
 	}
 	a.localCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges,
 		Serve:            []proto.ProtoID{proto.ProtoAdmin, proto.ProtoClient},
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
-		Logger: log.With("sub", "local"),
+		Logger: logkey.WithSubsystem(log, "local"),
 	}
 	if a.ln, err = net.Listen("tcp", cfg.Bind); err != nil {
 		return nil, fmt.Errorf("agent: listen for peers: %w", err)
