@@ -51,7 +51,7 @@ type Agent struct {
 	pubMu   sync.Mutex // guards lastSeq
 	lastSeq uint64     // highest cluster-wide event published
 
-	mu    sync.Mutex // guards local and dialing
+	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 }
 
@@ -129,40 +129,6 @@ func (a *Agent) ID() uint64 { return a.cfg.ID }
 func bindHost(bind string) string {
 	host, _, _ := net.SplitHostPort(bind)
 	return host
-}
-
-// listenUnix listens on a unix socket at path with the given mode. The
-// data directory is 0700, so nobody can reach the socket in the moment
-// between its creation and the chmod.
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if err := removeStaleSocket(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("agent: listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("agent: chmod %s: %w", path, err)
-	}
-	return ln, nil
-}
-
-// removeStaleSocket removes a socket left by an agent that died, and
-// refuses to start when another agent still answers on it.
-func removeStaleSocket(path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("agent: %s is in use: is another agent running on this data dir?", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("agent: remove stale socket: %w", err)
-	}
-	return nil
 }
 
 // loadNodeID reads the node id kept in the data directory, making one up
