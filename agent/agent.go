@@ -51,7 +51,7 @@ type Agent struct {
 	pubMu   sync.Mutex // guards lastSeq
 	lastSeq uint64     // highest cluster-wide event published
 
-	mu    sync.Mutex // guards local
+	mu    sync.Mutex // guards local and dialCtx
 	local map[*transport.Link]bool
 }
 

@@ -27,9 +27,10 @@ import (
 
 // These tests run a real Agent in the test process, publish into its event
 // hub and receive through client.Client and the events API, or through raw
-// client-protocol links. The agent's own cluster side publishes too (a
-// NEWVIEW when it founds its one-node cluster, interface events): the tests
-// publish group events, far above its sequence numbers, and look at those.
+// client-protocol links. The agents are not bootstrapped, so they never
+// apply a view; their own side still publishes local events (interface
+// events): the tests publish group events, far above any sequence number
+// of the agent's, and look at those.
 
 const (
 	waitFor = 20 * time.Second // deadline of every wait on a condition
