@@ -9,20 +9,19 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/internal/datadir"
+	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
-
-// Version is the agent's build version, set by the linker for releases.
-var Version = "0.1.0-dev"
 
 // Agent is one running corral daemon.
 type Agent struct {
@@ -52,7 +51,7 @@ type Agent struct {
 	pubMu   sync.Mutex // guards lastSeq
 	lastSeq uint64     // highest cluster-wide event published
 
-	mu    sync.Mutex // guards local and dialing
+	mu    sync.Mutex // guards local and dialCtx
 	local map[*transport.Link]bool
 }
 
@@ -76,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		}
 	}
 	ranges, _ := cfg.ranges()
-	log = log.With("node", cfg.Name, "node_id", cfg.ID)
+	log = log.With(logkey.Node, cfg.Name, logkey.NodeID, cfg.ID)
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,
@@ -85,20 +84,20 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		stopReq: make(chan struct{}),
 		nodes:   newNodes(cfg.ID, cfg.Peers, log),
 	}
-	a.hub = newEventHub(log.With("sub", "events"))
+	a.hub = newEventHub(logkey.WithSubsystem(log, "events"))
 	a.hub.SetProviders(a.membershipNow, a.connectivityNow)
 	a.cluster = newCluster(a)
 	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
 	a.peerCfg = &transport.Config{
-		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges, Key: key,
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
-		SourceIP: bindHost(cfg.Bind), Logger: log.With("sub", "link"),
+		SourceIP: bindHost(cfg.Bind), Logger: logkey.WithSubsystem(log, "link"),
 	}
 	a.localCfg = &transport.Config{
-		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Ranges: ranges,
+		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges,
 		Serve:            []proto.ProtoID{proto.ProtoAdmin, proto.ProtoClient},
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
-		Logger: log.With("sub", "local"),
+		Logger: logkey.WithSubsystem(log, "local"),
 	}
 	if a.ln, err = net.Listen("tcp", cfg.Bind); err != nil {
 		return nil, fmt.Errorf("agent: listen for peers: %w", err)
@@ -132,44 +131,10 @@ func bindHost(bind string) string {
 	return host
 }
 
-// listenUnix listens on a unix socket at path with the given mode. The
-// data directory is 0700, so nobody can reach the socket in the moment
-// between its creation and the chmod.
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if err := removeStaleSocket(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("agent: listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("agent: chmod %s: %w", path, err)
-	}
-	return ln, nil
-}
-
-// removeStaleSocket removes a socket left by an agent that died, and
-// refuses to start when another agent still answers on it.
-func removeStaleSocket(path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("agent: %s is in use: is another agent running on this data dir?", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("agent: remove stale socket: %w", err)
-	}
-	return nil
-}
-
 // loadNodeID reads the node id kept in the data directory, making one up
 // on first start.
 func loadNodeID(dir string) (uint64, error) {
-	path := filepath.Join(dir, "node-id")
+	path := datadir.NodeIDFile(dir)
 	b, err := os.ReadFile(path)
 	if err == nil {
 		id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)

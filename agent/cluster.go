@@ -16,6 +16,7 @@ import (
 
 	"github.com/corralhq/corral/clusterlog"
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/membership"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
@@ -73,7 +74,7 @@ const notMemberEvery = time.Second
 func (a *Agent) logPath() string { return filepath.Join(a.cfg.DataDir, "log.db") }
 
 func newCluster(a *Agent) *cluster {
-	return &cluster{a: a, log: a.log.With("sub", "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]notice), routes: make(map[uint64]uint64), joinSeen: make(map[uint64]time.Time), left: make(chan struct{})}
+	return &cluster{a: a, log: logkey.WithSubsystem(a.log, "cluster"), kick: make(chan struct{}, 1), told: make(map[uint64]notice), routes: make(map[uint64]uint64), joinSeen: make(map[uint64]time.Time), left: make(chan struct{})}
 }
 
 // start opens the log and starts the raft node. A node with an empty log
@@ -122,7 +123,7 @@ func (c *cluster) start(found bool) error {
 		Storage:        st,
 		Applier:        c,
 		Sender:         c,
-		Logger:         c.log.With("sub", "raft"),
+		Logger:         logkey.WithSubsystem(c.log, "raft"),
 		Peers:          peers,
 		TickInterval:   c.a.cfg.Tick,
 		ElectionTicks:  c.a.cfg.ElectionTicks,

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -124,7 +125,7 @@ func (c *Config) Validate() error {
 		return bad("max-voters must be at least 1")
 	}
 	if c.ClusterKeyFile == "" {
-		c.ClusterKeyFile = filepath.Join(c.DataDir, "cluster.key")
+		c.ClusterKeyFile = datadir.ClusterKeyFile(c.DataDir)
 	}
 	if _, err := c.ranges(); err != nil {
 		return err
@@ -133,7 +134,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) ranges() (proto.Ranges, error) {
-	rs := transport.DefaultRanges()
+	rs := protos.Ranges()
 	if c.PeerVersions == "" {
 		return rs, nil
 	}
@@ -151,6 +152,7 @@ func (c *Config) ranges() (proto.Ranges, error) {
 	return rs, nil
 }
 
-// AdminSocket and ClientSocket are the paths of the local sockets.
-func AdminSocket(dataDir string) string  { return filepath.Join(dataDir, "admin.sock") }
-func ClientSocket(dataDir string) string { return filepath.Join(dataDir, "client.sock") }
+// AdminSocket and ClientSocket are the paths of the local sockets
+// (internal/datadir keeps the layout).
+func AdminSocket(dataDir string) string  { return datadir.AdminSocket(dataDir) }
+func ClientSocket(dataDir string) string { return datadir.ClientSocket(dataDir) }

@@ -241,7 +241,7 @@ func signal(c chan struct{}) {
 // the link's reader goroutine; an error it returns ends that link only,
 // with a GOODBYE that carries the error.
 func (h *eventHub) handle(l *transport.Link, f *proto.Frame) error {
-	name := client.Ops.Name(f.Opcode)
+	name := client.Ops().Name(f.Opcode)
 	switch {
 	case f.Opcode == client.OpEvent:
 		return proto.Errorf(proto.CodeState, "a client sent EVENT; events flow from the agent to clients")
@@ -394,11 +394,11 @@ func (h *eventHub) query(l *transport.Link, op uint16, msgID uint64) {
 		c.Interface, c.Nodes = events.Interface{}, nil // the reply has no subject
 		body, err = client.AppendConnectivity(nil, &c)
 	default:
-		h.fail(l, op, msgID, proto.CodeState, "the agent cannot answer "+client.Ops.Name(op)+" yet")
+		h.fail(l, op, msgID, proto.CodeState, "the agent cannot answer "+client.Ops().Name(op)+" yet")
 		return
 	}
 	if err != nil {
-		h.log.Error("cannot answer a client query", "query", client.Ops.Name(op), "err", err.Error())
+		h.log.Error("cannot answer a client query", "query", client.Ops().Name(op), "err", err.Error())
 		h.fail(l, op, msgID, proto.CodeTooLarge, err.Error())
 		return
 	}

@@ -21,14 +21,16 @@ import (
 	"github.com/corralhq/corral/events/eventstest"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
 // These tests run a real Agent in the test process, publish into its event
 // hub and receive through client.Client and the events API, or through raw
-// client-protocol links. The agent's own cluster side publishes too (a
-// NEWVIEW when it founds its one-node cluster, interface events): the tests
-// publish group events, far above its sequence numbers, and look at those.
+// client-protocol links. The agents are not bootstrapped, so they never
+// apply a view; their own side still publishes local events (interface
+// events): the tests publish group events, far above any sequence number
+// of the agent's, and look at those.
 
 const (
 	waitFor = 20 * time.Second // deadline of every wait on a condition
@@ -612,7 +614,7 @@ func rawLink(t *testing.T, a *testAgent, h transport.Handler) *transport.Link {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &transport.Config{NodeName: "raw", HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
+	cfg := &transport.Config{NodeName: "raw", Protocols: protos.All(), HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
 	l, err := transport.Connect(ctx, conn, cfg, proto.ReasonClient)
 	if err != nil {
 		t.Fatal(err)

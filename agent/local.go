@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/corralhq/corral/internal/buildinfo"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -66,7 +67,7 @@ func (a *Agent) handleClient(l *transport.Link, f *proto.Frame) error {
 // handleAdmin answers admin requests.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
-		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops.Name(f.Opcode))
+		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
 	}
 	reply := proto.Frame{Header: proto.Header{Opcode: f.Opcode, MsgID: f.MsgID, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete}}
 	if f.Opcode == admin.OpJoin {
@@ -80,13 +81,13 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 			reply.Body = proto.AppendStatus(nil, &st)
 		}
 	} else if len(f.Body) != 0 {
-		st := proto.Status{Code: proto.CodeField, Text: admin.Ops.Name(f.Opcode) + " request takes no body"}
+		st := proto.Status{Code: proto.CodeField, Text: admin.Ops().Name(f.Opcode) + " request takes no body"}
 		reply.Flags |= proto.FlagAbort
 		reply.Body = proto.AppendStatus(nil, &st)
 	} else {
 		switch f.Opcode {
 		case admin.OpVersion:
-			reply.Body = admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: Version, Ranges: a.peerCfg.Ranges})
+			reply.Body = admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: buildinfo.Version, Ranges: a.peerCfg.Ranges})
 		case admin.OpMembers:
 			self := admin.Member{ID: a.cfg.ID, Name: a.cfg.Name, Addr: a.ln.Addr().String(), State: admin.StateSelf, Since: a.start.UnixNano()}
 			reply.Body = admin.AppendMembers(nil, a.nodes.members(self))
@@ -112,7 +113,7 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 			}()
 			return nil
 		default:
-			st := proto.Status{Code: proto.CodeOpcode, Text: "no handler for " + admin.Ops.Name(f.Opcode)}
+			st := proto.Status{Code: proto.CodeOpcode, Text: "no handler for " + admin.Ops().Name(f.Opcode)}
 			reply.Flags |= proto.FlagAbort
 			reply.Body = proto.AppendStatus(nil, &st)
 		}

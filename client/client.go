@@ -12,14 +12,16 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
 // SocketName is the name of the client socket in an agent's data
 // directory.
-const SocketName = "client.sock"
+const SocketName = datadir.ClientSocketName
 
 // Defaults for Options fields left zero.
 const (
@@ -188,7 +190,7 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		last:    opts.After,
 		resume:  opts.Resume,
 		pending: make(map[uint64]*query),
-		cfg: &transport.Config{NodeName: opts.Name, HandshakeTimeout: handshakeTimeout,
+		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
 	}
 	if c.svc == nil {
@@ -211,7 +213,7 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 // is path, or path itself if it is not a directory.
 func SocketPath(path string) string {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return filepath.Join(path, SocketName)
+		return datadir.ClientSocket(path)
 	}
 	return path
 }
@@ -467,7 +469,7 @@ func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
 	return proto.Errorf(proto.CodeState, "the agent sent %s with flags %#x, which a client does not expect", opName(f.Opcode), f.Flags)
 }
 
-func opName(op uint16) string { return wire.Ops.Name(op) }
+func opName(op uint16) string { return wire.Ops().Name(op) }
 
 // deliver hands an event of link l to the service, once: a cluster-wide
 // event at or below the last Seq delivered is dropped (the service would

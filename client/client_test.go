@@ -16,6 +16,7 @@ import (
 	"github.com/corralhq/corral/events/eventstest"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -47,7 +48,7 @@ func newFake(t *testing.T) *fakeAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &transport.Config{NodeName: "fake", Serve: []proto.ProtoID{proto.ProtoClient}, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
+	cfg := &transport.Config{NodeName: "fake", Protocols: protos.All(), Serve: []proto.ProtoID{proto.ProtoClient}, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	var links []*transport.Link
 	go func() {
@@ -64,7 +65,7 @@ func newFake(t *testing.T) *fakeAgent {
 			links = append(links, l)
 			l.Start(func(l *transport.Link, f *proto.Frame) error {
 				if f.Opcode != wire.OpSubscribe {
-					return proto.Errorf(proto.CodeOpcode, "fake agent: no %s", wire.Ops.Name(f.Opcode))
+					return proto.Errorf(proto.CodeOpcode, "fake agent: no %s", wire.Ops().Name(f.Opcode))
 				}
 				req, err := wire.ParseSubscribe(f.Body)
 				if err != nil {

@@ -82,7 +82,9 @@
 // cannot win an election or, when it returns, force one; a leader cut off
 // from a majority steps down within an election timeout. Status.QuorumContact
 // says whether this node is in touch with a quorum right now (see its
-// definition); membership uses it to tell SUSPECT from a healthy view.
+// definition). Nothing outside this package's tests reads it yet: the
+// agent tells SUSPECT from RECOVERED by its own links to the voters
+// (membership.Contact).
 //
 // # Transport contract
 //

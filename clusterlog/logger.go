@@ -6,6 +6,10 @@ import (
 	"log/slog"
 )
 
+// raftID formats a raft member id as raft's own messages print it, so a
+// line's raft_id matches the ids in its text.
+func raftID(id uint64) string { return fmt.Sprintf("%x", id) }
+
 // raftLogger adapts a *slog.Logger to raft.Logger. raft's Info level carries
 // elections and configuration changes, which are worth keeping; its Debug
 // level is chatty and stays at Debug.

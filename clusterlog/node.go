@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3/confchange"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
+
+	"github.com/corralhq/corral/internal/logkey"
 )
 
 // Sender hands raft messages to the transport. Node calls Send from its
@@ -233,7 +235,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("subsystem", "clusterlog", "node", cfg.ID)
+	log := logkey.WithSubsystem(cfg.Logger, "clusterlog").With(logkey.RaftID, raftID(cfg.ID))
 	if md := snap.GetMetadata(); md.GetIndex() > applied {
 		log.Info("restoring snapshot newer than the applied index", "snapshot", md.GetIndex(), "applied", applied)
 		if err := cfg.Applier.Restore(snapshotFor(snap)); err != nil {
@@ -263,7 +265,7 @@ func NewNode(cfg Config) (*Node, error) {
 		CheckQuorum:               true,
 		PreVote:                   true,
 		StepDownOnRemoval:         true,
-		Logger:                    raftLogger{cfg.Logger.With("subsystem", "clusterlog.raft", "node", cfg.ID)},
+		Logger:                    raftLogger{logkey.WithSubsystem(cfg.Logger, "clusterlog.raft").With(logkey.RaftID, raftID(cfg.ID))},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clusterlog: new raft node: %w", err)

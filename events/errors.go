@@ -1,6 +1,10 @@
 package events
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/corralhq/corral/types/event"
+)
 
 // Conditions callers branch on. Errors returned by this package wrap one of
 // these with %w and add the offending value.
@@ -17,13 +21,13 @@ var (
 	// ErrNotActive: HandleEvent before activation.
 	ErrNotActive = errors.New("events: handle not activated")
 	// ErrBadClass: a class outside ClassComm..ClassGroup.
-	ErrBadClass = errors.New("events: unknown event class")
+	ErrBadClass = event.ErrBadClass
 	// ErrBadPriority: a priority outside PriorityMin..PriorityMax.
 	ErrBadPriority = errors.New("events: priority out of range")
 	// ErrBadSignal: a signal that cannot carry notifications.
 	ErrBadSignal = errors.New("events: signal cannot be used for notification")
 	// ErrBadEvent: an unknown or INVALID event descriptor or name.
-	ErrBadEvent = errors.New("events: unknown event")
+	ErrBadEvent = event.ErrBadEvent
 	// ErrDataClass: Event.Data belongs to another class than Event.Desc.
 	ErrDataClass = errors.New("events: data does not match event class")
 	// ErrStaleSeq: a cluster-wide Seq not above the last one published;

@@ -3,6 +3,8 @@ package events
 import (
 	"fmt"
 	"log/slog"
+
+	"github.com/corralhq/corral/internal/logkey"
 	"slices"
 	"sync"
 )
@@ -41,7 +43,7 @@ func New(opts Options) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{log: log.With("subsystem", "events")}
+	return &Service{log: logkey.WithSubsystem(log, "events")}
 }
 
 // Register returns a new handle (oc_ev_register). It receives nothing until

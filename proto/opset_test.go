@@ -8,15 +8,22 @@ import (
 )
 
 func TestOpSetCheck(t *testing.T) {
-	ops := &proto.OpSet{Proto: proto.ProtoPeer, Min: 1, Max: 3, Ops: map[uint16]proto.Op{
+	ops := proto.NewOpSet(proto.ProtoPeer, 1, 3, map[uint16]proto.Op{
 		1: {Name: "PING", Since: 1},
+	}, map[uint16]proto.Op{
 		7: {Name: "NEWER", Since: 2},
-	}}
+	})
 	if r := ops.Range(); r != (proto.Range{Proto: proto.ProtoPeer, Min: 1, Max: 3}) {
 		t.Fatalf("Range = %v", r)
 	}
 	if ops.Name(7) != "NEWER" || ops.Name(8) != "0x0008" {
 		t.Fatalf("Name(7) = %q, Name(8) = %q", ops.Name(7), ops.Name(8))
+	}
+	if o, ok := ops.Lookup(7); !ok || o.Since != 2 || ops.Proto() != proto.ProtoPeer {
+		t.Fatalf("Lookup(7) = %v, %v; Proto() = %v", o, ok, ops.Proto())
+	}
+	if got := ops.Opcodes(); len(got) != 2 || got[0] != 1 || got[1] != 7 {
+		t.Fatalf("Opcodes() = %v", got)
 	}
 	h := func(p proto.ProtoID, v uint8, op uint16) *proto.Header {
 		return &proto.Header{Proto: p, Version: v, Opcode: op}
@@ -46,4 +53,22 @@ func TestOpSetCheck(t *testing.T) {
 			wiretest.Expect(t, err, c.want, c.detail)
 		})
 	}
+}
+
+// TestNewOpSetCopies: an OpSet is shared by every link, so nothing its
+// creator does later may change it, and an opcode defined twice is caught
+// when the table is built.
+func TestNewOpSetCopies(t *testing.T) {
+	table := map[uint16]proto.Op{1: {Name: "PING", Since: 1}}
+	ops := proto.NewOpSet(proto.ProtoAdmin, 1, 1, table)
+	table[9] = proto.Op{Name: "LATE", Since: 1}
+	if _, ok := ops.Lookup(9); ok {
+		t.Fatal("a change to the table reached the OpSet")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a duplicate opcode was accepted")
+		}
+	}()
+	proto.NewOpSet(proto.ProtoAdmin, 1, 1, table, map[uint16]proto.Op{1: {Name: "AGAIN", Since: 1}})
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/protos"
 )
 
 const (
@@ -137,7 +138,7 @@ func TestClusterIDOldHello(t *testing.T) {
 	if err := h.startTLS(); err != nil {
 		t.Fatal(err)
 	}
-	hello := proto.Hello{Reason: proto.ReasonJoin, NodeID: 1, Ranges: DefaultRanges(), Cluster: "test", NodeName: "old"}
+	hello := proto.Hello{Reason: proto.ReasonJoin, NodeID: 1, Ranges: protos.Ranges(), Cluster: "test", NodeName: "old"}
 	body, off := proto.AppendHello(nil, &hello)
 	hello.Auth = h.mac(roleClient, body[:off])
 	body, _ = proto.AppendHello(nil, &hello)

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/proto"
-	"github.com/corralhq/corral/proto/admin"
-	"github.com/corralhq/corral/proto/client"
-	"github.com/corralhq/corral/proto/peer"
 )
 
 // Defaults for Config fields left zero.
@@ -19,19 +16,6 @@ const (
 	DefaultQueueBytes        = 8 << 20
 )
 
-// OpSets are the sub-protocols this build speaks, by id.
-var OpSets = map[proto.ProtoID]*proto.OpSet{
-	proto.ProtoPeer:   peer.Ops,
-	proto.ProtoClient: client.Ops,
-	proto.ProtoAdmin:  admin.Ops,
-}
-
-// DefaultRanges returns the version ranges of every sub-protocol this build
-// speaks.
-func DefaultRanges() proto.Ranges {
-	return proto.Ranges{peer.Ops.Range(), client.Ops.Range(), admin.Ops.Range()}
-}
-
 // Config describes this end of a link. One Config is shared by every link
 // of an agent and must not change after first use.
 type Config struct {
@@ -39,8 +23,14 @@ type Config struct {
 	NodeID   uint64
 	NodeName string
 	Features uint64
-	// Ranges are the versions spoken; nil means DefaultRanges. Tests and
-	// the hidden agent flags narrow them to play an older or newer agent.
+	// Protocols are the sub-protocols this end speaks (proto/protos.All
+	// lists this build's), filled by the caller so that this package
+	// depends on none of them. A link of a sub-protocol missing here is
+	// refused at the handshake.
+	Protocols []*proto.OpSet
+	// Ranges are the versions spoken; nil means those of Protocols. Tests
+	// and the hidden agent flags narrow them to play an older or newer
+	// agent.
 	Ranges proto.Ranges
 
 	// ClusterID returns this node's cluster id (0: not known yet). It is
@@ -77,7 +67,22 @@ func (c *Config) ranges() proto.Ranges {
 	if c.Ranges != nil {
 		return c.Ranges
 	}
-	return DefaultRanges()
+	rs := make(proto.Ranges, len(c.Protocols))
+	for i, s := range c.Protocols {
+		rs[i] = s.Range()
+	}
+	return rs
+}
+
+// opSet returns the opcode table of sub-protocol p, or nil if this end
+// does not speak it.
+func (c *Config) opSet(p proto.ProtoID) *proto.OpSet {
+	for _, s := range c.Protocols {
+		if s.Proto() == p {
+			return s
+		}
+	}
+	return nil
 }
 
 func (c *Config) serves(p proto.ProtoID) bool {

@@ -353,6 +353,9 @@ func (h *hs) check(hello proto.Hello, ext proto.SessionExt) (PeerInfo, error) {
 	if err != nil {
 		return info, h.reject(err, hello)
 	}
+	if h.cfg.opSet(info.Proto) == nil {
+		return info, h.reject(proto.Errorf(proto.CodeVersion, "this end has no opcode table of the %s protocol", info.Proto), hello)
+	}
 	info.Version = v
 	return info, nil
 }

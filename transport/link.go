@@ -37,12 +37,11 @@ type Link struct {
 	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
 	msgID    atomic.Uint64
 
-	started  atomic.Bool
-	done     chan struct{} // closed when the link has ended
-	wdone    chan struct{} // closed when the writer has stopped
-	once     sync.Once
-	err      error // why the link ended; read after done is closed
-	closeErr error // the reason sent in GOODBYE when this side closes
+	started atomic.Bool
+	done    chan struct{} // closed when the link has ended
+	wdone   chan struct{} // closed when the writer has stopped
+	once    sync.Once
+	err     error // why the link ended; read after done is closed
 }
 
 func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Link {
@@ -51,7 +50,7 @@ func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Lin
 		dec:   dec,
 		cfg:   cfg,
 		info:  info,
-		ops:   OpSets[info.Proto],
+		ops:   cfg.opSet(info.Proto),
 		log:   cfg.logger().With("peer", info.Name, "peer_id", info.NodeID, "proto", info.Proto.String()),
 		q:     newSendQueue(cfg.queueBytes()),
 		done:  make(chan struct{}),
@@ -202,11 +201,11 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 	}
 	// Opcodes 1 and 2 are PING and PONG in every sub-protocol.
 	switch f.Opcode {
-	case 0x0001:
+	case proto.OpPing:
 		if _, err := proto.ParsePing(f.Body); err != nil {
 			return err
 		}
-		pong := proto.Frame{Header: proto.Header{Opcode: 0x0002, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete, MsgID: f.MsgID}, Body: f.Body}
+		pong := proto.Frame{Header: proto.Header{Opcode: proto.OpPong, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete, MsgID: f.MsgID}, Body: f.Body}
 		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.heartbeatTimeout())
 		defer cancel()
 		// A queue closed by Close is still being drained: a PING that
@@ -215,7 +214,7 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 			return err
 		}
 		return nil
-	case 0x0002:
+	case proto.OpPong:
 		p, err := proto.ParsePing(f.Body)
 		if err != nil {
 			return err
@@ -306,7 +305,7 @@ func (l *Link) heartbeat() {
 				l.fail(proto.Errorf(proto.CodeTimeout, "nothing heard from the peer for %v (timeout %v)", silent.Round(time.Millisecond), timeout))
 				return
 			}
-			ping := proto.Frame{Header: proto.Header{Opcode: 0x0001, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
+			ping := proto.Frame{Header: proto.Header{Opcode: proto.OpPing, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
 			ctx, cancel := context.WithTimeout(context.Background(), interval)
 			err := l.Send(ctx, &ping)
 			cancel()

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/proto/peer"
+	"github.com/corralhq/corral/proto/protos"
 )
 
 // logBuf is a goroutine-safe log sink.
@@ -42,6 +44,7 @@ func testConfig(id uint64, name string) (*Config, *logBuf) {
 		Cluster:           "test",
 		NodeID:            id,
 		NodeName:          name,
+		Protocols:         protos.All(),
 		Key:               testKey,
 		HandshakeTimeout:  2 * time.Second,
 		HeartbeatInterval: 20 * time.Millisecond,
@@ -95,7 +98,7 @@ func wantCode(t *testing.T, side string, err error, code proto.Code) {
 }
 
 func rng(min, max uint8) proto.Ranges {
-	rs := DefaultRanges()
+	rs := protos.Ranges()
 	rs[0] = proto.Range{Proto: proto.ProtoPeer, Min: min, Max: max}
 	return rs
 }
@@ -137,6 +140,23 @@ func TestHandshakeVersions(t *testing.T) {
 			if p := s.link.Peer(); p.NodeID != 1 || p.Name != "a" || p.Reason != proto.ReasonJoin {
 				t.Fatalf("server sees %+v", p)
 			}
+		})
+	}
+}
+
+// TestProtocolsFromCaller: a link speaks only the sub-protocols of
+// Config.Protocols. Without the peer table an end announces no peer
+// versions, and even when Ranges claims them it refuses the link rather
+// than run one it cannot check frames of.
+func TestProtocolsFromCaller(t *testing.T) {
+	for name, ranges := range map[string]proto.Ranges{"derived": nil, "claimed": protos.Ranges()} {
+		t.Run(name, func(t *testing.T) {
+			ca, _ := testConfig(1, "a")
+			cb, _ := testConfig(2, "b")
+			cb.Protocols, cb.Ranges = []*proto.OpSet{admin.Ops()}, ranges
+			c, s := pair(t, ca, cb, proto.ReasonJoin)
+			wantCode(t, "client", c.err, proto.CodeVersion)
+			wantCode(t, "server", s.err, proto.CodeVersion)
 		})
 	}
 }
@@ -416,12 +436,13 @@ func TestHeartbeatTimeoutAndGoodbye(t *testing.T) {
 // testOps extends the peer protocol with a data opcode that reaches the
 // handler, for tests and benchmarks of the data path.
 var testOps = func() *proto.OpSet {
-	ops := *peer.Ops
-	ops.Ops = map[uint16]proto.Op{0x7001: {Name: "TEST", Since: 1}}
-	for k, v := range peer.Ops.Ops {
-		ops.Ops[k] = v
+	p := peer.Ops()
+	table := map[uint16]proto.Op{}
+	for _, op := range p.Opcodes() {
+		table[op], _ = p.Lookup(op)
 	}
-	return &ops
+	r := p.Range()
+	return proto.NewOpSet(r.Proto, r.Min, r.Max, table, map[uint16]proto.Op{opTest: {Name: "TEST", Since: 1}})
 }()
 
 const opTest = 0x7001

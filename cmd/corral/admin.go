@@ -11,9 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/corralhq/corral/agent"
+	"github.com/corralhq/corral/internal/buildinfo"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -24,14 +26,14 @@ func request(ctx context.Context, dataDir string, op uint16) ([]byte, error) {
 }
 
 func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([]byte, error) {
-	path := agent.AdminSocket(dataDir)
+	path := datadir.AdminSocket(dataDir)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("no agent at %s: %w", path, err)
 	}
 	// A local link with an empty cluster name matches the agent's.
-	cfg := &transport.Config{NodeName: "corral-cli", HandshakeTimeout: 5 * time.Second}
+	cfg := &transport.Config{NodeName: "corral-cli", Protocols: protos.All(), HandshakeTimeout: 5 * time.Second}
 	l, err := transport.Connect(ctx, conn, cfg, proto.ReasonAdmin)
 	if err != nil {
 		return nil, err
@@ -45,7 +47,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	id := l.NextMsgID()
 	l.Start(func(_ *transport.Link, f *proto.Frame) error {
 		if f.MsgID != id || f.Opcode != op || f.Flags&proto.FlagReply == 0 {
-			return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops.Name(f.Opcode))
+			return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops().Name(f.Opcode))
 		}
 		if f.Flags&proto.FlagAbort != 0 {
 			st, err := proto.ParseStatus(f.Body, "admin error")
@@ -226,7 +228,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print the binary version and the protocol versions it speaks",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			ranges := transport.DefaultRanges()
+			ranges := protos.Ranges()
 			if asJSON {
 				type rj struct {
 					Min uint8 `json:"min"`
@@ -235,7 +237,7 @@ func versionCmd() *cobra.Command {
 				v := struct {
 					Version   string        `json:"version"`
 					Protocols map[string]rj `json:"protocols"`
-				}{Version: agent.Version, Protocols: map[string]rj{}}
+				}{Version: buildinfo.Version, Protocols: map[string]rj{}}
 				for _, r := range ranges {
 					v.Protocols[r.Proto.String()] = rj{r.Min, r.Max}
 				}
@@ -243,7 +245,7 @@ func versionCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(v)
 			}
-			fmt.Printf("corral %s\n", agent.Version)
+			fmt.Printf("corral %s\n", buildinfo.Version)
 			for _, r := range ranges {
 				fmt.Printf("  %-7s protocol versions %d..%d\n", r.Proto, r.Min, r.Max)
 			}

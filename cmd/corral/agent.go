@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/corralhq/corral/agent"
+	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -58,7 +59,7 @@ directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
 			}
 			if dev {
 				fmt.Printf("corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n  try: corral members --data-dir %s\n",
-					a.ID(), cfg.Name, a.Addr(), agent.AdminSocket(cfg.DataDir), agent.ClientSocket(cfg.DataDir), cfg.DataDir, cfg.DataDir)
+					a.ID(), cfg.Name, a.Addr(), datadir.AdminSocket(cfg.DataDir), datadir.ClientSocket(cfg.DataDir), cfg.DataDir, cfg.DataDir)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -21,10 +21,10 @@ const (
 
 // Specification constants: opcodes.
 const (
-	OpPing    uint16 = 0x0001 // body: proto.Ping; answered by PONG
-	OpPong    uint16 = 0x0002 // body: the PING's proto.Ping, echoed
-	OpVersion uint16 = 0x0010 // request: empty; reply: VersionInfo
-	OpMembers uint16 = 0x0011 // request: empty; reply: Members
+	OpPing           = proto.OpPing // body: proto.Ping; answered by PONG
+	OpPong           = proto.OpPong // body: the PING's proto.Ping, echoed
+	OpVersion uint16 = 0x0010       // request: empty; reply: VersionInfo
+	OpMembers uint16 = 0x0011       // request: empty; reply: Members
 
 	// 0x0100–0x01FF: membership
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
@@ -35,21 +35,20 @@ const (
 	// pntadm), shared addresses
 )
 
-// Ops is the admin protocol's opcode table.
-var Ops = &proto.OpSet{
-	Proto: proto.ProtoAdmin,
-	Min:   MinVersion,
-	Max:   MaxVersion,
-	Ops: map[uint16]proto.Op{
-		OpPing:    {Name: "PING", Since: 1},
-		OpPong:    {Name: "PONG", Since: 1},
-		OpVersion: {Name: "VERSION", Since: 1},
-		OpMembers: {Name: "MEMBERS", Since: 1},
-		OpView:    {Name: "VIEW", Since: 1},
-		OpJoin:    {Name: "JOIN", Since: 1},
-		OpLeave:   {Name: "LEAVE", Since: 1},
-	},
-}
+// ops is the admin protocol's opcode table. It is unexported so no
+// other package can change what every link checks frames against.
+var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]proto.Op{
+	OpPing:    {Name: "PING", Since: 1},
+	OpPong:    {Name: "PONG", Since: 1},
+	OpVersion: {Name: "VERSION", Since: 1},
+	OpMembers: {Name: "MEMBERS", Since: 1},
+	OpView:    {Name: "VIEW", Since: 1},
+	OpJoin:    {Name: "JOIN", Since: 1},
+	OpLeave:   {Name: "LEAVE", Since: 1},
+})
+
+// Ops returns the admin protocol's opcode table.
+func Ops() *proto.OpSet { return ops }
 
 // Limits on admin message contents.
 const (

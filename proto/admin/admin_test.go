@@ -74,7 +74,7 @@ func reply(op uint16, body []byte) proto.Frame {
 // receive is the admin tool's and the agent's receive path: frame and
 // opcode checks, then the body the opcode and flags call for.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(admin.Ops, admin.MaxVersion, b)
+	f, err := wiretest.Receive(admin.Ops(), admin.MaxVersion, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -101,7 +101,7 @@ func receive(b []byte) (proto.Frame, any, error) {
 		return f, j, err
 	}
 	// Other requests and JOIN and LEAVE replies have an empty body.
-	return f, nil, proto.NewReader(f.Body, admin.Ops.Name(f.Opcode)+" request").Err()
+	return f, nil, proto.NewReader(f.Body, admin.Ops().Name(f.Opcode)+" request").Err()
 }
 
 func expect(want proto.Frame, msg any) func([]byte) error {
@@ -201,7 +201,7 @@ func vectors() []wiretest.Vector {
 	huge := make([]byte, 4+(admin.MaxMembers+1)*28)
 	binary.LittleEndian.PutUint32(huge, admin.MaxMembers+1)
 
-	vs := wiretest.PingVectors(admin.Ops, admin.OpPing, admin.OpPong, 0x0012)
+	vs := wiretest.PingVectors(admin.Ops(), admin.OpPing, admin.OpPong, 0x0012)
 	vs = vs[:2] // the PING and PONG; the refusals are below, with admin framing
 	return append(vs,
 		frameVector("version_request", []string{
@@ -271,18 +271,18 @@ func TestGolden(t *testing.T) {
 }
 
 func TestOps(t *testing.T) {
-	if err := wiretest.CheckOps(admin.Ops); err != nil {
+	if err := wiretest.CheckOps(admin.Ops()); err != nil {
 		t.Fatal(err)
 	}
-	if admin.Ops.Proto != proto.ProtoAdmin || admin.Ops.Min != admin.MinVersion || admin.Ops.Max != admin.MaxVersion {
-		t.Fatalf("Ops declares %s %d..%d", admin.Ops.Proto, admin.Ops.Min, admin.Ops.Max)
+	if admin.Ops().Proto() != proto.ProtoAdmin || admin.Ops().Range().Min != admin.MinVersion || admin.Ops().Range().Max != admin.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", admin.Ops().Proto(), admin.Ops().Range().Min, admin.Ops().Range().Max)
 	}
-	for op := range admin.Ops.Ops {
+	for _, op := range admin.Ops().Opcodes() {
 		if op >= 0x0200 && op <= 0x0FFF {
 			t.Errorf("opcode %#04x lies in the range SPEC.md reserves", op)
 		}
 	}
-	wiretest.CheckOpTable(t, admin.Ops, "Opcode table of the admin protocol (proto/admin/SPEC.md).")
+	wiretest.CheckOpTable(t, admin.Ops(), "Opcode table of the admin protocol (proto/admin/SPEC.md).")
 }
 
 func TestVersionInfoRoundTrip(t *testing.T) {

@@ -9,7 +9,8 @@
 // to event classes, optionally resuming after the last sequence number it
 // delivered, and the agent streams EVENTs to it; QUERY_MEMBERSHIP and
 // QUERY_CONNECTIVITY answer the seed's on-demand lists. The event data
-// types are those of package events, encoded field by field (events.go).
+// types are those of package types/event (which events re-exports),
+// encoded field by field (events.go).
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -22,33 +23,32 @@ const (
 
 // Specification constants: opcodes.
 const (
-	OpPing uint16 = 0x0001 // body: proto.Ping; answered by PONG
-	OpPong uint16 = 0x0002 // body: the PING's proto.Ping, echoed
+	OpPing = proto.OpPing // body: proto.Ping; answered by PONG
+	OpPong = proto.OpPong // body: the PING's proto.Ping, echoed
 
 	// 0x0100–0x01FF: cluster events (OCF event API, seed 002); 0x0100
 	// is never assigned
 	OpSubscribe         uint16 = 0x0101 // request: Subscribe; reply: SubscribeReply; then EVENTs
 	OpEvent             uint16 = 0x0102 // agent → client, one-shot: Event
-	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (events.Membership)
-	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (events.Connectivity)
+	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (event.Membership)
+	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (event.Connectivity)
 
 	// 0x0200–0x02FF reserved: group messaging
 	// 0x0300–0x03FF reserved: data service
 	// 0x0400–0x04FF reserved: shared addresses
 )
 
-// Ops is the client protocol's opcode table.
-var Ops = &proto.OpSet{
-	Proto: proto.ProtoClient,
-	Min:   MinVersion,
-	Max:   MaxVersion,
-	Ops: map[uint16]proto.Op{
-		OpPing: {Name: "PING", Since: 1},
-		OpPong: {Name: "PONG", Since: 1},
+// ops is the client protocol's opcode table. It is unexported so no
+// other package can change what every link checks frames against.
+var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]proto.Op{
+	OpPing: {Name: "PING", Since: 1},
+	OpPong: {Name: "PONG", Since: 1},
 
-		OpSubscribe:         {Name: "SUBSCRIBE", Since: 1},
-		OpEvent:             {Name: "EVENT", Since: 1},
-		OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
-		OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
-	},
-}
+	OpSubscribe:         {Name: "SUBSCRIBE", Since: 1},
+	OpEvent:             {Name: "EVENT", Since: 1},
+	OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
+	OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
+})
+
+// Ops returns the client protocol's opcode table.
+func Ops() *proto.OpSet { return ops }

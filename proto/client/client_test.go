@@ -12,18 +12,18 @@ import (
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
 	// 0x0100 opens the events range but is never assigned.
-	vs := wiretest.PingVectors(client.Ops, client.OpPing, client.OpPong, 0x0100)
+	vs := wiretest.PingVectors(client.Ops(), client.OpPing, client.OpPong, 0x0100)
 	wiretest.Run(t, "testdata", append(vs, eventVectors()...))
 }
 
 func TestOps(t *testing.T) {
-	if err := wiretest.CheckOps(client.Ops); err != nil {
+	if err := wiretest.CheckOps(client.Ops()); err != nil {
 		t.Fatal(err)
 	}
-	if client.Ops.Proto != proto.ProtoClient || client.Ops.Min != client.MinVersion || client.Ops.Max != client.MaxVersion {
-		t.Fatalf("Ops declares %s %d..%d", client.Ops.Proto, client.Ops.Min, client.Ops.Max)
+	if client.Ops().Proto() != proto.ProtoClient || client.Ops().Range().Min != client.MinVersion || client.Ops().Range().Max != client.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", client.Ops().Proto(), client.Ops().Range().Min, client.Ops().Range().Max)
 	}
-	for op := range client.Ops.Ops {
+	for _, op := range client.Ops().Opcodes() {
 		if op >= 0x0200 && op <= 0x04FF {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
@@ -31,7 +31,7 @@ func TestOps(t *testing.T) {
 			t.Errorf("opcode %#04x lies in the events range but is not one SPEC.md assigns", op)
 		}
 	}
-	wiretest.CheckOpTable(t, client.Ops, "Opcode table of the client protocol (proto/client/SPEC.md).")
+	wiretest.CheckOpTable(t, client.Ops(), "Opcode table of the client protocol (proto/client/SPEC.md).")
 }
 
 // TestBackwardCompatible holds the client protocol's promise: an agent
@@ -42,19 +42,20 @@ func TestBackwardCompatible(t *testing.T) {
 	if client.MinVersion != 1 {
 		t.Fatalf("client MinVersion is %d: clients of version 1 would be refused", client.MinVersion)
 	}
-	for op, o := range client.Ops.Ops {
+	for _, op := range client.Ops().Opcodes() {
+		o, _ := client.Ops().Lookup(op)
 		if o.Since < 1 || o.Since > client.MaxVersion {
 			t.Errorf("opcode %#04x %s: since %d", op, o.Name, o.Since)
 		}
 	}
 	// An old client offers only version 1 and must get it.
 	old := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: 1}}
-	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops.Range()}, old); err != nil || v != 1 {
+	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, old); err != nil || v != 1 {
 		t.Fatalf("an agent answers a version-1 client with %d, %v", v, err)
 	}
 	// A newer client that also speaks this version gets this version.
 	newer := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: client.MaxVersion + 3}}
-	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops.Range()}, newer); err != nil || v != client.MaxVersion {
+	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, newer); err != nil || v != client.MaxVersion {
 		t.Fatalf("an agent answers a newer client with %d, %v", v, err)
 	}
 }
@@ -63,7 +64,7 @@ func TestBackwardCompatible(t *testing.T) {
 // checks, the opcode table at the highest version and the body the opcode
 // and flags call for.
 func FuzzReceiveClient(f *testing.F) {
-	ping, pong := wiretest.PingFrames(client.Ops, client.MaxVersion, client.OpPing, client.OpPong)
+	ping, pong := wiretest.PingFrames(client.Ops(), client.MaxVersion, client.OpPing, client.OpPong)
 	f.Add(wiretest.Frame(ping)) // a PING
 	f.Add(wiretest.Frame(pong)) // its PONG
 	ping.Opcode = 0x0100
@@ -81,7 +82,7 @@ func FuzzReceiveClient(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, ok := client.Ops.Ops[fr.Opcode]; !ok {
+		if _, ok := client.Ops().Lookup(fr.Opcode); !ok {
 			t.Fatalf("opcode %#04x passed the table", fr.Opcode)
 		}
 		if p, err := proto.ParsePing(fr.Body); err == nil && !bytes.Equal(proto.AppendPing(nil, p), fr.Body) {

@@ -5,13 +5,13 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/types/event"
 )
 
 // This file holds the bodies of the cluster event messages (SPEC.md,
 // "Cluster events"): SUBSCRIBE and its reply, EVENT, and the event data
-// of package events, which QUERY_MEMBERSHIP and QUERY_CONNECTIVITY also
+// of package types/event, which QUERY_MEMBERSHIP and QUERY_CONNECTIVITY also
 // answer with. Every Append function writes exactly what the matching
 // Parse function reads back; every Parse function checks each count and
 // length against its limit and against the bytes present before it
@@ -31,10 +31,10 @@ const (
 type ClassMask uint32
 
 // AllClasses selects the three classes of seed 002.
-const AllClasses = ClassMask(1<<events.ClassComm | 1<<events.ClassMemb | 1<<events.ClassGroup)
+const AllClasses = ClassMask(1<<event.ClassComm | 1<<event.ClassMemb | 1<<event.ClassGroup)
 
 // MaskOf returns the mask selecting cs. Invalid classes are ignored.
-func MaskOf(cs ...events.Class) ClassMask {
+func MaskOf(cs ...event.Class) ClassMask {
 	var m ClassMask
 	for _, c := range cs {
 		if c.Valid() {
@@ -45,12 +45,12 @@ func MaskOf(cs ...events.Class) ClassMask {
 }
 
 // Has reports whether m selects c.
-func (m ClassMask) Has(c events.Class) bool { return c.Valid() && m&(1<<c) != 0 }
+func (m ClassMask) Has(c event.Class) bool { return c.Valid() && m&(1<<c) != 0 }
 
 // Classes returns the classes m selects, in class order.
-func (m ClassMask) Classes() []events.Class {
-	var cs []events.Class
-	for c := events.ClassComm; c <= events.ClassGroup; c++ {
+func (m ClassMask) Classes() []event.Class {
+	var cs []event.Class
+	for c := event.ClassComm; c <= event.ClassGroup; c++ {
 		if m.Has(c) {
 			cs = append(cs, c)
 		}
@@ -194,7 +194,7 @@ func (c *check) name(what, s string) {
 	}
 }
 
-func (c *check) nodes(what string, ns []events.Node) {
+func (c *check) nodes(what string, ns []event.Node) {
 	if len(ns) > MaxNodes {
 		c.fail("%d %s, limit %d", len(ns), what, MaxNodes)
 	}
@@ -203,20 +203,20 @@ func (c *check) nodes(what string, ns []events.Node) {
 	}
 }
 
-func (c *check) node(what string, n *events.Node) {
+func (c *check) node(what string, n *event.Node) {
 	c.name(what+" name", n.Name)
 	if z := n.Addr.Addr().Zone(); len(z) > MaxZoneLen {
 		c.fail("%s address zone is %d bytes, limit %d", what, len(z), MaxZoneLen)
 	}
 }
 
-func (c *check) data(d events.Data) {
+func (c *check) data(d event.Data) {
 	switch d := d.(type) {
-	case *events.Membership:
+	case *event.Membership:
 		c.nodes("members", d.Members)
 		c.nodes("joined nodes", d.Joined)
 		c.nodes("left nodes", d.Left)
-	case *events.Connectivity:
+	case *event.Connectivity:
 		c.name("interface name", d.Interface.Name)
 		c.nodes("subject nodes", d.Nodes)
 		if len(d.Interfaces) > MaxInterfaces {
@@ -231,7 +231,7 @@ func (c *check) data(d events.Data) {
 		for i := range d.Peers {
 			c.node("peer", &d.Peers[i].Node)
 		}
-	case *events.Group:
+	case *event.Group:
 		c.name("group name", d.Name)
 		c.node("sender", &d.Node)
 		c.nodes("group members", d.Members)
@@ -243,13 +243,13 @@ func (c *check) data(d events.Data) {
 
 // isNil reports whether d is nil or a nil pointer of a data type, which
 // travel alike: as no data.
-func isNil(d events.Data) bool {
+func isNil(d event.Data) bool {
 	switch d := d.(type) {
-	case *events.Membership:
+	case *event.Membership:
 		return d == nil
-	case *events.Connectivity:
+	case *event.Connectivity:
 		return d == nil
-	case *events.Group:
+	case *event.Group:
 		return d == nil
 	}
 	return d == nil
@@ -304,7 +304,7 @@ func readAddrPort(r *proto.Reader, what string) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-func appendNode(dst []byte, n *events.Node) []byte {
+func appendNode(dst []byte, n *event.Node) []byte {
 	le := binary.LittleEndian
 	dst = le.AppendUint64(dst, n.ID)
 	dst = le.AppendUint64(dst, n.BornOn)
@@ -312,8 +312,8 @@ func appendNode(dst []byte, n *events.Node) []byte {
 	return proto.AppendString16(dst, n.Name)
 }
 
-func readNode(r *proto.Reader, what string) events.Node {
-	var n events.Node
+func readNode(r *proto.Reader, what string) event.Node {
+	var n event.Node
 	n.ID = r.U64(what + " id")
 	n.BornOn = r.U64(what + " born-on")
 	n.Addr = readAddrPort(r, what+" addr")
@@ -321,7 +321,7 @@ func readNode(r *proto.Reader, what string) events.Node {
 	return n
 }
 
-func appendNodes(dst []byte, ns []events.Node) []byte {
+func appendNodes(dst []byte, ns []event.Node) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(ns)))
 	for i := range ns {
 		dst = appendNode(dst, &ns[i])
@@ -342,19 +342,19 @@ func count(r *proto.Reader, what string, limit, least int) int {
 	return int(n)
 }
 
-func readNodes(r *proto.Reader, what string) []events.Node {
+func readNodes(r *proto.Reader, what string) []event.Node {
 	n := count(r, what, MaxNodes, nodeMin)
 	if n == 0 {
 		return nil
 	}
-	ns := make([]events.Node, n)
+	ns := make([]event.Node, n)
 	for i := range ns {
 		ns[i] = readNode(r, what)
 	}
 	return ns
 }
 
-func appendInterface(dst []byte, ifc *events.Interface) []byte {
+func appendInterface(dst []byte, ifc *event.Interface) []byte {
 	var flags byte
 	if ifc.Up {
 		flags |= ifaceUp
@@ -375,8 +375,8 @@ func appendInterface(dst []byte, ifc *events.Interface) []byte {
 	return proto.AppendString16(dst, ifc.Name)
 }
 
-func readInterface(r *proto.Reader, what string) events.Interface {
-	var ifc events.Interface
+func readInterface(r *proto.Reader, what string) event.Interface {
+	var ifc event.Interface
 	flags := r.U8(what + " flags")
 	family := r.U8(what + " family")
 	bits := int(r.U8(what + " prefix length"))
@@ -412,9 +412,9 @@ func readInterface(r *proto.Reader, what string) events.Interface {
 }
 
 // appendMembership appends a Membership; m may be nil for an empty one.
-func appendMembership(dst []byte, m *events.Membership) []byte {
+func appendMembership(dst []byte, m *event.Membership) []byte {
 	if m == nil {
-		m = &events.Membership{}
+		m = &event.Membership{}
 	}
 	dst = binary.LittleEndian.AppendUint64(dst, m.Instance)
 	dst = appendNodes(dst, m.Members)
@@ -422,17 +422,17 @@ func appendMembership(dst []byte, m *events.Membership) []byte {
 	return appendNodes(dst, m.Left)
 }
 
-func readMembership(r *proto.Reader) *events.Membership {
-	m := &events.Membership{Instance: r.U64("instance")}
+func readMembership(r *proto.Reader) *event.Membership {
+	m := &event.Membership{Instance: r.U64("instance")}
 	m.Members = readNodes(r, "member")
 	m.Joined = readNodes(r, "joined")
 	m.Left = readNodes(r, "left")
 	return m
 }
 
-func appendConnectivity(dst []byte, c *events.Connectivity) []byte {
+func appendConnectivity(dst []byte, c *event.Connectivity) []byte {
 	if c == nil {
-		c = &events.Connectivity{}
+		c = &event.Connectivity{}
 	}
 	le := binary.LittleEndian
 	dst = appendInterface(dst, &c.Interface)
@@ -456,17 +456,17 @@ func appendConnectivity(dst []byte, c *events.Connectivity) []byte {
 	return dst
 }
 
-func readConnectivity(r *proto.Reader) *events.Connectivity {
-	c := &events.Connectivity{Interface: readInterface(r, "interface")}
+func readConnectivity(r *proto.Reader) *event.Connectivity {
+	c := &event.Connectivity{Interface: readInterface(r, "interface")}
 	c.Nodes = readNodes(r, "subject")
 	if n := count(r, "interface", MaxInterfaces, ifaceMin); n > 0 {
-		c.Interfaces = make([]events.Interface, n)
+		c.Interfaces = make([]event.Interface, n)
 		for i := range c.Interfaces {
 			c.Interfaces[i] = readInterface(r, "interface")
 		}
 	}
 	if n := count(r, "peer", MaxNodes, peerMin); n > 0 {
-		c.Peers = make([]events.Peer, n)
+		c.Peers = make([]event.Peer, n)
 		for i := range c.Peers {
 			p := &c.Peers[i]
 			flags := r.U8("peer flags")
@@ -480,7 +480,7 @@ func readConnectivity(r *proto.Reader) *events.Connectivity {
 	return c
 }
 
-func appendGroup(dst []byte, g *events.Group) []byte {
+func appendGroup(dst []byte, g *event.Group) []byte {
 	le := binary.LittleEndian
 	dst = proto.AppendString16(dst, g.Name)
 	dst = appendNode(dst, &g.Node)
@@ -491,8 +491,8 @@ func appendGroup(dst []byte, g *events.Group) []byte {
 	return append(dst, g.Payload...)
 }
 
-func readGroup(r *proto.Reader) *events.Group {
-	g := &events.Group{Name: r.String16(MaxNameLen, "group name")}
+func readGroup(r *proto.Reader) *event.Group {
+	g := &event.Group{Name: r.String16(MaxNameLen, "group name")}
 	g.Node = readNode(r, "sender")
 	g.MsgID = r.U64("msg id")
 	g.ReplyTo = r.U64("reply to")
@@ -512,7 +512,7 @@ func readGroup(r *proto.Reader) *events.Group {
 // AppendEvent appends the body of an EVENT. It refuses (CodeTooLarge,
 // nothing appended) data beyond the limits, and (CodeField) an invalid
 // descriptor or data of another class than the descriptor's.
-func AppendEvent(dst []byte, ev *events.Event) ([]byte, error) {
+func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 	if !ev.Desc.Valid() {
 		return dst, proto.Errorf(proto.CodeField, "EVENT: unknown event descriptor %#08x", uint32(ev.Desc))
 	}
@@ -534,16 +534,16 @@ func AppendEvent(dst []byte, ev *events.Event) ([]byte, error) {
 	dst = append(dst, class, 0, 0, 0)
 	switch d := ev.Data.(type) {
 	case nil:
-	case *events.Membership:
+	case *event.Membership:
 		if d == nil {
 			break
 		}
 		dst = appendMembership(dst, d)
-	case *events.Connectivity:
+	case *event.Connectivity:
 		if d != nil {
 			dst = appendConnectivity(dst, d)
 		}
-	case *events.Group:
+	case *event.Group:
 		if d != nil {
 			dst = appendGroup(dst, d)
 		}
@@ -552,10 +552,10 @@ func AppendEvent(dst []byte, ev *events.Event) ([]byte, error) {
 }
 
 // ParseEvent decodes an EVENT body. The result does not alias b.
-func ParseEvent(b []byte) (events.Event, error) {
+func ParseEvent(b []byte) (event.Event, error) {
 	r := proto.NewReader(b, "EVENT")
-	ev := events.Event{Seq: r.U64("seq"), Desc: events.Descriptor(r.U32("descriptor"))}
-	class := events.Class(r.U8("data class"))
+	ev := event.Event{Seq: r.U64("seq"), Desc: event.Descriptor(r.U32("descriptor"))}
+	class := event.Class(r.U8("data class"))
 	r.Zero(3, "reserved")
 	if !ev.Desc.Valid() {
 		r.Fail(proto.CodeField, "unknown event descriptor %#08x", uint32(ev.Desc))
@@ -567,15 +567,15 @@ func ParseEvent(b []byte) (events.Event, error) {
 	// After a failure the reader returns zero values, so the data below
 	// reads as empty lists and allocates nothing.
 	switch class {
-	case events.ClassMemb:
+	case event.ClassMemb:
 		ev.Data = readMembership(r)
-	case events.ClassComm:
+	case event.ClassComm:
 		ev.Data = readConnectivity(r)
-	case events.ClassGroup:
+	case event.ClassGroup:
 		ev.Data = readGroup(r)
 	}
 	if err := r.Err(); err != nil {
-		return events.Event{}, err
+		return event.Event{}, err
 	}
 	return ev, nil
 }
@@ -584,7 +584,7 @@ func ParseEvent(b []byte) (events.Event, error) {
 // current view, with the nodes that joined and left in the change that
 // made it. A nil m is an empty view (no view yet). Data beyond the limits
 // is refused with CodeTooLarge and nothing is appended.
-func AppendMembership(dst []byte, m *events.Membership) ([]byte, error) {
+func AppendMembership(dst []byte, m *event.Membership) ([]byte, error) {
 	if m != nil {
 		var c check
 		c.data(m)
@@ -596,7 +596,7 @@ func AppendMembership(dst []byte, m *events.Membership) ([]byte, error) {
 }
 
 // ParseMembership decodes a QUERY_MEMBERSHIP reply.
-func ParseMembership(b []byte) (*events.Membership, error) {
+func ParseMembership(b []byte) (*event.Membership, error) {
 	r := proto.NewReader(b, "QUERY_MEMBERSHIP reply")
 	m := readMembership(r)
 	if err := r.Err(); err != nil {
@@ -608,7 +608,7 @@ func ParseMembership(b []byte) (*events.Membership, error) {
 // AppendConnectivity appends the body of a QUERY_CONNECTIVITY reply: the
 // known interfaces with their health and the known nodes with their
 // connection state; the subject fields (Interface, Nodes) are empty.
-func AppendConnectivity(dst []byte, c *events.Connectivity) ([]byte, error) {
+func AppendConnectivity(dst []byte, c *event.Connectivity) ([]byte, error) {
 	if c != nil {
 		var ck check
 		ck.data(c)
@@ -620,7 +620,7 @@ func AppendConnectivity(dst []byte, c *events.Connectivity) ([]byte, error) {
 }
 
 // ParseConnectivity decodes a QUERY_CONNECTIVITY reply.
-func ParseConnectivity(b []byte) (*events.Connectivity, error) {
+func ParseConnectivity(b []byte) (*event.Connectivity, error) {
 	r := proto.NewReader(b, "QUERY_CONNECTIVITY reply")
 	c := readConnectivity(r)
 	if err := r.Err(); err != nil {

@@ -9,43 +9,43 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/client"
 	"github.com/corralhq/corral/proto/internal/golden"
 	"github.com/corralhq/corral/proto/internal/wiretest"
+	"github.com/corralhq/corral/types/event"
 )
 
 // Sample data of the golden vectors.
 var (
-	node1 = events.Node{ID: 1, Name: "n1", Addr: netip.MustParseAddrPort("127.0.0.1:7946"), BornOn: 1}
-	node2 = events.Node{ID: 0x0102030405060708, Name: "node-two", Addr: netip.MustParseAddrPort("[fe80::2%eth0]:7946"), BornOn: 3}
-	node3 = events.Node{ID: 3, Name: "n3"} // address unknown
+	node1 = event.Node{ID: 1, Name: "n1", Addr: netip.MustParseAddrPort("127.0.0.1:7946"), BornOn: 1}
+	node2 = event.Node{ID: 0x0102030405060708, Name: "node-two", Addr: netip.MustParseAddrPort("[fe80::2%eth0]:7946"), BornOn: 3}
+	node3 = event.Node{ID: 3, Name: "n3"} // address unknown
 
-	sampleView = &events.Membership{Instance: 3, Members: []events.Node{node1, node2}, Joined: []events.Node{node2}, Left: []events.Node{node3}}
-	sampleConn = &events.Connectivity{
-		Interface: events.Interface{Name: "eth0", Addr: netip.MustParsePrefix("192.168.1.10/24")},
-		Nodes:     []events.Node{node2},
-		Interfaces: []events.Interface{
+	sampleView = &event.Membership{Instance: 3, Members: []event.Node{node1, node2}, Joined: []event.Node{node2}, Left: []event.Node{node3}}
+	sampleConn = &event.Connectivity{
+		Interface: event.Interface{Name: "eth0", Addr: netip.MustParsePrefix("192.168.1.10/24")},
+		Nodes:     []event.Node{node2},
+		Interfaces: []event.Interface{
 			{Name: "eth0", Addr: netip.MustParsePrefix("192.168.1.10/24")},
 			{Name: "lo", Addr: netip.MustParsePrefix("::1/128"), Up: true},
 		},
-		Peers: []events.Peer{{Node: node1, Eligible: true, Connected: true}, {Node: node2, Eligible: true}, {Node: node3}},
+		Peers: []event.Peer{{Node: node1, Eligible: true, Connected: true}, {Node: node2, Eligible: true}, {Node: node3}},
 	}
-	sampleGroup = &events.Group{Name: "locks", Node: node1, Members: []events.Node{node1, node2}, MsgID: 42, Payload: []byte("hello")}
+	sampleGroup = &event.Group{Name: "locks", Node: node1, Members: []event.Node{node1, node2}, MsgID: 42, Payload: []byte("hello")}
 	// The connectivity lists an agent answers QUERY_CONNECTIVITY with:
 	// no subject.
-	sampleLists = &events.Connectivity{Interfaces: sampleConn.Interfaces, Peers: sampleConn.Peers}
+	sampleLists = &event.Connectivity{Interfaces: sampleConn.Interfaces, Peers: sampleConn.Peers}
 
 	sampleSub    = client.Subscribe{Classes: client.AllClasses}
-	sampleResume = client.Subscribe{Classes: client.MaskOf(events.ClassMemb, events.ClassGroup), Flags: client.SubResume, After: 1000}
+	sampleResume = client.Subscribe{Classes: client.MaskOf(event.ClassMemb, event.ClassGroup), Flags: client.SubResume, After: 1000}
 	sampleReply  = client.SubscribeReply{Latest: 1207, Floor: 0}
 	sampleGap    = client.SubscribeReply{Latest: 9000, Floor: 4904, Flags: client.ReplyGap}
 )
 
 const subMsgID = 0x10 // the SUBSCRIBE's msg id, carried by its EVENTs
 
-func mustEvent(ev events.Event) []byte {
+func mustEvent(ev event.Event) []byte {
 	b, err := client.AppendEvent(nil, &ev)
 	if err != nil {
 		panic(err)
@@ -53,7 +53,7 @@ func mustEvent(ev events.Event) []byte {
 	return b
 }
 
-func mustMembership(m *events.Membership) []byte {
+func mustMembership(m *event.Membership) []byte {
 	b, err := client.AppendMembership(nil, m)
 	if err != nil {
 		panic(err)
@@ -61,7 +61,7 @@ func mustMembership(m *events.Membership) []byte {
 	return b
 }
 
-func mustConnectivity(c *events.Connectivity) []byte {
+func mustConnectivity(c *event.Connectivity) []byte {
 	b, err := client.AppendConnectivity(nil, c)
 	if err != nil {
 		panic(err)
@@ -70,10 +70,10 @@ func mustConnectivity(c *events.Connectivity) []byte {
 }
 
 var (
-	evView  = events.Event{Seq: 1207, Desc: events.MSNewView, Data: sampleView}
-	evConn  = events.Event{Seq: 1208, Desc: events.CSP2PLost, Data: sampleConn}
-	evGroup = events.Event{Seq: 1209, Desc: events.GSBroadcast, Data: sampleGroup}
-	evLocal = events.Event{Desc: events.MSShutdown}
+	evView  = event.Event{Seq: 1207, Desc: event.MSNewView, Data: sampleView}
+	evConn  = event.Event{Seq: 1208, Desc: event.CSP2PLost, Data: sampleConn}
+	evGroup = event.Event{Seq: 1209, Desc: event.GSBroadcast, Data: sampleGroup}
+	evLocal = event.Event{Desc: event.MSShutdown}
 )
 
 // Annotators: they restate the layouts of SPEC.md independently of the
@@ -178,12 +178,12 @@ func eventFields(b []byte) golden.Fields {
 	w.U32("descriptor: class << 22 | event")
 	class := w.U8("data class (0 none, 1 COMM, 2 MEMB, 3 GROUP)")
 	w.Fixed(3, "reserved, zero")
-	switch events.Class(class) {
-	case events.ClassMemb:
+	switch event.Class(class) {
+	case event.ClassMemb:
 		membFields(w)
-	case events.ClassComm:
+	case event.ClassComm:
 		connFields(w)
-	case events.ClassGroup:
+	case event.ClassGroup:
 		groupFields(w)
 	}
 	return w.Fields
@@ -215,7 +215,7 @@ func reply(op uint16, body []byte) proto.Frame {
 // receive is the receive path of both ends of a client link: frame and
 // opcode checks, then the body the opcode and flags call for.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(client.Ops, client.MaxVersion, b)
+	f, err := wiretest.Receive(client.Ops(), client.MaxVersion, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -245,7 +245,7 @@ func receive(b []byte) (proto.Frame, any, error) {
 		return f, c, err
 	}
 	// The QUERY requests have an empty body.
-	return f, nil, proto.NewReader(f.Body, client.Ops.Name(f.Opcode)+" request").Err()
+	return f, nil, proto.NewReader(f.Body, client.Ops().Name(f.Opcode)+" request").Err()
 }
 
 func expect(want proto.Frame, msg any) func([]byte) error {
@@ -303,7 +303,7 @@ func eventVectors() []wiretest.Vector {
 	group := mustEvent(evGroup)
 	longName := *sampleGroup
 	longName.Name = strings.Repeat("g", client.MaxNameLen+1)
-	longGroup := events.Event{Seq: 1, Desc: events.GSJoin, Data: &longName}
+	longGroup := event.Event{Seq: 1, Desc: event.GSJoin, Data: &longName}
 	overLimit := make([]byte, 8+4+(client.MaxNodes+1)*22+8)
 	binary.LittleEndian.PutUint32(overLimit[8:], client.MaxNodes+1)
 
@@ -359,7 +359,7 @@ func eventVectors() []wiretest.Vector {
 		}, memberReply, membershipFields, expect(memberReply, sampleView), 0, ""),
 		frameVector("query_membership_none", []string{
 			"QUERY_MEMBERSHIP reply of an agent that has no view yet: instance 0, no members.",
-		}, noView, membershipFields, expect(noView, &events.Membership{}), 0, ""),
+		}, noView, membershipFields, expect(noView, &event.Membership{}), 0, ""),
 		frameVector("query_connectivity", []string{
 			"QUERY_CONNECTIVITY request: CREATE|DELETE, empty body.",
 		}, request(client.OpQueryConnectivity, nil), nil, expect(request(client.OpQueryConnectivity, nil), nil), 0, ""),
@@ -422,13 +422,13 @@ func eventVectors() []wiretest.Vector {
 	}
 }
 
-func mustLong(ev events.Event) []byte {
+func mustLong(ev event.Event) []byte {
 	// The encoder refuses the name, so build the body by hand: a valid
 	// JOIN, then the name's length patched and the bytes inserted.
-	short := *ev.Data.(*events.Group)
+	short := *ev.Data.(*event.Group)
 	short.Name = "g"
-	b := mustEvent(events.Event{Seq: ev.Seq, Desc: ev.Desc, Data: &short})
-	name := ev.Data.(*events.Group).Name
+	b := mustEvent(event.Event{Seq: ev.Seq, Desc: ev.Desc, Data: &short})
+	name := ev.Data.(*event.Group).Name
 	out := append([]byte(nil), b[:evData]...)
 	out = binary.LittleEndian.AppendUint16(out, uint16(len(name)))
 	out = append(out, name...)
@@ -438,42 +438,42 @@ func mustLong(ev events.Event) []byte {
 // peerOffset finds the first peer's flags in the sample P2P_LOST body.
 func peerOffset(conn []byte) int {
 	lists := mustConnectivity(sampleLists)
-	peers := mustConnectivity(&events.Connectivity{Interfaces: sampleLists.Interfaces})
+	peers := mustConnectivity(&event.Connectivity{Interfaces: sampleLists.Interfaces})
 	// The peers are the tail of the body: the bytes the peer list adds.
 	return len(conn) - (len(lists) - len(peers))
 }
 
 func TestMaskOf(t *testing.T) {
-	if m := client.MaskOf(events.ClassComm, events.ClassMemb, events.ClassGroup, 0, 9); m != client.AllClasses || client.AllClasses != 0x0e {
+	if m := client.MaskOf(event.ClassComm, event.ClassMemb, event.ClassGroup, 0, 9); m != client.AllClasses || client.AllClasses != 0x0e {
 		t.Fatalf("MaskOf(all) = %#x", m)
 	}
-	m := client.MaskOf(events.ClassGroup)
-	if !m.Has(events.ClassGroup) || m.Has(events.ClassMemb) || m.Has(0) || len(m.Classes()) != 1 {
+	m := client.MaskOf(event.ClassGroup)
+	if !m.Has(event.ClassGroup) || m.Has(event.ClassMemb) || m.Has(0) || len(m.Classes()) != 1 {
 		t.Fatalf("group mask %#x: %v", m, m.Classes())
 	}
 }
 
 func TestEventRoundTrip(t *testing.T) {
-	many := make([]events.Node, client.MaxNodes)
+	many := make([]event.Node, client.MaxNodes)
 	for i := range many {
-		many[i] = events.Node{ID: uint64(i), BornOn: uint64(i) * 3, Name: fmt.Sprint(i)}
+		many[i] = event.Node{ID: uint64(i), BornOn: uint64(i) * 3, Name: fmt.Sprint(i)}
 	}
 	many[7].Name = strings.Repeat("n", client.MaxNameLen)
 	many[8].Addr = netip.AddrPortFrom(netip.MustParseAddr("::ffff:10.0.0.1").WithZone(strings.Repeat("z", client.MaxZoneLen)), 1)
 	many[9].Addr = netip.MustParseAddrPort("[::]:0")
-	ifaces := make([]events.Interface, client.MaxInterfaces)
+	ifaces := make([]event.Interface, client.MaxInterfaces)
 	for i := range ifaces {
-		ifaces[i] = events.Interface{Name: fmt.Sprint("if", i), Up: i%2 == 0, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), i%33)}
+		ifaces[i] = event.Interface{Name: fmt.Sprint("if", i), Up: i%2 == 0, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), i%33)}
 	}
 	ifaces[3].Addr = netip.MustParsePrefix("::ffff:10.0.0.1/100")
 	ifaces[4].Addr = netip.Prefix{}
-	for _, ev := range []events.Event{
+	for _, ev := range []event.Event{
 		evView, evConn, evGroup, evLocal,
-		{Seq: 1, Desc: events.MSSuspect, Data: &events.Membership{}},
-		{Seq: 2, Desc: events.MSEvicted, Data: &events.Membership{Instance: 1 << 60, Members: many, Joined: many, Left: many}},
-		{Seq: 3, Desc: events.CSInterfaceAdded, Data: &events.Connectivity{Interface: ifaces[3], Interfaces: ifaces, Nodes: many, Peers: []events.Peer{{Node: many[8], Connected: true}}}},
-		{Seq: 4, Desc: events.GSReply, Data: &events.Group{Name: strings.Repeat("g", client.MaxNameLen), ReplyTo: 9, Members: many, Payload: make([]byte, client.MaxPayload)}},
-		{Seq: ^uint64(0), Desc: events.GSLeave, Data: &events.Group{}},
+		{Seq: 1, Desc: event.MSSuspect, Data: &event.Membership{}},
+		{Seq: 2, Desc: event.MSEvicted, Data: &event.Membership{Instance: 1 << 60, Members: many, Joined: many, Left: many}},
+		{Seq: 3, Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: ifaces[3], Interfaces: ifaces, Nodes: many, Peers: []event.Peer{{Node: many[8], Connected: true}}}},
+		{Seq: 4, Desc: event.GSReply, Data: &event.Group{Name: strings.Repeat("g", client.MaxNameLen), ReplyTo: 9, Members: many, Payload: make([]byte, client.MaxPayload)}},
+		{Seq: ^uint64(0), Desc: event.GSLeave, Data: &event.Group{}},
 	} {
 		b, err := client.AppendEvent(nil, &ev)
 		if err != nil {
@@ -491,9 +491,9 @@ func TestEventRoundTrip(t *testing.T) {
 
 // A nil pointer of a data type travels as no data.
 func TestEventNilData(t *testing.T) {
-	for _, d := range []events.Data{(*events.Membership)(nil), (*events.Connectivity)(nil), (*events.Group)(nil)} {
-		desc := events.MakeDescriptor(d.Class(), 1)
-		b, err := client.AppendEvent(nil, &events.Event{Seq: 5, Desc: desc, Data: d})
+	for _, d := range []event.Data{(*event.Membership)(nil), (*event.Connectivity)(nil), (*event.Group)(nil)} {
+		desc := event.MakeDescriptor(d.Class(), 1)
+		b, err := client.AppendEvent(nil, &event.Event{Seq: 5, Desc: desc, Data: d})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -506,23 +506,23 @@ func TestEventNilData(t *testing.T) {
 
 // The encoder refuses what a decoder would refuse, and appends nothing.
 func TestAppendEventLimits(t *testing.T) {
-	big := make([]events.Node, client.MaxNodes+1)
+	big := make([]event.Node, client.MaxNodes+1)
 	long := strings.Repeat("x", client.MaxNameLen+1)
 	for name, tc := range map[string]struct {
-		ev   events.Event
+		ev   event.Event
 		code proto.Code
 		text string
 	}{
-		"invalid desc":  {events.Event{Desc: events.MSInvalid}, proto.CodeField, "unknown event descriptor"},
-		"data class":    {events.Event{Desc: events.MSNewView, Data: &events.Group{}}, proto.CodeField, "GROUP data for NEWVIEW"},
-		"members":       {events.Event{Desc: events.MSNewView, Data: &events.Membership{Left: big}}, proto.CodeTooLarge, "4097 left nodes"},
-		"node name":     {events.Event{Desc: events.MSNewView, Data: &events.Membership{Members: []events.Node{{Name: long}}}}, proto.CodeTooLarge, "members name is 256 bytes"},
-		"zone":          {events.Event{Desc: events.GSJoin, Data: &events.Group{Node: events.Node{Addr: netip.AddrPortFrom(netip.IPv6Loopback().WithZone(long), 1)}}}, proto.CodeTooLarge, "zone is 256 bytes"},
-		"interfaces":    {events.Event{Desc: events.CSInterfaceAdded, Data: &events.Connectivity{Interfaces: make([]events.Interface, client.MaxInterfaces+1)}}, proto.CodeTooLarge, "257 interfaces"},
-		"iface name":    {events.Event{Desc: events.CSInterfaceAdded, Data: &events.Connectivity{Interface: events.Interface{Name: long}}}, proto.CodeTooLarge, "interface name is 256"},
-		"peers":         {events.Event{Desc: events.CSP2PLost, Data: &events.Connectivity{Peers: make([]events.Peer, client.MaxNodes+1)}}, proto.CodeTooLarge, "4097 peers"},
-		"payload":       {events.Event{Desc: events.GSUnicast, Data: &events.Group{Payload: make([]byte, client.MaxPayload+1)}}, proto.CodeTooLarge, "payload is 8388609 bytes"},
-		"group members": {events.Event{Desc: events.GSJoin, Data: &events.Group{Members: big}}, proto.CodeTooLarge, "4097 group members"},
+		"invalid desc":  {event.Event{Desc: event.MSInvalid}, proto.CodeField, "unknown event descriptor"},
+		"data class":    {event.Event{Desc: event.MSNewView, Data: &event.Group{}}, proto.CodeField, "GROUP data for NEWVIEW"},
+		"members":       {event.Event{Desc: event.MSNewView, Data: &event.Membership{Left: big}}, proto.CodeTooLarge, "4097 left nodes"},
+		"node name":     {event.Event{Desc: event.MSNewView, Data: &event.Membership{Members: []event.Node{{Name: long}}}}, proto.CodeTooLarge, "members name is 256 bytes"},
+		"zone":          {event.Event{Desc: event.GSJoin, Data: &event.Group{Node: event.Node{Addr: netip.AddrPortFrom(netip.IPv6Loopback().WithZone(long), 1)}}}, proto.CodeTooLarge, "zone is 256 bytes"},
+		"interfaces":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interfaces: make([]event.Interface, client.MaxInterfaces+1)}}, proto.CodeTooLarge, "257 interfaces"},
+		"iface name":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: event.Interface{Name: long}}}, proto.CodeTooLarge, "interface name is 256"},
+		"peers":         {event.Event{Desc: event.CSP2PLost, Data: &event.Connectivity{Peers: make([]event.Peer, client.MaxNodes+1)}}, proto.CodeTooLarge, "4097 peers"},
+		"payload":       {event.Event{Desc: event.GSUnicast, Data: &event.Group{Payload: make([]byte, client.MaxPayload+1)}}, proto.CodeTooLarge, "payload is 8388609 bytes"},
+		"group members": {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: big}}, proto.CodeTooLarge, "4097 group members"},
 	} {
 		out, err := client.AppendEvent([]byte("x"), &tc.ev)
 		if string(out) != "x" {
@@ -530,10 +530,10 @@ func TestAppendEventLimits(t *testing.T) {
 		}
 		wiretest.Expect(t, err, tc.code, tc.text)
 	}
-	if _, err := client.AppendMembership(nil, &events.Membership{Joined: big}); err == nil {
+	if _, err := client.AppendMembership(nil, &event.Membership{Joined: big}); err == nil {
 		t.Error("AppendMembership took 4097 joined nodes")
 	}
-	if _, err := client.AppendConnectivity(nil, &events.Connectivity{Peers: make([]events.Peer, client.MaxNodes+1)}); err == nil {
+	if _, err := client.AppendConnectivity(nil, &event.Connectivity{Peers: make([]event.Peer, client.MaxNodes+1)}); err == nil {
 		t.Error("AppendConnectivity took 4097 peers")
 	}
 }
@@ -541,7 +541,7 @@ func TestAppendEventLimits(t *testing.T) {
 // TestCountCheckedBeforeAllocation: a count the body cannot hold is
 // refused without allocating room for what it claims.
 func TestCountCheckedBeforeAllocation(t *testing.T) {
-	b := mustEvent(events.Event{Seq: 1, Desc: events.MSNewView, Data: &events.Membership{}})
+	b := mustEvent(event.Event{Seq: 1, Desc: event.MSNewView, Data: &event.Membership{}})
 	put32(b, evData+8, client.MaxNodes) // 4096 members claimed, 8 bytes follow
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -558,7 +558,7 @@ func TestCountCheckedBeforeAllocation(t *testing.T) {
 }
 
 func TestSubscribeRoundTrip(t *testing.T) {
-	for _, s := range []client.Subscribe{sampleSub, sampleResume, {Classes: client.MaskOf(events.ClassComm), Flags: client.SubResume}} {
+	for _, s := range []client.Subscribe{sampleSub, sampleResume, {Classes: client.MaskOf(event.ClassComm), Flags: client.SubResume}} {
 		b := client.AppendSubscribe(nil, &s)
 		got, err := client.ParseSubscribe(b)
 		if len(b) != client.SubscribeSize || err != nil || got != s {

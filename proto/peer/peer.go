@@ -22,8 +22,8 @@ const (
 // Specification constants: opcodes. Ranges marked reserved belong to later
 // services; their messages will be defined by the version that adds them.
 const (
-	OpPing uint16 = 0x0001 // body: proto.Ping; answered by PONG
-	OpPong uint16 = 0x0002 // body: the PING's proto.Ping, echoed
+	OpPing = proto.OpPing // body: proto.Ping; answered by PONG
+	OpPong = proto.OpPong // body: the PING's proto.Ping, echoed
 
 	// 0x0100–0x01FF: cluster log
 	OpRaft      uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
@@ -41,21 +41,20 @@ const (
 	// 0x0600–0x06FF reserved: shared addresses
 )
 
-// Ops is the peer protocol's opcode table.
-var Ops = &proto.OpSet{
-	Proto: proto.ProtoPeer,
-	Min:   MinVersion,
-	Max:   MaxVersion,
-	Ops: map[uint16]proto.Op{
-		OpPing:      {Name: "PING", Since: 1},
-		OpPong:      {Name: "PONG", Since: 1},
-		OpRaft:      {Name: "RAFT", Since: 1},
-		OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
-		OpJoin:      {Name: "JOIN", Since: 1},
-		OpLeave:     {Name: "LEAVE", Since: 1},
-		OpNotMember: {Name: "NOTMEMBER", Since: 1},
-	},
-}
+// ops is the peer protocol's opcode table. It is unexported so no
+// other package can change what every link checks frames against.
+var ops = proto.NewOpSet(proto.ProtoPeer, MinVersion, MaxVersion, map[uint16]proto.Op{
+	OpPing:      {Name: "PING", Since: 1},
+	OpPong:      {Name: "PONG", Since: 1},
+	OpRaft:      {Name: "RAFT", Since: 1},
+	OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
+	OpJoin:      {Name: "JOIN", Since: 1},
+	OpLeave:     {Name: "LEAVE", Since: 1},
+	OpNotMember: {Name: "NOTMEMBER", Since: 1},
+})
+
+// Ops returns the peer protocol's opcode table.
+func Ops() *proto.OpSet { return ops }
 
 // Result is the outcome of a JOIN or LEAVE request.
 type Result uint8

@@ -19,30 +19,30 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops, peer.OpPing, peer.OpPong, 0x0102), vectors()...))
+	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops(), peer.OpPing, peer.OpPong, 0x0102), vectors()...))
 }
 
 func TestOps(t *testing.T) {
-	if err := wiretest.CheckOps(peer.Ops); err != nil {
+	if err := wiretest.CheckOps(peer.Ops()); err != nil {
 		t.Fatal(err)
 	}
-	if peer.Ops.Proto != proto.ProtoPeer || peer.Ops.Min != peer.MinVersion || peer.Ops.Max != peer.MaxVersion {
-		t.Fatalf("Ops declares %s %d..%d", peer.Ops.Proto, peer.Ops.Min, peer.Ops.Max)
+	if peer.Ops().Proto() != proto.ProtoPeer || peer.Ops().Range().Min != peer.MinVersion || peer.Ops().Range().Max != peer.MaxVersion {
+		t.Fatalf("Ops declares %s %d..%d", peer.Ops().Proto(), peer.Ops().Range().Min, peer.Ops().Range().Max)
 	}
-	for op := range peer.Ops.Ops {
+	for _, op := range peer.Ops().Opcodes() {
 		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op >= peer.OpJoin && op <= peer.OpNotMember
 		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
 	}
-	wiretest.CheckOpTable(t, peer.Ops, "Opcode table of the peer protocol (proto/peer/SPEC.md).")
+	wiretest.CheckOpTable(t, peer.Ops(), "Opcode table of the peer protocol (proto/peer/SPEC.md).")
 }
 
 // TestJoinVersionMismatch plays a join between agents without a common
 // peer version: the accepting side answers REJECT naming both ranges,
 // and the joining side's error says both versions too.
 func TestJoinVersionMismatch(t *testing.T) {
-	local := proto.Ranges{peer.Ops.Range()}
+	local := proto.Ranges{peer.Ops().Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
 	wiretest.Expect(t, err, proto.CodeVersion, "we speak 2..2, peer speaks 3..4")
@@ -64,16 +64,16 @@ func TestJoinVersionMismatch(t *testing.T) {
 // cannot carry RAFTCHUNK, is refused with both ranges named.
 func TestVersionOneRefused(t *testing.T) {
 	v1 := proto.Ranges{{Proto: proto.ProtoPeer, Min: 1, Max: 1}}
-	_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops.Range()}, v1)
+	_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops().Range()}, v1)
 	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 2..2, peer speaks 1..1")
-	_, err = proto.Negotiate(proto.ProtoPeer, v1, proto.Ranges{peer.Ops.Range()})
+	_, err = proto.Negotiate(proto.ProtoPeer, v1, proto.Ranges{peer.Ops().Range()})
 	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 1..1, peer speaks 2..2")
 }
 
 // FuzzReceivePeer runs a peer link's receive path over one frame: frame
 // checks, the opcode table at the highest version and the PING/PONG body.
 func FuzzReceivePeer(f *testing.F) {
-	ping, pong := wiretest.PingFrames(peer.Ops, peer.MaxVersion, peer.OpPing, peer.OpPong)
+	ping, pong := wiretest.PingFrames(peer.Ops(), peer.MaxVersion, peer.OpPing, peer.OpPong)
 	f.Add(wiretest.Frame(ping)) // a PING
 	f.Add(wiretest.Frame(pong)) // its PONG
 	ping.Opcode = 0x0102
@@ -83,12 +83,12 @@ func FuzzReceivePeer(f *testing.F) {
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := wiretest.Receive(peer.Ops, peer.MaxVersion, b)
+		fr, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 		wiretest.Typed(t, err)
 		if err != nil {
 			return
 		}
-		if _, ok := peer.Ops.Ops[fr.Opcode]; !ok {
+		if _, ok := peer.Ops().Lookup(fr.Opcode); !ok {
 			t.Fatalf("opcode %#04x passed the table", fr.Opcode)
 		}
 		if p, err := proto.ParsePing(fr.Body); err == nil && !bytes.Equal(proto.AppendPing(nil, p), fr.Body) {
@@ -109,7 +109,7 @@ const request = proto.FlagCreate | proto.FlagDelete
 
 // receive is an agent's receive path for the membership and log messages.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(peer.Ops, peer.MaxVersion, b)
+	f, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -303,7 +303,7 @@ func vectors() []wiretest.Vector {
 		vec("err_chunk_v1", []string{
 			"raft_chunk_first sent as peer version 1, on a link that agreed on version 1:",
 			"RAFTCHUNK exists since version 2.",
-		}, v1F, chunkFields, func(b []byte) error { _, err := wiretest.Receive(peer.Ops, 1, b); return err },
+		}, v1F, chunkFields, func(b []byte) error { _, err := wiretest.Receive(peer.Ops(), 1, b); return err },
 			proto.CodeOpcode, "peer protocol version 1 has no opcode 0x0101"),
 		vec("raft", []string{"RAFT: a raft heartbeat from node 1 to node 2, term 7, commit 42, as raftpb protobuf."},
 			raftF, nil, expect(raftF, rm), 0, ""),

@@ -32,7 +32,7 @@ const PingMsgID = 7
 // the PONG carrying the PING's msg id with REPLY added and its body
 // echoed.
 func PingFrames(ops *proto.OpSet, v uint8, ping, pong uint16) (proto.Frame, proto.Frame) {
-	h := proto.Header{Proto: ops.Proto, Version: v, Opcode: ping, Flags: proto.FlagCreate | proto.FlagDelete, Hops: proto.HopLimit, MsgID: PingMsgID}
+	h := proto.Header{Proto: ops.Proto(), Version: v, Opcode: ping, Flags: proto.FlagCreate | proto.FlagDelete, Hops: proto.HopLimit, MsgID: PingMsgID}
 	p := proto.Frame{Header: h, Body: proto.AppendPing(nil, SamplePing)}
 	h.Opcode, h.Flags = pong, h.Flags|proto.FlagReply
 	return p, proto.Frame{Header: h, Body: proto.AppendPing(nil, SamplePing)}
@@ -61,8 +61,8 @@ func ReceivePing(ops *proto.OpSet, v uint8, want proto.Frame) func([]byte) error
 // opcode the version lacks, of another version, of another sub-protocol
 // and of a PING with a short body.
 func PingVectors(ops *proto.OpSet, ping, pong, undefined uint16) []Vector {
-	v := ops.Max
-	name := ops.Proto.String()
+	v := ops.Range().Max
+	name := ops.Proto().String()
 	pf, qf := PingFrames(ops, v, ping, pong)
 	frame := func(n string, about []string, f proto.Frame, decode func([]byte) error, want proto.Code, detail string) Vector {
 		b := Frame(f)
@@ -74,7 +74,7 @@ func PingVectors(ops *proto.OpSet, ping, pong, undefined uint16) []Vector {
 	newer := pf
 	newer.Version = v + 1
 	other := pf
-	other.Proto = (ops.Proto % 3) + 1 // another of peer, client, admin
+	other.Proto = (ops.Proto() % 3) + 1 // another of peer, client, admin
 	short := pf
 	short.Body = short.Body[:4]
 	return []Vector{
@@ -107,20 +107,21 @@ func PingVectors(ops *proto.OpSet, ping, pong, undefined uint16) []Vector {
 // 0x0000 is never used, and every opcode is defined by a version this
 // build speaks.
 func CheckOps(ops *proto.OpSet) error {
-	if ops.Min < 1 || ops.Min > ops.Max {
-		return fmt.Errorf("versions %d..%d", ops.Min, ops.Max)
+	if ops.Range().Min < 1 || ops.Range().Min > ops.Range().Max {
+		return fmt.Errorf("versions %d..%d", ops.Range().Min, ops.Range().Max)
 	}
-	if _, ok := ops.Ops[0]; ok {
+	if _, ok := ops.Lookup(0); ok {
 		return fmt.Errorf("opcode 0x0000 is defined")
 	}
 	names := map[string]bool{}
-	for op, o := range ops.Ops {
+	for _, op := range ops.Opcodes() {
+		o, _ := ops.Lookup(op)
 		if o.Name == "" || names[o.Name] {
 			return fmt.Errorf("opcode %#04x: empty or duplicate name %q", op, o.Name)
 		}
 		names[o.Name] = true
-		if o.Since < 1 || o.Since > ops.Max {
-			return fmt.Errorf("opcode %#04x %s: since version %d, this build speaks %d..%d", op, o.Name, o.Since, ops.Min, ops.Max)
+		if o.Since < 1 || o.Since > ops.Range().Max {
+			return fmt.Errorf("opcode %#04x %s: since version %d, this build speaks %d..%d", op, o.Name, o.Since, ops.Range().Min, ops.Range().Max)
 		}
 	}
 	return nil

@@ -4,10 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
@@ -255,10 +253,9 @@ func CheckOpTable(t *testing.T, ops *proto.OpSet, comment ...string) {
 	for _, c := range comment {
 		sb.WriteString(strings.TrimRight("# "+c, " ") + "\n")
 	}
-	fmt.Fprintf(&sb, "proto %d (%s) versions %d..%d\n", ops.Proto, ops.Proto, ops.Min, ops.Max)
-	codes := slices.Sorted(maps.Keys(ops.Ops))
-	for _, op := range codes {
-		o := ops.Ops[op]
+	fmt.Fprintf(&sb, "proto %d (%s) versions %d..%d\n", ops.Proto(), ops.Proto(), ops.Range().Min, ops.Range().Max)
+	for _, op := range ops.Opcodes() {
+		o, _ := ops.Lookup(op)
 		fmt.Fprintf(&sb, "%#04x %-10s since %d\n", op, o.Name, o.Since)
 	}
 	golden.CheckText(t, filepath.Join("testdata", "opcodes.txt"), sb.String())

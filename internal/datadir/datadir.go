@@ -1,0 +1,41 @@
+package datadir
+
+import (
+	"os"
+	"path/filepath"
+)
+
+const (
+	// Default is the data directory of an agent installed system-wide.
+	Default = "/var/lib/corral"
+	// EnvVar names the environment variable that overrides Default.
+	EnvVar = "CORRAL_DATA_DIR"
+)
+
+// Names of the files in a data directory.
+const (
+	AdminSocketName  = "admin.sock"  // admin protocol, mode 0600
+	ClientSocketName = "client.sock" // client protocol, mode 0660
+	NodeIDName       = "node-id"     // the node id in decimal, made up on first start
+	ClusterKeyName   = "cluster.key" // the cluster key unless configured elsewhere
+)
+
+// Dir returns $CORRAL_DATA_DIR, or Default when it is unset or empty.
+func Dir() string {
+	if d := os.Getenv(EnvVar); d != "" {
+		return d
+	}
+	return Default
+}
+
+// AdminSocket is the path of the admin socket in dir.
+func AdminSocket(dir string) string { return filepath.Join(dir, AdminSocketName) }
+
+// ClientSocket is the path of the client socket in dir.
+func ClientSocket(dir string) string { return filepath.Join(dir, ClientSocketName) }
+
+// NodeIDFile is the path of the node-id file in dir.
+func NodeIDFile(dir string) string { return filepath.Join(dir, NodeIDName) }
+
+// ClusterKeyFile is the default path of the cluster key in dir.
+func ClusterKeyFile(dir string) string { return filepath.Join(dir, ClusterKeyName) }
