@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/eventstream"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/proto"
@@ -34,8 +35,10 @@ type Agent struct {
 	nodes    *nodes
 	cluster  *cluster
 	pending  pending // JOIN and LEAVE requests awaiting answers
-	hub      *eventHub
 	ifaces   *ifaceWatch
+
+	stream  *eventstream.Stream // events for local clients
+	clients *eventstream.Server // serves the client socket's links
 
 	ln      net.Listener // peer listener
 	adminLn net.Listener
@@ -47,9 +50,6 @@ type Agent struct {
 
 	stopReq  chan struct{} // closed to stop the agent: it left the cluster
 	stopOnce sync.Once
-
-	pubMu   sync.Mutex // guards lastSeq
-	lastSeq uint64     // highest cluster-wide event published
 
 	mu    sync.Mutex // guards local and dialCtx
 	local map[*transport.Link]bool
@@ -84,8 +84,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		stopReq: make(chan struct{}),
 		nodes:   newNodes(cfg.ID, cfg.Peers, log),
 	}
-	a.hub = newEventHub(logkey.WithSubsystem(log, "events"))
-	a.hub.SetProviders(a.membershipNow, a.connectivityNow)
+	// The events up to the recorded applied index were published by an
+	// earlier run: the stream starts there, so that a client resuming
+	// below it is told of a gap.
+	state, _, err := readState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.stream = eventstream.New(eventstream.DefaultLimits(), state.Applied, log)
+	a.clients = eventstream.NewServer(a.stream, log)
+	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
 	a.cluster = newCluster(a)
 	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
 	a.peerCfg = &transport.Config{
@@ -183,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopRun()
 	a.log.Info("agent shutting down")
 	a.publish(events.Event{Desc: events.MSShutdown, Data: viewData(a.cluster.currentView())})
-	a.hub.Close() // hands subscribed clients what was published, SHUTDOWN included, then says goodbye
+	a.stream.Close() // hands subscribed clients what was published, SHUTDOWN included, then says goodbye
 	a.ln.Close()
 	a.adminLn.Close()
 	a.cliLn.Close()
@@ -284,22 +292,12 @@ func (a *Agent) handlePeer(l *transport.Link, f *proto.Frame) error {
 	return proto.Errorf(proto.CodeOpcode, "peer opcode %#04x has no handler", f.Opcode)
 }
 
-// publish hands an event to the local clients. A cluster-wide event at or
-// below the last one published was delivered before: the log replays
-// entries after a node rejoins, and those already told are not told again.
+// publish hands an event to the local clients. The stream is the one
+// place that refuses (and logs) a cluster-wide event at or below the
+// latest it has; after an eviction the log replays entries this node told
+// in its earlier life, and those are refused there too.
 func (a *Agent) publish(ev events.Event) {
-	if ev.Seq != 0 {
-		a.pubMu.Lock()
-		old := ev.Seq <= a.lastSeq
-		if !old {
-			a.lastSeq = ev.Seq
-		}
-		a.pubMu.Unlock()
-		if old {
-			return
-		}
-	}
-	a.hub.Publish(ev)
+	a.stream.Publish(ev)
 }
 
 // dialLoop keeps a link to the peer at addr, redialing with backoff.

@@ -106,10 +106,6 @@ func (c *cluster) start(found bool) error {
 	c.mu.Lock()
 	c.view, c.inc, c.applied = state.View, state.Incarnation, state.Applied
 	c.mu.Unlock()
-	// Events up to the applied index were published by an earlier run.
-	c.a.pubMu.Lock()
-	c.a.lastSeq = max(c.a.lastSeq, state.Applied)
-	c.a.pubMu.Unlock()
 	var peers []uint64
 	if last == 0 && found {
 		peers = []uint64{state.Incarnation}
@@ -271,6 +267,9 @@ func (c *cluster) Restore(s clusterlog.Snapshot) error {
 	c.view, c.applied = v, s.Index
 	err = writeState(c.a.cfg.DataDir, &nodeState{Applied: s.Index, Incarnation: c.inc, View: v})
 	c.mu.Unlock()
+	// The events of the entries the snapshot replaced are never told
+	// here: a client resuming below it hears of a gap.
+	c.a.stream.Skip(s.Index)
 	c.wake()
 	return err
 }

@@ -45,23 +45,14 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 			} else if want == proto.ProtoAdmin {
 				l.Start(a.handleAdmin)
 			} else {
-				l.Start(a.handleClient)
+				l.Start(a.clients.Handler())
 			}
 			<-l.Done()
-			if want == proto.ProtoClient {
-				a.hub.drop(l)
-			}
 			a.mu.Lock()
 			delete(a.local, l)
 			a.mu.Unlock()
 		})
 	}
-}
-
-// handleClient serves the client protocol (PING and PONG are answered by
-// the link): the cluster events, by the event hub.
-func (a *Agent) handleClient(l *transport.Link, f *proto.Frame) error {
-	return a.hub.handle(l, f)
 }
 
 // handleAdmin answers admin requests.

@@ -105,16 +105,15 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run has returned
 
-	mu      sync.Mutex // guards the fields below
-	closed  bool
-	cur     *transport.Link // the link whose EVENTs are delivered; nil between links
-	link    *transport.Link // cur, once its subscription is confirmed; nil otherwise
-	linkUp  chan struct{}   // closed when link becomes non-nil
-	sub     *subscribing    // the SUBSCRIBE waiting for its reply
-	subID   uint64          // msg id of cur's SUBSCRIBE, which its EVENTs carry
-	last    uint64          // highest Seq published into svc (or skipped by asking for new events only)
-	resume  bool            // the next SUBSCRIBE resumes after last
-	pending map[uint64]*query
+	mu     sync.Mutex // guards the fields below
+	closed bool
+	cur    *transport.Link // the link whose EVENTs are delivered; nil between links
+	link   *transport.Link // cur, once its subscription is confirmed; nil otherwise
+	linkUp chan struct{}   // closed when link becomes non-nil
+	sub    *subscribing    // the SUBSCRIBE waiting for its reply
+	subID  uint64          // msg id of cur's SUBSCRIBE, which its EVENTs carry
+	last   uint64          // highest Seq published into svc (or skipped by asking for new events only)
+	resume bool            // the next SUBSCRIBE resumes after last
 }
 
 // subscribing is a SUBSCRIBE in flight on link l.
@@ -129,18 +128,6 @@ type subscribing struct {
 type subResult struct {
 	rep wire.SubscribeReply
 	err error
-}
-
-// query is a QUERY in flight on link l.
-type query struct {
-	l     *transport.Link
-	op    uint16
-	reply chan queryResult // cap 1
-}
-
-type queryResult struct {
-	data events.Data
-	err  error
 }
 
 // Dial connects to the agent whose data directory, or client socket, is
@@ -180,16 +167,15 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	}
 	log := opts.Logger.With("subsystem", "client", "socket", path)
 	c := &Client{
-		path:    path,
-		opts:    opts,
-		log:     log,
-		svc:     opts.Service,
-		mask:    mask,
-		done:    make(chan struct{}),
-		linkUp:  make(chan struct{}),
-		last:    opts.After,
-		resume:  opts.Resume,
-		pending: make(map[uint64]*query),
+		path:   path,
+		opts:   opts,
+		log:    log,
+		svc:    opts.Service,
+		mask:   mask,
+		done:   make(chan struct{}),
+		linkUp: make(chan struct{}),
+		last:   opts.After,
+		resume: opts.Resume,
 		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
 	}
@@ -325,11 +311,11 @@ func (c *Client) run(l *transport.Link) {
 		case <-l.Done():
 		case <-c.ctx.Done():
 			l.Close(proto.CodeShutdown, "client closing")
-			c.lost(l, ErrClosed)
+			c.lost(l)
 			return
 		}
 		err := l.Err()
-		c.lost(l, err)
+		c.lost(l)
 		c.log.Info("link to the agent lost; reconnecting", "err", err.Error())
 		if c.opts.OnDisconnect != nil {
 			c.opts.OnDisconnect(err)
@@ -355,8 +341,8 @@ func (c *Client) run(l *transport.Link) {
 	}
 }
 
-// lost forgets link l and fails the queries waiting on it.
-func (c *Client) lost(l *transport.Link, err error) {
+// lost forgets link l. The link fails the queries waiting on it.
+func (c *Client) lost(l *transport.Link) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur == l {
@@ -365,12 +351,6 @@ func (c *Client) lost(l *transport.Link, err error) {
 	if c.link == l {
 		c.link = nil
 		c.linkUp = make(chan struct{})
-	}
-	for id, q := range c.pending {
-		if q.l == l {
-			q.reply <- queryResult{err: fmt.Errorf("client: link to the agent lost: %w", err)}
-			delete(c.pending, id)
-		}
 	}
 }
 
@@ -434,38 +414,9 @@ func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
 		}
 		sub.reply <- res
 		return nil
-	case (f.Opcode == wire.OpQueryMembership || f.Opcode == wire.OpQueryConnectivity) && isReply:
-		var res queryResult
-		switch {
-		case f.Flags&proto.FlagAbort != 0:
-			st, err := proto.ParseStatus(f.Body, opName(f.Opcode)+" failure")
-			if err != nil {
-				return err
-			}
-			res.err = fmt.Errorf("client: agent refused %s: %w", opName(f.Opcode), st.Err())
-		case f.Opcode == wire.OpQueryMembership:
-			m, err := wire.ParseMembership(f.Body)
-			if err != nil {
-				return err
-			}
-			res.data = m
-		default:
-			cn, err := wire.ParseConnectivity(f.Body)
-			if err != nil {
-				return err
-			}
-			res.data = cn
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		// A query given up by its caller is no longer pending: its late
-		// answer is dropped.
-		if q, ok := c.pending[f.MsgID]; ok && q.l == l && q.op == f.Opcode {
-			delete(c.pending, f.MsgID)
-			q.reply <- res
-		}
-		return nil
 	}
+	// Query replies go to Link.Call; one that reaches here answers
+	// nothing asked.
 	return proto.Errorf(proto.CodeState, "the agent sent %s with flags %#x, which a client does not expect", opName(f.Opcode), f.Flags)
 }
 
@@ -534,28 +485,34 @@ func (c *Client) query(ctx context.Context, op uint16) (events.Data, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := l.NextMsgID()
-	q := &query{l: l, op: op, reply: make(chan queryResult, 1)}
-	c.mu.Lock()
-	c.pending[id] = q
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-	}()
-	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}}
-	if err := l.Send(ctx, &f); err != nil {
+	// Close ends the wait too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.ctx, cancel)()
+	rep, err := l.Call(ctx, &proto.Frame{Header: proto.Header{Opcode: op}})
+	switch {
+	case err == nil:
+	case c.ctx.Err() != nil:
+		return nil, ErrClosed
+	case errors.Is(err, transport.ErrClosed):
+		return nil, fmt.Errorf("client: link to the agent lost: %w", err)
+	case ctx.Err() != nil:
+		return nil, err
+	default:
+		return nil, fmt.Errorf("client: agent refused %s: %w", opName(op), err)
+	}
+	if op == wire.OpQueryMembership {
+		m, err := wire.ParseMembership(rep.Body)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	cn, err := wire.ParseConnectivity(rep.Body)
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case r := <-q.reply:
-		return r.data, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-c.ctx.Done():
-		return nil, ErrClosed
-	}
+	return cn, nil
 }
 
 // Membership asks the agent for the current view (the seed's consensus

@@ -22,7 +22,7 @@ import (
 
 // These tests put the client against a fake agent that says exactly what
 // each test wants, including what a real agent never says. The client
-// against the real agent is tested in package agent (eventhub_test.go).
+// against the real agent is tested in package agent (clients_test.go).
 
 const waitFor = 10 * time.Second
 

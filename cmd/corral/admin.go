@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -39,39 +40,18 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 		return nil, err
 	}
 	defer l.Close(proto.CodeShutdown, "done")
-	type answer struct {
-		body []byte
-		err  error
-	}
-	got := make(chan answer, 1)
-	id := l.NextMsgID()
+	// Replies go to Call; the agent sends nothing else.
 	l.Start(func(_ *transport.Link, f *proto.Frame) error {
-		if f.MsgID != id || f.Opcode != op || f.Flags&proto.FlagReply == 0 {
-			return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops().Name(f.Opcode))
-		}
-		if f.Flags&proto.FlagAbort != 0 {
-			st, err := proto.ParseStatus(f.Body, "admin error")
-			if err == nil {
-				err = st.Err()
-			}
-			got <- answer{err: err}
-			return nil
-		}
-		got <- answer{body: append([]byte(nil), f.Body...)}
-		return nil
+		return proto.Errorf(proto.CodeState, "unexpected %s frame", admin.Ops().Name(f.Opcode))
 	})
-	req := proto.Frame{Header: proto.Header{Opcode: op, MsgID: id, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
-	if err := l.Send(ctx, &req); err != nil {
+	rep, err := l.Call(ctx, &proto.Frame{Header: proto.Header{Opcode: op}, Body: body})
+	if errors.Is(err, transport.ErrClosed) {
+		return nil, fmt.Errorf("agent closed the admin connection: %w", err)
+	}
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case a := <-got:
-		return a.body, a.err
-	case <-l.Done():
-		return nil, fmt.Errorf("agent closed the admin connection: %w", l.Err())
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return rep.Body, nil
 }
 
 func membersCmd() *cobra.Command {

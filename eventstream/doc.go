@@ -1,0 +1,26 @@
+// Package eventstream is the node's stream of cluster events for local
+// subscribers: every event published gets a position; a bounded history
+// lets a subscriber that reconnects resume after the last cluster-wide
+// Seq it delivered; a subscriber that falls too far behind is closed
+// rather than waited for.
+//
+// The rules, in order:
+//
+//  1. Cluster-wide events (Seq != 0) are published with strictly
+//     increasing Seq, the index of the log entry they were applied from.
+//     This package is where exactly-once holds for the stream: a Seq not
+//     above the latest is refused (logged, dropped, ErrStaleSeq).
+//  2. A stream starts at a floor, the log's applied index at start: the
+//     events up to it were published by an earlier run (or replaced by a
+//     snapshot, Skip) and are not in this history. Floor then rises as
+//     events leave the history.
+//  3. A subscriber that resumes after a Seq below the floor is told so
+//     (Reply.Gap): events it missed are either sent or reported, never
+//     silently lost.
+//  4. Local-only events (Seq 0) reach only the subscribers present when
+//     they are published; they are never resent.
+//
+// Subscribers are Sinks (a client link through Server, or a fake) with a
+// Filter. Server speaks the client protocol's SUBSCRIBE, EVENT and
+// queries on transport links (proto/client/SPEC.md, "Cluster events").
+package eventstream

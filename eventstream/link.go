@@ -1,0 +1,155 @@
+package eventstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/transport"
+)
+
+// Server serves the client protocol's cluster-event opcodes on local
+// links (proto/client/SPEC.md): SUBSCRIBE into a Stream, EVENT out of it,
+// and the on-demand queries from providers.
+type Server struct {
+	stream *Stream
+	log    *slog.Logger
+
+	mu   sync.Mutex // guards view and conn
+	view func() events.Membership
+	conn func() events.Connectivity
+}
+
+// NewServer returns a server whose subscriptions go to s.
+func NewServer(s *Stream, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{stream: s, log: log.With("subsystem", "eventstream")}
+}
+
+// SetProviders sets the functions that answer QUERY_MEMBERSHIP and
+// QUERY_CONNECTIVITY; nil refuses the query. They are called on a client
+// link's reader goroutine, without the server's lock.
+func (srv *Server) SetProviders(view func() events.Membership, conn func() events.Connectivity) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.view, srv.conn = view, conn
+}
+
+// Handler returns the transport.Handler for one client link: start each
+// link with its own. An error it returns ends that link only, with a
+// GOODBYE that carries the error.
+func (srv *Server) Handler() transport.Handler {
+	var sink *linkSink // the link's subscription; only the reader touches it
+	return func(l *transport.Link, f *proto.Frame) error {
+		name := client.Ops().Name(f.Opcode)
+		switch {
+		case f.Opcode == client.OpEvent:
+			return proto.Errorf(proto.CodeState, "a client sent EVENT; events flow from the agent to clients")
+		case f.Flags&(proto.FlagReply|proto.FlagAbort) != 0:
+			return proto.Errorf(proto.CodeState, "a client sent a %s reply (flags %#x); clients send requests", name, f.Flags)
+		case f.Flags != proto.FlagCreate|proto.FlagDelete:
+			return proto.Errorf(proto.CodeField, "%s request with flags %#x, want CREATE|DELETE", name, f.Flags)
+		}
+		switch f.Opcode {
+		case client.OpSubscribe:
+			req, err := client.ParseSubscribe(f.Body)
+			if err != nil {
+				return err
+			}
+			if sink != nil {
+				l.Abort(context.Background(), f, proto.Errorf(proto.CodeState, "already subscribed on this link"))
+				return nil
+			}
+			sink = srv.subscribe(l, f, req)
+			return nil
+		case client.OpQueryMembership, client.OpQueryConnectivity:
+			if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
+				return err
+			}
+			srv.query(l, f)
+			return nil
+		}
+		return proto.Errorf(proto.CodeOpcode, "client opcode %#04x (%s) has no handler", f.Opcode, name)
+	}
+}
+
+// subscribe answers a SUBSCRIBE. It returns the link's sink, or nil if
+// the stream refused.
+func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subscribe) *linkSink {
+	k := &linkSink{l: l, msgID: f.MsgID, ready: make(chan struct{})}
+	// The reply is queued before k lets any EVENT through.
+	defer close(k.ready)
+	rep, err := srv.stream.Subscribe(k, Subscription{Filter: Classes(req.Classes), Resume: req.Flags&client.SubResume != 0, After: req.After})
+	if err != nil {
+		code := proto.CodeState
+		if errors.Is(err, ErrClosed) {
+			code = proto.CodeShutdown
+		}
+		l.Abort(context.Background(), f, proto.Errorf(code, "agent shutting down"))
+		return nil
+	}
+	srv.log.Debug("client subscribed", "client", l.Peer().Name, "classes", fmt.Sprint(req.Classes.Classes()), "after", req.After, "latest", rep.Latest, "floor", rep.Floor, "gap", rep.Gap)
+	wr := client.SubscribeReply{Latest: rep.Latest, Floor: rep.Floor}
+	if rep.Gap {
+		wr.Flags |= client.ReplyGap
+	}
+	l.Reply(context.Background(), f, client.AppendSubscribeReply(nil, &wr)) // a failure ends the link, which the stream sees
+	return k
+}
+
+// query answers QUERY_MEMBERSHIP or QUERY_CONNECTIVITY from the providers.
+func (srv *Server) query(l *transport.Link, f *proto.Frame) {
+	srv.mu.Lock()
+	view, conn := srv.view, srv.conn
+	srv.mu.Unlock()
+	ctx := context.Background() // a closed link is not this request's error
+	var body []byte
+	var err error
+	switch {
+	case f.Opcode == client.OpQueryMembership && view != nil:
+		m := view()
+		body, err = client.AppendMembership(nil, &m)
+	case f.Opcode == client.OpQueryConnectivity && conn != nil:
+		c := conn()
+		c.Interface, c.Nodes = events.Interface{}, nil // the reply has no subject
+		body, err = client.AppendConnectivity(nil, &c)
+	default:
+		l.Abort(ctx, f, proto.Errorf(proto.CodeState, "the agent cannot answer %s yet", client.Ops().Name(f.Opcode)))
+		return
+	}
+	if err != nil {
+		srv.log.Error("cannot answer a client query", "query", client.Ops().Name(f.Opcode), "err", err.Error())
+		l.Abort(ctx, f, proto.Errorf(proto.CodeTooLarge, "%s", err.Error()))
+		return
+	}
+	l.Reply(ctx, f, body)
+}
+
+// linkSink is a Sink over a client link: each event is an EVENT frame
+// with the msg id of the link's SUBSCRIBE.
+type linkSink struct {
+	l     *transport.Link
+	msgID uint64
+	ready chan struct{} // closed once the SUBSCRIBE reply is queued: no EVENT precedes it
+}
+
+func (k *linkSink) Send(ctx context.Context, body []byte) error {
+	select {
+	case <-k.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f := proto.Frame{Header: proto.Header{Opcode: client.OpEvent, MsgID: k.msgID, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
+	return k.l.Send(ctx, &f)
+}
+
+func (k *linkSink) Close(code proto.Code, text string) { k.l.Close(code, text) }
+
+func (k *linkSink) Done() <-chan struct{} { return k.l.Done() }

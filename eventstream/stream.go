@@ -1,0 +1,457 @@
+package eventstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/transport"
+)
+
+var (
+	// ErrClosed is returned by Publish and Subscribe after Close.
+	ErrClosed = errors.New("eventstream: closed")
+	// ErrSubscribed is returned by Subscribe for a sink subscribed already.
+	ErrSubscribed = errors.New("eventstream: sink already subscribed")
+	// ErrStaleSeq is returned by Publish for a cluster-wide event whose Seq
+	// is not above the latest: it was published before, or skipped.
+	ErrStaleSeq = errors.New("eventstream: seq not above the latest")
+)
+
+// Limits bound the stream's memory (proto/client/SPEC.md, "History" and
+// "Falling behind").
+type Limits struct {
+	// The history keeps the last HistEvents events, and more while they
+	// take at most HistKeepBytes; never more than HistMaxBytes.
+	HistEvents    int
+	HistKeepBytes int
+	HistMaxBytes  int
+	// A subscriber with more than LagEvents events, or LagBytes bytes,
+	// published since it subscribed and not yet handed to its sink is
+	// disconnected.
+	LagEvents int
+	LagBytes  int
+	// Flush bounds how long Close waits for subscribers to take what was
+	// published before their sinks are closed anyway.
+	Flush time.Duration
+}
+
+// DefaultLimits keep the lag bound plus a link's send queue well within
+// what the history keeps, so that a client disconnected for falling
+// behind finds its events when it resumes.
+func DefaultLimits() Limits {
+	return Limits{
+		HistEvents:    4096,
+		HistKeepBytes: 2 * transport.DefaultQueueBytes,
+		HistMaxBytes:  64 << 20,
+		LagEvents:     1024,
+		LagBytes:      4 << 20,
+		Flush:         time.Second,
+	}
+}
+
+// Sink is where one subscriber's events go: a client link, or a fake in
+// tests.
+type Sink interface {
+	// Send hands over one EVENT body (proto/client's Event encoding). It
+	// may block while the sink is full, until ctx ends.
+	Send(ctx context.Context, body []byte) error
+	// Close ends the sink with a reason (GOODBYE on a link). The stream
+	// calls it once, when the subscriber falls behind or the stream
+	// closes, and never after Done is closed.
+	Close(code proto.Code, text string)
+	// Done is closed when the sink has ended by itself (the link dropped).
+	Done() <-chan struct{}
+}
+
+// Filter selects the events a subscriber is sent. It is called with the
+// stream's lock held, possibly more than once per event: it must be fast,
+// give the same answer for the same event, and not modify ev.
+type Filter func(ev *events.Event) bool
+
+// Classes returns a Filter that selects the events of the classes in m.
+func Classes(m client.ClassMask) Filter {
+	return func(ev *events.Event) bool { return m.Has(ev.Desc.Class()) }
+}
+
+// Subscription is what a subscriber asks for.
+type Subscription struct {
+	Filter Filter // nil: every event
+	// Resume: first the cluster-wide events above After still in the
+	// history, then everything published after Subscribe, cluster-wide
+	// events only above After. Without Resume, only what is published
+	// after Subscribe.
+	Resume bool
+	After  uint64
+}
+
+// Reply is the answer to a subscription (client.SubscribeReply).
+type Reply struct {
+	Latest uint64 // highest Seq published (or skipped)
+	Floor  uint64 // every cluster-wide event above Floor is in the history
+	Gap    bool   // Resume was asked and After < Floor: events may be lost
+}
+
+// entry is one published event, encoded once and shared read-only by the
+// history and every subscriber.
+type entry struct {
+	ev   events.Event // for filters
+	body []byte       // the EVENT body
+}
+
+type subState uint8
+
+const (
+	subActive  subState = iota
+	subBehind           // fell too far behind: Close with CodeBehind
+	subClosing          // the stream closes: hand over what was published, then Close
+)
+
+// subscriber is one sink's subscription. Its goroutine (serve) hands the
+// stream to the sink; its position in the stream is guarded by the
+// stream's mutex.
+type subscriber struct {
+	k      Sink
+	filter Filter
+	after  uint64 // cluster-wide events at or below it are not sent
+	joined uint64 // stream position at subscription: older local events are not sent, and lag counts from here
+
+	ctx    context.Context // cancelled when serve must stop waiting on the sink
+	cancel context.CancelFunc
+	wake   chan struct{} // cap 1: something was published
+
+	// Guarded by Stream.mu.
+	pos        uint64 // next stream position to look at
+	lagN, lagB uint64 // events (and bytes) wanted at positions >= joined not yet handed to the sink
+	state      subState
+	why        string // for subBehind: the Close text
+}
+
+// Stream is the node's sequence of events for local subscribers
+// (proto/client/SPEC.md, "Cluster events"). It keeps a history of what
+// was published for subscribers that resume and a position in the stream
+// for each subscriber. Publish never waits for a subscriber: each has a
+// goroutine that hands the stream to its sink, and one that falls too far
+// behind is closed with CodeBehind.
+type Stream struct {
+	log *slog.Logger
+	wg  sync.WaitGroup // subscriber goroutines
+
+	mu     sync.Mutex // guards the fields below and every subscriber's pos, lag, state and why
+	lim    Limits
+	closed bool
+	subs   map[Sink]*subscriber
+	// The stream: every published event has a position, from 1. hist
+	// holds positions base .. next-1.
+	hist      []*entry
+	base      uint64
+	next      uint64
+	histBytes int
+	latest    uint64 // highest Seq published or skipped
+	floor     uint64 // every cluster-wide event above it is in hist
+}
+
+// New returns a stream whose history is empty and whose floor and latest
+// Seq are floor: the applied index of the cluster log at start. The
+// events up to it were published by an earlier run, or never here (a
+// snapshot replaced them); this stream does not hold them, so a
+// subscriber resuming below floor is told of a gap.
+func New(lim Limits, floor uint64, log *slog.Logger) *Stream {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Stream{
+		log:    log.With("subsystem", "eventstream"),
+		lim:    lim,
+		subs:   make(map[Sink]*subscriber),
+		base:   1,
+		next:   1,
+		latest: floor,
+		floor:  floor,
+	}
+}
+
+// SetLimits replaces the limits; tests use it to overflow the history and
+// fall behind with few events.
+func (s *Stream) SetLimits(lim Limits) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lim = lim
+}
+
+// Latest returns the highest Seq published or skipped.
+func (s *Stream) Latest() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest
+}
+
+// Floor returns the Seq above which the history holds every cluster-wide
+// event.
+func (s *Stream) Floor() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.floor
+}
+
+// Subscribers returns how many subscribers the stream serves.
+func (s *Stream) Subscribers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+// Publish hands ev to every subscriber whose filter selects it and keeps
+// it in the history. It never blocks on a subscriber. Cluster-wide events
+// (Seq != 0) come with strictly increasing Seq: this is where
+// exactly-once holds for the stream. An event whose Seq is not above the
+// latest is a caller's error: it is logged and dropped (ErrStaleSeq), as
+// is one that cannot be encoded.
+func (s *Stream) Publish(ev events.Event) error {
+	body, err := client.AppendEvent(nil, &ev)
+	if err != nil {
+		s.log.Error("event cannot be sent to clients; dropped", "event", ev.String(), "err", err.Error())
+		return fmt.Errorf("eventstream: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if ev.Seq != 0 {
+		if ev.Seq <= s.latest {
+			s.log.Error("cluster-wide event published twice, or below the start floor; dropped", "event", ev.String(), "latest", s.latest)
+			return fmt.Errorf("%w: seq %d, latest %d", ErrStaleSeq, ev.Seq, s.latest)
+		}
+		s.latest = ev.Seq
+	}
+	e := &entry{ev: ev, body: body}
+	pos := s.next
+	s.hist = append(s.hist, e)
+	s.histBytes += len(body)
+	s.next++
+	for len(s.hist) > 1 && (s.histBytes > s.lim.HistMaxBytes || (len(s.hist) > s.lim.HistEvents && s.histBytes > s.lim.HistKeepBytes)) {
+		old := s.hist[0]
+		for _, sub := range s.subs {
+			// A subscriber that would skip the entry loses nothing.
+			if sub.pos == s.base && !sub.wants(old, s.base) {
+				sub.pos++
+			}
+		}
+		s.hist[0] = nil
+		s.hist = s.hist[1:]
+		s.base++
+		s.histBytes -= len(old.body)
+		if old.ev.Seq != 0 {
+			s.floor = old.ev.Seq
+		}
+	}
+	for _, sub := range s.subs {
+		if sub.state != subActive {
+			continue
+		}
+		if sub.pos < s.base {
+			s.behindLocked(sub, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
+			continue
+		}
+		if !sub.wants(e, pos) {
+			continue
+		}
+		sub.lagN++
+		sub.lagB += uint64(len(body))
+		if sub.lagN > uint64(s.lim.LagEvents) || (sub.lagN > 1 && sub.lagB > uint64(s.lim.LagBytes)) {
+			s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) queued for it, limit %d events or %d bytes; reconnect and resume after the last seq you delivered", sub.lagN, sub.lagB, s.lim.LagEvents, s.lim.LagBytes))
+			continue
+		}
+		signal(sub.wake)
+	}
+	return nil
+}
+
+// Skip records that the cluster-wide events up to seq will not be
+// published here: a snapshot of the log took their place. A subscriber
+// resuming below seq is told of a gap.
+func (s *Stream) Skip(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq > s.latest {
+		s.latest = seq
+	}
+	if seq > s.floor {
+		s.floor = seq
+	}
+}
+
+// wants reports whether sub is to be sent e, found at stream position p.
+func (sub *subscriber) wants(e *entry, p uint64) bool {
+	if sub.filter != nil && !sub.filter(&e.ev) {
+		return false
+	}
+	if e.ev.Seq == 0 {
+		return p >= sub.joined // local events only to those subscribed at the time
+	}
+	return e.ev.Seq > sub.after
+}
+
+func (s *Stream) behindLocked(sub *subscriber, why string) {
+	sub.state, sub.why = subBehind, why
+	delete(s.subs, sub.k)
+	sub.cancel()
+	s.log.Warn("disconnecting a subscriber that fell behind", "why", why)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Subscribe starts handing the stream to k, as sub asks, and returns what
+// the subscriber is to be told first. Events reach k only through its
+// Send, from a goroutine of the stream, until k is Done, falls behind
+// (Close CodeBehind) or the stream closes (Close CodeShutdown).
+func (s *Stream) Subscribe(k Sink, sub Subscription) (Reply, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Reply{}, ErrClosed
+	}
+	if _, ok := s.subs[k]; ok {
+		s.mu.Unlock()
+		return Reply{}, ErrSubscribed
+	}
+	rep := Reply{Latest: s.latest, Floor: s.floor}
+	u := &subscriber{k: k, filter: sub.Filter, joined: s.next, pos: s.next, wake: make(chan struct{}, 1)}
+	if sub.Resume {
+		u.after, u.pos = sub.After, s.base
+		// Events the subscriber missed that the history no longer
+		// holds: a gap, never silence.
+		rep.Gap = sub.After < s.floor
+	}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	s.subs[k] = u
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	s.log.Debug("subscribed", "resume", sub.Resume, "after", sub.After, "latest", rep.Latest, "floor", rep.Floor, "gap", rep.Gap)
+	if rep.Gap {
+		s.log.Warn("subscriber resumes after events the stream no longer holds", "after", sub.After, "floor", rep.Floor)
+	}
+	go s.serve(u)
+	return rep, nil
+}
+
+// maxBatch is how many events serve takes from the stream at a time.
+const maxBatch = 16
+
+// item is an entry taken for sending and its stream position.
+type item struct {
+	e   *entry
+	pos uint64
+}
+
+// serve hands the stream to one subscriber's sink until the sink ends, the
+// subscriber falls behind or the stream closes.
+func (s *Stream) serve(u *subscriber) {
+	defer s.wg.Done()
+	defer s.drop(u)
+	batch := make([]item, 0, maxBatch)
+	for {
+		s.mu.Lock()
+		state, why := u.state, u.why
+		batch = batch[:0]
+		if state == subActive || state == subClosing {
+			if u.pos < s.base {
+				s.behindLocked(u, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
+				state, why = u.state, u.why
+			}
+			for u.pos < s.next && u.pos >= s.base && len(batch) < maxBatch {
+				if e := s.hist[u.pos-s.base]; u.wants(e, u.pos) {
+					batch = append(batch, item{e, u.pos})
+				}
+				u.pos++
+			}
+		}
+		s.mu.Unlock()
+		switch {
+		case state == subBehind:
+			u.k.Close(proto.CodeBehind, why)
+			return
+		case state == subClosing && (len(batch) == 0 || u.ctx.Err() != nil):
+			u.k.Close(proto.CodeShutdown, "agent shutting down")
+			return
+		}
+		if len(batch) == 0 {
+			select {
+			case <-u.wake:
+			case <-u.ctx.Done():
+			case <-u.k.Done():
+				return
+			}
+			continue
+		}
+		for _, it := range batch {
+			if err := u.k.Send(u.ctx, it.e.body); err != nil {
+				if u.ctx.Err() == nil {
+					return // the sink ended
+				}
+				break // the state changed; the loop looks
+			}
+			// Lag counts from here: what waits in serve's batch is not
+			// yet the sink's.
+			if it.pos >= u.joined {
+				s.mu.Lock()
+				u.lagN--
+				u.lagB -= uint64(len(it.e.body))
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+// drop forgets a subscriber whose goroutine ends.
+func (s *Stream) drop(u *subscriber) {
+	u.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subs[u.k] == u {
+		delete(s.subs, u.k)
+	}
+}
+
+// Close stops the stream: later events are dropped, and every subscriber
+// is handed what was published (for at most Limits.Flush) before its sink
+// is closed with CodeShutdown. It returns when every subscriber's
+// goroutine has ended.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for _, u := range s.subs {
+		if u.state == subActive {
+			u.state = subClosing
+			signal(u.wake)
+		}
+	}
+	flush := s.lim.Flush
+	s.mu.Unlock()
+	t := time.AfterFunc(flush, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, u := range s.subs {
+			u.cancel()
+		}
+	})
+	defer t.Stop()
+	s.wg.Wait()
+}
