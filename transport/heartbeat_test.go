@@ -157,7 +157,7 @@ func TestStarvedSideDoesNotBlamePeer(t *testing.T) {
 		t.Fatalf("peer side ended: %v", b.l.Err())
 	default:
 	}
-	if !strings.Contains(la.String(), "heartbeat woke late") {
+	if stalls(la) == 0 {
 		t.Errorf("the stall was not noticed; log:\n%s", la.String())
 	}
 }
@@ -181,18 +181,25 @@ func TestStoppedPeerDetected(t *testing.T) {
 	d := time.Since(stopped)
 	wantCode(t, "a", a.l.Err(), proto.CodeTimeout)
 	t.Logf("stopped peer detected after %v (timeout %v)", d, timeout)
-	if d < timeout/2 || d > 3*timeout {
-		t.Errorf("stopped peer detected after %v, want about one timeout (%v)", d, timeout)
+	if d < timeout/2 {
+		t.Errorf("stopped peer detected after %v, before any timeout (%v)", d, timeout)
 	}
-	if strings.Contains(la.String(), "heartbeat woke late") {
-		t.Logf("note: this process stalled during the test; log:\n%s", la.String())
+	if d > 3*timeout {
+		if stalls(la) == 0 {
+			t.Errorf("stopped peer detected after %v, want about one timeout (%v)", d, timeout)
+		} else {
+			t.Logf("this process stalled on a loaded machine, which rightly delayed detection; log:\n%s", la.String())
+		}
 	}
 }
+
+// stalls counts the stalls a link's heartbeat noticed, from its log.
+func stalls(log *logBuf) int { return strings.Count(log.String(), "heartbeat woke late") }
 
 // When both stopped and only this side resumes, the peer is declared dead
 // one timeout after the resumption: not at once, and not never.
 func TestStarvedSideBlamesStoppedPeerAfterFreshTimeout(t *testing.T) {
-	ca, _ := testConfig(1, "a")
+	ca, la := testConfig(1, "a")
 	cb, _ := testConfig(2, "b")
 	cb.HeartbeatTimeout = time.Minute
 	timeout := ca.HeartbeatTimeout
@@ -216,6 +223,10 @@ func TestStarvedSideBlamesStoppedPeerAfterFreshTimeout(t *testing.T) {
 		t.Errorf("declared dead %v after resuming, before a fresh timeout (%v)", d, timeout)
 	}
 	if d > 3*timeout {
-		t.Errorf("declared dead %v after resuming, want about one timeout (%v)", d, timeout)
+		if stalls(la) <= 1 { // the one made here
+			t.Errorf("declared dead %v after resuming, want about one timeout (%v)", d, timeout)
+		} else {
+			t.Logf("this process stalled again on a loaded machine, which rightly delayed detection; log:\n%s", la.String())
+		}
 	}
 }
