@@ -14,10 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/eventstream"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/internal/logkey"
+	"github.com/corralhq/corral/obs"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/proto/protos"
@@ -37,8 +40,11 @@ type Agent struct {
 	pending  pending // JOIN and LEAVE requests awaiting answers
 	ifaces   *ifaceWatch
 
-	stream  *eventstream.Stream // events for local clients
-	clients *eventstream.Server // serves the client socket's links
+	stream   *eventstream.Stream  // events for local clients
+	clients  *eventstream.Server  // serves the client socket's links
+	registry *prometheus.Registry // the agent's metrics; never the global registry
+	metrics  *obs.Metrics
+	http     *obs.Server // /metrics and /debug/pprof/; nil when off
 
 	ln      net.Listener // peer listener
 	adminLn net.Listener
@@ -96,6 +102,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
 	a.cluster = newCluster(a)
 	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
+	a.metrics = obs.NewMetrics(a.metricSources())
+	a.registry = newRegistry(a.metrics)
 	a.peerCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
@@ -124,6 +132,15 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.adminLn.Close()
 		a.cliLn.Close()
 		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		if a.http, err = obs.Listen(cfg.HTTPAddr, a.registry, log); err != nil {
+			a.cluster.stop()
+			a.ln.Close()
+			a.adminLn.Close()
+			a.cliLn.Close()
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -177,6 +194,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.spawn(func() { a.acceptPeers(runCtx) })
 	a.spawn(func() { a.acceptLocal(runCtx, a.adminLn) })
 	a.spawn(func() { a.acceptLocal(runCtx, a.cliLn) })
+	if a.http != nil {
+		a.spawn(func() {
+			if err := a.http.Run(runCtx); err != nil {
+				a.log.Error("http server stopped", "err", err)
+			}
+		})
+	}
 	a.mu.Lock()
 	a.dialCtx = runCtx
 	a.mu.Unlock()

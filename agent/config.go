@@ -48,6 +48,9 @@ type Config struct {
 	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
 	// It exists to try version refusal with real agents; leave it empty.
 	PeerVersions string `toml:"peer-versions"`
+	// HTTPAddr, when set, is the HOST:PORT of the HTTP server for
+	// /metrics and /debug/pprof/; empty leaves it off.
+	HTTPAddr string `toml:"http-addr"`
 }
 
 // Defaults returns the configuration an agent starts from.
@@ -123,6 +126,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxVoters < 1 {
 		return bad("max-voters must be at least 1")
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return bad("http-addr %q: %v", c.HTTPAddr, err)
+		}
 	}
 	if c.ClusterKeyFile == "" {
 		c.ClusterKeyFile = datadir.ClusterKeyFile(c.DataDir)

@@ -16,6 +16,8 @@
 // writer that gathers queued frames into vectored writes (at most
 // MaxIOVec buffers per write, small frames packed into shared recycled
 // slabs), and a heartbeat that sends PING every interval and ends the link
-// when nothing was heard for the timeout. Any malformed frame ends only
-// that link, with a typed *proto.Error.
+// when nothing was heard for the timeout. Only time in which this process
+// ran counts towards the timeout (internal/stall): a process that was
+// starved or stopped gives its peers a fresh timeout when it resumes. Any
+// malformed frame ends only that link, with a typed *proto.Error.
 package transport

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/corralhq/corral/internal/stall"
 	"github.com/corralhq/corral/proto"
 )
 
@@ -43,6 +44,8 @@ type Link struct {
 	wdone   chan struct{} // closed when the writer has stopped
 	once    sync.Once
 	err     error // why the link ended; read after done is closed
+
+	hbWake func() // tests only: runs on each heartbeat wake-up, to starve it
 }
 
 func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Link {
@@ -297,26 +300,44 @@ func (l *Link) writer() {
 	}
 }
 
+// heartbeat sends PING every interval and ends the link when nothing was
+// heard for the timeout. Only time in which this process ran counts: when
+// its own timer wakes more than half a timeout late, the process was
+// starved or stopped, frames may be waiting unread, and the peer gets a
+// fresh timeout from the wake-up instead of the blame.
 func (l *Link) heartbeat() {
 	interval, timeout := l.cfg.heartbeatInterval(), l.cfg.heartbeatTimeout()
-	t := time.NewTicker(interval)
+	stalls := stall.New(timeout / 2)
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	due := time.Now().Add(interval)
 	for {
 		select {
 		case <-l.done:
 			return
-		case now := <-t.C:
-			if silent := now.Sub(time.Unix(0, l.lastRecv.Load())); silent > timeout {
-				l.fail(proto.Errorf(proto.CodeTimeout, "nothing heard from the peer for %v (timeout %v)", silent.Round(time.Millisecond), timeout))
-				return
-			}
-			ping := proto.Frame{Header: proto.Header{Opcode: proto.OpPing, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
-			err := l.Send(ctx, &ping)
-			cancel()
-			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return
-			}
+		case <-t.C:
 		}
+		if l.hbWake != nil {
+			l.hbWake()
+		}
+		now := time.Now()
+		if s, ok := stalls.Woke(due, now); ok {
+			l.log.Warn("heartbeat woke late: this process did not run; the peer gets a fresh timeout", "late", s.Duration().Round(time.Millisecond))
+		}
+		last := time.Unix(0, l.lastRecv.Load())
+		if now.After(stalls.Deadline(last, timeout)) {
+			silent := now.Sub(last)
+			l.fail(proto.Errorf(proto.CodeTimeout, "nothing heard from the peer for %v (timeout %v)", silent.Round(time.Millisecond), timeout))
+			return
+		}
+		ping := proto.Frame{Header: proto.Header{Opcode: proto.OpPing, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		err := l.Send(ctx, &ping)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		t.Reset(interval)
+		due = time.Now().Add(interval)
 	}
 }

@@ -29,7 +29,8 @@ func agentCmd() *cobra.Command {
 given by --config (keys are the flag names), then the flags.
 
 With --dev the agent runs alone on embedded defaults: a temporary data
-directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
+directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1;
+it serves /metrics and /debug/pprof/ on another free port there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" {
@@ -58,8 +59,12 @@ directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
 				return err
 			}
 			if dev {
-				fmt.Printf("corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n  try: corral members --data-dir %s\n",
-					a.ID(), cfg.Name, a.Addr(), datadir.AdminSocket(cfg.DataDir), datadir.ClientSocket(cfg.DataDir), cfg.DataDir, cfg.DataDir)
+				fmt.Printf("corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n",
+					a.ID(), cfg.Name, a.Addr(), datadir.AdminSocket(cfg.DataDir), datadir.ClientSocket(cfg.DataDir), cfg.DataDir)
+				if u := a.HTTPURL(); u != "" {
+					fmt.Printf("  metrics           %s/metrics\n  pprof             %s/debug/pprof/\n", u, u)
+				}
+				fmt.Printf("  try: corral members --data-dir %s\n", cfg.DataDir)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -85,6 +90,7 @@ directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1.`,
 	f.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")
 	f.DurationVar(&cfg.RemoveAfter, "remove-after", cfg.RemoveAfter, "how long a member's link stays down before the leader removes it from the view")
 	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "voting members at most; more nodes join as non-voting members")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
 	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
 	f.MarkHidden("peer-versions")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -129,6 +135,8 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.RemoveAfter = src.RemoveAfter
 	case "max-voters":
 		dst.MaxVoters = src.MaxVoters
+	case "http-addr":
+		dst.HTTPAddr = src.HTTPAddr
 	}
 }
 
@@ -147,6 +155,9 @@ func devSetup(cmd *cobra.Command, cfg *agent.Config) (func(), error) {
 	}
 	if !cmd.Flags().Changed("bind") {
 		cfg.Bind = "127.0.0.1:0"
+	}
+	if !cmd.Flags().Changed("http-addr") && cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
 	}
 	cfg.Bootstrap = true
 	if cfg.ClusterKeyFile == "" {
