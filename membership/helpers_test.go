@@ -15,7 +15,12 @@ import (
 	"github.com/corralhq/corral/rsm"
 )
 
-var rewrite = flag.Bool("rewrite", false, "rewrite the golden files under testdata/")
+// rewriting reports the -rewrite flag, which the datadriven package
+// defines for its scripts; the hex vectors follow the same flag.
+func rewriting() bool {
+	f := flag.Lookup("rewrite")
+	return f != nil && f.Value.String() == "true"
+}
 
 // memTx is an rsm.Tx over a map, with Scan in key order like bbolt.
 type memTx map[string][]byte
@@ -90,7 +95,7 @@ func checkGolden(t *testing.T, name string, comment []string, data []byte) []byt
 	t.Helper()
 	path := filepath.Join("testdata", name)
 	want := formatHex(comment, data)
-	if *rewrite {
+	if rewriting() {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -196,10 +196,10 @@ func (m *Machine) ApplyChange(tx rsm.Tx, e rsm.Entry) (rsm.Result, Change, error
 	cmd, err := ParseCommand(e.Cmd)
 	if err != nil {
 		// Every node skips the same entry: the log is the same everywhere.
-		return reply(err), Change{}, nil
+		return replyErr(err), Change{}, nil
 	}
 	if cmd.IsConf() != (e.Conf != nil) {
-		return reply(fmt.Errorf("%w: %s", ErrNotConf, cmd.Op)), Change{}, nil
+		return replyErr(fmt.Errorf("%w: %s", ErrNotConf, cmd.Op)), Change{}, nil
 	}
 	v, err := storedView(tx)
 	if err != nil {
@@ -210,7 +210,7 @@ func (m *Machine) ApplyChange(tx rsm.Tx, e rsm.Entry) (rsm.Result, Change, error
 	}
 	if cmd.Op == OpSetClusterID {
 		if tx.Get(keyCluster) != nil {
-			return reply(fmt.Errorf("membership: cluster id already set")), Change{}, nil
+			return replyErr(fmt.Errorf("membership: cluster id already set")), Change{}, nil
 		}
 		if err := tx.Put(keyCluster, cmd.Cluster[:]); err != nil {
 			return rsm.Result{}, Change{}, err
@@ -218,7 +218,7 @@ func (m *Machine) ApplyChange(tx rsm.Tx, e rsm.Entry) (rsm.Result, Change, error
 		return rsm.Result{}, Change{Index: e.Index, View: v.Clone(), ClusterID: cmd.Cluster}, m.publish(tx)
 	}
 	if err := check(tx, &v, cmd); err != nil {
-		return reply(err), Change{}, nil
+		return replyErr(err), Change{}, nil
 	}
 	var ch Change
 	switch cmd.Op {
@@ -250,7 +250,7 @@ func (m *Machine) ApplyChange(tx rsm.Tx, e rsm.Entry) (rsm.Result, Change, error
 	return res, ch, m.publish(tx)
 }
 
-func reply(err error) rsm.Result { return rsm.Result{Reply: []byte(err.Error())} }
+func replyErr(err error) rsm.Result { return rsm.Result{Reply: []byte(err.Error())} }
 
 func (m *Machine) publish(tx rsm.Tx) error {
 	s, err := loadState(tx)
