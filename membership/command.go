@@ -2,6 +2,7 @@ package membership
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/corralhq/corral/proto"
@@ -28,6 +29,9 @@ const (
 	// OpPromote makes a non-voting member a voter. The members stay the
 	// same, so the view keeps its instance and no NEWVIEW is told.
 	OpPromote Op = 3
+	// OpSetClusterID names the cluster once. It is an ordinary entry, not a
+	// configuration change; every one after the first is ignored.
+	OpSetClusterID Op = 4
 )
 
 func (o Op) String() string {
@@ -38,6 +42,8 @@ func (o Op) String() string {
 		return "LEAVE"
 	case OpPromote:
 		return "PROMOTE"
+	case OpSetClusterID:
+		return "SET-CLUSTER-ID"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -67,6 +73,32 @@ func (c Cause) String() string {
 	return fmt.Sprintf("cause(%d)", uint8(c))
 }
 
+// ClusterID names a cluster for its whole lifetime: 16 random bytes drawn
+// when it is founded (or, for a cluster founded before there were ids, by
+// its first leader that finds it has none). The zero value is "none".
+type ClusterID [16]byte
+
+// IsZero reports whether id is the zero ("none") id.
+func (id ClusterID) IsZero() bool { return id == ClusterID{} }
+
+func (id ClusterID) String() string {
+	if id.IsZero() {
+		return "none"
+	}
+	return hex.EncodeToString(id[:])
+}
+
+// ParseClusterID parses the 32 hex digits String prints.
+func ParseClusterID(s string) (ClusterID, error) {
+	var id ClusterID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("%w: cluster id %q is not 32 hex digits", ErrCommand, s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
 // Command is the payload of a membership entry of the cluster log.
 type Command struct {
 	Op    Op
@@ -79,6 +111,66 @@ type Command struct {
 	Voter       bool   // JOIN: the node votes in the cluster log
 	Name        string // JOIN only
 	Addr        string // JOIN only: HOST:PORT peers reach it at
+	// Cluster is the id SET-CLUSTER-ID names, never zero; ID is then the
+	// proposing node.
+	Cluster ClusterID
+}
+
+// IsConf reports whether c rides on a raft configuration change (JOIN,
+// LEAVE, PROMOTE) rather than on an ordinary entry (SET-CLUSTER-ID).
+func (c Command) IsConf() bool { return c.Op == OpJoin || c.Op == OpLeave || c.Op == OpPromote }
+
+// RaftType is the kind of raft configuration change a command rides on.
+type RaftType uint8
+
+// Raft configuration change kinds; the driver maps them onto clusterlog's.
+const (
+	RaftNone       RaftType = iota // not a configuration change
+	RaftAddVoter                   // add a voter, or promote a learner
+	RaftAddLearner                 // add a non-voting member
+	RaftRemove                     // remove a voter or learner
+)
+
+func (t RaftType) String() string {
+	return [...]string{"none", "add-voter", "add-learner", "remove"}[t]
+}
+
+// Raft returns the raft configuration change that must carry c: its kind,
+// and the raft id it names, which is the incarnation (raft knows each life
+// of a node as a member of its own). A command and its change must agree,
+// or raft's voters and the view part ways; this is the one place that says
+// how.
+func (c Command) Raft() (RaftType, uint64) {
+	switch c.Op {
+	case OpJoin:
+		if c.Voter {
+			return RaftAddVoter, c.Incarnation
+		}
+		return RaftAddLearner, c.Incarnation
+	case OpLeave:
+		return RaftRemove, c.Incarnation
+	case OpPromote:
+		return RaftAddVoter, c.Incarnation
+	}
+	return RaftNone, 0
+}
+
+func (c Command) String() string {
+	switch c.Op {
+	case OpJoin:
+		role := "learner"
+		if c.Voter {
+			role = "voter"
+		}
+		return fmt.Sprintf("JOIN %d/%#x %s %s %s", c.ID, c.Incarnation, c.Name, c.Addr, role)
+	case OpLeave:
+		return fmt.Sprintf("LEAVE %d/%#x %s", c.ID, c.Incarnation, c.Cause)
+	case OpPromote:
+		return fmt.Sprintf("PROMOTE %d/%#x", c.ID, c.Incarnation)
+	case OpSetClusterID:
+		return fmt.Sprintf("SET-CLUSTER-ID %s by %d", c.Cluster, c.ID)
+	}
+	return c.Op.String()
 }
 
 // Marshal encodes c (SPEC.md, "Command").
@@ -92,7 +184,11 @@ func (c Command) Marshal() []byte {
 	b = binary.LittleEndian.AppendUint64(b, c.ID)
 	b = binary.LittleEndian.AppendUint64(b, c.Incarnation)
 	b = proto.AppendString16(b, c.Name)
-	return proto.AppendString16(b, c.Addr)
+	b = proto.AppendString16(b, c.Addr)
+	if c.Op == OpSetClusterID {
+		b = append(b, c.Cluster[:]...)
+	}
+	return b
 }
 
 // ParseCommand decodes a command.
@@ -110,6 +206,9 @@ func ParseCommand(b []byte) (Command, error) {
 	c.Incarnation = r.U64("incarnation")
 	c.Name = r.String16(MaxNameLen, "name")
 	c.Addr = r.String16(MaxAddrLen, "addr")
+	if c.Op == OpSetClusterID {
+		copy(c.Cluster[:], r.Bytes(len(c.Cluster), "cluster id"))
+	}
 	if err := r.Err(); err != nil {
 		return c, err
 	}
@@ -124,7 +223,9 @@ func ParseCommand(b []byte) (Command, error) {
 		return c, proto.Errorf(proto.CodeField, "membership LEAVE: cause %s", c.Cause)
 	case c.Op == OpPromote && (c.Cause != CauseNone || !c.Voter):
 		return c, proto.Errorf(proto.CodeField, "membership PROMOTE: cause %s, voter %v", c.Cause, c.Voter)
-	case c.Op != OpJoin && c.Op != OpLeave && c.Op != OpPromote:
+	case c.Op == OpSetClusterID && (c.Cause != CauseNone || c.Voter || c.Incarnation != 0 || c.Name != "" || c.Addr != "" || c.Cluster.IsZero()):
+		return c, proto.Errorf(proto.CodeField, "membership SET-CLUSTER-ID: cause %s, voter %v, incarnation %d, name %q, addr %q, cluster %s", c.Cause, c.Voter, c.Incarnation, c.Name, c.Addr, c.Cluster)
+	case c.Op != OpJoin && c.Op != OpLeave && c.Op != OpPromote && c.Op != OpSetClusterID:
 		return c, proto.Errorf(proto.CodeOpcode, "membership command: unknown op %d", uint8(c.Op))
 	}
 	return c, nil

@@ -44,6 +44,9 @@ func TestCommandRejects(t *testing.T) {
 		"trailing":      {append(append([]byte(nil), good...), 0), proto.CodeField},
 		"join-cause":    {mut(func(b []byte) []byte { b[2] = 1; return b }), proto.CodeField},
 		"leave-nocause": {(&Command{Op: OpLeave, ID: 3}).Marshal(), proto.CodeField},
+		"cluster-zero":  {(&Command{Op: OpSetClusterID, ID: 3}).Marshal(), proto.CodeField},
+		"cluster-short": {(&Command{Op: OpSetClusterID, ID: 3, Cluster: ClusterID{1}}).Marshal()[:30], proto.CodeField},
+		"cluster-inc":   {(&Command{Op: OpSetClusterID, ID: 3, Incarnation: 1, Cluster: ClusterID{1}}).Marshal(), proto.CodeField},
 	} {
 		_, err := ParseCommand(tc.b)
 		var pe *proto.Error
@@ -168,9 +171,10 @@ func TestFailed(t *testing.T) {
 }
 
 func FuzzParseCommand(f *testing.F) {
-	f.Add(join(1, "n1", true).Marshal())                                // a JOIN
-	f.Add((&Command{Op: OpLeave, Cause: CauseFailed, ID: 2}).Marshal()) // a LEAVE
-	f.Add([]byte{1, 1, 0, 0})                                           // truncated after the flags
+	f.Add(join(1, "n1", true).Marshal())                                          // a JOIN
+	f.Add((&Command{Op: OpLeave, Cause: CauseFailed, ID: 2}).Marshal())           // a LEAVE
+	f.Add([]byte{1, 1, 0, 0})                                                     // truncated after the flags
+	f.Add((&Command{Op: OpSetClusterID, ID: 1, Cluster: ClusterID{1}}).Marshal()) // a SET-CLUSTER-ID
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseCommand(b)
 		if err != nil {

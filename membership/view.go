@@ -63,12 +63,57 @@ func (v View) Clone() View {
 	return v
 }
 
-// Change is what applying one command did.
+// Change is what applying one command (or restoring a snapshot) did.
 type Change struct {
-	View   View // the new view
-	Joined []Member
-	Left   []Member
-	Cause  Cause
+	Index    uint64 // the entry applied; for a restore, the view's instance
+	View     View   // the view after it
+	Joined   []Member
+	Left     []Member
+	Promoted []Member // PROMOTE: same members, one more voter; no NEWVIEW
+	Cause    Cause    // LEAVE: why the Left members went
+	// ClusterID is set when the entry named the cluster (or the restored
+	// snapshot has an id).
+	ClusterID ClusterID
+	Restored  bool // the view came from a snapshot; Joined and Left are the difference
+	// ConfMismatch reports that raft's configuration after the entry is not
+	// the view's voters and learners. CheckConf prevents it; a cluster whose
+	// log was written before the check may show it, and the driver logs it.
+	ConfMismatch bool
+}
+
+// LifeEvent is what a change means to one life of the local node.
+type LifeEvent uint8
+
+// Life events.
+const (
+	LifeNone    LifeEvent = iota
+	LifeJoined            // this life became a member
+	LifeLeft              // this life left gracefully (corral leave)
+	LifeRemoved           // this life was removed: failed, removed, or gone from a restored view
+)
+
+func (l LifeEvent) String() string {
+	return [...]string{"none", "joined", "left", "removed"}[l]
+}
+
+// Life reports what ch means for life inc of node self. Only the removal
+// of the current life is an eviction; an earlier life's removal, replayed
+// after the node joined again, is history (LifeNone).
+func (ch Change) Life(self, inc uint64) LifeEvent {
+	for _, m := range ch.Left {
+		if m.ID == self && m.Incarnation == inc {
+			if ch.Cause == CauseGraceful {
+				return LifeLeft
+			}
+			return LifeRemoved
+		}
+	}
+	for _, m := range ch.Joined {
+		if m.ID == self && m.Incarnation == inc {
+			return LifeJoined
+		}
+	}
+	return LifeNone
 }
 
 // Apply applies a committed command at log index. A command that changes
