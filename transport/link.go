@@ -36,6 +36,7 @@ type Link struct {
 	lastRecv atomic.Int64 // unix nanos of the last frame received
 	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
 	msgID    atomic.Uint64
+	calls    calls // requests of Call waiting for their replies
 
 	started  atomic.Bool
 	done     chan struct{} // closed when the link has ended
@@ -135,6 +136,7 @@ func (l *Link) Close(code proto.Code, text string) {
 func (l *Link) end(err error) {
 	l.once.Do(func() {
 		l.err = err
+		l.calls.fail(err)
 		l.q.close(err, false)
 		l.conn.Close()
 		close(l.done)
@@ -224,6 +226,9 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 			l.rtt.Store(int64(rtt))
 		}
 		return nil
+	}
+	if taken, err := l.calls.route(f); taken || err != nil {
+		return err
 	}
 	return h(l, f)
 }
