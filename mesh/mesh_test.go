@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -30,7 +31,8 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 type testNode struct {
 	m      *Mesh
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
+	err    error
 
 	mu     sync.Mutex // guards events and got
 	events []LinkEvent
@@ -77,7 +79,7 @@ func listeners(t *testing.T, n int) []net.Listener {
 // records frames of opcodes 0x0100..0x01FF.
 func start(t *testing.T, id uint64, ln net.Listener, peers []string) *testNode {
 	t.Helper()
-	n := &testNode{done: make(chan error, 1)}
+	n := &testNode{done: make(chan struct{})}
 	cfg := Config{
 		Self:     id,
 		Listener: ln,
@@ -102,9 +104,22 @@ func start(t *testing.T, id uint64, ln net.Listener, peers []string) *testNode {
 		n.mu.Unlock()
 		return nil
 	})
+	n.m.Handle(peer.OpJoin, peer.OpLeave, func(l *transport.Link, f *proto.Frame) error {
+		if f.Opcode == peer.OpLeave {
+			return l.Abort(context.Background(), f, proto.Errorf(proto.CodeState, "not now"))
+		}
+		rev := make([]byte, len(f.Body))
+		for i, c := range f.Body {
+			rev[len(rev)-1-i] = c
+		}
+		return l.Reply(context.Background(), f, rev)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	go func() { n.done <- n.m.Run(ctx) }()
+	go func() {
+		n.err = n.m.Run(ctx)
+		close(n.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-n.done
@@ -211,20 +226,21 @@ func TestSendDispatchesByRange(t *testing.T) {
 	eventually(t, 5*time.Second, "linked", func() bool { return a.m.Link(2) != nil && b.m.Link(1) != nil })
 	ctx := context.Background()
 	for i := range 10 {
-		f := &proto.Frame{Header: proto.Header{Opcode: 0x0100 + uint16(i), Flags: proto.FlagCreate | proto.FlagDelete}, Body: []byte{byte(i)}}
+		f := &proto.Frame{Header: proto.Header{Opcode: peer.OpRaft, Flags: proto.FlagCreate | proto.FlagDelete}, Body: []byte{byte(i)}}
 		if err := a.m.Send(ctx, 2, f); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, 5*time.Second, "10 frames at node 2", func() bool { return len(b.frames()) == 10 })
 	for i, f := range b.frames() {
-		if f.Opcode != 0x0100+uint16(i) || f.Source != 1 || !bytes.Equal(f.Body, []byte{byte(i)}) {
+		if f.Opcode != peer.OpRaft || f.Source != 1 || !bytes.Equal(f.Body, []byte{byte(i)}) {
 			t.Errorf("frame %d: opcode %#x from %d body %x", i, f.Opcode, f.Source, f.Body)
 		}
 	}
-	// An opcode no handler serves ends the link with a typed error.
+	// An opcode of the protocol that no handler serves ends the link with
+	// a typed error.
 	l := a.m.Link(2)
-	if err := a.m.Send(ctx, 2, &proto.Frame{Header: proto.Header{Opcode: 0x0500, Flags: proto.FlagCreate | proto.FlagDelete}}); err != nil {
+	if err := a.m.Send(ctx, 2, &proto.Frame{Header: proto.Header{Opcode: peer.OpNotMember, Flags: proto.FlagCreate | proto.FlagDelete}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -297,3 +313,25 @@ func TestAddPeer(t *testing.T) {
 }
 
 func listenersOne(t *testing.T) net.Listener { return listeners(t, 1)[0] }
+
+func TestCallThroughMesh(t *testing.T) {
+	lns := listeners(t, 2)
+	a := start(t, 1, lns[0], []string{lns[1].Addr().String()})
+	b := start(t, 2, lns[1], nil)
+	eventually(t, 5*time.Second, "linked", func() bool { return a.m.Link(2) != nil && b.m.Link(1) != nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Node 2 answers JOIN with the body reversed, LEAVE with an ABORT.
+	r, err := a.m.Call(ctx, 2, &proto.Frame{Header: proto.Header{Opcode: peer.OpJoin}, Body: []byte{1, 2, 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r.Body, []byte{3, 2, 1}) || r.Flags&proto.FlagReply == 0 {
+		t.Errorf("reply %x flags %v", r.Body, r.Flags)
+	}
+	_, err = a.m.Call(ctx, 2, &proto.Frame{Header: proto.Header{Opcode: peer.OpLeave}})
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeState {
+		t.Errorf("ABORT came back as %v, want a *proto.Error with CodeState", err)
+	}
+}
