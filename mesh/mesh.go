@@ -1,0 +1,289 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/transport"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoRoute is returned by Send and Call when no link leads to the node.
+	ErrNoRoute = errors.New("mesh: no route to node")
+	// ErrNotRunning is returned by AddPeer before Run or after it returned.
+	ErrNotRunning = errors.New("mesh: not running")
+	// ErrBadPeer is wrapped by AddPeer for an address that is not host:port.
+	ErrBadPeer = errors.New("mesh: bad peer address")
+)
+
+// Handler serves one received peer frame. It runs on the reader goroutine
+// of the link the frame came on and must not block (see the package doc).
+// An error ends the link with that error.
+type Handler func(l *transport.Link, f *proto.Frame) error
+
+// LinkState is what the mesh knows of one node's link.
+type LinkState struct {
+	ID      uint64 // 0 for a configured address no node answered from yet
+	Name    string
+	Addr    string // the address dialed, or where its link came from
+	Version uint8  // last agreed peer protocol version
+	Up      bool
+	RTT     time.Duration // current, or the last seen before the link went down
+	Since   time.Time     // last change of up/down
+	// Replaced says the last link ended as a duplicate: its replacement is
+	// on its way, so the node is not yet to be taken for down.
+	Replaced bool
+}
+
+// LinkEvent tells that a node gained its first link or lost its last one.
+type LinkEvent struct {
+	Peer transport.PeerInfo
+	Up   bool
+}
+
+// Config configures a Mesh.
+type Config struct {
+	Self     uint64
+	Link     *transport.Config // for every peer link
+	Listener net.Listener      // peer listener; the Mesh closes it when Run returns
+	Peers    []string          // addresses to keep a link to
+	// ReconnectMax caps the dialers' backoff; default 5s.
+	ReconnectMax time.Duration
+	// OnLink, if set, is called when a node gains its first link or loses
+	// its last, from the goroutine serving that link, never with a lock
+	// held. It must not block for long.
+	OnLink func(LinkEvent)
+	Logger *slog.Logger
+	Now    func() time.Time // default time.Now
+}
+
+// Mesh is this node's set of peer links.
+type Mesh struct {
+	cfg  Config
+	log  *slog.Logger
+	tab  *table
+	mux  mux
+	wg   sync.WaitGroup // every goroutine the mesh started
+	runc chan struct{}  // closed when Run starts
+
+	mu     sync.Mutex      // guards runCtx
+	runCtx context.Context // Run's context; nil before Run and after it returned
+}
+
+// New makes a Mesh. Handlers are added with Handle before Run.
+func New(cfg Config) *Mesh {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 5 * time.Second
+	}
+	return &Mesh{cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{})}
+}
+
+// Handle serves the peer opcodes lo..hi (inclusive) with h. It must be
+// called before Run; ranges must not overlap.
+func (m *Mesh) Handle(lo, hi uint16, h Handler) {
+	select {
+	case <-m.runc:
+		panic("mesh: Handle after Run")
+	default:
+	}
+	m.mux.add(lo, hi, h)
+}
+
+// Addr is the address peers reach this node at.
+func (m *Mesh) Addr() net.Addr { return m.cfg.Listener.Addr() }
+
+// Run accepts peers and dials the configured ones until ctx is done. Then
+// it closes the listener, says goodbye on every link and returns once every
+// goroutine it started has ended.
+func (m *Mesh) Run(ctx context.Context) error {
+	m.mu.Lock()
+	m.runCtx = ctx
+	m.mu.Unlock()
+	close(m.runc)
+	m.wg.Go(func() { m.accept(ctx) })
+	for _, p := range m.cfg.Peers {
+		m.wg.Go(func() { m.dialLoop(ctx, p) })
+	}
+	<-ctx.Done()
+	m.mu.Lock()
+	m.runCtx = nil
+	m.mu.Unlock()
+	m.cfg.Listener.Close()
+	var closing sync.WaitGroup
+	for _, l := range m.tab.links() {
+		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
+	}
+	closing.Wait()
+	m.wg.Wait()
+	return nil
+}
+
+// AddPeer starts keeping a link to addr (corral join). A known address is
+// not added twice.
+func (m *Mesh) AddPeer(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrBadPeer, addr, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.runCtx == nil {
+		return ErrNotRunning
+	}
+	if !m.tab.configure(addr) {
+		return nil
+	}
+	ctx := m.runCtx
+	m.wg.Go(func() { m.dialLoop(ctx, addr) })
+	return nil
+}
+
+// Link returns the live link to node id, or nil.
+func (m *Mesh) Link(id uint64) *transport.Link { return m.tab.linkTo(id) }
+
+// Links returns every live link.
+func (m *Mesh) Links() []*transport.Link { return m.tab.links() }
+
+// State returns what is known of node id's link; false if it was never
+// linked.
+func (m *Mesh) State(id uint64) (LinkState, bool) { return m.tab.state(id) }
+
+// States lists every node ever linked, then configured addresses that no
+// node answered from yet.
+func (m *Mesh) States() []LinkState { return m.tab.all() }
+
+// Send queues f for node to. It does not wait for the frame to leave.
+func (m *Mesh) Send(ctx context.Context, to uint64, f *proto.Frame) error {
+	l := m.tab.linkTo(to)
+	if l == nil {
+		return fmt.Errorf("%w %d", ErrNoRoute, to)
+	}
+	return l.Send(ctx, f)
+}
+
+// Call sends the request f to node to and waits for its reply; an ABORT
+// reply is returned as a *proto.Error.
+func (m *Mesh) Call(ctx context.Context, to uint64, f *proto.Frame) (*proto.Frame, error) {
+	l := m.tab.linkTo(to)
+	if l == nil {
+		return nil, fmt.Errorf("%w %d", ErrNoRoute, to)
+	}
+	return l.Call(ctx, f)
+}
+
+func (m *Mesh) accept(ctx context.Context) {
+	for {
+		conn, err := m.cfg.Listener.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("peer listener failed", "err", err)
+			}
+			return
+		}
+		m.wg.Go(func() {
+			l, err := transport.Accept(ctx, conn, m.cfg.Link)
+			if err != nil {
+				m.log.Warn("refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
+				return
+			}
+			m.serve(ctx, l, l.Peer().NodeID, "")
+		})
+	}
+}
+
+// serve registers a peer link and serves it until it ends. It returns the
+// link that serves the node: l, or the one l was a duplicate of.
+func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, addr string) *transport.Link {
+	if addr == "" {
+		addr = l.Peer().Addr.String()
+	}
+	kept, displaced, fresh := m.tab.add(l, initiator, addr)
+	if kept != l {
+		l.Close(proto.CodeDup, "a link opened by the node with the smaller id is kept")
+		return kept
+	}
+	if displaced != nil {
+		m.wg.Go(func() {
+			displaced.Close(proto.CodeDup, "a link opened by the node with the smaller id replaces this one")
+		})
+	}
+	if ctx.Err() != nil {
+		l.Close(proto.CodeShutdown, "agent shutting down")
+	}
+	l.Start(m.mux.dispatch)
+	if fresh {
+		m.notify(LinkEvent{Peer: l.Peer(), Up: true})
+	}
+	<-l.Done()
+	if m.tab.remove(l) {
+		m.notify(LinkEvent{Peer: l.Peer(), Up: false})
+	}
+	return l
+}
+
+func (m *Mesh) notify(ev LinkEvent) {
+	if m.cfg.OnLink != nil {
+		m.cfg.OnLink(ev)
+	}
+}
+
+// dialLoop keeps a link to the peer at addr, redialing with backoff.
+func (m *Mesh) dialLoop(ctx context.Context, addr string) {
+	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: m.cfg.ReconnectMax}
+	reason := proto.ReasonJoin
+	failing := false
+	for ctx.Err() == nil {
+		l, err := transport.Dial(ctx, addr, m.cfg.Link, reason)
+		if errors.Is(err, proto.ErrNoPeer) {
+			// The node there has this node's id: it is this node itself
+			// (its own address in --peers) or a copy; dialing again
+			// cannot help.
+			m.log.Warn("not dialing a peer with this node's id", "addr", addr, "err", err.Error())
+			return
+		}
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				m.log.Warn("cannot reach peer", "addr", addr, "err", err.Error())
+			}
+			failing = true
+			sleep(ctx, bo.Next())
+			continue
+		}
+		if failing {
+			m.log.Info("peer reachable again", "addr", addr)
+		}
+		failing = false
+		bo.Reset()
+		reason = proto.ReasonRejoin
+		kept := m.serve(ctx, l, m.cfg.Self, addr)
+		// Whichever link serves the node, wait for it to end before
+		// dialing again.
+		select {
+		case <-kept.Done():
+		case <-ctx.Done():
+			return
+		}
+		sleep(ctx, bo.Next())
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
