@@ -11,6 +11,7 @@ import (
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -85,7 +86,7 @@ func start(t *testing.T, id uint64, ln net.Listener, peers []string) *testNode {
 		Listener: ln,
 		Peers:    peers,
 		Link: &transport.Config{
-			Cluster: "test", NodeID: id, NodeName: "n" + string(rune('0'+id)), Key: testKey,
+			Cluster: "test", NodeID: id, NodeName: "n" + string(rune('0'+id)), Key: testKey, Protocols: protos.All(),
 			HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: time.Second,
 		},
 		ReconnectMax: 200 * time.Millisecond,
@@ -295,7 +296,7 @@ func TestLinkEventsAndState(t *testing.T) {
 
 func TestAddPeer(t *testing.T) {
 	lns := listeners(t, 2)
-	m := New(Config{Self: 1, Listener: lns[0], Link: &transport.Config{Cluster: "test", NodeID: 1, Key: testKey}})
+	m := New(Config{Self: 1, Listener: lns[0], Link: &transport.Config{Cluster: "test", NodeID: 1, Key: testKey, Protocols: protos.All()}})
 	if err := m.AddPeer(lns[1].Addr().String()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("AddPeer before Run: %v, want ErrNotRunning", err)
 	}
