@@ -2,8 +2,8 @@ package membership
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/corralhq/corral/proto"
 )
@@ -73,30 +73,32 @@ func (c Cause) String() string {
 	return fmt.Sprintf("cause(%d)", uint8(c))
 }
 
-// ClusterID names a cluster for its whole lifetime: 16 random bytes drawn
-// when it is founded (or, for a cluster founded before there were ids, by
-// its first leader that finds it has none). The zero value is "none".
-type ClusterID [16]byte
+// ClusterID names a cluster for its whole lifetime: a random 64-bit number
+// drawn when it is founded (or, for a cluster founded before there were ids,
+// by its first leader that finds it has none). It is the value HELLO and
+// REJECT carry (proto SPEC.md §5.7, transport.Config.ClusterID), so a link
+// and the log agree on one form. The zero value is "none".
+type ClusterID uint64
 
 // IsZero reports whether id is the zero ("none") id.
-func (id ClusterID) IsZero() bool { return id == ClusterID{} }
+func (id ClusterID) IsZero() bool { return id == 0 }
 
+// String prints 16 hex digits, as transport prints the id of a HELLO, or
+// "none".
 func (id ClusterID) String() string {
 	if id.IsZero() {
 		return "none"
 	}
-	return hex.EncodeToString(id[:])
+	return fmt.Sprintf("%016x", uint64(id))
 }
 
-// ParseClusterID parses the 32 hex digits String prints.
+// ParseClusterID parses the 16 hex digits String prints.
 func ParseClusterID(s string) (ClusterID, error) {
-	var id ClusterID
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(id) {
-		return id, fmt.Errorf("%w: cluster id %q is not 32 hex digits", ErrCommand, s)
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil || len(s) != 16 {
+		return 0, fmt.Errorf("%w: cluster id %q is not 16 hex digits", ErrCommand, s)
 	}
-	copy(id[:], b)
-	return id, nil
+	return ClusterID(v), nil
 }
 
 // Command is the payload of a membership entry of the cluster log.
@@ -175,7 +177,7 @@ func (c Command) String() string {
 
 // Marshal encodes c (SPEC.md, "Command").
 func (c Command) Marshal() []byte {
-	b := make([]byte, 0, 24+len(c.Name)+len(c.Addr)+4)
+	b := make([]byte, 0, 24+len(c.Name)+len(c.Addr)+8)
 	var flags uint8
 	if c.Voter {
 		flags |= 1
@@ -186,7 +188,7 @@ func (c Command) Marshal() []byte {
 	b = proto.AppendString16(b, c.Name)
 	b = proto.AppendString16(b, c.Addr)
 	if c.Op == OpSetClusterID {
-		b = append(b, c.Cluster[:]...)
+		b = binary.LittleEndian.AppendUint64(b, uint64(c.Cluster))
 	}
 	return b
 }
@@ -207,7 +209,7 @@ func ParseCommand(b []byte) (Command, error) {
 	c.Name = r.String16(MaxNameLen, "name")
 	c.Addr = r.String16(MaxAddrLen, "addr")
 	if c.Op == OpSetClusterID {
-		copy(c.Cluster[:], r.Bytes(len(c.Cluster), "cluster id"))
+		c.Cluster = ClusterID(r.U64("cluster id"))
 	}
 	if err := r.Err(); err != nil {
 		return c, err

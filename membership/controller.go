@@ -96,8 +96,9 @@ type Input struct {
 	Notices  []Notice
 	// Outcome reports the proposal in flight, once.
 	Outcome *Outcome
-	// ClusterIDCandidate is a fresh random id; the leader proposes it when
-	// the cluster has none.
+	// ClusterIDCandidate is a fresh random 64-bit id, the form HELLO
+	// carries; the leader proposes it when the cluster has none. Zero
+	// proposes nothing.
 	ClusterIDCandidate ClusterID
 }
 

@@ -1,7 +1,6 @@
 package membership
 
 import (
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -43,13 +42,11 @@ func parseU64(t testing.TB, s string) uint64 {
 }
 
 func parseCluster(t testing.TB, s string) ClusterID {
-	var id ClusterID
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) > len(id) {
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
 		t.Fatalf("cluster id %q", s)
 	}
-	copy(id[len(id)-len(b):], b)
-	return id
+	return ClusterID(v)
 }
 
 // parseCmd reads "join ID INC [learner]", "leave ID INC CAUSE",

@@ -16,7 +16,7 @@ import (
 // Keys of the machine's state in its Tx (SPEC.md, "State keys").
 var (
 	keyView    = []byte("view")    // View.Marshal
-	keyCluster = []byte("cluster") // 16 bytes; absent: none yet
+	keyCluster = []byte("cluster") // u64; absent: none yet
 	keyFloor   = []byte("floor")   // u64 LE: entries at or below are history (legacy import)
 	keyTomb    = []byte("tomb/")   // + id (u64 BE) + incarnation (u64 BE) → removed-at (u64 LE)
 )
@@ -81,10 +81,10 @@ func loadState(tx rsm.Tx) (*State, error) {
 		s.View = v
 	}
 	if b := tx.Get(keyCluster); b != nil {
-		if len(b) != len(s.ClusterID) {
+		if len(b) != 8 {
 			return nil, fmt.Errorf("membership: stored cluster id of %d bytes", len(b))
 		}
-		copy(s.ClusterID[:], b)
+		s.ClusterID = ClusterID(binary.LittleEndian.Uint64(b))
 	}
 	err := tx.Scan(keyTomb, func(k, v []byte) error {
 		if len(k) != len(keyTomb)+16 || len(v) != 8 {
@@ -212,7 +212,7 @@ func (m *Machine) ApplyChange(tx rsm.Tx, e rsm.Entry) (rsm.Result, Change, error
 		if tx.Get(keyCluster) != nil {
 			return replyErr(fmt.Errorf("membership: cluster id already set")), Change{}, nil
 		}
-		if err := tx.Put(keyCluster, cmd.Cluster[:]); err != nil {
+		if err := tx.Put(keyCluster, binary.LittleEndian.AppendUint64(nil, uint64(cmd.Cluster))); err != nil {
 			return rsm.Result{}, Change{}, err
 		}
 		return rsm.Result{}, Change{Index: e.Index, View: v.Clone(), ClusterID: cmd.Cluster}, m.publish(tx)
@@ -336,7 +336,7 @@ func (m *Machine) RestoreChange(tx rsm.Tx, r io.Reader) (Change, error) {
 		return Change{}, err
 	}
 	if !cluster.IsZero() {
-		if err := tx.Put(keyCluster, cluster[:]); err != nil {
+		if err := tx.Put(keyCluster, binary.LittleEndian.AppendUint64(nil, uint64(cluster))); err != nil {
 			return Change{}, err
 		}
 	}

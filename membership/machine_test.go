@@ -77,7 +77,7 @@ func lv(id, inc uint64, c Cause) Command {
 	return Command{Op: OpLeave, Cause: c, ID: id, Incarnation: inc}
 }
 
-var testCluster = ClusterID{0xc0, 0x22, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01}
+var testCluster = ClusterID(0xc022a10000000001)
 
 // script is a run that exercises every op, a refusal of each kind and the
 // F1 sequence: a removed life's JOIN after its LEAVE.
@@ -91,10 +91,10 @@ func script() []Command {
 		lv(2, 0x22, CauseFailed), // 2 fails
 		jn(2, 0x22, true),        // F1: its JOIN after its LEAVE: refused
 		{Op: OpPromote, ID: 3, Incarnation: 0x33, Voter: true},
-		{Op: OpSetClusterID, ID: 3, Cluster: ClusterID{9}}, // ignored: already named
-		jn(2, 0x2a, true),        // 2's new life
-		lv(4, 0x44, CauseFailed), // not a member: refused
-		lv(3, 0x34, CauseFailed), // another life of 3: refused
+		{Op: OpSetClusterID, ID: 3, Cluster: 9}, // ignored: already named
+		jn(2, 0x2a, true),                       // 2's new life
+		lv(4, 0x44, CauseFailed),                // not a member: refused
+		lv(3, 0x34, CauseFailed),                // another life of 3: refused
 		lv(1, 0x11, CauseGraceful),
 	}
 }
@@ -135,7 +135,7 @@ func TestMachineApply(t *testing.T) {
 	if s.ClusterID != testCluster || n.m.ClusterID() != testCluster {
 		t.Fatalf("cluster id %s", s.ClusterID)
 	}
-	want := "cluster c022a100000000000000000000000001 view 22: 3/0x33(voter,born 13) 2/0x2a(voter,born 19) removed: 1/0x11@22 2/0x22@15"
+	want := "cluster c022a10000000001 view 22: 3/0x33(voter,born 13) 2/0x2a(voter,born 19) removed: 1/0x11@22 2/0x22@15"
 	if s.String() != want {
 		t.Fatalf("state\n got %s\nwant %s", s, want)
 	}
@@ -288,7 +288,7 @@ func TestSnapshotRejects(t *testing.T) {
 		"version":   mut(func(b []byte) []byte { b[0] = 2; return b }),
 		"truncated": good[:len(good)-1],
 		"trailing":  append(bytes.Clone(good), 0),
-		"view-len":  mut(func(b []byte) []byte { b[17] = 0xff; b[18] = 0xff; b[19] = 0xff; return b }),
+		"view-len":  mut(func(b []byte) []byte { b[9] = 0xff; b[10] = 0xff; b[11] = 0xff; return b }),
 		"order": mut(func(b []byte) []byte {
 			copy(b[tomb:], good[tomb+tombstoneSize:])
 			copy(b[tomb+tombstoneSize:], good[tomb:tomb+tombstoneSize])

@@ -45,13 +45,39 @@ func TestCommandRejects(t *testing.T) {
 		"join-cause":    {mut(func(b []byte) []byte { b[2] = 1; return b }), proto.CodeField},
 		"leave-nocause": {(&Command{Op: OpLeave, ID: 3}).Marshal(), proto.CodeField},
 		"cluster-zero":  {(&Command{Op: OpSetClusterID, ID: 3}).Marshal(), proto.CodeField},
-		"cluster-short": {(&Command{Op: OpSetClusterID, ID: 3, Cluster: ClusterID{1}}).Marshal()[:30], proto.CodeField},
-		"cluster-inc":   {(&Command{Op: OpSetClusterID, ID: 3, Incarnation: 1, Cluster: ClusterID{1}}).Marshal(), proto.CodeField},
+		"cluster-short": {(&Command{Op: OpSetClusterID, ID: 3, Cluster: 1}).Marshal()[:30], proto.CodeField},
+		"cluster-inc":   {(&Command{Op: OpSetClusterID, ID: 3, Incarnation: 1, Cluster: 1}).Marshal(), proto.CodeField},
 	} {
 		_, err := ParseCommand(tc.b)
 		var pe *proto.Error
 		if !errors.As(err, &pe) || pe.Code != tc.code {
 			t.Errorf("%s: %v, want code %s", name, err, tc.code)
+		}
+	}
+}
+
+// TestClusterIDText pins the text form: the 16 hex digits transport prints
+// for the id of a HELLO, and nothing else parses.
+func TestClusterIDText(t *testing.T) {
+	id := ClusterID(0xc022a10000000001)
+	if s := id.String(); s != "c022a10000000001" {
+		t.Fatalf("String %q", s)
+	}
+	if s := ClusterID(0xc1).String(); s != "00000000000000c1" {
+		t.Fatalf("String %q, want leading zeros", s)
+	}
+	if s := ClusterID(0).String(); s != "none" {
+		t.Fatalf("zero String %q", s)
+	}
+	if got, err := ParseClusterID("c022a10000000001"); err != nil || got != id {
+		t.Fatalf("parse: %v %v", got, err)
+	}
+	if got, err := ParseClusterID("C022A10000000001"); err != nil || got != id {
+		t.Fatalf("parse upper case: %v %v", got, err)
+	}
+	for _, s := range []string{"", "c1", "none", "c022a1000000000", "c022a100000000011", "0xc022a100000001", "+c022a1000000001", "c022a1000000000g", "000000000000000000000000000000c1"} {
+		if _, err := ParseClusterID(s); !errors.Is(err, ErrCommand) {
+			t.Errorf("ParseClusterID(%q): %v, want ErrCommand", s, err)
 		}
 	}
 }
@@ -171,10 +197,11 @@ func TestFailed(t *testing.T) {
 }
 
 func FuzzParseCommand(f *testing.F) {
-	f.Add(join(1, "n1", true).Marshal())                                          // a JOIN
-	f.Add((&Command{Op: OpLeave, Cause: CauseFailed, ID: 2}).Marshal())           // a LEAVE
-	f.Add([]byte{1, 1, 0, 0})                                                     // truncated after the flags
-	f.Add((&Command{Op: OpSetClusterID, ID: 1, Cluster: ClusterID{1}}).Marshal()) // a SET-CLUSTER-ID
+	f.Add(join(1, "n1", true).Marshal())                                              // a JOIN
+	f.Add((&Command{Op: OpLeave, Cause: CauseFailed, ID: 2}).Marshal())               // a LEAVE
+	f.Add([]byte{1, 1, 0, 0})                                                         // truncated after the flags
+	f.Add((&Command{Op: OpSetClusterID, ID: 1, Cluster: testCluster}).Marshal())      // a SET-CLUSTER-ID
+	f.Add((&Command{Op: OpSetClusterID, ID: 1, Cluster: testCluster}).Marshal()[:32]) // truncated inside the id
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseCommand(b)
 		if err != nil {

@@ -104,9 +104,9 @@ const (
 // writeSnapshot writes s in the snapshot layout.
 func writeSnapshot(w io.Writer, view View, cluster ClusterID, tombs func(fn func(Tombstone) error) error, count int) error {
 	vb := view.Marshal()
-	hdr := make([]byte, 0, 1+16+4)
+	hdr := make([]byte, 0, 1+8+4)
 	hdr = append(hdr, snapshotVersion)
-	hdr = append(hdr, cluster[:]...)
+	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(cluster))
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(vb)))
 	if _, err := w.Write(hdr); err != nil {
 		return fmt.Errorf("membership: write snapshot: %w", err)
@@ -152,15 +152,15 @@ func readSnapshot(r io.Reader, tomb func(Tombstone) error) (View, ClusterID, err
 		return nil
 	}
 	var cluster ClusterID
-	var hdr [1 + 16 + 4]byte
+	var hdr [1 + 8 + 4]byte
 	if err := full(hdr[:], "header"); err != nil {
 		return View{}, cluster, err
 	}
 	if hdr[0] != snapshotVersion {
 		return View{}, cluster, bad("version %d, this node knows %d", hdr[0], snapshotVersion)
 	}
-	copy(cluster[:], hdr[1:17])
-	n := binary.LittleEndian.Uint32(hdr[17:])
+	cluster = ClusterID(binary.LittleEndian.Uint64(hdr[1:9]))
+	n := binary.LittleEndian.Uint32(hdr[9:])
 	if n > maxViewBytes {
 		return View{}, cluster, bad("view of %d bytes", n)
 	}
