@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -194,7 +195,11 @@ func (c *cluster) currentView() membership.View {
 
 // Apply implements clusterlog.Applier. Membership changes ride on
 // configuration changes, so raft's voters and the view move together.
-func (c *cluster) Apply(e clusterlog.Entry) error {
+func (c *cluster) Apply(_ *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
+	return nil, c.apply(e)
+}
+
+func (c *cluster) apply(e clusterlog.Entry) error {
 	c.mu.Lock()
 	seen := e.Index <= c.applied
 	c.mu.Unlock()
@@ -251,15 +256,25 @@ func (c *cluster) Apply(e clusterlog.Entry) error {
 }
 
 // Snapshot implements clusterlog.Applier: the state is the view.
-func (c *cluster) Snapshot(index uint64) ([]byte, error) {
+func (c *cluster) Snapshot(_ *clusterlog.AppTx, w io.Writer) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.view.Marshal(), nil
+	b := c.view.Marshal()
+	c.mu.Unlock()
+	_, err := w.Write(b)
+	return err
 }
 
+// Committed implements clusterlog.Applier; the state file is written in
+// Apply.
+func (c *cluster) Committed(uint64) {}
+
 // Restore implements clusterlog.Applier.
-func (c *cluster) Restore(s clusterlog.Snapshot) error {
-	v, err := membership.ParseView(s.Data)
+func (c *cluster) Restore(_ *clusterlog.AppTx, s clusterlog.SnapshotMeta, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("agent: read snapshot %d: %w", s.Index, err)
+	}
+	v, err := membership.ParseView(data)
 	if err != nil {
 		return fmt.Errorf("agent: restore view from snapshot %d: %w", s.Index, err)
 	}

@@ -2,6 +2,7 @@ package clusterlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -61,14 +62,22 @@ func (c ConfChange) raftType() (raftpb.ConfChangeType, bool) {
 // the leader has applied an entry of its own term and no earlier change of
 // its own is pending, so raft never silently drops it. One change at a time
 // is applied (no joint consensus); a change that would leave no voter is
-// refused with ErrInvalidConfChange.
+// refused with ErrInvalidConfChange, and one the Applier refuses
+// (ConfChecker) fails with ErrConfChangeRefused.
 func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (uint64, error) {
+	index, _, err := n.ProposeConfChangeReply(ctx, cc)
+	return index, err
+}
+
+// ProposeConfChangeReply is ProposeConfChange that also returns the reply
+// Applier.Apply returned for the change.
+func (n *Node) ProposeConfChangeReply(ctx context.Context, cc ConfChange) (index uint64, reply []byte, err error) {
 	typ, ok := cc.raftType()
 	if !ok {
-		return 0, fmt.Errorf("%w: unknown type %v", ErrInvalidConfChange, cc.Type)
+		return 0, nil, fmt.Errorf("%w: unknown type %v", ErrInvalidConfChange, cc.Type)
 	}
 	if cc.NodeID == 0 {
-		return 0, fmt.Errorf("%w: node ID 0", ErrInvalidConfChange)
+		return 0, nil, fmt.Errorf("%w: node ID 0", ErrInvalidConfChange)
 	}
 	p := &proposal{
 		cc: &raftpb.ConfChangeV2{
@@ -77,7 +86,8 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (uint64, er
 		},
 		done: make(chan proposeResult, 1),
 	}
-	return n.submit(ctx, n.confc, p)
+	r := n.submit(ctx, n.confc, p)
+	return r.index, r.reply, r.err
 }
 
 // AddVoter is ProposeConfChange(ctx, ConfChange{Type: AddVoter, NodeID: id}).
@@ -171,7 +181,7 @@ func (n *Node) maybeStepConfChange() bool {
 		return false
 	}
 	l.nextSeq++
-	p.id = proposalID{node: n.id, incarnation: l.incarnation, seq: l.nextSeq}
+	p.id = proposalID{node: n.id, opens: l.opens, seq: l.nextSeq}
 	putEnvelope(p.cc.Context, p.id)
 	if err := l.rn.ProposeConfChange(p.cc); err != nil {
 		p.done <- proposeResult{err: fmt.Errorf("%w: %w", ErrProposalDropped, err)}
@@ -179,6 +189,7 @@ func (n *Node) maybeStepConfChange() bool {
 	}
 	l.waiters[p.id.seq] = p
 	l.confPending = p.id.seq
+	n.stats.confChanges.Add(1)
 	return true
 }
 
@@ -189,13 +200,38 @@ func (l *loopState) failConfQueue(err error) {
 	l.confQueue = nil
 }
 
-// applyConfEntry applies a committed conf change entry. Loop only.
-func (n *Node) applyConfEntry(e *raftpb.Entry) error {
+// prospective returns the configuration cs would be after the single
+// change ch (checked by checkConfChange).
+func prospective(cs *raftpb.ConfState, ch *raftpb.ConfChangeSingle) (voters, learners []uint64) {
+	id := ch.GetNodeId()
+	voters = slices.DeleteFunc(slices.Clone(cs.GetVoters()), func(v uint64) bool { return v == id })
+	learners = slices.DeleteFunc(slices.Clone(cs.GetLearners()), func(v uint64) bool { return v == id })
+	switch ch.GetType() {
+	case raftpb.ConfChangeAddNode:
+		voters = append(voters, id)
+	case raftpb.ConfChangeAddLearnerNode:
+		learners = append(learners, id)
+	}
+	slices.Sort(voters)
+	slices.Sort(learners)
+	return voters, learners
+}
+
+// noopConfChange is what raft is given in place of a refused change: a
+// change of node raft.None, which raft's changer skips (etcd's way of
+// rejecting a change downstream of raft).
+var noopConfChange = &raftpb.ConfChangeV2{
+	Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: new(uint64(raft.None))}},
+}
+
+// applyConfEntry applies a committed conf change entry inside the record
+// transaction b. Loop only.
+func (n *Node) applyConfEntry(b *Batch, e *raftpb.Entry) error {
 	l := &n.loop
 	var cc *raftpb.ConfChangeV2
 	var id proposalID
 	var userCtx []byte
-	hasID := false
+	bootstrap := false
 	switch e.GetType() {
 	case raftpb.EntryConfChange: // written by raft's Bootstrap only
 		v1 := new(raftpb.ConfChange)
@@ -204,6 +240,7 @@ func (n *Node) applyConfEntry(e *raftpb.Entry) error {
 		}
 		cc = v1.AsV2()
 		userCtx = v1.GetContext()
+		bootstrap = true
 	default:
 		cc = new(raftpb.ConfChangeV2)
 		if err := unmarshalEntry(e, cc); err != nil {
@@ -213,34 +250,54 @@ func (n *Node) applyConfEntry(e *raftpb.Entry) error {
 		if id, userCtx, err = decodeEnvelope(e.GetIndex(), cc.GetContext()); err != nil {
 			return err
 		}
-		hasID = true
 	}
 	var result error
+	var reply []byte
 	if err := checkConfChange(l.confState, cc); err != nil {
 		n.log.Warn("skipping configuration change", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc), "err", err)
 		result = err
 	} else {
-		l.confState = l.rn.ApplyConfChange(cc)
-		n.log.Info("applied configuration change", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc),
-			"voters", l.confState.GetVoters(), "learners", l.confState.GetLearners())
-		err := n.cfg.Applier.Apply(Entry{
+		ent := Entry{
 			Index:    e.GetIndex(),
 			Term:     e.GetTerm(),
 			Kind:     KindConfChange,
+			Proposer: id.node,
 			Change:   changeOf(cc, userCtx),
-			Voters:   slices.Clone(l.confState.GetVoters()),
-			Learners: slices.Clone(l.confState.GetLearners()),
-		})
-		if err != nil {
-			return fmt.Errorf("clusterlog: apply entry %d: %w", e.GetIndex(), err)
+		}
+		if ck, ok := n.cfg.Applier.(ConfChecker); ok && !bootstrap {
+			ent.Voters, ent.Learners = prospective(l.confState, cc.GetChanges()[0])
+			if err := ck.CheckConfChange(b.App(), ent); err != nil {
+				n.log.Warn("configuration change refused by the application", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc), "err", err)
+				result = fmt.Errorf("%w: %w", ErrConfChangeRefused, err)
+			}
+		}
+		if result == nil {
+			l.confState = l.rn.ApplyConfChange(cc)
+			n.log.Info("applied configuration change", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc),
+				"voters", l.confState.GetVoters(), "learners", l.confState.GetLearners())
+			ent.Voters = slices.Clone(l.confState.GetVoters())
+			ent.Learners = slices.Clone(l.confState.GetLearners())
+			var err error
+			if reply, err = n.cfg.Applier.Apply(b.App(), ent); err != nil {
+				if !errors.Is(err, ErrRejected) {
+					return fmt.Errorf("clusterlog: apply entry %d: %w", e.GetIndex(), err)
+				}
+				result, reply = err, nil
+			}
 		}
 	}
+	if result != nil && len(l.confState.GetVotersOutgoing()) == 0 {
+		// Raft is told of every conf change entry; a refused one changes
+		// nothing. (In a joint configuration, which this package never
+		// enters, raft would refuse even the no-op.)
+		l.confState = l.rn.ApplyConfChange(noopConfChange)
+	}
 	l.applied = e.GetIndex()
-	if hasID && id.node == n.id && id.incarnation == l.incarnation {
+	if !bootstrap && id.node == n.id && id.opens == l.opens {
 		if id.seq == l.confPending {
 			l.confPending = 0
 		}
-		l.resolve(id.seq, e.GetIndex(), result)
+		l.resolve(id.seq, e.GetIndex(), reply, result)
 	}
 	return nil
 }

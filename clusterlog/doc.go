@@ -21,22 +21,28 @@
 //     message, so a burst of Propose calls costs one log append.
 //  2. Persist. For the next Ready, write the snapshot (if any), the new
 //     entries and the hard state (term, vote, commit) in one bbolt
-//     transaction, which is fsynced before it returns.
+//     transaction, which is fsynced before it returns. A snapshot received
+//     from the leader is restored into the application (Applier.Restore)
+//     in this same transaction.
 //  3. Send. Only now hand Ready.Messages to the Sender. Messages acknowledge
 //     state: a MsgAppResp says "these entries are on my disk", a vote says
 //     "I have recorded this vote". Sending first could let a majority count
 //     an entry that a crash then loses, so the order is never reversed — for
 //     the leader too, which appends its own entries before sending them.
-//  4. Apply. Hand a received snapshot to Applier.Restore, then the committed
-//     entries, in index order, to Applier.Apply; apply membership changes to
-//     raft as they come.
-//  5. Record. Write the applied index and the configuration as of it, and
-//     every SnapshotEvery entries a snapshot of the application plus log
-//     compaction, in a second fsynced transaction. A hard state that only
-//     moved the commit index (raft's MustSync is false) is written here
-//     rather than in step 2, since nothing sent depends on it.
+//  4. Apply and 5. Record, in one second fsynced transaction: hand the
+//     committed entries, in index order, to Applier.Apply, which writes its
+//     state into the transaction's application key space (AppTx); apply
+//     membership changes to raft as they come (after ConfChecker, if the
+//     Applier has it, agreed); then write the applied index and the
+//     configuration as of it, and every SnapshotEvery entries a snapshot
+//     of the application (Applier.Snapshot, streamed) plus log compaction.
+//     A hard state that only moved the commit index (raft's MustSync is
+//     false) is written here rather than in step 2, since nothing sent
+//     depends on it. Once it has committed, Applier.Committed is told the
+//     applied index: effects outside the file happen only after this.
 //  6. Answer and advance. Propose calls whose entries were applied return
-//     their index; then Advance, and back to step 2 while raft has a Ready.
+//     their index and the Applier's reply; then Advance, and back to step 2
+//     while raft has a Ready.
 //  7. Publish the Status.
 //
 // A Ready with nothing to persist skips the first fsync, and one that neither
@@ -47,22 +53,27 @@
 //
 // On start Node tells raft the recorded applied index, and raft never hands
 // out an entry at or below it, so a restart replays nothing that was
-// recorded as applied. Entries applied in step 4 but not yet recorded in
-// step 5 when the process dies are delivered again; that is at most one Ready's
-// worth. Each Entry carries its Index, so an application that stores its
-// last applied index atomically with its own state (or is idempotent per
-// index) sees every entry exactly once. If the stored snapshot is newer than
-// the applied index (a crash between steps 2 and 5 of a Ready that carried a
-// snapshot), NewNode restores it into the application before starting.
+// recorded as applied. An application that keeps its state in its AppTx
+// sees every entry exactly once, with no dedupe of its own: its writes and
+// the applied index are one transaction, so a crash keeps both or neither.
+// (A file upgraded from format version 1 starts with an empty application
+// key space; NewNode then restores the stored snapshot into it and the log
+// after the snapshot is applied again. FORMAT.md, "Version history".)
 //
 // # Proposals
 //
 // Node.Propose returns once the entry is committed and applied on the node
-// that proposed it. Entries carry a small envelope (proposer ID, the storage
-// incarnation, a sequence number; FORMAT.md) by which the proposer
+// that proposed it. Entries carry a small envelope (proposer ID, the
+// storage's open count, a sequence number; FORMAT.md) by which the proposer
 // recognises its own entries. A proposal made where no leader is known fails
 // at once with ErrProposalDropped; one forwarded to a leader that is then
 // lost can vanish silently, so callers use a context deadline and retry.
+// Node.ReadIndex returns an index after which local reads are linearizable.
+//
+// # Observability
+//
+// Node.Stats counts proposals, applied entries, restores, reads and the
+// Storage's fsyncs; Storage.ObserveFsync reports each commit's latency.
 //
 // # Membership
 //
@@ -72,7 +83,9 @@
 // and its previous change, the conditions under which raft accepts one
 // instead of silently replacing it with an empty entry. Each node re-checks
 // a committed change before applying it and skips one that would leave no
-// voter; the check is deterministic, so every node skips the same ones. A new
+// voter, and one the Applier's ConfChecker refuses; both checks are
+// deterministic, so every node skips the same ones, and raft is given a
+// no-op change in place of a skipped one. A new
 // node starts with an empty Storage and no Peers, is added as a learner,
 // catches up (by snapshot if the log was compacted), then is promoted.
 //

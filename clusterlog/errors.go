@@ -25,6 +25,21 @@ var (
 	// leave the cluster without voters or names node 0.
 	ErrInvalidConfChange = errors.New("clusterlog: invalid configuration change")
 
+	// ErrConfChangeRefused is returned by ProposeConfChange for a change
+	// the Applier refused (ConfChecker); raft applied it as a no-op.
+	ErrConfChangeRefused = errors.New("clusterlog: configuration change refused by the application")
+
+	// ErrRejected is for an Applier to wrap when it rejects an entry
+	// without failing: every node rejects the same entry the same way, the
+	// node goes on, the entry counts as applied, and the proposer's Propose
+	// returns the error. An Apply that rejects must not have written to its
+	// AppTx.
+	ErrRejected = errors.New("clusterlog: entry rejected by the application")
+
+	// ErrNoLeader is returned by ReadIndex when its context ends while no
+	// leader is known.
+	ErrNoLeader = errors.New("clusterlog: no leader")
+
 	// ErrCorrupt is matched by every *CorruptError.
 	ErrCorrupt = errors.New("clusterlog: corrupt record")
 

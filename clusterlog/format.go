@@ -12,9 +12,10 @@ import (
 // All integers in keys and fixed-size values are big-endian, so that bbolt's
 // byte-wise key order is numeric order.
 const (
-	// FormatVersion is the only disk format version this build reads and
-	// writes. It is stored in meta/format.
-	FormatVersion uint32 = 1
+	// FormatVersion is the disk format version this build writes. It is
+	// stored in meta/format. A file of version 1 is upgraded in place when
+	// it is opened (FORMAT.md, "Version history").
+	FormatVersion uint32 = 2
 
 	// indexKeyLen is the length of a key in the entries bucket.
 	indexKeyLen = 8
@@ -26,6 +27,7 @@ const (
 var (
 	bucketMeta    = []byte("meta")
 	bucketEntries = []byte("entries")
+	bucketApp     = []byte("app") // since version 2: the application's buckets
 
 	keyFormat      = []byte("format")      // uint32: FormatVersion
 	keyHardState   = []byte("hardstate")   // raftpb.HardState
@@ -33,7 +35,8 @@ var (
 	keyConfState   = []byte("confstate")   // raftpb.ConfState as of applied
 	keyTruncated   = []byte("truncated")   // uint64 index, uint64 term of the entry before the first stored one
 	keySnapshot    = []byte("snapshot")    // raftpb.Snapshot
-	keyIncarnation = []byte("incarnation") // uint64: bumped at every open
+	keyOpens       = []byte("opens")       // uint64: bumped at every open (since version 2)
+	keyIncarnation = []byte("incarnation") // version 1's name for opens
 )
 
 // Entry envelope: the header that Node puts in front of every payload it
@@ -46,9 +49,9 @@ const (
 
 // proposalID identifies one proposal cluster-wide.
 type proposalID struct {
-	node        uint64 // proposer's raft ID
-	incarnation uint64 // proposer's storage incarnation (meta/incarnation)
-	seq         uint64 // per-incarnation counter, from 1
+	node  uint64 // proposer's raft ID
+	opens uint64 // proposer's storage open count (meta/opens)
+	seq   uint64 // per-open counter, from 1
 }
 
 func indexKey(i uint64) []byte {
@@ -140,7 +143,7 @@ func decodeProto(key, v []byte, m proto.Message) error {
 func appendEnvelope(b []byte, id proposalID) []byte {
 	b = append(b, envelopeVersion)
 	b = binary.BigEndian.AppendUint64(b, id.node)
-	b = binary.BigEndian.AppendUint64(b, id.incarnation)
+	b = binary.BigEndian.AppendUint64(b, id.opens)
 	return binary.BigEndian.AppendUint64(b, id.seq)
 }
 
@@ -148,7 +151,7 @@ func appendEnvelope(b []byte, id proposalID) []byte {
 func putEnvelope(b []byte, id proposalID) {
 	b[0] = envelopeVersion
 	binary.BigEndian.PutUint64(b[1:], id.node)
-	binary.BigEndian.PutUint64(b[9:], id.incarnation)
+	binary.BigEndian.PutUint64(b[9:], id.opens)
 	binary.BigEndian.PutUint64(b[17:], id.seq)
 }
 
@@ -168,9 +171,9 @@ func decodeEnvelope(index uint64, b []byte) (proposalID, []byte, error) {
 		}
 	}
 	id := proposalID{
-		node:        binary.BigEndian.Uint64(b[1:]),
-		incarnation: binary.BigEndian.Uint64(b[9:]),
-		seq:         binary.BigEndian.Uint64(b[17:]),
+		node:  binary.BigEndian.Uint64(b[1:]),
+		opens: binary.BigEndian.Uint64(b[9:]),
+		seq:   binary.BigEndian.Uint64(b[17:]),
 	}
 	return id, b[envelopeHeaderLen:], nil
 }

@@ -39,7 +39,7 @@ func FuzzDecodeEntryRecord(f *testing.F) {
 // a payload that re-encode to the same bytes, or is refused with a
 // *CorruptError.
 func FuzzDecodeEnvelope(f *testing.F) {
-	valid := appendEnvelope(nil, proposalID{node: 1, incarnation: 2, seq: 3})
+	valid := appendEnvelope(nil, proposalID{node: 1, opens: 2, seq: 3})
 	f.Add(append(valid, "payload"...)) // header and payload
 	f.Add(valid)                       // header only
 	f.Add(valid[:10])                  // truncated header

@@ -18,7 +18,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.golden from the cu
 
 // goldenVectors are the byte-exact encodings FORMAT.md specifies. Each name
 // says what is encoded; the value is produced by this build's encoder and
-// must match testdata/format-v1.golden.
+// must match testdata/format-v2.golden.
 func goldenVectors(t *testing.T) [][2]string {
 	entry, err := proto.MarshalOptions{Deterministic: true}.Marshal(&raftpb.Entry{
 		Index: new(uint64(5)), Term: new(uint64(2)), Type: raftpb.EntryNormal.Enum(), Data: []byte("x"),
@@ -26,9 +26,9 @@ func goldenVectors(t *testing.T) [][2]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := appendEnvelope(nil, proposalID{node: 1, incarnation: 2, seq: 3})
+	env := appendEnvelope(nil, proposalID{node: 1, opens: 2, seq: 3})
 	return [][2]string{
-		{"meta/format version 1", hex.EncodeToString(encodeFormat(FormatVersion))},
+		{"meta/format version 2", hex.EncodeToString(encodeFormat(FormatVersion))},
 		{"entries key for index 42", hex.EncodeToString(indexKey(42))},
 		{"meta/applied 42", hex.EncodeToString(encodeUint64(42))},
 		{"meta/truncated index 7 term 3", hex.EncodeToString(encodeTruncated(7, 3))},
@@ -38,9 +38,9 @@ func goldenVectors(t *testing.T) [][2]string {
 }
 
 func TestGoldenFormat(t *testing.T) {
-	path := filepath.Join("testdata", "format-v1.golden")
+	path := filepath.Join("testdata", "format-v2.golden")
 	var buf bytes.Buffer
-	fmt.Fprintln(&buf, "# clusterlog disk format v1 golden vectors (FORMAT.md). Lines: name<TAB>hex.")
+	fmt.Fprintln(&buf, "# clusterlog disk format v2 golden vectors (FORMAT.md). Lines: name<TAB>hex.")
 	fmt.Fprintln(&buf, "# Regenerate with: go test -run TestGoldenFormat -rewrite")
 	for _, v := range goldenVectors(t) {
 		fmt.Fprintf(&buf, "%s\t%s\n", v[0], v[1])

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -45,29 +46,49 @@ type testApp struct {
 	dups      []uint64   // indexes delivered at or below last
 	confs     []clusterlog.Entry
 	restores  []uint64
+	committed []uint64 // arguments of Committed
 }
 
-func (a *testApp) Apply(e clusterlog.Entry) error {
+func (a *testApp) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.delivered = append(a.delivered, e.Index)
 	if e.Index <= a.last {
 		a.dups = append(a.dups, e.Index)
-		return nil
+		return nil, nil
 	}
 	a.last = e.Index
 	switch e.Kind {
 	case clusterlog.KindData:
+		if string(e.Data) == "reject" {
+			return nil, fmt.Errorf("%w: test rejects it", clusterlog.ErrRejected)
+		}
 		if a.countOnly {
 			a.count++
-			return nil
+			return nil, nil
 		}
 		a.state = append(a.state, string(e.Data))
 		a.indexes = append(a.indexes, e.Index)
 	case clusterlog.KindConfChange:
 		a.confs = append(a.confs, e)
 	}
+	return fmt.Appendf(nil, "applied %d", e.Index), nil
+}
+
+// CheckConfChange refuses a change whose context is "refuse".
+func (a *testApp) CheckConfChange(tx *clusterlog.AppTx, e clusterlog.Entry) error {
+	if string(e.Change.Context) == "refuse" {
+		return errRefused
+	}
 	return nil
+}
+
+var errRefused = errors.New("test refuses this change")
+
+func (a *testApp) Committed(applied uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.committed = append(a.committed, applied)
 }
 
 type appSnapshot struct {
@@ -76,18 +97,15 @@ type appSnapshot struct {
 	Count   int
 }
 
-func (a *testApp) Snapshot(index uint64) ([]byte, error) {
+func (a *testApp) Snapshot(tx *clusterlog.AppTx, w io.Writer) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if index != a.last {
-		return nil, fmt.Errorf("snapshot at %d, but applied %d", index, a.last)
-	}
-	return json.Marshal(appSnapshot{a.state, a.indexes, a.count})
+	return json.NewEncoder(w).Encode(appSnapshot{a.state, a.indexes, a.count})
 }
 
-func (a *testApp) Restore(s clusterlog.Snapshot) error {
+func (a *testApp) Restore(tx *clusterlog.AppTx, s clusterlog.SnapshotMeta, r io.Reader) error {
 	var snap appSnapshot
-	if err := json.Unmarshal(s.Data, &snap); err != nil {
+	if err := json.NewDecoder(r).Decode(&snap); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -105,15 +123,17 @@ func (a *testApp) snapshot() (state []string, indexes []uint64, dups []uint64) {
 
 // cluster is n nodes on one in-memory network, each with its own bbolt file.
 type cluster struct {
-	t      testing.TB
-	dir    string
-	net    *clusterlogtest.Network
-	tweak  func(*clusterlog.Config)
-	light  bool // applications only count entries
-	peers  []uint64
-	nodes  map[uint64]*clusterlog.Node
-	stores map[uint64]*clusterlog.Storage
-	apps   map[uint64]*testApp
+	t     testing.TB
+	dir   string
+	net   *clusterlogtest.Network
+	tweak func(*clusterlog.Config)
+	// tweakApp, if set, gives the Applier for a node instead of a testApp.
+	tweakApp func(id uint64) clusterlog.Applier
+	light    bool // applications only count entries
+	peers    []uint64
+	nodes    map[uint64]*clusterlog.Node
+	stores   map[uint64]*clusterlog.Storage
+	apps     map[uint64]*testApp
 }
 
 func fastConfig(c *clusterlog.Config) {
@@ -163,10 +183,14 @@ func (c *cluster) start(id uint64, peers []uint64) *clusterlog.Node {
 		app = &testApp{countOnly: c.light}
 		c.apps[id] = app
 	}
+	var applier clusterlog.Applier = app
+	if c.tweakApp != nil {
+		applier = c.tweakApp(id)
+	}
 	cfg := clusterlog.Config{
 		ID:      id,
 		Storage: st,
-		Applier: app,
+		Applier: applier,
 		Sender:  c.net.Endpoint(id),
 		Logger:  testLogger(c.t),
 		Peers:   peers,
@@ -279,7 +303,7 @@ func (c *cluster) waitApplied(ctx context.Context, index uint64, ids ...uint64) 
 // for want of a leader (a dropped proposal is certainly not in the log).
 func (c *cluster) propose(ctx context.Context, id uint64, data string) (uint64, error) {
 	for {
-		idx, err := c.nodes[id].Propose(ctx, []byte(data))
+		idx, _, err := c.nodes[id].Propose(ctx, []byte(data))
 		if errors.Is(err, clusterlog.ErrProposalDropped) {
 			if _, werr := c.nodes[id].WaitFor(ctx, func(s clusterlog.Status) bool { return s.Leader != 0 }); werr != nil {
 				return 0, err

@@ -1,9 +1,11 @@
 package clusterlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -31,21 +33,41 @@ type Sender interface {
 // goroutine, one call at a time, in log order; it must not call back into a
 // blocking Node method (Propose, ProposeConfChange, Step, Campaign, Stop).
 //
-// Delivery is exactly once per node as long as the application dedupes by
-// Entry.Index: Node never delivers an entry at or below the applied index it
-// has recorded on disk, but entries applied after that record was last
-// written (at most one Ready's worth) are delivered again after a crash.
-// An application that stores its own last applied index atomically with its
-// state needs nothing more. An error from any method stops the node.
+// Apply, Restore and Snapshot run inside the bbolt transaction that records
+// the applied index, and get the application's key space in it (AppTx). An
+// application that keeps its state there sees every entry exactly once,
+// across crashes too: its state and the applied index commit together or
+// not at all. Effects outside the file (events, replies to clients) belong
+// in Committed, which runs once that transaction is durable. An error from
+// Apply, Snapshot or Restore stops the node and rolls the transaction back,
+// except an Apply error matching ErrRejected (see there).
 type Applier interface {
-	// Apply applies one committed entry.
-	Apply(e Entry) error
-	// Snapshot returns the application state as of index, the last entry
-	// passed to Apply.
-	Snapshot(index uint64) ([]byte, error)
-	// Restore replaces the application state with a snapshot, received from
-	// the leader or found newer than the applied index at start.
-	Restore(s Snapshot) error
+	// Apply applies one committed entry and returns the reply for the
+	// proposer (Propose returns it on the proposing node).
+	Apply(tx *AppTx, e Entry) (reply []byte, err error)
+	// Snapshot writes the whole application state, as of the last entry
+	// applied, to w.
+	Snapshot(tx *AppTx, w io.Writer) error
+	// Restore replaces the application state with a snapshot written by
+	// Snapshot (on this node or another), read from r. The key space is
+	// empty when Restore is called.
+	Restore(tx *AppTx, s SnapshotMeta, r io.Reader) error
+	// Committed is called after the transaction that recorded every entry
+	// up to applied (or the snapshot at applied) has committed.
+	Committed(applied uint64)
+}
+
+// ConfChecker is an optional interface of an Applier. A configuration
+// change that passes the node's own checks is handed to CheckConfChange
+// before raft applies it; Entry carries the change and, in Voters and
+// Learners, the configuration it would result in. A non-nil error refuses
+// the change: raft applies it as a no-op (its voters stay as they were),
+// Apply is not called, and the proposer's ProposeConfChange fails with
+// ErrConfChangeRefused wrapping the error. The decision must depend only on
+// the state in tx, so that every node makes the same one. The founding
+// members' entries (written by raft's bootstrap) are not checked.
+type ConfChecker interface {
+	CheckConfChange(tx *AppTx, e Entry) error
 }
 
 // EntryKind says what an Entry carries.
@@ -73,6 +95,9 @@ type Entry struct {
 	Index uint64
 	Term  uint64
 	Kind  EntryKind
+	// Proposer is the raft ID of the node that proposed the entry, from the
+	// entry's envelope; 0 for the founding members' entries.
+	Proposer uint64
 	// Data is the payload passed to Propose (KindData). It aliases the log;
 	// do not modify it.
 	Data []byte
@@ -83,13 +108,13 @@ type Entry struct {
 	Learners []uint64
 }
 
-// Snapshot is application state at Index, as handed to Applier.Restore.
-type Snapshot struct {
+// SnapshotMeta describes the snapshot handed to Applier.Restore: the
+// application state as of entry Index, and the configuration then.
+type SnapshotMeta struct {
 	Index    uint64
 	Term     uint64
 	Voters   []uint64
 	Learners []uint64
-	Data     []byte
 }
 
 // Config configures a Node. ID, Storage, Applier and Sender are required.
@@ -189,11 +214,13 @@ type Node struct {
 	recvc     chan *raftpb.Message  // Step → loop
 	reportc   chan report           // ReportUnreachable / ReportSnapshot
 	campaignc chan chan error       // Campaign
+	readc     chan *readRequest     // ReadIndex
 	stopc     chan struct{}         // closed by Stop
 	done      chan struct{}         // closed when the loop has exited
 	stopOnce  sync.Once             //
 	err       error                 // why the loop exited; written before done is closed
 	status    atomic.Pointer[watch] // published by the loop
+	stats     nodeStats             // counters, written by the loop
 
 	loop loopState // owned by the loop goroutine
 }
@@ -212,6 +239,7 @@ type proposal struct {
 
 type proposeResult struct {
 	index uint64
+	reply []byte
 	err   error
 }
 
@@ -237,14 +265,21 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	log := logkey.WithSubsystem(cfg.Logger, "clusterlog").With(logkey.RaftID, raftID(cfg.ID))
 	if md := snap.GetMetadata(); md.GetIndex() > applied {
+		// Only a file upgraded from version 1 gets here: since version 2
+		// a received snapshot is restored in the transaction that stores
+		// it.
 		log.Info("restoring snapshot newer than the applied index", "snapshot", md.GetIndex(), "applied", applied)
-		if err := cfg.Applier.Restore(snapshotFor(snap)); err != nil {
-			return nil, fmt.Errorf("clusterlog: restore snapshot %d: %w", md.GetIndex(), err)
-		}
-		if err := st.SetApplied(md.GetIndex(), md.GetConfState()); err != nil {
+		err := st.Update(func(b *Batch) error {
+			if err := restoreInto(b, cfg.Applier, snap); err != nil {
+				return err
+			}
+			return b.SetApplied(md.GetIndex(), md.GetConfState())
+		})
+		if err != nil {
 			return nil, err
 		}
 		applied, cs = st.Applied()
+		cfg.Applier.Committed(applied)
 	}
 	last, _ := st.LastIndex()
 	if _, _, err := confchange.Restore(confchange.Changer{
@@ -291,35 +326,45 @@ func NewNode(cfg Config) (*Node, error) {
 		recvc:     make(chan *raftpb.Message, cfg.MaxBatch),
 		reportc:   make(chan report, 256),
 		campaignc: make(chan chan error),
+		readc:     make(chan *readRequest, 64),
 		stopc:     make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	n.loop = loopState{
-		rn:          rn,
-		incarnation: st.Incarnation(),
-		applied:     applied,
-		confState:   cs,
-		snapIndex:   snap.GetMetadata().GetIndex(),
-		waiters:     make(map[uint64]*proposal),
-		heard:       make(map[uint64]uint64),
+		rn:        rn,
+		opens:     st.Opens(),
+		applied:   applied,
+		confState: cs,
+		snapIndex: snap.GetMetadata().GetIndex(),
+		waiters:   make(map[uint64]*proposal),
+		reads:     make(map[uint64]*readRequest),
+		heard:     make(map[uint64]uint64),
 	}
 	n.status.Store(&watch{changed: make(chan struct{})})
 	n.publishStatus()
-	log.Info("started", "applied", applied, "last", last, "incarnation", n.loop.incarnation)
+	log.Info("started", "applied", applied, "last", last, "opens", n.loop.opens)
 	go n.run()
 	return n, nil
 }
 
-func snapshotFor(s *raftpb.Snapshot) Snapshot {
-	md := s.GetMetadata()
+// restoreInto empties the application's key space in b and restores snap
+// into it.
+func restoreInto(b *Batch, a Applier, snap *raftpb.Snapshot) error {
+	md := snap.GetMetadata()
 	cs := md.GetConfState()
-	return Snapshot{
+	meta := SnapshotMeta{
 		Index:    md.GetIndex(),
 		Term:     md.GetTerm(),
 		Voters:   slices.Clone(cs.GetVoters()),
 		Learners: slices.Clone(cs.GetLearners()),
-		Data:     s.GetData(),
 	}
+	if err := b.resetApp(); err != nil {
+		return err
+	}
+	if err := a.Restore(b.App(), meta, bytes.NewReader(snap.GetData())); err != nil {
+		return fmt.Errorf("clusterlog: restore snapshot %d: %w", md.GetIndex(), err)
+	}
+	return nil
 }
 
 // ID returns the node's raft ID.
@@ -327,43 +372,45 @@ func (n *Node) ID() uint64 { return n.id }
 
 // Propose appends data to the cluster log and returns once the entry is
 // committed and applied on this node, with its index (by then Status().Applied
-// is at least that index). It returns
+// is at least that index) and the reply Applier.Apply returned for it; an
+// Apply error matching ErrRejected is returned as the error. It returns
 // ErrProposalDropped if raft refused the proposal (no leader known yet),
 // ErrStopped if the node stops first, or the context's error. After a
 // context error or a leader change the entry may or may not be in the log:
 // a proposal forwarded to a leader that is lost is silently dropped, so use
 // a deadline. data is copied before Propose returns.
-func (n *Node) Propose(ctx context.Context, data []byte) (uint64, error) {
+func (n *Node) Propose(ctx context.Context, data []byte) (index uint64, reply []byte, err error) {
 	buf := make([]byte, envelopeHeaderLen+len(data))
 	copy(buf[envelopeHeaderLen:], data)
 	p := &proposal{buf: buf, done: make(chan proposeResult, 1)}
-	return n.submit(ctx, n.propc, p)
+	r := n.submit(ctx, n.propc, p)
+	return r.index, r.reply, r.err
 }
 
-func (n *Node) submit(ctx context.Context, c chan *proposal, p *proposal) (uint64, error) {
+func (n *Node) submit(ctx context.Context, c chan *proposal, p *proposal) proposeResult {
 	select {
 	case c <- p:
 	case <-ctx.Done():
-		return 0, fmt.Errorf("clusterlog: propose: %w", ctx.Err())
+		return proposeResult{err: fmt.Errorf("clusterlog: propose: %w", ctx.Err())}
 	case <-n.done:
-		return 0, n.stoppedErr()
+		return proposeResult{err: n.stoppedErr()}
 	}
 	select {
 	case r := <-p.done:
-		return r.index, r.err
+		return r
 	case <-ctx.Done():
 		p.abandoned.Store(true)
 		select {
 		case n.cancelc <- p:
 		case <-n.done:
 		}
-		return 0, fmt.Errorf("clusterlog: propose: %w", ctx.Err())
+		return proposeResult{err: fmt.Errorf("clusterlog: propose: %w", ctx.Err())}
 	case <-n.done:
 		select {
 		case r := <-p.done:
-			return r.index, r.err
+			return r
 		default:
-			return 0, n.stoppedErr()
+			return proposeResult{err: n.stoppedErr()}
 		}
 	}
 }

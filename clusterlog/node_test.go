@@ -119,7 +119,7 @@ func TestFollowerRestart(t *testing.T) {
 	if f == lead {
 		f = c.running()[1]
 	}
-	inc := c.stores[f].Incarnation()
+	opens := c.stores[f].Opens()
 	stopped := c.nodes[f]
 	c.stop(f)
 	before := stopped.Status() // final: published as it stopped
@@ -128,8 +128,8 @@ func TestFollowerRestart(t *testing.T) {
 		c.mustPropose(ctx, lead, fmt.Sprintf("b%d", i))
 	}
 	n := c.start(f, c.peers)
-	if got := c.stores[f].Incarnation(); got != inc+1 {
-		t.Errorf("incarnation after reopen = %d, want %d", got, inc+1)
+	if got := c.stores[f].Opens(); got != opens+1 {
+		t.Errorf("opens after reopen = %d, want %d", got, opens+1)
 	}
 	if st := n.Status(); st.Applied != before.Applied || st.Term < before.Term {
 		t.Errorf("after restart: applied %d term %d, want applied %d term >= %d", st.Applied, st.Term, before.Applied, before.Term)
@@ -255,7 +255,7 @@ func TestProposeAfterStop(t *testing.T) {
 	n := c.nodes[lead]
 	c.mustPropose(ctx, lead, "x")
 	c.stop(lead)
-	if _, err := n.Propose(ctx, []byte("y")); !errors.Is(err, clusterlog.ErrStopped) {
+	if _, _, err := n.Propose(ctx, []byte("y")); !errors.Is(err, clusterlog.ErrStopped) {
 		t.Errorf("Propose after Stop: %v, want ErrStopped", err)
 	}
 	if err := n.Step(ctx, nil); err == nil {

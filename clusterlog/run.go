@@ -1,6 +1,7 @@
 package clusterlog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,9 +15,9 @@ import (
 // loopState is everything the owning goroutine (run) owns. No other goroutine
 // touches it after NewNode has started the loop.
 type loopState struct {
-	rn          *raft.RawNode
-	incarnation uint64 // this run's storage incarnation, part of proposal IDs
-	nextSeq     uint64 // last proposal sequence number handed out
+	rn      *raft.RawNode
+	opens   uint64 // this run's storage open count, part of proposal IDs
+	nextSeq uint64 // last proposal sequence number handed out
 
 	applied   uint64            // last entry applied to the Applier
 	confState *raftpb.ConfState // configuration as of applied
@@ -30,6 +31,9 @@ type loopState struct {
 	confPending uint64               // sequence number of the stepped, unapplied conf change
 	resolved    []resolution         // waiters to answer once the current Ready is done
 
+	reads    map[uint64]*readRequest // ReadIndex calls waiting for raft, by id
+	nextRead uint64                  // last read id handed out
+
 	ticks uint64            // ticks since start
 	heard map[uint64]uint64 // peer → tick at which a message from it last arrived
 }
@@ -41,13 +45,13 @@ type resolution struct {
 
 // resolve marks the waiter for seq as done with the result. The answer is
 // sent at the end of the Ready, after the applied index is on disk.
-func (l *loopState) resolve(seq, index uint64, err error) {
+func (l *loopState) resolve(seq, index uint64, reply []byte, err error) {
 	p, ok := l.waiters[seq]
 	if !ok {
 		return
 	}
 	delete(l.waiters, seq)
-	l.resolved = append(l.resolved, resolution{p, proposeResult{index: index, err: err}})
+	l.resolved = append(l.resolved, resolution{p, proposeResult{index: index, reply: reply, err: err}})
 }
 
 // run is the owning goroutine. Each iteration waits for one event, folds in
@@ -69,6 +73,11 @@ func (n *Node) loopBody() error {
 		case <-ticker.C:
 			l.ticks++
 			l.rn.Tick()
+			if len(l.reads) > 0 && l.ticks%uint64(n.cfg.ElectionTicks) == 0 {
+				n.retryReads()
+			}
+		case r := <-n.readc:
+			n.acceptRead(r)
 		case p := <-n.propc:
 			n.stepProposals(p)
 		case p := <-n.confc:
@@ -175,9 +184,10 @@ func (n *Node) stepProposals(first *proposal) {
 		return
 	}
 	ents := make([]*raftpb.Entry, len(batch))
+	n.stats.proposals.Add(uint64(len(batch)))
 	for i, p := range batch {
 		l.nextSeq++
-		p.id = proposalID{node: n.id, incarnation: l.incarnation, seq: l.nextSeq}
+		p.id = proposalID{node: n.id, opens: l.opens, seq: l.nextSeq}
 		putEnvelope(p.buf, p.id)
 		ents[i] = &raftpb.Entry{Data: p.buf}
 		l.waiters[p.id.seq] = p
@@ -223,7 +233,8 @@ func (n *Node) processReady() error {
 }
 
 // handleReady carries out steps 2 to 6 of the cycle described in doc.go for
-// one Ready: persist (one fsync), send, apply, record (a second fsync),
+// one Ready: persist (one fsync; a received snapshot is restored in the same
+// transaction), send, apply and record (one transaction, a second fsync),
 // answer. The caller then calls Advance.
 func (n *Node) handleReady(rd raft.Ready) error {
 	l := &n.loop
@@ -240,20 +251,39 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if hasSnap || len(rd.Entries) > 0 || rd.MustSync {
 		err := n.st.Update(func(b *Batch) error {
 			if hasSnap {
+				md := rd.Snapshot.GetMetadata()
 				if err := b.ApplySnapshot(rd.Snapshot); err != nil {
-					return fmt.Errorf("clusterlog: store snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
+					return fmt.Errorf("clusterlog: store snapshot %d: %w", md.GetIndex(), err)
+				}
+				n.log.Info("restoring snapshot from leader", "index", md.GetIndex(), "term", md.GetTerm())
+				if err := restoreInto(b, n.cfg.Applier, rd.Snapshot); err != nil {
+					return err
 				}
 			}
 			if err := b.Append(rd.Entries); err != nil {
 				return err
 			}
 			if hasHS {
-				return b.SetHardState(rd.HardState)
+				if err := b.SetHardState(rd.HardState); err != nil {
+					return err
+				}
+			}
+			if hasSnap {
+				md := rd.Snapshot.GetMetadata()
+				return b.SetApplied(md.GetIndex(), md.GetConfState())
 			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if hasSnap {
+			md := rd.Snapshot.GetMetadata()
+			l.applied = md.GetIndex()
+			l.snapIndex = md.GetIndex()
+			l.confState = proto.Clone(raftpb.EnsureConfState(md.GetConfState())).(*raftpb.ConfState)
+			n.stats.restores.Add(1)
+			n.cfg.Applier.Committed(l.applied)
 		}
 	} else if hasHS {
 		deferredHS = rd.HardState
@@ -263,67 +293,61 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if len(rd.Messages) > 0 {
 		n.cfg.Sender.Send(rd.Messages)
 	}
+	n.readStates(rd.ReadStates)
 
-	// Apply.
-	applied := l.applied
-	if hasSnap {
-		md := rd.Snapshot.GetMetadata()
-		n.log.Info("restoring snapshot from leader", "index", md.GetIndex(), "term", md.GetTerm())
-		if err := n.cfg.Applier.Restore(snapshotFor(rd.Snapshot)); err != nil {
-			return fmt.Errorf("clusterlog: restore snapshot %d: %w", md.GetIndex(), err)
-		}
-		l.applied = md.GetIndex()
-		l.snapIndex = md.GetIndex()
-		l.confState = proto.Clone(raftpb.EnsureConfState(md.GetConfState())).(*raftpb.ConfState)
+	// Apply and record, in one transaction: the application's writes and
+	// the applied index become durable together.
+	toApply := rd.CommittedEntries
+	for len(toApply) > 0 && toApply[0].GetIndex() <= l.applied {
+		toApply = toApply[1:] // covered by the snapshot just restored
 	}
-	for _, e := range rd.CommittedEntries {
-		if e.GetIndex() <= l.applied {
-			continue // covered by the snapshot just restored
+	if len(toApply) == 0 && deferredHS == nil {
+		n.publishStatus()
+		n.answer()
+		return nil
+	}
+	applied := l.applied
+	snapDue := false
+	err := n.st.Update(func(b *Batch) error {
+		for _, e := range toApply {
+			if err := n.applyEntry(b, e); err != nil {
+				return err
+			}
 		}
-		if err := n.applyEntry(e); err != nil {
+		if deferredHS != nil {
+			if err := b.SetHardState(deferredHS); err != nil {
+				return err
+			}
+		}
+		if err := b.SetApplied(l.applied, l.confState); err != nil {
 			return err
 		}
-	}
-
-	// Record.
-	var snapData []byte
-	snapDue := l.applied-l.snapIndex >= n.cfg.SnapshotEvery
-	if snapDue {
-		var err error
-		if snapData, err = n.cfg.Applier.Snapshot(l.applied); err != nil {
+		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery; !snapDue {
+			return nil
+		}
+		var buf bytes.Buffer
+		if err := n.cfg.Applier.Snapshot(b.App(), &buf); err != nil {
 			return fmt.Errorf("clusterlog: snapshot at %d: %w", l.applied, err)
 		}
-	}
-	if l.applied != applied || deferredHS != nil || snapDue {
-		err := n.st.Update(func(b *Batch) error {
-			if deferredHS != nil {
-				if err := b.SetHardState(deferredHS); err != nil {
-					return err
-				}
-			}
-			if err := b.SetApplied(l.applied, l.confState); err != nil {
-				return err
-			}
-			if !snapDue {
-				return nil
-			}
-			if _, err := b.CreateSnapshot(l.applied, l.confState, snapData); err != nil {
-				return err
-			}
-			if l.applied > n.cfg.SnapshotKeep {
-				if c := l.applied - n.cfg.SnapshotKeep; c >= b.FirstIndex() {
-					return b.Compact(c)
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if _, err := b.CreateSnapshot(l.applied, l.confState, buf.Bytes()); err != nil {
 			return err
 		}
-		if snapDue {
-			n.log.Debug("took snapshot", "index", l.applied)
-			l.snapIndex = l.applied
+		if l.applied > n.cfg.SnapshotKeep {
+			if c := l.applied - n.cfg.SnapshotKeep; c >= b.FirstIndex() {
+				return b.Compact(c)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if snapDue {
+		n.log.Debug("took snapshot", "index", l.applied)
+		l.snapIndex = l.applied
+	}
+	if l.applied != applied {
+		n.cfg.Applier.Committed(l.applied)
 	}
 
 	// Answer, after publishing the status, so that a caller whose Propose
@@ -348,7 +372,11 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 		n.log.Info("leader changed", "leader", ss.Lead, "role", ss.RaftState.String())
 	}
 	wasLeader := l.raftState == raft.StateLeader
+	newLeader := ss.Lead != l.lead
 	l.lead, l.raftState = ss.Lead, ss.RaftState
+	if newLeader {
+		n.retryReads()
+	}
 	if wasLeader && ss.RaftState != raft.StateLeader {
 		// A stepped change may still commit under the next leader; its
 		// waiter stays. The queued ones cannot be proposed here any more.
@@ -357,12 +385,14 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 	}
 }
 
-// applyEntry applies one committed entry. Loop only.
-func (n *Node) applyEntry(e *raftpb.Entry) error {
+// applyEntry applies one committed entry inside the record transaction b.
+// Loop only.
+func (n *Node) applyEntry(b *Batch, e *raftpb.Entry) error {
 	l := &n.loop
+	n.stats.entries.Add(1)
 	switch e.GetType() {
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
-		return n.applyConfEntry(e)
+		return n.applyConfEntry(b, e)
 	}
 	if len(e.GetData()) == 0 {
 		// raft's own empty entry, appended by each new leader.
@@ -373,13 +403,16 @@ func (n *Node) applyEntry(e *raftpb.Entry) error {
 	if err != nil {
 		return err
 	}
-	err = n.cfg.Applier.Apply(Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: KindData, Data: payload})
+	reply, err := n.cfg.Applier.Apply(b.App(), Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: KindData, Proposer: id.node, Data: payload})
 	if err != nil {
-		return fmt.Errorf("clusterlog: apply entry %d: %w", e.GetIndex(), err)
+		if !errors.Is(err, ErrRejected) {
+			return fmt.Errorf("clusterlog: apply entry %d: %w", e.GetIndex(), err)
+		}
+		reply = nil
 	}
 	l.applied = e.GetIndex()
-	if id.node == n.id && id.incarnation == l.incarnation {
-		l.resolve(id.seq, e.GetIndex(), nil)
+	if id.node == n.id && id.opens == l.opens {
+		l.resolve(id.seq, e.GetIndex(), reply, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"go.etcd.io/raft/v3"
 )
@@ -162,5 +163,34 @@ func (n *Node) quorumContact(st Status) bool {
 		return count > len(st.Voters)/2
 	default:
 		return recent(st.Leader)
+	}
+}
+
+// Stats are a node's counters since it started, for metrics.
+type Stats struct {
+	Proposals   uint64 // data entries this node proposed (handed to raft)
+	ConfChanges uint64 // configuration changes this node proposed
+	ReadIndexes uint64 // ReadIndex calls answered
+	Applied     uint64 // entries applied on this node
+	Restores    uint64 // snapshots restored
+	// Fsyncs counts the Storage's committed write transactions, each one
+	// fsync, since it was opened (Storage.WriteTxns).
+	Fsyncs uint64
+}
+
+// nodeStats are the counters behind Stats; the loop writes them.
+type nodeStats struct {
+	proposals, confChanges, reads, entries, restores atomic.Uint64
+}
+
+// Stats returns the node's counters. It never blocks.
+func (n *Node) Stats() Stats {
+	return Stats{
+		Proposals:   n.stats.proposals.Load(),
+		ConfChanges: n.stats.confChanges.Load(),
+		ReadIndexes: n.stats.reads.Load(),
+		Applied:     n.stats.entries.Load(),
+		Restores:    n.stats.restores.Load(),
+		Fsyncs:      n.st.WriteTxns(),
 	}
 }

@@ -23,12 +23,19 @@ import (
 // Readers (the raft.Storage methods) and writers may be called from any
 // goroutine, but a Node assumes it is the only writer while it runs.
 type Storage struct {
-	db     *bolt.DB
-	path   string
-	log    *slog.Logger
-	writes atomic.Uint64 // committed (fsynced) read-write transactions
+	db      *bolt.DB
+	path    string
+	log     *slog.Logger
+	writes  atomic.Uint64                       // committed (fsynced) read-write transactions
+	observe atomic.Pointer[func(time.Duration)] // ObserveFsync's function, if any
 
-	mu     sync.Mutex // guards st and broken, and serialises transactions
+	// wmu serialises write transactions (Update). It is taken before mu
+	// and held while the function passed to Update runs, without mu, so
+	// that the function may call the reading methods: raft does, from
+	// inside ApplyConfChange, which Node calls in the record transaction.
+	wmu sync.Mutex
+
+	mu     sync.Mutex // guards st and broken; held across each commit
 	st     diskState
 	broken error // first failed commit; set once
 }
@@ -36,17 +43,17 @@ type Storage struct {
 // diskState caches the small records of the file. It is a value: a write
 // works on a copy and installs it only once its transaction has committed.
 type diskState struct {
-	hs          *raftpb.HardState // meta/hardstate; never nil
-	applied     uint64            // meta/applied
-	confState   *raftpb.ConfState // meta/confstate; never nil
-	truncIndex  uint64            // meta/truncated: the log holds truncIndex+1 .. last
-	truncTerm   uint64
-	last        uint64 // index of the last stored entry; truncIndex if none
-	lastTerm    uint64
-	snapIndex   uint64 // meta/snapshot metadata
-	snapTerm    uint64
-	snapConf    *raftpb.ConfState // never nil
-	incarnation uint64            // meta/incarnation
+	hs         *raftpb.HardState // meta/hardstate; never nil
+	applied    uint64            // meta/applied
+	confState  *raftpb.ConfState // meta/confstate; never nil
+	truncIndex uint64            // meta/truncated: the log holds truncIndex+1 .. last
+	truncTerm  uint64
+	last       uint64 // index of the last stored entry; truncIndex if none
+	lastTerm   uint64
+	snapIndex  uint64 // meta/snapshot metadata
+	snapTerm   uint64
+	snapConf   *raftpb.ConfState // never nil
+	opens      uint64            // meta/opens
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -56,7 +63,8 @@ var _ raft.Storage = (*Storage)(nil)
 // completely — every record is decoded and the invariants of FORMAT.md are
 // verified — so that a damaged file is refused here with a *CorruptError,
 // and a file of another format version with a *FormatVersionError, rather
-// than failing later inside raft. Opening bumps meta/incarnation.
+// than failing later inside raft. A version 1 file is upgraded to version 2
+// in the same transaction (FORMAT.md). Opening bumps meta/opens.
 func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -71,8 +79,8 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 		if err != nil {
 			return err
 		}
-		st.incarnation++
-		if err := tx.Bucket(bucketMeta).Put(keyIncarnation, encodeUint64(st.incarnation)); err != nil {
+		st.opens++
+		if err := tx.Bucket(bucketMeta).Put(keyOpens, encodeUint64(st.opens)); err != nil {
 			return err
 		}
 		s.st = st
@@ -84,7 +92,7 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	}
 	s.writes.Add(1)
 	s.log.Debug("opened log", "path", path, "first", s.st.truncIndex+1, "last", s.st.last,
-		"applied", s.st.applied, "snapshot", s.st.snapIndex, "incarnation", s.st.incarnation)
+		"applied", s.st.applied, "snapshot", s.st.snapIndex, "opens", s.st.opens)
 	return s, nil
 }
 
@@ -110,10 +118,48 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 	if len(v) != 4 {
 		return diskState{}, corrupt(bucketMeta, keyFormat, fmt.Sprintf("value is %d bytes, want 4", len(v)), nil)
 	}
-	if ver := binary.BigEndian.Uint32(v); ver != FormatVersion {
+	switch ver := binary.BigEndian.Uint32(v); ver {
+	case FormatVersion:
+	case 1:
+		if err := upgradeV1(tx); err != nil {
+			return diskState{}, err
+		}
+	default:
 		return diskState{}, &FormatVersionError{Path: path, Found: ver, Supported: FormatVersion}
 	}
 	return loadState(tx)
+}
+
+// upgradeV1 turns a version 1 file into version 2 inside the open
+// transaction: it adds the app bucket, renames meta/incarnation to
+// meta/opens, and resets the applied index to 0 with an empty
+// configuration. The application's state did not live in a version 1 file,
+// so its new key space starts empty; with applied at 0 the node restores
+// the stored snapshot (if any) and applies the log after it again, which
+// rebuilds the state inside the file.
+func upgradeV1(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if _, err := tx.CreateBucket(bucketApp); err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 1: %w", err)
+	}
+	if v := meta.Get(keyIncarnation); v != nil {
+		if _, err := decodeUint64(keyIncarnation, v); err != nil {
+			return err
+		}
+		if err := meta.Put(keyOpens, append([]byte(nil), v...)); err != nil {
+			return err
+		}
+		if err := meta.Delete(keyIncarnation); err != nil {
+			return err
+		}
+	}
+	if err := meta.Delete(keyConfState); err != nil {
+		return err
+	}
+	if err := meta.Put(keyApplied, encodeUint64(0)); err != nil {
+		return err
+	}
+	return meta.Put(keyFormat, encodeFormat(FormatVersion))
 }
 
 func initFile(tx *bolt.Tx) (diskState, error) {
@@ -121,8 +167,10 @@ func initFile(tx *bolt.Tx) (diskState, error) {
 	if err != nil {
 		return diskState{}, err
 	}
-	if _, err := tx.CreateBucket(bucketEntries); err != nil {
-		return diskState{}, err
+	for _, name := range [][]byte{bucketEntries, bucketApp} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return diskState{}, err
+		}
 	}
 	st := diskState{hs: &raftpb.HardState{}, confState: &raftpb.ConfState{}, snapConf: &raftpb.ConfState{}}
 	for _, kv := range []struct{ k, v []byte }{
@@ -144,6 +192,9 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 	ents := tx.Bucket(bucketEntries)
 	if ents == nil {
 		return diskState{}, corrupt(bucketEntries, nil, "bucket missing", nil)
+	}
+	if tx.Bucket(bucketApp) == nil {
+		return diskState{}, corrupt(bucketApp, nil, "bucket missing", nil)
 	}
 	st := diskState{hs: &raftpb.HardState{}, confState: &raftpb.ConfState{}, snapConf: &raftpb.ConfState{}}
 	var err error
@@ -171,8 +222,8 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 	if st.truncIndex, st.truncTerm, err = decodeTruncated(v); err != nil {
 		return st, err
 	}
-	if v := meta.Get(keyIncarnation); v != nil {
-		if st.incarnation, err = decodeUint64(keyIncarnation, v); err != nil {
+	if v := meta.Get(keyOpens); v != nil {
+		if st.opens, err = decodeUint64(keyOpens, v); err != nil {
 			return st, err
 		}
 	}
@@ -237,11 +288,24 @@ func (s *Storage) Path() string { return s.path }
 // OpenStorage.
 func (s *Storage) WriteTxns() uint64 { return s.writes.Load() }
 
-// Incarnation returns meta/incarnation: how many times the file was opened.
-func (s *Storage) Incarnation() uint64 {
+// ObserveFsync makes the Storage call f with the latency of every commit
+// (each one an fsync) from now on; nil stops it. f runs with the Storage's
+// lock held, on the writer's goroutine: it must be quick (a histogram's
+// Observe).
+func (s *Storage) ObserveFsync(f func(time.Duration)) {
+	if f == nil {
+		s.observe.Store(nil)
+		return
+	}
+	s.observe.Store(&f)
+}
+
+// Opens returns meta/opens: how many times the file was opened, this time
+// included.
+func (s *Storage) Opens() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.st.incarnation
+	return s.st.opens
 }
 
 // Applied returns the last applied index recorded by SetApplied and the
@@ -422,20 +486,34 @@ func (s *Storage) SetApplied(index uint64, cs *raftpb.ConfState) error {
 // fn returns nil and rolled back otherwise. Readers see the effect only once
 // the commit has succeeded. If the commit itself fails the Storage is broken:
 // every later call returns ErrStorageBroken.
+//
+// While fn runs, the reading methods see the state before the transaction.
 func (s *Storage) Update(fn func(*Batch) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.broken != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("%w: %w", ErrStorageBroken, s.broken)
 	}
 	next := s.st
-	var fnErr error
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		fnErr = fn(&Batch{tx: tx, st: &next})
-		return fnErr
-	})
-	if fnErr != nil {
-		return fnErr
+	s.mu.Unlock()
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return fmt.Errorf("clusterlog: begin transaction on %s: %w", s.path, err)
+	}
+	if err := fn(&Batch{tx: tx, st: &next}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	// Readers must not see the new file contents with the old cached
+	// state, so the commit and the installation of next happen under mu.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	err = tx.Commit()
+	if f := s.observe.Load(); f != nil && err == nil {
+		(*f)(time.Since(start))
 	}
 	if err != nil {
 		s.broken = err
@@ -457,6 +535,20 @@ type Batch struct {
 
 func (b *Batch) meta() *bolt.Bucket    { return b.tx.Bucket(bucketMeta) }
 func (b *Batch) entries() *bolt.Bucket { return b.tx.Bucket(bucketEntries) }
+
+// App returns the application's key space in this transaction.
+func (b *Batch) App() *AppTx { return &AppTx{b: b.tx.Bucket(bucketApp)} }
+
+// resetApp empties the application's key space (before a Restore).
+func (b *Batch) resetApp() error {
+	if err := b.tx.DeleteBucket(bucketApp); err != nil {
+		return fmt.Errorf("clusterlog: clear app bucket: %w", err)
+	}
+	if _, err := b.tx.CreateBucket(bucketApp); err != nil {
+		return fmt.Errorf("clusterlog: create app bucket: %w", err)
+	}
+	return nil
+}
 
 // deleteEntries deletes entries lo..hi inclusive.
 func (b *Batch) deleteEntries(lo, hi uint64) error {

@@ -167,7 +167,7 @@ func TestStorageReopen(t *testing.T) {
 	}
 	must(t, s.Compact(3))
 	must(t, s.SetApplied(6, cs))
-	inc := s.Incarnation()
+	inc := s.Opens()
 	must(t, s.Close())
 
 	s, err := OpenStorage(path, nil)
@@ -196,8 +196,8 @@ func TestStorageReopen(t *testing.T) {
 	if snap, _ := s.Snapshot(); snap.GetMetadata().GetIndex() != 5 || string(snap.GetData()) != "five" {
 		t.Errorf("snapshot after reopen = %v", snap)
 	}
-	if got := s.Incarnation(); got != inc+1 {
-		t.Errorf("incarnation = %d, want %d", got, inc+1)
+	if got := s.Opens(); got != inc+1 {
+		t.Errorf("opens = %d, want %d", got, inc+1)
 	}
 	if got := s.WriteTxns(); got != 1 {
 		t.Errorf("WriteTxns after open = %d, want 1", got)
@@ -350,7 +350,7 @@ func damageFile(t *testing.T, path string, fn func(*bolt.Tx) error) {
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {
-	id := proposalID{node: 3, incarnation: 7, seq: 1 << 40}
+	id := proposalID{node: 3, opens: 7, seq: 1 << 40}
 	b := appendEnvelope(nil, id)
 	b = append(b, "payload"...)
 	got, payload, err := decodeEnvelope(1, b)
