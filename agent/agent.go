@@ -16,18 +16,23 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/corralhq/corral/cluster"
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/eventstream"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/internal/logkey"
+	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/mesh"
+	"github.com/corralhq/corral/netmon"
 	"github.com/corralhq/corral/obs"
 	"github.com/corralhq/corral/proto"
-	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/proto/protos"
+	"github.com/corralhq/corral/service"
 	"github.com/corralhq/corral/transport"
 )
 
-// Agent is one running corral daemon.
+// Agent is one running corral daemon: the parts below, built by New and
+// run by Run.
 type Agent struct {
 	cfg   Config
 	log   *slog.Logger
@@ -35,36 +40,35 @@ type Agent struct {
 
 	peerCfg  *transport.Config // peer links (TLS, cluster key)
 	localCfg *transport.Config // admin and client sockets (no TLS)
-	nodes    *nodes
-	cluster  *cluster
-	pending  pending // JOIN and LEAVE requests awaiting answers
-	ifaces   *ifaceWatch
 
-	stream   *eventstream.Stream  // events for local clients
-	clients  *eventstream.Server  // serves the client socket's links
+	mesh                *mesh.Mesh
+	cluster             *cluster.Cluster
+	ifaces              *netmon.Watch
+	stream              *eventstream.Stream // events for local clients
+	clients             *eventstream.Server // serves the event opcodes of client links
+	services            []service.Service   // in start order
+	clientOps, adminOps opMux
+
 	registry *prometheus.Registry // the agent's metrics; never the global registry
 	metrics  *obs.Metrics
 	http     *obs.Server // /metrics and /debug/pprof/; nil when off
 
-	ln      net.Listener // peer listener
 	adminLn net.Listener
 	cliLn   net.Listener
-
-	wg sync.WaitGroup // every goroutine the agent started
-
-	dialCtx context.Context // Run's context, for dialers added later (corral join)
 
 	stopReq  chan struct{} // closed to stop the agent: it left the cluster
 	stopOnce sync.Once
 
-	mu    sync.Mutex // guards local and dialCtx
+	leaves sync.WaitGroup // admin LEAVE requests being carried out
+
+	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 }
 
 // New prepares an agent: it creates the data directory, loads the cluster
-// key and the node id, and opens every socket, so that errors in the
-// configuration surface before Run.
-func New(cfg Config, log *slog.Logger) (*Agent, error) {
+// key and the node id, opens the log and every socket, so that errors in
+// the configuration surface before Run.
+func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -82,32 +86,30 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	ranges, _ := cfg.ranges()
 	log = log.With(logkey.Node, cfg.Name, logkey.NodeID, cfg.ID)
-	a := &Agent{
+	a = &Agent{
 		cfg:     cfg,
 		log:     log,
 		start:   time.Now(),
 		local:   make(map[*transport.Link]bool),
 		stopReq: make(chan struct{}),
-		nodes:   newNodes(cfg.ID, cfg.Peers, log),
+		ifaces:  netmon.New(bindHost(cfg.Bind)),
 	}
-	// The events up to the recorded applied index were published by an
-	// earlier run: the stream starts there, so that a client resuming
-	// below it is told of a gap.
-	state, _, err := readState(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	a.stream = eventstream.New(eventstream.DefaultLimits(), state.Applied, log)
-	a.clients = eventstream.NewServer(a.stream, log)
-	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
-	a.cluster = newCluster(a)
-	a.ifaces = newIfaceWatch(bindHost(cfg.Bind))
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
 	a.metrics = obs.NewMetrics(a.metricSources())
 	a.registry = newRegistry(a.metrics)
 	a.peerCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges, Key: key,
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: cfg.Heartbeat, HeartbeatTimeout: cfg.DeadAfter,
 		SourceIP: bindHost(cfg.Bind), Logger: logkey.WithSubsystem(log, "link"),
+		ClusterID: a.clusterID,
 	}
 	a.localCfg = &transport.Config{
 		Cluster: cfg.Cluster, NodeID: cfg.ID, NodeName: cfg.Name, Protocols: protos.All(), Ranges: ranges,
@@ -115,41 +117,88 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		HandshakeTimeout: cfg.Handshake, HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second,
 		Logger: logkey.WithSubsystem(log, "local"),
 	}
-	if a.ln, err = net.Listen("tcp", cfg.Bind); err != nil {
+
+	ln, err := net.Listen("tcp", cfg.Bind)
+	if err != nil {
 		return nil, fmt.Errorf("agent: listen for peers: %w", err)
 	}
-	if a.adminLn, err = listenUnix(AdminSocket(cfg.DataDir), 0o600); err != nil {
-		a.ln.Close()
+	closers = append(closers, func() { ln.Close() })
+	a.mesh = mesh.New(mesh.Config{
+		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax,
+		OnLink: a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
+	})
+
+	// The stream starts at the index the log was applied to: those events
+	// were published by an earlier run, and a client resuming below it is
+	// told of a gap.
+	a.stream = eventstream.New(eventstream.DefaultLimits(), 0, logkey.WithSubsystem(log, "eventstream"))
+	a.clients = eventstream.NewServer(a.stream, log)
+	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
+	a.cluster, err = cluster.New(cluster.Config{
+		Self: cfg.ID, Name: cfg.Name, Addr: ln.Addr().String(), DataDir: cfg.DataDir, Bootstrap: cfg.Bootstrap,
+		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks, Heartbeat: cfg.Heartbeat,
+		HeartbeatTimeout: cfg.DeadAfter, RemoveAfter: cfg.RemoveAfter, MaxVoters: cfg.MaxVoters,
+		Mesh: a.mesh, Events: a.stream, Connectivity: a.connectivityOf,
+		OnFsync: a.metrics.ObserveSync, Logger: logkey.WithSubsystem(log, "cluster"),
+	})
+	if err != nil {
 		return nil, err
 	}
-	if a.cliLn, err = listenUnix(ClientSocket(cfg.DataDir), 0o660); err != nil {
-		a.ln.Close()
-		a.adminLn.Close()
+	closers = append(closers, func() { a.cluster.Close() })
+	a.stream.Skip(a.cluster.AppliedAtStart())
+	a.cluster.Register(a.mesh)
+
+	// The services, in start order; each plugs in by its capabilities.
+	a.services = []service.Service{a.clients}
+	for _, s := range a.services {
+		if c, ok := s.(service.ClientServer); ok {
+			lo, hi := c.ClientOps()
+			a.clientOps.add(lo, hi, c.ClientHandler)
+		}
+		if c, ok := s.(service.AdminServer); ok {
+			lo, hi := c.AdminOps()
+			a.adminOps.add(lo, hi, c.AdminHandler)
+		}
+		if p, ok := s.(service.PeerServer); ok {
+			lo, hi := p.PeerOps()
+			a.mesh.Handle(lo, hi, p.ServePeer)
+		}
+	}
+	a.adminOps.add(0x0000, 0x01FF, func() transport.Handler { return a.handleAdmin })
+
+	if a.adminLn, err = listenUnix(datadir.AdminSocket(cfg.DataDir), 0o600); err != nil {
 		return nil, err
 	}
-	if err := a.cluster.start(cfg.Bootstrap); err != nil {
-		a.ln.Close()
-		a.adminLn.Close()
-		a.cliLn.Close()
+	closers = append(closers, func() { a.adminLn.Close() })
+	if a.cliLn, err = listenUnix(datadir.ClientSocket(cfg.DataDir), 0o660); err != nil {
 		return nil, err
 	}
+	closers = append(closers, func() { a.cliLn.Close() })
 	if cfg.HTTPAddr != "" {
 		if a.http, err = obs.Listen(cfg.HTTPAddr, a.registry, log); err != nil {
-			a.cluster.stop()
-			a.ln.Close()
-			a.adminLn.Close()
-			a.cliLn.Close()
 			return nil, fmt.Errorf("agent: %w", err)
+		}
+		for _, s := range a.services {
+			if h, ok := s.(service.HTTPServer); ok {
+				h.RegisterHTTP(a.http.Handle)
+			}
 		}
 	}
 	return a, nil
 }
 
 // Addr is the address peers reach this agent at.
-func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
+func (a *Agent) Addr() net.Addr { return a.mesh.Addr() }
 
 // ID is this node's id.
 func (a *Agent) ID() uint64 { return a.cfg.ID }
+
+func (a *Agent) clusterID() uint64 {
+	if a.cluster == nil {
+		return 0
+	}
+	return a.cluster.ClusterID()
+}
 
 func bindHost(bind string) string {
 	host, _, _ := net.SplitHostPort(bind)
@@ -182,211 +231,91 @@ func loadNodeID(dir string) (uint64, error) {
 	return id, nil
 }
 
-// Run serves until ctx is done, then says goodbye on every link, removes
-// the sockets and returns nil.
+// part is one thing Run starts; parts stop in the reverse order.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
+	// stopping, if set, runs before the part's context is cancelled.
+	stopping func()
+}
+
+// Run serves until ctx is done (or the node left the cluster), then stops
+// every part in the reverse of the order it started them and returns. An
+// error of a part (the log cannot be written, say) stops the agent too and
+// is returned.
 func (a *Agent) Run(ctx context.Context) error {
-	a.log.Info("agent running", "cluster", a.cfg.Cluster, "bind", a.ln.Addr().String(),
+	a.log.Info("agent running", "cluster", a.cfg.Cluster, "bind", a.Addr().String(),
 		"admin_socket", a.adminLn.Addr().String(), "client_socket", a.cliLn.Addr().String(), "peers", strings.Join(a.cfg.Peers, ","))
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	a.spawn(func() { a.cluster.run(runCtx) })
-	a.spawn(func() { a.ifaces.run(runCtx, a.publish) })
-	a.spawn(func() { a.acceptPeers(runCtx) })
-	a.spawn(func() { a.acceptLocal(runCtx, a.adminLn) })
-	a.spawn(func() { a.acceptLocal(runCtx, a.cliLn) })
+	parts := []part{
+		{name: "netmon", run: func(ctx context.Context) error { a.ifaces.Run(ctx, a.publish); return nil }},
+		{name: "cluster", run: a.cluster.Run},
+		{name: "mesh", run: a.mesh.Run},
+	}
 	if a.http != nil {
-		a.spawn(func() {
-			if err := a.http.Run(runCtx); err != nil {
-				a.log.Error("http server stopped", "err", err)
+		parts = append(parts, part{name: "http", run: a.http.Run})
+	}
+	for _, s := range a.services {
+		parts = append(parts, part{name: s.Name(), run: s.Run})
+	}
+	parts = append(parts, part{name: "local", run: a.serveLocal, stopping: a.stopLocal})
+
+	failed := make(chan error, len(parts))
+	type running struct {
+		part
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	var rs []running
+	for _, p := range parts {
+		pctx, cancel := context.WithCancel(context.Background())
+		r := running{part: p, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			if err := p.run(pctx); err != nil && pctx.Err() == nil {
+				failed <- fmt.Errorf("agent: %s: %w", p.name, err)
 			}
-		})
+		}()
+		rs = append(rs, r)
 	}
-	a.mu.Lock()
-	a.dialCtx = runCtx
-	a.mu.Unlock()
-	for _, p := range a.cfg.Peers {
-		a.spawn(func() { a.dialLoop(runCtx, p) })
-	}
+	var err error
 	select {
 	case <-ctx.Done():
 	case <-a.stopReq:
 		a.log.Info("left the cluster")
+	case err = <-failed:
+		a.log.Error("stopping: a part of the agent failed", "err", err)
 	}
-	stopRun()
 	a.log.Info("agent shutting down")
-	a.publish(events.Event{Desc: events.MSShutdown, Data: viewData(a.cluster.currentView())})
-	a.stream.Close() // hands subscribed clients what was published, SHUTDOWN included, then says goodbye
-	a.ln.Close()
-	a.adminLn.Close()
-	a.cliLn.Close()
-	var closing sync.WaitGroup
-	for _, l := range a.nodes.links() {
-		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
-	}
-	a.mu.Lock()
-	for l := range a.local {
-		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
-	}
-	a.mu.Unlock()
-	closing.Wait()
-	a.cluster.stop()
-	a.wg.Wait()
-	os.Remove(AdminSocket(a.cfg.DataDir))
-	os.Remove(ClientSocket(a.cfg.DataDir))
-	return nil
-}
-
-func (a *Agent) spawn(f func()) {
-	a.wg.Go(f)
-}
-
-func (a *Agent) acceptPeers(ctx context.Context) {
-	for {
-		conn, err := a.ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Error("peer listener failed", "err", err)
-			}
-			return
+	for i := len(rs) - 1; i >= 0; i-- {
+		r := rs[i]
+		if r.stopping != nil {
+			r.stopping()
 		}
-		a.spawn(func() {
-			l, err := transport.Accept(ctx, conn, a.peerCfg)
-			if err != nil {
-				a.log.Warn("refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
-				return
-			}
-			a.runPeer(ctx, l, l.Peer().NodeID, "")
-		})
+		r.cancel()
+		<-r.done
 	}
+	os.Remove(datadir.AdminSocket(a.cfg.DataDir))
+	os.Remove(datadir.ClientSocket(a.cfg.DataDir))
+	return err
 }
 
-// runPeer registers a peer link and serves it until it ends.
-func (a *Agent) runPeer(ctx context.Context, l *transport.Link, initiator uint64, addr string) *transport.Link {
-	if addr == "" {
-		addr = l.Peer().Addr.String()
+// publish hands a local event to the clients.
+func (a *Agent) publish(ev events.Event) { a.stream.Publish(ev) }
+
+// onLink is told of every node's first link up and last link down.
+func (a *Agent) onLink(ev mesh.LinkEvent) {
+	d := events.CSP2PLost
+	if ev.Up {
+		d = events.CSP2PEstablished
 	}
-	kept, fresh := a.nodes.add(l, initiator, addr)
-	if kept != l {
-		l.Close(proto.CodeDup, "a link opened by the node with the smaller id is kept")
-		return kept
-	}
-	if ctx.Err() != nil {
-		l.Close(proto.CodeShutdown, "agent shutting down")
-		return l
-	}
-	l.Start(a.handlePeer)
-	if fresh {
-		a.publishP2P(events.CSP2PEstablished, l.Peer())
-		a.cluster.linksChanged()
-	}
-	<-l.Done()
-	if a.nodes.remove(l) {
-		a.publishP2P(events.CSP2PLost, l.Peer())
-		a.cluster.linksChanged()
-	}
-	return l
+	a.publishP2P(d, ev.Peer)
+	a.cluster.OnLink(ev)
 }
 
-// handlePeer receives peer protocol frames (PING and PONG are answered by
-// the link). It runs on the link's reader goroutine.
-func (a *Agent) handlePeer(l *transport.Link, f *proto.Frame) error {
-	switch f.Opcode {
-	case peer.OpRaft:
-		return a.cluster.onRaft(l.Peer().NodeID, f.Body)
-	case peer.OpJoin, peer.OpLeave:
-		if f.Flags&proto.FlagReply != 0 {
-			r, err := peer.ParseMemberReply(f.Body)
-			if err != nil {
-				return err
-			}
-			a.pending.done(f.MsgID, r)
-			return nil
-		}
-		g := proto.Frame{Header: f.Header, Body: append([]byte(nil), f.Body...)}
-		go a.cluster.onMemberRequest(l, &g)
-		return nil
-	case peer.OpNotMember:
-		n, err := peer.ParseNotMember(f.Body)
-		if err != nil {
-			return err
-		}
-		a.cluster.onNotMember(l.Peer().NodeID, n)
-		return nil
-	}
-	return proto.Errorf(proto.CodeOpcode, "peer opcode %#04x has no handler", f.Opcode)
-}
-
-// publish hands an event to the local clients. The stream is the one
-// place that refuses (and logs) a cluster-wide event at or below the
-// latest it has; after an eviction the log replays entries this node told
-// in its earlier life, and those are refused there too.
-func (a *Agent) publish(ev events.Event) {
-	a.stream.Publish(ev)
-}
-
-// dialLoop keeps a link to the peer at addr, redialing with backoff.
-func (a *Agent) dialLoop(ctx context.Context, addr string) {
-	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: a.cfg.ReconnectMax}
-	reason := proto.ReasonJoin
-	failing := false
-	for ctx.Err() == nil {
-		l, err := transport.Dial(ctx, addr, a.peerCfg, reason)
-		if errors.Is(err, proto.ErrNoPeer) {
-			// The node there has this node's id: it is this node itself
-			// (its own address in --peers) or a copy; dialing again
-			// cannot help.
-			a.log.Warn("not dialing a peer with this node's id", "addr", addr, "err", err.Error())
-			return
-		}
-		if err != nil {
-			if !failing && ctx.Err() == nil {
-				a.log.Warn("cannot reach peer", "addr", addr, "err", err.Error())
-			}
-			failing = true
-			sleep(ctx, bo.Next())
-			continue
-		}
-		if failing {
-			a.log.Info("peer reachable again", "addr", addr)
-		}
-		failing = false
-		bo.Reset()
-		reason = proto.ReasonRejoin
-		kept := a.runPeer(ctx, l, a.cfg.ID, addr)
-		// Whichever link serves the node, wait for it to end before
-		// dialing again.
-		select {
-		case <-kept.Done():
-		case <-ctx.Done():
-			return
-		}
-		sleep(ctx, bo.Next())
-	}
-}
-
-// addPeer starts keeping a link to addr (corral join).
-func (a *Agent) addPeer(addr string) error {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("%w: peer %q: %v", ErrConfig, addr, err)
-	}
-	if !a.nodes.configure(addr) {
-		return nil // already a peer
-	}
-	a.mu.Lock()
-	ctx := a.dialCtx
-	a.mu.Unlock()
-	if ctx == nil {
-		return errors.New("agent: not running")
-	}
-	a.spawn(func() { a.dialLoop(ctx, addr) })
-	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+// stopLocal runs first at shutdown: SHUTDOWN to the clients, which get
+// what was published before their links close.
+func (a *Agent) stopLocal() {
+	v := a.cluster.View()
+	a.publish(events.Event{Desc: events.MSShutdown, Data: membership.ViewData(v)})
+	a.stream.Close()
 }

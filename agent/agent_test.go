@@ -8,32 +8,6 @@ import (
 	"time"
 )
 
-func TestKeepNew(t *testing.T) {
-	// Both ends of a pair must keep the same link: the one opened by the
-	// smaller id.
-	for _, tc := range []struct {
-		self, peer, oldInit, newInit uint64
-		want                         bool
-	}{
-		{self: 1, peer: 2, oldInit: 1, newInit: 2, want: false}, // keep ours
-		{self: 1, peer: 2, oldInit: 2, newInit: 1, want: true},  // ours replaces theirs
-		{self: 2, peer: 1, oldInit: 2, newInit: 1, want: true},  // theirs replaces ours
-		{self: 2, peer: 1, oldInit: 1, newInit: 2, want: false}, // keep theirs
-		{self: 2, peer: 1, oldInit: 1, newInit: 1, want: true},  // a reconnect replaces a stale link
-		{self: 1, peer: 2, oldInit: 1, newInit: 1, want: true},
-	} {
-		if got := keepNew(tc.self, tc.peer, tc.oldInit, tc.newInit); got != tc.want {
-			t.Errorf("keepNew%+v = %v", tc, got)
-		}
-		// The peer decides about the same two links with roles swapped.
-		if tc.oldInit != tc.newInit {
-			if peerKeepsNew := keepNew(tc.peer, tc.self, tc.oldInit, tc.newInit); peerKeepsNew != tc.want {
-				t.Errorf("ends disagree on %+v", tc)
-			}
-		}
-	}
-}
-
 func TestValidate(t *testing.T) {
 	good := func() Config {
 		c := Defaults()

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"net"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/corralhq/corral/internal/buildinfo"
@@ -11,10 +13,68 @@ import (
 	"github.com/corralhq/corral/transport"
 )
 
-// acceptLocal serves the admin or client protocol on a unix socket; the
-// HELLO's reason says which, and the link refuses a protocol the socket
-// does not serve.
-func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
+// opMux is the opcode-range dispatch of a local protocol: each range has a
+// factory that makes one handler per connection. It is filled by New and
+// read-only after.
+type opMux struct {
+	routes []opRoute
+}
+
+type opRoute struct {
+	lo, hi uint16
+	make   func() transport.Handler
+}
+
+func (m *opMux) add(lo, hi uint16, mk func() transport.Handler) {
+	for _, r := range m.routes {
+		if lo <= r.hi && r.lo <= hi {
+			panic("agent: overlapping opcode ranges")
+		}
+	}
+	m.routes = append(m.routes, opRoute{lo, hi, mk})
+}
+
+// handler returns the dispatching handler for one connection.
+func (m *opMux) handler(p proto.ProtoID) transport.Handler {
+	hs := make([]transport.Handler, len(m.routes))
+	for i, r := range m.routes {
+		hs[i] = r.make()
+	}
+	return func(l *transport.Link, f *proto.Frame) error {
+		for i, r := range m.routes {
+			if f.Opcode >= r.lo && f.Opcode <= r.hi {
+				return hs[i](l, f)
+			}
+		}
+		return proto.Errorf(proto.CodeOpcode, "%s opcode %#04x has no handler", p, f.Opcode)
+	}
+}
+
+// serveLocal serves the admin and client protocols on their unix sockets
+// until ctx is done; then it closes every local link and returns once the
+// goroutines serving them have ended.
+func (a *Agent) serveLocal(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { a.acceptLocal(ctx, &wg, a.adminLn, proto.ProtoAdmin) })
+	wg.Go(func() { a.acceptLocal(ctx, &wg, a.cliLn, proto.ProtoClient) })
+	<-ctx.Done()
+	a.adminLn.Close()
+	a.cliLn.Close()
+	var closing sync.WaitGroup
+	a.mu.Lock()
+	for l := range a.local {
+		closing.Go(func() { l.Close(proto.CodeShutdown, "agent shutting down") })
+	}
+	a.mu.Unlock()
+	closing.Wait()
+	wg.Wait()
+	a.leaves.Wait()
+	return nil
+}
+
+// acceptLocal serves one unix socket; the HELLO's reason says which
+// protocol a connection speaks, and a socket refuses the other one.
+func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.Listener, want proto.ProtoID) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -23,15 +83,11 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 			}
 			return
 		}
-		a.spawn(func() {
+		wg.Go(func() {
 			l, err := transport.Accept(ctx, conn, a.localCfg)
 			if err != nil {
 				a.log.Warn("refused local connection", "socket", ln.Addr().String(), "err", err.Error())
 				return
-			}
-			want := proto.ProtoClient
-			if ln == a.adminLn {
-				want = proto.ProtoAdmin
 			}
 			if l.Peer().Proto != want {
 				l.Close(proto.CodeState, "this socket serves the "+want.String()+" protocol")
@@ -43,9 +99,9 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 			if ctx.Err() != nil {
 				l.Close(proto.CodeShutdown, "agent shutting down")
 			} else if want == proto.ProtoAdmin {
-				l.Start(a.handleAdmin)
+				l.Start(a.adminOps.handler(want))
 			} else {
-				l.Start(a.clients.Handler())
+				l.Start(a.clientOps.handler(want))
 			}
 			<-l.Done()
 			a.mu.Lock()
@@ -55,73 +111,98 @@ func (a *Agent) acceptLocal(ctx context.Context, ln net.Listener) {
 	}
 }
 
-// handleAdmin answers admin requests.
+// handleAdmin answers the agent's own admin requests: version, members,
+// view, join and leave.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
 	}
-	reply := proto.Frame{Header: proto.Header{Opcode: f.Opcode, MsgID: f.MsgID, Flags: proto.FlagReply | proto.FlagCreate | proto.FlagDelete}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	abort := func(code proto.Code, text string) error {
+		// A closed link is not an error of this request; the reader ends.
+		l.Abort(ctx, f, proto.Errorf(code, "%s", text))
+		return nil
+	}
 	if f.Opcode == admin.OpJoin {
 		j, err := admin.ParseJoinRequest(f.Body)
 		if err == nil {
-			err = a.addPeer(j.Addr)
+			err = a.mesh.AddPeer(j.Addr)
 		}
 		if err != nil {
-			st := proto.Status{Code: proto.CodeField, Text: err.Error()}
-			reply.Flags |= proto.FlagAbort
-			reply.Body = proto.AppendStatus(nil, &st)
+			return abort(proto.CodeField, err.Error())
 		}
-	} else if len(f.Body) != 0 {
-		st := proto.Status{Code: proto.CodeField, Text: admin.Ops().Name(f.Opcode) + " request takes no body"}
-		reply.Flags |= proto.FlagAbort
-		reply.Body = proto.AppendStatus(nil, &st)
-	} else {
-		switch f.Opcode {
-		case admin.OpVersion:
-			reply.Body = admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: buildinfo.Version, Ranges: a.peerCfg.Ranges})
-		case admin.OpMembers:
-			self := admin.Member{ID: a.cfg.ID, Name: a.cfg.Name, Addr: a.ln.Addr().String(), State: admin.StateSelf, Since: a.start.UnixNano()}
-			reply.Body = admin.AppendMembers(nil, a.nodes.members(self))
-		case admin.OpView:
-			reply.Body = admin.AppendViewInfo(nil, a.viewInfo())
-		case admin.OpLeave:
-			// Leaving waits for a commit: answer from another goroutine.
+		l.Reply(ctx, f, nil)
+		return nil
+	}
+	if len(f.Body) != 0 {
+		return abort(proto.CodeField, admin.Ops().Name(f.Opcode)+" request takes no body")
+	}
+	switch f.Opcode {
+	case admin.OpVersion:
+		l.Reply(ctx, f, admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: buildinfo.Version, Ranges: a.peerCfg.Ranges}))
+	case admin.OpMembers:
+		l.Reply(ctx, f, admin.AppendMembers(nil, a.members()))
+	case admin.OpView:
+		l.Reply(ctx, f, admin.AppendViewInfo(nil, a.viewInfo()))
+	case admin.OpLeave:
+		// Leaving waits for a commit: answer from a goroutine the local
+		// server waits for; the link's end ends it.
+		req := proto.Frame{Header: f.Header}
+		a.leaves.Go(func() {
+			lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
 			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				err := a.cluster.leave(ctx)
-				if err != nil {
-					st := proto.Status{Code: proto.CodeState, Text: err.Error()}
-					reply.Flags |= proto.FlagAbort
-					reply.Body = proto.AppendStatus(nil, &st)
-				}
-				l.Send(context.Background(), &reply)
-				if err == nil {
-					// The reply is queued ahead of the GOODBYE that
-					// shutdown sends, so the tool hears it.
-					a.stopOnce.Do(func() { close(a.stopReq) })
+				select {
+				case <-l.Done():
+					cancel()
+				case <-lctx.Done():
 				}
 			}()
-			return nil
-		default:
-			st := proto.Status{Code: proto.CodeOpcode, Text: "no handler for " + admin.Ops().Name(f.Opcode)}
-			reply.Flags |= proto.FlagAbort
-			reply.Body = proto.AppendStatus(nil, &st)
-		}
+			if err := a.cluster.Leave(lctx); err != nil {
+				l.Abort(context.Background(), &req, proto.Errorf(proto.CodeState, "%s", err.Error()))
+				return
+			}
+			// The reply is queued ahead of the GOODBYE that shutdown
+			// sends, so the tool hears it.
+			l.Reply(context.Background(), &req, nil)
+			a.stopOnce.Do(func() { close(a.stopReq) })
+		})
+	default:
+		return abort(proto.CodeOpcode, "no handler for "+admin.Ops().Name(f.Opcode))
 	}
-	// A closed link is not an error of this request; the reader ends.
-	l.Send(context.Background(), &reply)
 	return nil
+}
+
+// members answers the admin MEMBERS request: this node, every node ever
+// linked, and configured addresses no node has answered from yet.
+func (a *Agent) members() []admin.Member {
+	out := []admin.Member{{ID: a.cfg.ID, Name: a.cfg.Name, Addr: a.Addr().String(), State: admin.StateSelf, Since: a.start.UnixNano()}}
+	for _, s := range a.mesh.States() {
+		m := admin.Member{ID: s.ID, Name: s.Name, Addr: s.Addr, PeerVersion: s.Version, State: admin.StateDown, RTT: uint32(min(s.RTT.Microseconds(), 1<<32-1))}
+		if !s.Since.IsZero() {
+			m.Since = s.Since.UnixNano()
+		}
+		if s.Up {
+			m.State = admin.StateUp
+		}
+		out = append(out, m)
+	}
+	sort.SliceStable(out[1:], func(i, j int) bool {
+		x, y := out[1+i], out[1+j]
+		if x.ID != y.ID {
+			return x.ID < y.ID
+		}
+		return x.Addr < y.Addr
+	})
+	return out
 }
 
 // viewInfo answers the admin VIEW request.
 func (a *Agent) viewInfo() *admin.ViewInfo {
-	v := a.cluster.currentView()
-	vi := &admin.ViewInfo{Instance: v.Instance}
-	if node := a.cluster.raft(); node != nil {
-		st := node.Status()
-		vi.Leader, vi.Term, vi.Applied = a.cluster.leaderNode(st), st.Term, st.Applied
-	}
+	v := a.cluster.View()
+	st := a.cluster.Status()
+	vi := &admin.ViewInfo{Instance: v.Instance, Leader: a.cluster.LeaderNode(), Term: st.Term, Applied: st.Applied}
 	for _, m := range v.Members {
 		vi.Members = append(vi.Members, admin.ViewMember{ID: m.ID, BornOn: m.BornOn, Voter: m.Voter, Name: m.Name, Addr: m.Addr})
 	}

@@ -2,13 +2,11 @@ package agent
 
 import (
 	"net"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/corralhq/corral/obs"
-	"github.com/corralhq/corral/proto/admin"
 )
 
 // newRegistry makes the agent's metrics registry: the Go runtime, the
@@ -25,48 +23,39 @@ func newRegistry(m *obs.Metrics) *prometheus.Registry {
 }
 
 // metricSources are the agent state the metrics read at scrape time.
-// Proposals and Stream are left nil until the cluster log and the event
-// stream count them.
 func (a *Agent) metricSources() obs.Sources {
 	return obs.Sources{
 		Links: a.linkStats,
 		Raft: func() (obs.RaftStats, bool) {
-			n := a.cluster.raft()
-			if n == nil {
+			if a.cluster == nil {
 				return obs.RaftStats{}, false
 			}
-			st := n.Status()
+			st := a.cluster.Status()
 			return obs.RaftStats{Term: st.Term, Commit: st.Commit, Applied: st.Applied, Leader: st.IsLeader()}, true
 		},
-		// The count restarts with a new copy of the log after an
+		// The counts restart with a new copy of the log after an
 		// eviction; Prometheus reads a drop as a counter reset.
-		Fsyncs: func() uint64 {
-			c := a.cluster
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.store == nil {
-				return 0
-			}
-			return c.store.WriteTxns()
-		},
+		Proposals: func() uint64 { return a.cluster.Stats().Proposals },
+		Fsyncs:    func() uint64 { return a.cluster.Stats().Fsyncs },
 		View: func() obs.ViewStats {
-			c := a.cluster
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return obs.ViewStats{Instance: c.view.Instance, Members: len(c.view.Members)}
+			v := a.cluster.View()
+			return obs.ViewStats{Instance: v.Instance, Members: len(v.Members)}
+		},
+		Stream: func() obs.StreamStats {
+			st := a.stream.Stats()
+			return obs.StreamStats{Subscribers: st.Subscribers, LagMax: st.LagMax, LagSum: st.LagSum}
 		},
 	}
 }
 
-// linkStats lists every node ever linked, from the node table.
+// linkStats lists every node ever linked.
 func (a *Agent) linkStats() []obs.Link {
-	ms := a.nodes.members(admin.Member{})[1:] // without this node
-	out := make([]obs.Link, 0, len(ms))
-	for _, m := range ms {
-		if m.ID == 0 {
+	var out []obs.Link
+	for _, s := range a.mesh.States() {
+		if s.ID == 0 {
 			continue // a configured address no node answered from yet
 		}
-		out = append(out, obs.Link{PeerID: m.ID, Name: m.Name, Up: m.State == admin.StateUp, RTT: time.Duration(m.RTT) * time.Microsecond})
+		out = append(out, obs.Link{PeerID: s.ID, Name: s.Name, Up: s.Up, RTT: s.RTT})
 	}
 	return out
 }

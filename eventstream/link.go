@@ -153,3 +153,19 @@ func (k *linkSink) Send(ctx context.Context, body []byte) error {
 func (k *linkSink) Close(code proto.Code, text string) { k.l.Close(code, text) }
 
 func (k *linkSink) Done() <-chan struct{} { return k.l.Done() }
+
+// Name implements service.Service.
+func (srv *Server) Name() string { return "eventstream" }
+
+// Run implements service.Service: the server has no goroutines of its own
+// (each subscriber's belongs to the Stream), so it waits for ctx.
+func (srv *Server) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// ClientOps implements service.ClientServer: the cluster-event opcodes.
+func (srv *Server) ClientOps() (lo, hi uint16) { return 0x0100, 0x01FF }
+
+// ClientHandler implements service.ClientServer.
+func (srv *Server) ClientHandler() transport.Handler { return srv.Handler() }

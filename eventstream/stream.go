@@ -455,3 +455,23 @@ func (s *Stream) Close() {
 	defer t.Stop()
 	s.wg.Wait()
 }
+
+// Stats are the stream's subscribers and how far they lag.
+type Stats struct {
+	Subscribers int
+	// LagMax and LagSum count the events published and not yet handed to
+	// a subscriber's sink: the worst subscriber's, and all together.
+	LagMax, LagSum uint64
+}
+
+// Stats returns the stream's current figures.
+func (s *Stream) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Subscribers: len(s.subs)}
+	for _, sub := range s.subs {
+		st.LagMax = max(st.LagMax, sub.lagN)
+		st.LagSum += sub.lagN
+	}
+	return st
+}

@@ -94,6 +94,11 @@ func machineTx(tx *clusterlog.AppTx, id ID) (Tx, error) {
 	return tx.Bucket(bucketOf(id))
 }
 
+// MachineTx returns machine id's key space in tx, for work outside the log's
+// entries: loading a machine's state when the log is opened, or importing
+// state written by an earlier version.
+func MachineTx(tx *clusterlog.AppTx, id ID) (Tx, error) { return machineTx(tx, id) }
+
 // Apply implements clusterlog.Applier.
 func (m *Mux) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
 	if e.Kind == clusterlog.KindConfChange {

@@ -1,0 +1,386 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corralhq/corral/clusterlog"
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/mesh"
+	"github.com/corralhq/corral/rsm"
+)
+
+// Errors callers branch on.
+var (
+	// ErrStopped is returned once Run has returned.
+	ErrStopped = errors.New("cluster: stopped")
+	// ErrLeaveRefused wraps the leader's reason for refusing a leave.
+	ErrLeaveRefused = errors.New("cluster: leave refused")
+)
+
+// Events is where the cluster's events go: the event stream.
+type Events interface {
+	// Publish hands one event on; cluster-wide events come in Seq order.
+	Publish(ev events.Event) error
+	// Skip says that the cluster-wide events up to seq will never be
+	// published (a snapshot replaced them).
+	Skip(seq uint64)
+	// Latest is the highest cluster-wide Seq published or skipped.
+	Latest() uint64
+}
+
+// Config configures a Cluster.
+type Config struct {
+	Self    uint64 // node id
+	Name    string
+	Addr    string // the peer address other nodes reach this node at
+	DataDir string
+	// Bootstrap founds a new cluster when the data dir holds no log.
+	Bootstrap bool
+
+	Tick          time.Duration // raft tick
+	ElectionTicks int
+	// Heartbeat is how often the driver steps without other cause.
+	Heartbeat time.Duration
+	// HeartbeatTimeout is the graces' length (membership.ControllerConfig).
+	HeartbeatTimeout time.Duration
+	RemoveAfter      time.Duration
+	MaxVoters        int
+	// SnapshotEvery and SnapshotKeep are passed to clusterlog; 0: defaults.
+	SnapshotEvery, SnapshotKeep uint64
+
+	Mesh   *mesh.Mesh
+	Events Events
+	// Machines are the services' machines, besides membership.
+	Machines []rsm.Machine
+	// Connectivity returns the data of connectivity events (interfaces and
+	// peers) for the NODE_ELIGIBLE/INELIGIBLE events of view changes.
+	Connectivity func(v *membership.View) events.Connectivity
+	// OnFsync, if set, observes each fsynced write of the log.
+	OnFsync func(time.Duration)
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+}
+
+// Cluster is this node's part in the cluster: its current life on the log
+// and the membership driver.
+type Cluster struct {
+	cfg  Config
+	log  *slog.Logger
+	ctl  *membership.Controller
+	prop *rsm.NodeProposer // follows the current life
+	asm  *Reassembler
+
+	cur atomic.Pointer[life] // replaced only by the driver (eviction)
+
+	stepc    chan stepMsg  // received raft messages, for the stepper
+	kick     chan struct{} // wakes the driver
+	requests chan membership.Request
+	notices  chan membership.Notice
+	outcomes chan membership.Outcome
+	replies  chan reqReply // answers to relayed requests
+
+	leaving atomic.Bool
+	left    chan struct{} // closed when this node's graceful leave is done
+	leftMu  sync.Mutex    // guards leftOK
+	leftOK  bool
+
+	mu     sync.Mutex          // guards routes and refs; never held across I/O
+	routes map[uint64]uint64   // raft id → node id, learned from messages
+	refs   map[uint64]*request // requests awaiting the driver's answer
+	nextID uint64              // numbers refs
+
+	wg      sync.WaitGroup // goroutines started for actions
+	running atomic.Bool
+	stopped chan struct{} // closed when Run is done
+}
+
+// New opens this node's life on the log in cfg.DataDir — migrating an old
+// agent's state file, or starting a new life when there is none — and
+// starts its raft node. Call Register on the mesh before the mesh runs, then
+// Run.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Connectivity == nil {
+		cfg.Connectivity = func(*membership.View) events.Connectivity { return events.Connectivity{} }
+	}
+	c := &Cluster{
+		cfg: cfg,
+		log: cfg.Logger,
+		ctl: membership.NewController(membership.ControllerConfig{
+			HeartbeatTimeout: cfg.HeartbeatTimeout, RemoveAfter: cfg.RemoveAfter, MaxVoters: cfg.MaxVoters,
+		}),
+		asm:      NewReassembler(0),
+		stepc:    make(chan stepMsg, 4096),
+		kick:     make(chan struct{}, 1),
+		requests: make(chan membership.Request, 256),
+		notices:  make(chan membership.Notice, 64),
+		outcomes: make(chan membership.Outcome, 16),
+		replies:  make(chan reqReply, 256),
+		left:     make(chan struct{}),
+		routes:   make(map[uint64]uint64),
+		refs:     make(map[uint64]*request),
+		stopped:  make(chan struct{}),
+	}
+	c.prop = rsm.NewProposer(func() *clusterlog.Node { return c.cur.Load().node })
+	l, err := c.openLife(cfg.Bootstrap, false, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(l)
+	return c, nil
+}
+
+// AppliedAtStart is the index up to which this node's log was applied when
+// it was opened: every cluster-wide event up to it was published by an
+// earlier run.
+func (c *Cluster) AppliedAtStart() uint64 {
+	a, _ := c.cur.Load().store.Applied()
+	return a
+}
+
+// Incarnation is this node's current life.
+func (c *Cluster) Incarnation() uint64 { return c.cur.Load().inc }
+
+// View returns a copy of the current view.
+func (c *Cluster) View() membership.View { return c.cur.Load().member.View() }
+
+// ClusterID is the cluster's id, 0 until this node has applied it.
+func (c *Cluster) ClusterID() uint64 { return uint64(c.cur.Load().member.ClusterID()) }
+
+// Status is the raft node's status.
+func (c *Cluster) Status() clusterlog.Status { return c.cur.Load().node.Status() }
+
+// Stats are the raft node's counters for this life.
+func (c *Cluster) Stats() clusterlog.Stats { return c.cur.Load().node.Stats() }
+
+// WaitFor waits until the raft status of the current life satisfies
+// cond, or ctx is done.
+func (c *Cluster) WaitFor(ctx context.Context, cond func(clusterlog.Status) bool) (clusterlog.Status, error) {
+	return c.cur.Load().node.WaitFor(ctx, cond)
+}
+
+// LeaderNode is the node id of the raft leader, 0 if unknown.
+func (c *Cluster) LeaderNode() uint64 {
+	st := c.Status()
+	if st.Leader == 0 {
+		return 0
+	}
+	return c.nodeOf(st.Leader)
+}
+
+// Member reports whether this node, in its current life, is in the view.
+func (c *Cluster) Member() bool {
+	l := c.cur.Load()
+	v := l.member.View()
+	return v.HasLife(c.cfg.Self, l.inc)
+}
+
+// Proposer returns the proposer services use; it follows the node across
+// lives.
+func (c *Cluster) Proposer() *rsm.NodeProposer { return c.prop }
+
+// Left is closed when this node's graceful leave is done.
+func (c *Cluster) Left() <-chan struct{} { return c.left }
+
+// Leave takes this node out of the view (corral leave) and returns once
+// the change is committed, or ctx is done.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if !c.running.Load() {
+		return ErrStopped
+	}
+	c.leaving.Store(true)
+	c.wake()
+	select {
+	case <-c.left:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: leave: %w", ctx.Err())
+	case <-c.stopped:
+		return ErrStopped
+	}
+}
+
+func (c *Cluster) finishLeave() {
+	c.leftMu.Lock()
+	defer c.leftMu.Unlock()
+	if !c.leftOK {
+		c.leftOK = true
+		close(c.left)
+	}
+}
+
+func (c *Cluster) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// OnLink is to be called for every mesh link event: link states feed the
+// policy and quorum contact.
+func (c *Cluster) OnLink(ev mesh.LinkEvent) {
+	if !ev.Up {
+		c.asm.Drop(ev.Peer.NodeID)
+	}
+	c.wake()
+}
+
+// Run drives membership until ctx is done, then stops the raft node and
+// closes the log. It returns once every goroutine it started has ended.
+func (c *Cluster) Run(ctx context.Context) error {
+	c.running.Store(true)
+	defer close(c.stopped)
+	var loops sync.WaitGroup
+	loops.Go(func() { c.stepper(ctx) })
+	err := c.drive(ctx)
+	c.running.Store(false)
+	loops.Wait()
+	c.wg.Wait()
+	c.cur.Load().close(c.log)
+	return err
+}
+
+// Close stops the raft node and closes the log of a Cluster whose Run was
+// never called (New succeeded, but the agent could not start).
+func (c *Cluster) Close() {
+	if c.running.Load() {
+		return
+	}
+	c.cur.Load().close(c.log)
+}
+
+// openLife opens the life recorded in the data dir, or migrates an old
+// agent's state file, or starts a new life. replayed is the highest event
+// an earlier life of this process published.
+func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
+	dir := c.cfg.DataDir
+	logPath := filepath.Join(dir, LogFile)
+	inc, ok, err := readLife(dir)
+	if err != nil {
+		return nil, err
+	}
+	legacy, hasLegacy, err := readLegacy(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		ok, hasLegacy = false, false
+	}
+	if ok && !hasLegacy {
+		if _, err := os.Stat(logPath); errors.Is(err, os.ErrNotExist) {
+			// A life whose log is gone cannot go on: raft would take the
+			// empty log for the old one.
+			c.log.Warn("the cluster log of this life is missing; starting a new life", "incarnation", fmt.Sprintf("%x", inc))
+			ok = false
+		}
+	}
+	switch {
+	case hasLegacy:
+		inc = legacy.Incarnation
+	case !ok:
+		// A new life: any log here is of no use.
+		if err := os.Remove(logPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("cluster: drop the log: %w", err)
+		}
+		if inc, err = newIncarnation(); err != nil {
+			return nil, err
+		}
+		if err := writeLife(dir, inc); err != nil {
+			return nil, err
+		}
+	}
+	l := &life{inc: inc, replayed: replayed}
+	if l.store, err = clusterlog.OpenStorage(logPath, c.log); err != nil {
+		return nil, fmt.Errorf("cluster: open the log: %w", err)
+	}
+	if c.cfg.OnFsync != nil {
+		l.store.ObserveFsync(c.cfg.OnFsync)
+	}
+	if err := c.newMux(l); err != nil {
+		l.store.Close()
+		return nil, err
+	}
+	if hasLegacy {
+		if err := c.importLegacy(l, legacy); err != nil {
+			l.store.Close()
+			return nil, err
+		}
+	}
+	last, _ := l.store.LastIndex()
+	var peers []uint64
+	if last == 0 && found {
+		peers = []uint64{inc}
+		c.log.Info("founding a new cluster")
+	}
+	l.node, err = clusterlog.NewNode(clusterlog.Config{
+		// The raft id is the incarnation, not the node id: a node that lost
+		// its log is a new raft member, and raft never mistakes it for the
+		// old one, whose log it no longer has.
+		ID:             inc,
+		Storage:        l.store,
+		Applier:        applier{c: c, l: l},
+		Sender:         sender{c: c, l: l},
+		Logger:         c.log.With("subsystem", "clusterlog.raft"),
+		Peers:          peers,
+		TickInterval:   c.cfg.Tick,
+		ElectionTicks:  c.cfg.ElectionTicks,
+		HeartbeatTicks: 1,
+		SnapshotEvery:  c.cfg.SnapshotEvery,
+		SnapshotKeep:   c.cfg.SnapshotKeep,
+	})
+	if err != nil {
+		l.store.Close()
+		return nil, fmt.Errorf("cluster: start the raft node: %w", err)
+	}
+	if peers != nil {
+		// A lone founder need not wait out an election timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.node.Campaign(ctx)
+		cancel()
+	}
+	return l, nil
+}
+
+// close stops the raft node and closes the log.
+func (l *life) close(log *slog.Logger) {
+	l.closeOnce.Do(func() { l.doClose(log) })
+}
+
+func (l *life) doClose(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.node.Stop(ctx); err != nil && !errors.Is(err, clusterlog.ErrStopped) {
+		log.Warn("stopping the raft node", "err", err)
+	}
+	l.store.Close()
+}
+
+// readLegacy reads an old agent's state file, if there is one.
+func readLegacy(dir string) (membership.LegacyState, bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, membership.LegacyStateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return membership.LegacyState{}, false, nil
+	}
+	if err != nil {
+		return membership.LegacyState{}, false, fmt.Errorf("cluster: %w", err)
+	}
+	s, err := membership.ParseLegacyState(b)
+	if err != nil {
+		return s, false, fmt.Errorf("cluster: %s: %w", filepath.Join(dir, membership.LegacyStateFile), err)
+	}
+	return s, true, nil
+}

@@ -1,0 +1,142 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/corralhq/corral/clusterlog"
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/rsm"
+)
+
+const membershipID = rsm.Membership
+
+// newMux builds life l's Mux with the membership machine and the services'
+// machines, and loads the membership state the log holds.
+func (c *Cluster) newMux(l *life) error {
+	l.member = &memberMachine{Machine: membership.NewMachine()}
+	l.mux = rsm.NewMux(func(ev events.Event) { c.publishCommitted(l, ev) }, c.log)
+	if err := l.mux.Register(l.member); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	for _, m := range c.cfg.Machines {
+		if err := l.mux.Register(m); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
+	return l.store.Update(func(b *clusterlog.Batch) error {
+		tx, err := rsm.MachineTx(b.App(), membershipID)
+		if err != nil {
+			return err
+		}
+		return l.member.Load(tx)
+	})
+}
+
+// importLegacy moves an old agent's state file into the log, once: the view
+// goes into the membership machine as of the file's applied index, the
+// incarnation into the life file; then the state file goes.
+func (c *Cluster) importLegacy(l *life, s membership.LegacyState) error {
+	err := l.store.Update(func(b *clusterlog.Batch) error {
+		tx, err := rsm.MachineTx(b.App(), membershipID)
+		if err != nil {
+			return err
+		}
+		_, _, err = l.member.ImportLegacy(tx, s)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: import the state file: %w", err)
+	}
+	if err := writeLife(c.cfg.DataDir, s.Incarnation); err != nil {
+		return err
+	}
+	path := filepath.Join(c.cfg.DataDir, membership.LegacyStateFile)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("cluster: remove the imported state file: %w", err)
+	}
+	c.log.Info("imported the state file of an earlier version", "applied", s.Applied, "view", s.View.Instance, "incarnation", fmt.Sprintf("%x", s.Incarnation))
+	return nil
+}
+
+// publishCommitted publishes an event of a durably applied entry, unless
+// an earlier life of this node published it already.
+func (c *Cluster) publishCommitted(l *life, ev events.Event) {
+	if ev.Seq != 0 && ev.Seq <= l.replayed {
+		return
+	}
+	c.cfg.Events.Publish(ev)
+}
+
+// applier is life l's clusterlog.Applier: the Mux, plus what the node does
+// locally once entries are durable.
+type applier struct {
+	c *Cluster
+	l *life
+}
+
+var (
+	_ clusterlog.Applier     = applier{}
+	_ clusterlog.ConfChecker = applier{}
+)
+
+func (a applier) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
+	return a.l.mux.Apply(tx, e)
+}
+
+func (a applier) CheckConfChange(tx *clusterlog.AppTx, e clusterlog.Entry) error {
+	return a.l.mux.CheckConfChange(tx, e)
+}
+
+func (a applier) Snapshot(tx *clusterlog.AppTx, w io.Writer) error { return a.l.mux.Snapshot(tx, w) }
+
+func (a applier) Restore(tx *clusterlog.AppTx, s clusterlog.SnapshotMeta, r io.Reader) error {
+	if err := a.l.mux.Restore(tx, s, r); err != nil {
+		return err
+	}
+	a.l.member.restoredAt(s.Index)
+	return nil
+}
+
+// Committed publishes, in log order: the skip of a restored snapshot, the
+// machines' events, then the local events of the membership changes.
+func (a applier) Committed(applied uint64) {
+	c, l := a.c, a.l
+	chs, restored := l.member.commit()
+	if restored > l.replayed {
+		c.cfg.Events.Skip(restored)
+	}
+	l.mux.Committed(applied)
+	for _, ch := range chs {
+		if ch.Index <= l.replayed || ch.Restored {
+			continue
+		}
+		c.publishEligibility(ch)
+	}
+	c.wake()
+}
+
+// publishEligibility publishes NODE_ELIGIBLE or NODE_INELIGIBLE for the
+// nodes a membership change added or removed.
+func (c *Cluster) publishEligibility(ch membership.Change) {
+	for _, x := range []struct {
+		desc  events.Descriptor
+		nodes []membership.Member
+	}{{events.CSNodeEligible, ch.Joined}, {events.CSNodeIneligible, ch.Left}} {
+		if len(x.nodes) == 0 {
+			continue
+		}
+		cs := c.cfg.Connectivity(&ch.View)
+		cs.Nodes = membership.EventNodes(x.nodes)
+		c.cfg.Events.Publish(events.Event{Desc: x.desc, Data: &cs})
+	}
+}
+
+// proposeOn proposes cmd for machine id on life l's node.
+func (c *Cluster) proposeOn(ctx context.Context, l *life, id rsm.ID, cmd []byte) (uint64, []byte, error) {
+	return rsm.NewProposer(func() *clusterlog.Node { return l.node }).Propose(ctx, id, cmd)
+}
