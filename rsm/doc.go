@@ -9,6 +9,12 @@
 // The events a machine returns are published only after that transaction
 // has committed; their Seq is the entry's index, the same on every node.
 //
+// Commands travel in an envelope (SPEC.md) with the machine id, the
+// proposer's node id and an optional request id; the Mux applies a request
+// id at most once per proposer (within DedupeWindow) and answers a retry
+// with the first reply (Raft thesis §6.3). NodeProposer is the Proposer over
+// a clusterlog.Node.
+//
 // Machines are deterministic: the same state and the same entry give the
 // same new state and the same Result on every node. They do no I/O but
 // through their Tx, read no clock and use no randomness.
