@@ -132,11 +132,14 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 
 // upgradeV1 turns a version 1 file into version 2 inside the open
 // transaction: it adds the app bucket, renames meta/incarnation to
-// meta/opens, and resets the applied index to 0 with an empty
-// configuration. The application's state did not live in a version 1 file,
-// so its new key space starts empty; with applied at 0 the node restores
-// the stored snapshot (if any) and applies the log after it again, which
-// rebuilds the state inside the file.
+// meta/opens, and keeps the applied index and its configuration. The
+// application's state did not live in a version 1 file, so its key space
+// starts empty; an application upgrading from version 1 brings its state as
+// of the applied index from where it kept it (corral's agent: its state
+// file), and the node goes on applying the entries after it. A stored
+// snapshot of version 1 holds the application's old snapshot format, so
+// it is never restored over that state: the applied index is at or past
+// it.
 func upgradeV1(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if _, err := tx.CreateBucket(bucketApp); err != nil {
@@ -152,12 +155,6 @@ func upgradeV1(tx *bolt.Tx) error {
 		if err := meta.Delete(keyIncarnation); err != nil {
 			return err
 		}
-	}
-	if err := meta.Delete(keyConfState); err != nil {
-		return err
-	}
-	if err := meta.Put(keyApplied, encodeUint64(0)); err != nil {
-		return err
 	}
 	return meta.Put(keyFormat, encodeFormat(FormatVersion))
 }
