@@ -185,6 +185,7 @@ type Controller struct {
 	queue    []*held           // peer requests the leader acts on in turn
 	told     map[uint64]notice // NOTMEMBER sent, per node
 	askedAt  time.Time         // this node's last JOIN or LEAVE request
+	asks     uint64            // requests sent not knowing the leader: picks the next peer
 	member   bool              // this life was seen in the view
 	evicted  bool              // ActEvicted given for this life
 	left     bool              // ActLeft given for this life
@@ -509,7 +510,7 @@ func later(a, b time.Time) time.Time {
 }
 
 // ask sends this node's JOIN (outside the view) or LEAVE (leaving) to the
-// leader, or, not knowing it, to the linked peer with the smallest id.
+// leader, or, not knowing it, to the linked peers in turn (by id).
 func (c *Controller) ask(in Input, member bool, emit func(Action)) {
 	var cmd Command
 	switch {
@@ -525,16 +526,20 @@ func (c *Controller) ask(in Input, member bool, emit func(Action)) {
 	}
 	to := in.Raft.LeaderID
 	if to == 0 || to == in.Self || !in.Links[to].Up {
-		to = 0
+		// Not knowing the leader, ask the linked peers in turn: one that
+		// is itself outside the view (a node restarting at the same time)
+		// cannot help, and asking it alone would never end.
+		var up []uint64
 		for _, id := range slices.Sorted(maps.Keys(in.Links)) {
 			if id != in.Self && in.Links[id].Up {
-				to = id
-				break
+				up = append(up, id)
 			}
 		}
-	}
-	if to == 0 {
-		return
+		if len(up) == 0 {
+			return
+		}
+		to = up[c.asks%uint64(len(up))]
+		c.asks++
 	}
 	c.askedAt = in.Now
 	emit(Action{Kind: ActRequest, To: to, Cmd: cmd})

@@ -71,9 +71,11 @@
 //     replacement is on its way); for a link down before the current life
 //     was applied, that time plus HeartbeatTimeout (the link was the
 //     earlier life's).
-//   - Asking: a node outside the view sends its JOIN to the leader (or
-//     the linked peer with the smallest id), a leaving member its LEAVE,
-//     every AskEvery until it happens.
+//   - Asking: a node outside the view sends its JOIN to the leader, a
+//     leaving member its LEAVE, every AskEvery until it happens. Not
+//     knowing the leader, it asks the linked peers in turn, by id: a peer
+//     that is itself outside the view (restarted at the same time) cannot
+//     help, and asking only it would never end.
 //   - NOTMEMBER: a member tells each linked node outside the view, at once
 //     for a new view and every NotMemberEvery while it stays out.
 //

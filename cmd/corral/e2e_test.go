@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corralhq/corral/proto/peer"
 )
 
 // These tests start real agent processes of the corral binary, built once
@@ -232,7 +234,7 @@ func TestThreeNodeMesh(t *testing.T) {
 			bad = ""
 			for _, other := range nodes {
 				m := ms[uint64(other.id)]
-				if other != nd && (m.Name != fmt.Sprintf("n%d", other.id) || m.Addr != other.addr || m.PeerVersion == nil || *m.PeerVersion != 1 || m.RTTms == nil) {
+				if other != nd && (m.Name != fmt.Sprintf("n%d", other.id) || m.Addr != other.addr || m.PeerVersion == nil || *m.PeerVersion != int(peer.MaxVersion) || m.RTTms == nil) {
 					bad += fmt.Sprintf(" %+v", m)
 				}
 			}
