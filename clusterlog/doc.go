@@ -43,7 +43,25 @@
 //  6. Answer and advance. Propose calls whose entries were applied return
 //     their index and the Applier's reply; then Advance, and back to step 2
 //     while raft has a Ready.
-//  7. Publish the Status.
+//  7. Snapshot on demand, if raft asked for one the stored snapshot cannot
+//     serve and step 5 did not take it (below); then publish the Status.
+//
+// # Snapshots for new nodes
+//
+// A follower refuses a snapshot whose configuration does not include it,
+// so the stored snapshot is useless to a node added after it was taken.
+// While a Node runs, Storage.Snapshot (which raft calls on the loop
+// goroutine, when a follower needs compacted entries) calls the stored
+// snapshot stale when its configuration differs from the applied one, and
+// then returns raft.ErrSnapshotTemporarilyUnavailable and signals the loop
+// over a one-slot channel, without blocking (Storage's read lock is held,
+// and raft may be inside the record transaction). The loop takes a fresh
+// snapshot as of the applied index, compacting as configured: in step 5 of
+// the same Ready if there is one, or else in step 7 in a transaction of its
+// own. Requests coalesce, at most one snapshot is taken per turn of the
+// loop, and the fresh one has the applied configuration, so raft's next
+// attempt (the follower's next heartbeat response) gets it and no further
+// request follows until the configuration changes again.
 //
 // A Ready with nothing to persist skips the first fsync, and one that neither
 // applies anything nor moves the commit index skips the second: at most two
@@ -87,7 +105,8 @@
 // deterministic, so every node skips the same ones, and raft is given a
 // no-op change in place of a skipped one. A new
 // node starts with an empty Storage and no Peers, is added as a learner,
-// catches up (by snapshot if the log was compacted), then is promoted.
+// catches up (by snapshot if the log was compacted, taken for it if the
+// stored one predates it), then is promoted.
 //
 // # Quorum contact
 //

@@ -139,7 +139,7 @@ type Config struct {
 	// applied entries; default 10000. After a snapshot the log is compacted,
 	// keeping the SnapshotKeep entries before the snapshot index for slow
 	// followers (0 keeps none; a follower that needs a dropped entry is sent
-	// the snapshot).
+	// the snapshot, a fresh one if it was added after the stored one).
 	SnapshotEvery uint64
 	SnapshotKeep  uint64
 
@@ -215,6 +215,7 @@ type Node struct {
 	reportc   chan report           // ReportUnreachable / ReportSnapshot
 	campaignc chan chan error       // Campaign
 	readc     chan *readRequest     // ReadIndex
+	snapc     chan struct{}         // Storage.Snapshot refused a stale snapshot; capacity 1
 	stopc     chan struct{}         // closed by Stop
 	done      chan struct{}         // closed when the loop has exited
 	stopOnce  sync.Once             //
@@ -327,6 +328,7 @@ func NewNode(cfg Config) (*Node, error) {
 		reportc:   make(chan report, 256),
 		campaignc: make(chan chan error),
 		readc:     make(chan *readRequest, 64),
+		snapc:     make(chan struct{}, 1),
 		stopc:     make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -343,6 +345,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.status.Store(&watch{changed: make(chan struct{})})
 	n.publishStatus()
 	log.Info("started", "applied", applied, "last", last, "opens", n.loop.opens)
+	st.requestSnapshots(n.snapc)
 	go n.run()
 	return n, nil
 }

@@ -22,6 +22,9 @@ type loopState struct {
 	applied   uint64            // last entry applied to the Applier
 	confState *raftpb.ConfState // configuration as of applied
 	snapIndex uint64            // index of the stored snapshot
+	// snapWanted: Storage.Snapshot refused raft the stored snapshot as
+	// stale (snapc); take a fresh one at the next chance.
+	snapWanted bool
 
 	lead      uint64 // from the last SoftState
 	raftState raft.StateType
@@ -96,6 +99,8 @@ func (n *Node) loopBody() error {
 			} else {
 				l.rn.ReportUnreachable(r.id)
 			}
+		case <-n.snapc:
+			l.snapWanted = true
 		case errc := <-n.campaignc:
 			if err := l.rn.Campaign(); err != nil {
 				errc <- fmt.Errorf("clusterlog: campaign: %w", err)
@@ -112,6 +117,9 @@ func (n *Node) loopBody() error {
 				return err
 			}
 		}
+		if err := n.snapshotOnDemand(); err != nil {
+			return err
+		}
 		n.publishStatus()
 	}
 }
@@ -125,6 +133,7 @@ func (n *Node) finish(err error) {
 		n.log.Info("stopped")
 	}
 	n.err = err
+	n.st.requestSnapshots(nil)
 	werr := ErrStopped
 	if !errors.Is(err, ErrStopped) {
 		werr = fmt.Errorf("%w: %w", ErrStopped, err)
@@ -322,29 +331,19 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if err := b.SetApplied(l.applied, l.confState); err != nil {
 			return err
 		}
-		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery; !snapDue {
+		// Raft may have been refused a stale snapshot while the entries
+		// were applied (ApplyConfChange sends); this snapshot serves it.
+		n.pollSnapRequest()
+		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery || (l.snapWanted && l.applied > l.snapIndex); !snapDue {
 			return nil
 		}
-		var buf bytes.Buffer
-		if err := n.cfg.Applier.Snapshot(b.App(), &buf); err != nil {
-			return fmt.Errorf("clusterlog: snapshot at %d: %w", l.applied, err)
-		}
-		if _, err := b.CreateSnapshot(l.applied, l.confState, buf.Bytes()); err != nil {
-			return err
-		}
-		if l.applied > n.cfg.SnapshotKeep {
-			if c := l.applied - n.cfg.SnapshotKeep; c >= b.FirstIndex() {
-				return b.Compact(c)
-			}
-		}
-		return nil
+		return n.snapshotIn(b)
 	})
 	if err != nil {
 		return err
 	}
 	if snapDue {
-		n.log.Debug("took snapshot", "index", l.applied)
-		l.snapIndex = l.applied
+		n.tookSnapshot()
 	}
 	if l.applied != applied {
 		n.cfg.Applier.Committed(l.applied)
@@ -354,6 +353,69 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// returned index i sees Status().Applied >= i.
 	n.publishStatus()
 	n.answer()
+	return nil
+}
+
+// snapshotIn writes a snapshot of the application as of l.applied (the
+// state in b) and compacts the log, keeping SnapshotKeep entries. Loop only.
+func (n *Node) snapshotIn(b *Batch) error {
+	l := &n.loop
+	var buf bytes.Buffer
+	if err := n.cfg.Applier.Snapshot(b.App(), &buf); err != nil {
+		return fmt.Errorf("clusterlog: snapshot at %d: %w", l.applied, err)
+	}
+	if _, err := b.CreateSnapshot(l.applied, l.confState, buf.Bytes()); err != nil {
+		return err
+	}
+	if l.applied > n.cfg.SnapshotKeep {
+		if c := l.applied - n.cfg.SnapshotKeep; c >= b.FirstIndex() {
+			return b.Compact(c)
+		}
+	}
+	return nil
+}
+
+// tookSnapshot notes that the snapshot at l.applied has committed. Loop
+// only.
+func (n *Node) tookSnapshot() {
+	l := &n.loop
+	n.log.Debug("took snapshot", "index", l.applied, "on_demand", l.snapWanted)
+	l.snapIndex = l.applied
+	l.snapWanted = false
+	n.stats.snapshots.Add(1)
+}
+
+// pollSnapRequest notes a request from Storage.Snapshot, which raft calls
+// on this goroutine, without waiting for one. Loop only.
+func (n *Node) pollSnapRequest() {
+	select {
+	case <-n.snapc:
+		n.loop.snapWanted = true
+	default:
+	}
+}
+
+// snapshotOnDemand takes the snapshot Storage.Snapshot asked for, if no
+// record transaction has taken it, in a transaction of its own: at most one
+// per turn of the loop, and only once per configuration change, since the
+// fresh snapshot has the applied configuration. Raft gets it at its next
+// attempt (the follower's next heartbeat response). Loop only.
+func (n *Node) snapshotOnDemand() error {
+	l := &n.loop
+	n.pollSnapRequest()
+	if !l.snapWanted {
+		return nil
+	}
+	if l.applied <= l.snapIndex {
+		// Nothing newer to snapshot; the stored snapshot is as of the
+		// applied index and so has its configuration.
+		l.snapWanted = false
+		return nil
+	}
+	if err := n.st.Update(n.snapshotIn); err != nil {
+		return err
+	}
+	n.tookSnapshot()
 	return nil
 }
 

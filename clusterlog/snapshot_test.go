@@ -1,10 +1,12 @@
 package clusterlog_test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/corralhq/corral/clusterlog"
 	"go.etcd.io/raft/v3/raftpb"
@@ -114,3 +116,93 @@ func TestRestoreSnapshotAtStart(t *testing.T) {
 type nopSender struct{}
 
 func (nopSender) Send([]*raftpb.Message) {}
+
+// TestSnapshotForNewNode adds a node after the log was compacted. The stored
+// snapshot predates the node's addition, so its configuration lacks the
+// node, which raft on the new node refuses; the leader must take a fresh
+// snapshot on demand instead of waiting for the next periodic one, which
+// on this quiet cluster never comes. The node is added both ways: as a
+// learner (then promoted) and directly as a voter.
+func TestSnapshotForNewNode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		add  func(n *clusterlog.Node, ctx context.Context, id uint64) (uint64, error)
+	}{
+		{"learner", (*clusterlog.Node).AddLearner},
+		{"voter", (*clusterlog.Node).AddVoter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			const every = 20
+			c := newCluster(t, 3, func(cfg *clusterlog.Config) {
+				cfg.SnapshotEvery = every
+				cfg.SnapshotKeep = 0
+			})
+			lead := c.waitLeader(ctx)
+			for i := 0; ; i++ {
+				c.mustPropose(ctx, lead, fmt.Sprintf("e%d", i))
+				if first, _ := c.stores[lead].FirstIndex(); first > 1 {
+					break
+				}
+			}
+			c.waitApplied(ctx, c.maxCommit())
+			old, err := c.stores[lead].Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _ := c.stores[lead].FirstIndex()
+			t.Logf("log compacted to %d, snapshot at %d", first, old.GetMetadata().GetIndex())
+
+			took := c.nodes[lead].Stats().Snapshots
+			addIdx, err := tc.add(c.nodes[lead], ctx, 4)
+			if err != nil {
+				t.Fatalf("add node 4: %v", err)
+			}
+			// Nothing more is proposed: the cluster stays far from its
+			// next periodic snapshot.
+			if applied := c.nodes[lead].Status().Applied; applied-old.GetMetadata().GetIndex() >= every {
+				t.Fatalf("a periodic snapshot is due (applied %d, snapshot %d); the test proves nothing", applied, old.GetMetadata().GetIndex())
+			}
+			c.start(4, nil)
+			catchUp, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if _, err := c.nodes[4].WaitFor(catchUp, func(s clusterlog.Status) bool { return s.Applied >= addIdx }); err != nil {
+				t.Fatalf("new node did not catch up to %d (status %+v): %v", addIdx, c.nodes[4].Status(), err)
+			}
+			if st := c.nodes[4].Stats(); st.Restores != 1 {
+				t.Errorf("new node restored %d snapshots, want 1", st.Restores)
+			}
+			snap, err := c.stores[lead].Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md := snap.GetMetadata(); md.GetIndex() < addIdx || !containsNode(md.GetConfState(), 4) {
+				t.Errorf("leader's snapshot at %d (conf %v), want one at or after the addition %d that has node 4", md.GetIndex(), md.GetConfState(), addIdx)
+			}
+			// One fresh snapshot serves the new node, however often raft
+			// asked while it was being taken.
+			if st := c.nodes[lead].Status(); st.IsLeader() {
+				if n := c.nodes[lead].Stats().Snapshots - took; n != 1 {
+					t.Errorf("leader took %d snapshots for the new node, want 1", n)
+				}
+			}
+			if tc.name == "learner" {
+				if _, err := c.nodes[lead].AddVoter(ctx, 4); err != nil {
+					t.Fatalf("promote node 4: %v", err)
+				}
+			}
+			c.mustPropose(ctx, lead, "after")
+			c.waitApplied(ctx, c.maxCommit())
+			c.checkSameState()
+			for _, id := range c.running() {
+				if v := c.nodes[id].Status().Voters; !slices.Equal(v, []uint64{1, 2, 3, 4}) {
+					t.Errorf("node %d: voters %v, want [1 2 3 4]", id, v)
+				}
+			}
+		})
+	}
+}
+
+func containsNode(cs *raftpb.ConfState, id uint64) bool {
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id)
+}

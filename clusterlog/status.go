@@ -173,6 +173,7 @@ type Stats struct {
 	ReadIndexes uint64 // ReadIndex calls answered
 	Applied     uint64 // entries applied on this node
 	Restores    uint64 // snapshots restored
+	Snapshots   uint64 // snapshots taken, periodic and on demand
 	// Fsyncs counts the Storage's committed write transactions, each one
 	// fsync, since it was opened (Storage.WriteTxns).
 	Fsyncs uint64
@@ -180,7 +181,7 @@ type Stats struct {
 
 // nodeStats are the counters behind Stats; the loop writes them.
 type nodeStats struct {
-	proposals, confChanges, reads, entries, restores atomic.Uint64
+	proposals, confChanges, reads, entries, restores, snapshots atomic.Uint64
 }
 
 // Stats returns the node's counters. It never blocks.
@@ -191,6 +192,7 @@ func (n *Node) Stats() Stats {
 		ReadIndexes: n.stats.reads.Load(),
 		Applied:     n.stats.entries.Load(),
 		Restores:    n.stats.restores.Load(),
+		Snapshots:   n.stats.snapshots.Load(),
 		Fsyncs:      n.st.WriteTxns(),
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,9 +36,13 @@ type Storage struct {
 	// inside ApplyConfChange, which Node calls in the record transaction.
 	wmu sync.Mutex
 
-	mu     sync.Mutex // guards st and broken; held across each commit
+	mu     sync.Mutex // guards st, broken and snapReq; held across each commit
 	st     diskState
 	broken error // first failed commit; set once
+	// snapReq, set by the running Node (requestSnapshots), is signalled
+	// without blocking when Snapshot refuses a stale snapshot; nil: no
+	// one takes snapshots on demand, and Snapshot returns the stored one.
+	snapReq chan<- struct{}
 }
 
 // diskState caches the small records of the file. It is a value: a write
@@ -423,9 +428,61 @@ func (s *Storage) FirstIndex() (uint64, error) {
 
 // Snapshot implements raft.Storage. Without a stored snapshot it returns an
 // empty one (index 0).
+//
+// While a Node runs on the Storage, a stored snapshot older than the
+// applied index whose configuration differs from the applied one (a
+// configuration change was applied after it) is stale: a node added since
+// is not in it and would refuse it. Snapshot then returns
+// raft.ErrSnapshotTemporarilyUnavailable and asks the Node for a fresh
+// snapshot; raft retries on its next attempt.
 func (s *Storage) Snapshot() (*raftpb.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snapReq != nil && s.st.snapStale() {
+		select {
+		case s.snapReq <- struct{}{}:
+		default: // a request is already pending
+		}
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	return s.storedSnapshot()
+}
+
+// requestSnapshots makes Snapshot signal c (buffered; never waited on) when
+// it refuses a stale snapshot; nil stops it. Node sets it while it runs.
+func (s *Storage) requestSnapshots(c chan<- struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snapReq = c
+}
+
+// snapStale reports whether the stored snapshot predates a configuration
+// change that is applied (see Storage.Snapshot). A snapshot newer than the
+// applied index (received, not yet applied) is never stale.
+func (st *diskState) snapStale() bool {
+	return st.snapIndex != 0 && st.snapIndex < st.applied && !sameConf(st.snapConf, st.confState)
+}
+
+// sameConf reports whether a and b are the same configuration.
+func sameConf(a, b *raftpb.ConfState) bool {
+	return sameIDs(a.GetVoters(), b.GetVoters()) &&
+		sameIDs(a.GetLearners(), b.GetLearners()) &&
+		sameIDs(a.GetVotersOutgoing(), b.GetVotersOutgoing()) &&
+		sameIDs(a.GetLearnersNext(), b.GetLearnersNext()) &&
+		a.GetAutoLeave() == b.GetAutoLeave()
+}
+
+// sameIDs compares two sets of node IDs (raft lists them sorted, but the
+// stored records do not promise it).
+func sameIDs(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
+// storedSnapshot reads the stored snapshot. The caller holds s.mu.
+func (s *Storage) storedSnapshot() (*raftpb.Snapshot, error) {
 	snap := new(raftpb.Snapshot)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keySnapshot); v != nil {

@@ -363,3 +363,55 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageStaleSnapshot: while a Node asks for requests, a stored
+// snapshot that predates an applied configuration change is refused with
+// raft.ErrSnapshotTemporarilyUnavailable and one request is signalled,
+// without blocking however often raft asks; without a requester, or once
+// the snapshot is fresh again, the stored snapshot is returned.
+func TestStorageStaleSnapshot(t *testing.T) {
+	s, _ := openTemp(t)
+	must(t, s.Append(ents(1, 1, 10)))
+	three := &raftpb.ConfState{Voters: []uint64{1, 2, 3}}
+	four := &raftpb.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}
+	must(t, s.SetApplied(6, three))
+	if _, err := s.CreateSnapshot(6, three, []byte("state@6")); err != nil {
+		t.Fatal(err)
+	}
+	req := make(chan struct{}, 1)
+	s.requestSnapshots(req)
+	// The same configuration, listed in another order, is not stale.
+	must(t, s.SetApplied(8, &raftpb.ConfState{Voters: []uint64{3, 1, 2}}))
+	if _, err := s.Snapshot(); err != nil {
+		t.Fatalf("Snapshot with an unchanged configuration: %v", err)
+	}
+	if len(req) != 0 {
+		t.Fatal("request signalled for a snapshot that is not stale")
+	}
+
+	must(t, s.SetApplied(9, four))
+	for range 3 {
+		if _, err := s.Snapshot(); err != raft.ErrSnapshotTemporarilyUnavailable {
+			t.Fatalf("Snapshot after a conf change: %v, want ErrSnapshotTemporarilyUnavailable", err)
+		}
+	}
+	if len(req) != 1 {
+		t.Fatalf("%d requests pending, want 1", len(req))
+	}
+	<-req
+
+	s.requestSnapshots(nil)
+	if got, err := s.Snapshot(); err != nil || string(got.GetData()) != "state@6" {
+		t.Errorf("Snapshot without a requester = %v, %v; want the stored one", got, err)
+	}
+	s.requestSnapshots(req)
+	if _, err := s.CreateSnapshot(9, four, []byte("state@9")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Snapshot(); err != nil || string(got.GetData()) != "state@9" {
+		t.Errorf("Snapshot after the fresh one = %v, %v", got, err)
+	}
+	if len(req) != 0 {
+		t.Error("request signalled for the fresh snapshot")
+	}
+}
