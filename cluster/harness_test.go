@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/corralhq/corral/events"
-	"github.com/corralhq/corral/membership"
 	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/rsm"
@@ -95,8 +93,9 @@ type testNode struct {
 	done   chan struct{}
 	err    error
 
-	machines []rsm.Machine
-	onFsync  func(time.Duration)
+	machines  []rsm.Machine
+	onFsync   func(time.Duration)
+	snapEvery uint64
 	linkDown chan mesh.LinkEvent
 }
 
@@ -173,6 +172,7 @@ func (h *harness) start(nd *testNode, found bool, peers ...*testNode) {
 		Tick: 20 * time.Millisecond, ElectionTicks: 10, Heartbeat: 50 * time.Millisecond,
 		HeartbeatTimeout: time.Second, RemoveAfter: 0, MaxVoters: 5,
 		Mesh: nd.mesh, Events: nd.ev, Machines: nd.machines, OnFsync: nd.onFsync, Logger: log,
+		SnapshotEvery: nd.snapEvery,
 	})
 	if err != nil {
 		h.t.Fatalf("node %d: %v", nd.id, err)
@@ -272,5 +272,3 @@ func newViews(evs []events.Event) []uint64 {
 	return out
 }
 
-var _ = os.Remove
-var _ = membership.OpJoin

@@ -46,6 +46,7 @@ type LinkState struct {
 type LinkEvent struct {
 	Peer transport.PeerInfo
 	Up   bool
+	Err  error // why the last link ended (Up false)
 }
 
 // Config configures a Mesh.
@@ -228,7 +229,7 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 	}
 	<-l.Done()
 	if m.tab.remove(l) {
-		m.notify(LinkEvent{Peer: l.Peer(), Up: false})
+		m.notify(LinkEvent{Peer: l.Peer(), Up: false, Err: l.Err()})
 	}
 	return l
 }
