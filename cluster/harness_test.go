@@ -96,7 +96,7 @@ type testNode struct {
 	machines  []rsm.Machine
 	onFsync   func(time.Duration)
 	snapEvery uint64
-	linkDown chan mesh.LinkEvent
+	linkDown  chan mesh.LinkEvent
 }
 
 type harness struct {
@@ -271,4 +271,3 @@ func newViews(evs []events.Event) []uint64 {
 	}
 	return out
 }
-
