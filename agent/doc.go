@@ -1,12 +1,20 @@
-// Package agent wires corral's services into the daemon that runs on every
-// node. It owns the sockets and the configuration: the TCP listener for
-// peer links, one dialer per configured peer (reconnecting with backoff and
-// jitter), the table of known nodes, and the unix sockets in the data
-// directory that serve the admin protocol (admin.sock, mode 0600) and the
-// client protocol (client.sock, mode 0660).
+// Package agent is the wiring of the daemon that runs on every node. It
+// reads the configuration, builds the parts — the mesh of peer links
+// (mesh), this node's life on the cluster log (cluster), the event stream
+// (eventstream), the interface watch (netmon), the metrics server (obs),
+// the services (service) — hands each its dependencies, and owns the unix
+// sockets in the data directory that serve the admin protocol (admin.sock,
+// mode 0600) and the client protocol (client.sock, mode 0660), dispatching
+// their opcodes by range to the agent's own admin handler and to the
+// services that serve them.
 //
-// Between two agents exactly one link is kept: when both dial each other,
-// each side keeps the link opened by the node with the smaller id and
-// closes the other with GOODBYE (duplicate), so both make the same choice
-// without talking about it.
+// Run starts the parts in order and stops them in the reverse order: at
+// shutdown the clients get SHUTDOWN and what was published before it, then
+// the local sockets close, then the services, the mesh (GOODBYE on every
+// link), the cluster log and the interface watch. A part that fails (the
+// log cannot be written) stops the agent and Run returns its error, so the
+// process exits non-zero.
+//
+// The policy — who joins, who is removed, eviction and rejoin — is not
+// here: it is membership's controller, driven by cluster.
 package agent
