@@ -1,7 +1,5 @@
 package membership
 
-import "time"
-
 // Signal is a local membership event decided by Contact.
 type Signal uint8
 
@@ -51,20 +49,4 @@ func (c *Contact) Update(v *View, self uint64, up func(id uint64) bool) Signal {
 		}
 	}
 	return SignalNone
-}
-
-// Failed returns the members a leader should propose to remove: every
-// member other than self whose link has been down for at least grace.
-// downSince reports when the link to a node went down (ok=false while up).
-func Failed(v *View, self uint64, now time.Time, grace time.Duration, downSince func(id uint64) (time.Time, bool)) []uint64 {
-	var out []uint64
-	for _, m := range v.Members {
-		if m.ID == self {
-			continue
-		}
-		if t, down := downSince(m.ID); down && now.Sub(t) >= grace {
-			out = append(out, m.ID)
-		}
-	}
-	return out
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/corralhq/corral/proto"
 )
@@ -180,19 +179,6 @@ func TestContact(t *testing.T) {
 	solo.Apply(1, join(1, "n1", true))
 	if s := (&Contact{}).Update(&solo, 1, func(uint64) bool { return false }); s != SignalNone {
 		t.Fatalf("single node: %v", s)
-	}
-}
-
-func TestFailed(t *testing.T) {
-	var v View
-	for i, id := range []uint64{1, 2, 3} {
-		v.Apply(uint64(i+1), join(id, "n", true))
-	}
-	now := time.Now()
-	down := map[uint64]time.Time{2: now.Add(-time.Second), 3: now.Add(-10 * time.Millisecond), 1: now.Add(-time.Hour)}
-	got := Failed(&v, 1, now, 100*time.Millisecond, func(id uint64) (time.Time, bool) { t, ok := down[id]; return t, ok })
-	if !reflect.DeepEqual(got, []uint64{2}) {
-		t.Fatalf("failed %v, want [2]", got)
 	}
 }
 
