@@ -10,7 +10,10 @@
 # "link down" / "lost contact" lines in the agent logs. The goal is zero of
 # each; the script exits 1 otherwise.
 #
-# Env: MINUTES, KEEP=1 keeps the work dir (kept anyway when the script fails). Run as root: MINUTES=1 bench/falsesuspect.sh
+# BUSY_LOOPS sets the number of busy loops (default: one per core); with
+# BUSY_LOOPS=10 on 2 cores the load average passes 10.
+#
+# Env: MINUTES, BUSY_LOOPS, KEEP=1 keeps the work dir (kept anyway when the script fails). Run as root: MINUTES=1 bench/falsesuspect.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -68,7 +71,7 @@ sleep 1
 view0=$a
 for i in 1 2 3; do logs0[$i]=$(wc -l <"$W/n$i.log"); done
 
-cores=$(nproc)
+cores=${BUSY_LOOPS:-$(nproc)}
 for _ in $(seq 1 "$cores"); do yes >/dev/null & BUSY+=($!); done
 t0=$(now)
 echo "view $view0 formed; $cores busy loops started; running $MINUTES min"

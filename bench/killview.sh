@@ -12,7 +12,7 @@
 # waits for the 3-member view. Delivery is timed from `corral events --json`
 # streams opened before the kill, each line stamped on arrival; without
 # `corral events` it falls back to polling `corral members --json` and says
-# so. Then /work/shared/anchors/corosync-3node.sh runs ANCHOR_RUNS times
+# so. Then ../shared/anchors/corosync-3node.sh runs ANCHOR_RUNS times
 # (default 3; 0 skips it), after our agents are stopped.
 #
 # Env: RUNS, ANCHOR_RUNS, ANCHORS (anchor dir), RESTART=fresh|same (data dir of
@@ -25,7 +25,7 @@ root=$(dirname "$here")
 . "$here/lib.sh"
 RUNS=${RUNS:-20}
 ANCHOR_RUNS=${ANCHOR_RUNS:-3}
-ANCHORS=${ANCHORS:-/work/shared/anchors}
+ANCHORS=${ANCHORS:-$root/../shared/anchors}
 RESTART=${RESTART:-fresh}
 rejoin_fail=0
 
