@@ -299,11 +299,24 @@ func (c *Cluster) judgeContact(d *driverState, l *life) {
 }
 
 // keepLinks keeps a link to every member, also those no configuration
-// names.
+// names, and none to another cluster.
 func (c *Cluster) keepLinks(l *life) {
 	for _, m := range l.member.State().View.Members {
 		if m.ID != c.cfg.Self && m.Addr != "" {
 			c.cfg.Mesh.AddPeer(m.Addr)
+		}
+	}
+	// The handshake lets a link up while this node's cluster id is not
+	// known yet (a founder before its SET-CLUSTER-ID applies). Once it is,
+	// a link to a peer of another cluster goes: the redial's handshake
+	// refuses it, and both ends log both ids.
+	if own := uint64(l.member.ClusterID()); own != 0 {
+		for _, lk := range c.cfg.Mesh.Links() {
+			if p := lk.Peer(); p.ClusterID != 0 && p.ClusterID != own {
+				c.log.Warn("closing a link to another cluster", "peer", p.Name, "peer_id", p.NodeID,
+					"cluster_id", fmt.Sprintf("%016x", own), "peer_cluster_id", fmt.Sprintf("%016x", p.ClusterID))
+				lk.Close(proto.CodeClusterID, fmt.Sprintf("peer %q is of cluster %016x, this node of cluster %016x", p.Name, p.ClusterID, own))
+			}
 		}
 	}
 }

@@ -37,12 +37,25 @@ type stream struct {
 	cmd *exec.Cmd
 	mu  sync.Mutex
 	evs []event
+	// stderr is the command's log: reconnections, gaps.
+	stderr *syncBuf
 }
 
-// watch starts streaming nd's events, from the oldest the agent holds.
+// watch starts streaming nd's events, from the oldest the agent holds, and
+// waits until the stream has caught up with nd's view.
 func (nd *node) watch() *stream {
 	nd.t.Helper()
-	s := &stream{nd: nd, cmd: exec.Command(binary, "events", "--json", "--since", "0", "--data-dir", nd.dir)}
+	s := nd.streamEvents()
+	s.ready()
+	return s
+}
+
+// streamEvents starts streaming nd's events, from the oldest the agent
+// holds, without waiting for any.
+func (nd *node) streamEvents() *stream {
+	nd.t.Helper()
+	s := &stream{nd: nd, cmd: exec.Command(binary, "events", "--json", "--since", "0", "--data-dir", nd.dir), stderr: &syncBuf{}}
+	s.cmd.Stderr = s.stderr
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		nd.t.Fatal(err)
@@ -65,7 +78,6 @@ func (nd *node) watch() *stream {
 		}
 	}()
 	nd.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
-	s.ready()
 	return s
 }
 
