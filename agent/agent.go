@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,8 +133,6 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	// were published by an earlier run, and a client resuming below it is
 	// told of a gap.
 	a.stream = eventstream.New(eventstream.DefaultLimits(), 0, logkey.WithSubsystem(log, "eventstream"))
-	a.clients = eventstream.NewServer(a.stream, log)
-	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
 	a.cluster, err = cluster.New(cluster.Config{
 		Self: cfg.ID, Name: cfg.Name, Addr: ln.Addr().String(), DataDir: cfg.DataDir, Bootstrap: cfg.Bootstrap,
 		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks, Heartbeat: cfg.Heartbeat,
@@ -144,13 +143,16 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { a.cluster.Close() })
-	a.stream.Skip(a.cluster.AppliedAtStart())
-	a.cluster.Register(a.mesh)
 
-	// The services, in start order; each plugs in by its capabilities.
+	// The services, in start order; each plugs in by its capabilities. A
+	// new service is one line here: its constructor, given its Deps.
+	a.clients = eventstream.NewServer(a.stream, a.deps("eventstream").Log)
+	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
 	a.services = []service.Service{a.clients}
 	for _, s := range a.services {
+		if r, ok := s.(service.Replicated); ok {
+			a.cluster.AddMachine(r.Machine())
+		}
 		if c, ok := s.(service.ClientServer); ok {
 			lo, hi := c.ClientOps()
 			a.clientOps.add(lo, hi, c.ClientHandler)
@@ -164,6 +166,12 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			a.mesh.Handle(lo, hi, p.ServePeer)
 		}
 	}
+	if err := a.cluster.Open(); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { a.cluster.Close() })
+	a.stream.Skip(a.cluster.AppliedAtStart())
+	a.cluster.Register(a.mesh)
 	a.adminOps.add(0x0000, 0x01FF, func() transport.Handler { return a.handleAdmin })
 
 	if a.adminLn, err = listenUnix(datadir.AdminSocket(cfg.DataDir), 0o600); err != nil {
@@ -185,6 +193,20 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		}
 	}
 	return a, nil
+}
+
+// deps are what the agent hands the service called name.
+func (a *Agent) deps(name string) service.Deps {
+	return service.Deps{
+		Self:    a.cfg.ID,
+		Log:     logkey.WithSubsystem(a.log, name),
+		Cluster: a.cluster.Proposer(),
+		Mesh:    a.mesh,
+		Publish: a.publish,
+		DataDir: filepath.Join(a.cfg.DataDir, name),
+		Metrics: a.registry,
+		Now:     time.Now,
+	}
 }
 
 // Addr is the address peers reach this agent at.

@@ -88,6 +88,10 @@ type Cluster struct {
 	outcomes chan membership.Outcome
 	replies  chan reqReply // answers to relayed requests
 
+	// founding is the cluster id this node draws when it founds a cluster:
+	// its HELLOs carry it from the first link on, before the log has it.
+	founding atomic.Uint64
+
 	leaving atomic.Bool
 	left    chan struct{} // closed when this node's graceful leave is done
 	leftMu  sync.Mutex    // guards leftOK
@@ -103,10 +107,9 @@ type Cluster struct {
 	stopped chan struct{} // closed when Run is done
 }
 
-// New opens this node's life on the log in cfg.DataDir — migrating an old
-// agent's state file, or starting a new life when there is none — and
-// starts its raft node. Call Register on the mesh before the mesh runs, then
-// Run.
+// New prepares this node's part in the cluster. Add the services' machines
+// (AddMachine), Open the log, Register on the mesh before the mesh runs,
+// then Run.
 func New(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -135,13 +138,33 @@ func New(cfg Config) (*Cluster, error) {
 		refs:     make(map[uint64]*request),
 		stopped:  make(chan struct{}),
 	}
-	c.prop = rsm.NewProposer(func() *clusterlog.Node { return c.cur.Load().node })
-	l, err := c.openLife(cfg.Bootstrap, false, 0)
+	c.prop = rsm.NewProposer(func() *clusterlog.Node {
+		if l := c.cur.Load(); l != nil {
+			return l.node
+		}
+		return nil
+	})
+	return c, nil
+}
+
+// AddMachine registers a service's machine. It must be called before Open.
+func (c *Cluster) AddMachine(m rsm.Machine) {
+	if c.cur.Load() != nil {
+		panic("cluster: AddMachine after Open")
+	}
+	c.cfg.Machines = append(c.cfg.Machines, m)
+}
+
+// Open opens this node's life on the log in the data dir — migrating an
+// old agent's state file, or starting a new life when there is none — and
+// starts its raft node with every machine added. Call it once, before Run.
+func (c *Cluster) Open() error {
+	l, err := c.openLife(c.cfg.Bootstrap, false, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.cur.Store(l)
-	return c, nil
+	return nil
 }
 
 // AppliedAtStart is the index up to which this node's log was applied when
@@ -158,8 +181,19 @@ func (c *Cluster) Incarnation() uint64 { return c.cur.Load().inc }
 // View returns a copy of the current view.
 func (c *Cluster) View() membership.View { return c.cur.Load().member.View() }
 
-// ClusterID is the cluster's id, 0 until this node has applied it.
-func (c *Cluster) ClusterID() uint64 { return uint64(c.cur.Load().member.ClusterID()) }
+// ClusterID is the cluster's id: as applied from the log, or the one this
+// node drew when it founded the cluster, until the log has it; 0 while this
+// node knows none (it has not joined yet).
+func (c *Cluster) ClusterID() uint64 {
+	l := c.cur.Load()
+	if l == nil {
+		return 0
+	}
+	if id := uint64(l.member.ClusterID()); id != 0 {
+		return id
+	}
+	return c.founding.Load()
+}
 
 // Status is the raft node's status.
 func (c *Cluster) Status() clusterlog.Status { return c.cur.Load().node.Status() }
@@ -260,7 +294,9 @@ func (c *Cluster) Close() {
 	if c.running.Load() {
 		return
 	}
-	c.cur.Load().close(c.log)
+	if l := c.cur.Load(); l != nil {
+		l.close(c.log)
+	}
 }
 
 // openLife opens the life recorded in the data dir, or migrates an old
@@ -324,7 +360,13 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 	var peers []uint64
 	if last == 0 && found {
 		peers = []uint64{inc}
-		c.log.Info("founding a new cluster")
+		id, err := newIncarnation() // the same kind of number: random, never 0
+		if err != nil {
+			l.store.Close()
+			return nil, err
+		}
+		c.founding.Store(id)
+		c.log.Info("founding a new cluster", "cluster_id", fmt.Sprintf("%016x", id))
 	}
 	l.node, err = clusterlog.NewNode(clusterlog.Config{
 		// The raft id is the incarnation, not the node id: a node that lost
@@ -364,8 +406,11 @@ func (l *life) doClose(log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := l.node.Stop(ctx); err != nil && !errors.Is(err, clusterlog.ErrStopped) {
-		log.Warn("stopping the raft node", "err", err)
+		// The loop is in a long write (a large snapshot): the log is
+		// closed only once it has ended, never under it.
+		log.Warn("the raft node is slow to stop; waiting for it", "err", err)
 	}
+	<-l.node.Done()
 	l.store.Close()
 }
 

@@ -43,9 +43,12 @@ func (c *Cluster) drive(ctx context.Context) error {
 	t := time.NewTicker(c.cfg.Heartbeat)
 	defer t.Stop()
 	d := &driverState{joined: make(map[uint64]time.Time)}
-	var cand [8]byte
-	rand.Read(cand[:])
-	d.candidate = membership.ClusterID(binary.LittleEndian.Uint64(cand[:]) | 1)
+	d.candidate = membership.ClusterID(c.founding.Load())
+	if d.candidate.IsZero() {
+		var cand [8]byte
+		rand.Read(cand[:])
+		d.candidate = membership.ClusterID(binary.LittleEndian.Uint64(cand[:]) | 1)
+	}
 	for {
 		l := c.cur.Load()
 		if d.inc != l.inc {
@@ -315,7 +318,9 @@ func (c *Cluster) keepLinks(l *life) {
 			if p := lk.Peer(); p.ClusterID != 0 && p.ClusterID != own {
 				c.log.Warn("closing a link to another cluster", "peer", p.Name, "peer_id", p.NodeID,
 					"cluster_id", fmt.Sprintf("%016x", own), "peer_cluster_id", fmt.Sprintf("%016x", p.ClusterID))
-				lk.Close(proto.CodeClusterID, fmt.Sprintf("peer %q is of cluster %016x, this node of cluster %016x", p.Name, p.ClusterID, own))
+				c.wg.Go(func() {
+					lk.Close(proto.CodeClusterID, fmt.Sprintf("peer %q is of cluster %016x, this node of cluster %016x", p.Name, p.ClusterID, own))
+				})
 			}
 		}
 	}

@@ -177,6 +177,9 @@ func (h *harness) start(nd *testNode, found bool, peers ...*testNode) {
 	if err != nil {
 		h.t.Fatalf("node %d: %v", nd.id, err)
 	}
+	if err := cl.Open(); err != nil {
+		h.t.Fatalf("node %d: %v", nd.id, err)
+	}
 	nd.cl = cl
 	cl.Register(nd.mesh)
 	ctx, cancel := context.WithCancel(context.Background())
