@@ -87,6 +87,7 @@ type Cluster struct {
 	notices  chan membership.Notice
 	outcomes chan membership.Outcome
 	replies  chan reqReply // answers to relayed requests
+	removedc chan uint64   // a life whose JOIN a peer answered ResultRemoved
 
 	// founding is the cluster id this node draws when it founds a cluster:
 	// its HELLOs carry it from the first link on, before the log has it.
@@ -133,6 +134,7 @@ func New(cfg Config) (*Cluster, error) {
 		notices:  make(chan membership.Notice, 64),
 		outcomes: make(chan membership.Outcome, 16),
 		replies:  make(chan reqReply, 256),
+		removedc: make(chan uint64, 1),
 		left:     make(chan struct{}),
 		routes:   make(map[uint64]uint64),
 		refs:     make(map[uint64]*request),

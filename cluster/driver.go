@@ -132,6 +132,9 @@ func (c *Cluster) fill(in *membership.Input, d *driverState, l *life) {
 		case n := <-c.notices:
 			in.Notices = append(in.Notices, n)
 			continue
+		case inc := <-c.removedc:
+			in.Removed = in.Removed || inc == l.inc
+			continue
 		default:
 		}
 		break
@@ -262,6 +265,12 @@ func (c *Cluster) request(ctx context.Context, a membership.Action) {
 		case <-ctx.Done():
 		}
 		c.finishLeave()
+	case r.Result == peer.ResultRemoved:
+		c.log.Warn("the cluster removed this life while this node was cut off", "by", a.To, "change", a.Cmd.String())
+		select {
+		case c.removedc <- a.Cmd.Incarnation:
+		default:
+		}
 	case r.Result == peer.ResultRefused:
 		c.log.Warn("membership request refused", "by", a.To, "change", a.Cmd.String(), "reason", r.Text)
 	}

@@ -94,6 +94,10 @@ type Input struct {
 	// Requests and Notices arrived since the last Step.
 	Requests []Request
 	Notices  []Notice
+	// Removed reports that a peer answered this life's own JOIN with
+	// ResultRemoved: the cluster removed this incarnation, though this
+	// node, cut off meanwhile, never applied it.
+	Removed bool
 	// Outcome reports the proposal in flight, once.
 	Outcome *Outcome
 	// ClusterIDCandidate is a fresh random 64-bit id, the form HELLO
@@ -156,6 +160,8 @@ func (a Action) String() string {
 			return fmt.Sprintf("reply ref=%d OK instance=%d", a.Ref, r.Instance)
 		case peer.ResultNotLeader:
 			return fmt.Sprintf("reply ref=%d NOTLEADER leader=%d", a.Ref, r.Leader)
+		case peer.ResultRemoved:
+			return fmt.Sprintf("reply ref=%d REMOVED %q", a.Ref, r.Text)
 		}
 		return fmt.Sprintf("reply ref=%d REFUSED %q", a.Ref, r.Text)
 	case ActRelay:
@@ -243,7 +249,7 @@ func (c *Controller) Step(in Input) []Action {
 
 	// This life: member, evicted, or gone after a leave.
 	member := v.HasLife(in.Self, in.Incarnation)
-	gone := s.Removed(in.Self, in.Incarnation) || c.member && !member
+	gone := s.Removed(in.Self, in.Incarnation) || in.Removed || c.member && !member
 	c.member = c.member || member
 	switch {
 	case gone && in.Leaving, in.Leaving && !member && !c.member:
@@ -385,7 +391,7 @@ func answer(s *State, cmd Command) (peer.MemberReply, bool) {
 	case OpJoin:
 		if s.Removed(cmd.ID, cmd.Incarnation) {
 			// F1: that life was removed; only a new one may join.
-			return peer.MemberReply{Result: peer.ResultRefused, Text: fmt.Sprintf("incarnation %#x of node %d was removed; join with a new one", cmd.Incarnation, cmd.ID)}, true
+			return peer.MemberReply{Result: peer.ResultRemoved, Text: fmt.Sprintf("incarnation %#x of node %d was removed; join with a new one", cmd.Incarnation, cmd.ID)}, true
 		}
 		if v.HasLife(cmd.ID, cmd.Incarnation) {
 			return peer.MemberReply{Result: peer.ResultOK, Instance: v.Instance}, true

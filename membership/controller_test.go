@@ -223,12 +223,16 @@ func (h *harness) run(t testing.TB, d *datadriven.TestData) string {
 	case "notmember":
 		h.in.Notices = append(h.in.Notices, Notice{From: num("from"), Instance: num("instance")})
 		return "ok"
+	case "removed":
+		// A peer answered this life's JOIN with ResultRemoved.
+		h.in.Removed = true
+		return "ok"
 	case "step":
 		h.in.Now = h.in.Now.Add(dur("after", 0))
 		h.in.State = h.n.m.State()
 		h.in.Joined = maps.Clone(h.joined)
 		acts := h.c.Step(h.in)
-		h.in.Requests, h.in.Notices, h.in.Outcome = nil, nil, nil
+		h.in.Requests, h.in.Notices, h.in.Outcome, h.in.Removed = nil, nil, nil, false
 		out = append(out, "at "+h.since(h.in.Now)+":")
 		for _, a := range acts {
 			out = append(out, "  "+a.String())

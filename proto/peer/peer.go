@@ -64,6 +64,10 @@ const (
 	ResultOK        Result = 0 // committed; Instance is the view that holds the change
 	ResultNotLeader Result = 1 // ask Leader instead (0: no leader known, retry later)
 	ResultRefused   Result = 2 // the change is not allowed; Text says why
+	// ResultRemoved answers a JOIN of a life the cluster removed: that
+	// incarnation never joins again, so the asking node starts a new life
+	// (since version 2).
+	ResultRemoved Result = 3
 )
 
 func (r Result) String() string {
@@ -74,6 +78,8 @@ func (r Result) String() string {
 		return "not leader"
 	case ResultRefused:
 		return "refused"
+	case ResultRemoved:
+		return "removed"
 	}
 	return "result(" + strconv.Itoa(int(r)) + ")"
 }
@@ -103,7 +109,7 @@ func ParseMemberReply(b []byte) (MemberReply, error) {
 	m.Leader = r.U64("leader")
 	m.Instance = r.U64("instance")
 	m.Text = r.String16(proto.MaxReasonLen, "text")
-	if m.Result > ResultRefused {
+	if m.Result > ResultRemoved {
 		r.Fail(proto.CodeField, "unknown result %d", m.Result)
 	}
 	return m, r.Err()

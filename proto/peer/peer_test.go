@@ -247,8 +247,10 @@ func vectors() []wiretest.Vector {
 	leaveF := frame(peer.OpLeave, request, leave.Marshal())
 	nm := peer.NotMember{Instance: 99}
 	nmF := frame(peer.OpNotMember, request, peer.AppendNotMember(nil, nm))
+	rmR := peer.MemberReply{Result: peer.ResultRemoved, Text: "incarnation 0x5eed of node 3 was removed; join with a new one"}
+	rmF := frame(peer.OpJoin, request|proto.FlagReply, peer.AppendMemberReply(nil, &rmR))
 	badResult := peer.AppendMemberReply(nil, &okR)
-	badResult[0] = 3
+	badResult[0] = 4
 	badResultF := frame(peer.OpJoin, request|proto.FlagReply, badResult)
 	badRaftF := frame(peer.OpRaft, request, []byte{0xff, 0xff, 0xff})
 	badJoinF := frame(peer.OpJoin, request, []byte{1, 1, 0})
@@ -313,12 +315,14 @@ func vectors() []wiretest.Vector {
 			okF, replyFields, expect(okF, okR), 0, ""),
 		vec("join_reply_not_leader", []string{"JOIN reply: not the leader; node 1 is."},
 			nlF, replyFields, expect(nlF, nlR), 0, ""),
+		vec("join_reply_removed", []string{"JOIN reply: this life of node 3 was removed; it joins with a new one."},
+			rmF, replyFields, expect(rmF, rmR), 0, ""),
 		vec("leave_request", []string{"LEAVE request: node 3 leaves gracefully."},
 			leaveF, commandFields, expect(leaveF, leave), 0, ""),
 		vec("not_member", []string{"NOTMEMBER: the sender's view 99 does not include the receiver."},
 			nmF, nil, expect(nmF, nm), 0, ""),
-		vec("err_reply_result", []string{"JOIN reply with result 3, which is not defined."},
-			badResultF, replyFields, receiveErr, proto.CodeField, "unknown result 3"),
+		vec("err_reply_result", []string{"JOIN reply with result 4, which is not defined."},
+			badResultF, replyFields, receiveErr, proto.CodeField, "unknown result 4"),
 		vec("err_raft_body", []string{"RAFT frame whose body is not a protobuf raft message."},
 			badRaftF, nil, receiveErr, proto.CodeField, "bad raft message"),
 		vec("err_join_truncated", []string{"JOIN request cut off after three bytes of the command."},
