@@ -103,9 +103,13 @@ type Cluster struct {
 	refs   map[uint64]*request // requests awaiting the driver's answer
 	nextID uint64              // numbers refs
 
-	wg      sync.WaitGroup // goroutines started for actions
-	running atomic.Bool
-	stopped chan struct{} // closed when Run is done
+	wg sync.WaitGroup // goroutines started for actions
+	// untilStop is cancelled when Run ends: the goroutines in wg that do
+	// not take Run's context (those the raft loop starts) stop with it.
+	untilStop context.Context
+	stopAll   context.CancelFunc
+	running   atomic.Bool
+	stopped   chan struct{} // closed when Run is done
 }
 
 // New prepares this node's part in the cluster. Add the services' machines
@@ -140,6 +144,7 @@ func New(cfg Config) (*Cluster, error) {
 		refs:     make(map[uint64]*request),
 		stopped:  make(chan struct{}),
 	}
+	c.untilStop, c.stopAll = context.WithCancel(context.Background())
 	c.prop = rsm.NewProposer(func() *clusterlog.Node {
 		if l := c.cur.Load(); l != nil {
 			return l.node
@@ -284,6 +289,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	loops.Go(func() { c.stepper(ctx) })
 	err := c.drive(ctx)
 	c.running.Store(false)
+	c.stopAll()
 	loops.Wait()
 	c.wg.Wait()
 	c.cur.Load().close(c.log)
@@ -296,6 +302,7 @@ func (c *Cluster) Close() {
 	if c.running.Load() {
 		return
 	}
+	c.stopAll()
 	if l := c.cur.Load(); l != nil {
 		l.close(c.log)
 	}

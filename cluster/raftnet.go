@@ -82,15 +82,8 @@ func (s sender) sendLarge(to uint64, m *raftpb.Message, body []byte) {
 	id := binary.LittleEndian.Uint64(idb[:])
 	raftTo, snap := m.GetTo(), m.GetType() == raftpb.MsgSnap
 	c.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), snapTimeout)
+		ctx, cancel := context.WithTimeout(c.untilStop, snapTimeout)
 		defer cancel()
-		go func() {
-			select {
-			case <-c.stopped:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		var err error
 		for _, ch := range SplitMessage(id, body, chunkSize) {
 			f := proto.Frame{Header: proto.Header{Opcode: peer.OpRaftChunk, Flags: proto.FlagCreate | proto.FlagDelete}, Body: peer.AppendSnapChunk(nil, &ch)}
