@@ -118,8 +118,8 @@ func readLife(dir string) (inc uint64, ok bool, err error) {
 // newline (LIFE.md).
 func parseLife(b []byte) (uint64, error) {
 	s, found := strings.CutSuffix(string(b), "\n")
-	if !found || len(s) == 0 || len(s) > 16 || strings.ToLower(s) != s {
-		return 0, fmt.Errorf("%w: want up to 16 lower-case hex digits and a newline, have %q", ErrLife, b)
+	if !found || len(s) == 0 || len(s) > 16 || strings.ToLower(s) != s || s[0] == '0' {
+		return 0, fmt.Errorf("%w: want up to 16 lower-case hex digits without leading zeros and a newline, have %q", ErrLife, b)
 	}
 	inc, err := strconv.ParseUint(s, 16, 64)
 	if err != nil || inc == 0 {

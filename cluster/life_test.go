@@ -19,7 +19,7 @@ func TestLifeFile(t *testing.T) {
 	if got := formatLife(inc); string(got) != string(b) {
 		t.Errorf("formatLife = %q, want %q", got, b)
 	}
-	for _, bad := range []string{"", "\n", "3f2a", "3F2A\n", "0\n", "00\n", "g1\n", "12345678901234567\n", "3f2a\n\n", " 3f2a\n", "3f2a \n"} {
+	for _, bad := range []string{"", "\n", "3f2a", "3F2A\n", "0\n", "00\n", "g1\n", "12345678901234567\n", "01\n", "3f2a\n\n", " 3f2a\n", "3f2a \n"} {
 		if _, err := parseLife([]byte(bad)); !errors.Is(err, ErrLife) {
 			t.Errorf("parseLife(%q) = %v, want ErrLife", bad, err)
 		}
