@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/transport"
 )
@@ -185,14 +186,7 @@ func (m *Mesh) Call(ctx context.Context, to uint64, f *proto.Frame) (*proto.Fram
 }
 
 func (m *Mesh) accept(ctx context.Context) {
-	for {
-		conn, err := m.cfg.Listener.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				m.log.Error("peer listener failed", "err", err)
-			}
-			return
-		}
+	acceptloop.Serve(ctx, m.cfg.Listener, m.log, func(conn net.Conn) {
 		m.wg.Go(func() {
 			l, err := transport.Accept(ctx, conn, m.cfg.Link)
 			if err != nil {
@@ -201,7 +195,7 @@ func (m *Mesh) accept(ctx context.Context) {
 			}
 			m.serve(ctx, l, l.Peer().NodeID, "")
 		})
-	}
+	})
 }
 
 // serve registers a peer link and serves it until it ends. It returns the
