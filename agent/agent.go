@@ -126,6 +126,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	closers = append(closers, func() { ln.Close() })
 	a.mesh = mesh.New(mesh.Config{
 		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax,
+		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerIP: cfg.MaxHandshakesPerIP,
 		OnLink: a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 

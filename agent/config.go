@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/corralhq/corral/internal/datadir"
+	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
@@ -31,6 +32,11 @@ type Config struct {
 	DeadAfter      time.Duration `toml:"heartbeat-timeout"`
 	Handshake      time.Duration `toml:"handshake-timeout"`
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
+	// MaxHandshakes and MaxHandshakesPerIP bound the peer connections not
+	// yet authenticated, in all and from one source IP; more are closed
+	// at once.
+	MaxHandshakes      int `toml:"max-handshakes"`
+	MaxHandshakesPerIP int `toml:"max-handshakes-per-ip"`
 	// Bootstrap founds a new cluster with this node as its first member
 	// when the data dir holds no log. Exactly one node of a new cluster
 	// gets it; the others join that one.
@@ -67,6 +73,9 @@ func Defaults() Config {
 		Tick:          25 * time.Millisecond,
 		ElectionTicks: 10,
 		MaxVoters:     5,
+
+		MaxHandshakes:      mesh.DefaultMaxHandshakes,
+		MaxHandshakesPerIP: mesh.DefaultMaxHandshakesPerIP,
 	}
 }
 
@@ -117,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Handshake <= 0 || c.ReconnectMax <= 0 {
 		return bad("handshake-timeout and reconnect-max must be positive")
+	}
+	if c.MaxHandshakes < 1 || c.MaxHandshakesPerIP < 1 || c.MaxHandshakesPerIP > c.MaxHandshakes {
+		return bad("max-handshakes (%d) and max-handshakes-per-ip (%d) must be at least 1, per IP at most the total", c.MaxHandshakes, c.MaxHandshakesPerIP)
 	}
 	if c.Tick <= 0 || c.ElectionTicks < 2 {
 		return bad("raft-tick must be positive and election-ticks at least 2")

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/internal/buildinfo"
+	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -75,14 +77,7 @@ func (a *Agent) serveLocal(ctx context.Context) error {
 // acceptLocal serves one unix socket; the HELLO's reason says which
 // protocol a connection speaks, and a socket refuses the other one.
 func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.Listener, want proto.ProtoID) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Error("local listener failed", "socket", ln.Addr().String(), "err", err)
-			}
-			return
-		}
+	acceptloop.Serve(ctx, ln, logkey.WithSubsystem(a.log, "local"), func(conn net.Conn) {
 		wg.Go(func() {
 			l, err := transport.Accept(ctx, conn, a.localCfg)
 			if err != nil {
@@ -108,7 +103,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 			delete(a.local, l)
 			a.mu.Unlock()
 		})
-	}
+	})
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,

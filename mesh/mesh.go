@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/transport"
 )
@@ -49,6 +50,12 @@ type LinkEvent struct {
 	Err  error // why the last link ended (Up false)
 }
 
+// Defaults of the bounds on connections still handshaking.
+const (
+	DefaultMaxHandshakes      = 256
+	DefaultMaxHandshakesPerIP = 32
+)
+
 // Config configures a Mesh.
 type Config struct {
 	Self     uint64
@@ -57,6 +64,12 @@ type Config struct {
 	Peers    []string          // addresses to keep a link to
 	// ReconnectMax caps the dialers' backoff; default 5s.
 	ReconnectMax time.Duration
+	// MaxHandshakes and MaxHandshakesPerIP bound the accepted connections
+	// that have not authenticated yet, in all and from one source IP;
+	// beyond them a connection is closed before any TLS work. Defaults
+	// DefaultMaxHandshakes and DefaultMaxHandshakesPerIP.
+	MaxHandshakes      int
+	MaxHandshakesPerIP int
 	// OnLink, if set, is called when a node gains its first link or loses
 	// its last, from the goroutine serving that link, never with a lock
 	// held. It must not block for long.
@@ -74,6 +87,10 @@ type Mesh struct {
 	wg   sync.WaitGroup // every goroutine the mesh started
 	runc chan struct{}  // closed when Run starts
 
+	gate *acceptloop.Gate // connections not yet authenticated
+	// refused logs refused connections: anyone can cause them at will.
+	refused *acceptloop.RateLog
+
 	mu     sync.Mutex      // guards runCtx
 	runCtx context.Context // Run's context; nil before Run and after it returned
 }
@@ -89,7 +106,17 @@ func New(cfg Config) *Mesh {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
 	}
-	return &Mesh{cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{})}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.MaxHandshakesPerIP <= 0 {
+		cfg.MaxHandshakesPerIP = DefaultMaxHandshakesPerIP
+	}
+	return &Mesh{
+		cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{}),
+		gate:    acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
+		refused: acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now),
+	}
 }
 
 // Handle serves the peer opcodes lo..hi (inclusive) with h. It must be
@@ -184,24 +211,27 @@ func (m *Mesh) Call(ctx context.Context, to uint64, f *proto.Frame) (*proto.Fram
 	return l.Call(ctx, f)
 }
 
+// accept serves the peer listener. Connections beyond the handshake
+// bounds are closed at once, before any TLS work, so junk cannot pile up
+// goroutines and buffers; authenticated links no longer count.
 func (m *Mesh) accept(ctx context.Context) {
-	for {
-		conn, err := m.cfg.Listener.Accept()
+	acceptloop.Serve(ctx, m.cfg.Listener, m.log, func(conn net.Conn) {
+		release, err := m.gate.Enter(conn.RemoteAddr())
 		if err != nil {
-			if ctx.Err() == nil {
-				m.log.Error("peer listener failed", "err", err)
-			}
+			conn.Close()
+			m.refused.Log(slog.LevelWarn, "refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
 			return
 		}
 		m.wg.Go(func() {
 			l, err := transport.Accept(ctx, conn, m.cfg.Link)
+			release()
 			if err != nil {
-				m.log.Warn("refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
+				m.refused.Log(slog.LevelWarn, "refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
 				return
 			}
 			m.serve(ctx, l, l.Peer().NodeID, "")
 		})
-	}
+	})
 }
 
 // serve registers a peer link and serves it until it ends. It returns the

@@ -85,6 +85,8 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
 	f.DurationVar(&cfg.Handshake, "handshake-timeout", cfg.Handshake, "time a new connection has to complete its handshake")
 	f.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "longest wait between reconnection attempts")
+	f.IntVar(&cfg.MaxHandshakes, "max-handshakes", cfg.MaxHandshakes, "peer connections handshaking at once at most; more are closed at once")
+	f.IntVar(&cfg.MaxHandshakesPerIP, "max-handshakes-per-ip", cfg.MaxHandshakesPerIP, "peer connections handshaking at once from one IP at most")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "found a new cluster with this node as first member if the data dir holds no log")
 	f.DurationVar(&cfg.Tick, "raft-tick", cfg.Tick, "cluster log clock tick")
 	f.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")
@@ -123,6 +125,10 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.Handshake = src.Handshake
 	case "reconnect-max":
 		dst.ReconnectMax = src.ReconnectMax
+	case "max-handshakes":
+		dst.MaxHandshakes = src.MaxHandshakes
+	case "max-handshakes-per-ip":
+		dst.MaxHandshakesPerIP = src.MaxHandshakesPerIP
 	case "peer-versions":
 		dst.PeerVersions = src.PeerVersions
 	case "bootstrap":
