@@ -89,7 +89,18 @@ func New(cfg Config) *Mesh {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
 	}
-	return &Mesh{cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{})}
+	tab := newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger)
+	if cfg.Link != nil {
+		// The mesh's own copy: its HELLOs name where it listens, and the
+		// table refuses a second node with an id in use.
+		lc := *cfg.Link
+		if lc.ListenAddr == "" && cfg.Listener != nil {
+			lc.ListenAddr = cfg.Listener.Addr().String()
+		}
+		lc.Admit = tab.admit
+		cfg.Link = &lc
+	}
+	return &Mesh{cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{})}
 }
 
 // Handle serves the peer opcodes lo..hi (inclusive) with h. It must be

@@ -220,6 +220,16 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 		if err := proto.CheckSession(&f.Header); err != nil {
 			return err
 		}
+		if f.Opcode == proto.OpReject {
+			// The connecting side refuses after our HELLO (Config.Admit).
+			rj, err := proto.ParseReject(f.Body)
+			if err != nil {
+				return err
+			}
+			l.log.Error("peer refused the link", "code", rj.Code.String(), "reason", rj.Text)
+			l.end(rj.Err())
+			return nil
+		}
 		if f.Opcode != proto.OpGoodbye {
 			return proto.Errorf(proto.CodeState, "session opcode %#04x after the handshake", f.Opcode)
 		}
