@@ -154,6 +154,12 @@ func (k *linkSink) Close(code proto.Code, text string) { k.l.Close(code, text) }
 
 func (k *linkSink) Done() <-chan struct{} { return k.l.Done() }
 
+// Err returns why the link ended, once Done is closed.
+func (k *linkSink) Err() error { return k.l.Err() }
+
+// Queued implements QueuedSink: what waits in the link's send queue.
+func (k *linkSink) Queued() int { return k.l.Queued() }
+
 // Name implements service.Service.
 func (srv *Server) Name() string { return "eventstream" }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,4 +216,135 @@ func TestQueries(t *testing.T) {
 	if c, err := wire.ParseConnectivity(f.Body); err != nil || !slices.Equal(c.Interfaces, conn.Interfaces) || c.Interface != (events.Interface{}) || len(c.Nodes) != 0 {
 		t.Fatalf("connectivity: %+v %v", c, err)
 	}
+}
+
+// recorder is a slog.Handler that keeps the messages logged at Warn and
+// above, with their attributes.
+type recorder struct {
+	mu    sync.Mutex // guards lines
+	lines []string
+	added chan struct{} // cap 1: a line was kept
+}
+
+func newRecorder() *recorder { return &recorder{added: make(chan struct{}, 1)} }
+
+func (r *recorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler           { return r }
+func (r *recorder) WithGroup(string) slog.Handler                { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	line := rec.Message
+	rec.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	r.mu.Lock()
+	r.lines = append(r.lines, line)
+	r.mu.Unlock()
+	select {
+	case r.added <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *recorder) matching(s string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range r.lines {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestClientThatStopsReading: a client that subscribes and then reads
+// nothing fills the socket and the link's send queue. The bytes waiting
+// on the link count in its lag, so it is told GOODBYE CodeBehind with the
+// reason, and the agent logs it once, long before the link's write
+// timeout would drop it without a word.
+func TestClientThatStopsReading(t *testing.T) {
+	log := newRecorder()
+	s := eventstream.New(eventstream.DefaultLimits(), 0, slog.New(log))
+	defer s.Close()
+	lim := eventstream.DefaultLimits()
+	lim.LagBytes = 64 << 10
+	s.SetLimits(lim)
+	srv := eventstream.NewServer(s, slog.New(log))
+
+	agentCfg := transporttest.Config(1, "agent")
+	agentCfg.Key, agentCfg.Serve = nil, []proto.ProtoID{proto.ProtoClient}
+	// The client's PINGs keep the link alive; the write timeout
+	// (heartbeat timeout + 1s) is what would drop it.
+	agentCfg.HeartbeatInterval, agentCfg.HeartbeatTimeout = 100*time.Millisecond, time.Second
+	appCfg := transporttest.Config(0, "app")
+	appCfg.Key = nil
+	appCfg.HeartbeatInterval, appCfg.HeartbeatTimeout = 100*time.Millisecond, time.Minute
+	app, agent := transporttest.PipeReason(t, appCfg, agentCfg, proto.ReasonClient)
+	replied := make(chan struct{})
+	resume := make(chan struct{})
+	var got int
+	app.Start(func(_ *transport.Link, f *proto.Frame) error {
+		switch f.Opcode {
+		case wire.OpSubscribe:
+			close(replied)
+		case wire.OpEvent:
+			<-resume // the application stops reading
+			got++
+		}
+		return nil
+	})
+	agent.Start(srv.Handler())
+	if err := app.Send(context.Background(), subscribeFrame(1, wire.Subscribe{Classes: wire.AllClasses})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-replied:
+	case <-time.After(waitFor):
+		t.Fatal("no reply to SUBSCRIBE")
+	}
+
+	// 1 KiB events at about 1 MB/s: the socket buffer fills in a few
+	// hundred milliseconds, the 64 KiB bound some 64 ms later; the write
+	// timeout is 2 s after the socket filled.
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	behind := false
+	for seq := uint64(1); !behind; seq++ {
+		select {
+		case <-agent.Done():
+			t.Fatalf("after %v the agent's link ended with %v before the stream said the client fell behind; log: %q",
+				time.Since(start).Round(time.Millisecond), agent.Err(), log.matching(""))
+		case <-time.After(waitFor):
+			t.Fatal("the client was never found behind")
+		case <-tick.C:
+		}
+		if err := s.Publish(groupEvent(seq, 1024)); err != nil {
+			t.Fatal(err)
+		}
+		behind = len(log.matching("fell behind")) > 0
+	}
+	found := time.Since(start)
+	close(resume)
+	select {
+	case <-app.Done():
+	case <-time.After(waitFor):
+		t.Fatal("the client's link did not end")
+	}
+	err := app.Err()
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeBehind || !strings.Contains(err.Error(), "peer said goodbye: client fell behind") ||
+		!strings.Contains(err.Error(), "on its link that it has not read") {
+		t.Fatalf("client's link ended with %v, want GOODBYE %d (%s) with the reason", err, proto.CodeBehind, proto.CodeBehind)
+	}
+	if lines := log.matching("fell behind"); len(lines) != 1 {
+		t.Fatalf("log lines about falling behind: %q, want one", lines)
+	}
+	if lines := log.matching("timed out"); len(lines) != 0 {
+		t.Fatalf("log: %q", lines)
+	}
+	t.Logf("client found behind %v after the first event; it read %d events, then the GOODBYE", found.Round(time.Millisecond), got)
+}
+
+func groupEvent(seq uint64, n int) events.Event {
+	return events.Event{Seq: seq, Desc: events.GSBroadcast, Data: &events.Group{Name: "g", MsgID: seq, Payload: bytes.Repeat([]byte{'x'}, n)}}
 }

@@ -33,8 +33,8 @@ type Limits struct {
 	HistKeepBytes int
 	HistMaxBytes  int
 	// A subscriber with more than LagEvents events, or LagBytes bytes,
-	// published since it subscribed and not yet handed to its sink is
-	// disconnected.
+	// published since it subscribed and not yet handed to its sink (with
+	// what a QueuedSink holds unread) is disconnected.
 	LagEvents int
 	LagBytes  int
 	// Flush bounds how long Close waits for subscribers to take what was
@@ -68,6 +68,18 @@ type Sink interface {
 	Close(code proto.Code, text string)
 	// Done is closed when the sink has ended by itself (the link dropped).
 	Done() <-chan struct{}
+}
+
+// QueuedSink is a Sink that holds what Send handed it until the receiver
+// takes it, as a link's send queue does. The stream counts those bytes in
+// the subscriber's lag: a client that stops reading is then told it fell
+// behind (Close with CodeBehind) while it can still be told, rather than
+// being dropped by the link's write timeout without a word.
+type QueuedSink interface {
+	Sink
+	// Queued returns the bytes handed over and not yet taken. It is
+	// called with the stream's lock held and must not block.
+	Queued() int
 }
 
 // Filter selects the events a subscriber is sent. It is called with the
@@ -118,6 +130,7 @@ const (
 // stream's mutex.
 type subscriber struct {
 	k      Sink
+	queued func() int // bytes the sink holds; nil if it says not
 	filter Filter
 	after  uint64 // cluster-wide events at or below it are not sent
 	joined uint64 // stream position at subscription: older local events are not sent, and lag counts from here
@@ -265,8 +278,14 @@ func (s *Stream) Publish(ev events.Event) error {
 		}
 		sub.lagN++
 		sub.lagB += uint64(len(body))
-		if sub.lagN > uint64(s.lim.LagEvents) || (sub.lagN > 1 && sub.lagB > uint64(s.lim.LagBytes)) {
-			s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) queued for it, limit %d events or %d bytes; reconnect and resume after the last seq you delivered", sub.lagN, sub.lagB, s.lim.LagEvents, s.lim.LagBytes))
+		var onLink uint64
+		if sub.queued != nil {
+			onLink = uint64(sub.queued())
+		}
+		// One event larger than the bound alone is no lag.
+		if lagB := sub.lagB + onLink; sub.lagN > uint64(s.lim.LagEvents) || (lagB > uint64(s.lim.LagBytes) && lagB > uint64(len(body))) {
+			s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) waiting for it and %d bytes on its link that it has not read, limit %d events or %d bytes; reconnect and resume after the last seq you delivered",
+				sub.lagN, sub.lagB, onLink, s.lim.LagEvents, s.lim.LagBytes))
 			continue
 		}
 		signal(sub.wake)
@@ -329,6 +348,9 @@ func (s *Stream) Subscribe(k Sink, sub Subscription) (Reply, error) {
 	}
 	rep := Reply{Latest: s.latest, Floor: s.floor}
 	u := &subscriber{k: k, filter: sub.Filter, joined: s.next, pos: s.next, wake: make(chan struct{}, 1)}
+	if q, ok := k.(QueuedSink); ok {
+		u.queued = q.Queued
+	}
 	if sub.Resume {
 		u.after, u.pos = sub.After, s.base
 		// Events the subscriber missed that the history no longer
@@ -393,6 +415,7 @@ func (s *Stream) serve(u *subscriber) {
 			case <-u.wake:
 			case <-u.ctx.Done():
 			case <-u.k.Done():
+				s.ended(u)
 				return
 			}
 			continue
@@ -400,7 +423,8 @@ func (s *Stream) serve(u *subscriber) {
 		for _, it := range batch {
 			if err := u.k.Send(u.ctx, it.e.body); err != nil {
 				if u.ctx.Err() == nil {
-					return // the sink ended
+					s.ended(u) // the sink ended
+					return
 				}
 				break // the state changed; the loop looks
 			}
@@ -413,6 +437,19 @@ func (s *Stream) serve(u *subscriber) {
 				s.mu.Unlock()
 			}
 		}
+	}
+}
+
+// ended logs a sink that ended by itself on a timeout: a link dropped
+// because its client neither read nor answered in time, which would
+// otherwise go unsaid.
+func (s *Stream) ended(u *subscriber) {
+	e, ok := u.k.(interface{ Err() error })
+	if !ok {
+		return
+	}
+	if err := e.Err(); errors.Is(err, proto.ErrTimeout) {
+		s.log.Warn("dropped a subscriber whose link timed out", "err", err.Error())
 	}
 }
 

@@ -442,12 +442,24 @@ func (c *Controller) lead(in Input, s *State, member bool, emit func(Action)) {
 		}
 		old, _ := v.Member(cmd.ID)
 		switch {
+		case cmd.Op == OpJoin && v.Has(cmd.ID) && in.Links[cmd.ID].Up && old.Addr != cmd.Addr:
+			// Another life at another address while the member's link
+			// is up: a second node started with an id in use, not the
+			// member back without its log. Taking it in would evict the
+			// live member.
+			text := fmt.Sprintf("node id %d is in use by the member at %s (incarnation %#x, linked); refusing the node at %s (incarnation %#x): give it another --id",
+				cmd.ID, old.Addr, old.Incarnation, cmd.Addr, cmd.Incarnation)
+			for _, ref := range h.refs {
+				emit(reply(ref, peer.MemberReply{Result: peer.ResultRefused, Text: text}))
+			}
+			continue
 		case cmd.Op == OpLeave:
 			cmd.Incarnation = old.Incarnation // raft needs the life to remove
 			propose(cmd, h, true)
 		case v.Has(cmd.ID):
-			// A new life of a member (it lost its log): remove the old one
-			// first, so raft does not take the empty node for the old one.
+			// A new life of a member (it lost its log: same address, or
+			// its old life's link is down): remove the old one first, so
+			// raft does not take the empty node for the old one.
 			propose(Command{Op: OpLeave, Cause: CauseRemoved, ID: cmd.ID, Incarnation: old.Incarnation}, h, false)
 		default:
 			cmd.Voter = len(v.Voters()) < c.cfg.MaxVoters

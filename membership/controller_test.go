@@ -66,7 +66,13 @@ func parseCmd(t testing.TB, line string) Command {
 	id := parseU64(t, f[1])
 	switch f[0] {
 	case "join":
-		return jn(id, inc, !slices.Contains(f, "learner"))
+		cmd := jn(id, inc, !slices.Contains(f, "learner"))
+		for _, a := range f[3:] {
+			if v, ok := strings.CutPrefix(a, "addr="); ok {
+				cmd.Addr = v
+			}
+		}
+		return cmd
 	case "leave":
 		cause := map[string]Cause{"graceful": CauseGraceful, "failed": CauseFailed, "removed": CauseRemoved}[f[3]]
 		return lv(id, inc, cause)

@@ -112,8 +112,19 @@ func New(cfg Config) *Mesh {
 	if cfg.MaxHandshakesPerIP <= 0 {
 		cfg.MaxHandshakesPerIP = DefaultMaxHandshakesPerIP
 	}
+	tab := newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger)
+	if cfg.Link != nil {
+		// The mesh's own copy: its HELLOs name where it listens, and the
+		// table refuses a second node with an id in use.
+		lc := *cfg.Link
+		if lc.ListenAddr == "" && cfg.Listener != nil {
+			lc.ListenAddr = cfg.Listener.Addr().String()
+		}
+		lc.Admit = tab.admit
+		cfg.Link = &lc
+	}
 	return &Mesh{
-		cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{}),
 		gate:    acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
 		refused: acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now),
 	}

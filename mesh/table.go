@@ -82,6 +82,37 @@ func (t *table) add(l *transport.Link, initiator uint64, addr string) (kept, dis
 	return l, old, old == nil
 }
 
+// admit is the mesh's transport.Config.Admit: it refuses a link from a
+// node id whose live link came from a node naming another listen
+// address. That is a second agent started with an id in use; letting it
+// in would replace the real node's link, which then redials and
+// replaces it back, and so on. A restart of the node names the same
+// address and replaces its old link as before; a peer that names no
+// address cannot be told apart and is let in.
+func (t *table) admit(p transport.PeerInfo) error {
+	t.mu.Lock()
+	nd := t.byID[p.NodeID]
+	var live *transport.Link
+	if nd != nil {
+		live = nd.link
+	}
+	t.mu.Unlock()
+	if live == nil || p.ListenAddr == "" {
+		return nil
+	}
+	held := live.Peer()
+	if held.ListenAddr == "" || held.ListenAddr == p.ListenAddr {
+		return nil
+	}
+	select {
+	case <-live.Done():
+		return nil // ended; remove is on its way
+	default:
+	}
+	return proto.Errorf(proto.CodeDupNode, "node id %d is in use by %q linked from %s; refusing %q at %s",
+		p.NodeID, held.Name, held.ListenAddr, p.Name, p.ListenAddr)
+}
+
 // keepNew decides between an existing link and a new one to the same node:
 // the link opened by the smaller of the two node ids wins; between links
 // opened by the same node the newer wins, since the older is likely dead.

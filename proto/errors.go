@@ -38,6 +38,10 @@ const (
 	// e.g. a node whose disk was wiped founded a second cluster of the
 	// same name (REJECT).
 	CodeClusterID Code = 40
+	// CodeDupNode: the peer's node id is held by another live node, one
+	// linked from another listen address: two agents were started with
+	// the same id (REJECT).
+	CodeDupNode Code = 41
 )
 
 var codeNames = map[Code]string{
@@ -65,6 +69,7 @@ var codeNames = map[Code]string{
 	CodeDup:         "duplicate link",
 	CodeBehind:      "fell behind",
 	CodeClusterID:   "cluster id mismatch",
+	CodeDupNode:     "node id in use",
 }
 
 func (c Code) String() string {
@@ -132,4 +137,5 @@ var (
 	ErrDup         = &Error{Code: CodeDup}
 	ErrBehind      = &Error{Code: CodeBehind}
 	ErrClusterID   = &Error{Code: CodeClusterID}
+	ErrDupNode     = &Error{Code: CodeDupNode}
 )

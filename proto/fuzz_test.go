@@ -277,13 +277,17 @@ func FuzzParsePing(f *testing.F) {
 	})
 }
 
-// FuzzParseSessionExt also encodes a cluster id and decodes it back.
+// FuzzParseSessionExt also encodes a cluster id and decodes it back, and
+// every extension set it accepted.
 func FuzzParseSessionExt(f *testing.F) {
 	f.Add(proto.AppendSessionExt(nil, sampleClusterID), uint64(0x0123456789abcdef))                       // hello_cluster_id
 	f.Add(proto.AppendTLV(nil, proto.ExtClusterID, make([]byte, 8)), uint64(0))                           // id 0
 	f.Add(proto.AppendTLV(nil, proto.ExtClusterID, []byte{1, 2, 3, 4}), uint64(1))                        // 4-byte id
 	f.Add(proto.AppendTLV(proto.AppendSessionExt(nil, sampleClusterID), 0x0007, []byte("x")), ^uint64(0)) // unknown, not critical
 	f.Add(proto.AppendTLV(proto.AppendSessionExt(nil, otherClusterID), 0x8002, nil), uint64(0x42))        // unknown critical
+	f.Add(proto.AppendSessionExt(nil, sampleListenAddr), uint64(7))                                       // hello_listen_addr
+	f.Add(proto.AppendTLV(nil, proto.ExtListenAddr, nil), uint64(7))                                      // empty address
+	f.Add(proto.AppendTLV(nil, proto.ExtListenAddr, []byte{0xff, 0xfe}), uint64(7))                       // not UTF-8
 	f.Fuzz(func(t *testing.T, ext []byte, id uint64) {
 		e, err := proto.ParseSessionExt(ext)
 		typed(t, err)

@@ -54,7 +54,15 @@ var (
 	// with the cluster id extension; otherClusterID the other cluster's.
 	sampleClusterID = proto.SessionExt{ClusterID: 0x0123456789abcdef}
 	otherClusterID  = proto.SessionExt{ClusterID: 0x00000000c0ffee42}
-	sampleIDReject  = proto.Reject{
+	// sampleListenAddr is the session extensions of hello_listen_addr.
+	sampleListenAddr = proto.SessionExt{ClusterID: 0x0123456789abcdef, ListenAddr: "10.0.0.2:7946"}
+	sampleDupReject  = proto.Reject{
+		Code:   proto.CodeDupNode,
+		Local:  proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
+		Remote: proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
+		Text:   `corral: node id in use: node id 2 is in use by "n2" linked from 10.0.0.2:7946; refusing "n2" at 10.0.0.9:7946`,
+	}
+	sampleIDReject = proto.Reject{
 		Code:   proto.CodeClusterID,
 		Local:  proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
 		Remote: proto.Ranges{{Proto: proto.ProtoPeer, Min: 2, Max: 2}},
@@ -246,6 +254,12 @@ func frameVectors() []wiretest.Vector {
 	idZero := idExt(proto.AppendTLV(nil, proto.ExtClusterID, make([]byte, 8)))
 	idTwice := idExt(proto.AppendSessionExt(proto.AppendSessionExt(nil, sampleClusterID), otherClusterID))
 	idCritical := idExt(proto.AppendTLV(proto.AppendSessionExt(nil, sampleClusterID), 0x8002, nil))
+	helloAddrF := idExt(proto.AppendSessionExt(nil, sampleListenAddr))
+	rejectDupF := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &sampleDupReject))
+	rejectDupF.Ext = proto.AppendSessionExt(nil, proto.SessionExt{ListenAddr: "10.0.0.1:7946"})
+	addrEmpty := idExt(proto.AppendTLV(nil, proto.ExtListenAddr, nil))
+	addrTwice := idExt(proto.AppendTLV(proto.AppendSessionExt(nil, sampleListenAddr), proto.ExtListenAddr, []byte("10.0.0.9:7946")))
+	addrLong := idExt(proto.AppendTLV(nil, proto.ExtListenAddr, bytes.Repeat([]byte{'a'}, proto.MaxNameLen+1)))
 
 	return []wiretest.Vector{
 		frameVector("frame_minimal", []string{
@@ -316,6 +330,27 @@ func frameVectors() []wiretest.Vector {
 			"hello_cluster_id with a second, critical extension 0x8002 that the session",
 			"protocol does not define: the HELLO is refused.",
 		}, wiretest.Frame(idCritical), wiretest.HelloFields, receiveErr, proto.CodeField, "unknown critical extension 0x8002"),
+		frameVector("hello_listen_addr", []string{
+			"The hello vector's HELLO with the session extensions 0x0001 (cluster id",
+			"0123456789abcdef) and 0x0002 (listen address \"10.0.0.2:7946\", not critical):",
+			"the address the sender's peers reach it at, which tells its restart from a",
+			"second node started with its id.",
+		}, wiretest.Frame(helloAddrF), wiretest.HelloFields, expectExt(helloAddrF, hello, sampleListenAddr), 0, ""),
+		frameVector("reject_dup_node", []string{
+			"Session REJECT: code 41 (node id in use). The rejecting side (listen address",
+			"10.0.0.1:7946 in extension 0x0002) has a live link to node 2 from 10.0.0.2:7946",
+			"and refuses a second node 2 at 10.0.0.9:7946; the text names both addresses.",
+		}, wiretest.Frame(rejectDupF), wiretest.RejectFields, expectExt(rejectDupF, sampleDupReject, proto.SessionExt{ListenAddr: "10.0.0.1:7946"}), 0, ""),
+		frameVector("err_listen_addr_empty", []string{
+			"The hello vector's HELLO with an empty listen address extension: a sender",
+			"without an address sends no entry.",
+		}, wiretest.Frame(addrEmpty), wiretest.HelloFields, receiveErr, proto.CodeField, "listen address of 0 bytes"),
+		frameVector("err_listen_addr_long", []string{
+			"The hello vector's HELLO with a listen address of 256 bytes; at most 255.",
+		}, wiretest.Frame(addrLong), wiretest.HelloFields, receiveErr, proto.CodeField, "listen address of 256 bytes"),
+		frameVector("err_listen_addr_twice", []string{
+			"hello_listen_addr with a second listen address entry: at most one.",
+		}, wiretest.Frame(addrTwice), wiretest.HelloFields, receiveErr, proto.CodeField, "two listen address entries"),
 
 		frameVector("err_bad_magic", []string{
 			"frame_minimal whose first four bytes are \"GET \": someone speaks HTTP to the port.",

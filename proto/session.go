@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // The session sub-protocol (ProtoSession) opens and closes every
@@ -206,6 +207,12 @@ const (
 	// the sender as one that does not know its id yet, which is also what
 	// a receiver that knows of it does with a HELLO that lacks it.
 	ExtClusterID uint16 = 0x0001
+	// ExtListenAddr carries the peer address the sender listens on
+	// ("host:port", 1..MaxNameLen bytes). It tells a node's restart (same
+	// address) from a second node started with the same id (another
+	// address). Not critical: without it a receiver cannot tell them
+	// apart and keeps the newer link, as before.
+	ExtListenAddr uint16 = 0x0002
 
 	clusterIDLen = 8
 )
@@ -218,24 +225,46 @@ type SessionExt struct {
 	// know it (yet): a node joining for the first time, a tool, or an
 	// agent that predates cluster ids. It is sent only when non-zero.
 	ClusterID uint64
+	// ListenAddr is the peer address the sender listens on; empty if it
+	// has none (a tool, an application) or predates the entry. It is
+	// sent only when non-empty.
+	ListenAddr string
 }
 
-// AppendSessionExt appends the extension area for e to dst.
+// AppendSessionExt appends the extension area for e to dst. A ListenAddr
+// longer than MaxNameLen is cut, as names are.
 func AppendSessionExt(dst []byte, e SessionExt) []byte {
 	if e.ClusterID != 0 {
 		dst = AppendTLV(dst, ExtClusterID, binary.LittleEndian.AppendUint64(nil, e.ClusterID))
+	}
+	if e.ListenAddr != "" {
+		dst = AppendTLV(dst, ExtListenAddr, []byte(truncate(e.ListenAddr, MaxNameLen)))
 	}
 	return dst
 }
 
 // ParseSessionExt reads the extension area of a HELLO or REJECT frame. It
 // skips entries it does not know, refuses an unknown critical one, and
-// refuses a cluster id entry that is not 8 bytes, holds 0 or repeats.
+// refuses a cluster id entry that is not 8 bytes, holds 0 or repeats, and
+// a listen address entry that is empty, longer than MaxNameLen, not UTF-8
+// or repeats.
 func ParseSessionExt(ext []byte) (SessionExt, error) {
 	var e SessionExt
-	seen := false
+	seen, seenAddr := false, false
 	err := walkTLV(ext, func(t TLV) error {
 		switch {
+		case t.Type == ExtListenAddr:
+			if seenAddr {
+				return Errorf(CodeField, "session extension: two listen address entries")
+			}
+			seenAddr = true
+			if len(t.Value) == 0 || len(t.Value) > MaxNameLen {
+				return Errorf(CodeField, "session extension: listen address of %d bytes, want 1..%d", len(t.Value), MaxNameLen)
+			}
+			if !utf8.Valid(t.Value) {
+				return Errorf(CodeField, "session extension: listen address is not UTF-8")
+			}
+			e.ListenAddr = string(t.Value)
 		case t.Type == ExtClusterID:
 			if seen {
 				return Errorf(CodeField, "session extension: two cluster id entries")

@@ -46,6 +46,17 @@ type Config struct {
 	// is made on first use.
 	Certificate *tls.Certificate
 
+	// ListenAddr is the peer address this node listens on, sent in its
+	// HELLO (session extension ExtListenAddr) so that a peer tells its
+	// restart from a second node started with its id. Empty sends none.
+	ListenAddr string
+	// Admit, if set, is asked about every peer-protocol link once its
+	// HELLO passed the checks, on both sides, before the link is
+	// returned. An error refuses the link with a REJECT that carries it
+	// (its code if it is a *proto.Error); the mesh uses it to refuse a
+	// node id held by another live node (proto.CodeDupNode).
+	Admit func(PeerInfo) error
+
 	// SourceIP, when set, is the local address Dial connects from, so
 	// peers and firewalls see the node's own address.
 	SourceIP string

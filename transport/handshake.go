@@ -40,7 +40,10 @@ type PeerInfo struct {
 	// not know one yet (or predates cluster ids). A node that does not
 	// know its own id can learn it from here.
 	ClusterID uint64
-	Addr      net.Addr
+	// ListenAddr is the peer address the peer says it listens on
+	// (session extension); empty if it sent none.
+	ListenAddr string
+	Addr       net.Addr
 }
 
 // ClusterIDError is the error of a handshake refused because the two ends
@@ -169,7 +172,11 @@ func (h *hs) run(reason proto.Reason) (PeerInfo, error) {
 		if hello.Reason != reason {
 			return PeerInfo{}, h.reject(proto.Errorf(proto.CodeField, "peer answered with reason %s to our %s", hello.Reason, reason), hello)
 		}
-		return h.check(hello, ext)
+		info, err := h.check(hello, ext)
+		if err != nil {
+			return info, err
+		}
+		return info, h.admit(info, hello)
 	}
 	hello, ext, err := h.readHello()
 	if err != nil {
@@ -182,7 +189,22 @@ func (h *hs) run(reason proto.Reason) (PeerInfo, error) {
 	if !h.cfg.serves(info.Proto) {
 		return info, h.reject(proto.Errorf(proto.CodeState, "this endpoint does not serve the %s protocol (reason %s)", info.Proto, hello.Reason), hello)
 	}
+	if err := h.admit(info, hello); err != nil {
+		return info, err
+	}
 	return info, h.sendHello(hello.Reason)
+}
+
+// admit asks Config.Admit about a peer link that passed the checks.
+func (h *hs) admit(info PeerInfo, hello proto.Hello) error {
+	if h.cfg.Admit == nil || info.Proto != proto.ProtoPeer {
+		return nil
+	}
+	info.Addr = h.raw.RemoteAddr()
+	if err := h.cfg.Admit(info); err != nil {
+		return h.reject(err, hello)
+	}
+	return nil
 }
 
 func (h *hs) startTLS() error {
@@ -249,7 +271,7 @@ func (h *hs) sendHello(reason proto.Reason) error {
 // write sends a session frame with this node's session extensions.
 func (h *hs) write(op uint16, body []byte) error {
 	f := proto.SessionFrame(op, body)
-	f.Ext = proto.AppendSessionExt(nil, proto.SessionExt{ClusterID: h.id})
+	f.Ext = proto.AppendSessionExt(nil, proto.SessionExt{ClusterID: h.id, ListenAddr: h.cfg.ListenAddr})
 	if _, err := h.conn.Write(proto.AppendFrame(nil, &f)); err != nil {
 		return ioError(proto.CodeSock, "write handshake", err)
 	}
@@ -282,7 +304,7 @@ func (h *hs) readHello() (proto.Hello, proto.SessionExt, error) {
 			return proto.Hello{}, none, err
 		}
 		h.cfg.logger().Error("peer refused the link", "peer", h.raw.RemoteAddr().String(), "code", rj.Code.String(), "reason", rj.Text,
-			"peer_versions", rj.Local.String(), "our_versions", rj.Remote.String(), "cluster_id", hexID(h.id), "peer_cluster_id", hexID(ext.ClusterID))
+			"peer_versions", rj.Local.String(), "our_versions", rj.Remote.String(), "cluster_id", hexID(h.id), "peer_cluster_id", hexID(ext.ClusterID), "peer_listen_addr", ext.ListenAddr)
 		if rj.Code == proto.CodeClusterID {
 			return proto.Hello{}, none, &ClusterIDError{Local: h.id, Peer: ext.ClusterID, Err: rj.Err()}
 		}
@@ -333,7 +355,7 @@ func (h *hs) readFrame() (proto.Frame, error) {
 // cluster id and version.
 func (h *hs) check(hello proto.Hello, ext proto.SessionExt) (PeerInfo, error) {
 	info := PeerInfo{NodeID: hello.NodeID, Name: hello.NodeName, Reason: hello.Reason, Proto: hello.Reason.Proto(), Features: hello.Features, Ranges: hello.Ranges,
-		ClusterID: ext.ClusterID}
+		ClusterID: ext.ClusterID, ListenAddr: ext.ListenAddr}
 	// On local sockets a tool may leave the cluster name empty: it reached
 	// the agent through its data directory and need not know the name.
 	local := h.cfg.Key == nil && (hello.Cluster == "" || h.cfg.Cluster == "")

@@ -44,6 +44,9 @@ type Link struct {
 	wdone   chan struct{} // closed when the writer has stopped
 	once    sync.Once
 	err     error // why the link ended; read after done is closed
+	// closing is the error of a Close in progress: once its GOODBYE is
+	// written, the link ends with it whatever the reader sees meanwhile.
+	closing atomic.Pointer[error]
 
 	hbWake func() // tests only: runs on each heartbeat wake-up, to starve it
 }
@@ -69,6 +72,12 @@ func (l *Link) Peer() PeerInfo { return l.info }
 
 // RTT returns the last measured round trip, 0 before the first PONG.
 func (l *Link) RTT() time.Duration { return time.Duration(l.rtt.Load()) }
+
+// Queued returns how many bytes Send accepted that are not yet written to
+// the connection: frames in the send queue and the write in progress. A peer that
+// stops reading makes it grow until Send blocks (Config.QueueBytes);
+// a producer that must not wait for that bounds its lag with it.
+func (l *Link) Queued() int { return l.q.bytes() }
 
 // Done is closed when the link has ended.
 func (l *Link) Done() <-chan struct{} { return l.done }
@@ -122,21 +131,42 @@ func (l *Link) Close(code proto.Code, text string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	cerr := error(&proto.Error{Code: code, Detail: "closed by this node: " + text, Err: ErrClosed})
+	l.closing.CompareAndSwap(nil, &cerr)
 	if l.q.push(ctx, &f) == nil {
-		// The writer ends the link after writing what was queued.
+		// The writer stops after writing what was queued.
 		l.q.close(ErrClosed, true)
 		select {
 		case <-l.wdone:
+			l.linger(ctx)
 		case <-ctx.Done():
 		}
 	}
-	l.end(&proto.Error{Code: code, Detail: "closed by this node: " + text, Err: ErrClosed})
+	l.end(cerr)
 	<-l.done
+}
+
+// linger half-closes a connection whose GOODBYE was written and waits,
+// until ctx ends, for the peer to close its side: a peer still writing
+// (a PING) would otherwise get a reset and may lose the GOODBYE unread
+// in its receive buffer (a lingering close, as HTTP servers do).
+func (l *Link) linger(ctx context.Context) {
+	cw, ok := l.conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	select {
+	case <-l.done: // the reader saw the peer close
+	case <-ctx.Done():
+	}
 }
 
 // end records why the link ended, once, and tears it down.
 func (l *Link) end(err error) {
 	l.once.Do(func() {
+		if c := l.closing.Load(); c != nil {
+			err = *c
+		}
 		l.err = err
 		l.calls.fail(err)
 		l.q.close(err, false)
@@ -189,6 +219,16 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 	if f.Proto == proto.ProtoSession {
 		if err := proto.CheckSession(&f.Header); err != nil {
 			return err
+		}
+		if f.Opcode == proto.OpReject {
+			// The connecting side refuses after our HELLO (Config.Admit).
+			rj, err := proto.ParseReject(f.Body)
+			if err != nil {
+				return err
+			}
+			l.log.Error("peer refused the link", "code", rj.Code.String(), "reason", rj.Text)
+			l.end(rj.Err())
+			return nil
 		}
 		if f.Opcode != proto.OpGoodbye {
 			return proto.Errorf(proto.CodeState, "session opcode %#04x after the handshake", f.Opcode)
@@ -293,7 +333,9 @@ func (l *Link) writer() {
 		}
 		select {
 		case <-l.q.dead:
-			l.end(l.q.closedErr())
+			if l.closing.Load() == nil {
+				l.end(l.q.closedErr())
+			} // else Close lingers, then ends the link
 			return
 		default:
 		}

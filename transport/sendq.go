@@ -149,6 +149,13 @@ func (q *sendQueue) close(err error, drain bool) {
 	close(q.dead)
 }
 
+// bytes returns how many bytes are queued or being written.
+func (q *sendQueue) bytes() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued
+}
+
 func (q *sendQueue) closedErr() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()

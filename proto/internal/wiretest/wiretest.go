@@ -85,6 +85,7 @@ var sentinels = map[proto.Code]error{
 	proto.CodeDup:         proto.ErrDup,
 	proto.CodeBehind:      proto.ErrBehind,
 	proto.CodeClusterID:   proto.ErrClusterID,
+	proto.CodeDupNode:     proto.ErrDupNode,
 }
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.
