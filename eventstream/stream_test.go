@@ -287,8 +287,11 @@ func TestExactlyOnceAcrossReconnect(t *testing.T) {
 	if !slices.Equal(seqs(all), span(1, 101)) {
 		t.Fatalf("events across a reconnect: %v", seqs(all))
 	}
-	if n := s.Subscribers(); n != 1 {
-		t.Fatalf("%d subscribers after one sink ended, want 1", n)
+	// The ended sink's subscriber goes when its goroutine sees Done.
+	for deadline := time.Now().Add(waitFor); s.Subscribers() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers after one sink ended, want 1", s.Subscribers())
+		}
 	}
 }
 
