@@ -112,7 +112,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,
-// view, join and leave.
+// view, quorum, join and leave.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
@@ -145,6 +145,8 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		l.Reply(ctx, f, admin.AppendMembers(nil, a.members()))
 	case admin.OpView:
 		l.Reply(ctx, f, admin.AppendViewInfo(nil, a.viewInfo()))
+	case admin.OpQuorum:
+		l.Reply(ctx, f, admin.AppendQuorumInfo(nil, a.quorumInfo()))
 	case admin.OpLeave:
 		// Leaving waits for a commit: answer from a goroutine the local
 		// server waits for; the link's end ends it.
@@ -207,4 +209,10 @@ func (a *Agent) viewInfo() *admin.ViewInfo {
 		vi.Members = append(vi.Members, admin.ViewMember{ID: m.ID, BornOn: m.BornOn, Voter: m.Voter, Name: m.Name, Addr: m.Addr})
 	}
 	return vi
+}
+
+// quorumInfo answers the admin QUORUM request.
+func (a *Agent) quorumInfo() admin.QuorumInfo {
+	q := a.cluster.Quorum()
+	return admin.QuorumInfo{Member: q.Member, Quorate: q.Quorate(), Voters: uint32(q.Voters), Reachable: uint32(q.Reachable)}
 }

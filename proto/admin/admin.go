@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 1
+	MaxVersion uint8 = 2
 )
 
 // Specification constants: opcodes.
@@ -30,6 +30,8 @@ const (
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
 	OpJoin  uint16 = 0x0101 // request: JoinRequest; reply: empty
 	OpLeave uint16 = 0x0102 // request: empty; reply: empty, once this node has left the view
+	// Since version 2: operators' views and repairs (operator.go).
+	OpQuorum uint16 = 0x0103 // request: empty; reply: QuorumInfo
 
 	// 0x0200–0x0FFF reserved: data service administration (dhcptab,
 	// pntadm), shared addresses
@@ -45,6 +47,7 @@ var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]pr
 	OpView:    {Name: "VIEW", Since: 1},
 	OpJoin:    {Name: "JOIN", Since: 1},
 	OpLeave:   {Name: "LEAVE", Since: 1},
+	OpQuorum:  {Name: "QUORUM", Since: 2},
 })
 
 // Ops returns the admin protocol's opcode table.
