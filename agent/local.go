@@ -112,7 +112,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,
-// view, quorum, join and leave.
+// view, quorum, raft peers, join and leave.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
@@ -147,6 +147,8 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		l.Reply(ctx, f, admin.AppendViewInfo(nil, a.viewInfo()))
 	case admin.OpQuorum:
 		l.Reply(ctx, f, admin.AppendQuorumInfo(nil, a.quorumInfo()))
+	case admin.OpRaftPeers:
+		l.Reply(ctx, f, admin.AppendRaftPeers(nil, a.raftPeers()))
 	case admin.OpLeave:
 		// Leaving waits for a commit: answer from a goroutine the local
 		// server waits for; the link's end ends it.
@@ -215,4 +217,14 @@ func (a *Agent) viewInfo() *admin.ViewInfo {
 func (a *Agent) quorumInfo() admin.QuorumInfo {
 	q := a.cluster.Quorum()
 	return admin.QuorumInfo{Member: q.Member, Quorate: q.Quorate(), Voters: uint32(q.Voters), Reachable: uint32(q.Reachable)}
+}
+
+// raftPeers answers the admin RAFT-PEERS request.
+func (a *Agent) raftPeers() *admin.RaftPeers {
+	st, ps := a.cluster.RaftPeers()
+	out := &admin.RaftPeers{Leader: a.cluster.LeaderNode(), Term: st.Term, Commit: st.Commit, Applied: st.Applied}
+	for _, p := range ps {
+		out.Peers = append(out.Peers, admin.RaftPeer{Node: p.Node, RaftID: p.RaftID, Voter: p.Voter, Leader: p.Leader, Self: p.Self, Name: p.Name})
+	}
+	return out
 }

@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
@@ -45,4 +51,92 @@ type quorumJSON struct {
 
 func quorumOf(q admin.QuorumInfo) *quorumJSON {
 	return &quorumJSON{Quorate: q.Quorate, Voters: q.Voters, Reachable: q.Reachable, Need: q.Need()}
+}
+
+func operatorCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "operator", Short: "Inspect and repair the cluster's consensus"}
+	raft := &cobra.Command{Use: "raft", Short: "The cluster log's raft configuration"}
+	raft.AddCommand(listPeersCmd())
+	cmd.AddCommand(raft)
+	return cmd
+}
+
+// raftPeerJSON is the JSON form of a raft peer; its keys are a stable
+// interface. The raft id is there for machines; people go by node ids.
+type raftPeerJSON struct {
+	ID     uint64 `json:"id"` // node id, 0 if unknown
+	Name   string `json:"name"`
+	Role   string `json:"role"` // voter or learner
+	Leader bool   `json:"leader"`
+	Self   bool   `json:"self"`
+	RaftID string `json:"raft_id"` // hex
+}
+
+func listPeersCmd() *cobra.Command {
+	var dataDir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list-peers",
+		Short: "List the cluster log's raft voters and learners by node, which one leads, the term and the applied index",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			b, err := requestV2(ctx, dataDir, admin.OpRaftPeers, nil)
+			if err != nil {
+				return err
+			}
+			p, err := admin.ParseRaftPeers(b)
+			if err != nil {
+				return err
+			}
+			rows := make([]raftPeerJSON, 0, len(p.Peers))
+			for _, m := range p.Peers {
+				r := raftPeerJSON{ID: m.Node, Name: m.Name, Role: "learner", Leader: m.Leader, Self: m.Self, RaftID: fmt.Sprintf("%016x", m.RaftID)}
+				if m.Voter {
+					r.Role = "voter"
+				}
+				rows = append(rows, r)
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Leader  uint64         `json:"leader"`
+					Term    uint64         `json:"term"`
+					Commit  uint64         `json:"commit"`
+					Applied uint64         `json:"applied"`
+					Peers   []raftPeerJSON `json:"peers"`
+				}{p.Leader, p.Term, p.Commit, p.Applied, rows})
+			}
+			leader := "none known"
+			if p.Leader != 0 {
+				leader = fmt.Sprintf("node %d", p.Leader)
+			}
+			fmt.Printf("leader %s, term %d, commit %d, applied %d\n", leader, p.Term, p.Commit, p.Applied)
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "NODE\tNAME\tROLE\tLEADER")
+			for _, r := range rows {
+				node, name, lead := fmt.Sprint(r.ID), r.Name, "-"
+				if r.ID == 0 {
+					// Never a raw raft id here: it means nothing to people.
+					node = "?"
+				}
+				if name == "" {
+					name = "(not in the view)"
+				}
+				if r.Self {
+					name += " (this node)"
+				}
+				if r.Leader {
+					lead = "leader"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", node, name, r.Role, lead)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent to ask")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

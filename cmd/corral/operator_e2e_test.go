@@ -70,3 +70,57 @@ func TestMembersSaysQuorate(t *testing.T) {
 		t.Fatalf("members --json: %+v, want not quorate, 1 of 3 voters, need 2", q)
 	}
 }
+
+// Item 6: `corral operator raft list-peers` names raft's voters and
+// learners by node, never by raft id, and says which one leads.
+func TestListRaftPeers(t *testing.T) {
+	nodes := formed(t, 3, "--max-voters", "2")
+	leader := leaderOf(t, nodes)
+	var p struct {
+		Leader  uint64 `json:"leader"`
+		Term    uint64 `json:"term"`
+		Applied uint64 `json:"applied"`
+		Peers   []struct {
+			ID     uint64 `json:"id"`
+			Name   string `json:"name"`
+			Role   string `json:"role"`
+			Leader bool   `json:"leader"`
+			Self   bool   `json:"self"`
+			RaftID string `json:"raft_id"`
+		} `json:"peers"`
+	}
+	eventually(t, 10*time.Second, "two voters and a learner", func() error {
+		out, err := corral(t, "operator", "raft", "list-peers", "--data-dir", nodes[0].dir, "--json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		roles := map[string]int{}
+		for _, x := range p.Peers {
+			roles[x.Role]++
+			if x.ID == 0 || x.Name != fmt.Sprintf("n%d", x.ID) || x.Leader != (x.ID == uint64(leader.id)) || x.Self != (x.ID == 1) {
+				return fmt.Errorf("peer %+v (leader n%d): %s", x, leader.id, out)
+			}
+		}
+		if roles["voter"] != 2 || roles["learner"] != 1 || p.Leader != uint64(leader.id) || p.Term == 0 || p.Applied == 0 {
+			return fmt.Errorf("%+v: %s", roles, out)
+		}
+		return nil
+	})
+	out, err := corral(t, "operator", "raft", "list-peers", "--data-dir", nodes[0].dir)
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("leader node %d, term %d", leader.id, p.Term)) || !strings.Contains(out, "n1 (this node)") ||
+		strings.Count(out, "voter") != 2 || strings.Count(out, "learner") != 1 {
+		t.Fatalf("list-peers:\n%s", out)
+	}
+	for _, x := range p.Peers {
+		if strings.Contains(out, x.RaftID) || strings.Contains(out, strings.TrimLeft(x.RaftID, "0")) {
+			t.Fatalf("list-peers shows raft id %s to people:\n%s", x.RaftID, out)
+		}
+	}
+	t.Logf("list-peers:\n%s", out)
+}

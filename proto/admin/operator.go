@@ -61,3 +61,93 @@ func ParseQuorumInfo(b []byte) (QuorumInfo, error) {
 	}
 	return q, r.Err()
 }
+
+// RaftPeers is the reply to RAFT-PEERS: the answering agent's raft
+// status and raft's configuration, each member named by its node.
+type RaftPeers struct {
+	Leader  uint64 // node id of the leader, 0 if unknown
+	Term    uint64
+	Commit  uint64
+	Applied uint64
+	Peers   []RaftPeer
+}
+
+// RaftPeer is one voter or learner of raft's configuration.
+type RaftPeer struct {
+	Node   uint64 // node id; 0 if the agent cannot tell whose it is
+	RaftID uint64 // the raft id: the incarnation of the node's life
+	Voter  bool   // else a learner
+	Leader bool
+	Self   bool // the answering agent
+	Name   string
+}
+
+// Raft peer flags.
+const (
+	peerVoter  = 1 << 0
+	peerLeader = 1 << 1
+	peerSelf   = 1 << 2
+)
+
+// raftPeerFixed is the size of a raft peer's fixed fields and name length.
+const raftPeerFixed = 8 + 8 + 1 + 2
+
+// AppendRaftPeers appends the body of a RAFT-PEERS reply.
+func AppendRaftPeers(dst []byte, p *RaftPeers) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, p.Leader)
+	dst = le.AppendUint64(dst, p.Term)
+	dst = le.AppendUint64(dst, p.Commit)
+	dst = le.AppendUint64(dst, p.Applied)
+	dst = le.AppendUint32(dst, uint32(len(p.Peers)))
+	for _, m := range p.Peers {
+		dst = le.AppendUint64(dst, m.Node)
+		dst = le.AppendUint64(dst, m.RaftID)
+		var flags byte
+		if m.Voter {
+			flags |= peerVoter
+		}
+		if m.Leader {
+			flags |= peerLeader
+		}
+		if m.Self {
+			flags |= peerSelf
+		}
+		dst = append(dst, flags)
+		dst = proto.AppendString16(dst, m.Name)
+	}
+	return dst
+}
+
+// ParseRaftPeers decodes a RAFT-PEERS reply.
+func ParseRaftPeers(b []byte) (RaftPeers, error) {
+	r := proto.NewReader(b, "RAFT-PEERS reply")
+	var p RaftPeers
+	p.Leader = r.U64("leader")
+	p.Term = r.U64("term")
+	p.Commit = r.U64("commit")
+	p.Applied = r.U64("applied")
+	n := uint64(r.U32("count"))
+	if n > MaxMembers || n*raftPeerFixed > uint64(r.Len()) {
+		r.Fail(proto.CodeField, "peer count %d does not fit a body of %d bytes (limit %d)", n, len(b), MaxMembers)
+		return p, r.Err()
+	}
+	p.Peers = make([]RaftPeer, n)
+	for i := range p.Peers {
+		m := &p.Peers[i]
+		m.Node = r.U64("node id")
+		m.RaftID = r.U64("raft id")
+		flags := r.U8("flags")
+		m.Voter, m.Leader, m.Self = flags&peerVoter != 0, flags&peerLeader != 0, flags&peerSelf != 0
+		m.Name = r.String16(MaxStringLen, "name")
+		switch {
+		case flags&^(peerVoter|peerLeader|peerSelf) != 0:
+			r.Fail(proto.CodeField, "peer %d: unknown flags %#02x", i, flags)
+		case m.Leader && !m.Voter:
+			r.Fail(proto.CodeField, "peer %d: a learner cannot lead", i)
+		case m.RaftID == 0:
+			r.Fail(proto.CodeField, "peer %d: raft id 0", i)
+		}
+	}
+	return p, r.Err()
+}

@@ -2,6 +2,8 @@ package admin_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/corralhq/corral/proto"
@@ -31,7 +33,24 @@ func quorumWith(fn func(b []byte) []byte) []byte {
 func operatorVectors() []wiretest.Vector {
 	qreq := request(admin.OpQuorum, nil)
 	qrep := reply(admin.OpQuorum, admin.AppendQuorumInfo(nil, sampleQuorum))
+	preq := request(admin.OpRaftPeers, nil)
+	prep := reply(admin.OpRaftPeers, admin.AppendRaftPeers(nil, &samplePeers))
 	return []wiretest.Vector{
+		frameVector("raft_peers_request", []string{"Admin RAFT-PEERS request (version 2): empty body."}, preq, nil, expect(preq, nil), 0, ""),
+		frameVector("raft_peers_reply", []string{
+			"Admin RAFT-PEERS reply: node 1 leads in term 3, commit 14, applied 14; voters",
+			"n1 (the answering agent, leader) and n2, learner n7.",
+		}, prep, raftPeersFields, expect(prep, samplePeers), 0, ""),
+		bodyVector("err_raft_peers_flags", "RAFT-PEERS reply whose first peer has flag bit 3 set, which is not defined.",
+			peersWith(func(b []byte) []byte { b[36+16] |= 8; return b }), raftPeersFields, parseRaftPeers, "peer 0: unknown flags"),
+		bodyVector("err_raft_peers_learner_leads", "RAFT-PEERS reply whose first peer leads but is not a voter.",
+			peersWith(func(b []byte) []byte { b[36+16] = 2; return b }), raftPeersFields, parseRaftPeers, "peer 0: a learner cannot lead"),
+		bodyVector("err_raft_peers_raft_id", "RAFT-PEERS reply whose first peer has raft id 0.",
+			peersWith(func(b []byte) []byte { clear(b[36+8 : 36+16]); return b }), raftPeersFields, parseRaftPeers, "peer 0: raft id 0"),
+		bodyVector("err_raft_peers_count", "RAFT-PEERS reply announcing 1000 peers in a body that holds three: refused before allocating.",
+			peersWith(func(b []byte) []byte { binary.LittleEndian.PutUint32(b[32:], 1000); return b }), raftPeersFields, parseRaftPeers, "peer count 1000 does not fit"),
+		bodyVector("err_raft_peers_truncated", "RAFT-PEERS reply cut off inside the last peer's name.",
+			peersWith(func(b []byte) []byte { return b[:len(b)-1] }), raftPeersFields, parseRaftPeers, "truncated at name"),
 		frameVector("quorum_request", []string{"Admin QUORUM request (version 2): empty body."}, qreq, nil, expect(qreq, nil), 0, ""),
 		frameVector("quorum_reply", []string{
 			"Admin QUORUM reply: a member that reaches 2 of the view's 5 voters (itself",
@@ -51,6 +70,54 @@ func operatorVectors() []wiretest.Vector {
 		bodyVector("err_quorum_truncated", "QUORUM reply of 11 bytes; it is 12.",
 			quorumWith(func(b []byte) []byte { return b[:11] }), quorumFields, parseQuorum, "truncated at reachable"),
 	}
+}
+
+var samplePeers = admin.RaftPeers{Leader: 1, Term: 3, Commit: 14, Applied: 14, Peers: []admin.RaftPeer{
+	{Node: 1, RaftID: 0x1badc0de, Voter: true, Leader: true, Self: true, Name: "n1"},
+	{Node: 2, RaftID: 0x2badc0de, Voter: true, Name: "n2"},
+	{Node: 7, RaftID: 0x7badc0de, Name: "n7"},
+}}
+
+func raftPeersFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.U64("leader node id")
+	w.U64("term")
+	w.U64("commit index")
+	w.U64("applied index")
+	n := w.U32("peer count")
+	for i := uint64(0); i < n && !w.Done(); i++ {
+		w.U64(fmt.Sprintf("peer[%d] node id", i))
+		w.U64("  raft id (the node's incarnation)")
+		w.U8("  flags: bit 0 voter, bit 1 leader, bit 2 self")
+		w.String16("  name")
+	}
+	return w.Fields
+}
+
+func parseRaftPeers(b []byte) error { _, err := admin.ParseRaftPeers(b); return err }
+
+func peersWith(fn func(b []byte) []byte) []byte { return fn(admin.AppendRaftPeers(nil, &samplePeers)) }
+
+func TestRaftPeersRoundTrip(t *testing.T) {
+	for _, p := range []admin.RaftPeers{samplePeers, {}} {
+		got, err := admin.ParseRaftPeers(admin.AppendRaftPeers(nil, &p))
+		if err != nil || !wiretest.Equal(got, p) {
+			t.Fatalf("round trip of %+v: %+v, %v", p, got, err)
+		}
+	}
+}
+
+func FuzzParseRaftPeers(f *testing.F) {
+	f.Add(admin.AppendRaftPeers(nil, &samplePeers))           // the raft_peers_reply body
+	f.Add(admin.AppendRaftPeers(nil, &admin.RaftPeers{}))     // no peers
+	f.Add(peersWith(func(b []byte) []byte { return b[:40] })) // cut inside the first peer
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := admin.ParseRaftPeers(b)
+		wiretest.Typed(t, err)
+		if err == nil && !bytes.Equal(admin.AppendRaftPeers(nil, &p), b) {
+			t.Fatal("re-encoded RAFT-PEERS reply differs")
+		}
+	})
 }
 
 func TestQuorumRoundTrip(t *testing.T) {
