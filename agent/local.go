@@ -112,7 +112,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,
-// view, quorum, raft peers, join and leave.
+// view, quorum, raft peers, join, leave and remove.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
@@ -134,6 +134,9 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		}
 		l.Reply(ctx, f, nil)
 		return nil
+	}
+	if f.Opcode == admin.OpRemove {
+		return a.adminRemove(ctx, l, f)
 	}
 	if len(f.Body) != 0 {
 		return abort(proto.CodeField, admin.Ops().Name(f.Opcode)+" request takes no body")
@@ -227,4 +230,37 @@ func (a *Agent) raftPeers() *admin.RaftPeers {
 		out.Peers = append(out.Peers, admin.RaftPeer{Node: p.Node, RaftID: p.RaftID, Voter: p.Voter, Leader: p.Leader, Self: p.Self, Name: p.Name})
 	}
 	return out
+}
+
+// adminRemove answers the admin REMOVE request: this node asks the leader
+// to take another node out of the view, and answers once it is committed.
+func (a *Agent) adminRemove(ctx context.Context, l *transport.Link, f *proto.Frame) error {
+	r, err := admin.ParseRemoveRequest(f.Body)
+	if err == nil && r.Node == a.cfg.ID {
+		err = proto.Errorf(proto.CodeState, "node %d is this node: a node does not remove itself; run corral leave on it instead", r.Node)
+	}
+	if err != nil {
+		l.Abort(ctx, f, err)
+		return nil
+	}
+	// Removing waits for a commit: answered from a goroutine the local
+	// server waits for, as LEAVE is; the link's end ends it.
+	req := proto.Frame{Header: f.Header}
+	a.leaves.Go(func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		go func() {
+			select {
+			case <-l.Done():
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		if err := a.cluster.Remove(rctx, r.Node); err != nil {
+			l.Abort(context.Background(), &req, proto.Errorf(proto.CodeState, "%s", err.Error()))
+			return
+		}
+		l.Reply(context.Background(), &req, nil)
+	})
+	return nil
 }

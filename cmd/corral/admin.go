@@ -127,6 +127,7 @@ func membersCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent to ask")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.AddCommand(removeCmd("remove"))
 	return cmd
 }
 

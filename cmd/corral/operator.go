@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -139,4 +140,49 @@ func listPeersCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent to ask")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// removeCmd is `corral members remove NODE`, and, named force-leave, the
+// same at the top level (as Consul's).
+func removeCmd(use string) *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   use + " NODE",
+		Short: "Have the leader take NODE (an id or a name) out of the view, dead or alive; a live node joins again as a new life",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			b, err := request(ctx, dataDir, admin.OpView)
+			if err != nil {
+				return err
+			}
+			view, err := admin.ParseViewInfo(b)
+			if err != nil {
+				return err
+			}
+			m, err := findMember(view, args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := requestV2(ctx, dataDir, admin.OpRemove, admin.AppendRemoveRequest(nil, admin.RemoveRequest{Node: m.ID})); err != nil {
+				return fmt.Errorf("remove node %d (%s): %w", m.ID, m.Name, err)
+			}
+			fmt.Printf("removed node %d (%s) from the view\n", m.ID, m.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of an agent of the cluster")
+	return cmd
+}
+
+// findMember finds the view's member with id or name arg.
+func findMember(v admin.ViewInfo, arg string) (admin.ViewMember, error) {
+	id, err := strconv.ParseUint(arg, 10, 64)
+	for _, m := range v.Members {
+		if err == nil && m.ID == id || err != nil && m.Name == arg {
+			return m, nil
+		}
+	}
+	return admin.ViewMember{}, fmt.Errorf("node %q is not in view %d", arg, v.Instance)
 }

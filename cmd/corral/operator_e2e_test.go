@@ -124,3 +124,46 @@ func TestListRaftPeers(t *testing.T) {
 	}
 	t.Logf("list-peers:\n%s", out)
 }
+
+// Item 6: `corral members remove NODE` (and `force-leave`) has the leader
+// take a dead member out of the view at once, through a follower or the
+// leader itself; a node does not remove itself.
+func TestMembersRemove(t *testing.T) {
+	nodes := formed(t, 4, "--remove-after", "1h")
+	leader := leaderOf(t, nodes)
+	var others []*node
+	for _, nd := range nodes {
+		if nd != leader {
+			others = append(others, nd)
+		}
+	}
+	follower, victims := others[0], others[1:]
+	if out, err := corral(t, "members", "remove", fmt.Sprint(follower.id), "--data-dir", follower.dir); err == nil || !strings.Contains(out, "is this node") || !strings.Contains(out, "corral leave") {
+		t.Fatalf("removing the node itself: %v: %s", err, out)
+	}
+	if out, err := corral(t, "members", "remove", "9", "--data-dir", follower.dir); err == nil || !strings.Contains(out, `node "9" is not in view`) {
+		t.Fatalf("removing a node not in the view: %v: %s", err, out)
+	}
+	for i, by := range []*node{follower, leader} {
+		v := victims[i]
+		v.kill()
+		start := time.Now()
+		args := []string{"members", "remove", fmt.Sprint(v.id)}
+		if by == leader {
+			args = []string{"force-leave", fmt.Sprintf("n%d", v.id)} // by name
+		}
+		out, err := corral(t, append(args, "--data-dir", by.dir)...)
+		if err != nil || !strings.Contains(out, fmt.Sprintf("removed node %d (n%d)", v.id, v.id)) {
+			t.Fatalf("%v on n%d: %v: %s", args, by.id, err, out)
+		}
+		took := time.Since(start)
+		alive := []*node{leader, follower}
+		if i == 0 {
+			alive = append(alive, victims[1])
+		}
+		for _, nd := range alive {
+			nd.waitView(ids(alive), 10*time.Second)
+		}
+		t.Logf("%v on n%d (leader n%d): committed after %v", args, by.id, leader.id, took)
+	}
+}

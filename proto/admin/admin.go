@@ -33,6 +33,7 @@ const (
 	// Since version 2: operators' views and repairs (operator.go).
 	OpQuorum    uint16 = 0x0103 // request: empty; reply: QuorumInfo
 	OpRaftPeers uint16 = 0x0104 // request: empty; reply: RaftPeers
+	OpRemove    uint16 = 0x0105 // request: RemoveRequest; reply: empty, once committed
 
 	// 0x0200–0x0FFF reserved: data service administration (dhcptab,
 	// pntadm), shared addresses
@@ -50,6 +51,7 @@ var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]pr
 	OpLeave:     {Name: "LEAVE", Since: 1},
 	OpQuorum:    {Name: "QUORUM", Since: 2},
 	OpRaftPeers: {Name: "RAFT-PEERS", Since: 2},
+	OpRemove:    {Name: "REMOVE", Since: 2},
 })
 
 // Ops returns the admin protocol's opcode table.

@@ -114,6 +114,9 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == admin.OpRaftPeers && isReply:
 		p, err := admin.ParseRaftPeers(f.Body)
 		return f, p, err
+	case f.Opcode == admin.OpRemove && !isReply:
+		q, err := admin.ParseRemoveRequest(f.Body)
+		return f, q, err
 	case f.Opcode == admin.OpJoin && !isReply:
 		j, err := admin.ParseJoinRequest(f.Body)
 		return f, j, err

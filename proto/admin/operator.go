@@ -151,3 +151,24 @@ func ParseRaftPeers(b []byte) (RaftPeers, error) {
 	}
 	return p, r.Err()
 }
+
+// RemoveRequest asks the agent to have the leader take node Node out of
+// the view (corral members remove).
+type RemoveRequest struct {
+	Node uint64 // never 0
+}
+
+// AppendRemoveRequest appends the body of a REMOVE request.
+func AppendRemoveRequest(dst []byte, r RemoveRequest) []byte {
+	return binary.LittleEndian.AppendUint64(dst, r.Node)
+}
+
+// ParseRemoveRequest decodes a REMOVE request.
+func ParseRemoveRequest(b []byte) (RemoveRequest, error) {
+	r := proto.NewReader(b, "REMOVE request")
+	q := RemoveRequest{Node: r.U64("node id")}
+	if q.Node == 0 {
+		r.Fail(proto.CodeField, "node id 0")
+	}
+	return q, r.Err()
+}

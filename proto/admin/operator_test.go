@@ -35,7 +35,16 @@ func operatorVectors() []wiretest.Vector {
 	qrep := reply(admin.OpQuorum, admin.AppendQuorumInfo(nil, sampleQuorum))
 	preq := request(admin.OpRaftPeers, nil)
 	prep := reply(admin.OpRaftPeers, admin.AppendRaftPeers(nil, &samplePeers))
+	rreq := request(admin.OpRemove, admin.AppendRemoveRequest(nil, admin.RemoveRequest{Node: 3}))
+	rrep := reply(admin.OpRemove, nil)
 	return []wiretest.Vector{
+		frameVector("remove_request", []string{"Admin REMOVE request (version 2): take node 3 out of the view."},
+			rreq, removeFields, expect(rreq, admin.RemoveRequest{Node: 3}), 0, ""),
+		frameVector("remove_reply", []string{"Admin REMOVE reply: empty, sent once the removal is committed."}, rrep, nil, expect(rrep, nil), 0, ""),
+		bodyVector("err_remove_zero", "REMOVE request for node 0, which no node is.",
+			admin.AppendRemoveRequest(nil, admin.RemoveRequest{}), removeFields, parseRemove, "node id 0"),
+		bodyVector("err_remove_short", "REMOVE request of 4 bytes; it is 8.",
+			admin.AppendRemoveRequest(nil, admin.RemoveRequest{Node: 3})[:4], removeFields, parseRemove, "truncated at node id"),
 		frameVector("raft_peers_request", []string{"Admin RAFT-PEERS request (version 2): empty body."}, preq, nil, expect(preq, nil), 0, ""),
 		frameVector("raft_peers_reply", []string{
 			"Admin RAFT-PEERS reply: node 1 leads in term 3, commit 14, applied 14; voters",
@@ -116,6 +125,26 @@ func FuzzParseRaftPeers(f *testing.F) {
 		wiretest.Typed(t, err)
 		if err == nil && !bytes.Equal(admin.AppendRaftPeers(nil, &p), b) {
 			t.Fatal("re-encoded RAFT-PEERS reply differs")
+		}
+	})
+}
+
+func removeFields(b []byte) golden.Fields {
+	w := golden.NewWalker(b)
+	w.U64("node id")
+	return w.Fields
+}
+
+func parseRemove(b []byte) error { _, err := admin.ParseRemoveRequest(b); return err }
+
+func FuzzParseRemoveRequest(f *testing.F) {
+	f.Add(admin.AppendRemoveRequest(nil, admin.RemoveRequest{Node: 3})) // the remove_request body
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0})                               // node 0
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := admin.ParseRemoveRequest(b)
+		wiretest.Typed(t, err)
+		if err == nil && (q.Node == 0 || !bytes.Equal(admin.AppendRemoveRequest(nil, q), b)) {
+			t.Fatalf("accepted %x as %+v", b, q)
 		}
 	})
 }
