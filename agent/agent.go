@@ -125,7 +125,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	closers = append(closers, func() { ln.Close() })
 	a.mesh = mesh.New(mesh.Config{
-		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax,
+		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax, ForgetAfter: cfg.ForgetAfter,
 		OnLink: a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 

@@ -45,6 +45,9 @@ type Config struct {
 	// MaxVoters caps the voting members; nodes that join beyond it are
 	// non-voting members, which receive the log but do not vote.
 	MaxVoters int `toml:"max-voters"`
+	// ForgetAfter is how long a node whose links all ended stays in the
+	// link table (corral members) before it is dropped; 0 keeps it.
+	ForgetAfter time.Duration `toml:"forget-after"`
 	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
 	// It exists to try version refusal with real agents; leave it empty.
 	PeerVersions string `toml:"peer-versions"`
@@ -67,6 +70,7 @@ func Defaults() Config {
 		Tick:          25 * time.Millisecond,
 		ElectionTicks: 10,
 		MaxVoters:     5,
+		ForgetAfter:   24 * time.Hour,
 	}
 }
 
@@ -123,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RemoveAfter < 0 {
 		return bad("remove-after must not be negative")
+	}
+	if c.ForgetAfter < 0 {
+		return bad("forget-after must not be negative")
 	}
 	if c.MaxVoters < 1 {
 		return bad("max-voters must be at least 1")

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/corralhq/corral/internal/buildinfo"
+	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -125,15 +127,7 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		return nil
 	}
 	if f.Opcode == admin.OpJoin {
-		j, err := admin.ParseJoinRequest(f.Body)
-		if err == nil {
-			err = a.mesh.AddPeer(j.Addr)
-		}
-		if err != nil {
-			return abort(proto.CodeField, err.Error())
-		}
-		l.Reply(ctx, f, nil)
-		return nil
+		return a.adminJoin(ctx, l, f)
 	}
 	if f.Opcode == admin.OpRemove {
 		return a.adminRemove(ctx, l, f)
@@ -258,6 +252,47 @@ func (a *Agent) adminRemove(ctx context.Context, l *transport.Link, f *proto.Fra
 		}()
 		if err := a.cluster.Remove(rctx, r.Node); err != nil {
 			l.Abort(context.Background(), &req, proto.Errorf(proto.CodeState, "%s", err.Error()))
+			return
+		}
+		l.Reply(context.Background(), &req, nil)
+	})
+	return nil
+}
+
+// joinWait is how long JOIN waits for a link to the address it names.
+const joinWait = 5 * time.Second
+
+// adminJoin answers the admin JOIN request once a link to the address is
+// up, or with why none came up within joinWait: an address that does not
+// answer is not kept, so it leaves no row down for ever.
+func (a *Agent) adminJoin(ctx context.Context, l *transport.Link, f *proto.Frame) error {
+	j, err := admin.ParseJoinRequest(f.Body)
+	if err != nil {
+		l.Abort(ctx, f, err)
+		return nil
+	}
+	// Waiting for the link must not hold the link's reader.
+	req := proto.Frame{Header: f.Header}
+	a.leaves.Go(func() {
+		jctx, cancel := context.WithTimeout(context.Background(), joinWait)
+		defer cancel()
+		go func() {
+			select {
+			case <-l.Done():
+				cancel()
+			case <-jctx.Done():
+			}
+		}()
+		err := a.mesh.Join(jctx, j.Addr)
+		var ue *mesh.UnreachableError
+		switch {
+		case errors.As(err, &ue):
+			err = proto.Errorf(proto.CodeNoPeer, "cannot reach %s: %s; it was not added", j.Addr, ue.Why)
+		case errors.Is(err, mesh.ErrBadPeer):
+			err = proto.Errorf(proto.CodeField, "%v", err)
+		}
+		if err != nil {
+			l.Abort(context.Background(), &req, err)
 			return
 		}
 		l.Reply(context.Background(), &req, nil)

@@ -57,6 +57,10 @@ type Config struct {
 	Peers    []string          // addresses to keep a link to
 	// ReconnectMax caps the dialers' backoff; default 5s.
 	ReconnectMax time.Duration
+	// ForgetAfter is how long a node whose links all ended stays in the
+	// table (and a dialer for an address added at run time keeps trying
+	// it); 0 keeps it for ever.
+	ForgetAfter time.Duration
 	// OnLink, if set, is called when a node gains its first link or loses
 	// its last, from the goroutine serving that link, never with a lock
 	// held. It must not block for long.
@@ -89,7 +93,9 @@ func New(cfg Config) *Mesh {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
 	}
-	return &Mesh{cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{})}
+	m := &Mesh{cfg: cfg, log: cfg.Logger, tab: newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger), runc: make(chan struct{})}
+	m.tab.forgetAfter = cfg.ForgetAfter
+	return m
 }
 
 // Handle serves the peer opcodes lo..hi (inclusive) with h. It must be
@@ -245,8 +251,9 @@ func (m *Mesh) dialLoop(ctx context.Context, addr string) {
 	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: m.cfg.ReconnectMax}
 	reason := proto.ReasonJoin
 	failing := false
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && m.tab.configured(addr) {
 		l, err := transport.Dial(ctx, addr, m.cfg.Link, reason)
+		m.tab.dialed(addr, err)
 		if errors.Is(err, proto.ErrNoPeer) {
 			// The node there has this node's id: it is this node itself
 			// (its own address in --peers) or a copy; dialing again

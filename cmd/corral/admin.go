@@ -199,8 +199,11 @@ func joinCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			_, err := requestBody(ctx, dataDir, admin.OpJoin, admin.AppendJoinRequest(nil, admin.JoinRequest{Addr: args[0]}))
-			return err
+			if _, err := requestBody(ctx, dataDir, admin.OpJoin, admin.AppendJoinRequest(nil, admin.JoinRequest{Addr: args[0]})); err != nil {
+				return err
+			}
+			fmt.Printf("linked to %s; the agent joins the cluster through it unless it is a member already\n", args[0])
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")

@@ -167,3 +167,42 @@ func TestMembersRemove(t *testing.T) {
 		t.Logf("%v on n%d (leader n%d): committed after %v", args, by.id, leader.id, took)
 	}
 }
+
+// Item 6: `corral join` to an address that does not answer fails within
+// seconds with a clear message and leaves no row behind; a node gone for
+// longer than forget-after leaves the members list.
+func TestJoinUnreachableAndForget(t *testing.T) {
+	nodes := formed(t, 3, "--forget-after", "2s")
+	port := nodes[0].addr[strings.LastIndex(nodes[0].addr, ":"):]
+	dead := "127.0.0.9" + port
+	start := time.Now()
+	out, err := corral(t, "join", "--data-dir", nodes[0].dir, dead)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(out, "cannot reach "+dead) || !strings.Contains(out, "connection refused") || took > 8*time.Second {
+		t.Fatalf("join of an address nobody answers: %v after %v: %s", err, took, out)
+	}
+	t.Logf("join of a dead address failed after %v: %s", took, strings.TrimSpace(out))
+	ms, err := nodes[0].members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Addr == dead {
+			t.Fatalf("a row for %s stays: %+v", dead, m)
+		}
+	}
+
+	nodes[2].kill()
+	killed := time.Now()
+	eventually(t, 20*time.Second, "n3 forgotten", func() error {
+		ms, err := nodes[0].members()
+		if err != nil {
+			return err
+		}
+		if m, ok := ms[3]; ok {
+			return fmt.Errorf("n3 still listed: %+v", m)
+		}
+		return nil
+	})
+	t.Logf("n3 left the members list %v after it was killed (forget-after 2s)", time.Since(killed))
+}
