@@ -166,6 +166,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			a.mesh.Handle(lo, hi, p.ServePeer)
 		}
 	}
+	if cfg.ForceNewCluster {
+		if err := a.forceNewCluster(); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.cluster.Open(); err != nil {
 		return nil, err
 	}

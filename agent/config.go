@@ -48,6 +48,10 @@ type Config struct {
 	// ForgetAfter is how long a node whose links all ended stays in the
 	// link table (corral members) before it is dropped; 0 keeps it.
 	ForgetAfter time.Duration `toml:"forget-after"`
+	// ForceNewCluster restarts this node as a cluster of one from its own
+	// log, for a cluster that lost its quorum for good (README, "Disaster
+	// recovery"). A flag only, never a key of the file: it is done once.
+	ForceNewCluster bool `toml:"-"`
 	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
 	// It exists to try version refusal with real agents; leave it empty.
 	PeerVersions string `toml:"peer-versions"`
