@@ -127,7 +127,8 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	a.mesh = mesh.New(mesh.Config{
 		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax,
 		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerIP: cfg.MaxHandshakesPerIP,
-		OnLink: a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
+		ForgetAfter: cfg.ForgetAfter,
+		OnLink:      a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 
 	// The stream starts at the index the log was applied to: those events
@@ -165,6 +166,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		if p, ok := s.(service.PeerServer); ok {
 			lo, hi := p.PeerOps()
 			a.mesh.Handle(lo, hi, p.ServePeer)
+		}
+	}
+	if cfg.ForceNewCluster {
+		if err := a.forceNewCluster(); err != nil {
+			return nil, err
 		}
 	}
 	if err := a.cluster.Open(); err != nil {

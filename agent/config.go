@@ -51,6 +51,13 @@ type Config struct {
 	// MaxVoters caps the voting members; nodes that join beyond it are
 	// non-voting members, which receive the log but do not vote.
 	MaxVoters int `toml:"max-voters"`
+	// ForgetAfter is how long a node whose links all ended stays in the
+	// link table (corral members) before it is dropped; 0 keeps it.
+	ForgetAfter time.Duration `toml:"forget-after"`
+	// ForceNewCluster restarts this node as a cluster of one from its own
+	// log, for a cluster that lost its quorum for good (README, "Disaster
+	// recovery"). A flag only, never a key of the file: it is done once.
+	ForceNewCluster bool `toml:"-"`
 	// PeerVersions narrows the peer protocol versions spoken, as "MIN..MAX".
 	// It exists to try version refusal with real agents; leave it empty.
 	PeerVersions string `toml:"peer-versions"`
@@ -73,6 +80,7 @@ func Defaults() Config {
 		Tick:          25 * time.Millisecond,
 		ElectionTicks: 10,
 		MaxVoters:     5,
+		ForgetAfter:   24 * time.Hour,
 
 		MaxHandshakes:      mesh.DefaultMaxHandshakes,
 		MaxHandshakesPerIP: mesh.DefaultMaxHandshakesPerIP,
@@ -135,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RemoveAfter < 0 {
 		return bad("remove-after must not be negative")
+	}
+	if c.ForgetAfter < 0 {
+		return bad("forget-after must not be negative")
 	}
 	if c.MaxVoters < 1 {
 		return bad("max-voters must be at least 1")

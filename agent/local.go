@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sort"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/internal/buildinfo"
 	"github.com/corralhq/corral/internal/logkey"
+	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
@@ -107,7 +109,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,
-// view, join and leave.
+// view, quorum, raft peers, join, leave and remove.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
@@ -120,15 +122,10 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		return nil
 	}
 	if f.Opcode == admin.OpJoin {
-		j, err := admin.ParseJoinRequest(f.Body)
-		if err == nil {
-			err = a.mesh.AddPeer(j.Addr)
-		}
-		if err != nil {
-			return abort(proto.CodeField, err.Error())
-		}
-		l.Reply(ctx, f, nil)
-		return nil
+		return a.adminJoin(ctx, l, f)
+	}
+	if f.Opcode == admin.OpRemove {
+		return a.adminRemove(ctx, l, f)
 	}
 	if len(f.Body) != 0 {
 		return abort(proto.CodeField, admin.Ops().Name(f.Opcode)+" request takes no body")
@@ -140,6 +137,10 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		l.Reply(ctx, f, admin.AppendMembers(nil, a.members()))
 	case admin.OpView:
 		l.Reply(ctx, f, admin.AppendViewInfo(nil, a.viewInfo()))
+	case admin.OpQuorum:
+		l.Reply(ctx, f, admin.AppendQuorumInfo(nil, a.quorumInfo()))
+	case admin.OpRaftPeers:
+		l.Reply(ctx, f, admin.AppendRaftPeers(nil, a.raftPeers()))
 	case admin.OpLeave:
 		// Leaving waits for a commit: answer from a goroutine the local
 		// server waits for; the link's end ends it.
@@ -202,4 +203,94 @@ func (a *Agent) viewInfo() *admin.ViewInfo {
 		vi.Members = append(vi.Members, admin.ViewMember{ID: m.ID, BornOn: m.BornOn, Voter: m.Voter, Name: m.Name, Addr: m.Addr})
 	}
 	return vi
+}
+
+// quorumInfo answers the admin QUORUM request.
+func (a *Agent) quorumInfo() admin.QuorumInfo {
+	q := a.cluster.Quorum()
+	return admin.QuorumInfo{Member: q.Member, Quorate: q.Quorate(), Voters: uint32(q.Voters), Reachable: uint32(q.Reachable)}
+}
+
+// raftPeers answers the admin RAFT-PEERS request.
+func (a *Agent) raftPeers() *admin.RaftPeers {
+	st, ps := a.cluster.RaftPeers()
+	out := &admin.RaftPeers{Leader: a.cluster.LeaderNode(), Term: st.Term, Commit: st.Commit, Applied: st.Applied}
+	for _, p := range ps {
+		out.Peers = append(out.Peers, admin.RaftPeer{Node: p.Node, RaftID: p.RaftID, Voter: p.Voter, Leader: p.Leader, Self: p.Self, Name: p.Name})
+	}
+	return out
+}
+
+// adminRemove answers the admin REMOVE request: this node asks the leader
+// to take another node out of the view, and answers once it is committed.
+func (a *Agent) adminRemove(ctx context.Context, l *transport.Link, f *proto.Frame) error {
+	r, err := admin.ParseRemoveRequest(f.Body)
+	if err == nil && r.Node == a.cfg.ID {
+		err = proto.Errorf(proto.CodeState, "node %d is this node: a node does not remove itself; run corral leave on it instead", r.Node)
+	}
+	if err != nil {
+		l.Abort(ctx, f, err)
+		return nil
+	}
+	// Removing waits for a commit: answered from a goroutine the local
+	// server waits for, as LEAVE is; the link's end ends it.
+	req := proto.Frame{Header: f.Header}
+	a.leaves.Go(func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		go func() {
+			select {
+			case <-l.Done():
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		if err := a.cluster.Remove(rctx, r.Node); err != nil {
+			l.Abort(context.Background(), &req, proto.Errorf(proto.CodeState, "%s", err.Error()))
+			return
+		}
+		l.Reply(context.Background(), &req, nil)
+	})
+	return nil
+}
+
+// joinWait is how long JOIN waits for a link to the address it names.
+const joinWait = 5 * time.Second
+
+// adminJoin answers the admin JOIN request once a link to the address is
+// up, or with why none came up within joinWait: an address that does not
+// answer is not kept, so it leaves no row down for ever.
+func (a *Agent) adminJoin(ctx context.Context, l *transport.Link, f *proto.Frame) error {
+	j, err := admin.ParseJoinRequest(f.Body)
+	if err != nil {
+		l.Abort(ctx, f, err)
+		return nil
+	}
+	// Waiting for the link must not hold the link's reader.
+	req := proto.Frame{Header: f.Header}
+	a.leaves.Go(func() {
+		jctx, cancel := context.WithTimeout(context.Background(), joinWait)
+		defer cancel()
+		go func() {
+			select {
+			case <-l.Done():
+				cancel()
+			case <-jctx.Done():
+			}
+		}()
+		err := a.mesh.Join(jctx, j.Addr)
+		var ue *mesh.UnreachableError
+		switch {
+		case errors.As(err, &ue):
+			err = proto.Errorf(proto.CodeNoPeer, "cannot reach %s: %s; it was not added", j.Addr, ue.Why)
+		case errors.Is(err, mesh.ErrBadPeer):
+			err = proto.Errorf(proto.CodeField, "%v", err)
+		}
+		if err != nil {
+			l.Abort(context.Background(), &req, err)
+			return
+		}
+		l.Reply(context.Background(), &req, nil)
+	})
+	return nil
 }

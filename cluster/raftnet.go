@@ -192,6 +192,9 @@ func (c *Cluster) stepper(ctx context.Context) {
 type request struct {
 	link *transport.Link
 	req  proto.Frame // header only; the command is in the driver's Request
+	// local, if set, takes the answer instead of link: a request this node
+	// made of its own controller (Remove).
+	local chan peer.MemberReply
 }
 
 // reqReply is what a relay brought back for request ref.
@@ -248,6 +251,10 @@ func (c *Cluster) answer(ref uint64, r peer.MemberReply) {
 	delete(c.refs, ref)
 	c.mu.Unlock()
 	if rq == nil {
+		return
+	}
+	if rq.local != nil {
+		rq.local <- r // buffered for the one answer
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

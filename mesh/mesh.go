@@ -70,6 +70,10 @@ type Config struct {
 	// DefaultMaxHandshakes and DefaultMaxHandshakesPerIP.
 	MaxHandshakes      int
 	MaxHandshakesPerIP int
+	// ForgetAfter is how long a node whose links all ended stays in the
+	// table (and a dialer for an address added at run time keeps trying
+	// it); 0 keeps it for ever.
+	ForgetAfter time.Duration
 	// OnLink, if set, is called when a node gains its first link or loses
 	// its last, from the goroutine serving that link, never with a lock
 	// held. It must not block for long.
@@ -123,6 +127,7 @@ func New(cfg Config) *Mesh {
 		lc.Admit = tab.admit
 		cfg.Link = &lc
 	}
+	tab.forgetAfter = cfg.ForgetAfter
 	return &Mesh{
 		cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{}),
 		gate:    acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
@@ -286,8 +291,9 @@ func (m *Mesh) dialLoop(ctx context.Context, addr string) {
 	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: m.cfg.ReconnectMax}
 	reason := proto.ReasonJoin
 	failing := false
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && m.tab.configured(addr) {
 		l, err := transport.Dial(ctx, addr, m.cfg.Link, reason)
+		m.tab.dialed(addr, err)
 		if errors.Is(err, proto.ErrNoPeer) {
 			// The node there has this node's id: it is this node itself
 			// (its own address in --peers) or a copy; dialing again

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"sort"
 	"sync"
 	"time"
@@ -34,15 +35,23 @@ type table struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu   sync.Mutex       // guards byID and addr; never held while calling out
-	byID map[uint64]*node // every node ever linked
-	addr map[string]bool  // configured peer addresses
+	// forgetAfter is how long a node stays in the table once its last
+	// link ended; 0 keeps it for ever.
+	forgetAfter time.Duration
+
+	mu      sync.Mutex        // guards the fields below; never held while calling out
+	byID    map[uint64]*node  // every node linked within forgetAfter
+	addr    map[string]bool   // configured peer addresses
+	static  map[string]bool   // of them, those of the configuration (--peers): never forgotten
+	dialErr map[string]string // why the last dial of a configured address failed
 }
 
 func newTable(self uint64, peers []string, now func() time.Time, log *slog.Logger) *table {
-	t := &table{self: self, log: log, now: now, byID: make(map[uint64]*node), addr: make(map[string]bool)}
+	t := &table{self: self, log: log, now: now, byID: make(map[uint64]*node), addr: make(map[string]bool),
+		static: make(map[string]bool), dialErr: make(map[string]string)}
 	for _, p := range peers {
 		t.addr[p] = true
+		t.static[p] = true
 	}
 	return t
 }
@@ -204,6 +213,7 @@ func (nd *node) stateLocked() LinkState {
 func (t *table) all() []LinkState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.forgetLocked()
 	var out []LinkState
 	seen := make(map[string]bool)
 	for _, nd := range t.byID {
@@ -223,4 +233,75 @@ func (t *table) all() []LinkState {
 		return a.Addr < b.Addr
 	})
 	return out
+}
+
+// forgetLocked drops the nodes whose last link ended more than forgetAfter
+// ago, and the addresses added at run time (corral join, view members)
+// that led to them: their dialers end. A configured address stays, and
+// shows as a peer that has not answered.
+func (t *table) forgetLocked() {
+	if t.forgetAfter <= 0 {
+		return
+	}
+	now := t.now()
+	for id, nd := range t.byID {
+		if nd.link != nil || nd.since.IsZero() || now.Sub(nd.since) < t.forgetAfter {
+			continue
+		}
+		delete(t.byID, id)
+		if !t.static[nd.addr] {
+			delete(t.addr, nd.addr)
+			delete(t.dialErr, nd.addr)
+		}
+		t.log.Info("forgot a node gone for long", "peer", nd.name, "peer_id", id, "addr", nd.addr, "down_since", nd.since.Format(time.RFC3339))
+	}
+}
+
+// configured reports whether addr is still to be dialed.
+func (t *table) configured(addr string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addr[addr]
+}
+
+// unconfigure stops dialing addr, unless the configuration names it; its
+// dialer ends at its next attempt.
+func (t *table) unconfigure(addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.static[addr] {
+		delete(t.addr, addr)
+		delete(t.dialErr, addr)
+	}
+}
+
+// dialed records the outcome of a dial of addr: nil clears the error.
+func (t *table) dialed(addr string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		delete(t.dialErr, addr)
+	} else if t.addr[addr] {
+		// The socket's own words say it best ("connect: connection
+		// refused"); a handshake's refusal is the whole error.
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Err != nil {
+			t.dialErr[addr] = oe.Err.Error()
+		} else {
+			t.dialErr[addr] = err.Error()
+		}
+	}
+}
+
+// upAt reports whether a node known by addr has a link, and else why the
+// last dial of addr failed.
+func (t *table) upAt(addr string) (bool, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, nd := range t.byID {
+		if nd.addr == addr && nd.link != nil {
+			return true, ""
+		}
+	}
+	return false, t.dialErr[addr]
 }

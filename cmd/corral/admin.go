@@ -59,7 +59,7 @@ func membersCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "members",
-		Short: "List the nodes this agent knows and the state of its links to them",
+		Short: "List the nodes this agent knows, the state of its links to them, and whether the cluster has quorum",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
@@ -81,12 +81,32 @@ func membersCmd() *cobra.Command {
 				return err
 			}
 			rows := memberRows(ms, view)
+			qb, qerr := requestV2(ctx, dataDir, admin.OpQuorum, nil)
+			var q admin.QuorumInfo
+			if qerr == nil {
+				q, qerr = admin.ParseQuorumInfo(qb)
+			}
+			if qerr != nil && !errors.Is(qerr, errOldAgent) {
+				return qerr
+			}
+			if qerr == nil {
+				for i := range rows {
+					if rows[i].State == admin.StateSelf.String() {
+						rows[i].quorumJSON = quorumOf(q)
+					}
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(rows)
 			}
 			fmt.Printf("view %d, leader %d, term %d, applied %d\n", view.Instance, view.Leader, view.Term, view.Applied)
+			if qerr == nil {
+				fmt.Println(quorumLine(q))
+			} else {
+				fmt.Println("Quorate: unknown (" + qerr.Error() + ")")
+			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tNAME\tADDR\tSTATE\tMEMBER\tBORN_ON\tROLE\tPEER_VERSION\tRTT")
 			for _, r := range rows {
@@ -107,6 +127,7 @@ func membersCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent to ask")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.AddCommand(removeCmd("remove"))
 	return cmd
 }
 
@@ -124,6 +145,8 @@ type memberJSON struct {
 	BornOn      uint64   `json:"born_on,omitempty"`
 	Role        string   `json:"role,omitempty"` // voter or non-voter
 	Leader      bool     `json:"leader"`
+	// Quorum is this node's judgement of quorum, on its own (self) row.
+	*quorumJSON `json:",omitempty"`
 }
 
 // memberRows joins the link table and the view: every node in either.
@@ -176,8 +199,11 @@ func joinCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			_, err := requestBody(ctx, dataDir, admin.OpJoin, admin.AppendJoinRequest(nil, admin.JoinRequest{Addr: args[0]}))
-			return err
+			if _, err := requestBody(ctx, dataDir, admin.OpJoin, admin.AppendJoinRequest(nil, admin.JoinRequest{Addr: args[0]})); err != nil {
+				return err
+			}
+			fmt.Printf("linked to %s; the agent joins the cluster through it unless it is a member already\n", args[0])
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")

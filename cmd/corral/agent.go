@@ -92,6 +92,8 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")
 	f.DurationVar(&cfg.RemoveAfter, "remove-after", cfg.RemoveAfter, "how long a member's link stays down before the leader removes it from the view")
 	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "voting members at most; more nodes join as non-voting members")
+	f.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "disaster recovery, once: restart this node as a cluster of one from its own log (see README)")
+	f.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "how long a node whose links all ended stays in the members list; 0 keeps it")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
 	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
 	f.MarkHidden("peer-versions")
@@ -141,6 +143,10 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.RemoveAfter = src.RemoveAfter
 	case "max-voters":
 		dst.MaxVoters = src.MaxVoters
+	case "forget-after":
+		dst.ForgetAfter = src.ForgetAfter
+	case "force-new-cluster":
+		dst.ForceNewCluster = src.ForceNewCluster
 	case "http-addr":
 		dst.HTTPAddr = src.HTTPAddr
 	}

@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 1
+	MaxVersion uint8 = 2
 )
 
 // Specification constants: opcodes.
@@ -30,6 +30,10 @@ const (
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
 	OpJoin  uint16 = 0x0101 // request: JoinRequest; reply: empty
 	OpLeave uint16 = 0x0102 // request: empty; reply: empty, once this node has left the view
+	// Since version 2: operators' views and repairs (operator.go).
+	OpQuorum    uint16 = 0x0103 // request: empty; reply: QuorumInfo
+	OpRaftPeers uint16 = 0x0104 // request: empty; reply: RaftPeers
+	OpRemove    uint16 = 0x0105 // request: RemoveRequest; reply: empty, once committed
 
 	// 0x0200–0x0FFF reserved: data service administration (dhcptab,
 	// pntadm), shared addresses
@@ -38,13 +42,16 @@ const (
 // ops is the admin protocol's opcode table. It is unexported so no
 // other package can change what every link checks frames against.
 var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]proto.Op{
-	OpPing:    {Name: "PING", Since: 1},
-	OpPong:    {Name: "PONG", Since: 1},
-	OpVersion: {Name: "VERSION", Since: 1},
-	OpMembers: {Name: "MEMBERS", Since: 1},
-	OpView:    {Name: "VIEW", Since: 1},
-	OpJoin:    {Name: "JOIN", Since: 1},
-	OpLeave:   {Name: "LEAVE", Since: 1},
+	OpPing:      {Name: "PING", Since: 1},
+	OpPong:      {Name: "PONG", Since: 1},
+	OpVersion:   {Name: "VERSION", Since: 1},
+	OpMembers:   {Name: "MEMBERS", Since: 1},
+	OpView:      {Name: "VIEW", Since: 1},
+	OpJoin:      {Name: "JOIN", Since: 1},
+	OpLeave:     {Name: "LEAVE", Since: 1},
+	OpQuorum:    {Name: "QUORUM", Since: 2},
+	OpRaftPeers: {Name: "RAFT-PEERS", Since: 2},
+	OpRemove:    {Name: "REMOVE", Since: 2},
 })
 
 // Ops returns the admin protocol's opcode table.
