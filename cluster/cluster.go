@@ -285,9 +285,13 @@ func (c *Cluster) OnLink(ev mesh.LinkEvent) {
 func (c *Cluster) Run(ctx context.Context) error {
 	c.running.Store(true)
 	defer close(c.stopped)
+	// The stepper ends with the driver, also when the driver ends because
+	// the raft node stopped (a failed log write) while ctx goes on.
+	ctx, cancel := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	loops.Go(func() { c.stepper(ctx) })
 	err := c.drive(ctx)
+	cancel()
 	c.running.Store(false)
 	c.stopAll()
 	loops.Wait()

@@ -570,8 +570,9 @@ func (s *Storage) Update(fn func(*Batch) error) error {
 		(*f)(time.Since(start))
 	}
 	if err != nil {
+		// The caller reports it (a Node stops and logs it once); every
+		// later Update fails fast with ErrStorageBroken.
 		s.broken = err
-		s.log.Error("log write failed; storage is now unusable", "err", err)
 		return fmt.Errorf("clusterlog: commit to %s: %w", s.path, err)
 	}
 	s.writes.Add(1)
