@@ -312,7 +312,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-a.stopReq:
 		a.log.Info("left the cluster")
 	case err = <-failed:
-		a.log.Error("stopping: a part of the agent failed", "err", err)
+		// The error itself is Run's result, which the caller reports
+		// (corral agent prints it as its last line): said once.
+		a.log.Error("stopping: a part of the agent failed")
 	}
 	a.log.Info("agent shutting down")
 	for i := len(rs) - 1; i >= 0; i-- {

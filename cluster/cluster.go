@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/raft/v3"
+
 	"github.com/corralhq/corral/clusterlog"
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/membership"
@@ -285,9 +287,13 @@ func (c *Cluster) OnLink(ev mesh.LinkEvent) {
 func (c *Cluster) Run(ctx context.Context) error {
 	c.running.Store(true)
 	defer close(c.stopped)
+	// The stepper ends with the driver, also when the driver ends because
+	// the raft node stopped (a failed log write) while ctx goes on.
+	ctx, cancel := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	loops.Go(func() { c.stepper(ctx) })
 	err := c.drive(ctx)
+	cancel()
 	c.running.Store(false)
 	c.stopAll()
 	loops.Wait()
@@ -326,10 +332,15 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 		ok, hasLegacy = false, false
 	}
 	if ok && !hasLegacy {
-		if _, err := os.Stat(logPath); errors.Is(err, os.ErrNotExist) {
-			// A life whose log is gone cannot go on: raft would take the
-			// empty log for the old one.
-			c.log.Warn("the cluster log of this life is missing; starting a new life", "incarnation", fmt.Sprintf("%x", inc))
+		// A life whose log is gone cannot go on: raft would take the
+		// empty log for the old one, and a member that forgot its vote
+		// can vote twice in a term.
+		why, err := lostLog(logPath)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			c.log.Warn("starting a new life: the cluster log of this life "+why, "incarnation", fmt.Sprintf("%x", inc), "log", logPath)
 			ok = false
 		}
 	}
@@ -350,7 +361,7 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 	}
 	l := &life{inc: inc, replayed: replayed}
 	if l.store, err = clusterlog.OpenStorage(logPath, c.log); err != nil {
-		return nil, fmt.Errorf("cluster: open the log: %w", err)
+		return nil, logError(logPath, err)
 	}
 	if c.cfg.OnFsync != nil {
 		l.store.ObserveFsync(c.cfg.OnFsync)
@@ -395,6 +406,9 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 	})
 	if err != nil {
 		l.store.Close()
+		if errors.Is(err, clusterlog.ErrCorrupt) {
+			return nil, logError(logPath, err)
+		}
 		return nil, fmt.Errorf("cluster: start the raft node: %w", err)
 	}
 	if peers != nil {
@@ -404,6 +418,45 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 		cancel()
 	}
 	return l, nil
+}
+
+// lostLog says how the log of an existing life at path is lost — missing,
+// empty, or holding no raft state (no vote, no entry, no snapshot) — or ""
+// if it is there.
+func lostLog(path string) (string, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "is missing", nil
+	case err != nil:
+		return "", fmt.Errorf("cluster: %w", err)
+	case fi.Size() == 0:
+		return "is empty", nil
+	}
+	st, err := clusterlog.OpenStorage(path, nil)
+	if err != nil {
+		return "", logError(path, err)
+	}
+	defer st.Close()
+	hs, _, _ := st.InitialState()
+	last, _ := st.LastIndex()
+	snap, err := st.Snapshot()
+	if err != nil {
+		return "", logError(path, err)
+	}
+	if raft.IsEmptyHardState(hs) && last == 0 && raft.IsEmptySnap(snap) {
+		return "holds no raft state (no vote, no entry)", nil
+	}
+	return "", nil
+}
+
+// logError is the error for a log that cannot be opened; a damaged one
+// says the way out.
+func logError(path string, err error) error {
+	if errors.Is(err, clusterlog.ErrCorrupt) {
+		return fmt.Errorf("cluster: the cluster log %s is damaged; move it away to rejoin the cluster as a new member: %w", path, err)
+	}
+	return fmt.Errorf("cluster: open the log: %w", err)
 }
 
 // close stops the raft node and closes the log.

@@ -64,7 +64,8 @@ var (
 // It matches ErrCorrupt.
 type CorruptError struct {
 	// Record names the record: "bucket/key" for the file ("entries/42",
-	// "meta/hardstate"), or "entry 42" for a replicated entry's payload.
+	// "meta/hardstate"), or "entry 42" for a replicated entry's payload;
+	// empty for damage below the records (bbolt's pages, the file's size).
 	Record string
 	// Reason says what is wrong with it.
 	Reason string
@@ -74,6 +75,9 @@ type CorruptError struct {
 
 func (e *CorruptError) Error() string {
 	s := fmt.Sprintf("clusterlog: corrupt record %s: %s", e.Record, e.Reason)
+	if e.Record == "" {
+		s = "clusterlog: damaged file: " + e.Reason
+	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}

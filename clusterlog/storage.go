@@ -74,22 +74,24 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := openBolt(path)
 	if err != nil {
 		return nil, fmt.Errorf("clusterlog: open %s: %w", path, err)
 	}
 	s := &Storage{db: db, path: path, log: logger.With("subsystem", "clusterlog.storage")}
-	err = db.Update(func(tx *bolt.Tx) error {
-		st, err := loadOrInit(tx, path)
-		if err != nil {
-			return err
-		}
-		st.opens++
-		if err := tx.Bucket(bucketMeta).Put(keyOpens, encodeUint64(st.opens)); err != nil {
-			return err
-		}
-		s.st = st
-		return nil
+	err = guard("bbolt failed reading it", func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			st, err := loadOrInit(tx, path)
+			if err != nil {
+				return err
+			}
+			st.opens++
+			if err := tx.Bucket(bucketMeta).Put(keyOpens, encodeUint64(st.opens)); err != nil {
+				return err
+			}
+			s.st = st
+			return nil
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -570,8 +572,9 @@ func (s *Storage) Update(fn func(*Batch) error) error {
 		(*f)(time.Since(start))
 	}
 	if err != nil {
+		// The caller reports it (a Node stops and logs it once); every
+		// later Update fails fast with ErrStorageBroken.
 		s.broken = err
-		s.log.Error("log write failed; storage is now unusable", "err", err)
 		return fmt.Errorf("clusterlog: commit to %s: %w", s.path, err)
 	}
 	s.writes.Add(1)
