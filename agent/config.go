@@ -35,6 +35,18 @@ type Config struct {
 	// when the data dir holds no log. Exactly one node of a new cluster
 	// gets it; the others join that one.
 	Bootstrap bool `toml:"bootstrap"`
+
+	// Local access. ClientSocketGroup (a group name or gid), when set, is
+	// given the client socket so that applications in that group reach
+	// the agent; the data dir then lets that group traverse it (0710).
+	// ClientSocketMode is the client socket's mode, in octal. The admin
+	// socket stays 0600 whatever these say.
+	ClientSocketGroup string `toml:"client-socket-group"`
+	ClientSocketMode  string `toml:"client-socket-mode"`
+	// AllowOpenKeyFile starts with a cluster key file readable by group or
+	// others, with a warning, instead of refusing it.
+	AllowOpenKeyFile bool `toml:"allow-open-key-file"`
+
 	// Tick is the cluster log's clock; ElectionTicks of silence from the
 	// leader start an election.
 	Tick          time.Duration `toml:"raft-tick"`
@@ -56,7 +68,7 @@ type Config struct {
 // Defaults returns the configuration an agent starts from.
 func Defaults() Config {
 	host, _ := os.Hostname()
-	return Config{
+	c := Config{
 		Cluster:       "corral",
 		Name:          host,
 		Bind:          "127.0.0.1:7946",
@@ -68,6 +80,10 @@ func Defaults() Config {
 		ElectionTicks: 10,
 		MaxVoters:     5,
 	}
+	// The tools look in the same place: $CORRAL_DATA_DIR or /var/lib/corral.
+	c.DataDir = datadir.Dir()
+	c.ClientSocketMode = "0660"
+	return c
 }
 
 // ErrConfig is wrapped by every configuration error.
@@ -138,7 +154,22 @@ func (c *Config) Validate() error {
 	if _, err := c.ranges(); err != nil {
 		return err
 	}
+	if _, err := c.clientSocketMode(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// clientSocketMode parses ClientSocketMode; empty is 0660.
+func (c *Config) clientSocketMode() (os.FileMode, error) {
+	if c.ClientSocketMode == "" {
+		return 0o660, nil
+	}
+	m, err := strconv.ParseUint(c.ClientSocketMode, 8, 32)
+	if err != nil || m > 0o777 || m&0o600 != 0o600 {
+		return 0, fmt.Errorf("%w: client-socket-mode %q: want octal permission bits with owner read and write, e.g. 0660", ErrConfig, c.ClientSocketMode)
+	}
+	return os.FileMode(m), nil
 }
 
 func (c *Config) ranges() (proto.Ranges, error) {

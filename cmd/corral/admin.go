@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -31,7 +33,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("no agent at %s: %w", path, err)
+		return nil, socketError(path, err)
 	}
 	// A local link with an empty cluster name matches the agent's.
 	cfg := &transport.Config{NodeName: "corral-cli", Protocols: protos.All(), HandshakeTimeout: 5 * time.Second}
@@ -52,6 +54,19 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 		return nil, err
 	}
 	return rep.Body, nil
+}
+
+// socketError says why the socket at path could not be reached: a
+// permission error is not a missing agent.
+func socketError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		who := "root, or a member of the agent's --client-socket-group"
+		if filepath.Base(path) == datadir.AdminSocketName {
+			who = "root (the admin socket is the agent owner's only)"
+		}
+		return fmt.Errorf("permission denied on %s: run as %s: %w", path, who, err)
+	}
+	return fmt.Errorf("no agent at %s (is it running? is --data-dir or $%s right?): %w", path, datadir.EnvVar, err)
 }
 
 func membersCmd() *cobra.Command {

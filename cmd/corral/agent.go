@@ -79,7 +79,7 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.Uint64Var(&cfg.ID, "id", 0, "node id (0: the one kept in the data dir, made up on first start)")
 	f.StringVar(&cfg.Bind, "bind", cfg.Bind, "HOST:PORT to accept peer links on")
 	f.StringSliceVar(&cfg.Peers, "peers", nil, "peer addresses HOST:PORT,HOST:PORT")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (sockets, node id, key)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: sockets, node id, key, log (default $"+datadir.EnvVar+", else "+datadir.Default+")")
 	f.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", "", "cluster key file (default DATA-DIR/cluster.key)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat-interval", cfg.Heartbeat, "time between heartbeats on a link")
 	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
@@ -91,6 +91,9 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.DurationVar(&cfg.RemoveAfter, "remove-after", cfg.RemoveAfter, "how long a member's link stays down before the leader removes it from the view")
 	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "voting members at most; more nodes join as non-voting members")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
+	f.StringVar(&cfg.ClientSocketGroup, "client-socket-group", "", "group (name or gid) given the client socket, so that its members' applications reach the agent; the data dir becomes 0710 with that group")
+	f.StringVar(&cfg.ClientSocketMode, "client-socket-mode", cfg.ClientSocketMode, "mode of the client socket, in octal (the admin socket is always 0600)")
+	f.BoolVar(&cfg.AllowOpenKeyFile, "allow-open-key-file", false, "start with a cluster key file readable by group or others, warning, instead of refusing it")
 	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
 	f.MarkHidden("peer-versions")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -137,6 +140,12 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.MaxVoters = src.MaxVoters
 	case "http-addr":
 		dst.HTTPAddr = src.HTTPAddr
+	case "client-socket-group":
+		dst.ClientSocketGroup = src.ClientSocketGroup
+	case "client-socket-mode":
+		dst.ClientSocketMode = src.ClientSocketMode
+	case "allow-open-key-file":
+		dst.AllowOpenKeyFile = src.AllowOpenKeyFile
 	}
 }
 
