@@ -62,6 +62,8 @@ type Agent struct {
 
 	leaves sync.WaitGroup // admin LEAVE requests being carried out
 
+	reloaded reloadState // what Reload changed (SIGHUP)
+
 	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -46,6 +47,8 @@ type Config struct {
 	// AllowOpenKeyFile starts with a cluster key file readable by group or
 	// others, with a warning, instead of refusing it.
 	AllowOpenKeyFile bool `toml:"allow-open-key-file"`
+	// LogLevel is debug, info, warn or error; SIGHUP reloads it.
+	LogLevel string `toml:"log-level"`
 
 	// Tick is the cluster log's clock; ElectionTicks of silence from the
 	// leader start an election.
@@ -83,6 +86,7 @@ func Defaults() Config {
 	// The tools look in the same place: $CORRAL_DATA_DIR or /var/lib/corral.
 	c.DataDir = datadir.Dir()
 	c.ClientSocketMode = "0660"
+	c.LogLevel = "info"
 	return c
 }
 
@@ -156,6 +160,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.clientSocketMode(); err != nil {
 		return err
+	}
+	if c.LogLevel != "" {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(c.LogLevel)); err != nil {
+			return bad("log-level %q: want debug, info, warn or error", c.LogLevel)
+		}
 	}
 	return nil
 }
