@@ -65,7 +65,7 @@ restarted) is waited for.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", ".", "data directory of the agent (or the path of its client socket)")
+	dataDirFlag(cmd, &dataDir, "data directory of the agent, or the path of its client socket")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	f.StringVar(&classList, "class", "membership,connectivity,group", "event classes to show, comma separated")
 	f.Uint64Var(&since, "since", 0, "first show the events after this seq that the agent still holds")
