@@ -62,6 +62,8 @@ type Agent struct {
 
 	leaves sync.WaitGroup // admin LEAVE requests being carried out
 
+	reloaded reloadState // what Reload changed (SIGHUP)
+
 	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 }
@@ -73,8 +75,16 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("agent: data dir: %w", err)
+	sockMode, _ := cfg.clientSocketMode()
+	sockGroup, err := lookupGroup(cfg.ClientSocketGroup)
+	if err != nil {
+		return nil, err
+	}
+	if err := openDataDir(cfg.DataDir, sockMode, sockGroup); err != nil {
+		return nil, err
+	}
+	if err := checkKeyFile(cfg.ClusterKeyFile, cfg.AllowOpenKeyFile, log); err != nil {
+		return nil, err
 	}
 	key, err := transport.ReadKeyFile(cfg.ClusterKeyFile)
 	if err != nil {
@@ -181,11 +191,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	a.cluster.Register(a.mesh)
 	a.adminOps.add(0x0000, 0x01FF, func() transport.Handler { return a.handleAdmin })
 
-	if a.adminLn, err = listenUnix(datadir.AdminSocket(cfg.DataDir), 0o600); err != nil {
+	if a.adminLn, err = listenUnix(datadir.AdminSocket(cfg.DataDir), 0o600, noGroup); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { a.adminLn.Close() })
-	if a.cliLn, err = listenUnix(datadir.ClientSocket(cfg.DataDir), 0o660); err != nil {
+	if a.cliLn, err = listenUnix(datadir.ClientSocket(cfg.DataDir), sockMode, sockGroup); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { a.cliLn.Close() })

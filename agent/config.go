@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -41,6 +42,20 @@ type Config struct {
 	// when the data dir holds no log. Exactly one node of a new cluster
 	// gets it; the others join that one.
 	Bootstrap bool `toml:"bootstrap"`
+
+	// Local access. ClientSocketGroup (a group name or gid), when set, is
+	// given the client socket so that applications in that group reach
+	// the agent; the data dir then lets that group traverse it (0710).
+	// ClientSocketMode is the client socket's mode, in octal. The admin
+	// socket stays 0600 whatever these say.
+	ClientSocketGroup string `toml:"client-socket-group"`
+	ClientSocketMode  string `toml:"client-socket-mode"`
+	// AllowOpenKeyFile starts with a cluster key file readable by group or
+	// others, with a warning, instead of refusing it.
+	AllowOpenKeyFile bool `toml:"allow-open-key-file"`
+	// LogLevel is debug, info, warn or error; SIGHUP reloads it.
+	LogLevel string `toml:"log-level"`
+
 	// Tick is the cluster log's clock; ElectionTicks of silence from the
 	// leader start an election.
 	Tick          time.Duration `toml:"raft-tick"`
@@ -69,7 +84,7 @@ type Config struct {
 // Defaults returns the configuration an agent starts from.
 func Defaults() Config {
 	host, _ := os.Hostname()
-	return Config{
+	c := Config{
 		Cluster:       "corral",
 		Name:          host,
 		Bind:          "127.0.0.1:7946",
@@ -85,6 +100,11 @@ func Defaults() Config {
 		MaxHandshakes:      mesh.DefaultMaxHandshakes,
 		MaxHandshakesPerIP: mesh.DefaultMaxHandshakesPerIP,
 	}
+	// The tools look in the same place: $CORRAL_DATA_DIR or /var/lib/corral.
+	c.DataDir = datadir.Dir()
+	c.ClientSocketMode = "0660"
+	c.LogLevel = "info"
+	return c
 }
 
 // ErrConfig is wrapped by every configuration error.
@@ -161,7 +181,28 @@ func (c *Config) Validate() error {
 	if _, err := c.ranges(); err != nil {
 		return err
 	}
+	if _, err := c.clientSocketMode(); err != nil {
+		return err
+	}
+	if c.LogLevel != "" {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(c.LogLevel)); err != nil {
+			return bad("log-level %q: want debug, info, warn or error", c.LogLevel)
+		}
+	}
 	return nil
+}
+
+// clientSocketMode parses ClientSocketMode; empty is 0660.
+func (c *Config) clientSocketMode() (os.FileMode, error) {
+	if c.ClientSocketMode == "" {
+		return 0o660, nil
+	}
+	m, err := strconv.ParseUint(c.ClientSocketMode, 8, 32)
+	if err != nil || m > 0o777 || m&0o600 != 0o600 {
+		return 0, fmt.Errorf("%w: client-socket-mode %q: want octal permission bits with owner read and write, e.g. 0660", ErrConfig, c.ClientSocketMode)
+	}
+	return os.FileMode(m), nil
 }
 
 func (c *Config) ranges() (proto.Ranges, error) {

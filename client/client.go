@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -135,7 +136,9 @@ type subResult struct {
 // Events published after Dial returns are delivered (and with
 // opts.Resume, those after opts.After the agent still holds). It fails if
 // the first connection or subscription fails; after that the client
-// reconnects by itself until Close.
+// reconnects by itself until Close. An error from a socket this process
+// may not open matches fs.ErrPermission (errors.Is) and says "permission
+// denied": retrying will not help.
 func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	path = SocketPath(path)
 	if opts.Logger == nil {
@@ -195,6 +198,17 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	return c, nil
 }
 
+// dialError says why the socket at path could not be dialed. A
+// permission error is not a missing agent: it names what to change, and
+// matches fs.ErrPermission so callers stop retrying.
+func dialError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return &proto.Error{Code: proto.CodeSock, Detail: "permission denied on " + path +
+			" (the agent's client socket: run as a member of its --client-socket-group)", Err: err}
+	}
+	return &proto.Error{Code: proto.CodeSock, Detail: "no agent at " + path, Err: err}
+}
+
 // SocketPath returns the client socket of the agent whose data directory
 // is path, or path itself if it is not a directory.
 func SocketPath(path string) string {
@@ -242,7 +256,7 @@ func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
 	defer cancel()
 	conn, err := c.opts.Dial(ctx, c.path)
 	if err != nil {
-		return nil, &proto.Error{Code: proto.CodeSock, Detail: "no agent at " + c.path, Err: err}
+		return nil, dialError(c.path, err)
 	}
 	l, err := transport.Connect(ctx, conn, c.cfg, proto.ReasonClient)
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -31,7 +33,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("no agent at %s: %w", path, err)
+		return nil, socketError(path, err)
 	}
 	// A local link with an empty cluster name matches the agent's.
 	cfg := &transport.Config{NodeName: "corral-cli", Protocols: protos.All(), HandshakeTimeout: 5 * time.Second}
@@ -54,14 +56,98 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	return rep.Body, nil
 }
 
+// dataDirFlag is --data-dir of a tool: the agent and every tool default
+// to the same place, $CORRAL_DATA_DIR or /var/lib/corral.
+func dataDirFlag(cmd *cobra.Command, dataDir *string, usage string) {
+	cmd.Flags().StringVar(dataDir, "data-dir", datadir.Dir(), usage+" (default $"+datadir.EnvVar+", else "+datadir.Default+")")
+}
+
+// waitForSocket waits, at most wait, until something accepts on the unix
+// socket at path: an agent just started creates it within moments. A
+// socket this user may not open is reported at once.
+func waitForSocket(ctx context.Context, path string, wait time.Duration) error {
+	if wait <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if errors.Is(err, fs.ErrPermission) || ctx.Err() != nil {
+			return socketError(path, err)
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return socketError(path, err)
+		case <-t.C:
+		}
+	}
+}
+
+// waitInView waits, at most wait, until the agent at dataDir is in a view
+// that has a leader; then, or when the time is up, members shows what is.
+func waitInView(ctx context.Context, dataDir string, wait time.Duration) {
+	if wait <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		if body, err := request(ctx, dataDir, admin.OpMembers); err == nil {
+			ms, err := admin.ParseMembers(body)
+			if body, verr := request(ctx, dataDir, admin.OpView); err == nil && verr == nil && len(ms) > 0 {
+				if v, err := admin.ParseViewInfo(body); err == nil && v.Leader != 0 {
+					for _, m := range v.Members {
+						if m.ID == ms[0].ID {
+							return
+						}
+					}
+				}
+			}
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// socketError says why the socket at path could not be reached: a
+// permission error is not a missing agent.
+func socketError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		who := "root, or a member of the agent's --client-socket-group"
+		if filepath.Base(path) == datadir.AdminSocketName {
+			who = "root (the admin socket is the agent owner's only)"
+		}
+		return fmt.Errorf("permission denied on %s: run as %s: %w", path, who, err)
+	}
+	return fmt.Errorf("no agent at %s (is it running? is --data-dir or $%s right?): %w", path, datadir.EnvVar, err)
+}
+
 func membersCmd() *cobra.Command {
 	var dataDir string
 	var asJSON bool
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "members",
 		Short: "List the nodes this agent knows, the state of its links to them, and whether the cluster has quorum",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := waitForSocket(cmd.Context(), datadir.AdminSocket(dataDir), wait); err != nil {
+				return err
+			}
+			waitInView(cmd.Context(), dataDir, wait)
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			body, err := request(ctx, dataDir, admin.OpMembers)
@@ -125,7 +211,8 @@ func membersCmd() *cobra.Command {
 			return w.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent to ask")
+	dataDirFlag(cmd, &dataDir, "data directory of the agent to ask")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the agent to answer and this node to be in a view with a leader (an agent starting)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	cmd.AddCommand(removeCmd("remove"))
 	return cmd
@@ -206,7 +293,7 @@ func joinCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")
+	dataDirFlag(cmd, &dataDir, "data directory of the agent")
 	return cmd
 }
 
@@ -223,7 +310,7 @@ func leaveCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", ".", "data directory of the agent")
+	dataDirFlag(cmd, &dataDir, "data directory of the agent")
 	return cmd
 }
 

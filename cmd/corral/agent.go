@@ -3,24 +3,29 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/corralhq/corral/agent"
 	"github.com/corralhq/corral/internal/datadir"
+	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/transport"
 )
 
 func agentCmd() *cobra.Command {
 	cfg := agent.Defaults()
-	var configFile, logLevel, logFormat string
+	var configFile, logFormat string
 	var dev bool
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -28,47 +33,113 @@ func agentCmd() *cobra.Command {
 		Long: `Run the corral agent. Settings come from the defaults, then the TOML file
 given by --config (keys are the flag names), then the flags.
 
+SIGINT and SIGTERM stop the agent. SIGHUP reloads what can change while it
+runs: the log level, and the peer list (new peers are dialed); the file is
+read again, the flags still win over it, and other changed settings are
+logged as needing a restart.
+
 With --dev the agent runs alone on embedded defaults: a temporary data
 directory, a fresh cluster key, node id 1, and a free port on 127.0.0.1;
-it serves /metrics and /debug/pprof/ on another free port there.`,
+it serves /metrics and /debug/pprof/ on another free port there. The
+temporary directory is removed however the agent stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile != "" {
-				fileCfg := agent.Defaults()
-				if err := agent.LoadFile(configFile, &fileCfg); err != nil {
-					return err
+			// Signals are caught before anything is created, so none
+			// of them ends the process past its cleanup.
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			defer signal.Stop(sigs)
+			flagCfg := cfg
+			load := func() (agent.Config, error) {
+				if configFile == "" {
+					return flagCfg, nil
+				}
+				c := agent.Defaults()
+				if err := agent.LoadFile(configFile, &c); err != nil {
+					return c, err
 				}
 				// Flags given on the command line win over the file.
-				overlay := cfg
-				cfg = fileCfg
-				cmd.Flags().Visit(func(f *pflag.Flag) { copyFlag(&cfg, &overlay, f.Name) })
+				cmd.Flags().Visit(func(f *pflag.Flag) { copyFlag(&c, &flagCfg, f.Name) })
+				return c, nil
 			}
-			log, err := newLogger(logLevel, logFormat)
+			cfg, err := load()
 			if err != nil {
 				return err
 			}
+			var level slog.LevelVar
+			if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %w", cfg.LogLevel, err)
+			}
+			log, err := newLevelLogger(&level, logFormat)
+			if err != nil {
+				return err
+			}
+			var devDir string
 			if dev {
 				cleanup, err := devSetup(cmd, &cfg)
 				if err != nil {
 					return err
 				}
 				defer cleanup()
+				devDir = cfg.DataDir
 			}
 			a, err := agent.New(cfg, log)
 			if err != nil {
 				return err
 			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			var banner sync.WaitGroup // owns the banner goroutine
 			if dev {
-				fmt.Printf("corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n",
-					a.ID(), cfg.Name, a.Addr(), datadir.AdminSocket(cfg.DataDir), datadir.ClientSocket(cfg.DataDir), cfg.DataDir)
-				if u := a.HTTPURL(); u != "" {
-					fmt.Printf("  metrics           %s/metrics\n  pprof             %s/debug/pprof/\n", u, u)
-				}
-				fmt.Printf("  try: corral members --data-dir %s\n", cfg.DataDir)
+				banner.Go(func() {
+					// After the startup logs: once the node is in its view.
+					waitReady(ctx, cfg.DataDir, a.ID(), 10*time.Second)
+					if ctx.Err() == nil {
+						printDevBanner(os.Stdout, a, cfg)
+					}
+				})
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return a.Run(ctx)
+			reload := func() {
+				c, err := load()
+				if err == nil && dev {
+					c.DataDir, c.ID, c.Bind, c.HTTPAddr, c.Bootstrap, c.ClusterKeyFile = cfg.DataDir, cfg.ID, cfg.Bind, cfg.HTTPAddr, cfg.Bootstrap, cfg.ClusterKeyFile
+				}
+				if err == nil {
+					err = level.UnmarshalText([]byte(c.LogLevel))
+				}
+				if err == nil {
+					rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					err = a.Reload(rctx, c)
+					cancel()
+				}
+				if err != nil {
+					log.Error("reload failed; running on as before", "err", err.Error())
+					return
+				}
+				log.Info("SIGHUP: reloaded", "log_level", level.Level().String(), "config", configFile)
+			}
+			for {
+				select {
+				case err := <-done:
+					cancel()
+					banner.Wait()
+					if devDir != "" && err == nil {
+						log.Info("removing the dev data dir", "dir", devDir)
+					}
+					return err
+				case s := <-sigs:
+					if s == syscall.SIGHUP {
+						reload()
+						continue
+					}
+					if ctx.Err() == nil {
+						log.Info("stopping", "signal", s.String())
+					}
+					cancel()
+				}
+			}
 		},
 	}
 	f := cmd.Flags()
@@ -79,7 +150,7 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.Uint64Var(&cfg.ID, "id", 0, "node id (0: the one kept in the data dir, made up on first start)")
 	f.StringVar(&cfg.Bind, "bind", cfg.Bind, "HOST:PORT to accept peer links on")
 	f.StringSliceVar(&cfg.Peers, "peers", nil, "peer addresses HOST:PORT,HOST:PORT")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (sockets, node id, key)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: sockets, node id, key, log (default $"+datadir.EnvVar+", else "+datadir.Default+")")
 	f.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", "", "cluster key file (default DATA-DIR/cluster.key)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat-interval", cfg.Heartbeat, "time between heartbeats on a link")
 	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
@@ -95,9 +166,12 @@ it serves /metrics and /debug/pprof/ on another free port there.`,
 	f.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "disaster recovery, once: restart this node as a cluster of one from its own log (see README)")
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "how long a node whose links all ended stays in the members list; 0 keeps it")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
+	f.StringVar(&cfg.ClientSocketGroup, "client-socket-group", "", "group (name or gid) given the client socket, so that its members' applications reach the agent; the data dir becomes 0710 with that group")
+	f.StringVar(&cfg.ClientSocketMode, "client-socket-mode", cfg.ClientSocketMode, "mode of the client socket, in octal (the admin socket is always 0600)")
+	f.BoolVar(&cfg.AllowOpenKeyFile, "allow-open-key-file", false, "start with a cluster key file readable by group or others, warning, instead of refusing it")
 	f.StringVar(&cfg.PeerVersions, "peer-versions", "", "speak only these peer protocol versions, MIN..MAX (for version tests)")
 	f.MarkHidden("peer-versions")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (SIGHUP reloads it)")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
 }
@@ -149,7 +223,72 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.ForceNewCluster = src.ForceNewCluster
 	case "http-addr":
 		dst.HTTPAddr = src.HTTPAddr
+	case "client-socket-group":
+		dst.ClientSocketGroup = src.ClientSocketGroup
+	case "client-socket-mode":
+		dst.ClientSocketMode = src.ClientSocketMode
+	case "log-level":
+		dst.LogLevel = src.LogLevel
+	case "allow-open-key-file":
+		dst.AllowOpenKeyFile = src.AllowOpenKeyFile
 	}
+}
+
+// waitReady waits, at most within, until the agent owning dataDir shows
+// node id in its view.
+func waitReady(ctx context.Context, dataDir string, id uint64, within time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		if body, err := request(ctx, dataDir, admin.OpView); err == nil {
+			if v, err := admin.ParseViewInfo(body); err == nil {
+				for _, m := range v.Members {
+					if m.ID == id {
+						return
+					}
+				}
+			}
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// printDevBanner says where a --dev agent is and how to talk to it.
+func printDevBanner(w io.Writer, a *agent.Agent, cfg agent.Config) {
+	fmt.Fprintf(w, "corral agent (dev): node %d %q\n  peers connect to  %s\n  admin socket      %s\n  client socket     %s\n  data dir          %s\n",
+		a.ID(), cfg.Name, a.Addr(), datadir.AdminSocket(cfg.DataDir), datadir.ClientSocket(cfg.DataDir), cfg.DataDir)
+	if u := a.HTTPURL(); u != "" {
+		fmt.Fprintf(w, "  metrics           %s/metrics\n  pprof             %s/debug/pprof/\n", u, u)
+	}
+	fmt.Fprintf(w, "  for the tools:    export %s=%s\n", datadir.EnvVar, cfg.DataDir)
+	fmt.Fprintf(w, "  try: %s members --data-dir %s\n", selfCommand(os.Args[0]), cfg.DataDir)
+}
+
+// selfCommand is how to run this binary again, from the way it was
+// started: "go run ./cmd/corral" for a binary go run built in its temp
+// dir, "corral" if that is what the PATH finds, else the path it was run
+// by.
+func selfCommand(arg0 string) string {
+	if strings.Contains(filepath.ToSlash(arg0), "/go-build") {
+		return "go run ./cmd/corral"
+	}
+	if !strings.ContainsRune(arg0, '/') {
+		return arg0
+	}
+	if p, err := exec.LookPath(filepath.Base(arg0)); err == nil {
+		if a, err1 := os.Stat(p); err1 == nil {
+			if b, err2 := os.Stat(arg0); err2 == nil && os.SameFile(a, b) {
+				return filepath.Base(arg0)
+			}
+		}
+	}
+	return arg0
 }
 
 // devSetup fills in the embedded defaults of --dev.
@@ -192,7 +331,13 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	return newLevelLogger(lv, format)
+}
+
+// newLevelLogger logs at level, which may be a *slog.LevelVar that
+// changes while the logger is in use.
+func newLevelLogger(level slog.Leveler, format string) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(format) {
 	case "text":
 		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil

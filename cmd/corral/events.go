@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -45,8 +46,9 @@ membership or group), event (the seed's name, e.g. NEWVIEW), descriptor (the
 By default only events published from now on are shown; --since N first
 shows the events after seq N that the agent still holds (--since 0: all).
 
-Without a client socket in --data-dir the command fails at once; an agent
-that does not answer (one being restarted) is waited for.`,
+Without a client socket in --data-dir, or without the permission to open
+it, the command fails at once; an agent that does not answer (one being
+restarted) is waited for.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			classes, err := parseClasses(classList)
@@ -63,7 +65,7 @@ that does not answer (one being restarted) is waited for.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", ".", "data directory of the agent (or the path of its client socket)")
+	dataDirFlag(cmd, &dataDir, "data directory of the agent, or the path of its client socket")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	f.StringVar(&classList, "class", "membership,connectivity,group", "event classes to show, comma separated")
 	f.Uint64Var(&since, "since", 0, "first show the events after this seq that the agent still holds")
@@ -162,7 +164,7 @@ func streamEvents(ctx context.Context, dataDir string, classes []events.Class, r
 func dialAgent(ctx context.Context, dataDir string, opts client.Options, log *slog.Logger) (*client.Client, error) {
 	sock := client.SocketPath(dataDir)
 	if _, err := os.Stat(sock); err != nil {
-		return nil, fmt.Errorf("no agent at %s: %w", sock, err)
+		return nil, socketError(sock, err)
 	}
 	bo := transport.Backoff{Base: 50 * time.Millisecond, Max: 2 * time.Second}
 	for waiting := false; ; waiting = true {
@@ -177,6 +179,8 @@ func dialAgent(ctx context.Context, dataDir string, opts client.Options, log *sl
 			return c, nil
 		case ctx.Err() != nil:
 			return nil, nil
+		case errors.Is(err, fs.ErrPermission):
+			return nil, err // waiting will not grant it
 		case !errors.Is(err, proto.ErrSock) && !errors.Is(err, proto.ErrEOF) && !errors.Is(err, proto.ErrTimeout):
 			return nil, err // refused: another version, a bad request
 		case !waiting:
