@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +42,9 @@ func soakCluster(t *testing.T, n int) {
 		}
 		if fresh {
 			// Keep the node's id (it is a flag) but not its log or life.
+			// A node on a fresh disk joins: with --bootstrap it would found
+			// a second cluster, which is refused by design.
+			nd.args = slices.DeleteFunc(nd.args, func(a string) bool { return a == "--bootstrap" })
 			entries, _ := os.ReadDir(nd.dir)
 			for _, e := range entries {
 				os.RemoveAll(nd.dir + "/" + e.Name())
