@@ -178,7 +178,7 @@ func membersCmd() *cobra.Command {
 			if qerr == nil {
 				for i := range rows {
 					if rows[i].State == admin.StateSelf.String() {
-						rows[i].quorumJSON = quorumOf(q)
+						rows[i].QuorumJSON = quorumOf(q)
 					}
 				}
 			}
@@ -233,7 +233,7 @@ type memberJSON struct {
 	Role        string   `json:"role,omitempty"` // voter or non-voter
 	Leader      bool     `json:"leader"`
 	// Quorum is this node's judgement of quorum, on its own (self) row.
-	*quorumJSON `json:",omitempty"`
+	*QuorumJSON `json:",omitempty"`
 }
 
 // memberRows joins the link table and the view: every node in either.

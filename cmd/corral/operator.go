@@ -42,16 +42,18 @@ func quorumLine(q admin.QuorumInfo) string {
 	return fmt.Sprintf("Quorate: no (%d of %d voters reachable, need %d)", q.Reachable, q.Voters, q.Need())
 }
 
-// quorumJSON is the quorum as the self row of `members --json` carries it.
-type quorumJSON struct {
+// QuorumJSON is the quorum as the self row of `members --json` carries it.
+// It is exported so that encoding/json can fill the embedded pointer when
+// the output is read back.
+type QuorumJSON struct {
 	Quorate   bool   `json:"quorate"`
 	Voters    uint32 `json:"voters"`
 	Reachable uint32 `json:"voters_reachable"`
 	Need      uint32 `json:"quorum_need"`
 }
 
-func quorumOf(q admin.QuorumInfo) *quorumJSON {
-	return &quorumJSON{Quorate: q.Quorate, Voters: q.Voters, Reachable: q.Reachable, Need: q.Need()}
+func quorumOf(q admin.QuorumInfo) *QuorumJSON {
+	return &QuorumJSON{Quorate: q.Quorate, Voters: q.Voters, Reachable: q.Reachable, Need: q.Need()}
 }
 
 func operatorCmd() *cobra.Command {
