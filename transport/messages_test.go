@@ -5,7 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/proto"
 )
 
@@ -53,5 +55,21 @@ func TestOldPeerText(t *testing.T) {
 	want := `node id in use: the peer refused the link: node id 2 is in use by "n2"`
 	if got := rj.Err().Error(); !strings.HasPrefix(got, want) {
 		t.Fatalf("%q, want it to start with %q", got, want)
+	}
+}
+
+// TestRefusalsRateLimited: with Refusals set, a peer retrying with a wrong
+// key gets one "refusing link" line a period on the accepting side.
+func TestRefusalsRateLimited(t *testing.T) {
+	cb, lb := testConfig(2, "b")
+	cb.Refusals = acceptloop.NewKeyedRateLog(cb.Logger, time.Minute, nil)
+	for range 5 {
+		ca, _ := testConfig(1, "a")
+		ca.Key = bytes.Repeat([]byte{8}, KeySize)
+		_, s := pair(t, ca, cb, proto.ReasonJoin)
+		wantCode(t, "server", s.err, proto.CodeKeyExchange)
+	}
+	if n := strings.Count(lb.String(), "refusing link"); n != 1 {
+		t.Fatalf("%d refusal lines for 5 tries in a minute, want 1:\n%s", n, lb.String())
 	}
 }
