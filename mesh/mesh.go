@@ -323,6 +323,12 @@ func (m *Mesh) dialLoop(ctx context.Context, addr string) {
 			m.log.Warn("not dialing a peer with this node's id", "addr", addr, "err", err.Error())
 			return
 		}
+		if errors.Is(err, proto.ErrDupNode) {
+			// The peer knows this node's id as another live node's: two
+			// agents share an id, and retrying cannot change that.
+			m.log.Error("not dialing a peer that has this node's id linked elsewhere", "addr", addr, "err", err.Error())
+			return
+		}
 		if err != nil {
 			if !failing && ctx.Err() == nil {
 				m.log.Warn("cannot reach peer", "addr", addr, "err", err.Error())
