@@ -311,7 +311,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer close(r.done)
 			if err := p.run(pctx); err != nil && pctx.Err() == nil {
-				failed <- fmt.Errorf("agent: %s: %w", p.name, err)
+				failed <- partError(p.name, err)
 			}
 		}()
 		rs = append(rs, r)
@@ -359,4 +359,13 @@ func (a *Agent) stopLocal() {
 	v := a.cluster.View()
 	a.publish(events.Event{Desc: events.MSShutdown, Data: membership.ViewData(v)})
 	a.stream.Close()
+}
+
+// partError names the part that failed unless its error starts with that
+// name already ("cluster: …"), which would print it twice.
+func partError(name string, err error) error {
+	if strings.HasPrefix(err.Error(), name+": ") {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return fmt.Errorf("agent: %s: %w", name, err)
 }

@@ -148,6 +148,19 @@ func changeOf(cc *raftpb.ConfChangeV2, userCtx []byte) ConfChange {
 	return c
 }
 
+// changeAttrs describes a conf change for a log line: its type, the raft
+// id it changes (in hex, as raft prints ids) and the length of its
+// application context, whose bytes are binary and would be dumped as
+// escapes.
+func changeAttrs(cc *raftpb.ConfChangeV2, ctxLen int, index uint64) []any {
+	attrs := []any{"index", index}
+	for _, ch := range cc.GetChanges() {
+		attrs = append(attrs, "change", changeOf(&raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{ch}}, nil).Type.String(),
+			"node_raft_id", raftID(ch.GetNodeId()))
+	}
+	return append(attrs, "context_bytes", ctxLen)
+}
+
 // acceptConfProposal queues a conf change from ProposeConfChange. Loop only.
 func (n *Node) acceptConfProposal(p *proposal) {
 	l := &n.loop
@@ -254,7 +267,7 @@ func (n *Node) applyConfEntry(b *Batch, e *raftpb.Entry) error {
 	var result error
 	var reply []byte
 	if err := checkConfChange(l.confState, cc); err != nil {
-		n.log.Warn("skipping configuration change", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc), "err", err)
+		n.log.Warn("skipping configuration change", append(changeAttrs(cc, len(userCtx), e.GetIndex()), "err", err)...)
 		result = err
 	} else {
 		ent := Entry{
@@ -267,14 +280,14 @@ func (n *Node) applyConfEntry(b *Batch, e *raftpb.Entry) error {
 		if ck, ok := n.cfg.Applier.(ConfChecker); ok && !bootstrap {
 			ent.Voters, ent.Learners = prospective(l.confState, cc.GetChanges()[0])
 			if err := ck.CheckConfChange(b.App(), ent); err != nil {
-				n.log.Warn("configuration change refused by the application", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc), "err", err)
+				n.log.Warn("configuration change refused by the application", append(changeAttrs(cc, len(userCtx), e.GetIndex()), "err", err)...)
 				result = fmt.Errorf("%w: %w", ErrConfChangeRefused, err)
 			}
 		}
 		if result == nil {
 			l.confState = l.rn.ApplyConfChange(cc)
-			n.log.Info("applied configuration change", "index", e.GetIndex(), "change", raft.DescribeConfChange(cc),
-				"voters", l.confState.GetVoters(), "learners", l.confState.GetLearners())
+			n.log.Info("applied configuration change", append(changeAttrs(cc, len(userCtx), e.GetIndex()),
+				"voters", l.confState.GetVoters(), "learners", l.confState.GetLearners())...)
 			ent.Voters = slices.Clone(l.confState.GetVoters())
 			ent.Learners = slices.Clone(l.confState.GetLearners())
 			var err error

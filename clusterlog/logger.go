@@ -10,9 +10,10 @@ import (
 // line's raft_id matches the ids in its text.
 func raftID(id uint64) string { return fmt.Sprintf("%x", id) }
 
-// raftLogger adapts a *slog.Logger to raft.Logger. raft's Info level carries
-// elections and configuration changes, which are worth keeping; its Debug
-// level is chatty and stays at Debug.
+// raftLogger adapts a *slog.Logger to raft.Logger. raft's Info and Debug
+// levels go to Debug: its Info is chatter (every vote, term and
+// campaign) and clusterlog logs elections and configuration changes at
+// Info itself, in corral's words.
 type raftLogger struct{ l *slog.Logger }
 
 func (r raftLogger) out(level slog.Level, msg string) {
@@ -20,12 +21,12 @@ func (r raftLogger) out(level slog.Level, msg string) {
 }
 
 func (r raftLogger) Debug(v ...any)   { r.out(slog.LevelDebug, fmt.Sprint(v...)) }
-func (r raftLogger) Info(v ...any)    { r.out(slog.LevelInfo, fmt.Sprint(v...)) }
+func (r raftLogger) Info(v ...any)    { r.out(slog.LevelDebug, fmt.Sprint(v...)) }
 func (r raftLogger) Warning(v ...any) { r.out(slog.LevelWarn, fmt.Sprint(v...)) }
 func (r raftLogger) Error(v ...any)   { r.out(slog.LevelError, fmt.Sprint(v...)) }
 
 func (r raftLogger) Debugf(f string, v ...any)   { r.out(slog.LevelDebug, fmt.Sprintf(f, v...)) }
-func (r raftLogger) Infof(f string, v ...any)    { r.out(slog.LevelInfo, fmt.Sprintf(f, v...)) }
+func (r raftLogger) Infof(f string, v ...any)    { r.out(slog.LevelDebug, fmt.Sprintf(f, v...)) }
 func (r raftLogger) Warningf(f string, v ...any) { r.out(slog.LevelWarn, fmt.Sprintf(f, v...)) }
 func (r raftLogger) Errorf(f string, v ...any)   { r.out(slog.LevelError, fmt.Sprintf(f, v...)) }
 

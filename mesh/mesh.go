@@ -94,6 +94,8 @@ type Mesh struct {
 	gate *acceptloop.Gate // connections not yet authenticated
 	// refused logs refused connections: anyone can cause them at will.
 	refused *acceptloop.RateLog
+	// refusedHost logs failed handshakes, one line a period per host.
+	refusedHost *acceptloop.KeyedRateLog
 
 	mu     sync.Mutex      // guards runCtx
 	runCtx context.Context // Run's context; nil before Run and after it returned
@@ -125,14 +127,34 @@ func New(cfg Config) *Mesh {
 			lc.ListenAddr = cfg.Listener.Addr().String()
 		}
 		lc.Admit = tab.admit
+		if lc.Refusals == nil {
+			ll := lc.Logger
+			if ll == nil {
+				ll = slog.New(slog.DiscardHandler)
+			}
+			lc.Refusals = acceptloop.NewKeyedRateLog(ll, refusalPeriod, cfg.Now)
+		}
 		cfg.Link = &lc
 	}
 	tab.forgetAfter = cfg.ForgetAfter
 	return &Mesh{
 		cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{}),
-		gate:    acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
-		refused: acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now),
+		gate:        acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
+		refused:     acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now),
+		refusedHost: acceptloop.NewKeyedRateLog(cfg.Logger, refusalPeriod, cfg.Now),
 	}
+}
+
+// refusalPeriod is how often one host's failed handshakes are logged: a
+// peer with a wrong key retries every few seconds, forever.
+const refusalPeriod = time.Minute
+
+func hostOf(a net.Addr) string {
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
 }
 
 // Handle serves the peer opcodes lo..hi (inclusive) with h. It must be
@@ -242,7 +264,7 @@ func (m *Mesh) accept(ctx context.Context) {
 			l, err := transport.Accept(ctx, conn, m.cfg.Link)
 			release()
 			if err != nil {
-				m.refused.Log(slog.LevelWarn, "refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
+				m.refusedHost.Log(hostOf(conn.RemoteAddr()), slog.LevelWarn, "refused peer connection", "remote", conn.RemoteAddr().String(), "err", err.Error())
 				return
 			}
 			m.serve(ctx, l, l.Peer().NodeID, "")
@@ -299,6 +321,12 @@ func (m *Mesh) dialLoop(ctx context.Context, addr string) {
 			// (its own address in --peers) or a copy; dialing again
 			// cannot help.
 			m.log.Warn("not dialing a peer with this node's id", "addr", addr, "err", err.Error())
+			return
+		}
+		if errors.Is(err, proto.ErrDupNode) {
+			// The peer knows this node's id as another live node's: two
+			// agents share an id, and retrying cannot change that.
+			m.log.Error("not dialing a peer that has this node's id linked elsewhere", "addr", addr, "err", err.Error())
 			return
 		}
 		if err != nil {

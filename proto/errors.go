@@ -1,6 +1,9 @@
 package proto
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Code classifies a wire error. Codes 1–14 keep the numbering of the
 // receive errors of the HAMMER2 messaging layer that corral's link is
@@ -88,8 +91,11 @@ type Error struct {
 	Err    error  // underlying cause, if any
 }
 
+// Error is "<code name>: <detail>: <cause>" without a package prefix: the
+// text travels in REJECT and GOODBYE frames and ends up inside the
+// callers' own prefixed errors, so a prefix here would be printed twice.
 func (e *Error) Error() string {
-	s := "corral: " + e.Code.String()
+	s := e.Code.String()
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
@@ -139,3 +145,17 @@ var (
 	ErrClusterID   = &Error{Code: CodeClusterID}
 	ErrDupNode     = &Error{Code: CodeDupNode}
 )
+
+// peerText is the text a peer sent with code, without what would repeat
+// the code name: the peer's own Error text starts with it, and peers of
+// before v0.3 put "corral: " in front of that.
+func peerText(code Code, text string) string {
+	text = strings.TrimPrefix(text, "corral: ")
+	if t, ok := strings.CutPrefix(text, code.String()+": "); ok {
+		return t
+	}
+	if text == code.String() {
+		return ""
+	}
+	return text
+}

@@ -55,10 +55,10 @@ func TestErrorsIs(t *testing.T) {
 	if !errors.Is(err, io.ErrUnexpectedEOF) || !errors.Is(err, proto.ErrSock) || errors.Is(err, proto.ErrEOF) {
 		t.Fatalf("errors.Is on %q with a cause", err)
 	}
-	if got, want := err.Error(), "corral: socket error: reading: unexpected EOF"; got != want {
+	if got, want := err.Error(), "socket error: reading: unexpected EOF"; got != want {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
-	if got := proto.ErrTooLarge.Error(); got != "corral: too large" {
+	if got := proto.ErrTooLarge.Error(); got != "too large" {
 		t.Fatalf("sentinel text %q", got)
 	}
 }

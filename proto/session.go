@@ -320,7 +320,7 @@ func ParseReject(b []byte) (rj Reject, err error) {
 
 // Err turns a received REJECT into an *Error with the peer's words.
 func (rj *Reject) Err() *Error {
-	return Errorf(rj.Code, "rejected by peer: %s (peer speaks %s; we offered %s)", rj.Text, rj.Local, rj.Remote)
+	return Errorf(rj.Code, "the peer refused the link: %s (peer speaks %s; we offered %s)", peerText(rj.Code, rj.Text), rj.Local, rj.Remote)
 }
 
 // Status is a code with words for humans. It is the body of GOODBYE
@@ -346,7 +346,9 @@ func ParseStatus(b []byte, msg string) (st Status, err error) {
 }
 
 // Err turns a received status into an *Error.
-func (st *Status) Err() *Error { return Errorf(st.Code, "peer says: %s", st.Text) }
+func (st *Status) Err() *Error {
+	return Errorf(st.Code, "the peer failed the request: %s", peerText(st.Code, st.Text))
+}
 
 func truncate(s string, n int) string {
 	if len(s) > n {

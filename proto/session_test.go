@@ -124,7 +124,7 @@ func TestStatusRoundTrip(t *testing.T) {
 			t.Fatalf("round trip of %+v: %+v, %v", st, got, err)
 		}
 	}
-	wiretest.Expect(t, sampleGoodbye.Err(), proto.CodeShutdown, "peer says: agent stopping")
+	wiretest.Expect(t, sampleGoodbye.Err(), proto.CodeShutdown, "the peer failed the request: agent stopping")
 	_, err := proto.ParseStatus([]byte{1}, "ABORT")
 	wiretest.Expect(t, err, proto.CodeField, "ABORT: truncated")
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"crypto/tls"
+	"github.com/corralhq/corral/internal/acceptloop"
 	"log/slog"
 	"time"
 
@@ -72,6 +73,10 @@ type Config struct {
 	QueueBytes        int // send queue limit before Send blocks
 
 	Logger *slog.Logger
+	// Refusals, when set, carries the "refusing link" lines, keyed by the
+	// peer's host, so a peer that keeps retrying a refused link (a wrong
+	// key, say) logs one line a period with a count instead of one per try.
+	Refusals *acceptloop.KeyedRateLog
 }
 
 func (c *Config) ranges() proto.Ranges {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -399,7 +400,15 @@ func (h *hs) reject(err error, hello proto.Hello) error {
 	if errors.As(err, &ce) {
 		attrs = append(attrs, "cluster_id", hexID(ce.Local), "peer_cluster_id", hexID(ce.Peer))
 	}
-	h.cfg.logger().Error("refusing link", attrs...)
+	if r := h.cfg.Refusals; r != nil {
+		host := h.raw.RemoteAddr().String()
+		if hp, _, err := net.SplitHostPort(host); err == nil {
+			host = hp
+		}
+		r.Log(host, slog.LevelError, "refusing link", attrs...)
+	} else {
+		h.cfg.logger().Error("refusing link", attrs...)
+	}
 	rj := proto.Reject{Code: code, Local: h.cfg.ranges(), Remote: hello.Ranges, Text: err.Error()}
 	h.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	h.write(proto.OpReject, proto.AppendReject(nil, &rj))

@@ -306,8 +306,18 @@ func leaveCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 40*time.Second)
 			defer cancel()
-			_, err := request(ctx, dataDir, admin.OpLeave)
-			return err
+			// Who is leaving, for the message: the self row of MEMBERS.
+			who := "this node"
+			if body, err := request(ctx, dataDir, admin.OpMembers); err == nil {
+				if ms, err := admin.ParseMembers(body); err == nil && len(ms) > 0 && ms[0].State == admin.StateSelf {
+					who = fmt.Sprintf("node %s (id %d)", ms[0].Name, ms[0].ID)
+				}
+			}
+			if _, err := request(ctx, dataDir, admin.OpLeave); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s left the cluster; its agent stopped\n", who)
+			return nil
 		},
 	}
 	dataDirFlag(cmd, &dataDir, "data directory of the agent")

@@ -209,6 +209,9 @@ func TestLeaveGracefully(t *testing.T) {
 	if err != nil {
 		t.Fatalf("corral leave: %v %s", err, out)
 	}
+	if want := "node n3 (id 3) left the cluster; its agent stopped"; !strings.Contains(string(out), want) {
+		t.Errorf("corral leave printed %q, want %q", out, want)
+	}
 	select {
 	case err := <-nodes[2].exit:
 		if err != nil {

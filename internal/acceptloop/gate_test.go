@@ -77,3 +77,23 @@ func TestRateLog(t *testing.T) {
 		t.Fatalf("suppressed counts:\n%s", out.String())
 	}
 }
+
+// TestKeyedRateLog: a host refused every 2 s logs one line a minute with
+// the count of the others; another host's first line is not held back.
+func TestKeyedRateLog(t *testing.T) {
+	var out bytes.Buffer
+	now := time.Unix(1000, 0)
+	r := NewKeyedRateLog(slog.New(slog.NewTextHandler(&out, nil)), time.Minute, func() time.Time { return now })
+	for range 90 { // 3 minutes
+		r.Log("10.0.0.9", slog.LevelError, "refusing link")
+		now = now.Add(2 * time.Second)
+	}
+	r.Log("10.0.0.7", slog.LevelError, "refusing link")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 3 for the retrying host and 1 for the other:\n%s", len(lines), out.String())
+	}
+	if strings.Contains(lines[0], "suppressed") || !strings.Contains(lines[1], "suppressed=29") || strings.Contains(lines[3], "suppressed") {
+		t.Fatalf("suppressed counts:\n%s", out.String())
+	}
+}
