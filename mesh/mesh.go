@@ -119,6 +119,9 @@ func New(cfg Config) *Mesh {
 		cfg.MaxHandshakesPerIP = DefaultMaxHandshakesPerIP
 	}
 	tab := newTable(cfg.Self, cfg.Peers, cfg.Now, cfg.Logger)
+	// Refused connections log at most a line a second in all, and one a
+	// period per remote host: anyone can cause them at will.
+	refused := acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now)
 	if cfg.Link != nil {
 		// The mesh's own copy: its HELLOs name where it listens, and the
 		// table refuses a second node with an id in use.
@@ -132,7 +135,7 @@ func New(cfg Config) *Mesh {
 			if ll == nil {
 				ll = slog.New(slog.DiscardHandler)
 			}
-			lc.Refusals = acceptloop.NewKeyedRateLog(ll, refusalPeriod, cfg.Now)
+			lc.Refusals = acceptloop.NewKeyedRateLog(ll, refusalPeriod, cfg.Now).Within(acceptloop.NewRateLog(ll, time.Second, cfg.Now))
 		}
 		cfg.Link = &lc
 	}
@@ -140,8 +143,8 @@ func New(cfg Config) *Mesh {
 	return &Mesh{
 		cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{}),
 		gate:        acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
-		refused:     acceptloop.NewRateLog(cfg.Logger, time.Second, cfg.Now),
-		refusedHost: acceptloop.NewKeyedRateLog(cfg.Logger, refusalPeriod, cfg.Now),
+		refused:     refused,
+		refusedHost: acceptloop.NewKeyedRateLog(cfg.Logger, refusalPeriod, cfg.Now).Within(refused),
 	}
 }
 

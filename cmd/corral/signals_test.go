@@ -99,7 +99,7 @@ func TestDevSignals(t *testing.T) {
 			if running := out.wait(t, "agent running", 0); running > banner {
 				t.Fatalf("banner (line %d) before the startup log (line %d)", banner, running)
 			}
-			if leader := out.wait(t, "became leader", 0); leader > banner {
+			if leader := out.wait(t, "role=StateLeader", 0); leader > banner {
 				t.Fatalf("banner (line %d) before the node led its view (line %d)", banner, leader)
 			}
 			var dataDir string

@@ -63,6 +63,8 @@ type KeyedRateLog struct {
 
 	mu   sync.Mutex // guards keys
 	keys map[string]*keyState
+
+	overall *RateLog // if set, the lines let through pass it too
 }
 
 type keyState struct {
@@ -114,5 +116,17 @@ func (r *KeyedRateLog) Log(key string, level slog.Level, msg string, args ...any
 	if n > 0 {
 		args = append(args, "suppressed", n)
 	}
+	if r.overall != nil {
+		r.overall.Log(level, msg, args...)
+		return
+	}
 	r.log.Log(context.Background(), level, msg, args...)
+}
+
+// Within makes the lines r lets through pass o as well, so that many keys
+// at once (junk from many addresses) still log at most o's rate. It
+// returns r.
+func (r *KeyedRateLog) Within(o *RateLog) *KeyedRateLog {
+	r.overall = o
+	return r
 }
