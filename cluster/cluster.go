@@ -328,6 +328,16 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A data dir that held a life was part of a cluster: --bootstrap
+	// founds only from a data dir that never did, as etcd and Consul
+	// bootstrap only an empty data dir. A node whose log was lost joins
+	// again; it never founds a second cluster.
+	if ok || hasLegacy {
+		if found {
+			c.log.Info("not founding a cluster: this data dir was a member of one; joining it again")
+		}
+		found = false
+	}
 	if fresh {
 		ok, hasLegacy = false, false
 	}
