@@ -68,7 +68,10 @@ func soakCluster(t *testing.T, n int) {
 			counts["SIGSTOP pause"]++
 		case k == 2 && len(down) > 0:
 			for id := range down {
-				fresh := rng.IntN(2) == 0
+				// Losing a node's disk is survivable while the others
+				// hold a quorum; wiping one while they do not would lose
+				// the cluster (raft's rule, not a fault of corral's).
+				fresh := rng.IntN(2) == 0 && othersHealthy(nodes, id)
 				restart(nodes[id-1], fresh)
 				delete(down, id)
 				if fresh {
@@ -130,6 +133,27 @@ func soakCluster(t *testing.T, n int) {
 	}
 	t.Logf("soak of %d nodes for %v: %d faults (%s); %d leaders elected; last view %d; violations: %d",
 		n, dur, total, strings.Join(faults, ", "), leaders, a.inst, btoi(t.Failed()))
+}
+
+// othersHealthy reports whether every node but id runs and they agree on
+// a view with a leader in which each of them is a member.
+func othersHealthy(nodes []*node, id int) bool {
+	var others []*node
+	for _, nd := range nodes {
+		if nd.id != id {
+			others = append(others, nd)
+		}
+	}
+	a, err := agreed(others)
+	if err != nil {
+		return false
+	}
+	for _, nd := range others {
+		if !strings.Contains(" "+a.members, fmt.Sprintf(" %d@", nd.id)) {
+			return false
+		}
+	}
+	return true
 }
 
 func logsOf(nodes []*node) []string {
