@@ -294,7 +294,7 @@ func eventJSON(ev events.Event) eventLine {
 			MsgID   uint64     `json:"msg_id"`
 			ReplyTo uint64     `json:"reply_to,omitempty"`
 			Payload []byte     `json:"payload"` // base64
-		}{g.Name, nodesJSON([]events.Node{g.Node})[0], nodesJSON(g.Members), g.MsgID, g.ReplyTo, g.Payload}
+		}{g.Name, nodesJSON(memberNodes([]events.GroupMember{g.From}))[0], nodesJSON(memberNodes(g.Members)), g.MsgID, g.ReplyTo, g.Payload}
 	}
 	return l
 }
@@ -305,6 +305,16 @@ func nodeText(n events.Node) string {
 		s += "@" + n.Addr.String()
 	}
 	return s
+}
+
+// memberNodes shows group members as nodes (node id, member name) until
+// the group output gets its own shape.
+func memberNodes(ms []events.GroupMember) []events.Node {
+	ns := make([]events.Node, len(ms))
+	for i, m := range ms {
+		ns[i] = events.Node{ID: m.Node, Name: m.Name, BornOn: m.BornOn}
+	}
+	return ns
 }
 
 func nodesText(ns []events.Node) string {
@@ -365,12 +375,12 @@ func eventText(ev events.Event) string {
 		s += " peers=[" + strings.Join(peers, " ") + "]"
 	case ev.Group() != nil:
 		g := ev.Group()
-		s += fmt.Sprintf(" group=%q from=%s msg=%d", g.Name, nodeText(g.Node), g.MsgID)
+		s += fmt.Sprintf(" group=%q from=%s msg=%d", g.Name, nodeText(memberNodes([]events.GroupMember{g.From})[0]), g.MsgID)
 		if g.ReplyTo != 0 {
 			s += fmt.Sprintf(" reply_to=%d", g.ReplyTo)
 		}
 		if len(g.Members) > 0 {
-			s += " members=" + nodesText(g.Members)
+			s += " members=" + nodesText(memberNodes(g.Members))
 		}
 		s += fmt.Sprintf(" payload=%d bytes", len(g.Payload))
 	}

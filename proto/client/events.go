@@ -233,8 +233,9 @@ func (c *check) data(d event.Data) {
 		}
 	case *event.Group:
 		c.name("group name", d.Name)
-		c.node("sender", &d.Node)
-		c.nodes("group members", d.Members)
+		from := groupNode(d.From)
+		c.node("sender", &from)
+		c.nodes("group members", groupNodes(d.Members))
 		if len(d.Payload) > MaxPayload {
 			c.fail("payload is %d bytes, limit %d", len(d.Payload), MaxPayload)
 		}
@@ -483,20 +484,43 @@ func readConnectivity(r *proto.Reader) *event.Connectivity {
 func appendGroup(dst []byte, g *event.Group) []byte {
 	le := binary.LittleEndian
 	dst = proto.AppendString16(dst, g.Name)
-	dst = appendNode(dst, &g.Node)
+	from := groupNode(g.From)
+	dst = appendNode(dst, &from)
 	dst = le.AppendUint64(dst, g.MsgID)
 	dst = le.AppendUint64(dst, g.ReplyTo)
-	dst = appendNodes(dst, g.Members)
+	dst = appendNodes(dst, groupNodes(g.Members))
 	dst = le.AppendUint32(dst, uint32(len(g.Payload)))
 	return append(dst, g.Payload...)
 }
 
+// groupNode, groupNodes and memberOf map group members onto the v1 layout's
+// nodes until the v2 group layout replaces it.
+func groupNode(m event.GroupMember) event.Node { return event.Node{ID: m.Node, Name: m.Name} }
+
+func groupNodes(ms []event.GroupMember) []event.Node {
+	if ms == nil {
+		return nil
+	}
+	ns := make([]event.Node, len(ms))
+	for i, m := range ms {
+		ns[i] = groupNode(m)
+	}
+	return ns
+}
+
+func memberOf(n event.Node) event.GroupMember { return event.GroupMember{Node: n.ID, Name: n.Name} }
+
 func readGroup(r *proto.Reader) *event.Group {
 	g := &event.Group{Name: r.String16(MaxNameLen, "group name")}
-	g.Node = readNode(r, "sender")
+	g.From = memberOf(readNode(r, "sender"))
 	g.MsgID = r.U64("msg id")
 	g.ReplyTo = r.U64("reply to")
-	g.Members = readNodes(r, "group member")
+	if ns := readNodes(r, "group member"); ns != nil {
+		g.Members = make([]event.GroupMember, len(ns))
+		for i, n := range ns {
+			g.Members[i] = memberOf(n)
+		}
+	}
 	n := r.U32("payload length")
 	if uint64(n) > MaxPayload {
 		r.Fail(proto.CodeField, "payload is %d bytes, limit %d", n, MaxPayload)

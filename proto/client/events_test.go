@@ -32,7 +32,7 @@ var (
 		},
 		Peers: []event.Peer{{Node: node1, Eligible: true, Connected: true}, {Node: node2, Eligible: true}, {Node: node3}},
 	}
-	sampleGroup = &event.Group{Name: "locks", Node: node1, Members: []event.Node{node1, node2}, MsgID: 42, Payload: []byte("hello")}
+	sampleGroup = &event.Group{Name: "locks", From: event.GroupMember{Node: node1.ID, Name: node1.Name}, Members: []event.GroupMember{{Node: node1.ID, Name: node1.Name}, {Node: node2.ID, Name: node2.Name}}, MsgID: 42, Payload: []byte("hello")}
 	// The connectivity lists an agent answers QUERY_CONNECTIVITY with:
 	// no subject.
 	sampleLists = &event.Connectivity{Interfaces: sampleConn.Interfaces, Peers: sampleConn.Peers}
@@ -461,6 +461,10 @@ func TestEventRoundTrip(t *testing.T) {
 	many[7].Name = strings.Repeat("n", client.MaxNameLen)
 	many[8].Addr = netip.AddrPortFrom(netip.MustParseAddr("::ffff:10.0.0.1").WithZone(strings.Repeat("z", client.MaxZoneLen)), 1)
 	many[9].Addr = netip.MustParseAddrPort("[::]:0")
+	manyMembers := make([]event.GroupMember, len(many))
+	for i, n := range many {
+		manyMembers[i] = event.GroupMember{Node: n.ID, Name: n.Name}
+	}
 	ifaces := make([]event.Interface, client.MaxInterfaces)
 	for i := range ifaces {
 		ifaces[i] = event.Interface{Name: fmt.Sprint("if", i), Up: i%2 == 0, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), i%33)}
@@ -472,7 +476,7 @@ func TestEventRoundTrip(t *testing.T) {
 		{Seq: 1, Desc: event.MSSuspect, Data: &event.Membership{}},
 		{Seq: 2, Desc: event.MSEvicted, Data: &event.Membership{Instance: 1 << 60, Members: many, Joined: many, Left: many}},
 		{Seq: 3, Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: ifaces[3], Interfaces: ifaces, Nodes: many, Peers: []event.Peer{{Node: many[8], Connected: true}}}},
-		{Seq: 4, Desc: event.GSReply, Data: &event.Group{Name: strings.Repeat("g", client.MaxNameLen), ReplyTo: 9, Members: many, Payload: make([]byte, client.MaxPayload)}},
+		{Seq: 4, Desc: event.GSReply, Data: &event.Group{Name: strings.Repeat("g", client.MaxNameLen), ReplyTo: 9, Members: manyMembers, Payload: make([]byte, client.MaxPayload)}},
 		{Seq: ^uint64(0), Desc: event.GSLeave, Data: &event.Group{}},
 	} {
 		b, err := client.AppendEvent(nil, &ev)
@@ -517,12 +521,12 @@ func TestAppendEventLimits(t *testing.T) {
 		"data class":    {event.Event{Desc: event.MSNewView, Data: &event.Group{}}, proto.CodeField, "GROUP data for NEWVIEW"},
 		"members":       {event.Event{Desc: event.MSNewView, Data: &event.Membership{Left: big}}, proto.CodeTooLarge, "4097 left nodes"},
 		"node name":     {event.Event{Desc: event.MSNewView, Data: &event.Membership{Members: []event.Node{{Name: long}}}}, proto.CodeTooLarge, "members name is 256 bytes"},
-		"zone":          {event.Event{Desc: event.GSJoin, Data: &event.Group{Node: event.Node{Addr: netip.AddrPortFrom(netip.IPv6Loopback().WithZone(long), 1)}}}, proto.CodeTooLarge, "zone is 256 bytes"},
+		"sender name":   {event.Event{Desc: event.GSJoin, Data: &event.Group{From: event.GroupMember{Name: long}}}, proto.CodeTooLarge, "sender name is 256 bytes"},
 		"interfaces":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interfaces: make([]event.Interface, client.MaxInterfaces+1)}}, proto.CodeTooLarge, "257 interfaces"},
 		"iface name":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: event.Interface{Name: long}}}, proto.CodeTooLarge, "interface name is 256"},
 		"peers":         {event.Event{Desc: event.CSP2PLost, Data: &event.Connectivity{Peers: make([]event.Peer, client.MaxNodes+1)}}, proto.CodeTooLarge, "4097 peers"},
 		"payload":       {event.Event{Desc: event.GSUnicast, Data: &event.Group{Payload: make([]byte, client.MaxPayload+1)}}, proto.CodeTooLarge, "payload is 8388609 bytes"},
-		"group members": {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: big}}, proto.CodeTooLarge, "4097 group members"},
+		"group members": {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: make([]event.GroupMember, client.MaxNodes+1)}}, proto.CodeTooLarge, "4097 group members"},
 	} {
 		out, err := client.AppendEvent([]byte("x"), &tc.ev)
 		if string(out) != "x" {

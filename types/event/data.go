@@ -112,16 +112,17 @@ type Connectivity struct {
 
 // Group is the data of group messaging events.
 type Group struct {
-	Name string // the group
-	// Node joined (JOIN), left (LEAVE) or sent the message (BROADCAST,
-	// MULTICAST, UNICAST, REPLY).
-	Node Node
-	// Members are the group's member nodes after a JOIN or LEAVE.
-	Members []Node
-	// MsgID is the sender-assigned ID of a message; ReplyTo is, for a
-	// REPLY, the MsgID of the message it answers.
-	MsgID, ReplyTo uint64
-	Payload        []byte
+	Name    string        // the group (BROADCAST: the sender's label, may be empty)
+	From    GroupMember   // JOIN/LEAVE: the member that joined or left; messages: the sender
+	Reason  LeaveReason   // LEAVE only
+	Members []GroupMember // JOIN/LEAVE: the group after the change, oldest first (BornOn, Member)
+	Target  uint64        // UNICAST, REPLY: the member addressed
+	MsgID   uint64        // the sender's own id for the message (opaque to corral)
+	ReplyTo uint64        // REPLY: the Seq of the message answered
+	Payload []byte
+	// To are the member ids the event is delivered to, sorted ascending: the agent's
+	// filter reads it. Not on the wire. Ignored for BROADCAST (every group-class subscriber).
+	To []uint64
 }
 
 // Class implements Data.
