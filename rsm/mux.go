@@ -37,7 +37,7 @@ var (
 )
 
 // NewMux returns a Mux with no machines. publish receives every event the
-// machines return, with Seq set to its entry's index, in log order, after
+// machines return, with Seq set to its position in the log, in log order, after
 // the entry is durably applied; it is called on the node's goroutine and
 // must not block for long. A nil publish drops the events.
 func NewMux(publish func(events.Event), logger *slog.Logger) *Mux {
@@ -155,8 +155,8 @@ func (m *Mux) run(tx *clusterlog.AppTx, mc Machine, ent Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rsm: machine %d: apply entry %d: %w", mc.ID(), ent.Index, err)
 	}
-	for _, ev := range res.Events {
-		ev.Seq = ent.Index
+	for i, ev := range res.Events {
+		ev.Seq = events.SeqOf(ent.Index, ent.Event+uint32(i))
 		m.pending = append(m.pending, ev)
 	}
 	return res.Reply, nil

@@ -21,7 +21,12 @@ const (
 
 // Entry is one committed command for a machine.
 type Entry struct {
-	Index    uint64 // the entry's log index: the Seq of every event it produces
+	Index uint64 // the entry's log index
+	// Event is the place in the entry of the first event this Apply
+	// returns: 0 for an ordinary entry; for ApplyView, the number of
+	// events the entry produced before. The Mux gives returned event i the
+	// Seq events.SeqOf(Index, Event+i).
+	Event    uint32
 	Term     uint64
 	Proposer uint64 // node id of the proposer, from the envelope
 	Request  uint64 // the proposer's request id for deduplication; 0 if none
@@ -50,8 +55,9 @@ type Tx interface {
 
 // Result is what applying one entry produced.
 type Result struct {
-	// Events are cluster-wide events; the Mux sets their Seq to the entry's
-	// index and publishes them after the entry is durably applied.
+	// Events are cluster-wide events; the Mux sets their Seq to their
+	// position in the log (events.SeqOf(Index, Event+i)) and publishes
+	// them after the entry is durably applied.
 	Events []events.Event
 	// Reply is returned by Proposer.Propose on the proposing node.
 	Reply []byte
