@@ -11,6 +11,11 @@
 // entry's index times 2^20 plus the event's place in the entry
 // (events.SeqOf), the same on every node.
 //
+// A machine that must react to view changes (its members on a node that
+// left) implements ViewObserver: the Mux calls it in the configuration-change
+// entry that made the view, after the Membership machine, so its reaction
+// has a place in the log like any command.
+//
 // Commands travel in an envelope (SPEC.md) with the machine id, the
 // proposer's node id and an optional request id; the Mux applies a request
 // id at most once per proposer (within DedupeWindow) and answers a retry

@@ -86,6 +86,19 @@ type ConfChecker interface {
 	CheckConf(tx Tx, e Entry) error
 }
 
+// ViewObserver is implemented by a machine whose state depends on the view
+// (e.g. groups, whose members on a node that left must go). After the
+// Membership machine applies a configuration-change entry whose Result has
+// a NEWVIEW event, the Mux calls ApplyView of every other registered
+// ViewObserver, in id order, in the same transaction, with view the
+// NEWVIEW's data (read-only) and e.Event the number of events the entry
+// produced so far; the returned events are published after them, with the
+// entry's Seqs. The Result's Reply is not used. An error stops the node, as
+// for Apply.
+type ViewObserver interface {
+	ApplyView(tx Tx, e Entry, view *events.Membership) (Result, error)
+}
+
 // Proposer is what services use to write to the log. It survives evictions:
 // the node underneath is replaced, the Proposer stays.
 type Proposer interface {
