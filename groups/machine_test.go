@@ -361,3 +361,5 @@ func eventsText(index uint64, first uint32, evs []events.Event) string {
 	}
 	return b.String()
 }
+
+func groupsEntry(b []byte) rsm.Entry { return rsm.Entry{Index: 1, Proposer: 1, Cmd: b} }
