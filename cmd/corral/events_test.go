@@ -74,7 +74,7 @@ func TestEventText(t *testing.T) {
 		{events.Event{Seq: 14, Desc: events.CSP2PLost, Data: &events.Connectivity{Nodes: []events.Node{{ID: 2, Name: "n2"}}, Peers: []events.Peer{{Node: n1, Eligible: true, Connected: true}}}},
 			"seq=14 connectivity P2P_LOST nodes=[2:n2] peers=[1:n1@127.0.0.1:7946=connected]"},
 		{events.Event{Seq: 15, Desc: events.GSReply, Data: &events.Group{Name: "g", From: events.GroupMember{Node: n1.ID, Name: n1.Name}, MsgID: 6, ReplyTo: 5, Payload: []byte("ok")}},
-			`seq=15 group REPLY group="g" from=1:n1@127.0.0.1:7946 msg=6 reply_to=5 payload=2 bytes`},
+			`seq=15 group REPLY group="g" from=1:n1 msg=6 reply_to=5 payload=2 bytes`},
 	} {
 		if got := eventText(tc.ev); got != tc.want {
 			t.Errorf("\n got %s\nwant %s", got, tc.want)
