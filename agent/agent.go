@@ -187,7 +187,9 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { a.cluster.Close() })
-	a.stream.Skip(a.cluster.AppliedAtStart())
+	// Every event of the entries applied before start was published by an
+	// earlier run: the stream starts above the last Seq they could have.
+	a.stream.Skip(events.SeqOf(a.cluster.AppliedAtStart(), 1<<events.SeqShift-1))
 	a.cluster.Register(a.mesh)
 	a.adminOps.add(0x0000, 0x01FF, func() transport.Handler { return a.handleAdmin })
 

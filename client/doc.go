@@ -38,7 +38,7 @@
 // nothing of how events reach a process. corral decides:
 //
 //   - Exactly once across reconnects. Every cluster-wide event carries its
-//     Seq (the Raft log index, the same on every node). On reconnection the
+//     Seq (its position in the Raft log, the same on every node). On reconnection the
 //     client asks the agent to resume after the last Seq it delivered; the
 //     agent resends what it still holds, and anything at or below that Seq
 //     is dropped here and refused by the service (events.ErrStaleSeq). So

@@ -17,7 +17,8 @@
 //
 //  1. A committed entry's effects (the machines' state) commit in the same
 //     bbolt transaction as the applied index; its events are published only
-//     after that transaction is durable, with Seq = the entry's index.
+//     after that transaction is durable, with Seq = the event's position in
+//     the log (events.SeqOf(index, place in the entry)).
 //  2. Entries a new life replays that the previous life already published
 //     are not published again; a restored snapshot publishes no events for
 //     the entries it covers and tells the event stream to skip them.

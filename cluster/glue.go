@@ -63,6 +63,10 @@ func (c *Cluster) importLegacy(l *life, s membership.LegacyState) error {
 	return nil
 }
 
+// lastSeq is the highest Seq an event of log entry index can have: every
+// event of the entries up to index is at or below it.
+func lastSeq(index uint64) uint64 { return events.SeqOf(index, 1<<events.SeqShift-1) }
+
 // publishCommitted publishes an event of a durably applied entry, unless
 // an earlier life of this node published it already.
 func (c *Cluster) publishCommitted(l *life, ev events.Event) {
@@ -107,12 +111,12 @@ func (a applier) Restore(tx *clusterlog.AppTx, s clusterlog.SnapshotMeta, r io.R
 func (a applier) Committed(applied uint64) {
 	c, l := a.c, a.l
 	chs, restored := l.member.commit()
-	if restored > l.replayed {
-		c.cfg.Events.Skip(restored)
+	if last := lastSeq(restored); last > l.replayed {
+		c.cfg.Events.Skip(last)
 	}
 	l.mux.Committed(applied)
 	for _, ch := range chs {
-		if ch.Index <= l.replayed || ch.Restored {
+		if ch.Index <= events.SeqIndex(l.replayed) || ch.Restored {
 			continue
 		}
 		c.publishEligibility(ch)

@@ -9,7 +9,7 @@
 // # Producer and consumer
 //
 // The producer owns a Service and calls Publish for each event, cluster-wide
-// events in Raft log order with the log index as Event.Seq, local-only events
+// events in Raft log order with their log position as Event.Seq, local-only events
 // (Seq 0) whenever they happen. Publish never waits for consumers.
 //
 // A consumer follows the seed's steps:

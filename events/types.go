@@ -100,3 +100,13 @@ func ParseClass(s string) (Class, error) { return event.ParseClass(s) }
 // event.ParseDescriptor. It also accepts the INVALID names, which Publish
 // refuses.
 func ParseDescriptor(s string) (Descriptor, error) { return event.ParseDescriptor(s) }
+
+// SeqShift is the number of low Seq bits that number an event within its
+// log entry; see event.SeqShift.
+const SeqShift = event.SeqShift
+
+// SeqOf returns the Seq of event k of log entry index; see event.SeqOf.
+func SeqOf(index uint64, k uint32) uint64 { return event.SeqOf(index, k) }
+
+// SeqIndex returns the log index of the entry of seq; see event.SeqIndex.
+func SeqIndex(seq uint64) uint64 { return event.SeqIndex(seq) }

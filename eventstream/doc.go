@@ -7,7 +7,8 @@
 // The rules, in order:
 //
 //  1. Cluster-wide events (Seq != 0) are published with strictly
-//     increasing Seq, the index of the log entry they were applied from.
+//     increasing Seq, the event's position in the cluster log (the entry's
+//     index times 2^20 plus the event's place in the entry).
 //     This package is where exactly-once holds for the stream: a Seq not
 //     above the latest is refused (logged, dropped, ErrStaleSeq).
 //  2. A stream starts at a floor, the log's applied index at start: the

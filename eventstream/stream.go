@@ -171,7 +171,8 @@ type Stream struct {
 }
 
 // New returns a stream whose history is empty and whose floor and latest
-// Seq are floor: the applied index of the cluster log at start. The
+// Seq are floor: at start, the last Seq the applied entries of the cluster
+// log could have (events.SeqOf(applied, 1<<events.SeqShift-1)). The
 // events up to it were published by an earlier run, or never here (a
 // snapshot replaced them); this stream does not hold them, so a
 // subscriber resuming below floor is told of a gap.

@@ -7,7 +7,14 @@
 // bbolt transaction that also records the applied index, so a machine's
 // state and the log's applied index never disagree, even across a crash.
 // The events a machine returns are published only after that transaction
-// has committed; their Seq is the entry's index, the same on every node.
+// has committed; their Seq is the event's position in the cluster log: the
+// entry's index times 2^20 plus the event's place in the entry
+// (events.SeqOf), the same on every node.
+//
+// A machine that must react to view changes (its members on a node that
+// left) implements ViewObserver: the Mux calls it in the configuration-change
+// entry that made the view, after the Membership machine, so its reaction
+// has a place in the log like any command.
 //
 // Commands travel in an envelope (SPEC.md) with the machine id, the
 // proposer's node id and an optional request id; the Mux applies a request

@@ -37,7 +37,7 @@ var (
 )
 
 // NewMux returns a Mux with no machines. publish receives every event the
-// machines return, with Seq set to its entry's index, in log order, after
+// machines return, with Seq set to its position in the log, in log order, after
 // the entry is durably applied; it is called on the node's goroutine and
 // must not block for long. A nil publish drops the events.
 func NewMux(publish func(events.Event), logger *slog.Logger) *Mux {
@@ -106,7 +106,7 @@ func (m *Mux) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
 		if mc == nil {
 			return nil, nil // no membership machine: raft's change alone
 		}
-		return m.run(tx, mc, confEntry(e))
+		return m.runConf(tx, mc, confEntry(e))
 	}
 	env, err := ParseEnvelope(e.Data)
 	if err != nil {
@@ -147,17 +147,65 @@ func confEntry(e clusterlog.Entry) Entry {
 
 // run applies ent to mc and queues its events.
 func (m *Mux) run(tx *clusterlog.AppTx, mc Machine, ent Entry) ([]byte, error) {
+	res, err := m.apply(tx, mc, ent)
+	return res.Reply, err
+}
+
+// apply applies ent to mc and queues its events at places ent.Event, ….
+func (m *Mux) apply(tx *clusterlog.AppTx, mc Machine, ent Entry) (Result, error) {
 	mt, err := machineTx(tx, mc.ID())
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	res, err := mc.Apply(mt, ent)
 	if err != nil {
-		return nil, fmt.Errorf("rsm: machine %d: apply entry %d: %w", mc.ID(), ent.Index, err)
+		return Result{}, fmt.Errorf("rsm: machine %d: apply entry %d: %w", mc.ID(), ent.Index, err)
 	}
-	for _, ev := range res.Events {
-		ev.Seq = ent.Index
+	m.queue(ent, res.Events)
+	return res, nil
+}
+
+func (m *Mux) queue(ent Entry, evs []events.Event) {
+	for i, ev := range evs {
+		ev.Seq = events.SeqOf(ent.Index, ent.Event+uint32(i))
 		m.pending = append(m.pending, ev)
+	}
+}
+
+// runConf applies a configuration-change entry to the Membership machine
+// and, if it made a new view, tells every other machine that observes
+// views, in id order, in the same entry: their events follow the NEWVIEW.
+func (m *Mux) runConf(tx *clusterlog.AppTx, mc Machine, ent Entry) ([]byte, error) {
+	res, err := m.apply(tx, mc, ent)
+	if err != nil {
+		return nil, err
+	}
+	var view *events.Membership
+	for _, ev := range res.Events {
+		if v := ev.Membership(); ev.Desc == events.MSNewView && v != nil {
+			view = v
+		}
+	}
+	if view == nil {
+		return res.Reply, nil
+	}
+	ent.Cmd = nil // the change's context is the Membership machine's
+	ent.Event = uint32(len(res.Events))
+	for _, o := range m.sorted() {
+		vo, ok := o.(ViewObserver)
+		if !ok || o.ID() == Membership {
+			continue
+		}
+		mt, err := machineTx(tx, o.ID())
+		if err != nil {
+			return nil, err
+		}
+		vr, err := vo.ApplyView(mt, ent, view)
+		if err != nil {
+			return nil, fmt.Errorf("rsm: machine %d: apply view of entry %d: %w", o.ID(), ent.Index, err)
+		}
+		m.queue(ent, vr.Events)
+		ent.Event += uint32(len(vr.Events))
 	}
 	return res.Reply, nil
 }

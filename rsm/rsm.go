@@ -21,7 +21,12 @@ const (
 
 // Entry is one committed command for a machine.
 type Entry struct {
-	Index    uint64 // the entry's log index: the Seq of every event it produces
+	Index uint64 // the entry's log index
+	// Event is the place in the entry of the first event this Apply
+	// returns: 0 for an ordinary entry; for ApplyView, the number of
+	// events the entry produced before. The Mux gives returned event i the
+	// Seq events.SeqOf(Index, Event+i).
+	Event    uint32
 	Term     uint64
 	Proposer uint64 // node id of the proposer, from the envelope
 	Request  uint64 // the proposer's request id for deduplication; 0 if none
@@ -50,8 +55,9 @@ type Tx interface {
 
 // Result is what applying one entry produced.
 type Result struct {
-	// Events are cluster-wide events; the Mux sets their Seq to the entry's
-	// index and publishes them after the entry is durably applied.
+	// Events are cluster-wide events; the Mux sets their Seq to their
+	// position in the log (events.SeqOf(Index, Event+i)) and publishes
+	// them after the entry is durably applied.
 	Events []events.Event
 	// Reply is returned by Proposer.Propose on the proposing node.
 	Reply []byte
@@ -78,6 +84,19 @@ type Machine interface {
 // agree.
 type ConfChecker interface {
 	CheckConf(tx Tx, e Entry) error
+}
+
+// ViewObserver is implemented by a machine whose state depends on the view
+// (e.g. groups, whose members on a node that left must go). After the
+// Membership machine applies a configuration-change entry whose Result has
+// a NEWVIEW event, the Mux calls ApplyView of every other registered
+// ViewObserver, in id order, in the same transaction, with view the
+// NEWVIEW's data (read-only) and e.Event the number of events the entry
+// produced so far; the returned events are published after them, with the
+// entry's Seqs. The Result's Reply is not used. An error stops the node, as
+// for Apply.
+type ViewObserver interface {
+	ApplyView(tx Tx, e Entry, view *events.Membership) (Result, error)
 }
 
 // Proposer is what services use to write to the log. It survives evictions:

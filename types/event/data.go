@@ -8,9 +8,10 @@ import (
 // Event is one cluster event as callbacks receive it and producers publish
 // it. The seed passes (descriptor, size, data); Seq is corral's.
 type Event struct {
-	// Seq is the event's cluster-wide sequence number: the index of the
-	// Raft log entry it was applied from, the same on every node, so a
-	// callback can tell events apart and dedupe across restarts. Zero marks
+	// Seq is the event's position in the cluster log: the entry's index
+	// times 2^20 plus the event's place in the entry (SeqOf); the same on
+	// every node, so a callback can tell events apart and dedupe across
+	// restarts. Zero marks
 	// a local-only event (e.g. INTERFACE_FAILED) that has no place in the
 	// cluster-wide order. Non-zero Seqs strictly increase; gaps are normal.
 	Seq uint64
