@@ -78,13 +78,18 @@ type Cmd struct {
 // AppendBatch appends the batch of cmds to dst. It refuses only what the
 // layout cannot hold (more than MaxBatch commands, an unknown op, a
 // string over 65535 bytes); the machine checks the limits per command.
-func AppendBatch(dst []byte, cmds []Cmd) ([]byte, error) {
+//
+// node is the proposing agent's node id. The envelope names the proposer
+// by its raft id, which is the node's incarnation (a new one each life),
+// while sessions and views speak of node ids.
+func AppendBatch(dst []byte, node uint64, cmds []Cmd) ([]byte, error) {
 	if len(cmds) > MaxBatch {
 		return dst, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, len(cmds), MaxBatch)
 	}
 	le := binary.LittleEndian
 	out := append(dst, BatchVersion, 0, 0, 0)
 	out = le.AppendUint32(out, uint32(len(cmds)))
+	out = le.AppendUint64(out, node)
 	for i := range cmds {
 		c := &cmds[i]
 		if len(c.Name) > math.MaxUint16 || len(c.Group) > math.MaxUint16 || uint64(len(c.Payload)) > math.MaxUint32-64 {
@@ -136,40 +141,44 @@ const cmdHeaderLen = 8
 // MaxBatch commands, an unknown op, a body that is not exactly its op's
 // layout, and bytes after the last command; limits of names and payloads
 // are the machine's to check.
-func ParseBatch(b []byte) ([]Cmd, error) {
+func ParseBatch(b []byte) (node uint64, cmds []Cmd, err error) {
 	r := reader{b: b}
 	if v := r.u8("version"); r.err == nil && v != BatchVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrBatch, v, BatchVersion)
+		return 0, nil, fmt.Errorf("%w: version %d, want %d", ErrBatch, v, BatchVersion)
 	}
 	r.zero(3, "header reserved")
 	n := r.u32("count")
+	node = r.u64("node")
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBatch, r.err)
+		return 0, nil, fmt.Errorf("%w: %w", ErrBatch, r.err)
 	}
 	if n > MaxBatch {
-		return nil, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, n, MaxBatch)
+		return 0, nil, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, n, MaxBatch)
+	}
+	if node == 0 {
+		return 0, nil, fmt.Errorf("%w: node id 0", ErrBatch)
 	}
 	if uint64(n)*cmdHeaderLen > uint64(len(r.b)) {
-		return nil, fmt.Errorf("%w: %d commands in %d bytes", ErrBatch, n, len(r.b))
+		return 0, nil, fmt.Errorf("%w: %d commands in %d bytes", ErrBatch, n, len(r.b))
 	}
-	cmds := make([]Cmd, n)
+	cmds = make([]Cmd, n)
 	for i := range cmds {
 		op := Op(r.u8("op"))
 		r.zero(3, "command reserved")
 		body := r.bytes(int(min(r.u32("command length"), math.MaxInt32)), "command body")
 		if r.err != nil {
-			return nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
+			return 0, nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
 		}
 		c, err := parseCmd(op, body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
+			return 0, nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
 		}
 		cmds[i] = c
 	}
 	if err := r.end(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBatch, err)
+		return 0, nil, fmt.Errorf("%w: %w", ErrBatch, err)
 	}
-	return cmds, nil
+	return node, cmds, nil
 }
 
 func parseCmd(op Op, body []byte) (Cmd, error) {

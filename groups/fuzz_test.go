@@ -29,11 +29,11 @@ func seeds(f *testing.F) {
 func FuzzParseBatch(f *testing.F) {
 	seeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cmds, err := groups.ParseBatch(b)
+		node, cmds, err := groups.ParseBatch(b)
 		if err != nil {
 			return
 		}
-		again, err := groups.AppendBatch(nil, cmds)
+		again, err := groups.AppendBatch(nil, node, cmds)
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding %x gives %x (%v)", b, again, err)
 		}

@@ -49,7 +49,7 @@ func goldenSnapshot(t *testing.T) []byte {
 		{{Op: groups.OpOpen, Key: 1, Pid: 10, Name: "a"}, {Op: groups.OpOpen, Key: 2}, {Op: groups.OpJoin, Key: 1, Group: "g"}, {Op: groups.OpJoin, Key: 2, Group: "g"}},
 		{{Op: groups.OpJoin, Key: 2, Group: "h"}, {Op: groups.OpPart, Key: 2, Xfer: 5, Payload: []byte("part")}},
 	} {
-		b, err := groups.AppendBatch(nil, cmds)
+		b, err := groups.AppendBatch(nil, 7, cmds)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func goldenSnapshot(t *testing.T) []byte {
 }
 
 func TestGolden(t *testing.T) {
-	batch, err := groups.AppendBatch(nil, goldenCmds)
+	batch, err := groups.AppendBatch(nil, 7, goldenCmds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +105,8 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	// The file decodes to what made it.
-	cmds, err := groups.ParseBatch(file["batch"])
-	if err != nil || !reflect.DeepEqual(cmds, goldenCmds) {
+	node, cmds, err := groups.ParseBatch(file["batch"])
+	if err != nil || node != 7 || !reflect.DeepEqual(cmds, goldenCmds) {
 		t.Errorf("ParseBatch(file) = %+v, %v\nwant %+v", cmds, err, goldenCmds)
 	}
 	rs, err := groups.ParseResults(file["results"])
@@ -128,26 +128,27 @@ func TestGolden(t *testing.T) {
 
 // The decoders refuse what the format does not allow.
 func TestParseRefuses(t *testing.T) {
-	ok, _ := groups.AppendBatch(nil, goldenCmds[:1])
+	ok, _ := groups.AppendBatch(nil, 7, goldenCmds[:1])
 	for name, b := range map[string][]byte{
 		"empty":          nil,
 		"version":        append([]byte{2}, ok[1:]...),
 		"reserved":       append([]byte{1, 1}, ok[2:]...),
-		"count too big":  {1, 0, 0, 0, 1, 0, 1, 0},
-		"count vs bytes": {1, 0, 0, 0, 9, 0, 0, 0},
-		"unknown op":     {1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0},
+		"count too big":  {1, 0, 0, 0, 1, 0, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0},
+		"count vs bytes": {1, 0, 0, 0, 9, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0},
+		"node 0":         {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"unknown op":     {1, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0},
 		"trailing":       append(bytes.Clone(ok), 0),
-		"body trailing":  {1, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0},
+		"body trailing":  {1, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0},
 		"truncated":      ok[:len(ok)-1],
 	} {
-		if _, err := groups.ParseBatch(b); err == nil {
+		if _, _, err := groups.ParseBatch(b); err == nil {
 			t.Errorf("%s: ParseBatch accepted %x", name, b)
 		}
 	}
 	if _, err := groups.ParseResults([]byte{1, 0, 0, 0}); err == nil {
 		t.Error("ParseResults accepted a truncated list")
 	}
-	if _, err := groups.AppendBatch(nil, make([]groups.Cmd, groups.MaxBatch+1)); err == nil {
+	if _, err := groups.AppendBatch(nil, 7, make([]groups.Cmd, groups.MaxBatch+1)); err == nil {
 		t.Error("AppendBatch accepted too many commands")
 	}
 	// A batch that does not parse is answered with one error for all.

@@ -162,13 +162,13 @@ func sessionValue(s *session) []byte {
 func (m *Machine) Apply(tx rsm.Tx, e rsm.Entry) (rsm.Result, error) {
 	// Events must not alias the log: one copy, which the events' payloads
 	// share.
-	cmds, err := ParseBatch(bytes.Clone(e.Cmd))
+	node, cmds, err := ParseBatch(bytes.Clone(e.Cmd))
 	if err != nil {
 		return rsm.Result{Reply: AppendResults(nil, []CmdResult{{Status: proto.CodeField, Text: err.Error()}})}, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	a := &apply{m: m, tx: tx, e: e}
+	a := &apply{m: m, tx: tx, e: e, node: node}
 	rs := make([]CmdResult, len(cmds))
 	for i := range cmds {
 		r, err := a.cmd(uint32(i), &cmds[i])
@@ -228,6 +228,7 @@ type apply struct {
 	m      *Machine
 	tx     rsm.Tx
 	e      rsm.Entry
+	node   uint64 // the batch's node: the proposing agent's node id
 	events []events.Event
 }
 
@@ -261,7 +262,7 @@ func refuse(code proto.Code, format string, args ...any) CmdResult {
 func (a *apply) cmd(i uint32, c *Cmd) (CmdResult, error) {
 	st := &a.m.st
 	if c.Op == OpReset {
-		ss := a.m.sortedSessions(func(s *session) bool { return s.node == a.e.Proposer })
+		ss := a.m.sortedSessions(func(s *session) bool { return s.node == a.node })
 		n := 0
 		for _, s := range ss {
 			n += len(s.groups)
@@ -281,12 +282,12 @@ func (a *apply) cmd(i uint32, c *Cmd) (CmdResult, error) {
 		}
 		return r, nil
 	}
-	s := st.sessions[sessKey{a.e.Proposer, c.Key}]
+	s := st.sessions[sessKey{a.node, c.Key}]
 	if c.Op == OpOpen {
 		return a.open(i, c, s)
 	}
 	if s == nil {
-		return refuse(codeNoMember, "%v: no session %#x of node %d", c.Op, c.Key, a.e.Proposer), nil
+		return refuse(codeNoMember, "%v: no session %#x of node %d", c.Op, c.Key, a.node), nil
 	}
 	switch c.Op {
 	case OpClose:
@@ -338,13 +339,13 @@ func checkGroup(c *Cmd) (CmdResult, bool) {
 func (a *apply) open(i uint32, c *Cmd, s *session) (CmdResult, error) {
 	switch {
 	case s != nil:
-		return refuse(proto.CodeState, "OPEN: session %#x of node %d exists (member %d)", c.Key, a.e.Proposer, s.member), nil
+		return refuse(proto.CodeState, "OPEN: session %#x of node %d exists (member %d)", c.Key, a.node, s.member), nil
 	case len(c.Name) > MaxMemberName:
 		return refuse(proto.CodeTooLarge, "OPEN: member name is %d bytes, limit %d", len(c.Name), MaxMemberName), nil
 	case !utf8.ValidString(c.Name):
 		return refuse(proto.CodeField, "OPEN: member name is not UTF-8"), nil
 	}
-	s = &session{node: a.e.Proposer, key: c.Key, member: event.SeqOf(a.e.Index, i), pid: c.Pid, name: c.Name,
+	s = &session{node: a.node, key: c.Key, member: event.SeqOf(a.e.Index, i), pid: c.Pid, name: c.Name,
 		groups: map[string]uint64{}, parts: map[uint64]int{}}
 	if err := a.tx.Put(sessionKey(s.node, s.key), sessionValue(s)); err != nil {
 		return CmdResult{}, err
@@ -410,7 +411,7 @@ func insertID(ids []uint64, id uint64) []uint64 {
 }
 
 // leave takes s out of group name, with a LEAVE to the remaining members
-// (and to s, if it left itself). It returns the event's seq and recipients.
+// (and to s, if it left itself or fell behind). It returns the event's seq and recipients.
 func (a *apply) leave(s *session, name string, why event.LeaveReason) (uint64, int, error) {
 	bornOn := s.groups[name]
 	if err := a.tx.Delete(memberKey(s.member, name)); err != nil {
@@ -427,7 +428,9 @@ func (a *apply) leave(s *session, name string, why event.LeaveReason) (uint64, i
 		delete(a.m.st.groups, name)
 	}
 	to := g.to
-	if why == event.LeaveLeft {
+	if why == event.LeaveLeft || why == event.LeaveBehind {
+		// A member that left, or was closed for falling behind, is still
+		// connected and hears it.
 		to = insertID(g.to, s.member)
 	}
 	seq := a.emit(events.GSLeave, &event.Group{Name: name, From: s.gm(bornOn), Reason: why, Members: g.members, To: to})

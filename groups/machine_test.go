@@ -274,7 +274,7 @@ func TestScripts(t *testing.T) {
 						cmds = append(cmds, parseCmd(t, l))
 					}
 				}
-				b, err := groups.AppendBatch(nil, cmds)
+				b, err := groups.AppendBatch(nil, node, cmds)
 				if err != nil {
 					t.Fatal(err)
 				}
