@@ -33,7 +33,25 @@ func (c *Cluster) newMux(l *life) error {
 		if err != nil {
 			return err
 		}
-		return l.member.Load(tx)
+		if err := l.member.Load(tx); err != nil {
+			return err
+		}
+		// The services' machines mirror their state too; the same machine
+		// serves every life, so each life loads it from its own log.
+		for _, m := range c.cfg.Machines {
+			ld, ok := m.(rsm.Loader)
+			if !ok {
+				continue
+			}
+			tx, err := rsm.MachineTx(b.App(), m.ID())
+			if err != nil {
+				return err
+			}
+			if err := ld.Load(tx); err != nil {
+				return fmt.Errorf("cluster: load machine %d: %w", m.ID(), err)
+			}
+		}
+		return nil
 	})
 }
 

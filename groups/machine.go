@@ -19,10 +19,6 @@ import (
 	"github.com/corralhq/corral/types/event"
 )
 
-// codeNoMember is proto.CodeNoMember (43): no such member session, or not
-// a member of that group.
-const codeNoMember proto.Code = 43
-
 // maxEntryEvents bounds the events of one log entry: the place of an
 // event in its entry has 20 bits (event.SeqShift).
 const maxEntryEvents = 1<<event.SeqShift - 1
@@ -287,7 +283,7 @@ func (a *apply) cmd(i uint32, c *Cmd) (CmdResult, error) {
 		return a.open(i, c, s)
 	}
 	if s == nil {
-		return refuse(codeNoMember, "%v: no session %#x of node %d", c.Op, c.Key, a.node), nil
+		return refuse(proto.CodeNoMember, "%v: no session %#x of node %d", c.Op, c.Key, a.node), nil
 	}
 	switch c.Op {
 	case OpClose:
@@ -309,7 +305,7 @@ func (a *apply) cmd(i uint32, c *Cmd) (CmdResult, error) {
 			return r, nil
 		}
 		if _, ok := s.groups[c.Group]; !ok {
-			return refuse(codeNoMember, "LEAVE: member %d is not in group %q", s.member, c.Group), nil
+			return refuse(proto.CodeNoMember, "LEAVE: member %d is not in group %q", s.member, c.Group), nil
 		}
 		if !a.room(1) {
 			return refuse(proto.CodeTooLarge, "LEAVE: the entry is full of events"), nil

@@ -99,6 +99,13 @@ type ViewObserver interface {
 	ApplyView(tx Tx, e Entry, view *events.Membership) (Result, error)
 }
 
+// Loader is implemented by a machine that keeps a mirror of its Tx in
+// memory: Load rebuilds it from the Tx when the node opens its log (each
+// life: an empty log gives an empty machine).
+type Loader interface {
+	Load(tx Tx) error
+}
+
 // Proposer is what services use to write to the log. It survives evictions:
 // the node underneath is replaced, the Proposer stays.
 type Proposer interface {
