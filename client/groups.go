@@ -329,3 +329,14 @@ func (c *Client) attach(ctx context.Context, l *transport.Link, s session) error
 	_, err = wire.ParseGroupAttachReply(rep.Body)
 	return err
 }
+
+// MemberID returns the member id of the client's session, or 0 while it
+// has none (before the first JOIN or SEND, or after the session was lost).
+func (c *Client) MemberID() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session == nil {
+		return 0
+	}
+	return c.session.member
+}
