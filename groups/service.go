@@ -310,7 +310,7 @@ func (s *Service) LinkFilter(l *transport.Link) func(*events.Event) bool {
 		if !v2 {
 			return false // the v1 client protocol has no group events
 		}
-		if ev.Desc == events.GroupBroadcast {
+		if ev.Desc == events.GSBroadcast {
 			return true
 		}
 		ss := k.sess.Load()

@@ -163,7 +163,7 @@ func groupMembersJSON(ms []events.GroupMember) []groupMemberJSON {
 
 func groupJSON(ev events.Event) groupEventJSON {
 	g := ev.Group()
-	j := groupEventJSON{Seq: ev.Seq, Event: ev.Desc.Name()}
+	j := groupEventJSON{Seq: ev.Seq, Event: ev.Desc.String()}
 	if g == nil {
 		return j
 	}
@@ -172,10 +172,10 @@ func groupJSON(ev events.Event) groupEventJSON {
 	if j.Payload == nil {
 		j.Payload = []byte{}
 	}
-	if ev.Desc == events.GroupLeave {
+	if ev.Desc == events.GSLeave {
 		j.Reason = g.Reason.String()
 	}
-	if ev.Desc == events.GroupJoin || ev.Desc == events.GroupLeave {
+	if ev.Desc == events.GSJoin || ev.Desc == events.GSLeave {
 		j.Members = groupMembersJSON(g.Members)
 	}
 	return j
@@ -184,16 +184,16 @@ func groupJSON(ev events.Event) groupEventJSON {
 func groupText(ev events.Event) string {
 	g := ev.Group()
 	if g == nil {
-		return fmt.Sprintf("seq=%d %s", ev.Seq, ev.Desc.Name())
+		return fmt.Sprintf("seq=%d %s", ev.Seq, ev.Desc.String())
 	}
-	s := fmt.Sprintf("seq=%d %s group=%q from=%d:%#x", ev.Seq, ev.Desc.Name(), g.Name, g.From.Node, g.From.Member)
+	s := fmt.Sprintf("seq=%d %s group=%q from=%d:%#x", ev.Seq, ev.Desc.String(), g.Name, g.From.Node, g.From.Member)
 	switch ev.Desc {
-	case events.GroupJoin, events.GroupLeave:
-		if ev.Desc == events.GroupLeave {
+	case events.GSJoin, events.GSLeave:
+		if ev.Desc == events.GSLeave {
 			s += " reason=" + g.Reason.String()
 		}
 		s += fmt.Sprintf(" members=%d", len(g.Members))
-	case events.GroupReply:
+	case events.GSReply:
 		s += fmt.Sprintf(" reply_to=%d size=%d", g.ReplyTo, len(g.Payload))
 	default:
 		s += fmt.Sprintf(" size=%d", len(g.Payload))
