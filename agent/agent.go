@@ -166,6 +166,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.clients.SetLinkFilter(func(l *transport.Link) eventstream.Filter { return a.groups.LinkFilter(l) })
+	a.clients.SetOnGap(a.groups.Gap)
 	a.services = []service.Service{a.clients, a.groups}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {

@@ -130,6 +130,7 @@ type Client struct {
 	waits    atomic.Uint64 // sends that waited for (or were refused by) a full window
 
 	deliveries chan events.Event // nil unless Options.GroupBuffer > 0
+	dmu        sync.Mutex        // held by the reader delivering an event; taken before mu
 }
 
 // subscribing is a SUBSCRIBE in flight on link l.
@@ -464,6 +465,10 @@ func opName(op uint16) string { return wire.Ops().Name(op) }
 // event at or below the last Seq delivered is dropped (the service would
 // refuse it too).
 func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error {
+	// One reader at a time delivers, so an old link's reader still
+	// waiting on Deliveries keeps its place before the new link's events.
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur != l {
@@ -490,6 +495,12 @@ func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error
 	}
 	if ev.Seq != 0 {
 		c.last = ev.Seq
+	}
+	if g := ev.Group(); g != nil && ev.Desc == events.GSLeave && c.session != nil && g.From.Member == c.session.member && g.Reason != events.LeaveLeft {
+		// The agent closed this client's session (it fell behind past
+		// what the agent holds): its Members are gone.
+		c.log.Warn("the agent closed this client's member session", "member", g.From.Member, "reason", g.Reason.String())
+		c.session = nil
 	}
 	if c.deliveries != nil && ev.Desc.Class() == events.ClassGroup {
 		// In order: only this link's reader delivers. Waiting here is

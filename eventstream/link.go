@@ -26,6 +26,8 @@ type Server struct {
 	// linkFilter, if set, narrows what each link's subscription is sent
 	// beyond its classes (the group service's recipients).
 	linkFilter func(*transport.Link) Filter
+	// onGap, if set, hears of every subscription that resumed with a gap.
+	onGap func(*transport.Link)
 }
 
 // NewServer returns a server whose subscriptions go to s.
@@ -52,6 +54,15 @@ func (srv *Server) SetLinkFilter(f func(*transport.Link) Filter) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	srv.linkFilter = f
+}
+
+// SetOnGap sets a function told of each link whose SUBSCRIBE resumed
+// after events the stream no longer holds: a service that promised that
+// client every event (a group member) can end that promise.
+func (srv *Server) SetOnGap(f func(*transport.Link)) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.onGap = f
 }
 
 // Handler returns the transport.Handler for one client link: start each
@@ -100,7 +111,7 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 	defer close(k.ready)
 	filter := Classes(req.Classes)
 	srv.mu.Lock()
-	lf := srv.linkFilter
+	lf, onGap := srv.linkFilter, srv.onGap
 	srv.mu.Unlock()
 	if lf != nil {
 		classes, narrow := filter, lf(l)
@@ -119,6 +130,9 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 	wr := client.SubscribeReply{Latest: rep.Latest, Floor: rep.Floor}
 	if rep.Gap {
 		wr.Flags |= client.ReplyGap
+		if onGap != nil {
+			onGap(l)
+		}
 	}
 	l.Reply(context.Background(), f, client.AppendSubscribeReply(nil, &wr)) // a failure ends the link, which the stream sees
 	return k

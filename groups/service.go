@@ -296,6 +296,24 @@ func (s *Service) closeSessionLocked(ss *session, reason events.LeaveReason) {
 	}})
 }
 
+// Gap is told of a link whose subscription resumed after events the
+// agent no longer holds. If the link's member session is attached there,
+// the member missed messages it was owed, so its session is closed
+// (LEAVE, reason behind): a member never silently misses a message of its
+// group.
+func (s *Service) Gap(l *transport.Link) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.links[l]
+	if k == nil {
+		return
+	}
+	if ss := k.sess.Load(); ss != nil && ss.link == k && !ss.closed {
+		s.log.Warn("member resumed after events it missed; closing its session", "member", ss.member.Load(), "pid", ss.pid)
+		s.closeSessionLocked(ss, events.LeaveBehind)
+	}
+}
+
 // LinkFilter returns the filter of group events for a subscription on l:
 // a group event passes if it is a BROADCAST or names l's member among its
 // recipients. Events of other classes pass. The eventstream calls it with
