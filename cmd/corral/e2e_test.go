@@ -75,7 +75,7 @@ type node struct {
 
 // freePort returns a port that is free on 127.0.0.1 and, very likely, on
 // the other loopback addresses.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
