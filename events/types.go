@@ -23,6 +23,10 @@ type (
 	Connectivity = event.Connectivity
 	// Group is the data of group messaging events; see event.Group.
 	Group = event.Group
+	// GroupMember is one member of a group; see event.GroupMember.
+	GroupMember = event.GroupMember
+	// LeaveReason says why a member left a group; see event.LeaveReason.
+	LeaveReason = event.LeaveReason
 	// Class is an event class (oc_ev_class_t); see event.Class.
 	Class = event.Class
 	// Descriptor is an event descriptor (oc_ed_t); see event.Descriptor.
@@ -75,6 +79,15 @@ const (
 	GSMulticast = event.GSMulticast
 	GSUnicast   = event.GSUnicast
 	GSReply     = event.GSReply
+)
+
+// Leave reasons of a group LEAVE; see event.LeaveReason.
+const (
+	LeaveNone     = event.LeaveNone
+	LeaveLeft     = event.LeaveLeft
+	LeaveProcDown = event.LeaveProcDown
+	LeaveNodeDown = event.LeaveNodeDown
+	LeaveBehind   = event.LeaveBehind
 )
 
 // MakeDescriptor is OC_EV_SET_CLASS; see event.MakeDescriptor.

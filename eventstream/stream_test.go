@@ -145,7 +145,7 @@ func groupEvent(i int, local bool, n int) events.Event {
 		seq = 0
 	}
 	return events.Event{Seq: seq, Desc: events.GSBroadcast, Data: &events.Group{
-		Name: "test", Node: events.Node{ID: 7, Name: "n7"}, MsgID: uint64(i), Payload: bytes.Repeat([]byte{byte(i)}, n),
+		Name: "test", From: events.GroupMember{Node: 7, Member: 7, Name: "n7"}, MsgID: uint64(i), Payload: bytes.Repeat([]byte{byte(i)}, n),
 	}}
 }
 

@@ -45,6 +45,12 @@ const (
 	// linked from another listen address: two agents were started with
 	// the same id (REJECT).
 	CodeDupNode Code = 41
+	// CodeTryAgain: the sender's window is full: wait for a reply and
+	// send again (a group SEND refused; the client protocol, "Group
+	// messaging").
+	CodeTryAgain Code = 42
+	// CodeNoMember: no such member session, or not a member of that group.
+	CodeNoMember Code = 43
 )
 
 var codeNames = map[Code]string{
@@ -73,6 +79,8 @@ var codeNames = map[Code]string{
 	CodeBehind:      "fell behind",
 	CodeClusterID:   "cluster id mismatch",
 	CodeDupNode:     "node id in use",
+	CodeTryAgain:    "window full, try again",
+	CodeNoMember:    "no such member",
 }
 
 func (c Code) String() string {
@@ -144,6 +152,8 @@ var (
 	ErrBehind      = &Error{Code: CodeBehind}
 	ErrClusterID   = &Error{Code: CodeClusterID}
 	ErrDupNode     = &Error{Code: CodeDupNode}
+	ErrTryAgain    = &Error{Code: CodeTryAgain}
+	ErrNoMember    = &Error{Code: CodeNoMember}
 )
 
 // peerText is the text a peer sent with code, without what would repeat

@@ -221,6 +221,23 @@ func nodesJSON(ns []events.Node) []nodeJSON {
 	return out
 }
 
+// groupMemberJSON is a group member in corral events --json.
+type groupMemberJSON struct {
+	Node   uint64 `json:"node"`
+	Member uint64 `json:"member"`
+	Pid    uint32 `json:"pid,omitempty"`
+	Name   string `json:"name,omitempty"`
+	BornOn uint64 `json:"born_on,omitempty"`
+}
+
+func groupMembersJSON(ms []events.GroupMember) []groupMemberJSON {
+	out := make([]groupMemberJSON, len(ms))
+	for i, m := range ms {
+		out[i] = groupMemberJSON{Node: m.Node, Member: m.Member, Pid: m.Pid, Name: m.Name, BornOn: m.BornOn}
+	}
+	return out
+}
+
 type ifaceJSON struct {
 	Name string `json:"name"`
 	Addr string `json:"addr,omitempty"`
@@ -287,14 +304,20 @@ func eventJSON(ev events.Event) eventLine {
 		l.Data = d
 	case ev.Group() != nil:
 		g := ev.Group()
+		var reason string
+		if g.Reason != events.LeaveNone {
+			reason = g.Reason.String()
+		}
 		l.Data = struct {
-			Name    string     `json:"name"`
-			Node    nodeJSON   `json:"node"`
-			Members []nodeJSON `json:"members"`
-			MsgID   uint64     `json:"msg_id"`
-			ReplyTo uint64     `json:"reply_to,omitempty"`
-			Payload []byte     `json:"payload"` // base64
-		}{g.Name, nodesJSON([]events.Node{g.Node})[0], nodesJSON(g.Members), g.MsgID, g.ReplyTo, g.Payload}
+			Name    string            `json:"name"`
+			From    groupMemberJSON   `json:"from"`
+			Reason  string            `json:"reason,omitempty"`
+			Members []groupMemberJSON `json:"members"`
+			Target  uint64            `json:"target,omitempty"`
+			MsgID   uint64            `json:"msg_id"`
+			ReplyTo uint64            `json:"reply_to,omitempty"`
+			Payload []byte            `json:"payload"` // base64
+		}{g.Name, groupMembersJSON([]events.GroupMember{g.From})[0], reason, groupMembersJSON(g.Members), g.Target, g.MsgID, g.ReplyTo, g.Payload}
 	}
 	return l
 }
@@ -313,6 +336,14 @@ func nodesText(ns []events.Node) string {
 		parts[i] = nodeText(n)
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// memberText is "member@node" or "member:name@node".
+func memberText(m events.GroupMember) string {
+	if m.Name != "" {
+		return fmt.Sprintf("%d:%s@%d", m.Member, m.Name, m.Node)
+	}
+	return fmt.Sprintf("%d@%d", m.Member, m.Node)
 }
 
 func prefixText(p netip.Prefix) string {
@@ -365,12 +396,22 @@ func eventText(ev events.Event) string {
 		s += " peers=[" + strings.Join(peers, " ") + "]"
 	case ev.Group() != nil:
 		g := ev.Group()
-		s += fmt.Sprintf(" group=%q from=%s msg=%d", g.Name, nodeText(g.Node), g.MsgID)
+		s += fmt.Sprintf(" group=%q from=%s msg=%d", g.Name, memberText(g.From), g.MsgID)
+		if g.Reason != events.LeaveNone {
+			s += fmt.Sprintf(" reason=%q", g.Reason)
+		}
+		if g.Target != 0 {
+			s += fmt.Sprintf(" target=%d", g.Target)
+		}
 		if g.ReplyTo != 0 {
 			s += fmt.Sprintf(" reply_to=%d", g.ReplyTo)
 		}
 		if len(g.Members) > 0 {
-			s += " members=" + nodesText(g.Members)
+			parts := make([]string, len(g.Members))
+			for i, m := range g.Members {
+				parts[i] = memberText(m)
+			}
+			s += " members=[" + strings.Join(parts, " ") + "]"
 		}
 		s += fmt.Sprintf(" payload=%d bytes", len(g.Payload))
 	}

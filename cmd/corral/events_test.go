@@ -52,8 +52,8 @@ func TestEventJSON(t *testing.T) {
 			Peers:      []events.Peer{{Node: n2, Eligible: true}},
 		}},
 			`{"class":"connectivity","event":"INTERFACE_FAILED","descriptor":4194306,"data":{"interface":{"name":"eth0","addr":"10.0.0.1/24","up":false},"nodes":[],"interfaces":[{"name":"eth0","addr":"10.0.0.1/24","up":false}],"peers":[{"id":2,"name":"n2","eligible":true,"connected":false}]}}`},
-		{events.Event{Seq: 13, Desc: events.GSBroadcast, Data: &events.Group{Name: "g", Node: n2, MsgID: 5, Payload: []byte("hi")}},
-			`{"seq":13,"class":"group","event":"BROADCAST","descriptor":12582915,"data":{"name":"g","node":{"id":2,"name":"n2"},"members":[],"msg_id":5,"payload":"aGk="}}`},
+		{events.Event{Seq: 13, Desc: events.GSBroadcast, Data: &events.Group{Name: "g", From: events.GroupMember{Node: 2, Member: 9, Name: "w"}, MsgID: 5, Payload: []byte("hi")}},
+			`{"seq":13,"class":"group","event":"BROADCAST","descriptor":12582915,"data":{"name":"g","from":{"node":2,"member":9,"name":"w"},"members":[],"msg_id":5,"payload":"aGk="}}`},
 	} {
 		b, err := json.Marshal(eventJSON(tc.ev))
 		if err != nil || string(b) != tc.want {
@@ -73,8 +73,8 @@ func TestEventText(t *testing.T) {
 		{events.Event{Desc: events.MSShutdown}, "seq=- membership SHUTDOWN"},
 		{events.Event{Seq: 14, Desc: events.CSP2PLost, Data: &events.Connectivity{Nodes: []events.Node{{ID: 2, Name: "n2"}}, Peers: []events.Peer{{Node: n1, Eligible: true, Connected: true}}}},
 			"seq=14 connectivity P2P_LOST nodes=[2:n2] peers=[1:n1@127.0.0.1:7946=connected]"},
-		{events.Event{Seq: 15, Desc: events.GSReply, Data: &events.Group{Name: "g", Node: n1, MsgID: 6, ReplyTo: 5, Payload: []byte("ok")}},
-			`seq=15 group REPLY group="g" from=1:n1@127.0.0.1:7946 msg=6 reply_to=5 payload=2 bytes`},
+		{events.Event{Seq: 15, Desc: events.GSReply, Data: &events.Group{Name: "g", From: events.GroupMember{Node: 1, Member: 8}, Target: 9, MsgID: 6, ReplyTo: 5, Payload: []byte("ok")}},
+			`seq=15 group REPLY group="g" from=8@1 msg=6 target=9 reply_to=5 payload=2 bytes`},
 	} {
 		if got := eventText(tc.ev); got != tc.want {
 			t.Errorf("\n got %s\nwant %s", got, tc.want)

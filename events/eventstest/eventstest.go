@@ -96,9 +96,10 @@ func NewView(seq, instance uint64, members ...events.Node) events.Event {
 	}}
 }
 
-// Message returns a BROADCAST event of group with the payload.
+// Message returns a BROADCAST event of group with the payload, sent by a
+// member on node from.
 func Message(seq uint64, group string, from events.Node, payload []byte) events.Event {
 	return events.Event{Seq: seq, Desc: events.GSBroadcast, Data: &events.Group{
-		Name: group, Node: from, Payload: payload,
+		Name: group, From: events.GroupMember{Node: from.ID}, Payload: payload,
 	}}
 }

@@ -11,6 +11,14 @@
 // QUERY_CONNECTIVITY answer the seed's on-demand lists. The event data
 // types are those of package types/event (which events re-exports),
 // encoded field by field (events.go).
+//
+// Version 2 adds group messaging (groups.go): ordered, durable,
+// view-synchronous process groups on the cluster log. A link's member
+// session opens on its first GROUP_JOIN or GROUP_SEND; members receive the
+// group events addressed to them as EVENTs of class GROUP, in the log's
+// order, each delivered only after its log entry is committed. Version 2
+// also replaces the Group event data layout of version 1, which no agent
+// ever sent; the agent sends group events only to links of version 2.
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -18,7 +26,7 @@ import "github.com/corralhq/corral/proto"
 // Specification constants: client protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 1
+	MaxVersion uint8 = 2
 )
 
 // Specification constants: opcodes.
@@ -33,7 +41,16 @@ const (
 	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (event.Membership)
 	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (event.Connectivity)
 
-	// 0x0200–0x02FF reserved: group messaging
+	// 0x0200–0x02FF: group messaging (version 2); 0x0200 is never
+	// assigned
+	OpGroupJoin    uint16 = 0x0201 // request: GroupJoin; reply: GroupJoinReply
+	OpGroupLeave   uint16 = 0x0202 // request: GroupLeave; reply: GroupSeq
+	OpGroupSend    uint16 = 0x0203 // request: GroupSend; reply: GroupSendReply
+	OpGroupMembers uint16 = 0x0204 // request: GroupName; reply: GroupMembers
+	OpGroupList    uint16 = 0x0205 // request: empty; reply: GroupList
+	OpGroupWindow  uint16 = 0x0206 // request: empty; reply: GroupWindow
+	OpGroupAttach  uint16 = 0x0207 // request: GroupAttach; reply: GroupAttachReply
+
 	// 0x0300–0x03FF reserved: data service
 	// 0x0400–0x04FF reserved: shared addresses
 )
@@ -48,6 +65,14 @@ var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]p
 	OpEvent:             {Name: "EVENT", Since: 1},
 	OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
 	OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
+
+	OpGroupJoin:    {Name: "GROUP_JOIN", Since: 2},
+	OpGroupLeave:   {Name: "GROUP_LEAVE", Since: 2},
+	OpGroupSend:    {Name: "GROUP_SEND", Since: 2},
+	OpGroupMembers: {Name: "GROUP_MEMBERS", Since: 2},
+	OpGroupList:    {Name: "GROUP_LIST", Since: 2},
+	OpGroupWindow:  {Name: "GROUP_WINDOW", Since: 2},
+	OpGroupAttach:  {Name: "GROUP_ATTACH", Since: 2},
 })
 
 // Ops returns the client protocol's opcode table.

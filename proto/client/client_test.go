@@ -13,7 +13,7 @@ import (
 func TestGolden(t *testing.T) {
 	// 0x0100 opens the events range but is never assigned.
 	vs := wiretest.PingVectors(client.Ops(), client.OpPing, client.OpPong, 0x0100)
-	wiretest.Run(t, "testdata", append(vs, eventVectors()...))
+	wiretest.Run(t, "testdata", append(append(vs, eventVectors()...), groupVectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -24,8 +24,11 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", client.Ops().Proto(), client.Ops().Range().Min, client.Ops().Range().Max)
 	}
 	for _, op := range client.Ops().Opcodes() {
-		if op >= 0x0200 && op <= 0x04FF {
+		if op >= 0x0300 && op <= 0x04FF {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
+		}
+		if o, _ := client.Ops().Lookup(op); op >= 0x0200 && op <= 0x02FF && (op == 0x0200 || op > client.OpGroupAttach || o.Since != 2) {
+			t.Errorf("opcode %#04x lies in the group range but is not one SPEC.md assigns to version 2", op)
 		}
 		if op >= 0x0100 && op <= 0x01FF && (op == 0x0100 || op > client.OpQueryConnectivity) {
 			t.Errorf("opcode %#04x lies in the events range but is not one SPEC.md assigns", op)
@@ -71,9 +74,9 @@ func FuzzReceiveClient(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // the never assigned first opcode of the events range
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
-	for _, v := range eventVectors() {
+	for _, v := range append(eventVectors(), groupVectors()...) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
-			f.Add(v.Data) // every events frame vector (see the names in testdata/)
+			f.Add(v.Data) // every events and group frame vector (see the names in testdata/)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -22,9 +22,10 @@ import (
 const (
 	MaxNodes      = 4096    // nodes in one list: members, joined, left, subjects, peers
 	MaxInterfaces = 256     // interfaces in one Connectivity
-	MaxNameLen    = 255     // node, interface and group names, bytes
+	MaxNameLen    = 255     // node, interface, group and member names, bytes
 	MaxZoneLen    = 255     // IPv6 zone of an address, bytes
 	MaxPayload    = 8 << 20 // group message payload, bytes
+	MaxMembers    = 4096    // members of one group
 )
 
 // ClassMask selects event classes: bit 1<<c for class c.
@@ -163,14 +164,15 @@ func ParseSubscribeReply(b []byte) (SubscribeReply, error) {
 // Sizes of the smallest encoding of each structure, used to check counts
 // against the bytes present before allocating.
 const (
-	addrMin      = 4                   // family, zone length, port; no address
-	nodeMin      = 8 + 8 + addrMin + 2 // id, born-on, addr, name length
-	ifaceMin     = 4 + 2               // flags, family, bits, reserved; name length
-	peerMin      = 1 + nodeMin         // flags, node
-	eventHeader  = 8 + 4 + 1 + 3       // seq, descriptor, data class, reserved
-	membMin      = 8 + 3*4             // instance, three counts
-	connMin      = ifaceMin + 3*4      // subject interface, three counts
-	groupMin     = 2 + nodeMin + 8 + 8 + 4 + 4
+	addrMin      = 4                                   // family, zone length, port; no address
+	nodeMin      = 8 + 8 + addrMin + 2                 // id, born-on, addr, name length
+	ifaceMin     = 4 + 2                               // flags, family, bits, reserved; name length
+	peerMin      = 1 + nodeMin                         // flags, node
+	eventHeader  = 8 + 4 + 1 + 3                       // seq, descriptor, data class, reserved
+	membMin      = 8 + 3*4                             // instance, three counts
+	connMin      = ifaceMin + 3*4                      // subject interface, three counts
+	memberMin    = 8 + 8 + 8 + 4 + 2                   // node, member, born-on, pid, name length
+	groupMin     = 2 + memberMin + 1 + 3 + 3*8 + 4 + 4 // name, from, reason, reserved, target, msg id, reply to, counts
 	familyNone   = 0
 	familyIPv4   = 4
 	familyIPv6   = 6
@@ -233,11 +235,24 @@ func (c *check) data(d event.Data) {
 		}
 	case *event.Group:
 		c.name("group name", d.Name)
-		c.node("sender", &d.Node)
-		c.nodes("group members", d.Members)
-		if len(d.Payload) > MaxPayload {
-			c.fail("payload is %d bytes, limit %d", len(d.Payload), MaxPayload)
-		}
+		c.name("member name", d.From.Name)
+		c.members("group members", d.Members)
+		c.payload(d.Payload)
+	}
+}
+
+func (c *check) members(what string, ms []event.GroupMember) {
+	if len(ms) > MaxMembers {
+		c.fail("%d %s, limit %d", len(ms), what, MaxMembers)
+	}
+	for i := range ms {
+		c.name("member name", ms[i].Name)
+	}
+}
+
+func (c *check) payload(p []byte) {
+	if len(p) > MaxPayload {
+		c.fail("payload is %d bytes, limit %d", len(p), MaxPayload)
 	}
 }
 
@@ -480,33 +495,104 @@ func readConnectivity(r *proto.Reader) *event.Connectivity {
 	return c
 }
 
+func appendMember(dst []byte, m *event.GroupMember) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, m.Node)
+	dst = le.AppendUint64(dst, m.Member)
+	dst = le.AppendUint64(dst, m.BornOn)
+	dst = le.AppendUint32(dst, m.Pid)
+	return proto.AppendString16(dst, m.Name)
+}
+
+func readMember(r *proto.Reader, what string) event.GroupMember {
+	return event.GroupMember{
+		Node:   r.U64(what + " node"),
+		Member: r.U64(what + " member id"),
+		BornOn: r.U64(what + " born-on"),
+		Pid:    r.U32(what + " pid"),
+		Name:   r.String16(MaxNameLen, what+" name"),
+	}
+}
+
+func appendMembers(dst []byte, ms []event.GroupMember) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(ms)))
+	for i := range ms {
+		dst = appendMember(dst, &ms[i])
+	}
+	return dst
+}
+
+func readMembers(r *proto.Reader, what string) []event.GroupMember {
+	n := count(r, what, MaxMembers, memberMin)
+	if n == 0 {
+		return nil
+	}
+	ms := make([]event.GroupMember, n)
+	for i := range ms {
+		ms[i] = readMember(r, what)
+	}
+	return ms
+}
+
+func appendPayload(dst, p []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p)))
+	return append(dst, p...)
+}
+
+// readPayload reads a u32 length (≤ MaxPayload) and the bytes; the result
+// aliases the input.
+func readPayload(r *proto.Reader) []byte {
+	n := r.U32("payload length")
+	if uint64(n) > MaxPayload {
+		r.Fail(proto.CodeField, "payload is %d bytes, limit %d", n, MaxPayload)
+		return nil
+	}
+	return r.Bytes(int(n), "payload")
+}
+
+// appendGroup appends Group data, version 2 (v1 defined another layout
+// that no agent ever sent). To is not on the wire.
 func appendGroup(dst []byte, g *event.Group) []byte {
 	le := binary.LittleEndian
 	dst = proto.AppendString16(dst, g.Name)
-	dst = appendNode(dst, &g.Node)
+	dst = appendMember(dst, &g.From)
+	dst = append(dst, byte(g.Reason), 0, 0, 0)
+	dst = le.AppendUint64(dst, g.Target)
 	dst = le.AppendUint64(dst, g.MsgID)
 	dst = le.AppendUint64(dst, g.ReplyTo)
-	dst = appendNodes(dst, g.Members)
-	dst = le.AppendUint32(dst, uint32(len(g.Payload)))
-	return append(dst, g.Payload...)
+	dst = appendMembers(dst, g.Members)
+	return appendPayload(dst, g.Payload)
 }
 
 func readGroup(r *proto.Reader) *event.Group {
 	g := &event.Group{Name: r.String16(MaxNameLen, "group name")}
-	g.Node = readNode(r, "sender")
+	g.From = readMember(r, "from")
+	g.Reason = event.LeaveReason(r.U8("leave reason"))
+	r.Zero(3, "group reserved")
+	if !g.Reason.Valid() {
+		r.Fail(proto.CodeField, "unknown leave reason %d", g.Reason)
+	}
+	g.Target = r.U64("target")
 	g.MsgID = r.U64("msg id")
 	g.ReplyTo = r.U64("reply to")
-	g.Members = readNodes(r, "group member")
-	n := r.U32("payload length")
-	if uint64(n) > MaxPayload {
-		r.Fail(proto.CodeField, "payload is %d bytes, limit %d", n, MaxPayload)
-		return g
-	}
+	g.Members = readMembers(r, "group member")
 	// Copied: the frame's body is only valid while its handler runs.
-	if p := r.Bytes(int(n), "payload"); len(p) > 0 {
+	if p := readPayload(r); len(p) > 0 {
 		g.Payload = bytes.Clone(p)
 	}
 	return g
+}
+
+// checkReason refuses a leave reason on an event other than LEAVE, and
+// one that is not defined.
+func checkReason(desc event.Descriptor, g *event.Group) error {
+	switch {
+	case !g.Reason.Valid():
+		return proto.Errorf(proto.CodeField, "EVENT: unknown leave reason %d", g.Reason)
+	case g.Reason != event.LeaveNone && desc != event.GSLeave:
+		return proto.Errorf(proto.CodeField, "EVENT: leave reason %q on %v", g.Reason, desc)
+	}
+	return nil
 }
 
 // AppendEvent appends the body of an EVENT. It refuses (CodeTooLarge,
@@ -522,6 +608,11 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 			return dst, proto.Errorf(proto.CodeField, "EVENT: %v data for %v", ev.Data.Class(), ev.Desc)
 		}
 		class = byte(ev.Data.Class())
+		if g, ok := ev.Data.(*event.Group); ok {
+			if err := checkReason(ev.Desc, g); err != nil {
+				return dst, err
+			}
+		}
 		var c check
 		c.data(ev.Data)
 		if c.err != nil {
@@ -572,7 +663,13 @@ func ParseEvent(b []byte) (event.Event, error) {
 	case event.ClassComm:
 		ev.Data = readConnectivity(r)
 	case event.ClassGroup:
-		ev.Data = readGroup(r)
+		g := readGroup(r)
+		ev.Data = g
+		if err := r.Err(); err == nil {
+			if err := checkReason(ev.Desc, g); err != nil {
+				return event.Event{}, err
+			}
+		}
 	}
 	if err := r.Err(); err != nil {
 		return event.Event{}, err

@@ -32,7 +32,12 @@ var (
 		},
 		Peers: []event.Peer{{Node: node1, Eligible: true, Connected: true}, {Node: node2, Eligible: true}, {Node: node3}},
 	}
-	sampleGroup = &event.Group{Name: "locks", Node: node1, Members: []event.Node{node1, node2}, MsgID: 42, Payload: []byte("hello")}
+	member1        = event.GroupMember{Node: 1, Member: 1207 << 20, Pid: 4242, Name: "worker-a", BornOn: 1207 << 20}
+	member2        = event.GroupMember{Node: 0x0102030405060708, Member: 1208<<20 | 1, Pid: 77, BornOn: 1209 << 20} // no name
+	sampleGroup    = &event.Group{Name: "locks", From: member1, MsgID: 42, Payload: []byte("hello"), To: []uint64{member1.Member, member2.Member}}
+	sampleJoin     = &event.Group{Name: "locks", From: member2, Members: []event.GroupMember{member1, member2}}
+	sampleLeave    = &event.Group{Name: "locks", From: member2, Reason: event.LeaveProcDown, Members: []event.GroupMember{member1}}
+	sampleReplyMsg = &event.Group{Name: "locks", From: member2, Target: member1.Member, MsgID: 7, ReplyTo: 1210 << 20, Payload: []byte("ok")}
 	// The connectivity lists an agent answers QUERY_CONNECTIVITY with:
 	// no subject.
 	sampleLists = &event.Connectivity{Interfaces: sampleConn.Interfaces, Peers: sampleConn.Peers}
@@ -72,7 +77,10 @@ func mustConnectivity(c *event.Connectivity) []byte {
 var (
 	evView  = event.Event{Seq: 1207, Desc: event.MSNewView, Data: sampleView}
 	evConn  = event.Event{Seq: 1208, Desc: event.CSP2PLost, Data: sampleConn}
-	evGroup = event.Event{Seq: 1209, Desc: event.GSBroadcast, Data: sampleGroup}
+	evGroup = event.Event{Seq: 1210 << 20, Desc: event.GSBroadcast, Data: sampleGroup}
+	evJoin  = event.Event{Seq: 1209 << 20, Desc: event.GSJoin, Data: sampleJoin}
+	evLeave = event.Event{Seq: 1211<<20 | 2, Desc: event.GSLeave, Data: sampleLeave}
+	evReply = event.Event{Seq: 1212 << 20, Desc: event.GSReply, Data: sampleReplyMsg}
 	evLocal = event.Event{Desc: event.MSShutdown}
 )
 
@@ -143,16 +151,34 @@ func connFields(w *golden.Walker) {
 	}
 }
 
-func groupFields(w *golden.Walker) {
-	w.String16("group name")
-	nodeFields(w, "sender")
-	w.U64("msg id")
-	w.U64("reply to")
-	nodesFields(w, "group member")
+func memberFields(w *golden.Walker, who string) {
+	w.U64(who + " node id")
+	w.U64(who + "   member id")
+	w.U64(who + "   born-on seq")
+	w.U32(who + "   pid")
+	w.String16(who + "   name")
+}
+
+func payloadFields(w *golden.Walker) {
 	n := w.U32("payload length")
 	if n > 0 {
 		w.Fixed(int(n), "payload")
 	}
+}
+
+func groupFields(w *golden.Walker) {
+	w.String16("group name")
+	memberFields(w, "from")
+	w.U8("leave reason (0 none, 1 left, 2 process down, 3 node down, 4 behind)")
+	w.Fixed(3, "reserved, zero")
+	w.U64("target member")
+	w.U64("msg id")
+	w.U64("reply to seq")
+	n := w.U32("member count")
+	for i := uint64(0); i < n && !w.Done(); i++ {
+		memberFields(w, fmt.Sprintf("member[%d]", i))
+	}
+	payloadFields(w)
 }
 
 func subscribeFields(b []byte) golden.Fields {
@@ -201,10 +227,15 @@ func connectivityFields(b []byte) golden.Fields {
 	return w.Fields
 }
 
+// request returns a request of version 1, the version the events
+// opcodes came with (their vectors stay as version 1 wrote them).
 func request(op uint16, body []byte) proto.Frame {
-	return proto.Frame{Header: proto.Header{Proto: proto.ProtoClient, Version: client.MaxVersion, Opcode: op,
+	return proto.Frame{Header: proto.Header{Proto: proto.ProtoClient, Version: 1, Opcode: op,
 		Flags: proto.FlagCreate | proto.FlagDelete, Hops: proto.HopLimit, MsgID: subMsgID}, Body: body}
 }
+
+// v2 returns f as a frame of version 2.
+func v2(f proto.Frame) proto.Frame { f.Version = 2; return f }
 
 func reply(op uint16, body []byte) proto.Frame {
 	f := request(op, body)
@@ -212,10 +243,21 @@ func reply(op uint16, body []byte) proto.Frame {
 	return f
 }
 
-// receive is the receive path of both ends of a client link: frame and
-// opcode checks, then the body the opcode and flags call for.
+// receive is the receive path of both ends of a client link that agreed
+// on the version the frame says (MaxVersion if this build does not speak
+// it): frame and opcode checks, then the body the opcode and flags call
+// for.
 func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(client.Ops(), client.MaxVersion, b)
+	v := client.MaxVersion
+	if len(b) > 9 && b[9] >= client.MinVersion && b[9] <= client.MaxVersion {
+		v = b[9]
+	}
+	return receiveAt(v, b)
+}
+
+// receiveAt is receive on a link of version v.
+func receiveAt(v uint8, b []byte) (proto.Frame, any, error) {
+	f, err := wiretest.Receive(client.Ops(), v, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -243,6 +285,8 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == client.OpQueryConnectivity && isReply:
 		c, err := client.ParseConnectivity(f.Body)
 		return f, c, err
+	case f.Opcode >= client.OpGroupJoin && f.Opcode <= client.OpGroupAttach:
+		return receiveGroup(f, isReply)
 	}
 	// The QUERY requests have an empty body.
 	return f, nil, proto.NewReader(f.Body, client.Ops().Name(f.Opcode)+" request").Err()
@@ -301,6 +345,9 @@ func eventVectors() []wiretest.Vector {
 	view := mustEvent(evView)
 	conn := mustEvent(evConn)
 	group := mustEvent(evGroup)
+	join := mustEvent(evJoin)
+	leave := mustEvent(evLeave)
+	replyEv := mustEvent(evReply)
 	longName := *sampleGroup
 	longName.Name = strings.Repeat("g", client.MaxNameLen+1)
 	longGroup := event.Event{Seq: 1, Desc: event.GSJoin, Data: &longName}
@@ -343,9 +390,27 @@ func eventVectors() []wiretest.Vector {
 			"::1/128 (up); peers n1 eligible and connected, node-two eligible, n3 neither.",
 		}, request(client.OpEvent, conn), eventFields, expect(request(client.OpEvent, conn), evConn), 0, ""),
 		frameVector("event_broadcast", []string{
-			"EVENT BROADCAST (descriptor 0x00c00003), seq 1209: n1 sent message 42,",
-			"payload \"hello\", to group \"locks\" of n1 and node-two.",
-		}, request(client.OpEvent, group), eventFields, expect(request(client.OpEvent, group), evGroup), 0, ""),
+			"EVENT BROADCAST (descriptor 0x00c00003), version 2, seq 1210<<20 (the first",
+			"event of log entry 1210): member 1207<<20 \"worker-a\" (pid 4242 on node 1)",
+			"sent message 42, payload \"hello\", labelled \"locks\". Group data v2; the",
+			"recipients (To) are not on the wire.",
+		}, v2(request(client.OpEvent, group)), eventFields, expect(v2(request(client.OpEvent, group)), withoutTo(evGroup)), 0, ""),
+		frameVector("event_join", []string{
+			"EVENT JOIN (descriptor 0x00c00001), version 2, seq 1209<<20: member",
+			"1208<<20|1 (pid 77 on node 0x0102030405060708, no name) joined \"locks\";",
+			"the group after it, oldest first: worker-a, then the joiner, whose born-on",
+			"is this JOIN's seq.",
+		}, v2(request(client.OpEvent, join)), eventFields, expect(v2(request(client.OpEvent, join)), evJoin), 0, ""),
+		frameVector("event_leave", []string{
+			"EVENT LEAVE (descriptor 0x00c00002), version 2, seq 1211<<20|2 (the third",
+			"event of entry 1211): the joiner left \"locks\", reason 2 (process down);",
+			"worker-a remains.",
+		}, v2(request(client.OpEvent, leave)), eventFields, expect(v2(request(client.OpEvent, leave)), evLeave), 0, ""),
+		frameVector("event_reply", []string{
+			"EVENT REPLY (descriptor 0x00c00006), version 2, seq 1212<<20: member",
+			"1208<<20|1 answers the message of seq 1210<<20 to its target worker-a",
+			"(member 1207<<20), msg id 7, payload \"ok\".",
+		}, v2(request(client.OpEvent, replyEv)), eventFields, expect(v2(request(client.OpEvent, replyEv)), evReply), 0, ""),
 		frameVector("event_local", []string{
 			"EVENT SHUTDOWN (descriptor 0x00800004), seq 0: a local-only event, without",
 			"data (data class 0).",
@@ -407,6 +472,12 @@ func eventVectors() []wiretest.Vector {
 			with(conn, func(b []byte) []byte { b[evData] = 0x80; return b }), eventFields, parseEvent, "unknown flags 0x80"),
 		bodyVector("err_event_peer_flags", "EVENT P2P_LOST whose first peer has undefined flag 0x4 besides eligible and connected.",
 			with(conn, func(b []byte) []byte { b[peerOffset(conn)] |= 4; return b }), eventFields, parseEvent, "peer 0: unknown flags 0x4"),
+		bodyVector("err_event_leave_reason", "EVENT LEAVE with leave reason 5, which is not defined.",
+			with(leave, func(b []byte) []byte { b[groupReason(leave)] = 5; return b }), eventFields, parseEvent, "unknown leave reason 5"),
+		bodyVector("err_event_reason_not_leave", "EVENT JOIN with leave reason 1: a reason belongs to LEAVE only.",
+			with(join, func(b []byte) []byte { b[groupReason(join)] = 1; return b }), eventFields, parseEvent, `leave reason "left" on JOIN`),
+		bodyVector("err_event_group_reserved", "EVENT LEAVE with a non-zero reserved byte after the reason.",
+			with(leave, func(b []byte) []byte { b[groupReason(leave)+2] = 1; return b }), eventFields, parseEvent, "reserved group reserved is not zero"),
 		bodyVector("err_event_payload", "EVENT BROADCAST announcing a payload of 8 MiB + 1 bytes, over the limit.",
 			with(group, func(b []byte) []byte { return put32(b, len(b)-9, client.MaxPayload+1) }), eventFields, parseEvent, "payload is 8388609 bytes, limit 8388608"),
 		bodyVector("err_event_truncated", "EVENT BROADCAST cut off inside its payload.",
@@ -433,6 +504,23 @@ func mustLong(ev event.Event) []byte {
 	out = binary.LittleEndian.AppendUint16(out, uint16(len(name)))
 	out = append(out, name...)
 	return append(out, b[evData+3:]...)
+}
+
+// groupReason is the offset of the leave reason in a group EVENT body:
+// after the group name and the from member.
+func groupReason(b []byte) int {
+	name := int(binary.LittleEndian.Uint16(b[evData:]))
+	from := evData + 2 + name
+	return from + 8 + 8 + 8 + 4 + 2 + int(binary.LittleEndian.Uint16(b[from+28:]))
+}
+
+// withoutTo returns ev with its Group data's To cleared: To is not on the
+// wire.
+func withoutTo(ev event.Event) event.Event {
+	g := *ev.Group()
+	g.To = nil
+	ev.Data = &g
+	return ev
 }
 
 // peerOffset finds the first peer's flags in the sample P2P_LOST body.
@@ -467,13 +555,19 @@ func TestEventRoundTrip(t *testing.T) {
 	}
 	ifaces[3].Addr = netip.MustParsePrefix("::ffff:10.0.0.1/100")
 	ifaces[4].Addr = netip.Prefix{}
+	members := make([]event.GroupMember, client.MaxMembers)
+	for i := range members {
+		members[i] = event.GroupMember{Node: uint64(i % 7), Member: uint64(i) << 20, Pid: uint32(i), BornOn: uint64(i) << 20, Name: fmt.Sprint("m", i)}
+	}
+	members[5].Name = strings.Repeat("m", client.MaxNameLen)
 	for _, ev := range []event.Event{
-		evView, evConn, evGroup, evLocal,
+		evView, evConn, withoutTo(evGroup), evJoin, evLeave, evReply, evLocal,
 		{Seq: 1, Desc: event.MSSuspect, Data: &event.Membership{}},
 		{Seq: 2, Desc: event.MSEvicted, Data: &event.Membership{Instance: 1 << 60, Members: many, Joined: many, Left: many}},
 		{Seq: 3, Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: ifaces[3], Interfaces: ifaces, Nodes: many, Peers: []event.Peer{{Node: many[8], Connected: true}}}},
-		{Seq: 4, Desc: event.GSReply, Data: &event.Group{Name: strings.Repeat("g", client.MaxNameLen), ReplyTo: 9, Members: many, Payload: make([]byte, client.MaxPayload)}},
-		{Seq: ^uint64(0), Desc: event.GSLeave, Data: &event.Group{}},
+		{Seq: 4, Desc: event.GSReply, Data: &event.Group{Name: strings.Repeat("g", client.MaxNameLen), From: members[5], Target: 1, ReplyTo: 9, Members: members, Payload: make([]byte, client.MaxPayload)}},
+		{Seq: ^uint64(0), Desc: event.GSLeave, Data: &event.Group{Reason: event.LeaveBehind}},
+		{Seq: 5, Desc: event.GSLeave, Data: &event.Group{}},
 	} {
 		b, err := client.AppendEvent(nil, &ev)
 		if err != nil {
@@ -517,12 +611,16 @@ func TestAppendEventLimits(t *testing.T) {
 		"data class":    {event.Event{Desc: event.MSNewView, Data: &event.Group{}}, proto.CodeField, "GROUP data for NEWVIEW"},
 		"members":       {event.Event{Desc: event.MSNewView, Data: &event.Membership{Left: big}}, proto.CodeTooLarge, "4097 left nodes"},
 		"node name":     {event.Event{Desc: event.MSNewView, Data: &event.Membership{Members: []event.Node{{Name: long}}}}, proto.CodeTooLarge, "members name is 256 bytes"},
-		"zone":          {event.Event{Desc: event.GSJoin, Data: &event.Group{Node: event.Node{Addr: netip.AddrPortFrom(netip.IPv6Loopback().WithZone(long), 1)}}}, proto.CodeTooLarge, "zone is 256 bytes"},
+		"zone":          {event.Event{Desc: event.MSNewView, Data: &event.Membership{Members: []event.Node{{Addr: netip.AddrPortFrom(netip.IPv6Loopback().WithZone(long), 1)}}}}, proto.CodeTooLarge, "zone is 256 bytes"},
+		"member name":   {event.Event{Desc: event.GSJoin, Data: &event.Group{From: event.GroupMember{Name: long}}}, proto.CodeTooLarge, "member name is 256 bytes"},
+		"members name":  {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: []event.GroupMember{{Name: long}}}}, proto.CodeTooLarge, "member name is 256 bytes"},
+		"reason":        {event.Event{Desc: event.GSLeave, Data: &event.Group{Reason: 9}}, proto.CodeField, "unknown leave reason 9"},
+		"reason on msg": {event.Event{Desc: event.GSMulticast, Data: &event.Group{Reason: event.LeaveLeft}}, proto.CodeField, `leave reason "left" on MULTICAST`},
 		"interfaces":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interfaces: make([]event.Interface, client.MaxInterfaces+1)}}, proto.CodeTooLarge, "257 interfaces"},
 		"iface name":    {event.Event{Desc: event.CSInterfaceAdded, Data: &event.Connectivity{Interface: event.Interface{Name: long}}}, proto.CodeTooLarge, "interface name is 256"},
 		"peers":         {event.Event{Desc: event.CSP2PLost, Data: &event.Connectivity{Peers: make([]event.Peer, client.MaxNodes+1)}}, proto.CodeTooLarge, "4097 peers"},
 		"payload":       {event.Event{Desc: event.GSUnicast, Data: &event.Group{Payload: make([]byte, client.MaxPayload+1)}}, proto.CodeTooLarge, "payload is 8388609 bytes"},
-		"group members": {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: big}}, proto.CodeTooLarge, "4097 group members"},
+		"group members": {event.Event{Desc: event.GSJoin, Data: &event.Group{Members: make([]event.GroupMember, client.MaxMembers+1)}}, proto.CodeTooLarge, "4097 group members"},
 	} {
 		out, err := client.AppendEvent([]byte("x"), &tc.ev)
 		if string(out) != "x" {
@@ -621,6 +719,8 @@ func FuzzParseEvent(f *testing.F) {
 	f.Add(mustEvent(evView))                                                                 // event_newview: IPv4, IPv6 with zone, no address
 	f.Add(mustEvent(evConn))                                                                 // event_p2p_lost: interfaces and peers
 	f.Add(mustEvent(evGroup))                                                                // event_broadcast: payload
+	f.Add(mustEvent(evJoin))                                                                 // event_join: group members
+	f.Add(mustEvent(evLeave))                                                                // event_leave: a leave reason
 	f.Add(mustEvent(evLocal))                                                                // event_local: seq 0, no data
 	f.Add(with(mustEvent(evView), func(b []byte) []byte { return put32(b, 8, 0x00800009) })) // an undefined descriptor
 	f.Add(with(mustEvent(evView)[:firstMember+8], func(b []byte) []byte {                    // a huge member count

@@ -110,18 +110,55 @@ type Connectivity struct {
 	Peers []Peer
 }
 
-// Group is the data of group messaging events.
+// GroupMember is one member of a group: one process connection on one node.
+type GroupMember struct {
+	Node   uint64 // node id
+	Member uint64 // member id, unique cluster-wide, never reused
+	Pid    uint32 // the member process (0 if unknown)
+	Name   string // optional member name, ≤ 255 bytes
+	BornOn uint64 // Seq of its JOIN to this group (relative age: smaller is older); 0 outside a group
+}
+
+// LeaveReason says why a member left a group.
+type LeaveReason uint8
+
+// Leave reasons. The values travel on the wire (proto/client): do not
+// renumber them.
+const (
+	LeaveNone     LeaveReason = 0
+	LeaveLeft     LeaveReason = 1 // the member left
+	LeaveProcDown LeaveReason = 2 // its connection ended (process exit, kill -9, agent restart)
+	LeaveNodeDown LeaveReason = 3 // its node left the view
+	LeaveBehind   LeaveReason = 4 // it fell behind and did not resume in time
+)
+
+var leaveNames = [...]string{LeaveNone: "none", LeaveLeft: "left", LeaveProcDown: "process down", LeaveNodeDown: "node down", LeaveBehind: "behind"}
+
+// Valid reports whether r is one of the defined reasons (LeaveNone included).
+func (r LeaveReason) Valid() bool { return int(r) < len(leaveNames) }
+
+func (r LeaveReason) String() string {
+	if r.Valid() {
+		return leaveNames[r]
+	}
+	return fmt.Sprintf("reason %d", uint8(r))
+}
+
+// Group is the data of group messaging events: JOIN and LEAVE change a
+// group's membership, BROADCAST, MULTICAST, UNICAST and REPLY carry a
+// message.
 type Group struct {
-	Name string // the group
-	// Node joined (JOIN), left (LEAVE) or sent the message (BROADCAST,
-	// MULTICAST, UNICAST, REPLY).
-	Node Node
-	// Members are the group's member nodes after a JOIN or LEAVE.
-	Members []Node
-	// MsgID is the sender-assigned ID of a message; ReplyTo is, for a
-	// REPLY, the MsgID of the message it answers.
-	MsgID, ReplyTo uint64
-	Payload        []byte
+	Name    string        // the group (BROADCAST: the sender's label, may be empty)
+	From    GroupMember   // JOIN/LEAVE: the member that joined or left; messages: the sender
+	Reason  LeaveReason   // LEAVE only
+	Members []GroupMember // JOIN/LEAVE: the group after the change, oldest first (BornOn, Member)
+	Target  uint64        // UNICAST, REPLY: the member addressed
+	MsgID   uint64        // the sender's own id for the message (opaque to corral)
+	ReplyTo uint64        // REPLY: the Seq of the message answered
+	Payload []byte
+	// To are the member ids the event is delivered to, sorted ascending: the agent's
+	// filter reads it. Not on the wire. Ignored for BROADCAST (every group-class subscriber).
+	To []uint64
 }
 
 // Class implements Data.

@@ -110,8 +110,8 @@ const (
 // with the GS prefix of the seed's my_gs_events example.
 const (
 	GSInvalid   = Descriptor(ClassGroup<<ClassShift | iota) // OC_EV_GS_INVALID
-	GSJoin                                                  // a node joined the group
-	GSLeave                                                 // a node left the group
+	GSJoin                                                  // a member joined the group
+	GSLeave                                                 // a member left the group
 	GSBroadcast                                             // broadcast received
 	GSMulticast                                             // multicast received
 	GSUnicast                                               // unicast received

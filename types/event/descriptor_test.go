@@ -135,3 +135,17 @@ func FuzzDescriptor(f *testing.F) {
 		}
 	})
 }
+
+func TestLeaveReasonString(t *testing.T) {
+	for r, want := range map[event.LeaveReason]string{
+		event.LeaveLeft: "left", event.LeaveProcDown: "process down", event.LeaveNodeDown: "node down", event.LeaveBehind: "behind",
+		event.LeaveNone: "none", 5: "reason 5",
+	} {
+		if got := r.String(); got != want {
+			t.Errorf("event.LeaveReason(%d) = %q, want %q", r, got, want)
+		}
+		if r.Valid() != (r <= event.LeaveBehind) {
+			t.Errorf("event.LeaveReason(%d).Valid() = %v", r, r.Valid())
+		}
+	}
+}

@@ -86,6 +86,8 @@ var sentinels = map[proto.Code]error{
 	proto.CodeBehind:      proto.ErrBehind,
 	proto.CodeClusterID:   proto.ErrClusterID,
 	proto.CodeDupNode:     proto.ErrDupNode,
+	proto.CodeTryAgain:    proto.ErrTryAgain,
+	proto.CodeNoMember:    proto.ErrNoMember,
 }
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.
