@@ -128,7 +128,11 @@ func (m *Member) Leave(ctx context.Context) error {
 	if err := m.valid(); err != nil {
 		return err
 	}
-	_, err := m.c.call(ctx, wire.OpGroupLeave, wire.AppendGroupLeave(nil, &wire.GroupLeave{Group: m.group}))
+	body, err := wire.AppendGroupLeave(nil, &wire.GroupLeave{Group: m.group})
+	if err != nil {
+		return fmt.Errorf("client: leave %q: %w", m.group, err)
+	}
+	_, err = m.c.call(ctx, wire.OpGroupLeave, body)
 	return err
 }
 
@@ -153,7 +157,7 @@ func (m *Member) Send(ctx context.Context, payload []byte) (SendResult, error) {
 	if err := m.valid(); err != nil {
 		return SendResult{}, err
 	}
-	return m.c.send(ctx, &wire.GroupSend{Kind: events.GSMulticast.Event(), Group: m.group, Payload: payload}, true)
+	return m.c.send(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: m.group, Payload: payload}, true)
 }
 
 // SendTo unicasts payload to one member of the group.
@@ -161,7 +165,7 @@ func (m *Member) SendTo(ctx context.Context, target uint64, payload []byte) (Sen
 	if err := m.valid(); err != nil {
 		return SendResult{}, err
 	}
-	return m.c.send(ctx, &wire.GroupSend{Kind: events.GSUnicast.Event(), Group: m.group, Target: target, Payload: payload}, true)
+	return m.c.send(ctx, &wire.GroupSend{Kind: wire.KindUnicast, Group: m.group, Target: target, Payload: payload}, true)
 }
 
 // Reply answers the message of event ev (a MULTICAST, UNICAST, BROADCAST
@@ -177,25 +181,25 @@ func (c *Client) Reply(ctx context.Context, ev events.Event, payload []byte) (Se
 	if g == nil || ev.Seq == 0 {
 		return SendResult{}, fmt.Errorf("client: reply to %v: not a group message", ev.Desc)
 	}
-	return c.send(ctx, &wire.GroupSend{Kind: events.GSReply.Event(), Group: g.Name, Target: g.From.Member, ReplyTo: ev.Seq, Payload: payload}, true)
+	return c.send(ctx, &wire.GroupSend{Kind: wire.KindReply, Group: g.Name, Target: g.From.Member, ReplyTo: ev.Seq, Payload: payload}, true)
 }
 
 // SendGroup multicasts payload to group without joining it (open groups).
 func (c *Client) SendGroup(ctx context.Context, group string, payload []byte) (SendResult, error) {
-	return c.send(ctx, &wire.GroupSend{Kind: events.GSMulticast.Event(), Group: group, Payload: payload}, true)
+	return c.send(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: group, Payload: payload}, true)
 }
 
 // Broadcast sends payload to every process of the cluster that receives
 // the group class, whatever its groups; label names it (may be empty).
 func (c *Client) Broadcast(ctx context.Context, label string, payload []byte) (SendResult, error) {
-	return c.send(ctx, &wire.GroupSend{Kind: events.GSBroadcast.Event(), Group: label, Payload: payload}, true)
+	return c.send(ctx, &wire.GroupSend{Kind: wire.KindBroadcast, Group: label, Payload: payload}, true)
 }
 
 // TrySend is SendGroup that does not wait for the window: it returns
 // ErrTryAgain at once when the client's (or the agent's) window is full.
 // It still waits for the message to be committed.
 func (c *Client) TrySend(ctx context.Context, group string, payload []byte) (SendResult, error) {
-	return c.send(ctx, &wire.GroupSend{Kind: events.GSMulticast.Event(), Group: group, Payload: payload}, false)
+	return c.send(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: group, Payload: payload}, false)
 }
 
 // send takes a place in the window (waiting for one if wait), sends the
@@ -284,7 +288,11 @@ func (c *Client) SendWaits() uint64 { return c.waits.Load() }
 
 // Members returns the members of group, oldest first.
 func (c *Client) Members(ctx context.Context, group string) ([]events.GroupMember, error) {
-	rep, err := c.call(ctx, wire.OpGroupMembers, wire.AppendGroupName(nil, &wire.GroupName{Group: group}))
+	body, err := wire.AppendGroupName(nil, &wire.GroupName{Group: group})
+	if err != nil {
+		return nil, fmt.Errorf("client: members of %q: %w", group, err)
+	}
+	rep, err := c.call(ctx, wire.OpGroupMembers, body)
 	if err != nil {
 		return nil, err
 	}
