@@ -20,6 +20,7 @@ import (
 	"github.com/corralhq/corral/cluster"
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/eventstream"
+	"github.com/corralhq/corral/groups"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/internal/logkey"
 	"github.com/corralhq/corral/membership"
@@ -47,6 +48,7 @@ type Agent struct {
 	ifaces              *netmon.Watch
 	stream              *eventstream.Stream // events for local clients
 	clients             *eventstream.Server // serves the event opcodes of client links
+	groups              *groups.Service     // group messaging
 	services            []service.Service   // in start order
 	clientOps, adminOps opMux
 
@@ -160,7 +162,12 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	// new service is one line here: its constructor, given its Deps.
 	a.clients = eventstream.NewServer(a.stream, a.deps("eventstream").Log)
 	a.clients.SetProviders(a.membershipNow, a.connectivityNow)
-	a.services = []service.Service{a.clients}
+	if a.groups, err = groups.New(a.deps("groups"), groups.Config{}); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.clients.SetLinkFilter(func(l *transport.Link) eventstream.Filter { return a.groups.LinkFilter(l) })
+	a.clients.SetOnGap(a.groups.Gap)
+	a.services = []service.Service{a.clients, a.groups}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {
 			a.cluster.AddMachine(r.Machine())

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/events"
@@ -75,6 +76,11 @@ type Options struct {
 	// Dial opens a connection to the socket at path; nil dials a unix
 	// socket.
 	Dial func(ctx context.Context, path string) (net.Conn, error)
+	// GroupBuffer, if positive, makes Deliveries a channel of that
+	// capacity that receives every group event too, in seq order. A
+	// full channel stops the client reading; the agent then drops the
+	// link as too far behind, and the client attaches and resumes.
+	GroupBuffer int
 }
 
 // Gap is what the agent said when the client resumed after a sequence
@@ -115,6 +121,16 @@ type Client struct {
 	subID  uint64          // msg id of cur's SUBSCRIBE, which its EVENTs carry
 	last   uint64          // highest Seq published into svc (or skipped by asking for new events only)
 	resume bool            // the next SUBSCRIBE resumes after last
+
+	// Group messaging (groups.go), guarded by mu.
+	session  *session      // the member session, once a JOIN or SEND opened it
+	window   int           // sends this client keeps in flight at most
+	inflight int           // sends in flight
+	space    chan struct{} // closed and replaced when a send ends
+	waits    atomic.Uint64 // sends that waited for (or were refused by) a full window
+
+	deliveries chan events.Event // nil unless Options.GroupBuffer > 0
+	dmu        sync.Mutex        // held by the reader delivering an event; taken before mu
 }
 
 // subscribing is a SUBSCRIBE in flight on link l.
@@ -179,11 +195,16 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		linkUp: make(chan struct{}),
 		last:   opts.After,
 		resume: opts.Resume,
+		window: defaultWindow,
+		space:  make(chan struct{}),
 		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
 	}
 	if c.svc == nil {
 		c.svc, c.own = events.New(events.Options{Logger: opts.Logger}), true
+	}
+	if opts.GroupBuffer > 0 {
+		c.deliveries = make(chan events.Event, opts.GroupBuffer)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	l, err := c.connect(ctx)
@@ -278,6 +299,10 @@ func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
 	c.mu.Unlock()
 
 	l.Start(c.handle)
+	if err := c.reattach(ctx, l); err != nil {
+		l.Close(proto.CodeShutdown, "attach failed")
+		return nil, err
+	}
 	f := proto.Frame{Header: proto.Header{Opcode: wire.OpSubscribe, MsgID: sub.msgID, Flags: proto.FlagCreate | proto.FlagDelete},
 		Body: wire.AppendSubscribe(nil, &req)}
 	var res subResult
@@ -440,6 +465,10 @@ func opName(op uint16) string { return wire.Ops().Name(op) }
 // event at or below the last Seq delivered is dropped (the service would
 // refuse it too).
 func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error {
+	// One reader at a time delivers, so an old link's reader still
+	// waiting on Deliveries keeps its place before the new link's events.
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur != l {
@@ -467,7 +496,61 @@ func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error
 	if ev.Seq != 0 {
 		c.last = ev.Seq
 	}
+	if g := ev.Group(); g != nil && ev.Desc == events.GSLeave && c.session != nil && g.From.Member == c.session.member && g.Reason != events.LeaveLeft {
+		// The agent closed this client's session (it fell behind past
+		// what the agent holds): its Members are gone.
+		c.log.Warn("the agent closed this client's member session", "member", g.From.Member, "reason", g.Reason.String())
+		c.session = nil
+	}
+	if c.deliveries != nil && ev.Desc.Class() == events.ClassGroup {
+		// In order: only this link's reader delivers. Waiting here is
+		// the back-pressure a slow consumer gives the agent.
+		c.mu.Unlock()
+		select {
+		case c.deliveries <- ev:
+		case <-c.ctx.Done():
+		}
+		c.mu.Lock()
+	}
 	return nil
+}
+
+// Deliveries returns the channel of group events (Options.GroupBuffer),
+// or nil. It is never closed.
+func (c *Client) Deliveries() <-chan events.Event { return c.deliveries }
+
+// reattach adopts the client's member session on the new link l before
+// it subscribes, so that the resumed stream carries the member's events.
+// A session the agent no longer has is lost: the Members of it fail
+// with ErrSessionLost and the client joins anew.
+func (c *Client) reattach(ctx context.Context, l *transport.Link) error {
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	if s.token == 0 {
+		// A session a send opened has no token to attach with.
+		c.mu.Lock()
+		c.session = nil
+		c.mu.Unlock()
+		return nil
+	}
+	err := c.attach(ctx, l, *s)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, proto.ErrNoMember):
+		c.log.Warn("the agent no longer has this client's member session; join again", "member", s.member, "err", err.Error())
+		c.mu.Lock()
+		if c.session == s {
+			c.session = nil
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	return fmt.Errorf("client: attach member %#x: %w", s.member, err)
 }
 
 // waitLink returns the current subscribed link, waiting for one while the

@@ -20,9 +20,14 @@ type Server struct {
 	stream *Stream
 	log    *slog.Logger
 
-	mu   sync.Mutex // guards view and conn
+	mu   sync.Mutex // guards view, conn and linkFilter
 	view func() events.Membership
 	conn func() events.Connectivity
+	// linkFilter, if set, narrows what each link's subscription is sent
+	// beyond its classes (the group service's recipients).
+	linkFilter func(*transport.Link) Filter
+	// onGap, if set, hears of every subscription that resumed with a gap.
+	onGap func(*transport.Link)
 }
 
 // NewServer returns a server whose subscriptions go to s.
@@ -40,6 +45,24 @@ func (srv *Server) SetProviders(view func() events.Membership, conn func() event
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	srv.view, srv.conn = view, conn
+}
+
+// SetLinkFilter sets a function whose Filter, made once per SUBSCRIBE,
+// each event of that link must also pass. It is how a service that knows
+// which client an event is for (group messages) narrows the stream.
+func (srv *Server) SetLinkFilter(f func(*transport.Link) Filter) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.linkFilter = f
+}
+
+// SetOnGap sets a function told of each link whose SUBSCRIBE resumed
+// after events the stream no longer holds: a service that promised that
+// client every event (a group member) can end that promise.
+func (srv *Server) SetOnGap(f func(*transport.Link)) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.onGap = f
 }
 
 // Handler returns the transport.Handler for one client link: start each
@@ -86,7 +109,15 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 	k := &linkSink{l: l, msgID: f.MsgID, ready: make(chan struct{})}
 	// The reply is queued before k lets any EVENT through.
 	defer close(k.ready)
-	rep, err := srv.stream.Subscribe(k, Subscription{Filter: Classes(req.Classes), Resume: req.Flags&client.SubResume != 0, After: req.After})
+	filter := Classes(req.Classes)
+	srv.mu.Lock()
+	lf, onGap := srv.linkFilter, srv.onGap
+	srv.mu.Unlock()
+	if lf != nil {
+		classes, narrow := filter, lf(l)
+		filter = func(ev *events.Event) bool { return classes(ev) && narrow(ev) }
+	}
+	rep, err := srv.stream.Subscribe(k, Subscription{Filter: filter, Resume: req.Flags&client.SubResume != 0, After: req.After})
 	if err != nil {
 		code := proto.CodeState
 		if errors.Is(err, ErrClosed) {
@@ -99,6 +130,9 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 	wr := client.SubscribeReply{Latest: rep.Latest, Floor: rep.Floor}
 	if rep.Gap {
 		wr.Flags |= client.ReplyGap
+		if onGap != nil {
+			onGap(l)
+		}
 	}
 	l.Reply(context.Background(), f, client.AppendSubscribeReply(nil, &wr)) // a failure ends the link, which the stream sees
 	return k

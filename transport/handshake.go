@@ -45,6 +45,9 @@ type PeerInfo struct {
 	// (session extension); empty if it sent none.
 	ListenAddr string
 	Addr       net.Addr
+	// Pid is the peer process of a unix socket link (SO_PEERCRED); 0 on
+	// other links or where the system does not tell.
+	Pid int32
 }
 
 // ClusterIDError is the error of a handshake refused because the two ends
@@ -356,7 +359,7 @@ func (h *hs) readFrame() (proto.Frame, error) {
 // cluster id and version.
 func (h *hs) check(hello proto.Hello, ext proto.SessionExt) (PeerInfo, error) {
 	info := PeerInfo{NodeID: hello.NodeID, Name: hello.NodeName, Reason: hello.Reason, Proto: hello.Reason.Proto(), Features: hello.Features, Ranges: hello.Ranges,
-		ClusterID: ext.ClusterID, ListenAddr: ext.ListenAddr}
+		ClusterID: ext.ClusterID, ListenAddr: ext.ListenAddr, Pid: peerPid(h.raw)}
 	// On local sockets a tool may leave the cluster name empty: it reached
 	// the agent through its data directory and need not know the name.
 	local := h.cfg.Key == nil && (hello.Cluster == "" || h.cfg.Cluster == "")

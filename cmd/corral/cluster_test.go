@@ -84,7 +84,7 @@ func ids(nodes []*node) []uint64 {
 
 // formed starts a cluster of n agents, node 1 founding it, and waits until
 // every node's view holds all of them.
-func formed(t *testing.T, n int, extra ...string) []*node {
+func formed(t testing.TB, n int, extra ...string) []*node {
 	nodes := cluster(t, n, extra...)
 	nodes[0].args = append(nodes[0].args, "--bootstrap")
 	for _, nd := range nodes {

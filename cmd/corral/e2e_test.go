@@ -60,7 +60,7 @@ func (s *syncBuf) String() string {
 }
 
 type node struct {
-	t    *testing.T
+	t    testing.TB
 	id   int
 	addr string
 	dir  string
@@ -75,7 +75,7 @@ type node struct {
 
 // freePort returns a port that is free on 127.0.0.1 and, very likely, on
 // the other loopback addresses.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func freePort(t *testing.T) int {
 
 // cluster makes n nodes on 127.0.0.1..n that list each other as peers;
 // extra flags apply to all of them.
-func cluster(t *testing.T, n int, extra ...string) []*node {
+func cluster(t testing.TB, n int, extra ...string) []*node {
 	t.Helper()
 	port := freePort(t)
 	var addrs []string
@@ -100,7 +100,7 @@ func cluster(t *testing.T, n int, extra ...string) []*node {
 // a new cluster key; wrap (may be nil) runs each agent's command, by node
 // number. The nodes are killed, and their logs shown on failure, at the
 // end of the test.
-func nodesAt(t *testing.T, addrs []string, wrap func(i int, args []string) *exec.Cmd, extra ...string) []*node {
+func nodesAt(t testing.TB, addrs []string, wrap func(i int, args []string) *exec.Cmd, extra ...string) []*node {
 	t.Helper()
 	root := t.TempDir()
 	key := filepath.Join(root, "cluster.key")

@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), operatorCmd(), removeCmd("force-leave"))
+	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), groupCmd(), operatorCmd(), removeCmd("force-leave"))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "corral:", err)
 		os.Exit(1)

@@ -1,0 +1,40 @@
+#!/bin/bash
+# groups.sh — ordered multicast throughput and latency of corral's group
+# messaging, side by side with Corosync CPG in the same run.
+#
+# corral: BenchmarkGroupMulticast and BenchmarkGroupLatency in cmd/corral
+# start three agent processes on this machine (127.0.0.1-3, default timings)
+# with a member on every node; N messages of 100 B, 1 KB and 10 KB from one
+# sender and from a sender on every node, each delivered at all three
+# members, every one on a majority's disk (fsync) before delivery. msg/s
+# counts messages, not deliveries. Latency: send to delivery at every
+# member, at half the maximum rate.
+# Corosync: ../shared/anchors/corosync-3node.sh (three corosync in network
+# namespaces, cpgbench-lite from node 1, agreed order, nothing on disk),
+# after the agents have stopped; then the ratios.
+#
+# Env: N (messages per run, default 50000), LAT_N (default 20000),
+# ANCHORS (anchor dir), ANCHOR=0 skips Corosync. Run as root for the anchor.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+N=${N:-50000}
+LAT_N=${LAT_N:-20000}
+ANCHORS=${ANCHORS:-$root/../shared/anchors}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cd "$root"
+echo "== corral: BenchmarkGroupMulticast, ${N} messages per run"
+go test -run '^$' -bench 'BenchmarkGroupMulticast' -benchtime "${N}x" -timeout 60m ./cmd/corral | tee "$out/corral"
+echo "== corral: BenchmarkGroupLatency at half the maximum rate, ${LAT_N} messages"
+go test -run '^$' -bench 'BenchmarkGroupLatency' -benchtime "${LAT_N}x" -timeout 60m ./cmd/corral | tee -a "$out/corral"
+if [ "${ANCHOR:-1}" = 0 ]; then exit 0; fi
+echo "== Corosync CPG (anchor)"
+"$ANCHORS/corosync-3node.sh" | tee "$out/corosync"
+echo "== ratios (corral msg/s / corosync msg/s, one sender)"
+for s in 100 1000 10000; do
+  c=$(awk -v s="$s" '$1 ~ "size="s"/senders=1" {for (i=1;i<=NF;i++) if ($(i+1)=="msg/s") print $i}' "$out/corral")
+  k=$(awk -v s="$s" '/corosync cpg/ && $0 ~ "size="s" " {for (i=1;i<=NF;i++) if ($i ~ /^rate=/) {sub("rate=","",$i); print $i}}' "$out/corosync")
+  c3=$(awk -v s="$s" '$1 ~ "size="s"/senders=3" {for (i=1;i<=NF;i++) if ($(i+1)=="msg/s") print $i}' "$out/corral")
+  awk -v s="$s" -v c="$c" -v c3="$c3" -v k="$k" 'BEGIN{ if (k > 0) printf "%6d B: corral %s msg/s (3 senders %s), corosync %s msg/s: %.1fx (%.1fx)\n", s, c, c3, k, c/k, c3/k }'
+done

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/client"
+	"github.com/corralhq/corral/events"
+)
+
+// benchCluster is a cluster of three agent processes shared by the group
+// benchmarks, with one member client per node.
+type benchCluster struct {
+	nodes   []*node
+	members []*client.Client
+}
+
+// newBenchCluster starts three agents and a member client on each.
+func newBenchCluster(b *testing.B) *benchCluster {
+	nodes := formed(b, 3)
+	bc := &benchCluster{nodes: nodes}
+	for _, nd := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := client.Dial(ctx, nd.dir, client.Options{Classes: []events.Class{events.ClassGroup}, GroupBuffer: 1 << 16})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		bc.members = append(bc.members, c)
+	}
+	return bc
+}
+
+// run sends n messages of size bytes to group from senders clients (on
+// the first len(senders) nodes), pacing at rate messages a second (0: as
+// fast as the windows allow), and waits until every member delivered all
+// of them. It returns the elapsed time and, per delivery, the latency
+// from send to delivery.
+func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client, n, size int, rate float64) (time.Duration, []time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var joined []*client.Member
+	for _, c := range bc.members {
+		m, err := c.Join(ctx, group)
+		if err != nil {
+			b.Fatal(err)
+		}
+		joined = append(joined, m)
+	}
+	var lat []time.Duration
+	var latMu sync.Mutex
+	var recv sync.WaitGroup
+	for _, c := range bc.members {
+		recv.Go(func() {
+			got := 0
+			local := make([]time.Duration, 0, n)
+			for got < n {
+				select {
+				case ev := <-c.Deliveries():
+					g := ev.Group()
+					if ev.Desc != events.GSMulticast || g.Name != group || len(g.Payload) < 8 {
+						continue
+					}
+					got++
+					sent := int64(binary.LittleEndian.Uint64(g.Payload))
+					local = append(local, time.Duration(time.Now().UnixNano()-sent))
+				case <-ctx.Done():
+					b.Errorf("a member delivered %d of %d", got, n)
+					return
+				}
+			}
+			latMu.Lock()
+			lat = append(lat, local...)
+			latMu.Unlock()
+		})
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range senders {
+		for range 512 {
+			wg.Go(func() {
+				buf := make([]byte, max(size, 8))
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(n) {
+						return
+					}
+					if rate > 0 {
+						due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+						time.Sleep(time.Until(due))
+					}
+					binary.LittleEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
+					if _, err := s.SendGroup(ctx, group, buf[:size]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	recv.Wait()
+	elapsed := time.Since(start)
+	for _, m := range joined {
+		m.Leave(ctx)
+	}
+	return elapsed, lat
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(q*float64(len(d))))]
+}
+
+// BenchmarkGroupMulticast measures ordered multicast on three agent
+// processes: b.N messages from one sender, or from a sender on every
+// node, each delivered at a member on every node; every message is on a
+// majority's disk before it is delivered. msg/s counts messages (not
+// deliveries). bench/groups.sh runs it beside Corosync CPG.
+func BenchmarkGroupMulticast(b *testing.B) {
+	bc := newBenchCluster(b)
+	var senders []*client.Client
+	for _, nd := range bc.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := client.Dial(ctx, nd.dir, client.Options{Classes: []events.Class{events.ClassMemb}})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		senders = append(senders, c)
+	}
+	round := 0
+	for _, size := range []int{100, 1000, 10000} {
+		for _, ns := range []int{1, 3} {
+			b.Run(fmt.Sprintf("size=%d/senders=%d", size, ns), func(b *testing.B) {
+				round++
+				elapsed, lat := bc.run(b, fmt.Sprintf("bench-%d", round), senders[:ns], b.N, size, 0)
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
+				b.ReportMetric(float64(b.N)*float64(size)/elapsed.Seconds()/1e6, "MB/s")
+				b.ReportMetric(float64(quantile(lat, 0.5).Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(quantile(lat, 0.99).Microseconds())/1000, "p99-ms")
+			})
+		}
+	}
+}
+
+// BenchmarkGroupLatency measures send-to-delivery latency at every member
+// at half the maximum rate: it first finds the maximum for 1 KB messages
+// from one sender, then sends b.N messages paced at half of it.
+func BenchmarkGroupLatency(b *testing.B) {
+	bc := newBenchCluster(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s, err := client.Dial(ctx, bc.nodes[0].dir, client.Options{Classes: []events.Class{events.ClassMemb}})
+	cancel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	for _, size := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			probe := 20000
+			el, _ := bc.run(b, fmt.Sprintf("probe-%d", size), []*client.Client{s}, probe, size, 0)
+			maxRate := float64(probe) / el.Seconds()
+			b.ResetTimer()
+			_, lat := bc.run(b, fmt.Sprintf("lat-%d", size), []*client.Client{s}, b.N, size, maxRate/2)
+			b.ReportMetric(maxRate/2, "msg/s")
+			b.ReportMetric(float64(quantile(lat, 0.5).Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(quantile(lat, 0.99).Microseconds())/1000, "p99-ms")
+		})
+	}
+}

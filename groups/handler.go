@@ -1,0 +1,276 @@
+package groups
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/proto"
+	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/transport"
+)
+
+// handle serves one frame of the group range on a client link's reader
+// goroutine. It never blocks: a command is queued for the next batch and
+// answered when the batch has applied; an error it returns ends the link.
+func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
+	name := wire.Ops().Name(f.Opcode)
+	switch {
+	case f.Flags&(proto.FlagReply|proto.FlagAbort) != 0:
+		return proto.Errorf(proto.CodeState, "a client sent a %s reply (flags %#x); clients send requests", name, f.Flags)
+	case f.Flags != proto.FlagCreate|proto.FlagDelete:
+		return proto.Errorf(proto.CodeField, "%s request with flags %#x, want CREATE|DELETE", name, f.Flags)
+	}
+	k := s.linkOf(l)
+	switch f.Opcode {
+	case wire.OpGroupJoin:
+		req, err := wire.ParseGroupJoin(f.Body)
+		if err != nil {
+			return err
+		}
+		return s.join(k, f, req)
+	case wire.OpGroupLeave:
+		req, err := wire.ParseGroupLeave(f.Body)
+		if err != nil {
+			return err
+		}
+		return s.leave(k, f, req)
+	case wire.OpGroupSend:
+		req, err := wire.ParseGroupSend(f.Body)
+		if err != nil {
+			return err
+		}
+		return s.send(k, f, req)
+	case wire.OpGroupMembers:
+		req, err := wire.ParseGroupName(f.Body)
+		if err != nil {
+			return err
+		}
+		seq, members := s.m.Members(req.Group)
+		reply(l, f, wire.AppendGroupMembers(nil, &wire.GroupMembers{Seq: seq, Members: members}))
+		return nil
+	case wire.OpGroupList:
+		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
+			return err
+		}
+		var list wire.GroupList
+		for _, g := range s.m.Groups() {
+			list.Groups = append(list.Groups, wire.GroupListItem{Group: g.Name, Members: uint32(g.Members)})
+		}
+		reply(l, f, wire.AppendGroupList(nil, &list))
+		return nil
+	case wire.OpGroupWindow:
+		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		w := wire.GroupWindow{Window: uint32(s.cfg.Window), WindowBytes: uint32(s.cfg.WindowBytes),
+			InFlight: uint32(k.inflight), InFlightBytes: uint32(k.inflightBytes), Refused: k.refused}
+		s.mu.Unlock()
+		reply(l, f, wire.AppendGroupWindow(nil, &w))
+		return nil
+	case wire.OpGroupAttach:
+		req, err := wire.ParseGroupAttach(f.Body)
+		if err != nil {
+			return err
+		}
+		s.attach(k, f, req)
+		return nil
+	}
+	return proto.Errorf(proto.CodeOpcode, "client opcode %#04x (%s) has no handler", f.Opcode, name)
+}
+
+// reply answers f without waiting: the link's send queue takes it or the
+// link is too far behind, and is closed.
+func reply(l *transport.Link, f *proto.Frame, body []byte) {
+	if err := l.Reply(doneCtx, f, body); err != nil {
+		go l.Close(proto.CodeBehind, "client does not read its replies")
+	}
+}
+
+func abort(l *transport.Link, f *proto.Frame, err error) {
+	if e := l.Abort(doneCtx, f, err); e != nil {
+		go l.Close(proto.CodeBehind, "client does not read its replies")
+	}
+}
+
+// doneCtx is already done: a reply is queued only if the link's send
+// queue has room now, so the batcher never waits for a client.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// sessionLocked returns k's session, opening one (its OPEN queued first)
+// if k has none.
+func (s *Service) sessionLocked(k *link, name string) (*session, error) {
+	if ss := k.sess.Load(); ss != nil {
+		if ss.closed {
+			return nil, proto.Errorf(proto.CodeNoMember, "the link's member session was closed")
+		}
+		return ss, nil
+	}
+	ss := &session{key: newKey(), token: newKey(), pid: uint32(max(k.l.Peer().Pid, 0)), name: name, link: k}
+	s.sessions[ss.key] = ss
+	k.sess.Store(ss)
+	s.enqueueLocked(&pending{cmd: Cmd{Op: OpOpen, Key: ss.key, Pid: ss.pid, Name: name}, done: func(r CmdResult, err error) {
+		if err == nil && r.Status == proto.CodeNone {
+			ss.member.Store(r.Member)
+		}
+	}})
+	return ss, nil
+}
+
+func (s *Service) join(k *link, f *proto.Frame, req wire.GroupJoin) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, err := s.sessionLocked(k, req.Name)
+	if err != nil {
+		abort(k.l, f, err)
+		return nil
+	}
+	s.enqueueLocked(&pending{cmd: Cmd{Op: OpJoin, Key: ss.key, Group: req.Group}, done: func(r CmdResult, err error) {
+		if err = resultErr(r, err); err != nil {
+			abort(k.l, f, err)
+			return
+		}
+		reply(k.l, f, wire.AppendGroupJoinReply(nil, &wire.GroupJoinReply{Seq: r.Seq, Member: r.Member, Token: ss.token,
+			Window: uint32(s.cfg.Window), WindowBytes: uint32(s.cfg.WindowBytes)}))
+	}})
+	return nil
+}
+
+func (s *Service) leave(k *link, f *proto.Frame, req wire.GroupLeave) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := k.sess.Load()
+	if ss == nil || ss.closed {
+		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "not a member of group %q", req.Group))
+		return nil
+	}
+	s.enqueueLocked(&pending{cmd: Cmd{Op: OpLeave, Key: ss.key, Group: req.Group}, done: func(r CmdResult, err error) {
+		if err = resultErr(r, err); err != nil {
+			abort(k.l, f, err)
+			return
+		}
+		reply(k.l, f, wire.AppendGroupSeq(nil, &wire.GroupSeq{Seq: r.Seq}))
+	}})
+	return nil
+}
+
+// send admits a message within the link's window and the agent's, and
+// queues it: whole if it fits an entry, else as PARTs of at most
+// MaxEntryPayload and a final SEND that assembles them.
+func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
+	n := len(req.Payload)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k.inflight > 0 && (k.inflight >= s.cfg.Window || k.inflightBytes+n > s.cfg.WindowBytes) ||
+		s.inflightBytes > 0 && s.inflightBytes+n > s.cfg.TotalBytes {
+		k.refused++
+		s.met.refused.Inc()
+		abort(k.l, f, proto.Errorf(proto.CodeTryAgain, "window full: %d sends (%d bytes) in flight on this link, limit %d (%d bytes); %d bytes in flight in the agent, limit %d",
+			k.inflight, k.inflightBytes, s.cfg.Window, s.cfg.WindowBytes, s.inflightBytes, s.cfg.TotalBytes))
+		return nil
+	}
+	ss, err := s.sessionLocked(k, "")
+	if err != nil {
+		abort(k.l, f, err)
+		return nil
+	}
+	k.inflight++
+	k.inflightBytes += n
+	s.inflightBytes += n
+	done := func(r CmdResult, err error) {
+		s.mu.Lock()
+		k.inflight--
+		k.inflightBytes -= n
+		s.inflightBytes -= n
+		s.mu.Unlock()
+		if err = resultErr(r, err); err != nil {
+			abort(k.l, f, err)
+			return
+		}
+		s.met.sent.Inc()
+		reply(k.l, f, wire.AppendGroupSendReply(nil, &wire.GroupSendReply{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}))
+	}
+	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: req.Payload}
+	if n <= MaxEntryPayload {
+		s.enqueueLocked(&pending{cmd: cmd, done: done})
+		return nil
+	}
+	// A transfer: the parts wait in the machine until the final SEND; a
+	// session closed before it leaves nothing delivered.
+	xfer := newKey()
+	p := req.Payload
+	for len(p) > MaxEntryPayload {
+		part := p[:MaxEntryPayload]
+		p = p[MaxEntryPayload:]
+		s.enqueueLocked(&pending{cmd: Cmd{Op: OpPart, Key: ss.key, Xfer: xfer, Payload: part}, done: func(r CmdResult, err error) {
+			// A failed part fails the final SEND too; it is answered there.
+		}})
+	}
+	cmd.Flags, cmd.Xfer, cmd.Payload = FlagAssembled, xfer, p
+	s.enqueueLocked(&pending{cmd: cmd, done: done})
+	return nil
+}
+
+// attach adopts a detached session on a new link of the same process.
+func (s *Service) attach(k *link, f *proto.Frame, req wire.GroupAttach) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k.sess.Load() != nil {
+		abort(k.l, f, proto.Errorf(proto.CodeState, "the link has a member session already"))
+		return
+	}
+	var found *session
+	for _, ss := range s.sessions {
+		if ss.member.Load() == req.Member {
+			found = ss
+			break
+		}
+	}
+	switch {
+	case found == nil || found.closed:
+		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x has no session on this agent (it was closed, or belongs to another run of the agent)", req.Member))
+		return
+	case found.token != req.Token:
+		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x: wrong session token", req.Member))
+		return
+	case found.link != nil:
+		// The old link has not ended yet (its process reconnected first):
+		// the new one takes over.
+		old := found.link
+		old.sess.Store(nil)
+		go old.l.Close(proto.CodeState, "member session attached to a new link")
+	}
+	if found.timer != nil {
+		found.timer.Stop()
+		found.timer = nil
+	}
+	found.link = k
+	k.sess.Store(found)
+	reply(k.l, f, wire.AppendGroupAttachReply(nil, &wire.GroupAttachReply{Member: req.Member}))
+}
+
+// resultErr turns a command's failure into the error the client is sent.
+func resultErr(r CmdResult, err error) error {
+	if err != nil {
+		return err
+	}
+	if r.Status != proto.CodeNone {
+		return proto.Errorf(r.Status, "%s", r.Text)
+	}
+	return nil
+}
+
+// processAlive reports whether pid names a live process.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || err == syscall.EPERM
+}
+
+var _ = fmt.Sprintf
+var _ = events.LeaveLeft
