@@ -79,7 +79,7 @@ func (s *Service) batcher(ctx context.Context) {
 			cmds = append(cmds, p.cmd)
 		}
 		var err error
-		buf, err = AppendBatch(buf[:0], cmds)
+		buf, err = AppendBatch(buf[:0], s.deps.Self, cmds)
 		clear(cmds) // drop payload references
 		if err != nil {
 			// The handlers validate what they queue; this is a bug.

@@ -2,10 +2,8 @@ package groups
 
 import (
 	"context"
-	"fmt"
 	"syscall"
 
-	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
 	"github.com/corralhq/corral/transport"
@@ -48,7 +46,12 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 			return err
 		}
 		seq, members := s.m.Members(req.Group)
-		reply(l, f, wire.AppendGroupMembers(nil, &wire.GroupMembers{Seq: seq, Members: members}))
+		body, err := wire.AppendGroupMembers(nil, &wire.GroupMembers{Seq: seq, Members: members})
+		if err != nil {
+			abort(l, f, err)
+			return nil
+		}
+		reply(l, f, body)
 		return nil
 	case wire.OpGroupList:
 		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
@@ -58,7 +61,16 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		for _, g := range s.m.Groups() {
 			list.Groups = append(list.Groups, wire.GroupListItem{Group: g.Name, Members: uint32(g.Members)})
 		}
-		reply(l, f, wire.AppendGroupList(nil, &list))
+		if len(list.Groups) > wire.MaxGroupList {
+			abort(l, f, proto.Errorf(proto.CodeTooLarge, "%d groups, more than a GROUP_LIST reply holds (%d)", len(list.Groups), wire.MaxGroupList))
+			return nil
+		}
+		body, err := wire.AppendGroupList(nil, &list)
+		if err != nil {
+			abort(l, f, err)
+			return nil
+		}
+		reply(l, f, body)
 		return nil
 	case wire.OpGroupWindow:
 		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
@@ -105,14 +117,14 @@ var doneCtx = func() context.Context {
 
 // sessionLocked returns k's session, opening one (its OPEN queued first)
 // if k has none.
-func (s *Service) sessionLocked(k *link, name string) (*session, error) {
+func (s *Service) sessionLocked(k *link, name string) (*memberSession, error) {
 	if ss := k.sess.Load(); ss != nil {
 		if ss.closed {
 			return nil, proto.Errorf(proto.CodeNoMember, "the link's member session was closed")
 		}
 		return ss, nil
 	}
-	ss := &session{key: newKey(), token: newKey(), pid: uint32(max(k.l.Peer().Pid, 0)), name: name, link: k}
+	ss := &memberSession{key: newKey(), token: newKey(), pid: uint32(max(k.l.Peer().Pid, 0)), name: name, link: k}
 	s.sessions[ss.key] = ss
 	k.sess.Store(ss)
 	s.enqueueLocked(&pending{cmd: Cmd{Op: OpOpen, Key: ss.key, Pid: ss.pid, Name: name}, done: func(r CmdResult, err error) {
@@ -225,7 +237,7 @@ func (s *Service) attach(k *link, f *proto.Frame, req wire.GroupAttach) {
 		abort(k.l, f, proto.Errorf(proto.CodeState, "the link has a member session already"))
 		return
 	}
-	var found *session
+	var found *memberSession
 	for _, ss := range s.sessions {
 		if ss.member.Load() == req.Member {
 			found = ss
@@ -272,5 +284,3 @@ func processAlive(pid int) bool {
 	return err == nil || err == syscall.EPERM
 }
 
-var _ = fmt.Sprintf
-var _ = events.LeaveLeft

@@ -110,7 +110,7 @@ type Service struct {
 	queueBytes int
 	// inflightBytes is the payload of every accepted send not yet answered.
 	inflightBytes int
-	sessions      map[uint64]*session // by key
+	sessions      map[uint64]*memberSession // by key
 	links         map[*transport.Link]*link
 	stopped       bool
 }
@@ -135,7 +135,7 @@ func New(d service.Deps, cfg Config) (*Service, error) {
 		m:        NewMachine(d.Log),
 		prop:     prop,
 		wake:     make(chan struct{}, 1),
-		sessions: make(map[uint64]*session),
+		sessions: make(map[uint64]*memberSession),
 		links:    make(map[*transport.Link]*link),
 	}
 	s.met = newMetrics(s)
@@ -199,7 +199,7 @@ func newKey() uint64 {
 
 // session is a member session: one client process connection, which
 // outlives a link that ends while the process lives, for Grace.
-type session struct {
+type memberSession struct {
 	key   uint64
 	token uint64
 	pid   uint32
@@ -218,7 +218,7 @@ type link struct {
 	l *transport.Link
 	// sess is the link's session, set on its first JOIN or SEND or by
 	// ATTACH; the event filter reads it without the service's lock.
-	sess atomic.Pointer[session]
+	sess atomic.Pointer[memberSession]
 
 	// Guarded by Service.mu.
 	inflight      int
@@ -281,7 +281,7 @@ func (s *Service) watch(k *link) {
 }
 
 // closeSessionLocked queues the CLOSE of ss.
-func (s *Service) closeSessionLocked(ss *session, reason events.LeaveReason) {
+func (s *Service) closeSessionLocked(ss *memberSession, reason events.LeaveReason) {
 	if ss.closed {
 		return
 	}

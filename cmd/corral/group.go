@@ -145,22 +145,6 @@ type memberRefJSON struct {
 	Member uint64 `json:"member"`
 }
 
-type groupMemberJSON struct {
-	Node   uint64 `json:"node"`
-	Member uint64 `json:"member"`
-	BornOn uint64 `json:"born_on"`
-	Pid    uint32 `json:"pid,omitempty"`
-	Name   string `json:"name,omitempty"`
-}
-
-func groupMembersJSON(ms []events.GroupMember) []groupMemberJSON {
-	out := make([]groupMemberJSON, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, groupMemberJSON{Node: m.Node, Member: m.Member, BornOn: m.BornOn, Pid: m.Pid, Name: m.Name})
-	}
-	return out
-}
-
 func groupJSON(ev events.Event) groupEventJSON {
 	g := ev.Group()
 	j := groupEventJSON{Seq: ev.Seq, Event: ev.Desc.String()}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
+	bin "encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -69,7 +69,7 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 						continue
 					}
 					got++
-					sent := int64(binary.LittleEndian.Uint64(g.Payload))
+					sent := int64(bin.LittleEndian.Uint64(g.Payload))
 					local = append(local, time.Duration(time.Now().UnixNano()-sent))
 				case <-ctx.Done():
 					b.Errorf("a member delivered %d of %d", got, n)
@@ -97,7 +97,7 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 						due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
 						time.Sleep(time.Until(due))
 					}
-					binary.LittleEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
+					bin.LittleEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
 					if _, err := s.SendGroup(ctx, group, buf[:size]); err != nil {
 						b.Error(err)
 						return
