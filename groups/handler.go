@@ -3,6 +3,7 @@ package groups
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
@@ -48,10 +49,10 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		seq, members := s.m.Members(req.Group)
 		body, err := wire.AppendGroupMembers(nil, &wire.GroupMembers{Seq: seq, Members: members})
 		if err != nil {
-			abort(l, f, err)
+			s.abort(l, f, err)
 			return nil
 		}
-		reply(l, f, body)
+		s.reply(l, f, body)
 		return nil
 	case wire.OpGroupList:
 		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
@@ -62,15 +63,15 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 			list.Groups = append(list.Groups, wire.GroupListItem{Group: g.Name, Members: uint32(g.Members)})
 		}
 		if len(list.Groups) > wire.MaxGroupList {
-			abort(l, f, proto.Errorf(proto.CodeTooLarge, "%d groups, more than a GROUP_LIST reply holds (%d)", len(list.Groups), wire.MaxGroupList))
+			s.abort(l, f, proto.Errorf(proto.CodeTooLarge, "%d groups, more than a GROUP_LIST reply holds (%d)", len(list.Groups), wire.MaxGroupList))
 			return nil
 		}
 		body, err := wire.AppendGroupList(nil, &list)
 		if err != nil {
-			abort(l, f, err)
+			s.abort(l, f, err)
 			return nil
 		}
-		reply(l, f, body)
+		s.reply(l, f, body)
 		return nil
 	case wire.OpGroupWindow:
 		if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
@@ -80,7 +81,7 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		w := wire.GroupWindow{Window: uint32(s.cfg.Window), WindowBytes: uint32(s.cfg.WindowBytes),
 			InFlight: uint32(k.inflight), InFlightBytes: uint32(k.inflightBytes), Refused: k.refused}
 		s.mu.Unlock()
-		reply(l, f, wire.AppendGroupWindow(nil, &w))
+		s.reply(l, f, wire.AppendGroupWindow(nil, &w))
 		return nil
 	case wire.OpGroupAttach:
 		req, err := wire.ParseGroupAttach(f.Body)
@@ -93,22 +94,53 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 	return proto.Errorf(proto.CodeOpcode, "client opcode %#04x (%s) has no handler", f.Opcode, name)
 }
 
-// reply answers f without waiting: the link's send queue takes it or the
-// link is too far behind, and is closed.
-func reply(l *transport.Link, f *proto.Frame, body []byte) {
-	if err := l.Reply(doneCtx, f, body); err != nil {
-		go l.Close(proto.CodeBehind, "client does not read its replies")
+// reply answers f. It never waits on the calling goroutine (a handler
+// or the batcher): the answer goes into the link's send queue now if there
+// is room, else a goroutine waits for room, up to replyWait, and a client
+// that has not made room by then is closed as behind. (A large event ahead
+// in the queue can fill it for a moment.)
+func (s *Service) reply(l *transport.Link, f *proto.Frame, body []byte) {
+	if l.Reply(doneCtx, f, body) == nil {
+		return
 	}
+	s.later(l, func(ctx context.Context) error { return l.Reply(ctx, f, body) })
 }
 
-func abort(l *transport.Link, f *proto.Frame, err error) {
-	if e := l.Abort(doneCtx, f, err); e != nil {
-		go l.Close(proto.CodeBehind, "client does not read its replies")
+// abort is reply for a failure.
+func (s *Service) abort(l *transport.Link, f *proto.Frame, err error) {
+	if l.Abort(doneCtx, f, err) == nil {
+		return
 	}
+	s.later(l, func(ctx context.Context) error { return l.Abort(ctx, f, err) })
 }
 
-// doneCtx is already done: a reply is queued only if the link's send
-// queue has room now, so the batcher never waits for a client.
+// replyWait bounds how long an answer waits for room in a link's queue.
+const replyWait = 10 * time.Second
+
+func (s *Service) later(l *transport.Link, send func(context.Context) error) {
+	select {
+	case <-l.Done():
+		return // nobody to answer
+	default:
+	}
+	// Under goMu (callers may hold mu), so that no goroutine starts once
+	// Run waits for them.
+	s.goMu.Lock()
+	defer s.goMu.Unlock()
+	if s.goStopped {
+		return // the links are being closed
+	}
+	s.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), replyWait)
+		defer cancel()
+		if err := send(ctx); err != nil && ctx.Err() != nil {
+			l.Close(proto.CodeBehind, "client does not read its replies")
+		}
+	})
+}
+
+// doneCtx is already done: an answer is queued only if the link's send
+// queue has room now.
 var doneCtx = func() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -140,15 +172,15 @@ func (s *Service) join(k *link, f *proto.Frame, req wire.GroupJoin) error {
 	defer s.mu.Unlock()
 	ss, err := s.sessionLocked(k, req.Name)
 	if err != nil {
-		abort(k.l, f, err)
+		s.abort(k.l, f, err)
 		return nil
 	}
 	s.enqueueLocked(&pending{cmd: Cmd{Op: OpJoin, Key: ss.key, Group: req.Group}, done: func(r CmdResult, err error) {
 		if err = resultErr(r, err); err != nil {
-			abort(k.l, f, err)
+			s.abort(k.l, f, err)
 			return
 		}
-		reply(k.l, f, wire.AppendGroupJoinReply(nil, &wire.GroupJoinReply{Seq: r.Seq, Member: r.Member, Token: ss.token,
+		s.reply(k.l, f, wire.AppendGroupJoinReply(nil, &wire.GroupJoinReply{Seq: r.Seq, Member: r.Member, Token: ss.token,
 			Window: uint32(s.cfg.Window), WindowBytes: uint32(s.cfg.WindowBytes)}))
 	}})
 	return nil
@@ -159,15 +191,15 @@ func (s *Service) leave(k *link, f *proto.Frame, req wire.GroupLeave) error {
 	defer s.mu.Unlock()
 	ss := k.sess.Load()
 	if ss == nil || ss.closed {
-		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "not a member of group %q", req.Group))
+		s.abort(k.l, f, proto.Errorf(proto.CodeNoMember, "not a member of group %q", req.Group))
 		return nil
 	}
 	s.enqueueLocked(&pending{cmd: Cmd{Op: OpLeave, Key: ss.key, Group: req.Group}, done: func(r CmdResult, err error) {
 		if err = resultErr(r, err); err != nil {
-			abort(k.l, f, err)
+			s.abort(k.l, f, err)
 			return
 		}
-		reply(k.l, f, wire.AppendGroupSeq(nil, &wire.GroupSeq{Seq: r.Seq}))
+		s.reply(k.l, f, wire.AppendGroupSeq(nil, &wire.GroupSeq{Seq: r.Seq}))
 	}})
 	return nil
 }
@@ -183,13 +215,13 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 		s.inflightBytes > 0 && s.inflightBytes+n > s.cfg.TotalBytes {
 		k.refused++
 		s.met.refused.Inc()
-		abort(k.l, f, proto.Errorf(proto.CodeTryAgain, "window full: %d sends (%d bytes) in flight on this link, limit %d (%d bytes); %d bytes in flight in the agent, limit %d",
+		s.abort(k.l, f, proto.Errorf(proto.CodeTryAgain, "window full: %d sends (%d bytes) in flight on this link, limit %d (%d bytes); %d bytes in flight in the agent, limit %d",
 			k.inflight, k.inflightBytes, s.cfg.Window, s.cfg.WindowBytes, s.inflightBytes, s.cfg.TotalBytes))
 		return nil
 	}
 	ss, err := s.sessionLocked(k, "")
 	if err != nil {
-		abort(k.l, f, err)
+		s.abort(k.l, f, err)
 		return nil
 	}
 	k.inflight++
@@ -202,11 +234,11 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 		s.inflightBytes -= n
 		s.mu.Unlock()
 		if err = resultErr(r, err); err != nil {
-			abort(k.l, f, err)
+			s.abort(k.l, f, err)
 			return
 		}
 		s.met.sent.Inc()
-		reply(k.l, f, wire.AppendGroupSendReply(nil, &wire.GroupSendReply{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}))
+		s.reply(k.l, f, wire.AppendGroupSendReply(nil, &wire.GroupSendReply{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}))
 	}
 	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: req.Payload}
 	if n <= MaxEntryPayload {
@@ -234,7 +266,7 @@ func (s *Service) attach(k *link, f *proto.Frame, req wire.GroupAttach) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if k.sess.Load() != nil {
-		abort(k.l, f, proto.Errorf(proto.CodeState, "the link has a member session already"))
+		s.abort(k.l, f, proto.Errorf(proto.CodeState, "the link has a member session already"))
 		return
 	}
 	var found *memberSession
@@ -246,10 +278,10 @@ func (s *Service) attach(k *link, f *proto.Frame, req wire.GroupAttach) {
 	}
 	switch {
 	case found == nil || found.closed:
-		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x has no session on this agent (it was closed, or belongs to another run of the agent)", req.Member))
+		s.abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x has no session on this agent (it was closed, or belongs to another run of the agent)", req.Member))
 		return
 	case found.token != req.Token:
-		abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x: wrong session token", req.Member))
+		s.abort(k.l, f, proto.Errorf(proto.CodeNoMember, "member %#x: wrong session token", req.Member))
 		return
 	case found.link != nil:
 		// The old link has not ended yet (its process reconnected first):
@@ -264,7 +296,7 @@ func (s *Service) attach(k *link, f *proto.Frame, req wire.GroupAttach) {
 	}
 	found.link = k
 	k.sess.Store(found)
-	reply(k.l, f, wire.AppendGroupAttachReply(nil, &wire.GroupAttachReply{Member: req.Member}))
+	s.reply(k.l, f, wire.AppendGroupAttachReply(nil, &wire.GroupAttachReply{Member: req.Member}))
 }
 
 // resultErr turns a command's failure into the error the client is sent.
@@ -283,4 +315,3 @@ func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || err == syscall.EPERM
 }
-

@@ -103,6 +103,9 @@ type Service struct {
 	wake chan struct{} // cap 1: the queue has work
 	wg   sync.WaitGroup
 
+	goMu      sync.Mutex // guards goStopped; taken after mu, never before it
+	goStopped bool       // Run is waiting for the goroutines: start no more
+
 	mu sync.Mutex // guards the fields below and every session's and link's mutable fields
 	// queue holds the commands waiting for the next batch, in arrival
 	// order; queueBytes is their payload.
@@ -178,6 +181,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+	s.goMu.Lock()
+	s.goStopped = true
+	s.goMu.Unlock()
 	s.wg.Wait()
 	s.failQueued(proto.Errorf(proto.CodeShutdown, "agent shutting down"))
 	return nil
