@@ -76,6 +76,12 @@ type Options struct {
 	// Dial opens a connection to the socket at path; nil dials a unix
 	// socket.
 	Dial func(ctx context.Context, path string) (net.Conn, error)
+	// OnSessionLost, if set, is called when the client's member session
+	// ends without its asking: the agent restarted, or closed the session
+	// because the client fell behind further than the agent holds events.
+	// Its Members are gone (ErrSessionLost); the client may Join again. It
+	// runs on the client's goroutine; keep it short.
+	OnSessionLost func(member uint64, err error)
 	// GroupBuffer, if positive, makes Deliveries a channel of that
 	// capacity that receives every group event too, in seq order. A
 	// full channel stops the client reading; the agent then drops the
@@ -501,6 +507,9 @@ func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error
 		// what the agent holds): its Members are gone.
 		c.log.Warn("the agent closed this client's member session", "member", g.From.Member, "reason", g.Reason.String())
 		c.session = nil
+		if c.opts.OnSessionLost != nil {
+			c.opts.OnSessionLost(g.From.Member, fmt.Errorf("%w: LEAVE, reason %v", ErrSessionLost, g.Reason))
+		}
 	}
 	if c.deliveries != nil && ev.Desc.Class() == events.ClassGroup {
 		// In order: only this link's reader delivers. Waiting here is
@@ -548,6 +557,9 @@ func (c *Client) reattach(ctx context.Context, l *transport.Link) error {
 			c.session = nil
 		}
 		c.mu.Unlock()
+		if c.opts.OnSessionLost != nil {
+			c.opts.OnSessionLost(s.member, err)
+		}
 		return nil
 	}
 	return fmt.Errorf("client: attach member %#x: %w", s.member, err)
