@@ -24,7 +24,7 @@ var (
 
 // defaultWindow is the window a client assumes until a JOIN reply tells
 // the agent's (the agent's default).
-const defaultWindow = 1024
+const defaultWindow = 4096
 
 // session is the client's member session at the agent: one member id for
 // every group this client joins.

@@ -24,11 +24,17 @@
 //     transaction, which is fsynced before it returns. A snapshot received
 //     from the leader is restored into the application (Applier.Restore)
 //     in this same transaction.
-//  3. Send. Only now hand Ready.Messages to the Sender. Messages acknowledge
-//     state: a MsgAppResp says "these entries are on my disk", a vote says
-//     "I have recorded this vote". Sending first could let a majority count
-//     an entry that a crash then loses, so the order is never reversed — for
-//     the leader too, which appends its own entries before sending them.
+//  3. Send. A follower or candidate hands Ready.Messages to the Sender only
+//     now: its messages acknowledge state — a MsgAppResp says "these entries
+//     are on my disk", a vote says "I have recorded this vote" — and sending
+//     first could let a majority count an entry that a crash then loses.
+//     The leader sends before step 2 instead (raft thesis §10.2.1; etcd
+//     does the same), so its fsync and its followers' overlap: its messages
+//     are appends and heartbeats, which acknowledge nothing; its term and
+//     vote were made durable while it was a candidate; and raft counts the
+//     leader's own copy of an entry only after Advance says it is stable,
+//     so an entry commits only once a majority has it on disk (without the
+//     leader, if its followers are faster).
 //  4. Apply and 5. Record, in one second fsynced transaction: hand the
 //     committed entries, in index order, to Applier.Apply, which writes its
 //     state into the transaction's application key space (AppTx); apply

@@ -253,6 +253,17 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	hasHS := !raft.IsEmptyHardState(rd.HardState)
 
+	// A leader sends before it persists, so its own fsync and its
+	// followers' overlap (raft thesis §10.2.1, as etcd does): its messages
+	// are appends and heartbeats, never an acknowledgement of entries it
+	// has not written, and raft counts the leader's own copy of an entry
+	// only once Advance says it is stable. A follower acknowledges what it
+	// receives, so it sends after the fsync.
+	sentEarly := l.raftState == raft.StateLeader && !hasSnap
+	if sentEarly && len(rd.Messages) > 0 {
+		n.cfg.Sender.Send(rd.Messages)
+	}
+
 	// Persist. A hard state that only moves the commit index does not
 	// need to be durable before sending (raft's MustSync); it rides along
 	// with the applied index in the record transaction.
@@ -299,7 +310,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 
 	// Send.
-	if len(rd.Messages) > 0 {
+	if !sentEarly && len(rd.Messages) > 0 {
 		n.cfg.Sender.Send(rd.Messages)
 	}
 	n.readStates(rd.ReadStates)

@@ -57,19 +57,25 @@ func (s *Service) take() []*pending {
 	return batch
 }
 
-// batcher proposes the queued commands, one batch at a time: the next
-// batch is proposed once the previous one has applied here, so the
-// commands of every client apply in the order they were sent, and while a
-// batch is in flight the next one grows (group commit).
+// batcher proposes the queued commands as batches, up to Pipeline of
+// them in flight, numbered in order; while they are in flight the next
+// one grows (group commit). The machine applies this run's batches only
+// in their order, so the commands of every client apply in the order it
+// sent them even when a lost proposal is overtaken and proposed again.
 func (s *Service) batcher(ctx context.Context) {
-	var buf []byte
+	slots := make(chan struct{}, s.cfg.Pipeline)
 	cmds := make([]Cmd, 0, 64)
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		batch := s.take()
-		if batch == nil {
+		for batch == nil {
 			select {
 			case <-s.wake:
-				continue
+				batch = s.take()
 			case <-ctx.Done():
 				return
 			}
@@ -78,28 +84,31 @@ func (s *Service) batcher(ctx context.Context) {
 		for _, p := range batch {
 			cmds = append(cmds, p.cmd)
 		}
-		var err error
-		buf, err = AppendBatch(buf[:0], s.deps.Self, cmds)
+		s.nextN++
+		h := Header{Node: s.deps.Self, Run: s.run, N: s.nextN}
+		buf, err := AppendBatch(nil, h, cmds)
 		clear(cmds) // drop payload references
 		if err != nil {
-			// The handlers validate what they queue; this is a bug.
+			// The handlers validate what they queue: a bug. The number is
+			// still used, by an empty batch, so that the next ones apply.
 			s.log.Error("cannot encode a batch", "commands", len(batch), "err", err.Error())
 			finish(batch, nil, proto.Errorf(proto.CodeField, "%s", err.Error()))
-			continue
+			buf, batch = mustEmpty(h), nil
 		}
-		results, err := s.propose(ctx, buf)
-		if err == nil && len(results) != len(batch) {
-			err = fmt.Errorf("groups: %d results for a batch of %d commands", len(results), len(batch))
-		}
-		if err != nil {
-			s.log.Warn("batch failed", "commands", len(batch), "err", err.Error())
-			finish(batch, nil, err)
-			continue
-		}
-		s.met.batches.Inc()
-		s.met.batchCommands.Add(float64(len(batch)))
-		finish(batch, results, nil)
+		s.wg.Go(func() {
+			defer func() { <-slots }()
+			s.proposeBatch(ctx, h, buf, batch)
+		})
 	}
+}
+
+// mustEmpty is the batch of no commands that holds place h in the order.
+func mustEmpty(h Header) []byte {
+	b, err := AppendBatch(nil, h, nil)
+	if err != nil {
+		panic(err) // an empty batch always encodes
+	}
+	return b
 }
 
 func finish(batch []*pending, results []CmdResult, err error) {
@@ -112,34 +121,82 @@ func finish(batch []*pending, results []CmdResult, err error) {
 	}
 }
 
-// propose appends the batch to the log under one request id, proposing it
-// again after each Attempt without an answer (or a dropped proposal)
-// until it is applied or ctx ends.
-func (s *Service) propose(ctx context.Context, batch []byte) ([]CmdResult, error) {
+// proposeBatch appends one batch to the log and answers its commands. An
+// attempt without an answer within Attempt (a proposal dropped by a lost
+// leader) is proposed again under the same request id, which the log
+// applies once; a batch the machine refuses as out of order (it overtook a
+// lost one) is proposed again under a new one, since it had no effect.
+func (s *Service) proposeBatch(ctx context.Context, h Header, buf []byte, batch []*pending) {
 	req := s.prop.NextRequest()
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
-		_, reply, err := s.prop.ProposeRequest(actx, rsm.Groups, req, batch)
+		_, reply, err := s.prop.ProposeRequest(actx, rsm.Groups, req, buf)
 		cancel()
+		if err == nil {
+			results, refused, perr := ParseReply(reply)
+			switch {
+			case perr != nil:
+				err = perr
+			case refused != nil && refused.Status == ResultOutOfOrder:
+				// Overtook a batch not applied yet: the same again, later,
+				// under a new request id (the refusal is what the log
+				// remembers for this one).
+				req = s.prop.NextRequest()
+				if !sleepCtx(ctx, s.retryWait(attempt)/4) {
+					finish(batch, nil, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
+					return
+				}
+				continue
+			case refused != nil:
+				// Applied already, by an attempt whose answer was lost.
+				s.log.Warn("group batch refused", "n", h.N, "err", refused.Text)
+				finish(batch, nil, proto.Errorf(refused.Status, "%s", refused.Text))
+				return
+			case len(results) != len(batch):
+				err = fmt.Errorf("groups: %d results for a batch of %d commands", len(results), len(batch))
+			default:
+				s.met.batchLatency.Observe(time.Since(start).Seconds())
+				s.met.batches.Inc()
+				s.met.batchCommands.Add(float64(len(batch)))
+				finish(batch, results, nil)
+				return
+			}
+			s.log.Error("bad answer to a group batch", "n", h.N, "err", err.Error())
+			finish(batch, nil, proto.Errorf(proto.CodeField, "%s", err.Error()))
+			return
+		}
 		switch {
-		case err == nil:
-			s.met.batchLatency.Observe(time.Since(start).Seconds())
-			return ParseResults(reply)
 		case ctx.Err() != nil:
-			return nil, proto.Errorf(proto.CodeShutdown, "agent shutting down")
+			finish(batch, nil, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
+			return
 		case errors.Is(err, clusterlog.ErrRejected):
-			return nil, proto.Errorf(proto.CodeField, "the log refused the batch: %s", err.Error())
+			// Cannot happen for a batch this agent encoded; keep the place
+			// in the order with an empty batch so the next ones apply.
+			s.log.Error("the log refused a group batch", "n", h.N, "err", err.Error())
+			finish(batch, nil, proto.Errorf(proto.CodeField, "the log refused the batch: %s", err.Error()))
+			buf, batch, req = mustEmpty(h), nil, s.prop.NextRequest()
+			continue
 		}
 		// No leader, a lost proposal, a new life: the same request again.
 		if attempt == 1 || attempt%10 == 0 {
-			s.log.Info("group batch not applied yet; proposing it again", "attempt", attempt, "err", err.Error())
+			s.log.Info("group batch not applied yet; proposing it again", "n", h.N, "attempt", attempt, "err", err.Error())
 		}
-		select {
-		case <-time.After(s.retryWait(attempt)):
-		case <-ctx.Done():
-			return nil, proto.Errorf(proto.CodeShutdown, "agent shutting down")
+		if !sleepCtx(ctx, s.retryWait(attempt)) {
+			finish(batch, nil, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
+			return
 		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

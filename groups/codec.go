@@ -30,6 +30,20 @@ const (
 	MaxMessage      = 8 << 20 // bytes of an assembled message
 )
 
+// Header says whose batch it is and where it stands in that agent's
+// sequence of batches.
+type Header struct {
+	// Node is the proposing agent's node id. The envelope names the
+	// proposer by its raft id, which is the node's incarnation (a new one
+	// each life), while sessions and views speak of node ids.
+	Node uint64
+	// Run names one run of the agent (random, drawn at its start) and N
+	// numbers its batches from 1. The machine applies a run's batches only
+	// in order, so an agent may have several in flight: one that overtakes
+	// a lost one is refused (ResultOutOfOrder) and proposed again.
+	Run, N uint64
+}
+
 // Op is a command's operation (SPEC.md).
 type Op uint8
 
@@ -78,18 +92,16 @@ type Cmd struct {
 // AppendBatch appends the batch of cmds to dst. It refuses only what the
 // layout cannot hold (more than MaxBatch commands, an unknown op, a
 // string over 65535 bytes); the machine checks the limits per command.
-//
-// node is the proposing agent's node id. The envelope names the proposer
-// by its raft id, which is the node's incarnation (a new one each life),
-// while sessions and views speak of node ids.
-func AppendBatch(dst []byte, node uint64, cmds []Cmd) ([]byte, error) {
+func AppendBatch(dst []byte, h Header, cmds []Cmd) ([]byte, error) {
 	if len(cmds) > MaxBatch {
 		return dst, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, len(cmds), MaxBatch)
 	}
 	le := binary.LittleEndian
 	out := append(dst, BatchVersion, 0, 0, 0)
 	out = le.AppendUint32(out, uint32(len(cmds)))
-	out = le.AppendUint64(out, node)
+	out = le.AppendUint64(out, h.Node)
+	out = le.AppendUint64(out, h.Run)
+	out = le.AppendUint64(out, h.N)
 	for i := range cmds {
 		c := &cmds[i]
 		if len(c.Name) > math.MaxUint16 || len(c.Group) > math.MaxUint16 || uint64(len(c.Payload)) > math.MaxUint32-64 {
@@ -141,25 +153,25 @@ const cmdHeaderLen = 8
 // MaxBatch commands, an unknown op, a body that is not exactly its op's
 // layout, and bytes after the last command; limits of names and payloads
 // are the machine's to check.
-func ParseBatch(b []byte) (node uint64, cmds []Cmd, err error) {
+func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 	r := reader{b: b}
 	if v := r.u8("version"); r.err == nil && v != BatchVersion {
-		return 0, nil, fmt.Errorf("%w: version %d, want %d", ErrBatch, v, BatchVersion)
+		return Header{}, nil, fmt.Errorf("%w: version %d, want %d", ErrBatch, v, BatchVersion)
 	}
 	r.zero(3, "header reserved")
 	n := r.u32("count")
-	node = r.u64("node")
+	h = Header{Node: r.u64("node"), Run: r.u64("run"), N: r.u64("batch number")}
 	if r.err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", ErrBatch, r.err)
+		return Header{}, nil, fmt.Errorf("%w: %w", ErrBatch, r.err)
 	}
 	if n > MaxBatch {
-		return 0, nil, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, n, MaxBatch)
+		return Header{}, nil, fmt.Errorf("%w: %d commands, limit %d", ErrBatch, n, MaxBatch)
 	}
-	if node == 0 {
-		return 0, nil, fmt.Errorf("%w: node id 0", ErrBatch)
+	if r.err == nil && (h.Node == 0 || h.N == 0) {
+		return Header{}, nil, fmt.Errorf("%w: node id %d, batch number %d: neither may be 0", ErrBatch, h.Node, h.N)
 	}
 	if uint64(n)*cmdHeaderLen > uint64(len(r.b)) {
-		return 0, nil, fmt.Errorf("%w: %d commands in %d bytes", ErrBatch, n, len(r.b))
+		return Header{}, nil, fmt.Errorf("%w: %d commands in %d bytes", ErrBatch, n, len(r.b))
 	}
 	cmds = make([]Cmd, n)
 	for i := range cmds {
@@ -167,18 +179,18 @@ func ParseBatch(b []byte) (node uint64, cmds []Cmd, err error) {
 		r.zero(3, "command reserved")
 		body := r.bytes(int(min(r.u32("command length"), math.MaxInt32)), "command body")
 		if r.err != nil {
-			return 0, nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
+			return Header{}, nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
 		}
 		c, err := parseCmd(op, body)
 		if err != nil {
-			return 0, nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
+			return Header{}, nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
 		}
 		cmds[i] = c
 	}
 	if err := r.end(); err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", ErrBatch, err)
+		return Header{}, nil, fmt.Errorf("%w: %w", ErrBatch, err)
 	}
-	return node, cmds, nil
+	return h, cmds, nil
 }
 
 func parseCmd(op Op, body []byte) (Cmd, error) {
@@ -364,4 +376,50 @@ func ParseResults(b []byte) ([]CmdResult, error) {
 		return nil, fmt.Errorf("%w: %w", ErrResults, err)
 	}
 	return rs, nil
+}
+
+// refusedCount marks, in the count field of a reply, a batch refused as a
+// whole: a status and a text follow instead of results.
+const refusedCount = 0xFFFFFFFF
+
+// Refusal is a batch refused as a whole, with no effect: it does not parse
+// (CodeField), it overtook a batch of its run not applied yet
+// (ResultOutOfOrder: propose it again), or it was applied already or
+// belongs to a replaced run (CodeState).
+type Refusal struct {
+	Status proto.Code
+	Text   string
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("groups: batch refused (%v): %s", r.Status, r.Text) }
+
+// AppendRefusal appends the reply of a batch refused as a whole.
+func AppendRefusal(dst []byte, r Refusal) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, refusedCount)
+	dst = append(dst, byte(r.Status), 0, 0, 0)
+	t := r.Text
+	if len(t) > maxResultText {
+		t = t[:maxResultText]
+	}
+	return proto.AppendString16(dst, t)
+}
+
+// ParseReply decodes the reply of a groups entry: the results of its
+// commands, or the batch's refusal (*Refusal, nil results).
+func ParseReply(b []byte) ([]CmdResult, *Refusal, error) {
+	if len(b) >= 4 && binary.LittleEndian.Uint32(b) == refusedCount {
+		r := reader{b: b[4:]}
+		ref := &Refusal{Status: proto.Code(r.u8("status"))}
+		r.zero(3, "refusal reserved")
+		ref.Text = r.str16("text")
+		if r.err == nil && (ref.Status == proto.CodeNone || len(ref.Text) > maxResultText) {
+			r.err = fmt.Errorf("refusal with status %d and a text of %d bytes", ref.Status, len(ref.Text))
+		}
+		if err := r.end(); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrResults, err)
+		}
+		return nil, ref, nil
+	}
+	rs, err := ParseResults(b)
+	return rs, nil, err
 }

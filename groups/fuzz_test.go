@@ -29,11 +29,11 @@ func seeds(f *testing.F) {
 func FuzzParseBatch(f *testing.F) {
 	seeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		node, cmds, err := groups.ParseBatch(b)
+		h, cmds, err := groups.ParseBatch(b)
 		if err != nil {
 			return
 		}
-		again, err := groups.AppendBatch(nil, node, cmds)
+		again, err := groups.AppendBatch(nil, h, cmds)
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding %x gives %x (%v)", b, again, err)
 		}
@@ -44,15 +44,20 @@ func FuzzParseBatch(f *testing.F) {
 	})
 }
 
-// FuzzParseResults: no input panics, and what parses encodes back.
+// FuzzParseResults: no input panics, and what parses encodes back, as a
+// results list or a refusal.
 func FuzzParseResults(f *testing.F) {
 	seeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rs, err := groups.ParseResults(b)
+		rs, refused, err := groups.ParseReply(b)
 		if err != nil {
 			return
 		}
-		if again := groups.AppendResults(nil, rs); !bytes.Equal(again, b) {
+		again := groups.AppendResults(nil, rs)
+		if refused != nil {
+			again = groups.AppendRefusal(nil, *refused)
+		}
+		if !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding %x gives %x", b, again)
 		}
 	})

@@ -49,7 +49,7 @@ func goldenSnapshot(t *testing.T) []byte {
 		{{Op: groups.OpOpen, Key: 1, Pid: 10, Name: "a"}, {Op: groups.OpOpen, Key: 2}, {Op: groups.OpJoin, Key: 1, Group: "g"}, {Op: groups.OpJoin, Key: 2, Group: "g"}},
 		{{Op: groups.OpJoin, Key: 2, Group: "h"}, {Op: groups.OpPart, Key: 2, Xfer: 5, Payload: []byte("part")}},
 	} {
-		b, err := groups.AppendBatch(nil, 7, cmds)
+		b, err := groups.AppendBatch(nil, groups.Header{Node: 7, Run: 0xabc, N: uint64(i + 1)}, cmds)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +65,7 @@ func goldenSnapshot(t *testing.T) []byte {
 }
 
 func TestGolden(t *testing.T) {
-	batch, err := groups.AppendBatch(nil, 7, goldenCmds)
+	batch, err := groups.AppendBatch(nil, goldenHeader, goldenCmds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +73,7 @@ func TestGolden(t *testing.T) {
 	vectors := [][2]string{
 		{"batch", hex.EncodeToString(batch)},
 		{"results", hex.EncodeToString(groups.AppendResults(nil, goldenResults))},
+		{"refusal", hex.EncodeToString(groups.AppendRefusal(nil, goldenRefusal))},
 		{"snapshot", hex.EncodeToString(snap)},
 	}
 	path := filepath.Join("testdata", "groups-v1.golden")
@@ -105,9 +106,12 @@ func TestGolden(t *testing.T) {
 		}
 	}
 	// The file decodes to what made it.
-	node, cmds, err := groups.ParseBatch(file["batch"])
-	if err != nil || node != 7 || !reflect.DeepEqual(cmds, goldenCmds) {
+	h, cmds, err := groups.ParseBatch(file["batch"])
+	if err != nil || h != goldenHeader || !reflect.DeepEqual(cmds, goldenCmds) {
 		t.Errorf("ParseBatch(file) = %+v, %v\nwant %+v", cmds, err, goldenCmds)
+	}
+	if _, ref, err := groups.ParseReply(file["refusal"]); err != nil || ref == nil || *ref != goldenRefusal {
+		t.Errorf("ParseReply(refusal) = %+v, %v", ref, err)
 	}
 	rs, err := groups.ParseResults(file["results"])
 	if err != nil || !reflect.DeepEqual(rs, goldenResults) {
@@ -126,19 +130,34 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// goldenRefusal is the reply of a batch that overtook one not applied yet.
+var goldenRefusal = groups.Refusal{Status: groups.ResultOutOfOrder, Text: "batch 3 out of order"}
+
+// goldenHeader heads the golden batch.
+var goldenHeader = groups.Header{Node: 7, Run: 0x0102030405060708, N: 3}
+
+// hdr is a batch header of count commands (node 7, run 1, batch 1).
+func hdr(count uint32) []byte {
+	b := []byte{1, 0, 0, 0, byte(count), byte(count >> 8), byte(count >> 16), byte(count >> 24)}
+	b = append(b, 7, 0, 0, 0, 0, 0, 0, 0)
+	b = append(b, 1, 0, 0, 0, 0, 0, 0, 0)
+	return append(b, 1, 0, 0, 0, 0, 0, 0, 0)
+}
+
 // The decoders refuse what the format does not allow.
 func TestParseRefuses(t *testing.T) {
-	ok, _ := groups.AppendBatch(nil, 7, goldenCmds[:1])
+	ok, _ := groups.AppendBatch(nil, goldenHeader, goldenCmds[:1])
 	for name, b := range map[string][]byte{
 		"empty":          nil,
 		"version":        append([]byte{2}, ok[1:]...),
 		"reserved":       append([]byte{1, 1}, ok[2:]...),
-		"count too big":  {1, 0, 0, 0, 1, 0, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0},
-		"count vs bytes": {1, 0, 0, 0, 9, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0},
-		"node 0":         {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-		"unknown op":     {1, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0},
+		"count too big":  hdr(0x10001),
+		"count vs bytes": hdr(9),
+		"node 0":         {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
+		"batch 0":        append(append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 7)...), make([]byte, 8)...),
+		"unknown op":     append(hdr(1), 8, 0, 0, 0, 0, 0, 0, 0),
 		"trailing":       append(bytes.Clone(ok), 0),
-		"body trailing":  {1, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0},
+		"body trailing":  append(hdr(1), 7, 0, 0, 0, 1, 0, 0, 0, 0),
 		"truncated":      ok[:len(ok)-1],
 	} {
 		if _, _, err := groups.ParseBatch(b); err == nil {
@@ -148,13 +167,13 @@ func TestParseRefuses(t *testing.T) {
 	if _, err := groups.ParseResults([]byte{1, 0, 0, 0}); err == nil {
 		t.Error("ParseResults accepted a truncated list")
 	}
-	if _, err := groups.AppendBatch(nil, 7, make([]groups.Cmd, groups.MaxBatch+1)); err == nil {
+	if _, err := groups.AppendBatch(nil, goldenHeader, make([]groups.Cmd, groups.MaxBatch+1)); err == nil {
 		t.Error("AppendBatch accepted too many commands")
 	}
 	// A batch that does not parse is answered with one error for all.
 	res, err := groups.NewMachine(nil).Apply(memTx{}, rsm.Entry{Index: 1, Cmd: []byte{9}})
-	rs, perr := groups.ParseResults(res.Reply)
-	if err != nil || perr != nil || len(rs) != 1 || rs[0].Status != proto.CodeField || len(res.Events) != 0 {
-		t.Errorf("bad batch: %+v %v %v", rs, err, perr)
+	rs, refused, perr := groups.ParseReply(res.Reply)
+	if err != nil || perr != nil || rs != nil || refused == nil || refused.Status != proto.CodeField || len(res.Events) != 0 {
+		t.Errorf("bad batch: %+v %+v %v %v", rs, refused, err, perr)
 	}
 }

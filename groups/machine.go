@@ -41,12 +41,17 @@ var (
 // state is the mirror of the machine's Tx.
 type state struct {
 	applied  uint64
+	batches  map[uint64]batchPos // by node: the last batch applied
 	sessions map[sessKey]*session
 	byMember map[uint64]*session
 	groups   map[string]*group
 }
 
 type sessKey struct{ node, key uint64 }
+
+// batchPos is where a node's sequence of batches stands: the last batch
+// applied (run, n), and the run before, whose late batches are refused.
+type batchPos struct{ run, n, prevRun uint64 }
 
 type session struct {
 	node, key, member uint64
@@ -68,7 +73,7 @@ type group struct {
 }
 
 func newState() state {
-	return state{sessions: map[sessKey]*session{}, byMember: map[uint64]*session{}, groups: map[string]*group{}}
+	return state{batches: map[uint64]batchPos{}, sessions: map[sessKey]*session{}, byMember: map[uint64]*session{}, groups: map[string]*group{}}
 }
 
 // NewMachine returns a machine with no state; Load or Restore gives it the
@@ -158,12 +163,19 @@ func sessionValue(s *session) []byte {
 func (m *Machine) Apply(tx rsm.Tx, e rsm.Entry) (rsm.Result, error) {
 	// Events must not alias the log: one copy, which the events' payloads
 	// share.
-	node, cmds, err := ParseBatch(bytes.Clone(e.Cmd))
+	h, cmds, err := ParseBatch(bytes.Clone(e.Cmd))
 	if err != nil {
-		return rsm.Result{Reply: AppendResults(nil, []CmdResult{{Status: proto.CodeField, Text: err.Error()}})}, nil
+		return rsm.Result{Reply: AppendRefusal(nil, Refusal{Status: proto.CodeField, Text: err.Error()})}, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if r, ok := m.st.order(h); !ok {
+		return rsm.Result{Reply: AppendRefusal(nil, r)}, nil
+	}
+	if err := tx.Put(batchKey(h.Node), batchValue(m.st.batches[h.Node])); err != nil {
+		return rsm.Result{}, err
+	}
+	node := h.Node
 	a := &apply{m: m, tx: tx, e: e, node: node}
 	rs := make([]CmdResult, len(cmds))
 	for i := range cmds {
@@ -177,6 +189,40 @@ func (m *Machine) Apply(tx rsm.Tx, e rsm.Entry) (rsm.Result, error) {
 		return rsm.Result{}, err
 	}
 	return rsm.Result{Events: a.events, Reply: AppendResults(nil, rs)}, nil
+}
+
+// order decides whether batch h comes next from its node, and if so
+// records it as applied: the first batch of a new run, or the next of the
+// current one. Otherwise it returns the refusal: ResultOutOfOrder for a
+// batch that overtook one not yet applied (its agent proposes it again),
+// CodeState for one applied already or of a run that was replaced.
+func (st *state) order(h Header) (Refusal, bool) {
+	pos, seen := st.batches[h.Node]
+	switch {
+	case seen && h.Run == pos.run && h.N == pos.n+1:
+		pos.n = h.N
+	case h.N == 1 && (!seen || (h.Run != pos.run && h.Run != pos.prevRun)):
+		pos = batchPos{run: h.Run, n: 1, prevRun: pos.run}
+	case seen && h.Run == pos.run && h.N <= pos.n:
+		return Refusal{proto.CodeState, fmt.Sprintf("batch %d of run %#x of node %d was applied already (the last is %d)", h.N, h.Run, h.Node, pos.n)}, false
+	case seen && h.Run == pos.prevRun:
+		return Refusal{proto.CodeState, fmt.Sprintf("batch %d of run %#x of node %d: that run was replaced by run %#x", h.N, h.Run, h.Node, pos.run)}, false
+	default:
+		return Refusal{ResultOutOfOrder, fmt.Sprintf("batch %d of run %#x of node %d out of order: the last applied is %d of run %#x", h.N, h.Run, h.Node, pos.n, pos.run)}, false
+	}
+	st.batches[h.Node] = pos
+	return Refusal{}, true
+}
+
+// ResultOutOfOrder is the status of the Refusal of a batch that overtook
+// an earlier batch of its run not applied yet.
+const ResultOutOfOrder = proto.CodeTryAgain
+
+func batchKey(node uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'o'}, node) }
+
+func batchValue(p batchPos) []byte {
+	le := binary.LittleEndian
+	return le.AppendUint64(le.AppendUint64(le.AppendUint64(nil, p.run), p.n), p.prevRun)
 }
 
 // ApplyView implements rsm.ViewObserver: it closes, reason node down,
@@ -558,7 +604,18 @@ func load(tx rsm.Tx) (state, error) {
 		}
 		st.applied = binary.LittleEndian.Uint64(v)
 	}
-	err := tx.Scan([]byte{'s'}, func(k, v []byte) error {
+	err := tx.Scan([]byte{'o'}, func(k, v []byte) error {
+		if len(k) != 9 || len(v) != 24 {
+			return fmt.Errorf("%w: batch position %x", ErrState, k)
+		}
+		le := binary.LittleEndian
+		st.batches[binary.BigEndian.Uint64(k[1:])] = batchPos{run: le.Uint64(v), n: le.Uint64(v[8:]), prevRun: le.Uint64(v[16:])}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	err = tx.Scan([]byte{'s'}, func(k, v []byte) error {
 		r := reader{b: v}
 		s := &session{member: r.u64("member"), pid: r.u32("pid"), name: r.str16("name"),
 			groups: map[string]uint64{}, parts: map[uint64]int{}}
@@ -663,6 +720,12 @@ func (m *Machine) Snapshot(tx rsm.Tx, w io.Writer) error {
 			b = b[:0]
 		}
 	}
+	nodes := slices.Sorted(maps.Keys(m.st.batches))
+	b = le.AppendUint32(b, uint32(len(nodes)))
+	for _, node := range nodes {
+		b = le.AppendUint64(b, node)
+		b = append(b, batchValue(m.st.batches[node])...)
+	}
 	_, err := w.Write(b)
 	return err
 }
@@ -764,6 +827,21 @@ func restore(tx rsm.Tx, b []byte) error {
 		}
 		lastM, lastX = member, xfer
 		if err := tx.Put(partKey(member, xfer), bytes.Clone(p)); err != nil {
+			return err
+		}
+	}
+	nb := r.u32("batch positions")
+	var lastNode uint64
+	for i := uint32(0); i < nb && r.err == nil; i++ {
+		node, run, n, prev := r.u64("node"), r.u64("run"), r.u64("batch number"), r.u64("previous run")
+		if r.err != nil {
+			break
+		}
+		if node == 0 || n == 0 || node <= lastNode {
+			return bad("batch position %d: node %d, batch %d: zero, or nodes not in increasing order", i, node, n)
+		}
+		lastNode = node
+		if err := tx.Put(batchKey(node), batchValue(batchPos{run: run, n: n, prevRun: prev})); err != nil {
 			return err
 		}
 	}

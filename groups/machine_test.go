@@ -244,8 +244,10 @@ func stateText(m *groups.Machine) string {
 func TestScripts(t *testing.T) {
 	datadriven.Walk(t, "testdata/machine", func(t *testing.T, path string) {
 		tws := []*twin{{groups.NewMachine(nil), memTx{}}}
+		next := map[uint64]uint64{} // each node's next batch number, unless a batch names its own
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
-			var index, node uint64
+			var index, node, n, runID uint64
+			runID = 1
 			var out []string
 			for _, a := range d.CmdArgs {
 				switch a.Key {
@@ -253,6 +255,10 @@ func TestScripts(t *testing.T) {
 					index, _ = strconv.ParseUint(a.Vals[0], 10, 64)
 				case "node":
 					node, _ = strconv.ParseUint(a.Vals[0], 10, 64)
+				case "n":
+					n, _ = strconv.ParseUint(a.Vals[0], 10, 64)
+				case "run":
+					runID, _ = strconv.ParseUint(a.Vals[0], 10, 64)
 				}
 			}
 			run := func(f func(tw *twin) string) string {
@@ -274,7 +280,11 @@ func TestScripts(t *testing.T) {
 						cmds = append(cmds, parseCmd(t, l))
 					}
 				}
-				b, err := groups.AppendBatch(nil, node, cmds)
+				if n == 0 {
+					next[node]++
+					n = next[node]
+				}
+				b, err := groups.AppendBatch(nil, groups.Header{Node: node, Run: runID, N: n}, cmds)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -283,9 +293,15 @@ func TestScripts(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					rs, err := groups.ParseResults(res.Reply)
+					rs, refused, err := groups.ParseReply(res.Reply)
 					if err != nil {
 						t.Fatal(err)
+					}
+					if refused != nil {
+						if len(res.Events) != 0 {
+							t.Fatalf("a refused batch made events: %v", res.Events)
+						}
+						return fmt.Sprintf("refused %d: %s\n", refused.Status, refused.Text)
 					}
 					return eventsText(index, 0, res.Events) + resultsText(rs)
 				})

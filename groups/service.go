@@ -39,6 +39,8 @@ type Config struct {
 	// its process lives (it fell behind, or reconnects) waits for the
 	// client to attach again before it is closed.
 	Grace time.Duration
+	// Pipeline is how many batches may be in flight at once.
+	Pipeline int
 	// Attempt bounds one proposal of a batch; a batch not applied by then
 	// is proposed again under the same request id, which the log applies
 	// once (a proposal forwarded to a lost leader is dropped silently).
@@ -47,13 +49,14 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultWindow      = 1024
-	DefaultWindowBytes = 8 << 20
+	DefaultWindow      = 4096
+	DefaultWindowBytes = 16 << 20
 	DefaultTotalBytes  = 64 << 20
-	DefaultBatchBytes  = MaxEntryPayload
+	DefaultBatchBytes  = 4 << 20
 	DefaultBatchCmds   = 8192
 	DefaultGrace       = 5 * time.Second
 	DefaultAttempt     = 3 * time.Second
+	DefaultPipeline    = 4
 )
 
 func (c Config) withDefaults() Config {
@@ -67,6 +70,7 @@ func (c Config) withDefaults() Config {
 	def(&c.TotalBytes, DefaultTotalBytes)
 	def(&c.BatchBytes, DefaultBatchBytes)
 	def(&c.BatchCmds, DefaultBatchCmds)
+	def(&c.Pipeline, DefaultPipeline)
 	if c.Grace <= 0 {
 		c.Grace = DefaultGrace
 	}
@@ -101,6 +105,9 @@ type Service struct {
 	met  *metrics
 
 	wake chan struct{} // cap 1: the queue has work
+	run  uint64        // this run's id in the batch order (random)
+	// nextN is the number of the last batch made; the batcher's only.
+	nextN uint64
 	wg   sync.WaitGroup
 
 	goMu      sync.Mutex // guards goStopped; taken after mu, never before it
@@ -138,6 +145,7 @@ func New(d service.Deps, cfg Config) (*Service, error) {
 		m:        NewMachine(d.Log),
 		prop:     prop,
 		wake:     make(chan struct{}, 1),
+		run:      newKey(),
 		sessions: make(map[uint64]*memberSession),
 		links:    make(map[*transport.Link]*link),
 	}

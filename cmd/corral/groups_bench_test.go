@@ -4,6 +4,7 @@ import (
 	"context"
 	bin "encoding/binary"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,20 @@ type benchCluster struct {
 
 // newBenchCluster starts three agents and a member client on each.
 func newBenchCluster(b *testing.B) *benchCluster {
-	nodes := formed(b, 3)
+	nodes := cluster(b, 3)
+	nodes[0].args = append(nodes[0].args, "--bootstrap")
+	if port := os.Getenv("CORRAL_BENCH_HTTP_PORT"); port != "" {
+		// /metrics and /debug/pprof of node i at 127.0.0.i:port.
+		for i, nd := range nodes {
+			nd.args = append(nd.args, "--http-addr", fmt.Sprintf("127.0.0.%d:%s", i+1, port))
+		}
+	}
+	for _, nd := range nodes {
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.waitView(ids(nodes), 30*time.Second)
+	}
 	bc := &benchCluster{nodes: nodes}
 	for _, nd := range nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,7 +99,7 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for _, s := range senders {
-		for range 512 {
+		for range 2048 {
 			wg.Go(func() {
 				buf := make([]byte, max(size, 8))
 				for {
