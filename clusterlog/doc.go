@@ -40,7 +40,8 @@
 //     state into the transaction's application key space (AppTx); apply
 //     membership changes to raft as they come (after ConfChecker, if the
 //     Applier has it, agreed); then write the applied index and the
-//     configuration as of it, and every SnapshotEvery entries a snapshot
+//     configuration as of it, and every SnapshotEvery entries (or
+//     SnapshotBytes of them) a snapshot
 //     of the application (Applier.Snapshot, streamed) plus log compaction.
 //     A hard state that only moved the commit index (raft's MustSync is
 //     false) is written here rather than in step 2, since nothing sent

@@ -140,7 +140,7 @@ func openBolt(path string) (*bolt.DB, error) {
 	var db *bolt.DB
 	err := guard("bbolt could not open it", func() error {
 		var err error
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 		return err
 	})
 	switch {

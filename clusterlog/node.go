@@ -142,6 +142,11 @@ type Config struct {
 	// the snapshot, a fresh one if it was added after the stored one).
 	SnapshotEvery uint64
 	SnapshotKeep  uint64
+	// SnapshotBytes takes a snapshot also once the entries applied since
+	// the last one hold this many bytes; default 64 MiB. Entries can be
+	// large (a batch of group messages is up to megabytes), and a log
+	// bounded only by its count would grow to gigabytes.
+	SnapshotBytes uint64
 
 	// MaxBatch caps how many proposals (and, separately, received messages)
 	// are folded into one Ready cycle; default 4096.
@@ -180,6 +185,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = 10000
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = 64 << 20
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 4096

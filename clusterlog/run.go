@@ -22,6 +22,7 @@ type loopState struct {
 	applied   uint64            // last entry applied to the Applier
 	confState *raftpb.ConfState // configuration as of applied
 	snapIndex uint64            // index of the stored snapshot
+	snapBytes uint64            // bytes of the entries applied since it
 	// snapWanted: Storage.Snapshot refused raft the stored snapshot as
 	// stale (snapc); take a fresh one at the next chance.
 	snapWanted bool
@@ -301,6 +302,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			md := rd.Snapshot.GetMetadata()
 			l.applied = md.GetIndex()
 			l.snapIndex = md.GetIndex()
+			l.snapBytes = 0
 			l.confState = proto.Clone(raftpb.EnsureConfState(md.GetConfState())).(*raftpb.ConfState)
 			n.stats.restores.Add(1)
 			n.cfg.Applier.Committed(l.applied)
@@ -345,7 +347,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		// Raft may have been refused a stale snapshot while the entries
 		// were applied (ApplyConfChange sends); this snapshot serves it.
 		n.pollSnapRequest()
-		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery || (l.snapWanted && l.applied > l.snapIndex); !snapDue {
+		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery || l.snapBytes >= n.cfg.SnapshotBytes || (l.snapWanted && l.applied > l.snapIndex); !snapDue {
 			return nil
 		}
 		return n.snapshotIn(b)
@@ -392,6 +394,7 @@ func (n *Node) tookSnapshot() {
 	l := &n.loop
 	n.log.Debug("took snapshot", "index", l.applied, "on_demand", l.snapWanted)
 	l.snapIndex = l.applied
+	l.snapBytes = 0
 	l.snapWanted = false
 	n.stats.snapshots.Add(1)
 }
@@ -463,6 +466,7 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 func (n *Node) applyEntry(b *Batch, e *raftpb.Entry) error {
 	l := &n.loop
 	n.stats.entries.Add(1)
+	l.snapBytes += uint64(len(e.GetData()))
 	switch e.GetType() {
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
 		return n.applyConfEntry(b, e)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,4 +206,29 @@ func TestSnapshotForNewNode(t *testing.T) {
 
 func containsNode(cs *raftpb.ConfState, id uint64) bool {
 	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id)
+}
+
+// TestSnapshotBytes: large entries bring the snapshot (and the log's
+// compaction) by their bytes, long before SnapshotEvery entries.
+func TestSnapshotBytes(t *testing.T) {
+	ctx := testCtx(t)
+	c := newCluster(t, 3, func(cfg *clusterlog.Config) {
+		cfg.SnapshotEvery = 1 << 30
+		cfg.SnapshotBytes = 64 << 10
+	})
+	lead := c.waitLeader(ctx)
+	big := strings.Repeat("x", 16<<10)
+	for i := range 12 {
+		c.mustPropose(ctx, lead, fmt.Sprintf("%d%s", i, big))
+	}
+	c.waitApplied(ctx, c.maxCommit())
+	snap, err := c.stores[lead].Snapshot()
+	if err != nil || snap.GetMetadata().GetIndex() == 0 {
+		t.Fatalf("no snapshot after %d KiB of entries with SnapshotBytes 64 KiB: %v", 12*16, err)
+	}
+	first, _ := c.stores[lead].FirstIndex()
+	if first <= 2 {
+		t.Errorf("the log was not compacted: first index %d", first)
+	}
+	c.checkSameState()
 }
