@@ -391,7 +391,9 @@ type Refusal struct {
 	Text   string
 }
 
-func (r *Refusal) Error() string { return fmt.Sprintf("groups: batch refused (%v): %s", r.Status, r.Text) }
+func (r *Refusal) Error() string {
+	return fmt.Sprintf("groups: batch refused (%v): %s", r.Status, r.Text)
+}
 
 // AppendRefusal appends the reply of a batch refused as a whole.
 func AppendRefusal(dst []byte, r Refusal) []byte {

@@ -1,6 +1,7 @@
 package groups
 
 import (
+	"bytes"
 	"context"
 	"syscall"
 	"time"
@@ -240,6 +241,9 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 		s.met.sent.Inc()
 		s.reply(k.l, f, wire.AppendGroupSendReply(nil, &wire.GroupSendReply{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}))
 	}
+	// The frame's slices are valid only while the handler runs; the
+	// command waits for its batch.
+	req.Payload = bytes.Clone(req.Payload)
 	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: req.Payload}
 	if n <= MaxEntryPayload {
 		s.enqueueLocked(&pending{cmd: cmd, done: done})

@@ -52,7 +52,7 @@ const (
 	DefaultWindow      = 4096
 	DefaultWindowBytes = 16 << 20
 	DefaultTotalBytes  = 64 << 20
-	DefaultBatchBytes  = 4 << 20
+	DefaultBatchBytes  = MaxEntryPayload
 	DefaultBatchCmds   = 8192
 	DefaultGrace       = 5 * time.Second
 	DefaultAttempt     = 3 * time.Second
@@ -108,7 +108,7 @@ type Service struct {
 	run  uint64        // this run's id in the batch order (random)
 	// nextN is the number of the last batch made; the batcher's only.
 	nextN uint64
-	wg   sync.WaitGroup
+	wg    sync.WaitGroup
 
 	goMu      sync.Mutex // guards goStopped; taken after mu, never before it
 	goStopped bool       // Run is waiting for the goroutines: start no more

@@ -240,8 +240,16 @@ func groupClient(t *testing.T, nd *node, opts client.Options) *client.Client {
 // whose node is killed meanwhile end that sender only.
 func sendLoad(t *testing.T, senders []*client.Client, group string, count int) []uint64 {
 	t.Helper()
+	seqs, _ := sendLoadPayloads(t, senders, group, count)
+	return seqs
+}
+
+// sendLoadPayloads is sendLoad that also returns what was sent at each seq.
+func sendLoadPayloads(t *testing.T, senders []*client.Client, group string, count int) ([]uint64, map[uint64]string) {
+	t.Helper()
 	var mu sync.Mutex
 	var seqs []uint64
+	sent := map[uint64]string{}
 	var wg sync.WaitGroup
 	for n, c := range senders {
 		wg.Go(func() {
@@ -251,12 +259,14 @@ func sendLoad(t *testing.T, senders []*client.Client, group string, count int) [
 			for w := range 8 {
 				inner.Go(func() {
 					for i := w; i < count; i += 8 {
-						r, err := c.SendGroup(ctx, group, fmt.Appendf(nil, "s%d-%d", n, i))
+						p := fmt.Appendf(nil, "s%d-%d", n, i)
+						r, err := c.SendGroup(ctx, group, p)
 						if err != nil {
 							return
 						}
 						mu.Lock()
 						seqs = append(seqs, r.Seq)
+						sent[r.Seq] = string(p)
 						mu.Unlock()
 					}
 				})
@@ -266,7 +276,7 @@ func sendLoad(t *testing.T, senders []*client.Client, group string, count int) [
 	}
 	wg.Wait()
 	slices.Sort(seqs)
-	return seqs
+	return seqs, sent
 }
 
 // Three agents, two members per node, a sender per node: every member
@@ -283,12 +293,17 @@ func TestGroupsSameSequence(t *testing.T) {
 	for _, nd := range nodes {
 		senders = append(senders, groupClient(t, nd, client.Options{}))
 	}
-	seqs := sendLoad(t, senders, "g", 300)
+	seqs, sent := sendLoadPayloads(t, senders, "g", 300)
 	if len(seqs) != 900 {
 		t.Fatalf("%d of 900 sends committed", len(seqs))
 	}
 	for _, l := range ls {
 		l.waitSeqs(30*time.Second, seqs)
+		for _, e := range l.snapshot() {
+			if p, ok := sent[e.Seq]; ok && (e.Event != "MULTICAST" || string(e.Payload) != p) {
+				t.Errorf("%s: seq %d is %s %q, sent as MULTICAST %q", l.name, e.Seq, e.Event, e.Payload, p)
+			}
+		}
 	}
 	checkMembers(t, "g", ls)
 	// Each member saw every other join after its own, with the same
