@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/corralhq/corral/events"
@@ -31,6 +32,23 @@ type Machine struct {
 
 	mu sync.Mutex // guards st: the log's goroutine writes it, the queries read it
 	st state
+
+	// self is the node whose deliveries are counted (SetSelf); the
+	// counters are of messages (and their bytes) applied with a recipient
+	// on it, once per recipient.
+	self                      atomic.Uint64
+	delivered, deliveredBytes atomic.Uint64
+}
+
+// SetSelf names the node whose members' deliveries Delivered counts.
+func (m *Machine) SetSelf(node uint64) { m.self.Store(node) }
+
+// Delivered returns how many messages, and payload bytes, the machine has
+// applied for members on the SetSelf node, counted once per member (a
+// BROADCAST, for every subscriber, is not counted). Not part of the
+// replicated state: it counts from the process's start.
+func (m *Machine) Delivered() (msgs, bytes uint64) {
+	return m.delivered.Load(), m.deliveredBytes.Load()
 }
 
 var (
@@ -560,6 +578,16 @@ func (a *apply) send(c *Cmd, s *session) (CmdResult, error) {
 	}
 	seq := a.emit(desc, &event.Group{Name: c.Group, From: s.gm(s.groups[c.Group]), Target: c.Target,
 		MsgID: c.MsgID, ReplyTo: c.ReplyTo, Payload: payload, To: to})
+	if self := a.m.self.Load(); self != 0 {
+		n := uint64(0)
+		for _, id := range to {
+			if r := a.m.st.byMember[id]; r != nil && r.node == self {
+				n++
+			}
+		}
+		a.m.delivered.Add(n)
+		a.m.deliveredBytes.Add(n * uint64(len(payload)))
+	}
 	return CmdResult{Member: s.member, Seq: seq, Delivered: uint32(len(to))}, nil
 }
 

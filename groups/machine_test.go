@@ -379,3 +379,27 @@ func eventsText(index uint64, first uint32, evs []events.Event) string {
 }
 
 func groupsEntry(b []byte) rsm.Entry { return rsm.Entry{Index: 1, Proposer: 1, Cmd: b} }
+
+// Delivered counts the messages applied for members on the SetSelf node,
+// once per member.
+func TestDeliveredCountsLocalMembers(t *testing.T) {
+	m, tx := groups.NewMachine(nil), memTx{}
+	m.SetSelf(1)
+	apply := func(index, node, n uint64, cmds ...groups.Cmd) {
+		t.Helper()
+		b, err := groups.AppendBatch(nil, groups.Header{Node: node, Run: 1, N: n}, cmds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Apply(tx, rsm.Entry{Index: index, Cmd: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(1, 1, 1, groups.Cmd{Op: groups.OpOpen, Key: 1}, groups.Cmd{Op: groups.OpOpen, Key: 2},
+		groups.Cmd{Op: groups.OpJoin, Key: 1, Group: "g"}, groups.Cmd{Op: groups.OpJoin, Key: 2, Group: "g"})
+	apply(2, 2, 1, groups.Cmd{Op: groups.OpOpen, Key: 1}, groups.Cmd{Op: groups.OpJoin, Key: 1, Group: "g"},
+		groups.Cmd{Op: groups.OpSend, Key: 1, Kind: 4, Group: "g", Payload: make([]byte, 10)})
+	if n, b := m.Delivered(); n != 2 || b != 20 {
+		t.Errorf("Delivered() = %d, %d; want 2 messages, 20 bytes (two members on node 1)", n, b)
+	}
+}

@@ -149,6 +149,7 @@ func New(d service.Deps, cfg Config) (*Service, error) {
 		sessions: make(map[uint64]*memberSession),
 		links:    make(map[*transport.Link]*link),
 	}
+	s.m.SetSelf(d.Self)
 	s.met = newMetrics(s)
 	if d.Metrics != nil {
 		if err := s.met.register(d.Metrics); err != nil {
@@ -384,7 +385,7 @@ func contains(ids []uint64, id uint64) bool {
 // metrics are the service's Prometheus collectors.
 type metrics struct {
 	groups, members        prometheus.GaugeFunc
-	delivered, bytes       prometheus.Counter
+	delivered, bytes       prometheus.CounterFunc
 	sent                   prometheus.Counter
 	refused                prometheus.Counter
 	batches, batchCommands prometheus.Counter
@@ -403,10 +404,12 @@ func newMetrics(s *Service) *metrics {
 				}
 				return float64(n)
 			}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_group_messages_delivered_total",
-			Help: "Group messages committed with at least one recipient on this node's view of the log, counted once per recipient."}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_group_bytes_delivered_total",
-			Help: "Payload bytes of group messages, counted once per recipient."}),
+		delivered: prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "corral_group_messages_delivered_total",
+			Help: "Group messages (multicast, unicast, reply) applied for members on this node, once per member; broadcasts are not counted."},
+			func() float64 { n, _ := s.m.Delivered(); return float64(n) }),
+		bytes: prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "corral_group_bytes_delivered_total",
+			Help: "Payload bytes of those messages, once per member."},
+			func() float64 { _, b := s.m.Delivered(); return float64(b) }),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_group_messages_sent_total",
 			Help: "Group messages local clients sent that were committed."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_group_send_window_waits_total",
