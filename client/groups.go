@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/corralhq/corral/events"
@@ -68,10 +69,8 @@ func (m *Member) ID() uint64 { return m.id }
 // Joined returns the seq of the member's JOIN: its relative age.
 func (m *Member) Joined() uint64 { return m.joined }
 
-// call sends one group request on the current link and waits for its
-// answer. A link lost while the call waits is waited out: the request is
-// not sent twice, since the agent may have applied it.
-func (c *Client) call(ctx context.Context, op uint16, body []byte) (*proto.Frame, error) {
+// groupLink returns the current link, which must speak version 2.
+func (c *Client) groupLink(ctx context.Context) (*transport.Link, error) {
 	l, err := c.waitLink(ctx)
 	if err != nil {
 		return nil, err
@@ -79,25 +78,42 @@ func (c *Client) call(ctx context.Context, op uint16, body []byte) (*proto.Frame
 	if l.Peer().Version < 2 {
 		return nil, fmt.Errorf("client: the agent speaks client protocol v%d, group messaging needs v2", l.Peer().Version)
 	}
+	return l, nil
+}
+
+// callErr says what a failed group request means to the caller.
+func (c *Client) callErr(ctx context.Context, op uint16, err error) error {
+	switch {
+	case c.ctx.Err() != nil:
+		return ErrClosed
+	case errors.Is(err, transport.ErrClosed):
+		return fmt.Errorf("client: link to the agent lost during %s: %w", opName(op), err)
+	case errors.Is(err, proto.ErrTryAgain):
+		return ErrTryAgain
+	case errors.Is(err, proto.ErrNoMember):
+		return fmt.Errorf("%w: %w", ErrSessionLost, err)
+	case ctx.Err() != nil:
+		return err
+	}
+	return fmt.Errorf("client: agent refused %s: %w", opName(op), err)
+}
+
+// call sends one group request on the current link and waits for its
+// answer. A link lost while the call waits is not waited out: the request
+// is not sent twice, since the agent may have applied it.
+func (c *Client) call(ctx context.Context, op uint16, body []byte) (*proto.Frame, error) {
+	l, err := c.groupLink(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.ctx, cancel)()
 	rep, err := l.Call(ctx, &proto.Frame{Header: proto.Header{Opcode: op}, Body: body})
-	switch {
-	case err == nil:
-		return rep, nil
-	case c.ctx.Err() != nil:
-		return nil, ErrClosed
-	case errors.Is(err, transport.ErrClosed):
-		return nil, fmt.Errorf("client: link to the agent lost during %s: %w", opName(op), err)
-	case errors.Is(err, proto.ErrTryAgain):
-		return nil, ErrTryAgain
-	case errors.Is(err, proto.ErrNoMember):
-		return nil, fmt.Errorf("%w: %w", ErrSessionLost, err)
-	case ctx.Err() != nil:
-		return nil, err
+	if err != nil {
+		return nil, c.callErr(ctx, op, err)
 	}
-	return nil, fmt.Errorf("client: agent refused %s: %w", opName(op), err)
+	return rep, nil
 }
 
 // Join makes the client a member of group and returns once the JOIN is
@@ -206,17 +222,13 @@ func (c *Client) TrySend(ctx context.Context, group string, payload []byte) (Sen
 // request and waits for its answer. When the agent's window is full
 // anyway (others send too), a waiting send tries again with backoff.
 func (c *Client) send(ctx context.Context, req *wire.GroupSend, wait bool) (SendResult, error) {
-	body, err := wire.AppendGroupSend(nil, req)
-	if err != nil {
-		return SendResult{}, fmt.Errorf("client: send: %w", err)
-	}
-	if err := c.acquire(ctx, wait); err != nil {
-		return SendResult{}, err
-	}
-	defer c.release()
 	delay := time.Millisecond
 	for {
-		rep, err := c.call(ctx, wire.OpGroupSend, body)
+		s, err := c.startSend(ctx, req, wait)
+		if err != nil {
+			return SendResult{}, err
+		}
+		r, err := s.Wait(ctx)
 		if errors.Is(err, ErrTryAgain) && wait {
 			c.waits.Add(1)
 			if !sleep(ctx, delay) {
@@ -225,21 +237,68 @@ func (c *Client) send(ctx context.Context, req *wire.GroupSend, wait bool) (Send
 			delay = min(2*delay, 50*time.Millisecond)
 			continue
 		}
-		if err != nil {
-			return SendResult{}, err
-		}
-		sr, err := wire.ParseGroupSendReply(rep.Body)
-		if err != nil {
-			return SendResult{}, err
-		}
-		c.mu.Lock()
-		if c.session == nil {
-			// The first send opened the link's session (open groups).
-			c.session = &session{member: sr.Member}
-		}
-		c.mu.Unlock()
-		return SendResult{Seq: sr.Seq, Member: sr.Member, Delivered: sr.Delivered}, nil
+		return r, err
 	}
+}
+
+// Sending is a group message sent and not answered yet.
+type Sending struct {
+	c    *Client
+	p    *transport.Pending
+	once sync.Once // releases the window place
+}
+
+// SendGroupAsync multicasts payload to group as SendGroup does, but
+// returns once the request is on its way (after waiting for a place in
+// the window): sends started one after the other by one goroutine are
+// applied in that order. Wait for the answer with Sending.Wait; every
+// Sending must be waited for, or the window fills.
+func (c *Client) SendGroupAsync(ctx context.Context, group string, payload []byte) (*Sending, error) {
+	return c.startSend(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: group, Payload: payload}, true)
+}
+
+func (c *Client) startSend(ctx context.Context, req *wire.GroupSend, wait bool) (*Sending, error) {
+	body, err := wire.AppendGroupSend(nil, req)
+	if err != nil {
+		return nil, fmt.Errorf("client: send: %w", err)
+	}
+	if err := c.acquire(ctx, wait); err != nil {
+		return nil, err
+	}
+	l, err := c.groupLink(ctx)
+	if err == nil {
+		var p *transport.Pending
+		if p, err = l.StartCall(ctx, &proto.Frame{Header: proto.Header{Opcode: wire.OpGroupSend}, Body: body}); err == nil {
+			return &Sending{c: c, p: p}, nil
+		}
+		err = c.callErr(ctx, wire.OpGroupSend, err)
+	}
+	c.release()
+	return nil, err
+}
+
+// Wait returns the agent's answer: once the message is committed, its seq.
+func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
+	c := s.c
+	defer s.once.Do(c.release)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.ctx, cancel)()
+	rep, err := s.p.Wait(ctx)
+	if err != nil {
+		return SendResult{}, c.callErr(ctx, wire.OpGroupSend, err)
+	}
+	sr, err := wire.ParseGroupSendReply(rep.Body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	c.mu.Lock()
+	if c.session == nil {
+		// The first send opened the link's session (open groups).
+		c.session = &session{member: sr.Member}
+	}
+	c.mu.Unlock()
+	return SendResult{Seq: sr.Seq, Member: sr.Member, Delivered: sr.Delivered}, nil
 }
 
 // acquire takes a place in the client's window.

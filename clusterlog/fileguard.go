@@ -137,6 +137,9 @@ func openBolt(path string) (*bolt.DB, error) {
 	if err := checkFileSize(path); err != nil {
 		return nil, err
 	}
+	if err := walkFile(path); err != nil {
+		return nil, &CorruptError{Reason: "a page of its tree is damaged", Err: err}
+	}
 	var db *bolt.DB
 	err := guard("bbolt could not open it", func() error {
 		var err error

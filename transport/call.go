@@ -44,6 +44,25 @@ type callResult struct {
 // Replies are matched here, on the reader, before the Handler: the
 // Handler sees only replies no Call waits for.
 func (l *Link) Call(ctx context.Context, f *proto.Frame) (*proto.Frame, error) {
+	p, err := l.StartCall(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a request sent by StartCall whose reply is still to come.
+type Pending struct {
+	l  *Link
+	id uint64
+	c  *call
+}
+
+// StartCall sends the request f as Call does and returns without waiting
+// for the reply: requests a goroutine starts one after the other leave in
+// that order, so a peer that serves a link's requests in order applies
+// them in order. Wait for the reply with Pending.Wait.
+func (l *Link) StartCall(ctx context.Context, f *proto.Frame) (*Pending, error) {
 	if f.Flags&(proto.FlagReply|proto.FlagAbort) != 0 {
 		return nil, fmt.Errorf("transport: Call with a reply frame (flags %#x)", f.Flags)
 	}
@@ -59,15 +78,23 @@ func (l *Link) Call(ctx context.Context, f *proto.Frame) (*proto.Frame, error) {
 		l.calls.giveUp(f.MsgID)
 		return nil, err
 	}
+	return &Pending{l: l, id: f.MsgID, c: c}, nil
+}
+
+// Wait returns the reply of the request, as Call does: a reply with
+// FlagAbort as the *proto.Error of its Status; ctx's error if it ends
+// first (a late reply is then dropped); an error wrapping ErrClosed if
+// the link ends.
+func (p *Pending) Wait(ctx context.Context) (*proto.Frame, error) {
 	select {
-	case r := <-c.reply:
+	case r := <-p.c.reply:
 		return r.f, r.err
 	case <-ctx.Done():
-		l.calls.giveUp(f.MsgID)
+		p.l.calls.giveUp(p.id)
 		// The reply may have come meanwhile: it wins, so that a caller
 		// never loses an answer that is there.
 		select {
-		case r := <-c.reply:
+		case r := <-p.c.reply:
 			return r.f, r.err
 		default:
 		}

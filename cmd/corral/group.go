@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -193,9 +191,10 @@ func groupSendCmd() *cobra.Command {
 		Short: "Send MESSAGE (or --count messages of --size bytes) to GROUP",
 		Long: `Send MESSAGE to every member of GROUP, or --count messages of --size
 bytes each, without joining the group. Each send waits until its message is
-committed to the cluster log (on a majority's disk); the command then prints
-each message's seq, one per line in send order, and exits 0. Up to
---parallel messages are in flight at once, within the agent's window.`,
+committed to the cluster log (on a majority's disk); the command prints each
+message's seq, one per line in send order, and exits 0. The messages are
+applied in the order sent, so the seqs increase. Up to --parallel messages
+are in flight at once, within the agent's window.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(logLevel, "text")
@@ -225,7 +224,7 @@ each message's seq, one per line in send order, and exits 0. Up to
 	dataDirFlag(cmd, &dataDir, "data directory of the agent, or the path of its client socket")
 	cmd.Flags().IntVar(&count, "count", 1, "number of messages to send")
 	cmd.Flags().IntVar(&size, "size", 100, "bytes per message when no MESSAGE is given")
-	cmd.Flags().IntVar(&parallel, "parallel", 256, "messages in flight at once")
+	cmd.Flags().IntVar(&parallel, "parallel", 256, "messages in flight at once (within the agent's window)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
 	return cmd
 }
@@ -236,36 +235,46 @@ func sendGroup(ctx context.Context, dataDir, group string, msg []byte, count, pa
 		return err
 	}
 	defer c.Close()
-	seqs := make([]uint64, count)
-	var next atomic.Int64
-	var first error
-	var once sync.Once
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	for range max(1, min(parallel, count)) {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(count) || ctx.Err() != nil {
-					return
-				}
-				r, err := c.SendGroup(ctx, group, msg)
-				if err != nil {
-					once.Do(func() { first = err; cancel() })
-					return
-				}
-				seqs[i] = r.Seq
+	// One goroutine starts the sends in order, so they are applied in
+	// order; another waits for their answers in the same order. At most
+	// parallel are in flight (and never more than the agent's window).
+	inflight := make(chan *client.Sending, max(1, parallel))
+	errc := make(chan error, 1)
+	go func() {
+		defer close(inflight)
+		for range count {
+			s, err := c.SendGroupAsync(ctx, group, msg)
+			if err != nil {
+				errc <- err
+				return
 			}
-		})
+			inflight <- s
+		}
+	}()
+	w := bufio.NewWriter(out)
+	defer w.Flush()
+	var first error
+	for s := range inflight {
+		r, err := s.Wait(ctx)
+		if err != nil && first == nil {
+			first = err
+			cancel() // stop starting more; the started ones are still waited for
+		}
+		if err == nil {
+			fmt.Fprintln(w, r.Seq)
+		}
 	}
-	wg.Wait()
+	select {
+	case err := <-errc:
+		if first == nil && ctx.Err() == nil {
+			first = err
+		}
+	default:
+	}
 	if first != nil {
 		return fmt.Errorf("send to %q: %w", group, first)
-	}
-	w := bufio.NewWriter(out)
-	for _, s := range seqs {
-		fmt.Fprintln(w, s)
 	}
 	return w.Flush()
 }

@@ -766,3 +766,52 @@ func TestGroupsSlowMemberResumes(t *testing.T) {
 	}
 	t.Logf("%d disconnects; all %d messages delivered once, in order, in one session", drops.Load(), len(seqs))
 }
+
+// The CLI: send prints each committed message's seq; members and list
+// print the group as JSON.
+func TestGroupCLI(t *testing.T) {
+	nodes := formed(t, 3)
+	ls := nodes[0].listen("cli", "n1-cli")
+	out, err := exec.Command(binary, "group", "send", "cli", "--count", "3", "--size", "10", "--data-dir", nodes[1].dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("group send: %v\n%s", err, out)
+	}
+	var seqs []uint64
+	for _, f := range strings.Fields(string(out)) {
+		var s uint64
+		if _, err := fmt.Sscan(f, &s); err != nil || s == 0 {
+			t.Fatalf("group send printed %q, want one seq per line", out)
+		}
+		seqs = append(seqs, s)
+	}
+	if len(seqs) != 3 || !slices.IsSorted(seqs) {
+		t.Fatalf("group send printed seqs %v, want 3 in order", seqs)
+	}
+	ls.waitSeqs(10*time.Second, seqs)
+	out, err = exec.Command(binary, "group", "members", "cli", "--json", "--data-dir", nodes[2].dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("group members: %v\n%s", err, out)
+	}
+	var m struct {
+		Group   string `json:"group"`
+		Members []struct {
+			Node   uint64 `json:"node"`
+			Member uint64 `json:"member"`
+			BornOn uint64 `json:"born_on"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal(out, &m); err != nil || m.Group != "cli" || len(m.Members) != 1 || m.Members[0].Node != 1 || m.Members[0].Member != ls.member() {
+		t.Fatalf("group members --json: %s (%v)", out, err)
+	}
+	out, err = exec.Command(binary, "group", "list", "--json", "--data-dir", nodes[2].dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("group list: %v\n%s", err, out)
+	}
+	var l []struct {
+		Group   string `json:"group"`
+		Members int    `json:"members"`
+	}
+	if err := json.Unmarshal(out, &l); err != nil || len(l) != 1 || l[0].Group != "cli" || l[0].Members != 1 {
+		t.Fatalf("group list --json: %s (%v)", out, err)
+	}
+}
