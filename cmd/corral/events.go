@@ -46,9 +46,10 @@ membership or group), event (the seed's name, e.g. NEWVIEW), descriptor (the
 By default only events published from now on are shown; --since N first
 shows the events after seq N that the agent still holds (--since 0: all).
 
-Seq numbers are the indexes of the cluster log's entries, so they skip:
-a new leader appends an empty entry, and entries of other services make no
-event here. A skip loses nothing. Events that were lost — the agent no
+Seq numbers are positions in the cluster log — the entry's index times
+2^20 plus the event's place in the entry — so they skip: a new leader
+appends an empty entry, and entries of other services make no event here.
+A skip loses nothing. Events that were lost — the agent no
 longer holds them after a long disconnection — are reported as a gap on
 stderr, never skipped silently.
 

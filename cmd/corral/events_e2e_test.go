@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/corralhq/corral/events"
 )
 
 // event is a line of `corral events --json`.
@@ -30,6 +32,10 @@ type event struct {
 	raw string
 	at  time.Time
 }
+
+// index is the log index of the entry the event came from (its Seq is a
+// log position: index<<20 | place in the entry).
+func (e event) index() uint64 { return events.SeqIndex(*e.Seq) }
 
 // stream is a running `corral events --json` on one node.
 type stream struct {
@@ -89,7 +95,7 @@ func (s *stream) ready() {
 	if err != nil {
 		s.nd.t.Fatal(err)
 	}
-	s.wait(10*time.Second, fmt.Sprintf("NEWVIEW %d", inst), func(e event) bool { return e.Seq != nil && *e.Seq >= inst })
+	s.wait(10*time.Second, fmt.Sprintf("NEWVIEW %d", inst), func(e event) bool { return e.Seq != nil && e.index() >= inst })
 }
 
 // wait returns the first event matching ok, waiting up to within.

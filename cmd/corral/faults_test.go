@@ -305,7 +305,7 @@ func TestJoinThroughFollowerNoFlap(t *testing.T) {
 			if leftHas(e, 4) {
 				return fmt.Errorf("the leader delivered a NEWVIEW removing n4: %s", e.raw)
 			}
-			if e.Event == "NEWVIEW" && e.Seq != nil && *e.Seq > inst {
+			if e.Event == "NEWVIEW" && e.Seq != nil && e.index() > inst {
 				return fmt.Errorf("the view changed after n4 joined (view %d): %s", inst, e.raw)
 			}
 		}
@@ -613,7 +613,7 @@ func TestMigratesOldStateFile(t *testing.T) {
 		nd.waitView(ids(nodes), 20*time.Second)
 	}
 	s.wait(10*time.Second, "NEWVIEW with n3", func(e event) bool {
-		return e.Event == "NEWVIEW" && e.Seq != nil && *e.Seq > applied && len(e.Data.Members) == 3
+		return e.Event == "NEWVIEW" && e.Seq != nil && e.index() > applied && len(e.Data.Members) == 3
 	})
 	s.mu.Lock()
 	var seqs []uint64
@@ -622,8 +622,8 @@ func TestMigratesOldStateFile(t *testing.T) {
 			continue
 		}
 		seqs = append(seqs, *e.Seq)
-		if *e.Seq <= applied {
-			t.Errorf("the new agent delivered an event of the old one again (seq %d ≤ applied %d): %s", *e.Seq, applied, e.raw)
+		if e.index() <= applied {
+			t.Errorf("the new agent delivered an event of the old one again (seq %d, of entry %d ≤ applied %d): %s", *e.Seq, e.index(), applied, e.raw)
 		}
 	}
 	s.mu.Unlock()

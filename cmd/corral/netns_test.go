@@ -135,7 +135,7 @@ func TestRandomFaultsSameSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range streams {
-		s.wait(30*time.Second, fmt.Sprintf("NEWVIEW %d", inst), func(e event) bool { return e.Seq != nil && *e.Seq >= inst })
+		s.wait(30*time.Second, fmt.Sprintf("NEWVIEW %d", inst), func(e event) bool { return e.Seq != nil && e.index() >= inst })
 	}
 	compareSequences(t, streams)
 }

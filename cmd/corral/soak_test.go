@@ -112,7 +112,7 @@ func soakCluster(t *testing.T, n int) {
 		return nil
 	})
 	for _, s := range streams {
-		s.wait(30*time.Second, fmt.Sprintf("NEWVIEW %d", a.inst), func(e event) bool { return e.Seq != nil && *e.Seq >= a.inst })
+		s.wait(30*time.Second, fmt.Sprintf("NEWVIEW %d", a.inst), func(e event) bool { return e.Seq != nil && e.index() >= a.inst })
 	}
 	compareSequences(t, streams)
 	noConfMismatch(t, nodes)
