@@ -129,11 +129,14 @@ type Client struct {
 	resume bool            // the next SUBSCRIBE resumes after last
 
 	// Group messaging (groups.go), guarded by mu.
-	session  *session      // the member session, once a JOIN or SEND opened it
-	window   int           // sends this client keeps in flight at most
-	inflight int           // sends in flight
-	space    chan struct{} // closed and replaced when a send ends
-	waits    atomic.Uint64 // sends that waited for (or were refused by) a full window
+	session  *session // the member session, once a JOIN or SEND opened it
+	window   int      // sends this client keeps in flight at most
+	inflight int      // sends in flight
+	// windowBytes bounds the payload of the sends in flight, as the
+	// agent's window does; inflightBytes is it now.
+	windowBytes, inflightBytes int
+	space                      chan struct{} // closed and replaced when a send ends
+	waits                      atomic.Uint64 // sends that waited for (or were refused by) a full window
 
 	deliveries chan events.Event // nil unless Options.GroupBuffer > 0
 	dmu        sync.Mutex        // held by the reader delivering an event; taken before mu
@@ -201,8 +204,8 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		linkUp: make(chan struct{}),
 		last:   opts.After,
 		resume: opts.Resume,
-		window: defaultWindow,
-		space:  make(chan struct{}),
+		window: defaultWindow, windowBytes: defaultWindowBytes,
+		space: make(chan struct{}),
 		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
 	}

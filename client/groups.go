@@ -27,6 +27,10 @@ var (
 // the agent's (the agent's default).
 const defaultWindow = 4096
 
+// defaultWindowBytes is the payload the agent admits in flight per link
+// by default.
+const defaultWindowBytes = 16 << 20
+
 // session is the client's member session at the agent: one member id for
 // every group this client joins.
 type session struct {
@@ -135,6 +139,7 @@ func (c *Client) Join(ctx context.Context, group string) (*Member, error) {
 	c.mu.Lock()
 	c.session = &session{member: jr.Member, token: jr.Token}
 	c.window = max(int(jr.Window), 1)
+	c.windowBytes = max(int(jr.WindowBytes), 1)
 	c.mu.Unlock()
 	return &Member{c: c, group: group, id: jr.Member, joined: jr.Seq, sess: session{jr.Member, jr.Token}}, nil
 }
@@ -245,6 +250,7 @@ func (c *Client) send(ctx context.Context, req *wire.GroupSend, wait bool) (Send
 type Sending struct {
 	c    *Client
 	p    *transport.Pending
+	size int       // payload bytes, for the window
 	once sync.Once // releases the window place
 }
 
@@ -252,7 +258,9 @@ type Sending struct {
 // returns once the request is on its way (after waiting for a place in
 // the window): sends started one after the other by one goroutine are
 // applied in that order. Wait for the answer with Sending.Wait; every
-// Sending must be waited for, or the window fills.
+// Sending must be waited for, or the window fills. The client keeps within
+// its own link's window; if Wait returns ErrTryAgain, the agent's window
+// for all its clients together was full and the message was not sent.
 func (c *Client) SendGroupAsync(ctx context.Context, group string, payload []byte) (*Sending, error) {
 	return c.startSend(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: group, Payload: payload}, true)
 }
@@ -262,25 +270,26 @@ func (c *Client) startSend(ctx context.Context, req *wire.GroupSend, wait bool) 
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}
-	if err := c.acquire(ctx, wait); err != nil {
+	size := len(req.Payload)
+	if err := c.acquire(ctx, wait, size); err != nil {
 		return nil, err
 	}
 	l, err := c.groupLink(ctx)
 	if err == nil {
 		var p *transport.Pending
 		if p, err = l.StartCall(ctx, &proto.Frame{Header: proto.Header{Opcode: wire.OpGroupSend}, Body: body}); err == nil {
-			return &Sending{c: c, p: p}, nil
+			return &Sending{c: c, p: p, size: size}, nil
 		}
 		err = c.callErr(ctx, wire.OpGroupSend, err)
 	}
-	c.release()
+	c.release(size)
 	return nil, err
 }
 
 // Wait returns the agent's answer: once the message is committed, its seq.
 func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
 	c := s.c
-	defer s.once.Do(c.release)
+	defer s.once.Do(func() { c.release(s.size) })
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.ctx, cancel)()
@@ -302,15 +311,16 @@ func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
 }
 
 // acquire takes a place in the client's window.
-func (c *Client) acquire(ctx context.Context, wait bool) error {
+func (c *Client) acquire(ctx context.Context, wait bool, size int) error {
 	c.mu.Lock()
 	for {
 		if c.closed {
 			c.mu.Unlock()
 			return ErrClosed
 		}
-		if c.inflight < c.window {
+		if c.inflight < c.window && (c.inflight == 0 || c.inflightBytes+size <= c.windowBytes) {
 			c.inflight++
+			c.inflightBytes += size
 			c.mu.Unlock()
 			return nil
 		}
@@ -333,9 +343,10 @@ func (c *Client) acquire(ctx context.Context, wait bool) error {
 	}
 }
 
-func (c *Client) release() {
+func (c *Client) release(size int) {
 	c.mu.Lock()
 	c.inflight--
+	c.inflightBytes -= size
 	close(c.space)
 	c.space = make(chan struct{})
 	c.mu.Unlock()

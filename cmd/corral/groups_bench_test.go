@@ -99,26 +99,38 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for _, s := range senders {
-		for range 2048 {
-			wg.Go(func() {
-				buf := make([]byte, max(size, 8))
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(n) {
-						return
-					}
-					if rate > 0 {
-						due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-						time.Sleep(time.Until(due))
-					}
-					bin.LittleEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
-					if _, err := s.SendGroup(ctx, group, buf[:size]); err != nil {
-						b.Error(err)
-						return
-					}
+		// One goroutine starts the sends (in order, within the window),
+		// another waits for their answers: how an application that
+		// streams messages uses the client.
+		inflight := make(chan *client.Sending, 1<<16)
+		wg.Go(func() {
+			defer close(inflight)
+			buf := make([]byte, max(size, 8))
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
 				}
-			})
-		}
+				if rate > 0 {
+					due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+					time.Sleep(time.Until(due))
+				}
+				bin.LittleEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
+				p, err := s.SendGroupAsync(ctx, group, buf[:size])
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				inflight <- p
+			}
+		})
+		wg.Go(func() {
+			for p := range inflight {
+				if _, err := p.Wait(ctx); err != nil {
+					b.Error(err)
+				}
+			}
+		})
 	}
 	wg.Wait()
 	recv.Wait()
