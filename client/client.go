@@ -80,7 +80,8 @@ type Options struct {
 	// ends without its asking: the agent restarted, or closed the session
 	// because the client fell behind further than the agent holds events.
 	// Its Members are gone (ErrSessionLost); the client may Join again. It
-	// runs on the client's goroutine; keep it short.
+	// runs on the client's goroutine or a link's reader, without the
+	// client's lock; keep it short.
 	OnSessionLost func(member uint64, err error)
 	// GroupBuffer, if positive, makes Deliveries a channel of that
 	// capacity that receives every group event too, in seq order. A
@@ -511,7 +512,10 @@ func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error
 		c.log.Warn("the agent closed this client's member session", "member", g.From.Member, "reason", g.Reason.String())
 		c.session = nil
 		if c.opts.OnSessionLost != nil {
+			// Without the lock: the callback may call the client.
+			c.mu.Unlock()
 			c.opts.OnSessionLost(g.From.Member, fmt.Errorf("%w: LEAVE, reason %v", ErrSessionLost, g.Reason))
+			c.mu.Lock()
 		}
 	}
 	if c.deliveries != nil && ev.Desc.Class() == events.ClassGroup {

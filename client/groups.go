@@ -61,7 +61,6 @@ type Member struct {
 	group  string
 	id     uint64
 	joined uint64 // seq of the JOIN
-	sess   session
 }
 
 // Group returns the member's group.
@@ -141,7 +140,7 @@ func (c *Client) Join(ctx context.Context, group string) (*Member, error) {
 	c.window = max(int(jr.Window), 1)
 	c.windowBytes = max(int(jr.WindowBytes), 1)
 	c.mu.Unlock()
-	return &Member{c: c, group: group, id: jr.Member, joined: jr.Seq, sess: session{jr.Member, jr.Token}}, nil
+	return &Member{c: c, group: group, id: jr.Member, joined: jr.Seq}, nil
 }
 
 // Leave takes the member out of its group once the LEAVE is committed.

@@ -22,7 +22,6 @@ type pending struct {
 // enqueueLocked appends p to the queue and wakes the batcher.
 func (s *Service) enqueueLocked(p *pending) {
 	s.queue = append(s.queue, p)
-	s.queueBytes += len(p.cmd.Payload)
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -53,7 +52,6 @@ func (s *Service) take() []*pending {
 	if len(s.queue) == 0 {
 		s.queue = nil // let the backing array go
 	}
-	s.queueBytes -= bytes
 	return batch
 }
 
@@ -208,7 +206,7 @@ func (s *Service) retryWait(attempt int) time.Duration {
 func (s *Service) failQueued(err error) {
 	s.mu.Lock()
 	q := s.queue
-	s.queue, s.queueBytes = nil, 0
+	s.queue = nil
 	s.mu.Unlock()
 	finish(q, nil, err)
 }

@@ -256,9 +256,11 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 	for len(p) > MaxEntryPayload {
 		part := p[:MaxEntryPayload]
 		p = p[MaxEntryPayload:]
-		s.enqueueLocked(&pending{cmd: Cmd{Op: OpPart, Key: ss.key, Xfer: xfer, Payload: part}, done: func(r CmdResult, err error) {
-			// A failed part fails the final SEND too; it is answered there.
-		}})
+		// A part is answered by the final SEND: a refused part means a
+		// closed session, which refuses that SEND too. (A part lost with
+		// a whole batch refused — which an agent's own batches never are
+		// — is not detected: the SEND would assemble the parts that came.)
+		s.enqueueLocked(&pending{cmd: Cmd{Op: OpPart, Key: ss.key, Xfer: xfer, Payload: part}, done: func(CmdResult, error) {}})
 	}
 	cmd.Flags, cmd.Xfer, cmd.Payload = FlagAssembled, xfer, p
 	s.enqueueLocked(&pending{cmd: cmd, done: done})

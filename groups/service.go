@@ -115,9 +115,8 @@ type Service struct {
 
 	mu sync.Mutex // guards the fields below and every session's and link's mutable fields
 	// queue holds the commands waiting for the next batch, in arrival
-	// order; queueBytes is their payload.
-	queue      []*pending
-	queueBytes int
+	// order.
+	queue []*pending
 	// inflightBytes is the payload of every accepted send not yet answered.
 	inflightBytes int
 	sessions      map[uint64]*memberSession // by key
@@ -167,9 +166,6 @@ func (s *Service) Name() string { return "groups" }
 
 // Machine implements service.Replicated.
 func (s *Service) Machine() rsm.Machine { return s.m }
-
-// GroupMachine returns the service's machine, for queries.
-func (s *Service) GroupMachine() *Machine { return s.m }
 
 // ClientOps implements service.ClientServer: the group range.
 func (s *Service) ClientOps() (lo, hi uint16) { return 0x0200, 0x02FF }
@@ -239,7 +235,6 @@ type link struct {
 	inflight      int
 	inflightBytes int
 	refused       uint64
-	watching      bool
 }
 
 // linkOf returns the state of l, creating it (and the goroutine that
@@ -257,7 +252,6 @@ func (s *Service) linkOfLocked(l *transport.Link) *link {
 	k := &link{l: l}
 	s.links[l] = k
 	if !s.stopped {
-		k.watching = true
 		s.wg.Go(func() { s.watch(k) })
 	}
 	return k
