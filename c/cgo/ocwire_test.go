@@ -313,19 +313,27 @@ func TestCRC32C(t *testing.T) {
 	}
 }
 
+// cstr is s as a C string shows it: up to its first NUL. The wire allows
+// NUL in names (the Go decoders do not refuse it); the char * of
+// oc_event.h cannot carry it.
+func cstr(s string) string {
+	s, _, _ = strings.Cut(s, "\x00")
+	return s
+}
+
 // mirror is what the C decoder must give for a Go event: the structs of
 // oc_event.h, with the layout rules of its comments.
 func mirror(ev event.Event) Event {
 	out := Event{Seq: ev.Seq, Desc: uint32(ev.Desc)}
 	node := func(n event.Node) Node {
-		m := Node{Name: n.Name, ID: n.ID, BornOn: n.BornOn}
+		m := Node{Name: cstr(n.Name), ID: n.ID, BornOn: n.BornOn}
 		if n.Addr.Addr().IsValid() {
-			m.Addr = n.Addr.String()
+			m.Addr = cstr(n.Addr.String())
 		}
 		return m
 	}
 	iface := func(i event.Interface) Interface {
-		m := Interface{Name: i.Name, Up: i.Up}
+		m := Interface{Name: cstr(i.Name), Up: i.Up}
 		if a := i.Addr.Addr(); a.IsValid() {
 			m.PrefixLen = uint(i.Addr.Bits())
 			if a.Is4() {
@@ -340,7 +348,7 @@ func mirror(ev event.Event) Event {
 		return m
 	}
 	member := func(g event.GroupMember) Member {
-		return Member{Node: g.Node, Member: g.Member, BornOn: g.BornOn, Pid: g.Pid, Name: g.Name}
+		return Member{Node: g.Node, Member: g.Member, BornOn: g.BornOn, Pid: g.Pid, Name: cstr(g.Name)}
 	}
 	switch d := ev.Data.(type) {
 	case *event.Membership:
@@ -365,7 +373,7 @@ func mirror(ev event.Event) Event {
 		}
 		out.Data = c
 	case *event.Group:
-		g := &Group{Name: d.Name, From: member(d.From), Reason: uint(d.Reason), Target: d.Target, MsgID: d.MsgID, ReplyTo: d.ReplyTo, Payload: d.Payload}
+		g := &Group{Name: cstr(d.Name), From: member(d.From), Reason: uint(d.Reason), Target: d.Target, MsgID: d.MsgID, ReplyTo: d.ReplyTo, Payload: d.Payload}
 		for _, m := range d.Members {
 			g.Members = append(g.Members, member(m))
 		}
