@@ -43,7 +43,7 @@ func (a *Agent) metricSources() obs.Sources {
 		},
 		Stream: func() obs.StreamStats {
 			st := a.stream.Stats()
-			return obs.StreamStats{Subscribers: st.Subscribers, LagMax: st.LagMax, LagSum: st.LagSum}
+			return obs.StreamStats{Subscribers: st.Subscribers, LagMax: st.LagMax, LagSum: st.LagSum, Gated: st.Gated, DispatchWaiting: st.DispatchWaiting, Timeouts: st.Timeouts}
 		},
 	}
 }

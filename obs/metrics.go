@@ -36,6 +36,12 @@ type StreamStats struct {
 	Subscribers int
 	LagMax      uint64 // the most events queued behind one subscriber
 	LagSum      uint64 // events queued behind all subscribers together
+	// The node-wide dispatch (client protocol v3): subscribers taking
+	// part, those it waits on for the event in progress, and those closed
+	// for not completing a callback in time.
+	Gated           int
+	DispatchWaiting int
+	Timeouts        uint64
 }
 
 // Sources are read at every scrape. Each must be safe to call from any
@@ -67,6 +73,9 @@ const (
 	nameStreamSubs      = "corral_eventstream_subscribers"
 	nameStreamLagMax    = "corral_eventstream_max_lag_events"
 	nameStreamLagQueued = "corral_eventstream_queued_events"
+	nameStreamGated     = "corral_eventstream_gated_subscribers"
+	nameStreamWaiting   = "corral_eventstream_dispatch_waiting"
+	nameStreamTimeouts  = "corral_eventstream_callback_timeouts_total"
 )
 
 // Metrics is a prometheus.Collector of the cluster's state, read from
@@ -80,6 +89,7 @@ type Metrics struct {
 	proposals, fsyncs                      *prometheus.Desc
 	viewInstance, viewMembers              *prometheus.Desc
 	streamSubs, streamLagMax, streamQueued *prometheus.Desc
+	streamGated, streamWaiting, streamTOs  *prometheus.Desc
 }
 
 // NewMetrics returns the collector for src. Register it on the agent's
@@ -97,19 +107,22 @@ func NewMetrics(src Sources) *Metrics {
 			// 100µs to about 1.6s: from a fast SSD to a disk in trouble.
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15),
 		}),
-		peerUp:       d(namePeerUp, "1 while this node has a link to the peer, 0 while it is down.", peer...),
-		peerRTT:      d(namePeerRTT, "Last round trip of a heartbeat to the peer.", peer...),
-		term:         d(nameRaftTerm, "Raft term this node is in."),
-		commit:       d(nameRaftCommit, "Highest cluster log index known committed."),
-		applied:      d(nameRaftApplied, "Highest cluster log index applied on this node."),
-		leader:       d(nameRaftLeader, "1 if this node is the raft leader, else 0."),
-		proposals:    d(nameProposals, "Proposals made to the cluster log by this node."),
-		fsyncs:       d(nameFsyncs, "Writes of the cluster log that were fsynced."),
-		viewInstance: d(nameViewInstance, "Instance number of the current membership view."),
-		viewMembers:  d(nameViewMembers, "Members of the current membership view."),
-		streamSubs:   d(nameStreamSubs, "Clients subscribed to the cluster event stream."),
-		streamLagMax: d(nameStreamLagMax, "Most events queued behind a single subscriber."),
-		streamQueued: d(nameStreamLagQueued, "Events queued behind all subscribers together."),
+		peerUp:        d(namePeerUp, "1 while this node has a link to the peer, 0 while it is down.", peer...),
+		peerRTT:       d(namePeerRTT, "Last round trip of a heartbeat to the peer.", peer...),
+		term:          d(nameRaftTerm, "Raft term this node is in."),
+		commit:        d(nameRaftCommit, "Highest cluster log index known committed."),
+		applied:       d(nameRaftApplied, "Highest cluster log index applied on this node."),
+		leader:        d(nameRaftLeader, "1 if this node is the raft leader, else 0."),
+		proposals:     d(nameProposals, "Proposals made to the cluster log by this node."),
+		fsyncs:        d(nameFsyncs, "Writes of the cluster log that were fsynced."),
+		viewInstance:  d(nameViewInstance, "Instance number of the current membership view."),
+		viewMembers:   d(nameViewMembers, "Members of the current membership view."),
+		streamSubs:    d(nameStreamSubs, "Clients subscribed to the cluster event stream."),
+		streamLagMax:  d(nameStreamLagMax, "Most events queued behind a single subscriber."),
+		streamQueued:  d(nameStreamLagQueued, "Events queued behind all subscribers together."),
+		streamGated:   d(nameStreamGated, "Subscribers in the node-wide dispatch (priorities and completion across processes)."),
+		streamWaiting: d(nameStreamWaiting, "Subscribers the node-wide dispatch waits on to complete the event in progress."),
+		streamTOs:     d(nameStreamTimeouts, "Subscribers closed because a callback did not complete within the deadline."),
 	}
 }
 
@@ -128,6 +141,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		m.peerUp, m.peerRTT, m.term, m.commit, m.applied, m.leader, m.proposals, m.fsyncs,
 		m.viewInstance, m.viewMembers, m.streamSubs, m.streamLagMax, m.streamQueued,
+		m.streamGated, m.streamWaiting, m.streamTOs,
 	} {
 		ch <- d
 	}
@@ -175,6 +189,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.streamSubs, float64(s.Subscribers))
 		gauge(m.streamLagMax, float64(s.LagMax))
 		gauge(m.streamQueued, float64(s.LagSum))
+		gauge(m.streamGated, float64(s.Gated))
+		gauge(m.streamWaiting, float64(s.DispatchWaiting))
+		counter(m.streamTOs, s.Timeouts)
 	}
 }
 

@@ -113,7 +113,7 @@ func TestMetricsScrape(t *testing.T) {
 		Proposals: proposals.Load,
 		Fsyncs:    func() uint64 { return 9 },
 		View:      func() ViewStats { return ViewStats{Instance: 12, Members: 3} },
-		Stream:    func() StreamStats { return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8} },
+		Stream:    func() StreamStats { return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8, Gated: 3, DispatchWaiting: 1, Timeouts: 4} },
 	}
 	m := NewMetrics(src)
 	reg := prometheus.NewRegistry()
@@ -142,6 +142,9 @@ func TestMetricsScrape(t *testing.T) {
 		{"corral_eventstream_subscribers", nil, 2},
 		{"corral_eventstream_max_lag_events", nil, 5},
 		{"corral_eventstream_queued_events", nil, 8},
+		{"corral_eventstream_gated_subscribers", nil, 3},
+		{"corral_eventstream_dispatch_waiting", nil, 1},
+		{"corral_eventstream_callback_timeouts_total", nil, 4},
 	} {
 		got, ok := value(fams, tc.name, tc.labels...)
 		if !ok || got != tc.want {
