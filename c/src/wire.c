@@ -192,6 +192,20 @@ static int utf8_valid(const uint8_t *s, size_t n)
 	return 1;
 }
 
+/* event.Descriptor.Valid: the descriptors of types/event/descriptor.go
+ * (the INVALID event 0 of each class is not one). */
+static int desc_valid(uint32_t d)
+{
+	uint32_t ev = d & 0x3FFFFFu;
+
+	switch (d >> 22) {
+	case 1: return ev >= 1 && ev <= 6;
+	case 2: return ev >= 1 && ev <= 5;
+	case 3: return ev >= 1 && ev <= 6;
+	}
+	return 0;
+}
+
 /* ---- frame header: proto.ParseHeader, CheckPayload, TLV ---------------- */
 
 int ocw_parse_header_max(const uint8_t b[OCW_HEADER_SIZE], uint32_t max_payload, ocw_header *h, ocw_err *e)
@@ -614,7 +628,7 @@ size_t ocw_put_callbacks(uint8_t *buf, size_t cap, uint32_t classes, const uint8
 
 size_t ocw_put_done(uint8_t *buf, size_t cap, uint64_t seq, uint32_t desc)
 {
-	if (cap < OCW_DONE_SIZE)
+	if (cap < OCW_DONE_SIZE || !desc_valid(desc))
 		return 0;
 	put64(buf, seq);
 	put32(buf + 8, desc);
@@ -887,18 +901,25 @@ static int body_callbacks(rd *r)
 	}
 	for (c = 1; c <= 3; c++)
 		if (prio[c] != 0 && !(classes & (1u << c)))
-			rd_fail(r, OCW_CODE_FIELD, "%s priority %u for a class not in the mask 0x%lx", cn[c], (unsigned)prio[c], (unsigned long)classes);
+			rd_fail(r, OCW_CODE_FIELD, "priority %u for %s, which the class mask does not select", (unsigned)prio[c], cn[c]);
 	return r->bad ? -1 : 0;
 }
 
-/* Done (version 3): seq, descriptor, reserved zero. The descriptor is not
- * judged here: the agent compares it with the event's (CodeState). */
+/* Done (version 3): seq, descriptor, reserved zero; a descriptor that is
+ * not defined is refused (client.ParseDone). Whether it is the event's
+ * the agent judges (CodeState). */
 static int body_done(rd *r)
 {
+	uint32_t desc;
+
 	(void)rd_u64(r, "seq");
-	(void)rd_u32(r, "descriptor");
+	desc = rd_u32(r, "descriptor");
 	rd_zero(r, 4, "reserved");
-	return rd_end(r);
+	if (rd_end(r) < 0)
+		return -1;
+	if (!desc_valid(desc))
+		rd_fail(r, OCW_CODE_FIELD, "unknown event descriptor 0x%08lx", (unsigned long)desc);
+	return r->bad ? -1 : 0;
 }
 
 int ocw_parse_subscribe_reply(const uint8_t *b, size_t n, uint64_t *latest, uint64_t *floor, int *gap, ocw_err *e)
@@ -1362,18 +1383,6 @@ static void rd_group_data(rd *r, bld *B, uint32_t desc)
 	}
 }
 
-static int desc_valid(uint32_t d)
-{
-	uint32_t ev = d & 0x3FFFFFu;
-
-	switch (d >> 22) {
-	case 1: return ev >= 1 && ev <= 6;
-	case 2: return ev >= 1 && ev <= 5;
-	case 3: return ev >= 1 && ev <= 6;
-	}
-	return 0;
-}
-
 /* The data of class c (1..3) after the event header, or a membership or
  * connectivity body (QUERY replies), into B. */
 static void rd_data(rd *r, bld *B, unsigned c, uint32_t desc)
@@ -1396,10 +1405,12 @@ static void rd_event_header(rd *r, uint8_t v, uint64_t *seq, uint32_t *desc, uin
 	c = rd_u8(r, "data class");
 	*flags = 0;
 	if (v >= 3) {
+		/* The flags before the reserved bytes, as parseEvent: the first
+		 * failure names the error. */
 		*flags = rd_u8(r, "flags");
-		rd_zero(r, 2, "reserved");
 		if (*flags & ~(unsigned)OCW_EVENT_AWAIT_DONE)
 			rd_fail(r, OCW_CODE_FIELD, "unknown event flags 0x%x", (unsigned)(*flags & ~(unsigned)OCW_EVENT_AWAIT_DONE));
+		rd_zero(r, 2, "reserved");
 	} else {
 		rd_zero(r, 3, "reserved");
 	}
