@@ -1,9 +1,9 @@
 // Package ocwire tests the C implementation of the client protocol
-// (c/src/wire.c, the wire layer of liboc_event.so) against the Go
-// reference decoders of proto and proto/client: the golden vectors of
-// proto/client/testdata, event data decoded field by field into the
-// structs of c/include/ocf/oc_event.h, and a differential fuzz target that
-// holds the C frame check to the Go receive path.
+// (c/src/wire.c and wire_event.c, the wire layer of liboc_event.so)
+// against the Go reference decoders of proto and proto/client: the golden
+// vectors of proto/client/testdata, event data decoded field by field into
+// the structs of c/include/ocf/oc_event.h, and a differential fuzz target
+// that holds the C frame check to the Go receive path.
 //
 // The package compiles the C sources with cgo. They are symbolic links to
 // the files under c/src and c/include rather than a .c file that includes

@@ -24,17 +24,20 @@ import (
 
 const testdata = "../../proto/client/testdata"
 
-// vector is one golden file: its bytes and the code it expects (0: ok).
+// vector is one golden file: its bytes, the code it expects (0: ok) and
+// the link version its comment names (0: none).
 type vector struct {
 	name string
 	data []byte
 	want int
+	link uint8
 }
 
 func (v vector) frame() bool { return len(v.data) >= proto.HeaderSize && string(v.data[:4]) == "CORR" }
 
 // readVectors reads every .hex file: "# expect: ok" or "# expect: error
-// code N (...)", data lines "OFFSET: hex bytes  # comment".
+// code N (...)", data lines "OFFSET: hex bytes  # comment", and a comment
+// "... on a link that agreed on version N" that sets link.
 func readVectors(t testing.TB) []vector {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(testdata, "*.hex"))
@@ -62,6 +65,11 @@ func readVectors(t testing.TB) []vector {
 				continue
 			}
 			if strings.HasPrefix(line, "#") {
+				if _, after, ok := strings.Cut(line, "agreed on version "); ok && v.link == 0 {
+					n, _, _ := strings.Cut(after, ".")
+					l, _ := strconv.Atoi(strings.TrimRight(n, ",; "))
+					v.link = uint8(l)
+				}
 				continue
 			}
 			_, data, ok := strings.Cut(line, ":")
@@ -138,10 +146,13 @@ var bodyFrame = map[Body]struct {
 	BGroupList: {client.OpGroupList, 7}, BGroupWindow: {client.OpGroupWindow, 7},
 	BGroupAttach: {client.OpGroupAttach, 3}, BGroupAttachReply: {client.OpGroupAttach, 7},
 	BStatus: {client.OpSubscribe, 0xF}, BPing: {client.OpPing, 3},
+	BCallbacks: {client.OpCallbacks, 3}, BDone: {client.OpDone, 3},
 }
 
-// goBody is the Go decoder of a body kind (nil: Go has none at this build).
-func goBody(k Body, b []byte) (error, bool) {
+// goBody is the Go decoder of a body kind on a link of version v (false:
+// Go has none at this build). EVENT bodies: ParseEventAt from version 3
+// (byte 13 is Flags), ParseEvent before.
+func goBody(k Body, v uint8, b []byte) (error, bool) {
 	var err error
 	switch k {
 	case BSubscribe:
@@ -149,7 +160,15 @@ func goBody(k Body, b []byte) (error, bool) {
 	case BSubscribeReply:
 		_, err = client.ParseSubscribeReply(b)
 	case BEvent:
-		_, err = client.ParseEvent(b)
+		if v >= 3 {
+			_, _, err = client.ParseEventAt(v, b)
+		} else {
+			_, err = client.ParseEvent(b)
+		}
+	case BCallbacks:
+		_, err = client.ParseCallbacks(b)
+	case BDone:
+		_, err = client.ParseDone(b)
 	case BMembership:
 		_, err = client.ParseMembership(b)
 	case BConnectivity:
@@ -219,6 +238,10 @@ func receive(v uint8, b []byte) (proto.Frame, error) {
 		kind = pick(reply, BConnectivity, BEmpty)
 	case client.OpSubscribe:
 		kind = pick(reply, BSubscribeReply, BSubscribe)
+	case client.OpCallbacks:
+		kind = pick(reply, BEmpty, BCallbacks)
+	case client.OpDone:
+		kind = BDone // one-shot: the body is a Done whatever the flags
 	case client.OpGroupJoin:
 		kind = pick(reply, BGroupJoinReply, BGroupJoin)
 	case client.OpGroupLeave:
@@ -234,7 +257,7 @@ func receive(v uint8, b []byte) (proto.Frame, error) {
 	case client.OpGroupAttach:
 		kind = pick(reply, BGroupAttachReply, BGroupAttach)
 	}
-	if err, ok := goBody(kind, f.Body); ok {
+	if err, ok := goBody(kind, v, f.Body); ok {
 		return f, err
 	}
 	return f, proto.NewReader(f.Body, client.Ops().Name(f.Opcode)+" request").Err()
@@ -248,12 +271,31 @@ func pick(c bool, a, b Body) Body {
 }
 
 // version is the link version receive() of proto/client's tests uses: the
-// frame's, if this build speaks it, else the highest.
+// frame's, if this build speaks it, else the highest. (A vector that names
+// its link version in its comment is checked at that one: linkVersion.)
 func version(b []byte) uint8 {
 	if len(b) > 9 && b[9] >= client.MinVersion && b[9] <= client.MaxVersion {
 		return b[9]
 	}
 	return client.MaxVersion
+}
+
+// linkVersion: the version a golden frame is checked at; err_wrong_version
+// is a version 3 PING on a link that agreed on version 2.
+func linkVersion(v vector) uint8 {
+	if v.link != 0 {
+		return v.link
+	}
+	return version(v.data)
+}
+
+// bodyVersion: the link version of a body vector, as vectors.c gives it:
+// 3 if its name says v3, else 2 (EVENT bodies: ParseEvent).
+func bodyVersion(name string) uint8 {
+	if strings.Contains(name, "v3") {
+		return 3
+	}
+	return 2
 }
 
 func code(err error) int {
@@ -268,15 +310,15 @@ func code(err error) int {
 }
 
 // TestGoldenVectors: the C decoder and the Go one agree with every vector
-// of proto/client/testdata, frames at the version receive() uses, bodies
-// by the kind their name gives.
+// of proto/client/testdata, frames at the version receive() uses (or the
+// one the vector's comment names), bodies by the kind their name gives.
 func TestGoldenVectors(t *testing.T) {
 	vs := readVectors(t)
 	var frames, bodies int
 	for _, v := range vs {
 		if v.frame() {
 			frames++
-			ver := version(v.data)
+			ver := linkVersion(v)
 			if got := CheckFrame(v.data, ver); got.Code != v.want {
 				t.Errorf("%s: C frame check at version %d: %v, want code %d", v.name, ver, got, v.want)
 			}
@@ -291,11 +333,13 @@ func TestGoldenVectors(t *testing.T) {
 			t.Errorf("%s: a body vector of no known kind", v.name)
 			continue
 		}
-		// EVENT bodies: ParseEvent, the decoder of versions 1 and 2.
-		if got := CheckBody(k, 2, v.data); got.Code != v.want {
+		ver := bodyVersion(v.name)
+		if got := CheckBody(k, ver, v.data); got.Code != v.want {
 			t.Errorf("%s: C body check (kind %d): %v, want code %d", v.name, k, got, v.want)
 		}
-		if err, ok := goBody(k, v.data); ok && code(err) != v.want {
+		if err, ok := goBody(k, ver, v.data); !ok {
+			t.Errorf("%s: no Go decoder for body kind %d", v.name, k)
+		} else if code(err) != v.want {
 			t.Errorf("%s: Go body decoder: %v, want code %d", v.name, err, v.want)
 		}
 	}
@@ -321,10 +365,10 @@ func cstr(s string) string {
 	return s
 }
 
-// mirror is what the C decoder must give for a Go event: the structs of
-// oc_event.h, with the layout rules of its comments.
-func mirror(ev event.Event) Event {
-	out := Event{Seq: ev.Seq, Desc: uint32(ev.Desc)}
+// mirror is what the C decoder must give for a Go event and its flags: the
+// structs of oc_event.h, with the layout rules of its comments.
+func mirror(ev event.Event, flags client.EventFlags) Event {
+	out := Event{Seq: ev.Seq, Desc: uint32(ev.Desc), Flags: uint8(flags)}
 	node := func(n event.Node) Node {
 		m := Node{Name: cstr(n.Name), ID: n.ID, BornOn: n.BornOn}
 		if n.Addr.Addr().IsValid() {
@@ -382,12 +426,21 @@ func mirror(ev event.Event) Event {
 	return out
 }
 
-// compareEvent decodes body with C and Go (version 2) and fails t on any
-// difference.
-func compareEvent(t *testing.T, name string, body []byte) {
+// compareEvent decodes body with C and Go on a link of version v and fails
+// t on any difference.
+func compareEvent(t *testing.T, name string, body []byte, v uint8) {
 	t.Helper()
-	want, err := client.ParseEvent(body)
-	got, res, berr := ParseEvent(body, 2)
+	var (
+		want  event.Event
+		flags client.EventFlags
+		err   error
+	)
+	if v >= 3 {
+		want, flags, err = client.ParseEventAt(v, body)
+	} else {
+		want, err = client.ParseEvent(body)
+	}
+	got, res, berr := ParseEvent(body, v)
 	if berr != nil {
 		t.Fatalf("%s: C block: %v", name, berr)
 	}
@@ -397,7 +450,7 @@ func compareEvent(t *testing.T, name string, body []byte) {
 	if err != nil {
 		return
 	}
-	if m := mirror(want); !reflect.DeepEqual(got, m) {
+	if m := mirror(want, flags); !reflect.DeepEqual(got, m) {
 		t.Errorf("%s: C decoded\n%s\nGo (as oc_event.h structs)\n%s", name, dump(got), dump(m))
 	}
 }
@@ -435,13 +488,14 @@ func TestEventDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		ver := linkVersion(v)
 		switch {
 		case f.Opcode == client.OpEvent:
-			compareEvent(t, v.name, f.Body)
+			compareEvent(t, v.name, f.Body, ver)
 		case f.Opcode == client.OpQueryMembership && f.Flags&proto.FlagReply != 0:
-			compareEvent(t, v.name, append(eventHeader(5, event.MSNewView, 2), f.Body...))
+			compareEvent(t, v.name, append(eventHeader(5, event.MSNewView, 2), f.Body...), ver)
 		case f.Opcode == client.OpQueryConnectivity && f.Flags&proto.FlagReply != 0:
-			compareEvent(t, v.name, append(eventHeader(0, event.CSP2PLost, 1), f.Body...))
+			compareEvent(t, v.name, append(eventHeader(0, event.CSP2PLost, 1), f.Body...), ver)
 		default:
 			continue
 		}
@@ -484,7 +538,12 @@ func TestEventDecode(t *testing.T) {
 		"empty group": {Seq: 8, Desc: event.GSBroadcast, Data: &event.Group{}},
 	}
 	for name, ev := range cases {
-		compareEvent(t, name, eventBody(t, ev))
+		for v := uint8(1); v <= client.MaxVersion; v++ {
+			compareEvent(t, fmt.Sprint(name, " v", v), eventBody(t, ev), v)
+		}
+		flagged := eventBody(t, ev)
+		client.SetEventFlags(flagged, client.EventAwaitDone)
+		compareEvent(t, name+" flagged", flagged, 3)
 	}
 }
 
@@ -548,21 +607,27 @@ func seal(b []byte, how uint8) []byte {
 
 // FuzzCDecoder: for any bytes, the C frame check accepts iff the Go receive
 // path does, with the same code when both refuse; an EVENT both accept
-// decodes to the same data.
+// decodes to the same data and flags. The link version is the frame's
+// (version()), so the mutator reaches every version by changing byte 9.
 func FuzzCDecoder(f *testing.F) {
 	for _, v := range readVectors(f) {
-		data := v.data
-		if !v.frame() {
-			k, ok := bodyKind(v.name)
-			bf, known := bodyFrame[k]
-			if !ok || !known {
-				continue
-			}
-			fr := proto.Frame{Header: proto.Header{Proto: proto.ProtoClient, Version: 2, Opcode: bf.op, Flags: bf.flags, Hops: proto.HopLimit}, Body: data}
-			data = proto.AppendFrame(nil, &fr)
+		if v.frame() {
+			f.Add(v.data, uint8(0))
+			f.Add(v.data, uint8(3))
+			continue
 		}
-		f.Add(data, uint8(0))
-		f.Add(data, uint8(3))
+		// A body vector, framed at versions 2 and 3.
+		k, ok := bodyKind(v.name)
+		bf, known := bodyFrame[k]
+		if !ok || !known {
+			continue
+		}
+		for _, ver := range []uint8{2, 3} {
+			fr := proto.Frame{Header: proto.Header{Proto: proto.ProtoClient, Version: ver, Opcode: bf.op, Flags: bf.flags, Hops: proto.HopLimit}, Body: v.data}
+			data := proto.AppendFrame(nil, &fr)
+			f.Add(data, uint8(0))
+			f.Add(data, uint8(3))
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte, how uint8) {
 		b = seal(b, how)
@@ -573,7 +638,7 @@ func FuzzCDecoder(f *testing.F) {
 			t.Fatalf("version %d: Go says %v (code %d), C says %v", v, err, code(err), got)
 		}
 		if err == nil && fr.Opcode == client.OpEvent {
-			compareEvent(t, "fuzzed EVENT", fr.Body)
+			compareEvent(t, "fuzzed EVENT", fr.Body, v)
 		}
 	})
 }

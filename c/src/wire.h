@@ -162,6 +162,7 @@ size_t ocw_put_subscribe(uint8_t *buf, size_t cap, uint32_t classes, int resume,
 /* prio[c] for class c = 1..3; prio[0] and the priorities of classes not in
  * classes must be 0, else 0 is returned (the agent would refuse them). */
 size_t ocw_put_callbacks(uint8_t *buf, size_t cap, uint32_t classes, const uint8_t prio[4]);
+/* desc must be a defined descriptor (client.AppendDone), else 0. */
 size_t ocw_put_done(uint8_t *buf, size_t cap, uint64_t seq, uint32_t desc);
 /* name may be NULL (no member name); group must be 1..255 bytes of UTF-8. */
 size_t ocw_put_group_join(uint8_t *buf, size_t cap, const char *group, const char *name);

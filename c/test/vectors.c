@@ -5,10 +5,12 @@
  *
  * A vector is one frame (it starts with the magic "CORR") or one body;
  * a body's kind follows from its file name (see kinds below: the names
- * proto/client's tests give their body vectors). Frames are checked at the
- * version their header says when the build that wrote the vectors speaks
- * it (DIR/opcodes.txt: "versions 1..N"), else at N, as the Go tests'
- * receive() does. DIR/opcodes.txt is also compared with the C opcode
+ * proto/client's tests give their body vectors). Frames are checked on a
+ * link of the version their comment names ("on a link that agreed on
+ * version N": err_wrong_version is a version 3 PING on a version 2 link),
+ * else of the version their header says when the build that wrote the
+ * vectors speaks it (DIR/opcodes.txt: "versions 1..N"), else N, as the Go
+ * tests' receive() does. DIR/opcodes.txt is also compared with the C opcode
  * table. One line per failure; exit status 1 if any. -v also notes where
  * the C error text lacks what the vector's message contains.
  */
@@ -36,6 +38,7 @@ typedef struct vec {
 	int want;
 	char contains[256];
 	int have_expect;
+	int link; /* the link version the comment names, 0 if none */
 } vec;
 
 static int hexval(int c)
@@ -100,8 +103,12 @@ static int read_vector(const char *path, vec *v)
 		char *p = line, *colon;
 
 		if (line[0] == '#') {
+			const char *q = strstr(line, "agreed on version ");
+
 			if (strncmp(line, "# expect:", 9) == 0)
 				parse_expect(v, line + 9);
+			else if (q != NULL && v->link == 0)
+				v->link = atoi(q + strlen("agreed on version "));
 			continue;
 		}
 		colon = strchr(line, ':');
@@ -240,6 +247,9 @@ static int run(const char *dir, const char *file, int *frames, int *bodies)
 	}
 	if (v.n >= OCW_HEADER_SIZE && memcmp(v.b, "CORR", 4) == 0) {
 		uint8_t ver = v.b[9] >= OCW_CLIENT_MIN_VERSION && v.b[9] <= max_version ? v.b[9] : (uint8_t)max_version;
+
+		if (v.link > 0 && v.link <= 255)
+			ver = (uint8_t)v.link;
 
 		(*frames)++;
 		rc = ocw_check_frame(v.b, v.n, ver, &e);

@@ -99,7 +99,19 @@ static void test_done(void)
 	b[13] = 0;
 	CHECK(ocw_check_body(OCW_B_DONE, 3, b, 15, &e) < 0 && e.code == OCW_CODE_FIELD, "DONE truncated");
 	CHECK(ocw_check_body(OCW_B_DONE, 3, b, 17, &e) < 0 && e.code == OCW_CODE_FIELD, "DONE trailing");
-	CHECK(ocw_put_done(b, 15, 1, 1) == 0, "DONE: small buffer");
+	CHECK(ocw_put_done(b, 15, 1, OC_EV_MS_NEWVIEW) == 0, "DONE: small buffer");
+	CHECK(ocw_put_done(b, sizeof b, 1, 0x00800009) == 0, "DONE encoder: unknown descriptor");
+	CHECK(ocw_put_done(b, sizeof b, 1, 0x00800000) == 0, "DONE encoder: the INVALID descriptor");
+	/* client.ParseDone: a descriptor that is not defined is CodeField. */
+	b[8] = 9;
+	CHECK(ocw_check_body(OCW_B_DONE, 3, b, 16, &e) < 0 && e.code == OCW_CODE_FIELD && strstr(e.msg, "0x00800009") != NULL,
+		"DONE unknown descriptor: %s", e.msg);
+	b[8] = 0;
+	CHECK(ocw_check_body(OCW_B_DONE, 3, b, 16, &e) < 0 && e.code == OCW_CODE_FIELD, "DONE INVALID descriptor");
+	b[8] = 1;
+	b[15] = 1;
+	CHECK(ocw_check_body(OCW_B_DONE, 3, b, 16, &e) < 0 && e.code == OCW_CODE_FIELD && strstr(e.msg, "reserved") != NULL,
+		"DONE: reserved before the descriptor: %s", e.msg);
 }
 
 /* A membership event body: NEWVIEW of one member, born on 1. */
