@@ -146,7 +146,9 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	// The stream starts at the index the log was applied to: those events
 	// were published by an earlier run, and a client resuming below it is
 	// told of a gap.
-	a.stream = eventstream.New(eventstream.DefaultLimits(), 0, logkey.WithSubsystem(log, "eventstream"))
+	lim := eventstream.DefaultLimits()
+	lim.CallbackTimeout = cfg.CallbackTimeout
+	a.stream = eventstream.New(lim, 0, logkey.WithSubsystem(log, "eventstream"))
 	a.cluster, err = cluster.New(cluster.Config{
 		Self: cfg.ID, Name: cfg.Name, Addr: ln.Addr().String(), DataDir: cfg.DataDir, Bootstrap: cfg.Bootstrap,
 		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks, Heartbeat: cfg.Heartbeat,

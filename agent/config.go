@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/corralhq/corral/eventstream"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/proto"
@@ -33,6 +34,10 @@ type Config struct {
 	DeadAfter      time.Duration `toml:"heartbeat-timeout"`
 	Handshake      time.Duration `toml:"handshake-timeout"`
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
+	// CallbackTimeout bounds how long the node-wide dispatch of client
+	// protocol v3 waits for a client's DONE of an event; a later client
+	// is disconnected (CodeTimeout).
+	CallbackTimeout time.Duration `toml:"callback-timeout"`
 	// MaxHandshakes and MaxHandshakesPerIP bound the peer connections not
 	// yet authenticated, in all and from one source IP; more are closed
 	// at once.
@@ -99,6 +104,8 @@ func Defaults() Config {
 
 		MaxHandshakes:      mesh.DefaultMaxHandshakes,
 		MaxHandshakesPerIP: mesh.DefaultMaxHandshakesPerIP,
+
+		CallbackTimeout: eventstream.DefaultCallbackTimeout,
 	}
 	// The tools look in the same place: $CORRAL_DATA_DIR or /var/lib/corral.
 	c.DataDir = datadir.Dir()
@@ -154,6 +161,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Handshake <= 0 || c.ReconnectMax <= 0 {
 		return bad("handshake-timeout and reconnect-max must be positive")
+	}
+	if c.CallbackTimeout <= 0 {
+		return bad("callback-timeout (%v) must be positive", c.CallbackTimeout)
 	}
 	if c.MaxHandshakes < 1 || c.MaxHandshakesPerIP < 1 || c.MaxHandshakesPerIP > c.MaxHandshakes {
 		return bad("max-handshakes (%d) and max-handshakes-per-ip (%d) must be at least 1, per IP at most the total", c.MaxHandshakes, c.MaxHandshakesPerIP)

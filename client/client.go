@@ -141,6 +141,13 @@ type Client struct {
 
 	deliveries chan events.Event // nil unless Options.GroupBuffer > 0
 	dmu        sync.Mutex        // held by the reader delivering an event; taken before mu
+
+	// The node-wide dispatch (dispatch.go).
+	fmu     sync.Mutex                         // guards fifo and sentCB; taken after the service's lock and mu, never before
+	fifo    []published                        // events handed to the service, oldest first, until completed and reported
+	sentCB  map[*transport.Link]wire.Callbacks // what each v3 link was last told
+	kick    chan struct{}                      // cap 1: the reporter has work
+	reports sync.WaitGroup                     // the reporter goroutine
 }
 
 // subscribing is a SUBSCRIBE in flight on link l.
@@ -217,9 +224,11 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		c.deliveries = make(chan events.Event, opts.GroupBuffer)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.startReports()
 	l, err := c.connect(ctx)
 	if err != nil {
 		c.cancel()
+		c.reports.Wait()
 		if c.own {
 			c.svc.Close()
 		}
@@ -274,6 +283,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	<-c.done
+	c.reports.Wait()
 	if c.own {
 		c.svc.Close()
 	}
@@ -311,6 +321,12 @@ func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
 	l.Start(c.handle)
 	if err := c.reattach(ctx, l); err != nil {
 		l.Close(proto.CodeShutdown, "attach failed")
+		return nil, err
+	}
+	// Version 3: take part in the node-wide dispatch before the first
+	// event, so that none arrives outside it.
+	if err := c.sendCallbacks(ctx, l); err != nil {
+		l.Close(proto.CodeShutdown, "CALLBACKS failed")
 		return nil, err
 	}
 	f := proto.Frame{Header: proto.Header{Opcode: wire.OpSubscribe, MsgID: sub.msgID, Flags: proto.FlagCreate | proto.FlagDelete},
@@ -393,7 +409,6 @@ func (c *Client) run(l *transport.Link) {
 // lost forgets link l. The link fails the queries waiting on it.
 func (c *Client) lost(l *transport.Link) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.cur == l {
 		c.cur, c.sub = nil, nil
 	}
@@ -401,6 +416,10 @@ func (c *Client) lost(l *transport.Link) {
 		c.link = nil
 		c.linkUp = make(chan struct{})
 	}
+	c.mu.Unlock()
+	c.fmu.Lock()
+	delete(c.sentCB, l)
+	c.fmu.Unlock()
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -420,11 +439,11 @@ func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
 	isReply := f.Flags&proto.FlagReply != 0
 	switch {
 	case f.Opcode == wire.OpEvent && !isReply:
-		ev, err := wire.ParseEvent(f.Body)
+		ev, flags, err := wire.ParseEventAt(l.Peer().Version, f.Body)
 		if err != nil {
 			return err
 		}
-		return c.deliver(l, f.MsgID, ev)
+		return c.deliver(l, f.MsgID, ev, flags&wire.EventAwaitDone != 0)
 	case f.Opcode == wire.OpSubscribe && isReply:
 		res := subResult{}
 		if f.Flags&proto.FlagAbort != 0 {
@@ -474,7 +493,7 @@ func opName(op uint16) string { return wire.Ops().Name(op) }
 // deliver hands an event of link l to the service, once: a cluster-wide
 // event at or below the last Seq delivered is dropped (the service would
 // refuse it too).
-func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error {
+func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event, awaited bool) error {
 	// One reader at a time delivers, so an old link's reader still
 	// waiting on Deliveries keeps its place before the new link's events.
 	c.dmu.Lock()
@@ -487,14 +506,20 @@ func (c *Client) deliver(l *transport.Link, msgID uint64, ev events.Event) error
 	if c.sub != nil || msgID != c.subID {
 		return proto.Errorf(proto.CodeState, "EVENT with msg id %d before or outside the subscription (msg id %d)", msgID, c.subID)
 	}
-	if ev.Seq != 0 && ev.Seq <= c.last {
-		c.log.Debug("dropping an event already delivered", "event", ev.String(), "last", c.last)
-		return nil
-	}
 	if !c.mask.Has(ev.Desc.Class()) {
 		return proto.Errorf(proto.CodeState, "EVENT %v of a class the client did not subscribe to", ev.Desc)
 	}
+	p := published{l: l, msgID: msgID, seq: ev.Seq, desc: ev.Desc, awaited: awaited}
+	if ev.Seq != 0 && ev.Seq <= c.last {
+		c.log.Debug("dropping an event already delivered", "event", ev.String(), "last", c.last)
+		c.report(p) // complete: the service had it
+		return nil
+	}
+	c.pushPublished(p)
 	err := c.svc.Publish(ev)
+	if err != nil {
+		c.refused() // never in the service: complete at once
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, events.ErrStaleSeq):

@@ -64,6 +64,13 @@ func newFake(t *testing.T) *fakeAgent {
 			}
 			links = append(links, l)
 			l.Start(func(l *transport.Link, f *proto.Frame) error {
+				if f.Opcode == wire.OpCallbacks {
+					// Version 3: the client says its callbacks first.
+					if _, err := wire.ParseCallbacks(f.Body); err != nil {
+						return err
+					}
+					return l.Reply(context.Background(), f, nil)
+				}
 				if f.Opcode != wire.OpSubscribe {
 					return proto.Errorf(proto.CodeOpcode, "fake agent: no %s", wire.Ops().Name(f.Opcode))
 				}

@@ -117,6 +117,7 @@ func (h *Handle) SetCallback(pri Priority, class Class, fn Callback) error {
 	if d := h.cur; fn == nil && d != nil && d.class == class && d.state == dReady {
 		s.completeLocked(d)
 	}
+	s.interestChangedLocked()
 	return nil
 }
 
@@ -147,6 +148,7 @@ func (h *Handle) activate(style Style, mk func() (notifier, error)) error {
 	}
 	h.style, h.n = style, n
 	s.log.Debug("handle activated", "style", style)
+	s.interestChangedLocked()
 	return nil
 }
 
@@ -369,6 +371,7 @@ func (h *Handle) closeLocked(reason error) {
 		h.n.close()
 	}
 	s.log.Debug("handle unregistered", "reason", reason)
+	s.interestChangedLocked()
 }
 
 // releaseLocked completes the outstanding delivery of closed h, unless its

@@ -28,6 +28,79 @@ type Service struct {
 	queue   []Event   // published, dispatch not started, in publish order
 	cur     *dispatch // the event being dispatched; nil when idle
 	lastSeq uint64    // highest non-zero Seq published
+	hooks   Hooks
+	told    Interest // the Interest last given to hooks.OnInterest
+}
+
+// Hooks let the producer follow the dispatch: the client library reports
+// completions and callbacks to the agent, which orders the callbacks of
+// every process of the node (client protocol version 3). They are called
+// with the Service's lock held, so they must be quick, must not block and
+// must not call the Service.
+type Hooks struct {
+	// OnComplete is called for each published event once its dispatch
+	// is complete: every callback it was delivered to completed, or it
+	// had no recipient. Calls come in publish order, one per event
+	// Publish accepted; events dropped by Close are not completed.
+	OnComplete func(Event)
+	// OnInterest is called with the new Interest each time it changes.
+	OnInterest func(Interest)
+}
+
+// Interest is, per class, whether an active handle has a callback for it
+// and the smallest priority among those callbacks: which events a
+// dispatch would deliver, and how early.
+type Interest struct {
+	Has  [numClasses + 1]bool
+	Prio [numClasses + 1]Priority // PriorityMin where Has is false
+}
+
+// SetHooks installs h, replacing the hooks set before.
+func (s *Service) SetHooks(h Hooks) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hooks = h
+	s.told = s.interestLocked()
+}
+
+// Interest returns the classes the active handles have callbacks for,
+// with the smallest priority of each.
+func (s *Service) Interest() Interest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.interestLocked()
+}
+
+func (s *Service) interestLocked() Interest {
+	var in Interest
+	for _, h := range s.handles {
+		if h.style == StyleNone || h.closed {
+			continue
+		}
+		for c := ClassComm; c <= ClassGroup; c++ {
+			if b := h.cb[c]; b.fn != nil && (!in.Has[c] || b.pri < in.Prio[c]) {
+				in.Has[c], in.Prio[c] = true, b.pri
+			}
+		}
+	}
+	return in
+}
+
+// interestChangedLocked tells OnInterest of a change.
+func (s *Service) interestChangedLocked() {
+	if s.hooks.OnInterest == nil {
+		return
+	}
+	if in := s.interestLocked(); in != s.told {
+		s.told = in
+		s.hooks.OnInterest(in)
+	}
+}
+
+func (s *Service) completedLocked(ev Event) {
+	if s.hooks.OnComplete != nil {
+		s.hooks.OnComplete(ev)
+	}
 }
 
 // Options configures a Service.
@@ -162,7 +235,9 @@ func (s *Service) advanceLocked() {
 			ev := s.queue[0]
 			s.queue[0] = Event{} // let the GC have the data once delivered
 			s.queue = s.queue[1:]
-			s.cur = s.startLocked(ev)
+			if s.cur = s.startLocked(ev); s.cur == nil {
+				s.completedLocked(ev)
+			}
 			continue
 		}
 		dp := s.cur
@@ -173,6 +248,7 @@ func (s *Service) advanceLocked() {
 		if dp.band == len(dp.bands) {
 			s.log.Debug("event complete", "event", dp.ev)
 			s.cur = nil
+			s.completedLocked(dp.ev)
 			continue
 		}
 		for _, d := range dp.bands[dp.band] {

@@ -21,6 +21,13 @@
 //  4. Local-only events (Seq 0) reach only the subscribers present when
 //     they are published; they are never resent.
 //
+// A subscriber that says which classes it has callbacks for, and at which
+// priority (SetCallbacks, the client's CALLBACKS of protocol version 3),
+// is gated: the node-wide dispatch (dispatch.go) hands it those events
+// one at a time across all gated subscribers, band by priority band,
+// waiting for each one's Done, and closes one that misses
+// Limits.CallbackTimeout. Ungated subscribers never wait for it.
+//
 // Subscribers are Sinks (a client link through Server, or a fake) with a
 // Filter. Server speaks the client protocol's SUBSCRIBE, EVENT and
 // queries on transport links (proto/client/SPEC.md, "Cluster events").

@@ -69,7 +69,8 @@ func (srv *Server) SetOnGap(f func(*transport.Link)) {
 // link with its own. An error it returns ends that link only, with a
 // GOODBYE that carries the error.
 func (srv *Server) Handler() transport.Handler {
-	var sink *linkSink // the link's subscription; only the reader touches it
+	var sink *linkSink        // the link's subscription; only the reader touches it
+	var cbs *client.Callbacks // CALLBACKS sent before SUBSCRIBE; only the reader touches it
 	return func(l *transport.Link, f *proto.Frame) error {
 		name := client.Ops().Name(f.Opcode)
 		switch {
@@ -90,7 +91,37 @@ func (srv *Server) Handler() transport.Handler {
 				l.Abort(context.Background(), f, proto.Errorf(proto.CodeState, "already subscribed on this link"))
 				return nil
 			}
-			sink = srv.subscribe(l, f, req)
+			sink = srv.subscribe(l, f, req, cbs)
+			return nil
+		case client.OpCallbacks:
+			// The opcode table refuses it on links of version 1 and 2.
+			cb, err := client.ParseCallbacks(f.Body)
+			if err != nil {
+				return err
+			}
+			if sink == nil {
+				cbs = &cb // gates the SUBSCRIBE to come
+			} else if err := srv.stream.SetCallbacks(sink, cb); err != nil {
+				// The subscription has ended (the stream closes, or it
+				// was evicted): the link is going away.
+				l.Abort(context.Background(), f, proto.Errorf(proto.CodeState, "the subscription on this link has ended"))
+				return nil
+			}
+			l.Reply(context.Background(), f, nil)
+			return nil
+		case client.OpDone:
+			d, err := client.ParseDone(f.Body)
+			switch {
+			case err != nil:
+				return err
+			case sink == nil:
+				return proto.Errorf(proto.CodeState, "DONE for seq %d (%v) before SUBSCRIBE", d.Seq, d.Desc)
+			case f.MsgID != sink.msgID:
+				return proto.Errorf(proto.CodeState, "DONE with msg id %d, the SUBSCRIBE's is %d", f.MsgID, sink.msgID)
+			}
+			if err := srv.stream.Done(sink, d.Seq, d.Desc); err != nil && !errors.Is(err, ErrNotSubscribed) {
+				return proto.Errorf(proto.CodeState, "%s", err.Error())
+			}
 			return nil
 		case client.OpQueryMembership, client.OpQueryConnectivity:
 			if err := proto.NewReader(f.Body, name+" request").Err(); err != nil {
@@ -105,7 +136,7 @@ func (srv *Server) Handler() transport.Handler {
 
 // subscribe answers a SUBSCRIBE. It returns the link's sink, or nil if
 // the stream refused.
-func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subscribe) *linkSink {
+func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subscribe, cbs *client.Callbacks) *linkSink {
 	k := &linkSink{l: l, msgID: f.MsgID, ready: make(chan struct{})}
 	// The reply is queued before k lets any EVENT through.
 	defer close(k.ready)
@@ -117,7 +148,7 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 		classes, narrow := filter, lf(l)
 		filter = func(ev *events.Event) bool { return classes(ev) && narrow(ev) }
 	}
-	rep, err := srv.stream.Subscribe(k, Subscription{Filter: filter, Resume: req.Flags&client.SubResume != 0, After: req.After})
+	rep, err := srv.stream.Subscribe(k, Subscription{Filter: filter, Resume: req.Flags&client.SubResume != 0, After: req.After, Callbacks: cbs})
 	if err != nil {
 		code := proto.CodeState
 		if errors.Is(err, ErrClosed) {
@@ -126,7 +157,7 @@ func (srv *Server) subscribe(l *transport.Link, f *proto.Frame, req client.Subsc
 		l.Abort(context.Background(), f, proto.Errorf(code, "agent shutting down"))
 		return nil
 	}
-	srv.log.Debug("client subscribed", "client", l.Peer().Name, "classes", fmt.Sprint(req.Classes.Classes()), "after", req.After, "latest", rep.Latest, "floor", rep.Floor, "gap", rep.Gap)
+	srv.log.Debug("client subscribed", "client", l.Peer().Name, "classes", fmt.Sprint(req.Classes.Classes()), "after", req.After, "latest", rep.Latest, "floor", rep.Floor, "gap", rep.Gap, "gated", cbs != nil)
 	wr := client.SubscribeReply{Latest: rep.Latest, Floor: rep.Floor}
 	if rep.Gap {
 		wr.Flags |= client.ReplyGap

@@ -113,7 +113,7 @@ func TestBadClientFrames(t *testing.T) {
 		{"event from a client", req(wire.OpEvent, cd, evBody), proto.CodeState, "events flow from the agent"},
 		{"a reply", req(wire.OpSubscribe, cd|proto.FlagReply, wire.AppendSubscribeReply(nil, &wire.SubscribeReply{})), proto.CodeState, "clients send requests"},
 		{"streaming flags", req(wire.OpSubscribe, proto.FlagCreate, sub), proto.CodeField, "want CREATE|DELETE"},
-		{"unassigned opcode", req(0x0105, cd, nil), proto.CodeOpcode, "no opcode 0x0105"},
+		{"unassigned opcode", req(0x0107, cd, nil), proto.CodeOpcode, "no opcode 0x0107"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := clientPipe(t, srv)

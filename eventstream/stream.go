@@ -22,6 +22,12 @@ var (
 	// ErrStaleSeq is returned by Publish for a cluster-wide event whose Seq
 	// is not above the latest: it was published before, or skipped.
 	ErrStaleSeq = errors.New("eventstream: seq not above the latest")
+	// ErrNotSubscribed is returned by SetCallbacks and Done for a sink the
+	// stream does not serve (never subscribed, or ended).
+	ErrNotSubscribed = errors.New("eventstream: sink not subscribed")
+	// ErrDone is returned by Done when the completion does not match the
+	// event the dispatch awaits from the sink.
+	ErrDone = errors.New("eventstream: DONE does not match the event awaited")
 )
 
 // Limits bound the stream's memory (proto/client/SPEC.md, "History" and
@@ -40,7 +46,14 @@ type Limits struct {
 	// Flush bounds how long Close waits for subscribers to take what was
 	// published before their sinks are closed anyway.
 	Flush time.Duration
+	// CallbackTimeout bounds how long the node-wide dispatch waits for a
+	// gated subscriber's Done of an event released to it; one that is
+	// later is closed with CodeTimeout. 0 means DefaultCallbackTimeout.
+	CallbackTimeout time.Duration
 }
+
+// DefaultCallbackTimeout is the callback timeout of DefaultLimits.
+const DefaultCallbackTimeout = 10 * time.Second
 
 // DefaultLimits keep the lag bound plus a link's send queue well within
 // what the history keeps, so that a client disconnected for falling
@@ -53,6 +66,8 @@ func DefaultLimits() Limits {
 		LagEvents:     1024,
 		LagBytes:      4 << 20,
 		Flush:         time.Second,
+
+		CallbackTimeout: DefaultCallbackTimeout,
 	}
 }
 
@@ -101,6 +116,9 @@ type Subscription struct {
 	// after Subscribe.
 	Resume bool
 	After  uint64
+	// Callbacks, if set, gates the subscriber from the start: it takes
+	// part in the node-wide dispatch (dispatch.go) as SetCallbacks says.
+	Callbacks *client.Callbacks
 }
 
 // Reply is the answer to a subscription (client.SubscribeReply).
@@ -121,7 +139,7 @@ type subState uint8
 
 const (
 	subActive  subState = iota
-	subBehind           // fell too far behind: Close with CodeBehind
+	subBehind           // fell too far behind, or missed a callback deadline: Close with code and why
 	subClosing          // the stream closes: hand over what was published, then Close
 )
 
@@ -143,7 +161,18 @@ type subscriber struct {
 	pos        uint64 // next stream position to look at
 	lagN, lagB uint64 // events (and bytes) wanted at positions >= joined not yet handed to the sink
 	state      subState
-	why        string // for subBehind: the Close text
+	code       proto.Code // for subBehind: the Close code
+	why        string     // for subBehind: the Close text
+
+	// The node-wide dispatch (dispatch.go), guarded by Stream.mu. Only a
+	// gated subscriber uses these.
+	gated    bool
+	cb       client.Callbacks // classes and priorities for the next dispatch started
+	djoin    uint64           // positions below it are caught up without the dispatch
+	dpos     uint64           // position it takes part in, 0 if none
+	released bool             // dpos was released to it: it is sent flagged and awaited
+	prio     uint8            // its band's priority at dpos
+	held     bool             // its goroutine waits for the dispatch: what is published meanwhile is not lag
 }
 
 // Stream is the node's sequence of events for local subscribers
@@ -168,6 +197,14 @@ type Stream struct {
 	histBytes int
 	latest    uint64 // highest Seq published or skipped
 	floor     uint64 // every cluster-wide event above it is in hist
+
+	// The node-wide dispatch over the gated subscribers (dispatch.go).
+	gated    map[*subscriber]struct{}
+	d        dispatch
+	timeouts uint64        // gated subscribers closed for a missed deadline
+	tick     chan struct{} // cap 1: the dispatcher's deadline changed
+	quit     chan struct{} // closed by Close: the dispatcher returns
+	ticking  bool          // the dispatcher goroutine runs
 }
 
 // New returns a stream whose history is empty and whose floor and latest
@@ -188,6 +225,9 @@ func New(lim Limits, floor uint64, log *slog.Logger) *Stream {
 		next:   1,
 		latest: floor,
 		floor:  floor,
+		gated:  make(map[*subscriber]struct{}),
+		tick:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
 	}
 }
 
@@ -277,21 +317,35 @@ func (s *Stream) Publish(ev events.Event) error {
 		if !sub.wants(e, pos) {
 			continue
 		}
-		sub.lagN++
-		sub.lagB += uint64(len(body))
-		var onLink uint64
-		if sub.queued != nil {
-			onLink = uint64(sub.queued())
-		}
-		// One event larger than the bound alone is no lag.
-		if lagB := sub.lagB + onLink; sub.lagN > uint64(s.lim.LagEvents) || (lagB > uint64(s.lim.LagBytes) && lagB > uint64(len(body))) {
-			s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) waiting for it and %d bytes on its link that it has not read, limit %d events or %d bytes; reconnect and resume after the last seq you delivered",
-				sub.lagN, sub.lagB, onLink, s.lim.LagEvents, s.lim.LagBytes))
+		// A gated subscriber that the dispatch holds back could not be
+		// sent this event: it is not lag.
+		if !sub.held && !s.lagLocked(sub, len(body)) {
 			continue
 		}
 		signal(sub.wake)
 	}
+	if len(s.gated) > 0 || s.d.active {
+		s.advanceLocked()
+	}
 	return nil
+}
+
+// lagLocked counts an event of n bytes in sub's lag and disconnects sub
+// if that is too much. It reports whether sub is still served.
+func (s *Stream) lagLocked(sub *subscriber, n int) bool {
+	sub.lagN++
+	sub.lagB += uint64(n)
+	var onLink uint64
+	if sub.queued != nil {
+		onLink = uint64(sub.queued())
+	}
+	// One event larger than the bound alone is no lag.
+	if lagB := sub.lagB + onLink; sub.lagN > uint64(s.lim.LagEvents) || (lagB > uint64(s.lim.LagBytes) && lagB > uint64(n)) {
+		s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) waiting for it and %d bytes on its link that it has not read, limit %d events or %d bytes; reconnect and resume after the last seq you delivered",
+			sub.lagN, sub.lagB, onLink, s.lim.LagEvents, s.lim.LagBytes))
+		return false
+	}
+	return true
 }
 
 // Skip records that the cluster-wide events up to seq will not be
@@ -320,10 +374,17 @@ func (sub *subscriber) wants(e *entry, p uint64) bool {
 }
 
 func (s *Stream) behindLocked(sub *subscriber, why string) {
-	sub.state, sub.why = subBehind, why
-	delete(s.subs, sub.k)
-	sub.cancel()
+	s.evictLocked(sub, proto.CodeBehind, why)
 	s.log.Warn("disconnecting a subscriber that fell behind", "why", why)
+}
+
+// evictLocked ends sub's subscription: its goroutine closes the sink with
+// code and why. The caller advances the dispatch.
+func (s *Stream) evictLocked(sub *subscriber, code proto.Code, why string) {
+	sub.state, sub.code, sub.why = subBehind, code, why
+	delete(s.subs, sub.k)
+	s.leaveLocked(sub)
+	sub.cancel()
 }
 
 func signal(c chan struct{}) {
@@ -360,6 +421,9 @@ func (s *Stream) Subscribe(k Sink, sub Subscription) (Reply, error) {
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	s.subs[k] = u
+	if sub.Callbacks != nil {
+		s.gateLocked(u, *sub.Callbacks)
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 
@@ -376,8 +440,9 @@ const maxBatch = 16
 
 // item is an entry taken for sending and its stream position.
 type item struct {
-	e   *entry
-	pos uint64
+	e    *entry
+	pos  uint64
+	body []byte // e.body, or its flagged copy
 }
 
 // serve hands the stream to one subscriber's sink until the sink ends, the
@@ -395,9 +460,16 @@ func (s *Stream) serve(u *subscriber) {
 				s.behindLocked(u, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
 				state, why = u.state, u.why
 			}
+			u.held = false
 			for u.pos < s.next && u.pos >= s.base && len(batch) < maxBatch {
 				if e := s.hist[u.pos-s.base]; u.wants(e, u.pos) {
-					batch = append(batch, item{e, u.pos})
+					body := e.body
+					if u.gated {
+						if body, u.held = s.sendableLocked(u, e, u.pos); u.held {
+							break
+						}
+					}
+					batch = append(batch, item{e, u.pos, body})
 				}
 				u.pos++
 			}
@@ -405,7 +477,7 @@ func (s *Stream) serve(u *subscriber) {
 		s.mu.Unlock()
 		switch {
 		case state == subBehind:
-			u.k.Close(proto.CodeBehind, why)
+			u.k.Close(u.code, why)
 			return
 		case state == subClosing && (len(batch) == 0 || u.ctx.Err() != nil):
 			u.k.Close(proto.CodeShutdown, "agent shutting down")
@@ -422,7 +494,7 @@ func (s *Stream) serve(u *subscriber) {
 			continue
 		}
 		for _, it := range batch {
-			if err := u.k.Send(u.ctx, it.e.body); err != nil {
+			if err := u.k.Send(u.ctx, it.body); err != nil {
 				if u.ctx.Err() == nil {
 					s.ended(u) // the sink ended
 					return
@@ -433,8 +505,10 @@ func (s *Stream) serve(u *subscriber) {
 			// yet the sink's.
 			if it.pos >= u.joined {
 				s.mu.Lock()
-				u.lagN--
-				u.lagB -= uint64(len(it.e.body))
+				// Saturating: a gated subscriber is not counted the
+				// events published while the dispatch held it back.
+				u.lagN -= min(u.lagN, 1)
+				u.lagB -= min(u.lagB, uint64(len(it.e.body)))
 				s.mu.Unlock()
 			}
 		}
@@ -462,6 +536,10 @@ func (s *Stream) drop(u *subscriber) {
 	if s.subs[u.k] == u {
 		delete(s.subs, u.k)
 	}
+	if u.gated {
+		s.leaveLocked(u)
+		s.advanceLocked()
+	}
 }
 
 // Close stops the stream: later events are dropped, and every subscriber
@@ -475,6 +553,10 @@ func (s *Stream) Close() {
 		return
 	}
 	s.closed = true
+	// The dispatch ends: gated subscribers are handed the rest unflagged.
+	if s.ticking {
+		close(s.quit)
+	}
 	for _, u := range s.subs {
 		if u.state == subActive {
 			u.state = subClosing
@@ -500,13 +582,26 @@ type Stats struct {
 	// LagMax and LagSum count the events published and not yet handed to
 	// a subscriber's sink: the worst subscriber's, and all together.
 	LagMax, LagSum uint64
+	// Gated subscribers take part in the node-wide dispatch.
+	Gated int
+	// DispatchSeq is the Seq of the event the dispatch is at (0 if it is
+	// idle or at a local event); DispatchWaiting counts the subscribers
+	// it waits for the Done of.
+	DispatchSeq     uint64
+	DispatchWaiting int
+	// Timeouts counts the gated subscribers closed because an event's
+	// callbacks did not complete within Limits.CallbackTimeout.
+	Timeouts uint64
 }
 
 // Stats returns the stream's current figures.
 func (s *Stream) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Subscribers: len(s.subs)}
+	st := Stats{Subscribers: len(s.subs), Gated: len(s.gated), Timeouts: s.timeouts}
+	if s.d.active {
+		st.DispatchSeq, st.DispatchWaiting = s.d.e.ev.Seq, s.d.open
+	}
 	for _, sub := range s.subs {
 		st.LagMax = max(st.LagMax, sub.lagN)
 		st.LagSum += sub.lagN

@@ -23,6 +23,7 @@ const waitFor = 10 * time.Second
 type fakeSink struct {
 	mu      sync.Mutex // guards the fields below
 	got     []events.Event
+	flags   []client.EventFlags // of got, index by index
 	closed  bool
 	code    proto.Code
 	text    string
@@ -55,13 +56,14 @@ func (k *fakeSink) Send(ctx context.Context, body []byte) error {
 		return errors.New("sink ended")
 	default:
 	}
-	ev, err := client.ParseEvent(body)
+	ev, fl, err := client.ParseEventAt(client.MaxVersion, body)
 	if err != nil {
 		panic(err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.got = append(k.got, ev)
+	k.flags = append(k.flags, fl)
 	k.changedLocked()
 	return nil
 }

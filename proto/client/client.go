@@ -19,6 +19,12 @@
 // order, each delivered only after its log entry is committed. Version 2
 // also replaces the Group event data layout of version 1, which no agent
 // ever sent; the agent sends group events only to links of version 2.
+//
+// Version 3 adds the node-wide dispatch (dispatch.go): a link that sends
+// CALLBACKS (its classes and priorities) receives the events of those
+// classes one at a time across every such link of the node, band by
+// priority band, each flagged EventAwaitDone, and reports each with DONE
+// once its callbacks completed.
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -26,7 +32,7 @@ import "github.com/corralhq/corral/proto"
 // Specification constants: client protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 2
+	MaxVersion uint8 = 3
 )
 
 // Specification constants: opcodes.
@@ -40,6 +46,8 @@ const (
 	OpEvent             uint16 = 0x0102 // agent → client, one-shot: Event
 	OpQueryMembership   uint16 = 0x0103 // request: empty; reply: Membership (event.Membership)
 	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (event.Connectivity)
+	OpCallbacks         uint16 = 0x0105 // version 3; request: Callbacks; reply: empty
+	OpDone              uint16 = 0x0106 // version 3; client → agent, one-shot: Done
 
 	// 0x0200–0x02FF: group messaging (version 2); 0x0200 is never
 	// assigned
@@ -65,6 +73,8 @@ var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]p
 	OpEvent:             {Name: "EVENT", Since: 1},
 	OpQueryMembership:   {Name: "QUERY_MEMBERSHIP", Since: 1},
 	OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
+	OpCallbacks:         {Name: "CALLBACKS", Since: 3},
+	OpDone:              {Name: "DONE", Since: 3},
 
 	OpGroupJoin:    {Name: "GROUP_JOIN", Since: 2},
 	OpGroupLeave:   {Name: "GROUP_LEAVE", Since: 2},

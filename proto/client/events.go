@@ -642,12 +642,30 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 	return dst, nil
 }
 
-// ParseEvent decodes an EVENT body. The result does not alias b.
+// ParseEvent decodes an EVENT body of a link of version 1 or 2, where
+// byte 13 is reserved. The result does not alias b. ParseEventAt decodes
+// the body at any version.
 func ParseEvent(b []byte) (event.Event, error) {
+	ev, _, err := parseEvent(b, 1)
+	return ev, err
+}
+
+// parseEvent decodes an EVENT body on a link of version v: from version
+// 3 byte 13 is Flags.
+func parseEvent(b []byte, v uint8) (event.Event, EventFlags, error) {
 	r := proto.NewReader(b, "EVENT")
 	ev := event.Event{Seq: r.U64("seq"), Desc: event.Descriptor(r.U32("descriptor"))}
 	class := event.Class(r.U8("data class"))
-	r.Zero(3, "reserved")
+	var flags EventFlags
+	if v >= 3 {
+		flags = EventFlags(r.U8("flags"))
+		if flags&^eventFlags != 0 {
+			r.Fail(proto.CodeField, "unknown event flags %#x", uint8(flags&^eventFlags))
+		}
+		r.Zero(2, "reserved")
+	} else {
+		r.Zero(3, "reserved")
+	}
 	if !ev.Desc.Valid() {
 		r.Fail(proto.CodeField, "unknown event descriptor %#08x", uint32(ev.Desc))
 	}
@@ -667,14 +685,14 @@ func ParseEvent(b []byte) (event.Event, error) {
 		ev.Data = g
 		if err := r.Err(); err == nil {
 			if err := checkReason(ev.Desc, g); err != nil {
-				return event.Event{}, err
+				return event.Event{}, 0, err
 			}
 		}
 	}
 	if err := r.Err(); err != nil {
-		return event.Event{}, err
+		return event.Event{}, 0, err
 	}
-	return ev, nil
+	return ev, flags, nil
 }
 
 // AppendMembership appends the body of a QUERY_MEMBERSHIP reply: the

@@ -276,9 +276,18 @@ func receiveAt(v uint8, b []byte) (proto.Frame, any, error) {
 	case f.Opcode == client.OpSubscribe:
 		s, err := client.ParseSubscribeReply(f.Body)
 		return f, s, err
+	case f.Opcode == client.OpEvent && v >= 3:
+		ev, flags, err := client.ParseEventAt(v, f.Body)
+		return f, flagged{ev, flags}, err
 	case f.Opcode == client.OpEvent:
 		ev, err := client.ParseEvent(f.Body)
 		return f, ev, err
+	case f.Opcode == client.OpCallbacks && !isReply:
+		c, err := client.ParseCallbacks(f.Body)
+		return f, c, err
+	case f.Opcode == client.OpDone:
+		d, err := client.ParseDone(f.Body)
+		return f, d, err
 	case f.Opcode == client.OpQueryMembership && isReply:
 		m, err := client.ParseMembership(f.Body)
 		return f, m, err

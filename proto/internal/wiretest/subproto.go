@@ -61,7 +61,12 @@ func ReceivePing(ops *proto.OpSet, v uint8, want proto.Frame) func([]byte) error
 // opcode the version lacks, of another version, of another sub-protocol
 // and of a PING with a short body.
 func PingVectors(ops *proto.OpSet, ping, pong, undefined uint16) []Vector {
-	v := ops.Range().Max
+	return PingVectorsAt(ops, ops.Range().Max, ping, pong, undefined)
+}
+
+// PingVectorsAt is PingVectors at version v: a sub-protocol whose
+// vectors were written at an older version keeps them byte for byte.
+func PingVectorsAt(ops *proto.OpSet, v uint8, ping, pong, undefined uint16) []Vector {
 	name := ops.Proto().String()
 	pf, qf := PingFrames(ops, v, ping, pong)
 	frame := func(n string, about []string, f proto.Frame, decode func([]byte) error, want proto.Code, detail string) Vector {

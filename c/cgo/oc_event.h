@@ -1,0 +1,1 @@
+../include/ocf/oc_event.h

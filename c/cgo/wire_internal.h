@@ -1,0 +1,1 @@
+../src/wire_internal.h

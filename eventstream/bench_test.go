@@ -1,0 +1,38 @@
+package eventstream
+
+import (
+	"context"
+	"testing"
+
+	"github.com/corralhq/corral/proto"
+)
+
+// discardSink takes every event at once.
+type discardSink struct{ done chan struct{} }
+
+func (k *discardSink) Send(context.Context, []byte) error { return nil }
+func (k *discardSink) Close(proto.Code, string)           {}
+func (k *discardSink) Done() <-chan struct{}              { return k.done }
+
+// BenchmarkPublishUngated is the group messaging path: Publish to
+// subscribers that are not gated (client versions 1 and 2, or 3 without
+// CALLBACKS).
+func BenchmarkPublishUngated(b *testing.B) {
+	lim := DefaultLimits()
+	lim.LagEvents, lim.LagBytes = 1<<30, 1<<30
+	s := New(lim, 0, nil)
+	defer s.Close()
+	for range 4 {
+		if _, err := s.Subscribe(&discardSink{done: make(chan struct{})}, Subscription{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ev := groupEvent(1, false, 64)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ev.Seq = uint64(i + 1)
+		if err := s.Publish(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
