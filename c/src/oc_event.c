@@ -295,7 +295,11 @@ static void send_callbacks(oc_ev_t *h)
 	int c;
 	if (h->version < 3 || h->sock < 0 || !h->active)
 		return;
-	for (c = 1; c <= 3; c++) {
+	/* An event of an earlier link still not done: nothing more can be
+	 * delivered until it is, so this link would only hold the node's
+	 * dispatch up until its deadline. Take part again once it is done. */
+	int stuck = h->cur != NULL && h->cur->gen != h->gen;
+	for (c = 1; c <= 3 && !stuck; c++) {
 		if (h->cb[c].fn != NULL) {
 			mask |= 1u << c;
 			prio[c] = (uint8_t)h->cb[c].pri;
@@ -1227,6 +1231,8 @@ OC_EXPORT void oc_ev_callback_done(const uint *cookie)
 		h->cur = NULL;
 		if (c->flagged && c->gen == h->gen && h->sock >= 0)
 			send_done(h, c->seq, c->desc);
+		if (c->gen != h->gen)
+			send_callbacks(h); /* this link was sent an empty mask */
 		if (deliverable(h) || (throttled(h) == 0 && h->watching == 0 && h->sock >= 0))
 			kick(h);
 	}

@@ -387,3 +387,213 @@ func TestOcEventFork(t *testing.T) {
 		}
 	}
 }
+
+// prioLog collects the start and done times of callbacks, by participant
+// and seq.
+type prioLog struct {
+	mu    sync.Mutex // guards start, done
+	start map[string]map[uint64]int64
+	done  map[string]map[uint64]int64
+}
+
+func (l *prioLog) add(kind, who string, seq uint64, ns int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.start
+	if kind == "done" {
+		m = l.done
+	}
+	if m[who] == nil {
+		m[who] = map[uint64]int64{}
+	}
+	if _, ok := m[who][seq]; !ok {
+		m[who][seq] = ns
+	}
+}
+
+func (l *prioLog) get(kind, who string, seq uint64) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.start
+	if kind == "done" {
+		m = l.done
+	}
+	ns, ok := m[who][seq]
+	return ns, ok
+}
+
+// collect reads the "start NAME SEQ NS" / "done NAME SEQ NS" lines of p.
+func (l *prioLog) collect(p *cproc) {
+	for _, ln := range p.snapshot() {
+		f := strings.Fields(ln.text)
+		if len(f) != 4 || (f[0] != "start" && f[0] != "done") {
+			continue
+		}
+		seq, _ := strconv.ParseUint(f[2], 10, 64)
+		ns, _ := strconv.ParseInt(f[3], 10, 64)
+		l.add(f[0], f[1], seq, ns)
+	}
+}
+
+// TestOcEventPriorities: two C processes and a Go client on one node, at
+// priorities 10 (C), 100 (Go) and 200 (C), get each group event in that
+// order, each only after the one before has completed it, and the next
+// event only after all three. A fourth process at priority 50 that never
+// completes holds the dispatch up for the --callback-timeout, is then
+// disconnected, and the others go on.
+func TestOcEventPriorities(t *testing.T) {
+	bins := ocInstall(t, "prio")
+	const hold = 200 * time.Millisecond
+	nodes := formed(t, 1, "--callback-timeout", "3s")
+	nd := nodes[0]
+	lg := &prioLog{start: map[string]map[uint64]int64{}, done: map[string]map[uint64]int64{}}
+	ca := startC(t, nd, "prio-ca", bins["prio"], "ca", "10", fmt.Sprint(hold.Milliseconds()))
+	cb := startC(t, nd, "prio-cb", bins["prio"], "cb", "200", fmt.Sprint(hold.Milliseconds()))
+	for _, p := range []*cproc{ca, cb} {
+		p.wait(10*time.Second, "ready", func(l string) bool { return strings.HasPrefix(l, "ready ") })
+	}
+
+	// The Go participant: an events.Service handle at priority 100.
+	svc := events.New(events.Options{})
+	t.Cleanup(func() { svc.Close() })
+	h, _ := svc.Register()
+	h.SetCallback(100, events.ClassGroup, func(ev events.Event, c events.Cookie) {
+		lg.add("start", "go", ev.Seq, time.Now().UnixNano())
+		time.AfterFunc(hold, func() {
+			lg.add("done", "go", ev.Seq, time.Now().UnixNano())
+			events.CallbackDone(c)
+		})
+	})
+	if err := h.ActivateNoReturn(); err != nil {
+		t.Fatal(err)
+	}
+	go h.HandleEvent() // returns on Close
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gc, err := client.Dial(ctx, nd.dir, client.Options{Service: svc, Classes: []events.Class{events.ClassGroup}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gc.Close() })
+	sender := ocGroupClient(t, nd, "sender")
+
+	all := []string{"ca", "go", "cb"}
+	seen := func(seq uint64, who ...string) bool {
+		lg.collect(ca)
+		lg.collect(cb)
+		for _, w := range who {
+			if _, ok := lg.get("done", w, seq); !ok {
+				return false
+			}
+		}
+		return true
+	}
+	waitSeen := func(seq uint64, who ...string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !seen(seq, who...) {
+			if time.Now().After(deadline) {
+				t.Fatalf("seq %d not completed by %v within 20s", seq, who)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// Warm up until every participant takes part.
+	for i := 0; ; i++ {
+		s := bcast(t, sender, fmt.Sprintf("warm-%d", i))
+		deadline := time.Now().Add(3 * time.Second)
+		for !seen(s, all...) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if seen(s, all...) {
+			break
+		}
+		if i > 5 {
+			t.Fatal("the participants do not all receive broadcasts")
+		}
+	}
+	// order checks that seq went band by band: each start after the
+	// band before completed; it returns the gaps between bands.
+	order := func(seq uint64, bands []string) []time.Duration {
+		t.Helper()
+		var gaps []time.Duration
+		for i := 1; i < len(bands); i++ {
+			done, _ := lg.get("done", bands[i-1], seq)
+			start, ok := lg.get("start", bands[i], seq)
+			if !ok {
+				t.Fatalf("seq %d: %s never started", seq, bands[i])
+			}
+			if start < done {
+				t.Errorf("seq %d: %s started %v before %s completed", seq, bands[i], time.Duration(done-start), bands[i-1])
+			}
+			gaps = append(gaps, time.Duration(start-done))
+		}
+		return gaps
+	}
+	var seqs []uint64
+	for i := range 3 {
+		seqs = append(seqs, bcast(t, sender, fmt.Sprintf("p-%d", i)))
+	}
+	waitSeen(seqs[2], all...)
+	for i, s := range seqs {
+		t.Logf("seq %d: gaps between bands %v", s, order(s, all))
+		if i > 0 {
+			prev, _ := lg.get("done", "cb", seqs[i-1])
+			next, _ := lg.get("start", "ca", s)
+			if next < prev {
+				t.Errorf("seq %d started before seq %d was completed by all", s, seqs[i-1])
+			}
+		}
+	}
+
+	// A process that never completes, at priority 50.
+	cn := startC(t, nd, "prio-never", bins["prio"], "never", "50", "0", "never")
+	cn.wait(10*time.Second, "ready", func(l string) bool { return strings.HasPrefix(l, "ready ") })
+	var stalled uint64
+	for i := 0; stalled == 0; i++ {
+		bcast(t, sender, fmt.Sprintf("n-%d", i))
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			lg.collect(cn)
+			lg.mu.Lock()
+			for s := range lg.start["never"] {
+				stalled = s
+			}
+			lg.mu.Unlock()
+			if stalled != 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if i > 5 && stalled == 0 {
+			t.Fatal("the never-completing process receives nothing")
+		}
+	}
+	waitSeen(stalled, all...)
+	caDone, _ := lg.get("done", "ca", stalled)
+	nStart, _ := lg.get("start", "never", stalled)
+	goStart, _ := lg.get("start", "go", stalled)
+	t.Logf("seq %d with a process that never completes: it started %v after the first band completed, the Go band %v after",
+		stalled, time.Duration(nStart-caDone), time.Duration(goStart-caDone))
+	if nStart < caDone {
+		t.Errorf("seq %d: the priority 50 process started before priority 10 completed", stalled)
+	}
+	if d := time.Duration(goStart - caDone); d < 2500*time.Millisecond {
+		t.Errorf("the Go band started %v after the first band completed; want the 3s callback timeout", d)
+	}
+	nd.waitLog(10*time.Second, "callback not completed within")
+	// The others go on, without waiting for it again.
+	var after []uint64
+	for i := range 3 {
+		after = append(after, bcast(t, sender, fmt.Sprintf("a-%d", i)))
+	}
+	waitSeen(after[2], all...)
+	for _, s := range after {
+		g := order(s, all)
+		for _, d := range g {
+			if d > time.Second {
+				t.Errorf("seq %d waited %v between bands after the late process was disconnected", s, d)
+			}
+		}
+	}
+}
