@@ -570,7 +570,7 @@ static void pump(oc_ev_t *h)
 		const uint8_t *body;
 		size_t n, total;
 		ocw_err e;
-		int r;
+		int r = 0;
 		while (h->sock >= 0 && (r = next_frame(h, &hd, &body, &n, &total, &e)) == 1) {
 			unsigned gen = h->gen;
 			on_frame(h, &hd, body, n);
