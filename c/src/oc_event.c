@@ -586,9 +586,11 @@ static void pump(oc_ev_t *h)
 		}
 		if (throttled(h)) {
 			watch_sock(h, 0);
+			h->stalled = 1;
 			return;
 		}
 		watch_sock(h, 1);
+		h->stalled = 0;
 		if (read_some(h) <= 0)
 			return;
 	}
@@ -626,6 +628,7 @@ static void link_lost(oc_ev_t *h, int code)
 		return;
 	close_fd(&h->sock);
 	h->watching = 0;
+	h->stalled = 0;
 	h->gen++;
 	h->rlen = 0;
 	h->subscribed = 0;
@@ -1233,7 +1236,9 @@ OC_EXPORT void oc_ev_callback_done(const uint *cookie)
 			send_done(h, c->seq, c->desc);
 		if (c->gen != h->gen)
 			send_callbacks(h); /* this link was sent an empty mask */
-		if (deliverable(h) || (throttled(h) == 0 && h->watching == 0 && h->sock >= 0))
+		/* Unread data waits while the queue was full: no new data
+		 * would announce it. */
+		if (deliverable(h) || (h->stalled && !throttled(h)))
 			kick(h);
 	}
 	free(c->data);

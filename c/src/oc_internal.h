@@ -111,6 +111,7 @@ struct oc_ev_s {
 	unsigned gen; /* grows with every link lost */
 	uint64_t msgid;
 	int watching; /* sock is watched in the epoll set */
+	int stalled;  /* reading stopped while the queue is full */
 
 	int active, style, sig;
 	pid_t tid; /* SIGNAL: the activating thread */
