@@ -3,8 +3,11 @@
 // messaging events to local callbacks, in the same order on every node,
 // exactly once per callback, by priority, with three activation styles and
 // explicit callback completion. It runs in-process and does no network I/O:
-// the agent (or the client library, in an application) publishes events into
-// it; the C library liboc_event.so is a thin layer over it.
+// the client library publishes into it what the agent sends an
+// application. C programs use liboc_event.so (c/), which implements the same
+// rules in C over the client protocol, without a Go runtime in their process.
+// Across processes, the agent's node-wide dispatch (client protocol v3,
+// package eventstream) orders the callbacks of every process on the node.
 //
 // # Producer and consumer
 //
