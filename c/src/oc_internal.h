@@ -1,5 +1,6 @@
 /*
- * oc_internal.h - liboc_event's handle and its constants (not installed).
+ * oc_internal.h - liboc_event's handle, its constants and the functions
+ * oc_event.c and link.c share (not installed).
  */
 #ifndef OC_INTERNAL_H
 #define OC_INTERNAL_H
@@ -147,5 +148,31 @@ struct oc_ev_s {
 	int last_code;
 	unsigned long lost;
 };
+
+/* Functions shared by oc_event.c and link.c. Hidden: the library exports
+ * only oc_ev_* (liboc_event.map). Those taking h expect its mutex held,
+ * except oci_lock and oci_dial from oc_ev_register. */
+#define OC_HIDDEN __attribute__((visibility("hidden")))
+
+/* oc_event.c: locking, waking the application, the local queue. */
+OC_HIDDEN void oci_lock(oc_ev_t *h);
+OC_HIDDEN void oci_unlock(oc_ev_t *h);
+OC_HIDDEN void oci_close_fd(int *fd);
+OC_HIDDEN void oci_kick(oc_ev_t *h);
+OC_HIDDEN int oci_deliverable(const oc_ev_t *h);
+OC_HIDDEN void oci_enqueue(oc_ev_t *h, ocw_event *ev, int skip);
+OC_HIDDEN int oci_throttled(const oc_ev_t *h);
+
+/* link.c: the link to the agent. */
+OC_HIDDEN int64_t oci_now_ms(void);
+OC_HIDDEN int oci_dial(oc_ev_t *h);
+OC_HIDDEN int oci_reconnect(oc_ev_t *h);
+OC_HIDDEN void oci_set_owner(oc_ev_t *h);
+OC_HIDDEN void oci_pump(oc_ev_t *h);
+OC_HIDDEN void oci_watch_sock(oc_ev_t *h, int on);
+OC_HIDDEN void oci_send_done(oc_ev_t *h, uint64_t seq, uint32_t desc);
+OC_HIDDEN void oci_send_callbacks(oc_ev_t *h);
+OC_HIDDEN void oci_send_subscribe(oc_ev_t *h);
+OC_HIDDEN struct oc_call *oci_call(oc_ev_t *h, uint16_t op, const uint8_t *body, size_t n, int64_t deadline, int release);
 
 #endif
