@@ -19,7 +19,10 @@ import (
 // is unlinked only while Reap holds both of its ranges, and a Lock that
 // ends up holding an unlinked file starts again on a new one. A file whose
 // marker says a writer died is kept, so the next writer still warns. While
-// another process reaps the directory, Reap returns 0 at once.
+// another process reaps the directory, Reap returns 0 at once. A NonBlock
+// Lock of a file in the instant Reap holds it gets ErrBusy; Reap only
+// holds files idle for the given time, so run it with a long one (dsvclockd
+// reaped after an hour).
 func (s *Service) Reap(ctx context.Context, idle time.Duration) (removed int, err error) {
 	// One reaper per directory: between its check that a name is still the
 	// inode it locked and its unlink, no one else may unlink that name (a
