@@ -113,7 +113,9 @@ func TestMetricsScrape(t *testing.T) {
 		Proposals: proposals.Load,
 		Fsyncs:    func() uint64 { return 9 },
 		View:      func() ViewStats { return ViewStats{Instance: 12, Members: 3} },
-		Stream:    func() StreamStats { return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8, Gated: 3, DispatchWaiting: 1, Timeouts: 4} },
+		Stream: func() StreamStats {
+			return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8, Gated: 3, DispatchWaiting: 1, Timeouts: 4}
+		},
 	}
 	m := NewMetrics(src)
 	reg := prometheus.NewRegistry()
