@@ -13,10 +13,10 @@ import (
 // without the real lock service. The zero value is ready.
 type MemLocker struct {
 	mu    sync.Mutex // guards locks and every rw in it
-	locks map[dsvc.LockKey]*rw
+	locks map[dsvc.LockKey]*rwState
 }
 
-type rw struct {
+type rwState struct {
 	readers int           // holders in shared mode
 	writer  bool          // held exclusive
 	queued  int           // writers waiting: new readers wait behind them
@@ -31,11 +31,11 @@ var _ dsvc.Locker = (*MemLocker)(nil)
 func (l *MemLocker) Lock(ctx context.Context, key dsvc.LockKey, exclusive, nonblock bool) (dsvc.Unlocker, error) {
 	l.mu.Lock()
 	if l.locks == nil {
-		l.locks = make(map[dsvc.LockKey]*rw)
+		l.locks = make(map[dsvc.LockKey]*rwState)
 	}
 	s := l.locks[key]
 	if s == nil {
-		s = &rw{changed: make(chan struct{})}
+		s = &rwState{changed: make(chan struct{})}
 		l.locks[key] = s
 	}
 	queued := false
@@ -81,14 +81,14 @@ func (l *MemLocker) Lock(ctx context.Context, key dsvc.LockKey, exclusive, nonbl
 	}
 }
 
-func (l *MemLocker) wakeLocked(s *rw) {
+func (l *MemLocker) wakeLocked(s *rwState) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
 
 type memUnlock struct {
 	l         *MemLocker
-	s         *rw
+	s         *rwState
 	exclusive bool
 	done      bool // guarded by l.mu
 }
