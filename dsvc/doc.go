@@ -20,6 +20,15 @@
 //     ask for it many lookups at once and one add, modify or delete at a
 //     time per container, across goroutines and processes on one host.
 //
+// # Names
+//
+// Admin names are "dhcptab" and a dotted network, with its prefix length
+// when the container is created ("10.0.0.0/24"; Linux has no netmasks
+// database) and optionally without it afterwards when the module stores it
+// (DNPrefixer). The framework maps them to "<module><version>_dhcptab" and
+// "<module><version>_10.0.0.0"; a Datastore with an empty Module uses
+// DefaultModule ("files"), and Version CurrentVersion the newest registered.
+//
 // # Signatures
 //
 // Every record carries an update signature: a 16-bit random generation in
