@@ -1,0 +1,21 @@
+// Package files is the files data-service module: every container is one
+// text file, one record per line, in the Solaris SUNWfiles layout
+// (FORMAT.md), so a file can be read, grepped and edited by hand. It is
+// the default module (dsvc.DefaultModule).
+//
+// Every update reads the file, checks the signature, and replaces the file
+// atomically: it writes <file>.new, fsyncs it, renames it over the file and
+// fsyncs the directory, so a crash at any point leaves the old or the new
+// file, never a torn one. The module asks for the synchronization service
+// (dsvc.SynchLockService): the framework holds the container's lock around
+// every operation, shared for lookups, exclusive for updates, across
+// processes. Lookups by client IP search the file for the line instead of
+// parsing it all (as Solaris's strstr); everything else parses every line,
+// so the module suits up to a few thousand records per container, like
+// SUNWfiles ("several hundred to a couple thousand clients").
+//
+// A network container's file records its network in a "# network
+// 10.0.0.0/24" comment (Linux has no netmasks database), so the container
+// can later be opened as "10.0.0.0". Container versions 1 and 2 exist;
+// version 2 adds one header line and is there to exercise Upgrade.
+package files

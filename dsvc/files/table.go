@@ -1,0 +1,458 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/corralhq/corral/dsvc"
+)
+
+// table is an open container file. It holds no file open: every operation
+// reads the file afresh (the framework holds the container's lock around
+// it), because writers of other processes replace it by rename.
+type table struct {
+	m      *Module
+	path   string
+	file   string // its name, as the header's first line has it
+	net    netip.Prefix
+	flags  dsvc.OpenFlags
+	isDN   bool
+	closed atomic.Bool
+}
+
+func (t *table) can(need dsvc.OpenFlags) error {
+	if t.closed.Load() {
+		return dsvc.Errorf(dsvc.CodeInval, "handle closed")
+	}
+	if t.flags&need == 0 {
+		return dsvc.Errorf(dsvc.CodeAccess, "handle not opened for this")
+	}
+	return nil
+}
+
+func (t *table) close() error {
+	if t.closed.Swap(true) {
+		return dsvc.Errorf(dsvc.CodeInval, "handle already closed")
+	}
+	return nil
+}
+
+// load reads the container file and checks its header.
+func (t *table) load(ctx context.Context) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(t.path)
+	if err != nil {
+		return nil, sysErr(err)
+	}
+	if _, err := checkHeader(data, t.file); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func corrupt(t *table, e entry, err error) error {
+	return &dsvc.Error{Code: dsvc.CodeInternal, Detail: t.file + " line " + strconv.Itoa(e.line) + ": " + err.Error()}
+}
+
+// splice returns data with [start,end) replaced by repl.
+func splice(data []byte, start, end int, repl string) []byte {
+	out := make([]byte, 0, len(data)-(end-start)+len(repl))
+	out = append(out, data[:start]...)
+	if start > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n') // an entry that ended the file without a newline
+	}
+	out = append(out, repl...)
+	return append(out, data[end:]...)
+}
+
+func appendLines(data []byte, lines ...string) []byte {
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		data = append(data, '\n')
+	}
+	for _, l := range lines {
+		data = append(data, l...)
+	}
+	return data
+}
+
+// ---- network containers
+
+type dnTable struct{ *table }
+
+type dnEntry struct {
+	entry
+	rec dsvc.DNRecord
+}
+
+var _ dsvc.DNImporter = (*dnTable)(nil)
+var _ dsvc.DNPrefixer = (*dnTable)(nil)
+
+func (t *dnTable) Prefix() netip.Prefix { return t.net }
+func (t *dnTable) Close() error         { return t.close() }
+
+func (t *dnTable) parse(data []byte) ([]dnEntry, error) {
+	es := entries(data, false)
+	out := make([]dnEntry, len(es))
+	for i, e := range es {
+		r, err := parseDN(e.text)
+		if err != nil {
+			return nil, corrupt(t.table, e, err)
+		}
+		out[i] = dnEntry{e, r}
+	}
+	return out, nil
+}
+
+// byCIP finds the one line of cip without parsing the others (the
+// Solaris module's strstr of "\n<ip>|").
+func (t *dnTable) byCIP(data []byte, cip netip.Addr) ([]dnEntry, error) {
+	needle := []byte("\n" + cip.String() + "|")
+	i := bytes.Index(data, needle)
+	if i < 0 {
+		return nil, nil
+	}
+	start := i + 1
+	end := bytes.IndexByte(data[start:], '\n')
+	if end < 0 {
+		end = len(data)
+	} else {
+		end += start + 1
+	}
+	line := bytes.TrimSuffix(data[start:end], []byte("\n"))
+	e := entry{start: start, end: end, line: bytes.Count(data[:start], []byte("\n")) + 1, text: string(line)}
+	r, err := parseDN(e.text)
+	if err != nil {
+		return nil, corrupt(t.table, e, err)
+	}
+	return []dnEntry{{e, r}}, nil
+}
+
+func (t *dnTable) Lookup(ctx context.Context, partial bool, q dsvc.Query, count int, target *dsvc.DNRecord) ([]dsvc.DNRecord, error) {
+	if err := t.can(dsvc.Read); err != nil {
+		return nil, err
+	}
+	data, err := t.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var es []dnEntry
+	if q.IsEq(dsvc.DNQCIP) {
+		es, err = t.byCIP(data, target.CIP)
+	} else {
+		es, err = t.parse(data)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []dsvc.DNRecord
+	for i := range es {
+		if count >= 0 && len(out) >= count {
+			break
+		}
+		if dsvc.MatchDN(q, &es[i].rec, target) {
+			out = append(out, es[i].rec)
+		}
+	}
+	return out, nil
+}
+
+func (t *dnTable) Count(ctx context.Context, q dsvc.Query, target *dsvc.DNRecord) (int, error) {
+	rs, err := t.Lookup(ctx, false, q, -1, target)
+	return len(rs), err
+}
+
+func findDN(es []dnEntry, cip netip.Addr) int {
+	for i := range es {
+		if es[i].rec.CIP == cip {
+			return i
+		}
+	}
+	return -1
+}
+
+func (t *dnTable) loadAll(ctx context.Context) ([]byte, []dnEntry, error) {
+	if err := t.can(dsvc.Write); err != nil {
+		return nil, nil, err
+	}
+	data, err := t.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	es, err := t.parse(data)
+	return data, es, err
+}
+
+func (t *dnTable) Add(ctx context.Context, r *dsvc.DNRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	if findDN(es, r.CIP) >= 0 {
+		return dsvc.Errorf(dsvc.CodeExists, "client IP %v", r.CIP)
+	}
+	nr := *r
+	nr.Sig = dsvc.RandomSig()
+	if err := t.m.replace(t.path, appendLines(data, formatDN(&nr))); err != nil {
+		return err
+	}
+	r.Sig = nr.Sig
+	return nil
+}
+
+func (t *dnTable) Modify(ctx context.Context, orig, r *dsvc.DNRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	if r.CIP != orig.CIP && findDN(es, r.CIP) >= 0 {
+		return dsvc.Errorf(dsvc.CodeExists, "client IP %v", r.CIP)
+	}
+	i := findDN(es, orig.CIP)
+	if i < 0 {
+		return dsvc.Errorf(dsvc.CodeNoEnt, "client IP %v", orig.CIP)
+	}
+	if es[i].rec.Sig != orig.Sig {
+		return dsvc.Errorf(dsvc.CodeCollision, "client IP %v: signature %d, stored %d", orig.CIP, orig.Sig, es[i].rec.Sig)
+	}
+	nr := *r
+	nr.Sig = dsvc.NextSig(es[i].rec.Sig)
+	if err := t.m.replace(t.path, splice(data, es[i].start, es[i].end, formatDN(&nr))); err != nil {
+		return err
+	}
+	r.Sig = nr.Sig
+	return nil
+}
+
+func (t *dnTable) Delete(ctx context.Context, r *dsvc.DNRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	i := findDN(es, r.CIP)
+	if i < 0 {
+		return dsvc.Errorf(dsvc.CodeNoEnt, "client IP %v", r.CIP)
+	}
+	if r.Sig != 0 && es[i].rec.Sig != r.Sig {
+		return dsvc.Errorf(dsvc.CodeCollision, "client IP %v: signature %d, stored %d", r.CIP, r.Sig, es[i].rec.Sig)
+	}
+	return t.m.replace(t.path, splice(data, es[i].start, es[i].end, ""))
+}
+
+// Import appends rs with their signatures in one replace; ErrExists (and
+// nothing written) if any CIP is stored or given twice.
+func (t *dnTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	seen := make(map[netip.Addr]bool, len(es)+len(rs))
+	for i := range es {
+		seen[es[i].rec.CIP] = true
+	}
+	lines := make([]string, len(rs))
+	sigs := make([]uint64, len(rs))
+	for i := range rs {
+		if seen[rs[i].CIP] {
+			return dsvc.Errorf(dsvc.CodeExists, "client IP %v", rs[i].CIP)
+		}
+		seen[rs[i].CIP] = true
+		nr := rs[i]
+		if nr.Sig == 0 {
+			nr.Sig = dsvc.RandomSig()
+		}
+		sigs[i] = nr.Sig
+		lines[i] = formatDN(&nr)
+	}
+	if err := t.m.replace(t.path, appendLines(data, lines...)); err != nil {
+		return err
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
+}
+
+// ---- the dhcptab
+
+type dtTable struct{ *table }
+
+type dtEntry struct {
+	entry
+	rec dsvc.DTRecord
+}
+
+var _ dsvc.DTImporter = (*dtTable)(nil)
+
+func (t *dtTable) Close() error { return t.close() }
+
+func (t *dtTable) parse(data []byte) ([]dtEntry, error) {
+	es := entries(data, true)
+	out := make([]dtEntry, len(es))
+	for i, e := range es {
+		r, err := parseDT(e.text)
+		if err != nil {
+			return nil, corrupt(t.table, e, err)
+		}
+		out[i] = dtEntry{e, r}
+	}
+	return out, nil
+}
+
+func (t *dtTable) Lookup(ctx context.Context, partial bool, q dsvc.Query, count int, target *dsvc.DTRecord) ([]dsvc.DTRecord, error) {
+	if err := t.can(dsvc.Read); err != nil {
+		return nil, err
+	}
+	data, err := t.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	es, err := t.parse(data)
+	if err != nil {
+		return nil, err
+	}
+	var out []dsvc.DTRecord
+	for i := range es {
+		if count >= 0 && len(out) >= count {
+			break
+		}
+		if dsvc.MatchDT(q, &es[i].rec, target) {
+			out = append(out, es[i].rec)
+		}
+	}
+	return out, nil
+}
+
+func (t *dtTable) Count(ctx context.Context, q dsvc.Query, target *dsvc.DTRecord) (int, error) {
+	rs, err := t.Lookup(ctx, false, q, -1, target)
+	return len(rs), err
+}
+
+func findDT(es []dtEntry, key string, typ dsvc.DTType) int {
+	for i := range es {
+		if es[i].rec.Key == key && es[i].rec.Type == typ {
+			return i
+		}
+	}
+	return -1
+}
+
+func (t *dtTable) loadAll(ctx context.Context) ([]byte, []dtEntry, error) {
+	if err := t.can(dsvc.Write); err != nil {
+		return nil, nil, err
+	}
+	data, err := t.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	es, err := t.parse(data)
+	return data, es, err
+}
+
+func (t *dtTable) Add(ctx context.Context, r *dsvc.DTRecord) error {
+	if err := storableDT(r); err != nil {
+		return err
+	}
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	if findDT(es, r.Key, r.Type) >= 0 {
+		return dsvc.Errorf(dsvc.CodeExists, "%c %q", r.Type, r.Key)
+	}
+	nr := *r
+	nr.Sig = dsvc.RandomSig()
+	if err := t.m.replace(t.path, appendLines(data, formatDT(&nr))); err != nil {
+		return err
+	}
+	r.Sig = nr.Sig
+	return nil
+}
+
+func (t *dtTable) Modify(ctx context.Context, orig, r *dsvc.DTRecord) error {
+	if err := storableDT(r); err != nil {
+		return err
+	}
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	if (r.Key != orig.Key || r.Type != orig.Type) && findDT(es, r.Key, r.Type) >= 0 {
+		return dsvc.Errorf(dsvc.CodeExists, "%c %q", r.Type, r.Key)
+	}
+	i := findDT(es, orig.Key, orig.Type)
+	if i < 0 {
+		return dsvc.Errorf(dsvc.CodeNoEnt, "%c %q", orig.Type, orig.Key)
+	}
+	if es[i].rec.Sig != orig.Sig {
+		return dsvc.Errorf(dsvc.CodeCollision, "%c %q: signature %d, stored %d", orig.Type, orig.Key, orig.Sig, es[i].rec.Sig)
+	}
+	nr := *r
+	nr.Sig = dsvc.NextSig(es[i].rec.Sig)
+	if err := t.m.replace(t.path, splice(data, es[i].start, es[i].end, formatDT(&nr))); err != nil {
+		return err
+	}
+	r.Sig = nr.Sig
+	return nil
+}
+
+func (t *dtTable) Delete(ctx context.Context, r *dsvc.DTRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	i := findDT(es, r.Key, r.Type)
+	if i < 0 {
+		return dsvc.Errorf(dsvc.CodeNoEnt, "%c %q", r.Type, r.Key)
+	}
+	if r.Sig != 0 && es[i].rec.Sig != r.Sig {
+		return dsvc.Errorf(dsvc.CodeCollision, "%c %q: signature %d, stored %d", r.Type, r.Key, r.Sig, es[i].rec.Sig)
+	}
+	return t.m.replace(t.path, splice(data, es[i].start, es[i].end, ""))
+}
+
+// Import is dnTable.Import for the dhcptab.
+func (t *dtTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
+	data, es, err := t.loadAll(ctx)
+	if err != nil {
+		return err
+	}
+	type key struct {
+		k string
+		t dsvc.DTType
+	}
+	seen := make(map[key]bool, len(es)+len(rs))
+	for i := range es {
+		seen[key{es[i].rec.Key, es[i].rec.Type}] = true
+	}
+	lines := make([]string, len(rs))
+	sigs := make([]uint64, len(rs))
+	for i := range rs {
+		if err := storableDT(&rs[i]); err != nil {
+			return err
+		}
+		k := key{rs[i].Key, rs[i].Type}
+		if seen[k] {
+			return dsvc.Errorf(dsvc.CodeExists, "%c %q", k.t, k.k)
+		}
+		seen[k] = true
+		nr := rs[i]
+		if nr.Sig == 0 {
+			nr.Sig = dsvc.RandomSig()
+		}
+		sigs[i] = nr.Sig
+		lines[i] = formatDT(&nr)
+	}
+	if err := t.m.replace(t.path, appendLines(data, lines...)); err != nil {
+		return err
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
+}
