@@ -24,6 +24,7 @@ type DNTable struct {
 var (
 	_ dsvc.DNHandle   = (*DNTable)(nil)
 	_ dsvc.DNImporter = (*DNTable)(nil)
+	_ dsvc.DNPrefixer = (*DNTable)(nil)
 )
 
 // OpenDN opens (with Create: creates) the network container. Creating needs
@@ -84,8 +85,8 @@ func checkFlags(fl dsvc.OpenFlags) error {
 	return nil
 }
 
-// Network is the container's network.
-func (h *DNTable) Network() netip.Prefix { return h.net }
+// Prefix is the container's network (dsvc.DNPrefixer).
+func (h *DNTable) Prefix() netip.Prefix { return h.net }
 
 func (h *DNTable) check(need dsvc.OpenFlags) error {
 	if h.closed.Load() {

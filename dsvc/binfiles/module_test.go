@@ -71,7 +71,7 @@ func TestOpenModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h2.(*DNTable).Network() != net24 {
+	if h2.(*DNTable).Prefix() != net24 {
 		t.Fatal("network not from the file")
 	}
 	_, err = m.OpenDN(ctx, loc, name, netipMust("10.0.0.0/16"), rw)
