@@ -84,11 +84,35 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freePortOn returns a TCP port free on each of 127.0.0.1..n at the time
+// of asking: the nodes of a cluster share one port on their own addresses,
+// and another process may hold it on one of them only.
+func freePortOn(t testing.TB, n int) int {
+	t.Helper()
+	for range 50 {
+		port := freePort(t)
+		free := true
+		for i := 2; i <= n && free; i++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", i, port))
+			if err != nil {
+				free = false
+				continue
+			}
+			ln.Close()
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatalf("no port free on 127.0.0.1..%d in 50 tries", n)
+	return 0
+}
+
 // cluster makes n nodes on 127.0.0.1..n that list each other as peers;
 // extra flags apply to all of them.
 func cluster(t testing.TB, n int, extra ...string) []*node {
 	t.Helper()
-	port := freePort(t)
+	port := freePortOn(t, n)
 	var addrs []string
 	for i := 1; i <= n; i++ {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.%d:%d", i, port))

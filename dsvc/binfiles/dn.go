@@ -375,7 +375,7 @@ func (h *DNTable) Delete(ctx context.Context, r *dsvc.DNRecord) error {
 }
 
 // Import stores rs with the signatures they carry (a record with
-// signature 0 gets a new one), all in one transaction: a CIP that is
+// signature 0 gets a new one, written back into rs), all in one transaction: a CIP that is
 // stored already, or twice in rs, is ErrExists and nothing is stored.
 func (h *DNTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
 	if err := h.check(dsvc.Write); err != nil {
@@ -386,7 +386,9 @@ func (h *DNTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
 			return err
 		}
 	}
-	return h.m.update(ctx, h.f, h.nonblock(), func(tx *bolt.Tx) error {
+	// The signatures given reach rs only once the transaction committed.
+	sigs := make([]uint64, len(rs))
+	err := h.m.update(ctx, h.f, h.nonblock(), func(tx *bolt.Tx) error {
 		for i := range rs {
 			r := &rs[i]
 			old, err := getDN(tx, r.CIP)
@@ -403,9 +405,17 @@ func (h *DNTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
 			if err := putDN(tx, r, sig); err != nil {
 				return err
 			}
+			sigs[i] = sig
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
 }
 
 // Close ends the handle; the container needs no closing (each operation

@@ -304,7 +304,8 @@ func (h *DTTable) Delete(ctx context.Context, r *dsvc.DTRecord) error {
 	})
 }
 
-// Import stores rs with their signatures (0: a new one) in one
+// Import stores rs with their signatures (0: a new one, written back into
+// rs) in one
 // transaction; a record stored already, or twice in rs, is ErrExists and
 // nothing is stored.
 func (h *DTTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
@@ -316,7 +317,9 @@ func (h *DTTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
 			return err
 		}
 	}
-	return h.m.update(ctx, h.f, h.nonblock(), func(tx *bolt.Tx) error {
+	// The signatures given reach rs only once the transaction committed.
+	sigs := make([]uint64, len(rs))
+	err := h.m.update(ctx, h.f, h.nonblock(), func(tx *bolt.Tx) error {
 		for i := range rs {
 			r := &rs[i]
 			old, err := getDT(tx, r.Type, r.Key)
@@ -333,9 +336,17 @@ func (h *DTTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
 			if err := putDT(tx, r, sig); err != nil {
 				return err
 			}
+			sigs[i] = sig
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
 }
 
 // Close ends the handle.
