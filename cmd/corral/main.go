@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -16,9 +17,13 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), groupCmd(), operatorCmd(), removeCmd("force-leave"))
+	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), groupCmd(), operatorCmd(), removeCmd("force-leave"), pntadmCmd(), dhtadmCmd(), dsvcCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "corral:", err)
+		var xe *exitError // the data-service tools' Solaris exit statuses
+		if errors.As(err, &xe) {
+			os.Exit(xe.code)
+		}
 		os.Exit(1)
 	}
 }
