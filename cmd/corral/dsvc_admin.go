@@ -216,7 +216,6 @@ func dsvcVerifyCmd() *cobra.Command {
 						note(&v, err)
 					}
 					v.Records = len(rs)
-					seen := map[uint64]bool{}
 					for i := range rs {
 						if err := dsvc.ValidateDN(&rs[i], h.Prefix(), true); err != nil {
 							note(&v, fmt.Errorf("record %v: %w", rs[i].CIP, err))
@@ -224,7 +223,6 @@ func dsvcVerifyCmd() *cobra.Command {
 						if rs[i].Sig == 0 {
 							note(&v, fmt.Errorf("record %v: signature 0", rs[i].CIP))
 						}
-						seen[rs[i].Sig] = true
 					}
 				}
 				if err := h.Close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -122,6 +123,9 @@ func (o *pntOpts) run(cmd *cobra.Command, args []string) error {
 	switch verb {
 	case "list":
 		names, err := reg.List(ctx, ds, dsvc.Network)
+		if errors.Is(err, dsvc.ErrNoLocation) {
+			err = nil // no datastore yet: no tables (Solaris prints nothing, exit 0)
+		}
 		if err != nil {
 			return failed(err)
 		}
