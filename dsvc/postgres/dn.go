@@ -140,17 +140,28 @@ func (h *DNTable) Delete(ctx context.Context, r *dsvc.DNRecord) error {
 // Sig is 0) in one transaction with COPY: all or nothing; ErrExists if one
 // is stored.
 func (h *DNTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
+	sigs := make([]uint64, len(rs)) // written back only once committed
 	for i := range rs {
-		if rs[i].Sig == 0 {
-			rs[i].Sig = dsvc.RandomSig()
+		if sigs[i] = rs[i].Sig; sigs[i] == 0 {
+			sigs[i] = dsvc.RandomSig()
 		}
 	}
 	err := pgx.BeginFunc(ctx, h.p, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{h.name}, []string{"cip", "cid", "flags", "sip", "lease", "macro", "comment", "sig"},
-			pgx.CopyFromSlice(len(rs), func(i int) ([]any, error) { return dnArgs(&rs[i]), nil }))
+			pgx.CopyFromSlice(len(rs), func(i int) ([]any, error) {
+				r := rs[i]
+				r.Sig = sigs[i]
+				return dnArgs(&r), nil
+			}))
 		return err
 	})
-	return mapErr(err, dsvc.CodeInternal)
+	if err != nil {
+		return mapErr(err, dsvc.CodeInternal)
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
 }
 
 func (h *DNTable) Close() error { return nil }

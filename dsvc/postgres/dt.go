@@ -144,20 +144,27 @@ func (h *DTTable) Delete(ctx context.Context, r *dsvc.DTRecord) error {
 // Sig is 0) in one transaction: all or nothing; ErrExists if one is
 // stored.
 func (h *DTTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
+	sigs := make([]uint64, len(rs)) // written back only once committed
 	for i := range rs {
-		if rs[i].Sig == 0 {
-			rs[i].Sig = dsvc.RandomSig()
+		if sigs[i] = rs[i].Sig; sigs[i] == 0 {
+			sigs[i] = dsvc.RandomSig()
 		}
 	}
 	err := pgx.BeginFunc(ctx, h.p, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{h.name}, []string{"key", "type", "value", "sig"},
 			pgx.CopyFromSlice(len(rs), func(i int) ([]any, error) {
 				r := &rs[i]
-				return []any{r.Key, string(rune(r.Type)), []byte(r.Value), int64(r.Sig)}, nil
+				return []any{r.Key, string(rune(r.Type)), []byte(r.Value), int64(sigs[i])}, nil
 			}))
 		return err
 	})
-	return mapErr(err, dsvc.CodeInternal)
+	if err != nil {
+		return mapErr(err, dsvc.CodeInternal)
+	}
+	for i := range rs {
+		rs[i].Sig = sigs[i]
+	}
+	return nil
 }
 
 func (h *DTTable) Close() error { return nil }

@@ -268,3 +268,26 @@ func TestLocToken(t *testing.T) {
 		t.Fatal("two schemas, one token")
 	}
 }
+
+// TestImportAllOrNothing: an import that meets a stored record stores
+// none of its records and leaves their signatures as given.
+func TestImportAllOrNothing(t *testing.T) {
+	needServer(t)
+	m := newMod(t)
+	_, h := newDN(t, m, net24)
+	r := dsvc.DNRecord{CID: []byte{1}, CIP: netip.MustParseAddr("10.1.2.9"), SIP: netip.MustParseAddr("10.1.2.1")}
+	if err := h.Add(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	rs := []dsvc.DNRecord{randDN(rand.New(rand.NewPCG(3, 4)), 8), r}
+	rs[1].Sig = 0
+	if err := h.Import(ctx, rs); dsvc.CodeOf(err) != dsvc.CodeExists {
+		t.Fatalf("Import over a stored record: %v", err)
+	}
+	if rs[0].Sig != 0 || rs[1].Sig != 0 {
+		t.Fatalf("a failed import wrote signatures back: %#x %#x", rs[0].Sig, rs[1].Sig)
+	}
+	if n, err := h.Count(ctx, 0, nil); err != nil || n != 1 {
+		t.Fatalf("after a failed import: %d records, %v", n, err)
+	}
+}
