@@ -17,6 +17,7 @@ import (
 	"github.com/corralhq/corral/dsvc/binfiles"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/corralhq/corral/dsvc/lock"
+	"github.com/corralhq/corral/dsvc/postgres"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -114,7 +115,7 @@ func newDsvcRegistry(lk dsvc.Locker) (*dsvc.Registry, error) {
 	mods := []dsvc.Module{
 		files.New(),
 		binfiles.New(nil),
-		// postgres.New(...) goes here once dsvc/postgres exists.
+		postgres.New(nil), // its pools end with the process: the tools run one command
 	}
 	reg, err := dsvc.NewRegistry(dsvc.Options{Locker: lk}, mods...)
 	return reg, failed(err)
