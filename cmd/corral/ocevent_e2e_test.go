@@ -25,9 +25,10 @@ import (
 // with gcc, and run them against real agents.
 
 // ocInstall installs the C library under a temporary prefix and compiles
-// the named programs (c/examples/seed_example.c, c/test/e2e/*.c) against
-// it. It returns the programs' paths by name.
-func ocInstall(t *testing.T, progs ...string) map[string]string {
+// the named programs (c/examples/seed_example.c, c/test/e2e/*.c, or a
+// path under c/ without ".c", named by its base) against it. It returns
+// the programs' paths by name.
+func ocInstall(t testing.TB, progs ...string) map[string]string {
 	t.Helper()
 	for _, tool := range []string{"gcc", "make"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -56,6 +57,9 @@ func ocInstall(t *testing.T, progs ...string) map[string]string {
 		if p == "seed_example" {
 			file = filepath.Join(src, "examples", p+".c")
 		}
+		if strings.Contains(p, "/") {
+			file, p = filepath.Join(src, p+".c"), filepath.Base(p)
+		}
 		bin := filepath.Join(tmp, p)
 		lib := filepath.Join(prefix, "lib")
 		out, err := exec.Command("gcc", "-Wall", "-o", bin, file, "-I"+filepath.Join(prefix, "include"),
@@ -76,7 +80,7 @@ type cline struct {
 
 // cproc is a running C program whose stdout lines are collected.
 type cproc struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
 	stderr *syncBuf
@@ -87,7 +91,7 @@ type cproc struct {
 }
 
 // startC runs bin with args against nd's agent (CORRAL_DATA_DIR).
-func startC(t *testing.T, nd *node, name, bin string, args ...string) *cproc {
+func startC(t testing.TB, nd *node, name, bin string, args ...string) *cproc {
 	t.Helper()
 	p := &cproc{t: t, name: name, stderr: &syncBuf{}, exited: make(chan struct{}), cmd: exec.Command(bin, args...)}
 	p.cmd.Env = append(os.Environ(), "CORRAL_DATA_DIR="+nd.dir)
