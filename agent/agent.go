@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corralhq/corral/cluster"
+	"github.com/corralhq/corral/dsvc/replicated"
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/eventstream"
 	"github.com/corralhq/corral/groups"
@@ -169,7 +170,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	a.clients.SetLinkFilter(func(l *transport.Link) eventstream.Filter { return a.groups.LinkFilter(l) })
 	a.clients.SetOnGap(a.groups.Gap)
-	a.services = []service.Service{a.clients, a.groups}
+	ds, err := replicated.NewService(a.deps("dsvc"), replicated.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.services = []service.Service{a.clients, a.groups, ds}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {
 			a.cluster.AddMachine(r.Machine())

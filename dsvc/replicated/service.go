@@ -1,0 +1,441 @@
+package replicated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/corralhq/corral/clusterlog"
+	"github.com/corralhq/corral/dsvc"
+	"github.com/corralhq/corral/dsvc/internal/wireconv"
+	"github.com/corralhq/corral/proto"
+	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/rsm"
+	"github.com/corralhq/corral/service"
+	"github.com/corralhq/corral/transport"
+)
+
+// Config bounds the service. Zero fields take the defaults below.
+type Config struct {
+	// MaxInFlight bounds the requests of all links being served at once;
+	// one more is refused at once with CodeTryAgain, so the agent's memory
+	// and goroutines stay bounded however many clients ask.
+	MaxInFlight int
+	// Attempt bounds one proposal of a write; one not applied by then is
+	// proposed again under the same request id, which the log applies
+	// once (a proposal forwarded to a lost leader is dropped silently).
+	Attempt time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxInFlight = 1024
+	DefaultAttempt     = 3 * time.Second
+)
+
+// ErrNoDedupe is returned by NewService for a proposer without request ids.
+var ErrNoDedupe = errors.New("replicated: the cluster proposer has no request ids")
+
+// requestProposer is the part of rsm.NodeProposer the service needs.
+type requestProposer interface {
+	NextRequest() uint64
+	ProposeRequest(ctx context.Context, id rsm.ID, request uint64, cmd []byte) (uint64, []byte, error)
+	ReadIndex(ctx context.Context) (uint64, error)
+}
+
+// Service is the data service of one agent: the machine on the cluster
+// log and the client opcodes of the data-service range, which the
+// cluster module (package dsvc/cluster) speaks.
+type Service struct {
+	cfg  Config
+	log  *slog.Logger
+	m    *Machine
+	prop requestProposer
+	met  *metrics
+	sem  chan struct{} // one token per request being served
+
+	mu      sync.Mutex // guards ctx, stopped; wg.Go only under it
+	ctx     context.Context
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// NewService returns the service; d.Cluster must be an *rsm.NodeProposer
+// (or anything with request ids).
+func NewService(d service.Deps, cfg Config) (*Service, error) {
+	prop, ok := d.Cluster.(requestProposer)
+	if !ok {
+		return nil, ErrNoDedupe
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Attempt <= 0 {
+		cfg.Attempt = DefaultAttempt
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{cfg: cfg, log: d.Log, m: New(), prop: prop, sem: make(chan struct{}, cfg.MaxInFlight),
+		met: newMetrics()}
+	if d.Metrics != nil {
+		if err := s.met.register(d.Metrics); err != nil {
+			return nil, fmt.Errorf("replicated: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Name implements service.Service.
+func (s *Service) Name() string { return "dsvc" }
+
+// Machine implements service.Replicated.
+func (s *Service) Machine() rsm.Machine { return s.m }
+
+// ClientOps implements service.ClientServer: the data-service range.
+func (s *Service) ClientOps() (lo, hi uint16) { return 0x0300, 0x03FF }
+
+// ClientHandler implements service.ClientServer.
+func (s *Service) ClientHandler() transport.Handler { return s.handle }
+
+// Run implements service.Service: it serves until ctx is done, then waits
+// for the requests being served (they fail with ctx).
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// handle serves one frame of the data-service range on a client link's
+// reader goroutine. It never blocks: the request is served on a goroutine
+// of its own, bounded by MaxInFlight. An error it returns ends the link.
+func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
+	name := wire.Ops().Name(f.Opcode)
+	switch {
+	case f.Flags&(proto.FlagReply|proto.FlagAbort) != 0:
+		return proto.Errorf(proto.CodeState, "a client sent a %s reply (flags %#x); clients send requests", name, f.Flags)
+	case f.Flags != proto.FlagCreate|proto.FlagDelete:
+		return proto.Errorf(proto.CodeField, "%s request with flags %#x, want CREATE|DELETE", name, f.Flags)
+	}
+	req, err := wire.ParseDSRequest(f.Opcode, f.Body)
+	if err != nil {
+		return err
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.met.refused.Inc()
+		return l.Abort(context.Background(), f, proto.Errorf(proto.CodeTryAgain,
+			"%d data-service requests in flight on this agent; try again", s.cfg.MaxInFlight))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || s.ctx == nil {
+		<-s.sem
+		return l.Abort(context.Background(), f, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
+	}
+	ctx := s.ctx
+	s.wg.Go(func() {
+		defer func() { <-s.sem }()
+		start := time.Now()
+		rep := s.serve(ctx, &req)
+		op := opName(f.Opcode)
+		s.met.requests.WithLabelValues(op, codeLabel(rep.Result.Code)).Inc()
+		s.met.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		body, err := wire.AppendDSReply(nil, f.Opcode, req.Target.Kind, &rep)
+		if err != nil {
+			// A reply that does not encode (a lookup over the frame
+			// limit): say so with a code, not an ended link.
+			rep = wire.DSReply{Result: wireconv.Result(dsvc.Errorf(dsvc.CodeNoResources, "%v; narrow the query", err), rep.Result.Index)}
+			body, err = wire.AppendDSReply(nil, f.Opcode, req.Target.Kind, &rep)
+			if err != nil {
+				s.log.Error("cannot encode a data-service reply", "op", op, "err", err.Error())
+				_ = l.Abort(ctx, f, proto.Errorf(proto.CodeField, "reply: %v", err))
+				return
+			}
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), replyWait)
+		defer cancel()
+		if err := l.Reply(rctx, f, body); err != nil && rctx.Err() != nil {
+			l.Close(proto.CodeBehind, "client does not read its replies")
+		}
+	})
+	return nil
+}
+
+// replyWait bounds how long an answer waits for room in a link's queue.
+const replyWait = 10 * time.Second
+
+// serve answers one request.
+func (s *Service) serve(ctx context.Context, req *wire.DSRequest) wire.DSReply {
+	t := &req.Target
+	kind := wireconv.FromKind(t.Kind)
+	switch req.Op {
+	case wire.OpDSStatus:
+		idx, err := s.read(ctx, false)
+		if err == nil {
+			err = s.m.Status(t.Location)
+		}
+		return reply(err, idx)
+	case wire.OpDSList:
+		idx, err := s.read(ctx, false)
+		var names []string
+		if err == nil {
+			names, err = s.m.List(t.Location, kind)
+		}
+		rep := reply(err, idx)
+		rep.Names = names
+		return rep
+	case wire.OpDSLookup, wire.OpDSCount:
+		idx, err := s.read(ctx, t.Flags&wire.DSLocal != 0)
+		if err != nil {
+			return reply(err, idx)
+		}
+		return s.lookup(req, kind, idx)
+	case wire.OpDSOpen:
+		if t.Flags&uint8(dsvc.Create) == 0 {
+			idx, err := s.read(ctx, false)
+			var p netip.Prefix
+			if err == nil {
+				p, err = s.m.Container(t.Location, kind, t.Container)
+			}
+			rep := reply(err, idx)
+			if err == nil && kind == dsvc.Network {
+				rep.Prefix = wireconv.Prefix(p)
+			}
+			return rep
+		}
+		c := Command{Op: OpCreate, Loc: t.Location, Kind: kind, Container: t.Container}
+		if kind == dsvc.Network {
+			c.Prefix = wireconv.FromPrefix(req.Prefix)
+		}
+		return s.write(ctx, &c, kind)
+	case wire.OpDSMkLoc:
+		return s.write(ctx, &Command{Op: OpMkLoc, Loc: t.Location}, kind)
+	case wire.OpDSRemove:
+		return s.write(ctx, &Command{Op: OpRemove, Loc: t.Location, Kind: kind, Container: t.Container}, kind)
+	case wire.OpDSAdd, wire.OpDSModify, wire.OpDSDelete, wire.OpDSImport:
+		c := Command{Loc: t.Location, Kind: kind, Container: t.Container,
+			DT: wireconv.FromDTs(req.DT), DN: wireconv.FromDNs(req.DN)}
+		switch req.Op {
+		case wire.OpDSAdd:
+			c.Op = OpAdd
+		case wire.OpDSModify:
+			c.Op = OpModify
+		case wire.OpDSDelete:
+			c.Op = OpDelete
+		default:
+			c.Op = OpImport
+		}
+		return s.write(ctx, &c, kind)
+	}
+	return reply(dsvc.Errorf(dsvc.CodeUnsupported, "opcode %#04x", req.Op), 0)
+}
+
+func reply(err error, idx uint64) wire.DSReply {
+	return wire.DSReply{Result: wireconv.Result(err, idx)}
+}
+
+// lookup answers DS_LOOKUP and DS_COUNT from the machine's state.
+func (s *Service) lookup(req *wire.DSRequest, kind dsvc.Kind, idx uint64) wire.DSReply {
+	t := &req.Target
+	q, count := dsvc.Query(req.Query), int(req.Count)
+	var rep wire.DSReply
+	var err error
+	switch kind {
+	case dsvc.DHCPTab:
+		var target *dsvc.DTRecord
+		if req.HasTarget && len(req.DT) == 1 {
+			r := wireconv.FromDT(&req.DT[0])
+			target = &r
+		}
+		if req.Op == wire.OpDSCount {
+			var n int
+			n, err = s.m.CountDT(t.Location, t.Container, q, target)
+			rep.Count = uint64(n)
+		} else {
+			var rs []dsvc.DTRecord
+			rs, err = s.m.LookupDT(t.Location, t.Container, q, count, target)
+			rep.DT = wireconv.DTs(rs)
+		}
+	default:
+		var target *dsvc.DNRecord
+		if req.HasTarget && len(req.DN) == 1 {
+			r := wireconv.FromDN(&req.DN[0])
+			target = &r
+		}
+		if req.Op == wire.OpDSCount {
+			var n int
+			n, err = s.m.CountDN(t.Location, t.Container, q, target)
+			rep.Count = uint64(n)
+		} else {
+			var rs []dsvc.DNRecord
+			rs, err = s.m.LookupDN(t.Location, t.Container, q, count, target)
+			rep.DN = wireconv.DNs(rs)
+		}
+	}
+	rep.Result = wireconv.Result(err, idx)
+	return rep
+}
+
+// read makes the machine's state current for a read: unless local, it
+// waits until this node has applied every entry committed before the call
+// (read index), so the read is linearizable. It returns the index read at.
+func (s *Service) read(ctx context.Context, local bool) (uint64, error) {
+	if local {
+		return s.m.Applied(), nil
+	}
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
+		idx, err := s.prop.ReadIndex(actx)
+		cancel()
+		if err == nil {
+			return idx, nil
+		}
+		if ctx.Err() != nil {
+			return 0, dsvc.Errorf(dsvc.CodeUnavailable, "agent shutting down")
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Info("read index not confirmed yet; asking again", "attempt", attempt, "err", err.Error())
+		}
+		if !sleepCtx(ctx, retryWait(attempt)) {
+			return 0, dsvc.Errorf(dsvc.CodeUnavailable, "agent shutting down")
+		}
+	}
+}
+
+// write proposes c and waits until it is applied; a proposal not applied
+// within Attempt is proposed again under the same request id, so it
+// applies once however often it is sent.
+func (s *Service) write(ctx context.Context, c *Command, kind dsvc.Kind) wire.DSReply {
+	if c.Op == OpAdd || c.Op == OpImport {
+		// The generation of new signatures is drawn here, by the
+		// proposer, so that every node's Apply computes the same one.
+		c.Gen = uint16(rand.Uint32())
+	}
+	cmd, err := AppendCommand(nil, c)
+	if err != nil {
+		return reply(err, 0)
+	}
+	req := s.prop.NextRequest()
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
+		idx, out, err := s.prop.ProposeRequest(actx, rsm.DataSvc, req, cmd)
+		cancel()
+		if err == nil {
+			r, err := ParseReply(out)
+			if err != nil {
+				return reply(dsvc.Errorf(dsvc.CodeInternal, "the machine's reply: %v", err), idx)
+			}
+			rep := wire.DSReply{Result: wire.DSResult{Code: uint8(r.Code), Index: idx, Message: r.Message}, Sig: r.Sig}
+			if r.Code == dsvc.CodeSuccess && c.Op == OpCreate && kind == dsvc.Network {
+				rep.Prefix = wireconv.Prefix(r.Prefix)
+			}
+			return rep
+		}
+		switch {
+		case ctx.Err() != nil:
+			// The outcome is unknown: the entry may still commit.
+			return reply(dsvc.Errorf(dsvc.CodeUnavailable, "agent shutting down; the write may or may not apply"), 0)
+		case errors.Is(err, clusterlog.ErrRejected):
+			return reply(dsvc.Errorf(dsvc.CodeInternal, "the log refused the command: %v", err), 0)
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Info("data-service write not applied yet; proposing it again", "attempt", attempt, "err", err.Error())
+		}
+		if !sleepCtx(ctx, retryWait(attempt)) {
+			return reply(dsvc.Errorf(dsvc.CodeUnavailable, "agent shutting down; the write may or may not apply"), 0)
+		}
+	}
+}
+
+func retryWait(attempt int) time.Duration {
+	return min(time.Duration(attempt)*20*time.Millisecond, 500*time.Millisecond)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func opName(op uint16) string {
+	switch op {
+	case wire.OpDSStatus:
+		return "status"
+	case wire.OpDSMkLoc:
+		return "mklocation"
+	case wire.OpDSList:
+		return "list"
+	case wire.OpDSOpen:
+		return "open"
+	case wire.OpDSRemove:
+		return "remove"
+	case wire.OpDSLookup:
+		return "lookup"
+	case wire.OpDSCount:
+		return "count"
+	case wire.OpDSAdd:
+		return "add"
+	case wire.OpDSModify:
+		return "modify"
+	case wire.OpDSDelete:
+		return "delete"
+	case wire.OpDSImport:
+		return "import"
+	}
+	return strconv.Itoa(int(op))
+}
+
+func codeLabel(c uint8) string {
+	if c == 0 {
+		return "ok"
+	}
+	return dsvc.Code(c).String()
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	refused  prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "corral_dsvc_requests_total",
+			Help: "Data-service requests served, by operation and result code."}, []string{"op", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "corral_dsvc_request_seconds",
+			Help:    "Time to serve a data-service request: writes until applied on this node, reads including the read index.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"op"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_dsvc_refused_total",
+			Help: "Data-service requests refused with CodeTryAgain because MaxInFlight were being served."}),
+	}
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.refused} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
