@@ -15,6 +15,7 @@ import (
 
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/binfiles"
+	dsvccluster "github.com/corralhq/corral/dsvc/cluster"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/corralhq/corral/dsvc/lock"
 	"github.com/corralhq/corral/dsvc/postgres"
@@ -94,7 +95,10 @@ func (f *dsFlags) add(fs *pflag.FlagSet) {
 
 func (f *dsFlags) datastore() dsvc.Datastore {
 	p := f.path
-	if p == "" {
+	switch {
+	case p == "" && f.resource == dsvccluster.Name:
+		p = "/dsvc" // a name in the cluster store, the same on every node
+	case p == "":
 		p = filepath.Join(datadir.Dir(), "dsvc")
 	}
 	return dsvc.Datastore{Module: f.resource, Location: p, Config: f.config, Version: dsvc.CurrentVersion}
@@ -116,6 +120,7 @@ func newDsvcRegistry(lk dsvc.Locker) (*dsvc.Registry, error) {
 		files.New(),
 		binfiles.New(nil),
 		postgres.New(nil), // its pools end with the process: the tools run one command
+		dsvccluster.New(nil),
 	}
 	reg, err := dsvc.NewRegistry(dsvc.Options{Locker: lk}, mods...)
 	return reg, failed(err)
