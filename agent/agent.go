@@ -154,6 +154,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		Self: cfg.ID, Name: cfg.Name, Addr: ln.Addr().String(), DataDir: cfg.DataDir, Bootstrap: cfg.Bootstrap,
 		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks, Heartbeat: cfg.Heartbeat,
 		HeartbeatTimeout: cfg.DeadAfter, RemoveAfter: cfg.RemoveAfter, MaxVoters: cfg.MaxVoters,
+		SnapshotEvery: cfg.SnapshotEvery, SnapshotKeep: cfg.SnapshotKeep,
 		Mesh: a.mesh, Events: a.stream, Connectivity: a.connectivityOf,
 		OnFsync: a.metrics.ObserveSync, Logger: logkey.WithSubsystem(log, "cluster"),
 	})

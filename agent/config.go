@@ -71,6 +71,12 @@ type Config struct {
 	// MaxVoters caps the voting members; nodes that join beyond it are
 	// non-voting members, which receive the log but do not vote.
 	MaxVoters int `toml:"max-voters"`
+	// SnapshotEvery is how many applied entries the cluster log takes a
+	// snapshot after (0: clusterlog's default); SnapshotKeep how many
+	// entries before a snapshot it keeps for followers a little behind
+	// (0: none).
+	SnapshotEvery uint64 `toml:"snapshot-every"`
+	SnapshotKeep  uint64 `toml:"snapshot-keep"`
 	// ForgetAfter is how long a node whose links all ended stays in the
 	// link table (corral members) before it is dropped; 0 keeps it.
 	ForgetAfter time.Duration `toml:"forget-after"`

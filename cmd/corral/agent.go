@@ -164,6 +164,8 @@ temporary directory is removed however the agent stops.`,
 	f.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")
 	f.DurationVar(&cfg.RemoveAfter, "remove-after", cfg.RemoveAfter, "how long a member's link stays down before the leader removes it from the view")
 	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "voting members at most; more nodes join as non-voting members")
+	f.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 0, "take a snapshot of the cluster log after this many applied entries (0: the default)")
+	f.Uint64Var(&cfg.SnapshotKeep, "snapshot-keep", 0, "entries kept before a snapshot for followers a little behind (0: none)")
 	f.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "disaster recovery, once: restart this node as a cluster of one from its own log (see README)")
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "how long a node whose links all ended stays in the members list; 0 keeps it")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
@@ -220,6 +222,10 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.RemoveAfter = src.RemoveAfter
 	case "max-voters":
 		dst.MaxVoters = src.MaxVoters
+	case "snapshot-every":
+		dst.SnapshotEvery = src.SnapshotEvery
+	case "snapshot-keep":
+		dst.SnapshotKeep = src.SnapshotKeep
 	case "forget-after":
 		dst.ForgetAfter = src.ForgetAfter
 	case "force-new-cluster":
