@@ -17,8 +17,8 @@ import (
 	"github.com/corralhq/corral/dsvc/internal/wireconv"
 	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
-	"github.com/corralhq/corral/proto/protos"
 	wire "github.com/corralhq/corral/proto/client"
+	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/transport"
 )
 
