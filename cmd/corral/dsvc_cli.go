@@ -87,9 +87,9 @@ type dsFlags struct {
 }
 
 func (f *dsFlags) add(fs *pflag.FlagSet) {
-	fs.StringVarP(&f.resource, "resource", "r", f.resource, "data-service module (RESOURCE): files or binfiles; default "+dsvc.DefaultModule)
-	fs.StringVarP(&f.path, "path", "p", f.path, "datastore location (PATH); default $CORRAL_DATA_DIR/dsvc")
-	fs.StringVarP(&f.config, "config", "u", f.config, "module configuration, uninterpreted (RESOURCE_CONFIG)")
+	fs.StringVarP(&f.resource, "resource", "r", f.resource, "data-service module (RESOURCE): files, binfiles, postgres or cluster; default "+dsvc.DefaultModule)
+	fs.StringVarP(&f.path, "path", "p", f.path, "datastore location (PATH); default $CORRAL_DATA_DIR/dsvc, for cluster /dsvc")
+	fs.StringVarP(&f.config, "config", "u", f.config, "module configuration (RESOURCE_CONFIG), e.g. cluster: data-dir=DIR,reads=local")
 	fs.StringVar(&f.lockDir, "lock-dir", f.lockDir, "lock service directory; default that of dsvc/lock (shared with every corral process on the host)")
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -54,10 +53,7 @@ func New(log *slog.Logger) *Module {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dir := os.Getenv("CORRAL_DATA_DIR")
-	if dir == "" {
-		dir = datadir.Default
-	}
+	dir := datadir.Dir()
 	log = log.With("subsystem", "dsvc/cluster")
 	return &Module{log: log, socket: datadir.ClientSocket(dir),
 		cfg: &transport.Config{NodeName: "dsvc", Protocols: protos.All(), HandshakeTimeout: 5 * time.Second,
