@@ -28,7 +28,13 @@ type dsvcEnv struct {
 func newDsvcEnv(t *testing.T, module string) *dsvcEnv {
 	t.Helper()
 	root := t.TempDir()
-	return &dsvcEnv{t: t, module: module, path: filepath.Join(root, "ds"), lockDir: filepath.Join(root, "locks"), data: filepath.Join(root, "data")}
+	e := &dsvcEnv{t: t, module: module, path: filepath.Join(root, "ds"), lockDir: filepath.Join(root, "locks"), data: filepath.Join(root, "data")}
+	if module == "cluster" {
+		// The cluster module's datastore lives in a one-node cluster's
+		// agent, reached through $CORRAL_DATA_DIR.
+		e.data, e.path = oneNodeDsvc(t), "/tools"
+	}
+	return e
 }
 
 // run runs `corral tool args...` on e's datastore and returns stdout and
@@ -107,7 +113,7 @@ func (e *dsvcEnv) list() []string {
 	return names
 }
 
-var dsvcModules = []string{"files", "binfiles"}
+var dsvcModules = []string{"files", "binfiles", "cluster"}
 
 func TestPntadmRoundTrip(t *testing.T) {
 	for _, mod := range dsvcModules {
