@@ -19,6 +19,8 @@ import (
 // reused a buffer it put, would see it differ here as it would in bbolt.
 type memTx struct {
 	m       map[string][]byte
+	keys    []string // m's keys in order, when !dirty
+	dirty   bool
 	failPut error // Put fails with it when set
 }
 
@@ -35,21 +37,32 @@ func (t *memTx) Put(k, v []byte) error {
 	if t.failPut != nil {
 		return t.failPut
 	}
+	if _, ok := t.m[string(k)]; !ok {
+		t.dirty = true
+	}
 	t.m[string(k)] = bytes.Clone(v)
 	return nil
 }
 
 func (t *memTx) Delete(k []byte) error {
+	if _, ok := t.m[string(k)]; ok {
+		t.dirty = true
+	}
 	delete(t.m, string(k))
 	return nil
 }
 
 func (t *memTx) Scan(prefix []byte, fn func(k, v []byte) error) error {
-	for _, k := range slices.Sorted(maps.Keys(t.m)) {
-		if strings.HasPrefix(k, string(prefix)) {
-			if err := fn([]byte(k), bytes.Clone(t.m[k])); err != nil {
-				return err
-			}
+	if t.dirty || t.keys == nil {
+		t.keys, t.dirty = slices.Sorted(maps.Keys(t.m)), false
+	}
+	i, _ := slices.BinarySearch(t.keys, string(prefix))
+	for _, k := range t.keys[i:] {
+		if !strings.HasPrefix(k, string(prefix)) {
+			break
+		}
+		if err := fn([]byte(k), bytes.Clone(t.m[k])); err != nil {
+			return err
 		}
 	}
 	return nil
