@@ -110,7 +110,11 @@ func TestGolden(t *testing.T) {
 		vs = append(vs, vector{fmt.Sprintf("command %v kind %d %s", c.Op, c.Kind, c.Container), hex.EncodeToString(b)})
 	}
 	for _, r := range goldenReplies() {
-		vs = append(vs, vector{fmt.Sprintf("reply code %d sig %#x prefix %v %q", r.Code, r.Sig, r.Prefix, r.Message), hex.EncodeToString(replicated.AppendReply(nil, &r))})
+		pf := "none"
+		if r.Prefix.IsValid() {
+			pf = r.Prefix.String()
+		}
+		vs = append(vs, vector{fmt.Sprintf("reply code %d sig %#x prefix %s %q", r.Code, r.Sig, pf, r.Message), hex.EncodeToString(replicated.AppendReply(nil, &r))})
 	}
 	p := goldenState(t)
 	vs = append(vs, vector{"snapshot /l: dhcptab with m a, s b; network 10.0.0.0/24 with 10.0.0.5", hex.EncodeToString(snapshot(t, p.m(), p.txs[0]))})

@@ -78,7 +78,10 @@ func newDN(id uint64, net netip.Prefix) *dnTable {
 	return &dnTable{id: id, net: net, recs: map[uint32]*dsvc.DNRecord{}, byCID: map[string][]uint32{}}
 }
 
-func ip4(a netip.Addr) uint32 { b := a.As4(); return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func ip4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 func addrOf(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})

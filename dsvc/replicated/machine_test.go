@@ -156,7 +156,7 @@ func TestDNRules(t *testing.T) {
 	b := p.want(success, dnCmd(OpAdd, 4, dn("10.0.0.6", "\x01\xbb", 0))).Sig
 	p.want(dsvc.CodeExists, dnCmd(OpAdd, 5, dn("10.0.0.5", "\x01\xcc", 0)))
 	p.want(dsvc.CodeInval, dnCmd(OpAdd, 5, dn("10.0.1.5", "\x01", 0))) // not in the network
-	p.want(dsvc.CodeInval, dnCmd(OpAdd, 5, dn("10.0.0.7", "", 0)))    // no client id
+	p.want(dsvc.CodeInval, dnCmd(OpAdd, 5, dn("10.0.0.7", "", 0)))     // no client id
 	bad := dn("10.0.0.7", "\x01", 0)
 	bad.Flags = 0x10
 	p.want(dsvc.CodeInval, dnCmd(OpAdd, 5, bad))
