@@ -83,10 +83,6 @@ func ip4(a netip.Addr) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-func addrOf(u uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
-}
-
 // insertSorted inserts v into sorted s if absent.
 func insertSorted[T any](s []T, v T, c func(a, b T) int) []T {
 	i, found := slices.BinarySearchFunc(s, v, c)
