@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/corralhq/corral/dsvc"
@@ -24,7 +25,15 @@ type Machine struct {
 	// the lock: it is the only writer.
 	mu sync.RWMutex
 	st state
+	// applied is the index of the last data-service entry applied since
+	// the process started (0: none yet): the position a local read
+	// reflects, reported with it.
+	applied atomic.Uint64
 }
+
+// Applied returns the index of the last data-service entry this machine
+// applied since the process started; the state reads return reflects it.
+func (m *Machine) Applied() uint64 { return m.applied.Load() }
 
 var (
 	_ rsm.Machine = (*Machine)(nil)
@@ -210,6 +219,7 @@ func (m *Machine) Apply(tx rsm.Tx, e rsm.Entry) (rsm.Result, error) {
 	} else if r, err = m.apply(tx, e.Index, &c); err != nil {
 		return rsm.Result{}, fmt.Errorf("replicated: entry %d (%v): %w", e.Index, c.Op, err)
 	}
+	m.applied.Store(e.Index)
 	return rsm.Result{Reply: AppendReply(nil, &r)}, nil
 }
 
