@@ -15,7 +15,8 @@ func TestGolden(t *testing.T) {
 	// vectors stay as version 2 wrote them: version 3 adds no PING rule.
 	vs := wiretest.PingVectorsAt(client.Ops(), 2, client.OpPing, client.OpPong, 0x0100)
 	vs = append(append(vs, eventVectors()...), groupVectors()...)
-	wiretest.Run(t, "testdata", append(vs, dispatchVectors()...))
+	vs = append(append(vs, dispatchVectors()...), dsVectors()...)
+	wiretest.Run(t, "testdata", vs)
 }
 
 func TestOps(t *testing.T) {
@@ -26,8 +27,11 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", client.Ops().Proto(), client.Ops().Range().Min, client.Ops().Range().Max)
 	}
 	for _, op := range client.Ops().Opcodes() {
-		if op >= 0x0300 && op <= 0x04FF {
+		if op >= 0x0400 && op <= 0x04FF {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
+		}
+		if o, _ := client.Ops().Lookup(op); op >= 0x0300 && op <= 0x03FF && (op < client.OpDSStatus || op > client.OpDSImport || o.Since != 4) {
+			t.Errorf("opcode %#04x lies in the data service range but is not one SPEC.md assigns to version 4", op)
 		}
 		if o, _ := client.Ops().Lookup(op); op >= 0x0200 && op <= 0x02FF && (op == 0x0200 || op > client.OpGroupAttach || o.Since != 2) {
 			t.Errorf("opcode %#04x lies in the group range but is not one SPEC.md assigns to version 2", op)
@@ -76,9 +80,9 @@ func FuzzReceiveClient(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // the never assigned first opcode of the events range
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
-	for _, v := range append(append(eventVectors(), groupVectors()...), dispatchVectors()...) {
+	for _, v := range append(append(append(eventVectors(), groupVectors()...), dispatchVectors()...), dsVectors()...) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
-			f.Add(v.Data) // every events and group frame vector (see the names in testdata/)
+			f.Add(v.Data) // every events, group, dispatch and data service frame vector (see the names in testdata/)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
