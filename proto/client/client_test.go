@@ -62,6 +62,28 @@ func TestBackwardCompatible(t *testing.T) {
 	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, old); err != nil || v != 1 {
 		t.Fatalf("an agent answers a version-1 client with %d, %v", v, err)
 	}
+	// A client of any released version (the C library offers 1..3) gets
+	// the version it offers at most, and an agent of that version answers
+	// this build's client with it too.
+	for max := client.MinVersion; max <= client.MaxVersion; max++ {
+		older := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: max}}
+		if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, older); err != nil || v != max {
+			t.Fatalf("an agent answers a client of versions 1..%d with %d, %v", max, v, err)
+		}
+		if v, err := proto.Negotiate(proto.ProtoClient, older, proto.Ranges{client.Ops().Range()}); err != nil || v != max {
+			t.Fatalf("an agent of versions 1..%d answers this client with %d, %v", max, v, err)
+		}
+	}
+	// Opcodes of a version are refused on a link of an earlier one.
+	for _, op := range client.Ops().Opcodes() {
+		o, _ := client.Ops().Lookup(op)
+		for v := client.MinVersion; v <= client.MaxVersion; v++ {
+			h := proto.Header{Proto: proto.ProtoClient, Version: v, Opcode: op}
+			if err := client.Ops().Check(&h, v); (err == nil) != (v >= o.Since) {
+				t.Errorf("opcode %#04x %s (since %d) on a version %d link: %v", op, o.Name, o.Since, v, err)
+			}
+		}
+	}
 	// A newer client that also speaks this version gets this version.
 	newer := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: client.MaxVersion + 3}}
 	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, newer); err != nil || v != client.MaxVersion {
