@@ -44,6 +44,12 @@ const (
 	BEmpty            Body = C.OCW_B_EMPTY
 )
 
+// MaxVersion is the highest client protocol version the C library speaks
+// (OCW_CLIENT_MAX_VERSION). It may be below client.MaxVersion: the C
+// library does not speak the data service of version 4, and the tests
+// skip the vectors and inputs of later versions.
+const MaxVersion = uint8(C.OCW_CLIENT_MAX_VERSION)
+
 // Result is the outcome of a C check: Code 0 is success, else the
 // proto.Code of the error with the C message.
 type Result struct {

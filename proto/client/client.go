@@ -25,6 +25,12 @@
 // classes one at a time across every such link of the node, band by
 // priority band, each flagged EventAwaitDone, and reports each with DONE
 // once its callbacks completed.
+//
+// Version 4 adds the data service (dsvc.go): the DHCP data store
+// operations of package dsvc (locations, dhcptab and network containers,
+// their records) on the cluster log, for the "cluster" module. A failure
+// of the data service itself is a normal reply with a non-zero
+// DSResult.Code; only protocol failures ABORT.
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -32,7 +38,7 @@ import "github.com/corralhq/corral/proto"
 // Specification constants: client protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 3
+	MaxVersion uint8 = 4
 )
 
 // Specification constants: opcodes.
@@ -59,7 +65,21 @@ const (
 	OpGroupWindow  uint16 = 0x0206 // request: empty; reply: GroupWindow
 	OpGroupAttach  uint16 = 0x0207 // request: GroupAttach; reply: GroupAttachReply
 
-	// 0x0300–0x03FF reserved: data service
+	// 0x0300–0x03FF: data service (version 4); 0x0300 is never
+	// assigned. Every request body starts with a DSTarget, every reply
+	// body with a DSResult (DSRequest, DSReply).
+	OpDSStatus uint16 = 0x0301 // does the location exist
+	OpDSMkLoc  uint16 = 0x0302 // make the location
+	OpDSList   uint16 = 0x0303 // the containers of a kind; reply: names
+	OpDSOpen   uint16 = 0x0304 // open (or create) a container; reply: its network
+	OpDSRemove uint16 = 0x0305 // remove a container
+	OpDSLookup uint16 = 0x0306 // records matching a query; reply: records
+	OpDSCount  uint16 = 0x0307 // how many records match; reply: count
+	OpDSAdd    uint16 = 0x0308 // add a record; reply: its signature
+	OpDSModify uint16 = 0x0309 // replace a record; reply: the new signature
+	OpDSDelete uint16 = 0x030A // delete a record
+	OpDSImport uint16 = 0x030B // add many records, signatures kept
+
 	// 0x0400–0x04FF reserved: shared addresses
 )
 
@@ -83,6 +103,18 @@ var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]p
 	OpGroupList:    {Name: "GROUP_LIST", Since: 2},
 	OpGroupWindow:  {Name: "GROUP_WINDOW", Since: 2},
 	OpGroupAttach:  {Name: "GROUP_ATTACH", Since: 2},
+
+	OpDSStatus: {Name: "DS_STATUS", Since: 4},
+	OpDSMkLoc:  {Name: "DS_MKLOC", Since: 4},
+	OpDSList:   {Name: "DS_LIST", Since: 4},
+	OpDSOpen:   {Name: "DS_OPEN", Since: 4},
+	OpDSRemove: {Name: "DS_REMOVE", Since: 4},
+	OpDSLookup: {Name: "DS_LOOKUP", Since: 4},
+	OpDSCount:  {Name: "DS_COUNT", Since: 4},
+	OpDSAdd:    {Name: "DS_ADD", Since: 4},
+	OpDSModify: {Name: "DS_MODIFY", Since: 4},
+	OpDSDelete: {Name: "DS_DELETE", Since: 4},
+	OpDSImport: {Name: "DS_IMPORT", Since: 4},
 })
 
 // Ops returns the client protocol's opcode table.

@@ -15,7 +15,8 @@ func TestGolden(t *testing.T) {
 	// vectors stay as version 2 wrote them: version 3 adds no PING rule.
 	vs := wiretest.PingVectorsAt(client.Ops(), 2, client.OpPing, client.OpPong, 0x0100)
 	vs = append(append(vs, eventVectors()...), groupVectors()...)
-	wiretest.Run(t, "testdata", append(vs, dispatchVectors()...))
+	vs = append(append(vs, dispatchVectors()...), dsVectors()...)
+	wiretest.Run(t, "testdata", vs)
 }
 
 func TestOps(t *testing.T) {
@@ -26,8 +27,11 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", client.Ops().Proto(), client.Ops().Range().Min, client.Ops().Range().Max)
 	}
 	for _, op := range client.Ops().Opcodes() {
-		if op >= 0x0300 && op <= 0x04FF {
+		if op >= 0x0400 && op <= 0x04FF {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
+		}
+		if o, _ := client.Ops().Lookup(op); op >= 0x0300 && op <= 0x03FF && (op < client.OpDSStatus || op > client.OpDSImport || o.Since != 4) {
+			t.Errorf("opcode %#04x lies in the data service range but is not one SPEC.md assigns to version 4", op)
 		}
 		if o, _ := client.Ops().Lookup(op); op >= 0x0200 && op <= 0x02FF && (op == 0x0200 || op > client.OpGroupAttach || o.Since != 2) {
 			t.Errorf("opcode %#04x lies in the group range but is not one SPEC.md assigns to version 2", op)
@@ -58,6 +62,28 @@ func TestBackwardCompatible(t *testing.T) {
 	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, old); err != nil || v != 1 {
 		t.Fatalf("an agent answers a version-1 client with %d, %v", v, err)
 	}
+	// A client of any released version (the C library offers 1..3) gets
+	// the version it offers at most, and an agent of that version answers
+	// this build's client with it too.
+	for max := client.MinVersion; max <= client.MaxVersion; max++ {
+		older := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: max}}
+		if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, older); err != nil || v != max {
+			t.Fatalf("an agent answers a client of versions 1..%d with %d, %v", max, v, err)
+		}
+		if v, err := proto.Negotiate(proto.ProtoClient, older, proto.Ranges{client.Ops().Range()}); err != nil || v != max {
+			t.Fatalf("an agent of versions 1..%d answers this client with %d, %v", max, v, err)
+		}
+	}
+	// Opcodes of a version are refused on a link of an earlier one.
+	for _, op := range client.Ops().Opcodes() {
+		o, _ := client.Ops().Lookup(op)
+		for v := client.MinVersion; v <= client.MaxVersion; v++ {
+			h := proto.Header{Proto: proto.ProtoClient, Version: v, Opcode: op}
+			if err := client.Ops().Check(&h, v); (err == nil) != (v >= o.Since) {
+				t.Errorf("opcode %#04x %s (since %d) on a version %d link: %v", op, o.Name, o.Since, v, err)
+			}
+		}
+	}
 	// A newer client that also speaks this version gets this version.
 	newer := proto.Ranges{{Proto: proto.ProtoClient, Min: 1, Max: client.MaxVersion + 3}}
 	if v, err := proto.Negotiate(proto.ProtoClient, proto.Ranges{client.Ops().Range()}, newer); err != nil || v != client.MaxVersion {
@@ -76,9 +102,9 @@ func FuzzReceiveClient(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // the never assigned first opcode of the events range
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
-	for _, v := range append(append(eventVectors(), groupVectors()...), dispatchVectors()...) {
+	for _, v := range append(append(append(eventVectors(), groupVectors()...), dispatchVectors()...), dsVectors()...) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
-			f.Add(v.Data) // every events and group frame vector (see the names in testdata/)
+			f.Add(v.Data) // every events, group, dispatch and data service frame vector (see the names in testdata/)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -296,6 +296,8 @@ func receiveAt(v uint8, b []byte) (proto.Frame, any, error) {
 		return f, c, err
 	case f.Opcode >= client.OpGroupJoin && f.Opcode <= client.OpGroupAttach:
 		return receiveGroup(f, isReply)
+	case f.Opcode >= client.OpDSStatus && f.Opcode <= client.OpDSImport:
+		return receiveDS(f, isReply)
 	}
 	// The QUERY requests have an empty body.
 	return f, nil, proto.NewReader(f.Body, client.Ops().Name(f.Opcode)+" request").Err()
