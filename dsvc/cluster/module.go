@@ -28,7 +28,7 @@ const (
 )
 
 // MaxLocation is the longest location, in bytes (the wire's limit).
-const MaxLocation = wire.MaxDSLocation
+const MaxLocation = wire.DSMaxLocation
 
 // importBatch is how many records one DS_IMPORT carries.
 const importBatch = 4096
@@ -193,7 +193,7 @@ func (m *Module) call(ctx context.Context, op string, req *wire.DSRequest) (wire
 		}
 		rep, err := wire.ParseDSReply(req.Op, req.Target.Kind, rf.Body)
 		if err != nil {
-			l.Close(proto.CodeOf(err), "bad data-service reply")
+			l.Close(proto.CodeField, "bad data-service reply")
 			return wire.DSReply{}, &dsvc.Error{Code: dsvc.CodeInternal, Op: op, Detail: "the agent's reply", Err: err}
 		}
 		return rep, wireconv.Err(op, rep.Result)

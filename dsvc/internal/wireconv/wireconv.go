@@ -128,8 +128,8 @@ func Result(err error, index uint64) wire.DSResult {
 	if errors.As(err, &e) {
 		msg = e.Detail // the code and the op travel as the code
 	}
-	if len(msg) > wire.MaxDSMessage {
-		msg = msg[:wire.MaxDSMessage]
+	if len(msg) > wire.DSMaxMessage {
+		msg = msg[:wire.DSMaxMessage]
 	}
 	return wire.DSResult{Code: uint8(dsvc.CodeOf(err)), Index: index, Message: msg}
 }
