@@ -118,8 +118,18 @@ func (h *dtHandle) Import(ctx context.Context, rs []dsvc.DTRecord) error {
 		n := min(len(rs), importBatch)
 		req := (*handle)(h).request(wire.OpDSImport, 0)
 		req.DT = wireconv.DTs(rs[:n])
+		// A record without a signature gets one here, as the other
+		// modules give it, written back once stored.
+		for i := range req.DT {
+			if req.DT[i].Sig == 0 {
+				req.DT[i].Sig = dsvc.RandomSig()
+			}
+		}
 		if _, err := h.m.call(ctx, "import", &req); err != nil {
 			return err
+		}
+		for i := range req.DT {
+			rs[i].Sig = req.DT[i].Sig
 		}
 		rs = rs[n:]
 	}
@@ -194,8 +204,18 @@ func (h *dnHandle) Import(ctx context.Context, rs []dsvc.DNRecord) error {
 		n := min(len(rs), importBatch)
 		req := (*handle)(h).request(wire.OpDSImport, 0)
 		req.DN = wireconv.DNs(rs[:n])
+		// A record without a signature gets one here, as the other
+		// modules give it, written back once stored.
+		for i := range req.DN {
+			if req.DN[i].Sig == 0 {
+				req.DN[i].Sig = dsvc.RandomSig()
+			}
+		}
 		if _, err := h.m.call(ctx, "import", &req); err != nil {
 			return err
+		}
+		for i := range req.DN {
+			rs[i].Sig = req.DN[i].Sig
 		}
 		rs = rs[n:]
 	}

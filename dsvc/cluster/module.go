@@ -30,6 +30,11 @@ const (
 // MaxLocation is the longest location, in bytes (the wire's limit).
 const MaxLocation = wire.DSMaxLocation
 
+// ErrNotSent is wrapped in the error of a request that never reached the
+// agent (no agent at the socket, a failed handshake): unlike any other
+// CodeUnavailable, the request certainly did not apply.
+var ErrNotSent = errors.New("cluster: request not sent")
+
 // importBatch is how many records one DS_IMPORT carries.
 const importBatch = 4096
 
@@ -149,15 +154,16 @@ func (m *Module) linkNow(ctx context.Context) (*transport.Link, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", m.socket)
 	if err != nil {
-		return nil, dsvc.Errorf(dsvc.CodeUnavailable, "no cluster agent at %s: %v", m.socket, err)
+		return nil, &dsvc.Error{Code: dsvc.CodeUnavailable, Detail: "no cluster agent at " + m.socket, Err: errors.Join(ErrNotSent, err)}
 	}
 	l, err := transport.Connect(ctx, conn, m.cfg, proto.ReasonClient)
 	if err != nil {
-		return nil, &dsvc.Error{Code: dsvc.CodeUnavailable, Detail: "handshake with the agent at " + m.socket, Err: err}
+		return nil, &dsvc.Error{Code: dsvc.CodeUnavailable, Detail: "handshake with the agent at " + m.socket, Err: errors.Join(ErrNotSent, err)}
 	}
 	if l.Peer().Version < 4 {
 		l.Close(proto.CodeVersion, "the data service needs client protocol version 4")
-		return nil, dsvc.Errorf(dsvc.CodeUnavailable, "the agent at %s speaks client protocol version %d; the data service needs 4", m.socket, l.Peer().Version)
+		return nil, &dsvc.Error{Code: dsvc.CodeUnavailable, Err: ErrNotSent,
+			Detail: fmt.Sprintf("the agent at %s speaks client protocol version %d; the data service needs 4", m.socket, l.Peer().Version)}
 	}
 	l.Start(func(_ *transport.Link, f *proto.Frame) error {
 		return proto.Errorf(proto.CodeState, "unexpected %s from the agent", wire.Ops().Name(f.Opcode))

@@ -401,7 +401,17 @@ func (m *Machine) applyDT(tx rsm.Tx, t *dtTable, c *Command) (Reply, error) {
 		m.mu.Unlock()
 		return Reply{}, nil
 	}
-	// IMPORT: every record with its signature, replacing one of the same key.
+	// IMPORT: every record with its signature; like the other modules, a
+	// key stored already (or twice in the command) refuses the whole
+	// command, so nothing is written.
+	seen := make(map[dtKey]bool, len(c.DT))
+	for i := range c.DT {
+		k := dtKey{c.DT[i].Key, c.DT[i].Type}
+		if _, ok := t.recs[k]; ok || seen[k] {
+			return refuse(dsvc.CodeExists, "%c %q is stored", k.typ, k.key), nil
+		}
+		seen[k] = true
+	}
 	rs := make([]*dsvc.DTRecord, len(c.DT))
 	for i := range c.DT {
 		r := c.DT[i]
@@ -490,6 +500,15 @@ func (m *Machine) applyDN(tx rsm.Tx, t *dnTable, c *Command) (Reply, error) {
 		t.del(k)
 		m.mu.Unlock()
 		return Reply{}, nil
+	}
+	// IMPORT, as for the dhcptab: a stored address refuses the command.
+	seen := make(map[uint32]bool, len(c.DN))
+	for i := range c.DN {
+		k := ip4(c.DN[i].CIP)
+		if t.recs[k] != nil || seen[k] {
+			return refuse(dsvc.CodeExists, "client ip %v is stored", c.DN[i].CIP), nil
+		}
+		seen[k] = true
 	}
 	rs := make([]*dsvc.DNRecord, len(c.DN))
 	for i := range c.DN {

@@ -204,29 +204,34 @@ func TestImport(t *testing.T) {
 	p := setup(t)
 	m := p.m()
 	p.want(success, dnCmd(OpAdd, 1, dn("10.0.0.3", "\x01\x03", 0)))
-	// Signatures kept; 0 gets NewSig(Gen); a stored record of the same
-	// address is replaced.
-	p.want(success, dnCmd(OpImp, 9, dn("10.0.0.2", "\x00", 0xabc0000000007), dn("10.0.0.3", "\x00", 0), dn("10.0.0.1", "\x00", 5)))
+	// Signatures kept; 0 gets NewSig(Gen).
+	p.want(success, dnCmd(OpImp, 9, dn("10.0.0.2", "\x00", 0xabc0000000007), dn("10.0.0.4", "\x00", 0), dn("10.0.0.1", "\x00", 5)))
 	rs, _ := m.LookupDN(loc, net, 0, -1, nil)
 	var got []string
 	for _, r := range rs {
 		got = append(got, fmt.Sprintf("%v %x %#x", r.CIP, r.CID, r.Sig))
 	}
-	want := []string{"10.0.0.1 00 0x5", "10.0.0.2 00 0xabc0000000007", fmt.Sprintf("10.0.0.3 00 %#x", dsvc.NewSig(9))}
+	want := []string{"10.0.0.1 00 0x5", "10.0.0.2 00 0xabc0000000007", fmt.Sprintf("10.0.0.3 0103 %#x", dsvc.NewSig(1)), fmt.Sprintf("10.0.0.4 00 %#x", dsvc.NewSig(9))}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("after IMPORT: %q, want %q", got, want)
 	}
-	if rs, _ := m.LookupDN(loc, net, dsvc.Query(0).Eq(dsvc.DNQCID), -1, &dsvc.DNRecord{CID: []byte{1, 3}}); len(rs) != 0 {
-		t.Fatalf("replaced record's client id still indexed: %+v", rs)
+	// A stored address, or one twice in the command: Exists, nothing written.
+	before := dump(t, m, loc)
+	p.want(dsvc.CodeExists, dnCmd(OpImp, 9, dn("10.0.0.9", "\x00", 0), dn("10.0.0.3", "\x00", 0)))
+	p.want(dsvc.CodeExists, dnCmd(OpImp, 9, dn("10.0.0.9", "\x00", 0), dn("10.0.0.9", "\x00", 0)))
+	p.want(success, dtCmd(OpImp, 9, dt('m', "once", "", 0)))
+	p.want(dsvc.CodeExists, dtCmd(OpImp, 9, dt('m', "twice", "", 0), dt('m', "once", "", 0)))
+	p.want(success, dtCmd(OpDel, 0, dt('m', "once", "", 0)))
+	if after := dump(t, m, loc); after != before {
+		t.Fatalf("a refused IMPORT changed the state:\n%s\nwas\n%s", after, before)
 	}
 	// One bad record: nothing is written.
-	before := dump(t, m, loc)
 	p.want(dsvc.CodeInval, dnCmd(OpImp, 9, dn("10.0.0.9", "\x00", 0), dn("10.0.1.9", "\x00", 0)))
 	p.want(dsvc.CodeInval, dtCmd(OpImp, 9, dt('m', "ok", "", 0), dt('m', "bad ", "", 0)))
 	if after := dump(t, m, loc); after != before {
 		t.Fatalf("a refused IMPORT changed the state:\n%s\nwas\n%s", after, before)
 	}
-	p.want(success, dtCmd(OpImp, 2, dt('s', "b", "", 4), dt('m', "a", "", 0), dt('s', "b", "v", 6)))
+	p.want(success, dtCmd(OpImp, 2, dt('s', "b", "v", 6), dt('m', "a", "", 0)))
 	rt, _ := m.LookupDT(loc, tab, 0, -1, nil)
 	if !reflect.DeepEqual(rt, []dsvc.DTRecord{dt('m', "a", "", dsvc.NewSig(2)), dt('s', "b", "v", 6)}) {
 		t.Fatalf("dhcptab after IMPORT: %+v", rt)

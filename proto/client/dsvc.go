@@ -243,13 +243,16 @@ func checkDT(d *DSDTRecord, target bool) *proto.Error {
 	return nil
 }
 
-// checkDN is the rule of a network record; target: a query target. The
-// CID's length limit is dsCheck's (encoders) or readDN's.
-func checkDN(d *DSDNRecord, target bool) *proto.Error {
+// checkDN is the rule of a network record; request: one a client sends,
+// which may name a record by its address alone (a query target, a DELETE,
+// the original of a MODIFY) and so have no client id — the agent's data
+// service validates the rest. The CID's length limit is dsCheck's
+// (encoders) or readDN's.
+func checkDN(d *DSDNRecord, request bool) *proto.Error {
 	if d.Flags&^DNFlagsAll != 0 {
 		return proto.Errorf(proto.CodeField, "record flags %#02x outside %#02x", d.Flags, DNFlagsAll)
 	}
-	if len(d.CID) == 0 && !target {
+	if len(d.CID) == 0 && !request {
 		return proto.Errorf(proto.CodeField, "empty client id")
 	}
 	return nil
@@ -317,7 +320,7 @@ func (r *DSRequest) check() *proto.Error {
 		}
 	}
 	for i := range r.DN {
-		if err := checkDN(&r.DN[i], query); err != nil {
+		if err := checkDN(&r.DN[i], true); err != nil {
 			return err
 		}
 	}
@@ -443,7 +446,7 @@ func ParseDSRequest(op uint16, body []byte) (DSRequest, error) {
 			r.Fail(proto.CodeField, "no records")
 		}
 	}
-	q.DT, q.DN = readRecords(r, t.Kind, n, query)
+	q.DT, q.DN = readRecords(r, t.Kind, n, query, true)
 	if err := r.Err(); err != nil {
 		return DSRequest{}, err
 	}
@@ -611,7 +614,7 @@ func ParseDSReply(op uint16, kind uint8, body []byte) (DSReply, error) {
 			}
 		case OpDSLookup:
 			n := count(r, "record", DSMaxRecords, recordMin(kind))
-			p.DT, p.DN = readRecords(r, kind, n, false)
+			p.DT, p.DN = readRecords(r, kind, n, false, false)
 		case OpDSCount:
 			p.Count = r.U64("count")
 		case OpDSAdd, OpDSModify:
@@ -672,16 +675,17 @@ func appendRecords(b []byte, dt []DSDTRecord, dn []DSDNRecord) []byte {
 	return b
 }
 
-// readRecords reads n records of kind; target: they are query targets.
-// The caller checked n against the bytes left.
-func readRecords(r *proto.Reader, kind uint8, n int, target bool) ([]DSDTRecord, []DSDNRecord) {
+// readRecords reads n records of kind; target: they are query targets;
+// request: a client sent them. The caller checked n against the bytes
+// left.
+func readRecords(r *proto.Reader, kind uint8, n int, target, request bool) ([]DSDTRecord, []DSDNRecord) {
 	if n == 0 {
 		return nil, nil
 	}
 	if kind == DSKindNetwork {
 		dn := make([]DSDNRecord, n)
 		for i := range dn {
-			readDN(r, &dn[i], target)
+			readDN(r, &dn[i], request)
 		}
 		return nil, dn
 	}
@@ -708,7 +712,7 @@ func readDT(r *proto.Reader, d *DSDTRecord, target bool) {
 	}
 }
 
-func readDN(r *proto.Reader, d *DSDNRecord, target bool) {
+func readDN(r *proto.Reader, d *DSDNRecord, request bool) {
 	d.Flags = r.U8("record flags")
 	n := int(r.U8("client id length"))
 	if n > DSMaxCID {
@@ -724,7 +728,7 @@ func readDN(r *proto.Reader, d *DSDNRecord, target bool) {
 	d.Macro = r.String16(DSMaxKey, "macro")
 	d.Comment = r.String16(DSMaxComment, "comment")
 	d.Sig = r.U64("sig")
-	if err := checkDN(d, target); err != nil {
+	if err := checkDN(d, request); err != nil {
 		r.Fail(proto.CodeField, "%s", err.Detail)
 	}
 }
