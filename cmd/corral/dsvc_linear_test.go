@@ -72,6 +72,10 @@ func linRegistry(t *testing.T) *dsvc.Registry {
 
 func linIP(k int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, 0, byte(k + 1)}) }
 
+// linCID is key k's client id. Modify's original and delete's record
+// carry it too: the wire refuses a record without one outside a query.
+func linCID(k int) []byte { return []byte{0x01, byte(k + 1)} }
+
 // setup makes the location and the container through node 1, retrying
 // while the cluster settles (a retried make may find its own earlier
 // attempt done).
@@ -121,7 +125,7 @@ func (r *linRun) result(err error) dsvctest.LinResult {
 }
 
 func (r *linRun) record(k int) dsvc.DNRecord {
-	return dsvc.DNRecord{CID: []byte{0x01, byte(k + 1)}, CIP: linIP(k), SIP: netip.MustParseAddr("10.9.0.254"),
+	return dsvc.DNRecord{CID: linCID(k), CIP: linIP(k), SIP: netip.MustParseAddr("10.9.0.254"),
 		Lease: r.lease.Add(1), Macro: "lin", Comment: "linearizability"}
 }
 
@@ -209,7 +213,7 @@ func (r *linRun) op(ctx context.Context, c int, h *dsvc.Handle, rng *rand.Rand, 
 		return r.end(p, err, rec.Sig)
 	case n < 85:
 		rec := r.record(k)
-		orig := dsvc.DNRecord{CIP: ip, Sig: sigs[k]}
+		orig := dsvc.DNRecord{CID: linCID(k), CIP: ip, Sig: sigs[k]}
 		p := r.h.Call(c, dsvctest.LinInput{Op: dsvctest.LinModify, CIP: ip, Sig: orig.Sig, Lease: rec.Lease})
 		err := h.ModifyDN(ctx, &orig, &rec)
 		return r.end(p, err, rec.Sig)
@@ -219,7 +223,7 @@ func (r *linRun) op(ctx context.Context, c int, h *dsvc.Handle, rng *rand.Rand, 
 			sig = 0 // unconditional
 		}
 		p := r.h.Call(c, dsvctest.LinInput{Op: dsvctest.LinDelete, CIP: ip, Sig: sig})
-		err := h.DeleteDN(ctx, &dsvc.DNRecord{CIP: ip, Sig: sig})
+		err := h.DeleteDN(ctx, &dsvc.DNRecord{CID: linCID(k), CIP: ip, Sig: sig})
 		return r.end(p, err, 0)
 	}
 }
