@@ -339,7 +339,11 @@ func (r *linRun) final() map[netip.Addr]dsvctest.LinOutput {
 	}
 	var keys []string
 	for k, v := range final {
-		keys = append(keys, fmt.Sprintf("%v: %v", k, v))
+		what := "absent"
+		if v.Found {
+			what = v.String()
+		}
+		keys = append(keys, fmt.Sprintf("%v: %s", k, what))
 	}
 	sort.Strings(keys)
 	t.Logf("final records: %s", strings.Join(keys, "; "))
