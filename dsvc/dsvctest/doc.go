@@ -12,6 +12,11 @@
 // child with the helper environment set, does the child's part instead of
 // the suite, so a module's Setup is built the same way in both.
 //
+// LinModel, History and CheckLinearizable check a network container's
+// histories of lookups, adds, modifies and deletes for linearizability
+// with porcupine (outcomes may be unknown); LostWrites finds acknowledged
+// writes missing at the end.
+//
 // MemLocker is an in-process dsvc.Locker for tests that do not need the
 // cross-process lock service.
 package dsvctest

@@ -1,0 +1,7 @@
+// Package pgtest gives tests and benchmarks a PostgreSQL server: the one
+// named by CORRAL_TEST_POSTGRES, or a throwaway one it starts from the
+// Debian or PATH binaries (initdb and postgres, as the user postgres when
+// the test runs as root) in a temporary directory. Without binaries the
+// callers skip with a message saying so. It also hands out empty schemas,
+// one per test, as locations of the dsvc postgres module.
+package pgtest
