@@ -7,10 +7,11 @@ import (
 	"io"
 )
 
-// DedupeWindow is how many requests per proposer the request table keeps:
-// a retry of a request older than the DedupeWindow newest ones of its
-// proposer is applied again. Proposers number their requests in
-// increasing order (NodeProposer does), so the oldest are the lowest.
+// DedupeWindow is how many requests per proposer the request table keeps.
+// Proposers number their requests in increasing order (NodeProposer does),
+// so the oldest are the lowest; once a proposer's window is full, a
+// request below its lowest recorded id may have applied and been
+// forgotten, so it is refused with ErrRequestExpired, never applied again.
 const DedupeWindow = 256
 
 // dedupeRecordLen is the fixed part of a request table record in the
@@ -38,6 +39,28 @@ func lookupRequest(tx Tx, proposer, request uint64) (index uint64, reply []byte,
 		return 0, nil, false
 	}
 	return binary.LittleEndian.Uint64(v), append([]byte(nil), v[8:]...), true
+}
+
+// expiredRequest reports whether request is below the window of a
+// proposer whose window is full: it may have applied and been dropped from
+// the table since.
+func expiredRequest(tx Tx, proposer, request uint64) (bool, error) {
+	ck := binary.BigEndian.AppendUint64(nil, proposer)
+	if c := tx.Get(ck); len(c) != 4 || binary.LittleEndian.Uint32(c) < DedupeWindow {
+		return false, nil
+	}
+	expired := false
+	err := tx.Scan(ck, func(k, _ []byte) error {
+		if len(k) == 16 {
+			expired = request < binary.BigEndian.Uint64(k[8:])
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	return expired, nil
 }
 
 var errStop = errors.New("stop")

@@ -13,6 +13,11 @@ var (
 	// registered for: by Propose for an entry every node skipped, and by
 	// Restore for a snapshot section.
 	ErrUnknownMachine = errors.New("rsm: unknown machine")
+	// ErrRequestExpired is returned (wrapped in clusterlog.ErrRejected)
+	// for a request id below its proposer's window once the window is
+	// full: the request may have applied before and been forgotten, so it
+	// is not applied; whether it applied earlier is unknown.
+	ErrRequestExpired = errors.New("rsm: request id below the proposer's deduplication window")
 	// ErrDuplicateMachine is returned by Register for an id already taken.
 	ErrDuplicateMachine = errors.New("rsm: machine id already registered")
 	// ErrSnapshot is matched by every *SnapshotError.

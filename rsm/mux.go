@@ -131,6 +131,14 @@ func (m *Mux) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
 			"proposer", env.Proposer, "request", env.Request)
 		return reply, nil
 	}
+	switch expired, err := expiredRequest(dd, env.Proposer, env.Request); {
+	case err != nil:
+		return nil, err
+	case expired:
+		m.log.Warn("refusing a request below its proposer's window: it may have applied already",
+			"index", e.Index, "proposer", env.Proposer, "request", env.Request)
+		return nil, fmt.Errorf("%w: entry %d: %w: proposer %d request %d", clusterlog.ErrRejected, e.Index, ErrRequestExpired, env.Proposer, env.Request)
+	}
 	reply, err := m.run(tx, mc, ent)
 	if err != nil {
 		return nil, err

@@ -388,6 +388,47 @@ func TestMuxSnapshot(t *testing.T) {
 	}
 }
 
+// TestDedupeWindowExpiry: once a proposer's window is full, a retry of a
+// request that fell out of it is refused with ErrRequestExpired, never
+// applied again; a retry of one still in the window gets its first reply.
+func TestDedupeWindowExpiry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c := newCluster(t, nil)
+	p := c.proposer(1)
+	first := p.NextRequest()
+	var last uint64
+	var lastReply []byte
+	for i := range rsm.DedupeWindow + 10 {
+		req := first
+		if i > 0 {
+			req = p.NextRequest()
+		}
+		reply, err := propose(ctx, t, p, counterID, req, "inc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, lastReply = req, reply
+	}
+	want := strconv.Itoa(rsm.DedupeWindow + 10)
+	if string(lastReply) != want {
+		t.Fatalf("counter %s after %s increments", lastReply, want)
+	}
+	// The first request is out of the window: refused, not counted again.
+	_, err := propose(ctx, t, p, counterID, first, "inc")
+	if !errors.Is(err, rsm.ErrRequestExpired) || !errors.Is(err, clusterlog.ErrRejected) {
+		t.Fatalf("a retry below the window: %v, want ErrRequestExpired", err)
+	}
+	// The last is in it: its first reply, not counted again.
+	if reply, err := propose(ctx, t, p, counterID, last, "inc"); err != nil || string(reply) != want {
+		t.Fatalf("a retry in the window: %q %v, want %q", reply, err, want)
+	}
+	// A new request counts.
+	if reply, err := propose(ctx, t, p, counterID, 0, "inc"); err != nil || string(reply) != strconv.Itoa(rsm.DedupeWindow+11) {
+		t.Fatalf("a new request after the retries: %q %v", reply, err)
+	}
+}
+
 func TestRegisterDuplicate(t *testing.T) {
 	m := rsm.NewMux(nil, nil)
 	if err := m.Register(kv{}); err != nil {

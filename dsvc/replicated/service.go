@@ -351,6 +351,10 @@ func (s *Service) write(ctx context.Context, c *Command, kind dsvc.Kind) wire.DS
 		case ctx.Err() != nil:
 			// The outcome is unknown: the entry may still commit.
 			return reply(dsvc.Errorf(dsvc.CodeUnavailable, "agent shutting down; the write may or may not apply"), 0)
+		case errors.Is(err, rsm.ErrRequestExpired):
+			// An earlier attempt may have applied before the log forgot
+			// the request id: the outcome is unknown.
+			return reply(dsvc.Errorf(dsvc.CodeUnavailable, "the write may or may not have applied: %v", err), 0)
 		case errors.Is(err, clusterlog.ErrRejected):
 			return reply(dsvc.Errorf(dsvc.CodeInternal, "the log refused the command: %v", err), 0)
 		}
