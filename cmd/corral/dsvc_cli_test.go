@@ -419,11 +419,11 @@ func TestDsvcCLIModules(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	want := map[string]bool{"files/1/lock-service": true, "binfiles/1/lock-service": true, "postgres/1/none": true}
+	want := map[string]bool{"files/1/lock-service": true, "binfiles/1/lock-service": true, "postgres/1/none": true, "cluster/1/none": true}
 	for _, m := range ms {
 		delete(want, m.Name+"/"+itoa(m.Version)+"/"+m.Synch)
 	}
-	if len(want) != 0 || len(ms) != 3 {
+	if len(want) != 0 || len(ms) != 4 {
 		t.Fatalf("modules %+v, missing %v", ms, want)
 	}
 }
