@@ -1,0 +1,93 @@
+package files
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/corralhq/corral/dsvc"
+)
+
+// Two Module values stand for two processes on one location: each sees
+// the other's writes, an append by hand and a same-size edit by rename,
+// though it has the file cached.
+func TestCacheSeesOtherWriters(t *testing.T) {
+	ctx := context.Background()
+	loc := t.TempDir()
+	const name = "files1_10.0.0.0"
+	net := netip.MustParsePrefix("10.0.0.0/24")
+	a, b := New(), New()
+	ha, err := a.OpenDN(ctx, loc, name, net, dsvc.Create|dsvc.Read|dsvc.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, err := b.OpenDN(ctx, loc, name, net, dsvc.Read|dsvc.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := dsvc.Query(0)
+	lease := func(h dsvc.DNHandle, ip string) uint32 {
+		t.Helper()
+		rs, err := h.Lookup(ctx, false, dsvc.Query(0).Eq(dsvc.DNQCIP), -1, &dsvc.DNRecord{CIP: netip.MustParseAddr(ip)})
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("lookup %s: %v, %v", ip, rs, err)
+		}
+		return rs[0].Lease
+	}
+	r := dsvc.DNRecord{CID: []byte{1}, CIP: netip.MustParseAddr("10.0.0.5"), SIP: netip.MustParseAddr("10.0.0.1"), Lease: 1000000001}
+	if err := ha.Add(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	if got := lease(hb, "10.0.0.5"); got != 1000000001 { // b reads and caches
+		t.Fatalf("b: lease %d", got)
+	}
+	// Modifies by a that keep the file's size, each seen by b.
+	for l := uint32(1000000002); l < 1000000010; l++ {
+		nr := r
+		nr.Lease = l
+		if err := ha.Modify(ctx, &r, &nr); err != nil {
+			t.Fatal(err)
+		}
+		r = nr
+		if got := lease(hb, "10.0.0.5"); got != l {
+			t.Fatalf("b after a's modify: lease %d, want %d", got, l)
+		}
+	}
+	// A stale signature from b's point of view is still a collision.
+	stale := r
+	stale.Sig--
+	if err := hb.Modify(ctx, &stale, &r); dsvc.CodeOf(err) != dsvc.CodeCollision {
+		t.Fatalf("b modify with stale signature: %v", err)
+	}
+	// An append by hand, in place.
+	p := filepath.Join(loc, fileName(name))
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("10.0.0.6|02|00|10.0.0.1|0|1||\n")
+	f.Close()
+	if rs, err := ha.Lookup(ctx, false, all, -1, &dsvc.DNRecord{}); err != nil || len(rs) != 2 {
+		t.Fatalf("a after a hand append: %v, %v", rs, err)
+	}
+	// An edit of the same size through another file renamed over it.
+	data, _ := os.ReadFile(p)
+	data = []byte(strings.Replace(string(data), "10.0.0.6|02|", "10.0.0.6|03|", 1))
+	os.WriteFile(p+".tmp", data, 0o644)
+	if err := os.Rename(p+".tmp", p); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := hb.Lookup(ctx, false, dsvc.Query(0).Eq(dsvc.DNQCIP), -1, &dsvc.DNRecord{CIP: netip.MustParseAddr("10.0.0.6")})
+	if err != nil || len(rs) != 1 || rs[0].CID[0] != 3 {
+		t.Fatalf("b after an edit by rename: %v, %v", rs, err)
+	}
+	// What Lookup returns is the caller's: changing it changes no cache.
+	rs[0].CID[0] = 9
+	rs, _ = hb.Lookup(ctx, false, dsvc.Query(0).Eq(dsvc.DNQCIP), -1, &dsvc.DNRecord{CIP: netip.MustParseAddr("10.0.0.6")})
+	if rs[0].CID[0] != 3 {
+		t.Fatalf("a caller's change reached the cache: %v", rs)
+	}
+}
