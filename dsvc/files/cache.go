@@ -201,6 +201,13 @@ func (t *table) parsed(f *os.File, k fileKey, data []byte) (*snapshot, error) {
 // as the file's snapshot, so that the next operation need not read it.
 // Without a key (the file's times could not be read) it caches nothing.
 func (t *table) written(f *os.File, data []byte) {
+	t.cache(f, data, nil)
+}
+
+// cache is written with a network file's entries known (dn non-nil):
+// worked out from the file before the write, so that a write need not
+// parse the whole file again.
+func (t *table) cache(f *os.File, data []byte, dn []dnEntry) {
 	fi, err := f.Stat()
 	var k fileKey
 	ok := err == nil
@@ -208,7 +215,10 @@ func (t *table) written(f *os.File, data []byte) {
 		k, ok = keyOf(fi)
 	}
 	var s *snapshot
-	if ok {
+	switch {
+	case ok && dn != nil:
+		s = &snapshot{f: f, key: k, data: data, dn: dn}
+	case ok:
 		s, err = t.parsed(f, k, data)
 		ok = err == nil
 	}

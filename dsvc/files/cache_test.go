@@ -2,9 +2,11 @@ package files
 
 import (
 	"context"
+	"math/rand"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -89,5 +91,63 @@ func TestCacheSeesOtherWriters(t *testing.T) {
 	rs, _ = hb.Lookup(ctx, false, dsvc.Query(0).Eq(dsvc.DNQCIP), -1, &dsvc.DNRecord{CIP: netip.MustParseAddr("10.0.0.6")})
 	if rs[0].CID[0] != 3 {
 		t.Fatalf("a caller's change reached the cache: %v", rs)
+	}
+}
+
+// The entries a write works out from the old ones are those a parse of the
+// new file gives.
+func TestCacheWritesAsParsed(t *testing.T) {
+	ctx := context.Background()
+	loc := t.TempDir()
+	const name = "files1_10.0.0.0"
+	m := New()
+	h, err := m.OpenDN(ctx, loc, name, netip.MustParsePrefix("10.0.0.0/24"), dsvc.Create|dsvc.Read|dsvc.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(loc, fileName(name))
+	check := func(what string) {
+		t.Helper()
+		s := m.cache.get(p)
+		if s == nil {
+			t.Fatalf("%s: not cached", what)
+		}
+		data, _ := os.ReadFile(p)
+		want, err := h.(*dnTable).parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(s.dn, want) && !(len(s.dn) == 0 && len(want) == 0) {
+			t.Fatalf("%s: cached %+v, parsed %+v", what, s.dn, want)
+		}
+	}
+	recs := map[int]dsvc.DNRecord{}
+	rnd := rand.New(rand.NewSource(1))
+	for n := 0; n < 300; n++ {
+		i := rnd.Intn(20)
+		r, ok := recs[i]
+		switch {
+		case !ok:
+			r = dsvc.DNRecord{CID: []byte{byte(i)}, CIP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), SIP: netip.MustParseAddr("10.0.0.254"), Comment: strings.Repeat("x", rnd.Intn(5))}
+			if err := h.Add(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+			recs[i] = r
+			check("add")
+		case rnd.Intn(3) == 0:
+			if err := h.Delete(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+			delete(recs, i)
+			check("delete")
+		default:
+			nr := r
+			nr.Comment = strings.Repeat("y|\\", rnd.Intn(4))
+			if err := h.Modify(ctx, &r, &nr); err != nil {
+				t.Fatal(err)
+			}
+			recs[i] = nr
+			check("modify")
+		}
 	}
 }

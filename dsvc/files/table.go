@@ -1,9 +1,11 @@
 package files
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/corralhq/corral/dsvc"
@@ -179,7 +181,9 @@ func (t *dnTable) Add(ctx context.Context, r *dsvc.DNRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.RandomSig()
-	if err := t.replace(appendLines(data, formatDN(&nr))); err != nil {
+	line := formatDN(&nr)
+	ndata := appendLines(data, line)
+	if err := t.replaceDN(ndata, addedDN(data, es, line)); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -203,7 +207,8 @@ func (t *dnTable) Modify(ctx context.Context, orig, r *dsvc.DNRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.NextSig(es[i].rec.Sig)
-	if err := t.replace(splice(data, es[i].start, es[i].end, formatDN(&nr))); err != nil {
+	line := formatDN(&nr)
+	if err := t.replaceDN(splice(data, es[i].start, es[i].end, line), splicedDN(data, es, i, line)); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -222,7 +227,74 @@ func (t *dnTable) Delete(ctx context.Context, r *dsvc.DNRecord) error {
 	if r.Sig != 0 && es[i].rec.Sig != r.Sig {
 		return dsvc.Errorf(dsvc.CodeCollision, "client IP %v: signature %d, stored %d", r.CIP, r.Sig, es[i].rec.Sig)
 	}
-	return t.replace(splice(data, es[i].start, es[i].end, ""))
+	return t.replaceDN(splice(data, es[i].start, es[i].end, ""), splicedDN(data, es, i, ""))
+}
+
+// replaceDN is replace with the new file's entries worked out from the
+// old ones (es; nil: parse it).
+func (t *dnTable) replaceDN(data []byte, es []dnEntry) error {
+	if es == nil {
+		return t.replace(data)
+	}
+	f, err := t.m.replace(t.path, data)
+	if err != nil {
+		return err
+	}
+	t.cache(f, data, es)
+	return nil
+}
+
+// addedDN returns the entries of data (of entries es) with line appended,
+// as entries would find them, or nil to have the new file parsed.
+func addedDN(data []byte, es []dnEntry, line string) []dnEntry {
+	if len(data) == 0 || data[len(data)-1] != '\n' {
+		return nil // appendLines adds a newline, which a parse gives the last entry
+	}
+	e, ok := lineEntry(line, len(data), bytes.Count(data, []byte("\n"))+1)
+	if !ok {
+		return nil
+	}
+	return append(es[:len(es):len(es)], e)
+}
+
+// splicedDN returns the entries of data (of entries es) with es[i]
+// replaced by line ("": removed), or nil to have the new file parsed.
+func splicedDN(data []byte, es []dnEntry, i int, line string) []dnEntry {
+	old := es[i]
+	if old.start == 0 || data[old.start-1] != '\n' || old.end > len(data) || data[old.end-1] != '\n' {
+		return nil // splice adds a newline, or the entry ends the file without one
+	}
+	delta := len(line) - (old.end - old.start)
+	out := make([]dnEntry, 0, len(es))
+	out = append(out, es[:i]...)
+	dl := 0
+	if line != "" {
+		e, ok := lineEntry(line, old.start, old.line)
+		if !ok {
+			return nil
+		}
+		out = append(out, e)
+	} else {
+		dl = -1 // a network record is one line
+	}
+	for _, e := range es[i+1:] {
+		e.start += delta
+		e.end += delta
+		e.line += dl
+		out = append(out, e)
+	}
+	return out
+}
+
+// lineEntry parses line (a record's, newline ended) as the entry it is at
+// byte start, line number n.
+func lineEntry(line string, start, n int) (dnEntry, bool) {
+	text := strings.TrimSuffix(line, "\n")
+	r, err := parseDN(text)
+	if err != nil || len(text) == 0 || text[0] == '#' || strings.Contains(text, "\n") {
+		return dnEntry{}, false
+	}
+	return dnEntry{entry{start: start, end: start + len(line), line: n, text: text}, r}, true
 }
 
 // Import appends rs with their signatures in one replace; ErrExists (and
