@@ -39,7 +39,7 @@ else
 	pg="a throwaway server, not durable (fsync=off synchronous_commit=off full_page_writes=off)"
 fi
 echo "== corral: BenchmarkModules, -benchtime $BENCHTIME; postgres: $pg"
-go test -run '^$' -bench "BenchmarkModules/($MODULES)/" -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./dsvc/bench | tee "$out"
+go test -run '^$' -bench "BenchmarkModules/^($MODULES)$/" -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./dsvc/bench | tee "$out"
 echo
 echo "== ops/s per module (lat µs), and each module's rate over the first's"
 awk '
