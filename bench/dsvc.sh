@@ -20,13 +20,13 @@
 #
 # Env: BENCHTIME (go test -benchtime, default 2s), COUNT (runs, default 1;
 # the table shows the median), MODULES (a -bench pattern for the module,
-# default every module).
+# anchored to the whole name, default every module).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 BENCHTIME=${BENCHTIME:-2s}
 COUNT=${COUNT:-1}
-MODULES=${MODULES:-.}
+MODULES=${MODULES:-.*}
 export CORRAL_TEST_POSTGRES_DURABLE=${CORRAL_TEST_POSTGRES_DURABLE:-1}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
