@@ -11,23 +11,35 @@
 # concurrent clients. postgres runs against the server CORRAL_TEST_POSTGRES
 # names, or a throwaway one started from the PostgreSQL binaries
 # (internal/pgtest; skipped without them), one pool connection per client.
+# The throwaway server is durable (fsync, synchronous_commit and
+# full_page_writes on, CORRAL_TEST_POSTGRES_DURABLE=1) unless
+# CORRAL_TEST_POSTGRES_DURABLE=0, so its commits wait for the disk as the
+# files and binfiles writes (fsync) do.
 # ops/s: all clients together; lat: the mean time one operation took its
 # client (µs).
 #
 # Env: BENCHTIME (go test -benchtime, default 2s), COUNT (runs, default 1;
 # the table shows the median), MODULES (a -bench pattern for the module,
-# default every module).
+# anchored to the whole name, default every module).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 BENCHTIME=${BENCHTIME:-2s}
 COUNT=${COUNT:-1}
-MODULES=${MODULES:-.}
+MODULES=${MODULES:-.*}
+export CORRAL_TEST_POSTGRES_DURABLE=${CORRAL_TEST_POSTGRES_DURABLE:-1}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 cd "$root"
-echo "== corral: BenchmarkModules, -benchtime $BENCHTIME"
-go test -run '^$' -bench "BenchmarkModules/($MODULES)/" -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./dsvc/bench | tee "$out"
+if [ -n "${CORRAL_TEST_POSTGRES:-}" ]; then
+	pg="the server CORRAL_TEST_POSTGRES names (durability its own)"
+elif [ "$CORRAL_TEST_POSTGRES_DURABLE" = 1 ]; then
+	pg="a throwaway server, durable (fsync=on synchronous_commit=on full_page_writes=on)"
+else
+	pg="a throwaway server, not durable (fsync=off synchronous_commit=off full_page_writes=off)"
+fi
+echo "== corral: BenchmarkModules, -benchtime $BENCHTIME; postgres: $pg"
+go test -run '^$' -bench "BenchmarkModules/^($MODULES)$/" -benchtime "$BENCHTIME" -count "$COUNT" -timeout 60m ./dsvc/bench | tee "$out"
 echo
 echo "== ops/s per module (lat µs), and each module's rate over the first's"
 awk '

@@ -32,7 +32,10 @@
 //
 // Creating a container builds it under a temporary name and links it into
 // place (failing if the name exists), so a torn create leaves only a
-// ".binfiles1_….tmp-*" file, which List ignores. Removing unlinks.
+// ".binfiles1_….tmp-*" file, which List ignores. List and create remove
+// such files once not written for a minute: a live create finishes its
+// file within about a second, so only a dead one's is that old. Removing
+// unlinks.
 //
 // Errors: a file that bbolt or the record decoder rejects is ErrInternal
 // (a bbolt panic on a corrupt page is recovered into it); ENOSPC, EDQUOT

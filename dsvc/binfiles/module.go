@@ -171,7 +171,8 @@ func (m *Module) ListDN(ctx context.Context, location string) ([]string, error) 
 }
 
 // list returns the regular file names of the location. Temporary files of
-// an unfinished create (".binfiles1_….tmp-*") are not containers.
+// an unfinished create (".binfiles1_….tmp-*") are not containers; those
+// left by a create that died are removed (removeStale).
 func (m *Module) list(location string) ([]string, error) {
 	if err := m.Status(context.Background(), location); err != nil {
 		return nil, err
@@ -180,6 +181,7 @@ func (m *Module) list(location string) ([]string, error) {
 	if err != nil {
 		return nil, mapErr(err, dsvc.CodeNoLocation)
 	}
+	m.removeStale(location, ents)
 	var out []string
 	for _, e := range ents {
 		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
@@ -187,6 +189,30 @@ func (m *Module) list(location string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// staleAfter is the age (since its last write) past which a create's
+// temporary file belongs to a create that died: a create writes its file
+// within a second or so (bbolt's open waits at most a second for its
+// flock, then one transaction and a sync), so a live one is never
+// this old.
+const staleAfter = time.Minute
+
+// removeStale deletes the temporary files of this module's unfinished
+// creates (".<prefix>….tmp-*") in dir not written for staleAfter. Best
+// effort: a file that cannot be removed is left for the next time.
+func (m *Module) removeStale(dir string, ents []fs.DirEntry) {
+	for _, e := range ents {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, "."+m.prefix()) || !strings.Contains(n, ".tmp-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+			if os.Remove(filepath.Join(dir, n)) == nil {
+				m.log.Info("removed the temporary file of an unfinished create", "file", n)
+			}
+		}
+	}
 }
 
 // containerPath checks an internal container name and returns its file:
@@ -343,6 +369,9 @@ func (m *Module) create(ctx context.Context, path string, md meta) error {
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return dsvc.Errorf(dsvc.CodeTableExists, "%s exists", base)
+	}
+	if ents, err := os.ReadDir(dir); err == nil {
+		m.removeStale(dir, ents)
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {

@@ -3,10 +3,13 @@ package binfiles
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -87,10 +90,25 @@ func TestOpenModes(t *testing.T) {
 	if l, _ := m.ListDT(ctx, loc); !slices.Equal(l, []string{"binfiles1_dhcptab"}) {
 		t.Fatalf("ListDT %v", l)
 	}
-	// A leftover of a torn create is not a container.
-	os.WriteFile(filepath.Join(loc, ".binfiles1_10_0_9_0.tmp-1"), nil, 0o644)
+	// A leftover of a torn create is not a container; one not written
+	// for over a minute is a dead create's and is removed, a fresh one (a
+	// create in progress) is kept.
+	stale := filepath.Join(loc, ".binfiles1_10_0_9_0.tmp-1")
+	fresh := filepath.Join(loc, ".binfiles1_10_0_8_0.tmp-2")
+	os.WriteFile(stale, nil, 0o644)
+	os.WriteFile(fresh, nil, 0o644)
+	old := time.Now().Add(-staleAfter - time.Second)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
 	if l, _ := m.ListDN(ctx, loc); len(l) != 1 {
 		t.Fatalf("ListDN with leftover %v", l)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale temporary file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("fresh temporary file: %v", err)
 	}
 	wantCode(t, m.RemoveDN(ctx, loc, name), dsvc.CodeSuccess)
 	wantCode(t, m.RemoveDN(ctx, loc, name), dsvc.CodeNoTable)

@@ -9,10 +9,16 @@
 // file, never a torn one. The module asks for the synchronization service
 // (dsvc.SynchLockService): the framework holds the container's lock around
 // every operation, shared for lookups, exclusive for updates, across
-// processes. Lookups by client IP search the file for the line instead of
-// parsing it all (as Solaris's strstr); everything else parses every line,
-// so the module suits up to a few thousand records per container, like
-// SUNWfiles ("several hundred to a couple thousand clients").
+// processes. A Module keeps the last version of each container file it
+// read or wrote, parsed, and uses it again while the file at the path is
+// the same file unchanged (device, inode, size, mtime and ctime, with the
+// file held open so its inode number cannot be reused; cache.go): writers
+// of other processes, and editors, replace the file by rename and so are
+// seen at the next operation. Lookups by client IP then go through an
+// index; other queries scan the parsed records. A changed file is read
+// and parsed whole again, so the module suits up to a few thousand
+// records per container, like SUNWfiles ("several hundred to a couple
+// thousand clients").
 //
 // A network container's file records its network in a "# network
 // 10.0.0.0/24" comment (Linux has no netmasks database), so the container

@@ -28,6 +28,8 @@ type Module struct {
 	// hook, if set (tests only), is called at each step of an atomic
 	// replace: "write" (half the new file written), "synced", "renamed".
 	hook func(step string)
+	// cache holds the container files last read or written, parsed.
+	cache cache
 }
 
 // New returns the files module, container version 1.
@@ -231,9 +233,11 @@ func createFile(path string, data []byte) error {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tmp := fmt.Sprintf("%s.create-%s", path, hex.EncodeToString(rnd[:]))
-	if err := writeSynced(tmp, data, 0o644, nil); err != nil {
+	f, err := writeSynced(tmp, data, 0o644, nil)
+	if err != nil {
 		return err
 	}
+	f.Close()
 	defer os.Remove(tmp)
 	if err := os.Link(tmp, path); err != nil {
 		return sysErr(err)
@@ -249,6 +253,7 @@ func (m *Module) remove(location, container string) error {
 		return err
 	}
 	p := m.path(location, container)
+	m.cache.drop(p)
 	if err := os.Remove(p); err != nil {
 		return sysErr(err)
 	}
@@ -264,12 +269,12 @@ func (m *Module) RemoveDN(ctx context.Context, location, container string) error
 	return m.remove(location, container)
 }
 
-// writeSynced writes data to path (truncating) and fsyncs it; hook, if
-// set, is called halfway and after the sync.
-func writeSynced(path string, data []byte, mode fs.FileMode, hook func(string)) error {
+// writeSynced writes data to path (truncating) and fsyncs it, and returns
+// it still open; hook, if set, is called halfway and after the sync.
+func writeSynced(path string, data []byte, mode fs.FileMode, hook func(string)) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
-		return sysErr(err)
+		return nil, sysErr(err)
 	}
 	half := len(data) / 2
 	_, err = f.Write(data[:half])
@@ -282,41 +287,46 @@ func writeSynced(path string, data []byte, mode fs.FileMode, hook func(string)) 
 	if err == nil {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		f.Close()
 		os.Remove(path)
-		return sysErr(err)
+		return nil, sysErr(err)
 	}
 	if hook != nil {
 		hook("synced")
 	}
-	return nil
+	return f, nil
 }
 
 // replace atomically replaces path's content: write path.new, fsync,
 // rename over path, fsync the directory. A crash leaves the old or the new
 // file; a leftover path.new is overwritten by the next write (writers hold
 // the container's exclusive lock, so it is never another's file in
-// progress) and removed with the container.
-func (m *Module) replace(path string, data []byte) error {
+// progress) and removed with the container. It returns the new file open
+// (the caller closes it).
+func (m *Module) replace(path string, data []byte) (*os.File, error) {
 	mode := fs.FileMode(0o644)
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
 	}
 	tmp := path + ".new"
-	if err := writeSynced(tmp, data, mode, m.hook); err != nil {
-		return err
+	f, err := writeSynced(tmp, data, mode, m.hook)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		f.Close()
 		os.Remove(tmp)
-		return sysErr(err)
+		return nil, sysErr(err)
 	}
 	if m.hook != nil {
 		m.hook("renamed")
 	}
-	return syncDir(filepath.Dir(path))
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func syncDir(dir string) error {

@@ -82,26 +82,53 @@ func escape(b *strings.Builder, s string) {
 // unescaping "\|" and "\\" (any other '\' is kept as it is); the last
 // field, when max is reached, is the rest of the line verbatim.
 func splitFields(line string, max int) []string {
-	var out []string
-	var cur strings.Builder
+	return splitFieldsInto(nil, line, max)
+}
+
+// splitFieldsInto is splitFields appending to out (a reused buffer). A
+// field without a '\' is a slice of line; only a field with one is
+// built anew.
+func splitFieldsInto(out []string, line string, max int) []string {
+	start := 0 // of the current field
 	for i := 0; i < len(line); i++ {
 		if len(out) == max-1 {
-			out = append(out, line[i:])
-			return out
+			return append(out, line[i:])
 		}
+		switch line[i] {
+		case '|':
+			out = append(out, line[start:i])
+			start = i + 1
+		case '\\':
+			f, next := unescapeField(line, start)
+			out = append(out, f)
+			if next < 0 { // it ran to the end of the line
+				return out
+			}
+			start, i = next, next-1 // the loop's i++ moves to next
+		}
+	}
+	return append(out, line[start:])
+}
+
+// unescapeField reads the escaped field of line from start up to the next
+// unescaped '|' and returns it and the index after the '|', or -1 if the
+// field runs to the end of the line.
+func unescapeField(line string, start int) (string, int) {
+	var b strings.Builder
+	b.Grow(len(line) - start)
+	for i := start; i < len(line); i++ {
 		c := line[i]
 		switch {
 		case c == '\\' && i+1 < len(line) && (line[i+1] == '|' || line[i+1] == '\\'):
-			cur.WriteByte(line[i+1])
+			b.WriteByte(line[i+1])
 			i++
 		case c == '|':
-			out = append(out, cur.String())
-			cur.Reset()
+			return b.String(), i + 1
 		default:
-			cur.WriteByte(c)
+			b.WriteByte(c)
 		}
 	}
-	return append(out, cur.String())
+	return b.String(), -1
 }
 
 // formatDN returns a network record's line: cip|cid|flags|sip|lease|sig|macro|comment.
@@ -125,7 +152,8 @@ func parseDN(line string) (dsvc.DNRecord, error) {
 	var r dsvc.DNRecord
 	// Split unlimited, then require exactly 8: an unescaped '|' in the
 	// comment is an error, not a silently shortened comment.
-	f := splitFields(line, -1)
+	var buf [dnFields]string
+	f := splitFieldsInto(buf[:0], line, -1)
 	if len(f) != dnFields {
 		return r, fmt.Errorf("%d fields, want %d", len(f), dnFields)
 	}
@@ -168,7 +196,8 @@ func parseDN(line string) (dsvc.DNRecord, error) {
 
 func parseIPv4(s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() || a.String() != s {
+	var buf [len("255.255.255.255")]byte
+	if err != nil || !a.Is4() || string(a.AppendTo(buf[:0])) != s {
 		return netip.Addr{}, fmt.Errorf("%q is not a dotted IPv4 address", s)
 	}
 	return a, nil
@@ -230,33 +259,41 @@ type entry struct {
 // ending in '\' continues on the next: the '\' and the newline are
 // dropped.
 func entries(data []byte, cont bool) []entry {
-	var out []entry
+	// One copy of the file as a string; an entry's text is a slice of it
+	// unless continuation lines had to be joined.
+	s := string(data)
+	out := make([]entry, 0, bytes.Count(data, []byte("\n"))+1)
 	line := 0
-	for pos := 0; pos < len(data); {
+	for pos := 0; pos < len(s); {
 		start := pos
 		line++
 		first := line
-		var text []byte
+		var text string
+		var joined []byte // continuation lines so far, if any
 		for {
-			nl := bytes.IndexByte(data[pos:], '\n')
-			var l []byte
+			nl := strings.IndexByte(s[pos:], '\n')
+			var l string
 			if nl < 0 {
-				l, pos = data[pos:], len(data)
+				l, pos = s[pos:], len(s)
 			} else {
-				l, pos = data[pos:pos+nl], pos+nl+1
+				l, pos = s[pos:pos+nl], pos+nl+1
 			}
-			if cont && len(l) > 0 && l[len(l)-1] == '\\' && pos < len(data) && !(len(text) == 0 && l[0] == '#') {
-				text = append(text, l[:len(l)-1]...)
+			if cont && len(l) > 0 && l[len(l)-1] == '\\' && pos < len(s) && !(len(joined) == 0 && l[0] == '#') {
+				joined = append(joined, l[:len(l)-1]...)
 				line++
 				continue
 			}
-			text = append(text, l...)
+			if joined != nil {
+				text = string(append(joined, l...))
+			} else {
+				text = l
+			}
 			break
 		}
 		if len(text) == 0 || text[0] == '#' {
 			continue
 		}
-		out = append(out, entry{start: start, end: pos, line: first, text: string(text)})
+		out = append(out, entry{start: start, end: pos, line: first, text: text})
 	}
 	return out
 }

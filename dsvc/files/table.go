@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/corralhq/corral/dsvc"
 )
 
 // table is an open container file. It holds no file open: every operation
-// reads the file afresh (the framework holds the container's lock around
-// it), because writers of other processes replace it by rename.
+// checks the file at the path afresh (the framework holds the container's
+// lock around it), because writers of other processes replace it by
+// rename, and reads and parses it only if it changed (cache.go).
 type table struct {
 	m      *Module
 	path   string
@@ -41,23 +42,19 @@ func (t *table) close() error {
 	return nil
 }
 
-// load reads the container file and checks its header.
-func (t *table) load(ctx context.Context) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(t.path)
-	if err != nil {
-		return nil, sysErr(err)
-	}
-	if _, err := checkHeader(data, t.file); err != nil {
-		return nil, err
-	}
-	return data, nil
-}
-
 func corrupt(t *table, e entry, err error) error {
 	return &dsvc.Error{Code: dsvc.CodeInternal, Detail: t.file + " line " + strconv.Itoa(e.line) + ": " + err.Error()}
+}
+
+// replace writes data as the table's file (Module.replace) and keeps it
+// as the file's snapshot.
+func (t *table) replace(data []byte) error {
+	f, err := t.m.replace(t.path, data)
+	if err != nil {
+		return err
+	}
+	t.written(f, data)
+	return nil
 }
 
 // splice returns data with [start,end) replaced by repl.
@@ -71,7 +68,14 @@ func splice(data []byte, start, end int, repl string) []byte {
 	return append(out, data[end:]...)
 }
 
+// appendLines returns data with lines appended, in a new array (data may
+// be a snapshot's).
 func appendLines(data []byte, lines ...string) []byte {
+	n := len(data) + 1
+	for _, l := range lines {
+		n += len(l)
+	}
+	data = append(make([]byte, 0, n), data...)
 	if len(data) > 0 && data[len(data)-1] != '\n' {
 		data = append(data, '\n')
 	}
@@ -109,46 +113,24 @@ func (t *dnTable) parse(data []byte) ([]dnEntry, error) {
 	return out, nil
 }
 
-// byCIP finds the one line of cip without parsing the others (the
-// Solaris module's strstr of "\n<ip>|").
-func (t *dnTable) byCIP(data []byte, cip netip.Addr) ([]dnEntry, error) {
-	needle := []byte("\n" + cip.String() + "|")
-	i := bytes.Index(data, needle)
-	if i < 0 {
-		return nil, nil
-	}
-	start := i + 1
-	end := bytes.IndexByte(data[start:], '\n')
-	if end < 0 {
-		end = len(data)
-	} else {
-		end += start + 1
-	}
-	line := bytes.TrimSuffix(data[start:end], []byte("\n"))
-	e := entry{start: start, end: end, line: bytes.Count(data[:start], []byte("\n")) + 1, text: string(line)}
-	r, err := parseDN(e.text)
-	if err != nil {
-		return nil, corrupt(t.table, e, err)
-	}
-	return []dnEntry{{e, r}}, nil
-}
-
 func (t *dnTable) Lookup(ctx context.Context, partial bool, q dsvc.Query, count int, target *dsvc.DNRecord) ([]dsvc.DNRecord, error) {
 	if err := t.can(dsvc.Read); err != nil {
 		return nil, err
 	}
-	data, err := t.load(ctx)
+	s, err := t.snap(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var es []dnEntry
-	if q.IsEq(dsvc.DNQCIP) {
-		es, err = t.byCIP(data, target.CIP)
-	} else {
-		es, err = t.parse(data)
-	}
-	if err != nil {
-		return nil, err
+	es := s.dn
+	if q.IsEq(dsvc.DNQCIP) { // at most the one record of the address
+		if !target.CIP.Is4() {
+			return nil, nil
+		}
+		i, ok := s.cipIndex()[target.CIP.As4()]
+		if !ok {
+			return nil, nil
+		}
+		es = es[i : i+1]
 	}
 	var out []dsvc.DNRecord
 	for i := range es {
@@ -156,7 +138,9 @@ func (t *dnTable) Lookup(ctx context.Context, partial bool, q dsvc.Query, count 
 			break
 		}
 		if dsvc.MatchDN(q, &es[i].rec, target) {
-			out = append(out, es[i].rec)
+			r := es[i].rec
+			r.CID = append([]byte(nil), r.CID...) // the caller's to change
+			out = append(out, r)
 		}
 	}
 	return out, nil
@@ -180,12 +164,11 @@ func (t *dnTable) loadAll(ctx context.Context) ([]byte, []dnEntry, error) {
 	if err := t.can(dsvc.Write); err != nil {
 		return nil, nil, err
 	}
-	data, err := t.load(ctx)
+	s, err := t.snap(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	es, err := t.parse(data)
-	return data, es, err
+	return s.data, s.dn, nil
 }
 
 func (t *dnTable) Add(ctx context.Context, r *dsvc.DNRecord) error {
@@ -198,7 +181,9 @@ func (t *dnTable) Add(ctx context.Context, r *dsvc.DNRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.RandomSig()
-	if err := t.m.replace(t.path, appendLines(data, formatDN(&nr))); err != nil {
+	line := formatDN(&nr)
+	ndata := appendLines(data, line)
+	if err := t.replaceDN(ndata, addedDN(data, es, line)); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -222,7 +207,8 @@ func (t *dnTable) Modify(ctx context.Context, orig, r *dsvc.DNRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.NextSig(es[i].rec.Sig)
-	if err := t.m.replace(t.path, splice(data, es[i].start, es[i].end, formatDN(&nr))); err != nil {
+	line := formatDN(&nr)
+	if err := t.replaceDN(splice(data, es[i].start, es[i].end, line), splicedDN(data, es, i, line)); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -241,7 +227,74 @@ func (t *dnTable) Delete(ctx context.Context, r *dsvc.DNRecord) error {
 	if r.Sig != 0 && es[i].rec.Sig != r.Sig {
 		return dsvc.Errorf(dsvc.CodeCollision, "client IP %v: signature %d, stored %d", r.CIP, r.Sig, es[i].rec.Sig)
 	}
-	return t.m.replace(t.path, splice(data, es[i].start, es[i].end, ""))
+	return t.replaceDN(splice(data, es[i].start, es[i].end, ""), splicedDN(data, es, i, ""))
+}
+
+// replaceDN is replace with the new file's entries worked out from the
+// old ones (es; nil: parse it).
+func (t *dnTable) replaceDN(data []byte, es []dnEntry) error {
+	if es == nil {
+		return t.replace(data)
+	}
+	f, err := t.m.replace(t.path, data)
+	if err != nil {
+		return err
+	}
+	t.cache(f, data, es)
+	return nil
+}
+
+// addedDN returns the entries of data (of entries es) with line appended,
+// as entries would find them, or nil to have the new file parsed.
+func addedDN(data []byte, es []dnEntry, line string) []dnEntry {
+	if len(data) == 0 || data[len(data)-1] != '\n' {
+		return nil // appendLines adds a newline, which a parse gives the last entry
+	}
+	e, ok := lineEntry(line, len(data), bytes.Count(data, []byte("\n"))+1)
+	if !ok {
+		return nil
+	}
+	return append(es[:len(es):len(es)], e)
+}
+
+// splicedDN returns the entries of data (of entries es) with es[i]
+// replaced by line ("": removed), or nil to have the new file parsed.
+func splicedDN(data []byte, es []dnEntry, i int, line string) []dnEntry {
+	old := es[i]
+	if old.start == 0 || data[old.start-1] != '\n' || old.end > len(data) || data[old.end-1] != '\n' {
+		return nil // splice adds a newline, or the entry ends the file without one
+	}
+	delta := len(line) - (old.end - old.start)
+	out := make([]dnEntry, 0, len(es))
+	out = append(out, es[:i]...)
+	dl := 0
+	if line != "" {
+		e, ok := lineEntry(line, old.start, old.line)
+		if !ok {
+			return nil
+		}
+		out = append(out, e)
+	} else {
+		dl = -1 // a network record is one line
+	}
+	for _, e := range es[i+1:] {
+		e.start += delta
+		e.end += delta
+		e.line += dl
+		out = append(out, e)
+	}
+	return out
+}
+
+// lineEntry parses line (a record's, newline ended) as the entry it is at
+// byte start, line number n.
+func lineEntry(line string, start, n int) (dnEntry, bool) {
+	text := strings.TrimSuffix(line, "\n")
+	r, err := parseDN(text)
+	if err != nil || len(text) == 0 || text[0] == '#' || strings.Contains(text, "\n") {
+		return dnEntry{}, false
+	}
+	return dnEntry{entry{start: start, end: start + len(line), line: n, text: text}, r}, true
 }
 
 // Import appends rs with their signatures in one replace; ErrExists (and
@@ -269,7 +322,7 @@ func (t *dnTable) Import(ctx context.Context, rs []dsvc.DNRecord) error {
 		sigs[i] = nr.Sig
 		lines[i] = formatDN(&nr)
 	}
-	if err := t.m.replace(t.path, appendLines(data, lines...)); err != nil {
+	if err := t.replace(appendLines(data, lines...)); err != nil {
 		return err
 	}
 	for i := range rs {
@@ -308,14 +361,11 @@ func (t *dtTable) Lookup(ctx context.Context, partial bool, q dsvc.Query, count 
 	if err := t.can(dsvc.Read); err != nil {
 		return nil, err
 	}
-	data, err := t.load(ctx)
+	s, err := t.snap(ctx)
 	if err != nil {
 		return nil, err
 	}
-	es, err := t.parse(data)
-	if err != nil {
-		return nil, err
-	}
+	es := s.dt
 	var out []dsvc.DTRecord
 	for i := range es {
 		if count >= 0 && len(out) >= count {
@@ -346,12 +396,11 @@ func (t *dtTable) loadAll(ctx context.Context) ([]byte, []dtEntry, error) {
 	if err := t.can(dsvc.Write); err != nil {
 		return nil, nil, err
 	}
-	data, err := t.load(ctx)
+	s, err := t.snap(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	es, err := t.parse(data)
-	return data, es, err
+	return s.data, s.dt, nil
 }
 
 func (t *dtTable) Add(ctx context.Context, r *dsvc.DTRecord) error {
@@ -367,7 +416,7 @@ func (t *dtTable) Add(ctx context.Context, r *dsvc.DTRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.RandomSig()
-	if err := t.m.replace(t.path, appendLines(data, formatDT(&nr))); err != nil {
+	if err := t.replace(appendLines(data, formatDT(&nr))); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -394,7 +443,7 @@ func (t *dtTable) Modify(ctx context.Context, orig, r *dsvc.DTRecord) error {
 	}
 	nr := *r
 	nr.Sig = dsvc.NextSig(es[i].rec.Sig)
-	if err := t.m.replace(t.path, splice(data, es[i].start, es[i].end, formatDT(&nr))); err != nil {
+	if err := t.replace(splice(data, es[i].start, es[i].end, formatDT(&nr))); err != nil {
 		return err
 	}
 	r.Sig = nr.Sig
@@ -413,7 +462,7 @@ func (t *dtTable) Delete(ctx context.Context, r *dsvc.DTRecord) error {
 	if r.Sig != 0 && es[i].rec.Sig != r.Sig {
 		return dsvc.Errorf(dsvc.CodeCollision, "%c %q: signature %d, stored %d", r.Type, r.Key, r.Sig, es[i].rec.Sig)
 	}
-	return t.m.replace(t.path, splice(data, es[i].start, es[i].end, ""))
+	return t.replace(splice(data, es[i].start, es[i].end, ""))
 }
 
 // Import is dnTable.Import for the dhcptab.
@@ -448,7 +497,7 @@ func (t *dtTable) Import(ctx context.Context, rs []dsvc.DTRecord) error {
 		sigs[i] = nr.Sig
 		lines[i] = formatDT(&nr)
 	}
-	if err := t.m.replace(t.path, appendLines(data, lines...)); err != nil {
+	if err := t.replace(appendLines(data, lines...)); err != nil {
 		return err
 	}
 	for i := range rs {

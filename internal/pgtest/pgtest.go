@@ -23,6 +23,16 @@ import (
 // so helper processes of the test use the same server.
 const EnvDSN = "CORRAL_TEST_POSTGRES"
 
+// EnvDurable, set to 1, makes Launch start a durable server: fsync,
+// synchronous_commit and full_page_writes on, PostgreSQL's defaults, so
+// that its commits wait for the disk as the files and binfiles modules'
+// writes do (benchmarks comparing them). Unset, a launched server runs
+// without them: a test server loses nothing that matters.
+const EnvDurable = "CORRAL_TEST_POSTGRES_DURABLE"
+
+// Durable reports whether EnvDurable asks for a durable server.
+func Durable() bool { return os.Getenv(EnvDurable) == "1" }
+
 // ErrNoBinaries is returned by Launch when initdb or postgres is not
 // installed.
 var ErrNoBinaries = errors.New("pgtest: PostgreSQL binaries not found")
@@ -71,7 +81,7 @@ func findBin(name string) (string, error) {
 // Launch runs initdb and postgres in a temporary directory, as the user
 // postgres when this process is root (the server refuses root), on a free
 // port of 127.0.0.1, without fsync (a test server loses nothing that
-// matters), and creates the database corral. The returned stop shuts it
+// matters) unless Durable, and creates the database corral. The returned stop shuts it
 // down and removes the directory.
 func Launch() (dsn string, stop func(), err error) {
 	initdb, err := findBin("initdb")
@@ -127,8 +137,12 @@ func Launch() (dsn string, stop func(), err error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	durable := "off"
+	if Durable() {
+		durable = "on"
+	}
 	srv := run(postgres, "-D", data, "-k", sock, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "max_connections=400", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+		"-c", "max_connections=400", "-c", "fsync="+durable, "-c", "synchronous_commit="+durable, "-c", "full_page_writes="+durable)
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return "", nil, err
