@@ -147,7 +147,7 @@ func New(cfg Config) (*Cluster, error) {
 		stopped:  make(chan struct{}),
 	}
 	c.untilStop, c.stopAll = context.WithCancel(context.Background())
-	c.prop = rsm.NewProposer(func() *clusterlog.Node {
+	c.prop = rsm.NewProposer(cfg.Self, func() *clusterlog.Node {
 		if l := c.cur.Load(); l != nil {
 			return l.node
 		}

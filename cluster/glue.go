@@ -160,5 +160,5 @@ func (c *Cluster) publishEligibility(ch membership.Change) {
 
 // proposeOn proposes cmd for machine id on life l's node.
 func (c *Cluster) proposeOn(ctx context.Context, l *life, id rsm.ID, cmd []byte) (uint64, []byte, error) {
-	return rsm.NewProposer(func() *clusterlog.Node { return l.node }).Propose(ctx, id, cmd)
+	return rsm.NewProposer(c.cfg.Self, func() *clusterlog.Node { return l.node }).Propose(ctx, id, cmd)
 }

@@ -41,26 +41,44 @@ func lookupRequest(tx Tx, proposer, request uint64) (index uint64, reply []byte,
 	return binary.LittleEndian.Uint64(v), append([]byte(nil), v[8:]...), true
 }
 
-// expiredRequest reports whether request is below the window of a
-// proposer whose window is full: it may have applied and been dropped from
-// the table since.
-func expiredRequest(tx Tx, proposer, request uint64) (bool, error) {
+// countRecord decodes a proposer's count record: its number of records
+// and its floor, the highest request id dropped from the table (0: none;
+// a 4-byte record, written before floors existed, has none).
+func countRecord(v []byte) (count uint32, floor uint64) {
+	if len(v) >= 4 {
+		count = binary.LittleEndian.Uint32(v)
+	}
+	if len(v) >= 12 {
+		floor = binary.LittleEndian.Uint64(v[4:])
+	}
+	return count, floor
+}
+
+func appendCountRecord(b []byte, count uint32, floor uint64) []byte {
+	b = binary.LittleEndian.AppendUint32(b, count)
+	if floor != 0 {
+		b = binary.LittleEndian.AppendUint64(b, floor)
+	}
+	return b
+}
+
+// expiredRequest reports whether request, not in the table, is at or
+// below its proposer's floor: it may have applied and been dropped from the
+// table since, so it must not apply.
+func expiredRequest(tx Tx, proposer, request uint64) bool {
+	_, floor := countRecord(tx.Get(binary.BigEndian.AppendUint64(nil, proposer)))
+	return request <= floor
+}
+
+// raiseFloor sets a proposer's floor to at least floor (restoring a
+// snapshot's floor record).
+func raiseFloor(tx Tx, proposer, floor uint64) error {
 	ck := binary.BigEndian.AppendUint64(nil, proposer)
-	if c := tx.Get(ck); len(c) != 4 || binary.LittleEndian.Uint32(c) < DedupeWindow {
-		return false, nil
-	}
-	expired := false
-	err := tx.Scan(ck, func(k, _ []byte) error {
-		if len(k) == 16 {
-			expired = request < binary.BigEndian.Uint64(k[8:])
-			return errStop
-		}
+	count, old := countRecord(tx.Get(ck))
+	if floor <= old {
 		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return false, err
 	}
-	return expired, nil
+	return tx.Put(ck, appendCountRecord(nil, count, floor))
 }
 
 var errStop = errors.New("stop")
@@ -73,10 +91,7 @@ func recordRequest(tx Tx, proposer, request, index uint64, reply []byte) error {
 		return err
 	}
 	ck := binary.BigEndian.AppendUint64(nil, proposer)
-	var count uint32
-	if c := tx.Get(ck); len(c) == 4 {
-		count = binary.LittleEndian.Uint32(c)
-	}
+	count, floor := countRecord(tx.Get(ck))
 	count++
 	for count > DedupeWindow {
 		var oldest []byte
@@ -96,15 +111,24 @@ func recordRequest(tx Tx, proposer, request, index uint64, reply []byte) error {
 		if err := tx.Delete(oldest); err != nil {
 			return err
 		}
+		floor = max(floor, binary.BigEndian.Uint64(oldest[8:]))
 		count--
 	}
-	return tx.Put(ck, binary.LittleEndian.AppendUint32(nil, count))
+	return tx.Put(ck, appendCountRecord(nil, count, floor))
 }
 
-// writeDedupe writes the request table's records (not the counts).
+// writeDedupe writes the request table's records, and before each
+// proposer's records its floor record (index 0, request = the floor, no
+// reply) if it has a floor.
 func writeDedupe(tx Tx, w io.Writer) error {
 	return tx.Scan(nil, func(k, v []byte) error {
-		if len(k) != 16 || len(v) < 8 {
+		switch {
+		case len(k) == 8:
+			if _, floor := countRecord(v); floor != 0 {
+				return writeDedupeRecord(w, binary.BigEndian.Uint64(k), floor, 0, nil)
+			}
+			return nil
+		case len(k) != 16 || len(v) < 8:
 			return nil
 		}
 		return writeDedupeRecord(w, binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:]),

@@ -131,10 +131,7 @@ func (m *Mux) Apply(tx *clusterlog.AppTx, e clusterlog.Entry) ([]byte, error) {
 			"proposer", env.Proposer, "request", env.Request)
 		return reply, nil
 	}
-	switch expired, err := expiredRequest(dd, env.Proposer, env.Request); {
-	case err != nil:
-		return nil, err
-	case expired:
+	if expiredRequest(dd, env.Proposer, env.Request) {
 		m.log.Warn("refusing a request below its proposer's window: it may have applied already",
 			"index", e.Index, "proposer", env.Proposer, "request", env.Request)
 		return nil, fmt.Errorf("%w: entry %d: %w: proposer %d request %d", clusterlog.ErrRejected, e.Index, ErrRequestExpired, env.Proposer, env.Request)
@@ -296,6 +293,9 @@ func (m *Mux) Restore(tx *clusterlog.AppTx, s clusterlog.SnapshotMeta, r io.Read
 				return err
 			}
 			return readDedupe(sr, func(p, q, index uint64, reply []byte) error {
+				if index == 0 {
+					return raiseFloor(dd, p, q) // a floor record
+				}
 				return recordRequest(dd, p, q, index, reply)
 			})
 		}

@@ -195,7 +195,7 @@ func (c *cluster) proposer(id uint64) testProposer {
 		}
 		return nil
 	}
-	return testProposer{rsm.NewProposer(node), node}
+	return testProposer{rsm.NewProposer(id, node), node}
 }
 
 // propose retries while raft drops the proposal for want of a leader, and
@@ -394,7 +394,7 @@ func TestMuxSnapshot(t *testing.T) {
 func TestDedupeWindowExpiry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	c := newCluster(t, nil)
+	c := newCluster(t, func(cfg *clusterlog.Config) { cfg.SnapshotEvery, cfg.SnapshotKeep = 64, 0 })
 	p := c.proposer(1)
 	first := p.NextRequest()
 	var last uint64
@@ -426,6 +426,34 @@ func TestDedupeWindowExpiry(t *testing.T) {
 	// A new request counts.
 	if reply, err := propose(ctx, t, p, counterID, 0, "inc"); err != nil || string(reply) != strconv.Itoa(rsm.DedupeWindow+11) {
 		t.Fatalf("a new request after the retries: %q %v", reply, err)
+	}
+	// The floor travels in snapshots: a node restored from one refuses the
+	// expired retry too, so every node ends with the same state.
+	st, err := c.nodes[1].n.WaitFor(ctx, func(s clusterlog.Status) bool { return s.Leader != 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead := st.Leader
+	if _, err := c.nodes[lead].n.AddLearner(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	c.start(4, nil, nil)
+	if _, err := propose(ctx, t, p, kvID, 0, "after=1"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitApplied(ctx)
+	if c.nodes[4].n.Stats().Restores != 1 {
+		t.Fatalf("node 4 restored %d snapshots, want 1", c.nodes[4].n.Stats().Restores)
+	}
+	if _, err := propose(ctx, t, p, counterID, first, "inc"); !errors.Is(err, rsm.ErrRequestExpired) {
+		t.Fatalf("the expired retry after a restore: %v", err)
+	}
+	c.waitApplied(ctx)
+	c.stop(4)
+	c.stop(lead)
+	d4, dl := dump(t, filepath.Join(c.dir, "n4.db")), dump(t, filepath.Join(c.dir, fmt.Sprintf("n%d.db", lead)))
+	if !maps.Equal(d4, dl) {
+		t.Errorf("node 4 state differs from the leader's after the expired retry")
 	}
 }
 

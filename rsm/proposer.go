@@ -17,17 +17,21 @@ var ErrNoNode = errors.New("rsm: no cluster log node")
 // on every call, so whoever owns the node (cluster/) can replace it (a new
 // life after an eviction) under the same Proposer.
 type NodeProposer struct {
+	self uint64                  // the agent's node id: the envelopes' proposer
 	node func() *clusterlog.Node // current node, or nil
 	next atomic.Uint64           // last request id handed out
 }
 
 var _ Proposer = (*NodeProposer)(nil)
 
-// NewProposer returns a Proposer that proposes to node(). Request ids start
-// from the clock, so that a restarted process with the same node id keeps
-// numbering upwards (DedupeWindow evicts the lowest ids).
-func NewProposer(node func() *clusterlog.Node) *NodeProposer {
-	p := &NodeProposer{node: node}
+// NewProposer returns a Proposer that proposes to node(), as proposer self
+// (the agent's node id, which stays when node() is replaced by a new life
+// with another raft id, so that a request retried across lives is still
+// deduplicated). Request ids start from the clock, so that a restarted
+// process with the same node id keeps numbering upwards (DedupeWindow
+// evicts the lowest ids).
+func NewProposer(self uint64, node func() *clusterlog.Node) *NodeProposer {
+	p := &NodeProposer{self: self, node: node}
 	p.next.Store(uint64(time.Now().UnixNano()))
 	return p
 }
@@ -57,7 +61,7 @@ func (p *NodeProposer) ProposeRequest(ctx context.Context, id ID, request uint64
 		return 0, nil, ErrNoNode
 	}
 	data := AppendEnvelope(make([]byte, 0, EnvelopeHeaderLen+len(cmd)),
-		Envelope{Machine: id, Proposer: n.ID(), Request: request, Cmd: cmd})
+		Envelope{Machine: id, Proposer: p.self, Request: request, Cmd: cmd})
 	return n.Propose(ctx, data)
 }
 
