@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/binfiles"
+	"github.com/corralhq/corral/dsvc/cluster"
+	"github.com/corralhq/corral/dsvc/cluster/clustertest"
 	"github.com/corralhq/corral/dsvc/dsvctest"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/corralhq/corral/dsvc/lock"
@@ -44,6 +47,25 @@ var modules = []module{
 		// machine) would measure the pool, not the server.
 		return lockedRegistry(b, m), dsvc.Datastore{Module: postgres.Name, Location: loc, Config: fmt.Sprintf("maxconns=%d", maxClients), Version: dsvc.CurrentVersion}
 	}},
+	{cluster.Name, func(b *testing.B) (*dsvc.Registry, dsvc.Datastore) {
+		// A one-node cluster: the cost of the log (an fsync per write)
+		// and of the link to the agent, without peers. BenchmarkDsvcCluster
+		// in cmd/corral measures three agents.
+		a := clustertest.Start(b)
+		m := cluster.New(nil)
+		b.Cleanup(m.Close)
+		r, err := dsvc.NewRegistry(dsvc.Options{}, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r, dsvc.Datastore{Module: cluster.Name, Location: "/bench", Config: "socket=" + a.Socket(), Version: dsvc.CurrentVersion}
+	}},
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	clustertest.Cleanup()
+	os.Exit(code)
 }
 
 // lockedRegistry is the registry of the tools (cmd/corral's

@@ -10,6 +10,7 @@ import (
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/binfiles"
 	"github.com/corralhq/corral/dsvc/cluster"
+	"github.com/corralhq/corral/dsvc/cluster/clustertest"
 	"github.com/corralhq/corral/dsvc/dsvctest"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/corralhq/corral/dsvc/lock"
@@ -30,7 +31,7 @@ func freshLocation(t testing.TB) string {
 func TestConformance(t *testing.T) {
 	socket := os.Getenv(envSocket)
 	if socket == "" {
-		socket = startAgent(t).socket()
+		socket = clustertest.Start(t).Socket()
 		t.Setenv(envSocket, socket)
 	}
 	lockDir := os.Getenv("CORRAL_CLUSTER_TEST_LOCKDIR")
