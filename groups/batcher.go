@@ -168,6 +168,13 @@ func (s *Service) proposeBatch(ctx context.Context, h Header, buf []byte, batch 
 		case ctx.Err() != nil:
 			finish(batch, nil, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
 			return
+		case errors.Is(err, rsm.ErrRequestExpired):
+			// The log forgot the request id while the batch was retried;
+			// its batch number still keeps it from applying twice (the
+			// machine refuses a batch applied already): the same batch
+			// again under a new id.
+			req = s.prop.NextRequest()
+			continue
 		case errors.Is(err, clusterlog.ErrRejected):
 			// Cannot happen for a batch this agent encoded; keep the place
 			// in the order with an empty batch so the next ones apply.

@@ -14,6 +14,8 @@ import (
 	"github.com/corralhq/corral/dsvc/dsvctest"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/corralhq/corral/dsvc/lock"
+	"github.com/corralhq/corral/dsvc/postgres"
+	"github.com/corralhq/corral/internal/pgtest"
 )
 
 // freshLocation names a location no test used before: the cluster store
@@ -27,7 +29,7 @@ func freshLocation(t testing.TB) string {
 // TestConformance runs the framework's conformance suite on the cluster
 // module against a real one-node agent: helper processes (the stress, the
 // kill -9 of a writer) speak to the same agent, and conversions go to and
-// from files and binfiles.
+// from files, binfiles and postgres (a real server, when one starts).
 func TestConformance(t *testing.T) {
 	socket := os.Getenv(envSocket)
 	if socket == "" {
@@ -48,24 +50,32 @@ func TestConformance(t *testing.T) {
 	if err := mod.Configure("socket=" + socket); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := dsvc.NewRegistry(dsvc.Options{Locker: lk}, mod, files.New(), binfiles.New(nil))
+	pg := postgres.New(nil)
+	t.Cleanup(pg.Close)
+	reg, err := dsvc.NewRegistry(dsvc.Options{Locker: lk}, mod, files.New(), binfiles.New(nil), pg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	peers := map[string]func(testing.TB) dsvc.Datastore{
+		files.Name: func(t testing.TB) dsvc.Datastore {
+			return dsvc.Datastore{Module: files.Name, Location: filepath.Join(t.TempDir(), "files"), Version: 1}
+		},
+		binfiles.Name: func(t testing.TB) dsvc.Datastore {
+			return dsvc.Datastore{Module: binfiles.Name, Location: filepath.Join(t.TempDir(), "bin"), Version: 1}
+		},
+	}
+	if pgDSN != "" {
+		peers[postgres.Name] = func(t testing.TB) dsvc.Datastore {
+			return dsvc.Datastore{Module: postgres.Name, Location: pgtest.Schema(t, pgDSN), Version: 1}
+		}
 	}
 	dsvctest.Run(t, dsvctest.Setup{
 		Registry: reg,
 		Datastore: func(t testing.TB) dsvc.Datastore {
 			return dsvc.Datastore{Module: cluster.Name, Location: freshLocation(t), Version: 1}
 		},
-		MultiProcess: true,
-		Peers: map[string]func(testing.TB) dsvc.Datastore{
-			files.Name: func(t testing.TB) dsvc.Datastore {
-				return dsvc.Datastore{Module: files.Name, Location: filepath.Join(t.TempDir(), "files"), Version: 1}
-			},
-			binfiles.Name: func(t testing.TB) dsvc.Datastore {
-				return dsvc.Datastore{Module: binfiles.Name, Location: filepath.Join(t.TempDir(), "bin"), Version: 1}
-			},
-		},
+		MultiProcess:     true,
+		Peers:            peers,
 		SoakCapacityBits: 16,
 	})
 }
