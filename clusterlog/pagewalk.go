@@ -1,6 +1,7 @@
 package clusterlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,11 +30,16 @@ const (
 // takes for granted as it walks them on a goroutine of its own, where a
 // damaged page makes it panic beyond any recover: that every page id is
 // below the high-water mark hwm, names itself, is a branch or a leaf and
-// holds its elements. It returns the first problem.
+// holds its elements, that no page (overflow pages included) is reached
+// twice, and that keys are in order: strictly ascending in a page, and a
+// child's keys between the two branch keys around it. bbolt's freelist
+// rebuild (an Open with NoFreelistSync) runs that same check and panics
+// on what it finds while its checking goroutine still reads the
+// transaction. It returns the first problem.
 func walkPages(f *os.File, pageSize int, hwm uint64, roots []uint64) error {
 	w := &pageWalker{f: f, pageSize: pageSize, hwm: hwm, seen: map[uint64]bool{}}
 	for _, r := range roots {
-		if err := w.page(r, 0); err != nil {
+		if _, err := w.page(r, 0, nil, nil); err != nil {
 			return err
 		}
 	}
@@ -50,85 +56,130 @@ type pageWalker struct {
 // maxDepth bounds the recursion: a real tree is far shallower.
 const maxDepth = 64
 
-func (w *pageWalker) page(id uint64, depth int) error {
+// page checks page id and what it points to; its keys must be at least lo
+// (if set) and below hi (if set). It returns the highest key under it.
+func (w *pageWalker) page(id uint64, depth int, lo, hi []byte) ([]byte, error) {
 	switch {
 	case depth > maxDepth:
-		return fmt.Errorf("page %d: the tree is deeper than %d", id, maxDepth)
+		return nil, fmt.Errorf("page %d: the tree is deeper than %d", id, maxDepth)
 	case id < 2 || id >= w.hwm:
-		return fmt.Errorf("page id %d is outside the file's pages 2..%d", id, w.hwm-1)
+		return nil, fmt.Errorf("page id %d is outside the file's pages 2..%d", id, w.hwm-1)
 	case w.seen[id]:
-		return fmt.Errorf("page %d is reached twice", id)
+		return nil, fmt.Errorf("page %d is reached twice", id)
 	}
 	w.seen[id] = true
 	hdr := make([]byte, pageHeaderLen)
 	if _, err := w.f.ReadAt(hdr, int64(id)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return nil, fmt.Errorf("page %d: %w", id, err)
 	}
 	le := binary.LittleEndian
 	if self := le.Uint64(hdr); self != id {
-		return fmt.Errorf("page %d identifies itself as %d", id, self)
+		return nil, fmt.Errorf("page %d identifies itself as %d", id, self)
 	}
 	overflow := uint64(le.Uint32(hdr[12:]))
 	if overflow >= w.hwm-id {
-		return fmt.Errorf("page %d: %d overflow pages run past the file's pages", id, overflow)
+		return nil, fmt.Errorf("page %d: %d overflow pages run past the file's pages", id, overflow)
+	}
+	for o := id + 1; o <= id+overflow; o++ {
+		if w.seen[o] {
+			return nil, fmt.Errorf("page %d: its overflow page %d is reached twice", id, o)
+		}
+		w.seen[o] = true
 	}
 	buf := make([]byte, (1+overflow)*uint64(w.pageSize))
 	if _, err := w.f.ReadAt(buf, int64(id)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return nil, fmt.Errorf("page %d: %w", id, err)
 	}
-	return w.elements(buf, fmt.Sprintf("page %d", id), depth)
+	return w.elements(buf, fmt.Sprintf("page %d", id), depth, lo, hi)
+}
+
+// keyOrder checks key i of a page against the key before it (for i = 0:
+// the lower bound, which it may equal) and the upper bound hi.
+func keyOrder(where string, i int, key, prev, hi []byte) error {
+	switch c := bytes.Compare(prev, key); {
+	case prev == nil:
+	case i == 0 && c > 0:
+		return fmt.Errorf("%s: key 0 is below the key of its parent's element", where)
+	case i > 0 && c >= 0:
+		return fmt.Errorf("%s: key %d is not above key %d", where, i, i-1)
+	}
+	if hi != nil && bytes.Compare(key, hi) >= 0 {
+		return fmt.Errorf("%s: key %d is not below the next key of its parent", where, i)
+	}
+	return nil
 }
 
 // elements checks the elements of the page in buf (a file page with its
-// overflow, or an inline bucket's page) and walks what they point to.
-func (w *pageWalker) elements(buf []byte, where string, depth int) error {
+// overflow, or an inline bucket's page), keys within [lo, hi), and walks
+// what they point to. It returns the highest key under the page.
+func (w *pageWalker) elements(buf []byte, where string, depth int, lo, hi []byte) ([]byte, error) {
 	if len(buf) < pageHeaderLen {
-		return fmt.Errorf("%s: %d bytes, shorter than a page header", where, len(buf))
+		return nil, fmt.Errorf("%s: %d bytes, shorter than a page header", where, len(buf))
 	}
 	le := binary.LittleEndian
 	flags, count := le.Uint16(buf[8:]), int(le.Uint16(buf[10:]))
 	if flags != branchPageFlag && flags != leafPageFlag {
-		return fmt.Errorf("%s: flags %#x, neither a branch nor a leaf", where, flags)
+		return nil, fmt.Errorf("%s: flags %#x, neither a branch nor a leaf", where, flags)
 	}
 	if pageHeaderLen+count*pageElemLen > len(buf) {
-		return fmt.Errorf("%s: %d elements do not fit its %d bytes", where, count, len(buf))
+		return nil, fmt.Errorf("%s: %d elements do not fit its %d bytes", where, count, len(buf))
 	}
+	// Branch keys first, so that each child's upper bound is known.
+	keys := make([][]byte, count)
 	for i := range count {
 		at := pageHeaderLen + i*pageElemLen
 		e := buf[at : at+pageElemLen]
+		pos, ksize, vsize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:])), uint64(0)
+		what := "branch"
+		if flags == leafPageFlag {
+			pos, ksize, vsize, what = uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:])), "leaf"
+		}
+		if uint64(at)+pos+ksize+vsize > uint64(len(buf)) {
+			return nil, fmt.Errorf("%s: %s element %d runs past the page", where, what, i)
+		}
+		keys[i] = buf[uint64(at)+pos : uint64(at)+pos+ksize]
+	}
+	var last []byte
+	prev := lo
+	for i := range count {
+		at := pageHeaderLen + i*pageElemLen
+		e := buf[at : at+pageElemLen]
+		if err := keyOrder(where, i, keys[i], prev, hi); err != nil {
+			return nil, err
+		}
 		if flags == branchPageFlag {
-			pos, ksize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:]))
-			if uint64(at)+pos+ksize > uint64(len(buf)) {
-				return fmt.Errorf("%s: branch element %d runs past the page", where, i)
+			next := hi
+			if i+1 < count {
+				next = keys[i+1]
 			}
-			if err := w.page(le.Uint64(e[8:]), depth+1); err != nil {
-				return err
+			sub, err := w.page(le.Uint64(e[8:]), depth+1, keys[i], next)
+			if err != nil {
+				return nil, err
 			}
+			prev, last = sub, sub
 			continue
 		}
+		prev, last = keys[i], keys[i]
 		eflags, pos, ksize, vsize := le.Uint32(e), uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
-		end := uint64(at) + pos + ksize + vsize
-		if end > uint64(len(buf)) {
-			return fmt.Errorf("%s: leaf element %d runs past the page", where, i)
-		}
 		if eflags&bucketLeafFlag == 0 {
 			continue
 		}
-		v := buf[uint64(at)+pos+ksize : end]
+		v := buf[uint64(at)+pos+ksize : uint64(at)+pos+ksize+vsize]
 		if len(v) < bucketHdrLen {
-			return fmt.Errorf("%s: leaf element %d: a bucket of %d bytes", where, i, len(v))
+			return nil, fmt.Errorf("%s: leaf element %d: a bucket of %d bytes", where, i, len(v))
 		}
+		// A nested bucket is a tree of its own: its keys start afresh.
 		if root := le.Uint64(v); root != 0 {
-			if err := w.page(root, depth+1); err != nil {
-				return err
+			if _, err := w.page(root, depth+1, nil, nil); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		if err := w.elements(v[bucketHdrLen:], fmt.Sprintf("%s: inline bucket %d", where, i), depth+1); err != nil {
-			return err
+		if _, err := w.elements(v[bucketHdrLen:], fmt.Sprintf("%s: inline bucket %d", where, i), depth+1, nil, nil); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // bbolt's meta page (pages 0 and 1): after the page header, magic u32,
