@@ -64,6 +64,7 @@ var ranks = map[string]layer{
 	"dsvc":           down(7),
 	"dsvc/...":       down(7),
 	"dhcp":           down(7),
+	"dhcp/...":       down(7),
 	"sharedaddr":     down(7),
 	"sharedaddr/...": down(7),
 	"obs":            down(7),

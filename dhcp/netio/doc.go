@@ -1,0 +1,44 @@
+// Package netio is the DHCP server's socket layer, built for rate: it
+// reads BOOTREQUESTs from several UDP sockets, drops malformed ones before
+// any parse, and hands the rest to a bounded pool of handler goroutines.
+//
+// # Shape
+//
+// Listen opens Config.Sockets UDP sockets on one address with
+// SO_REUSEPORT (the kernel spreads datagrams over them by flow hash),
+// SO_BROADCAST, IP_PKTINFO and a large receive buffer (SO_RCVBUFFORCE
+// when permitted, else SO_RCVBUF up to net.core.rmem_max). Serve starts
+// one reader per socket, which reads up to Config.Batch datagrams per
+// recvmmsg (golang.org/x/net/ipv4 ReadBatch) into pooled buffers, runs
+// Check on each and puts what passes on one queue of Config.Queue
+// packets; Config.Workers goroutines take packets off it and call the
+// Handler. A full queue drops the packet and counts it (DropQueueFull):
+// the reader never waits for a handler, so a slow handler costs drops, not
+// a growing kernel backlog of stale requests. There is no goroutine and
+// no allocation of a buffer per packet.
+//
+// A handler answers through Reply.Send, on the socket the request came
+// in on, with the ingress interface of the request (Packet.IfIndex) when
+// the reply is a broadcast that must leave by that interface. It may keep
+// the Reply and answer after returning (an ACK sent once the lease is
+// durable) until Serve returns. Packet and its Data go back to the pool
+// when the handler returns.
+//
+// Serve returns when its context ends, after every reader, worker and
+// writer goroutine has ended; it closes the sockets. Stats has the
+// counters, drops by DropReason.
+//
+// # Writes
+//
+// WriteDirect (the default) sends each reply from the handler with one
+// sendmsg; WriteGather copies it to a writer goroutine per socket that
+// sends what has gathered with one sendmmsg. See BenchmarkServe for the
+// measurement behind the default.
+//
+// # Relays and perfdhcp
+//
+// A relay (and perfdhcp, which pretends to be one) sends from giaddr:67 to
+// the server's unicast address; the reply goes to giaddr:67 (Packet.Src
+// for perfdhcp). perfdhcp binds port 67 on its own address, so a server
+// under test binds a specific address, not 0.0.0.0:67.
+package netio
