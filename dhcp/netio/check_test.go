@@ -127,3 +127,10 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheck(b *testing.B) {
+	p := discover(b, 1)
+	for b.Loop() {
+		Check(p, -1)
+	}
+}

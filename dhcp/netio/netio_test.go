@@ -74,7 +74,7 @@ func TestServeAnswersEveryPacketOnce(t *testing.T) {
 		t.Skip("no lo:", err)
 	}
 	for _, mode := range []WriteMode{WriteDirect, WriteGather} {
-		t.Run([]string{"direct", "gather"}[mode], func(t *testing.T) {
+		t.Run(mode.String(), func(t *testing.T) {
 			const clients, each = 16, 40
 			var handled sync.Map // xid → *atomic.Int32
 			var badMeta atomic.Value
