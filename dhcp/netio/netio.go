@@ -114,7 +114,8 @@ type Reply struct {
 	sock int
 }
 
-// Send sends b to to. ifIndex, when nonzero, is the interface to send out
+// Send sends b to to. With WriteGather it queues b for the socket's
+// writer and waits only while that queue is full. ifIndex, when nonzero, is the interface to send out
 // of (IP_PKTINFO), as a broadcast to a client without an address must
 // leave by the interface its request came in on. b may be reused when Send
 // returns.
@@ -441,6 +442,14 @@ func (s *Server) send(sock int, to netip.AddrPort, ifIndex int, b []byte) error 
 		}
 		s.sent.Add(1)
 		return nil
+	}
+	select {
+	case <-s.stopped:
+		// The writers are draining: a reply queued now could be
+		// missed. (One racing this check may still be; UDP loses
+		// datagrams anyway.)
+		return ErrClosed
+	default:
 	}
 	o := s.outPool.Get().(*outMsg)
 	o.n = copy(o.buf[:], b)

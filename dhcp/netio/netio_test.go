@@ -6,7 +6,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -255,6 +258,17 @@ func TestListenBadAddr(t *testing.T) {
 	s, err := Listen(Config{Addr: "127.0.0.1:0", Sockets: 2}, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The receive buffer is what was asked (the kernel reports twice
+	// that), or at least rmem_max when SO_RCVBUFFORCE is not permitted.
+	want := 8 << 20
+	if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+		if m, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && m < want {
+			want = m
+		}
+	}
+	if got := s.Stats().RcvBuf; got < 2*want {
+		t.Errorf("SO_RCVBUF %d, want %d", got, 2*want)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
