@@ -450,8 +450,8 @@ func BenchmarkOptions(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		o := tab.Options(in)
-		if _, ok := o.Get(3); !ok {
-			b.Fatal("no router")
+		if _, ok := o.Get(1); !ok {
+			b.Fatal("no subnet")
 		}
 	}
 }

@@ -26,10 +26,17 @@ type Inputs struct {
 // Options is the combined option set of one reply. The zero value is
 // empty.
 type Options struct {
-	t      *Table
-	items  []item // sorted by key, no deletions, vendor items of other classes left out
+	t  *Table
+	lv [4][]item // the expanded macros combined, in order
+	// refs point into lv (level<<24 | index), sorted by key, one per
+	// symbol, no deletions, vendor items of other classes left out.
+	// Indices rather than copies keep the per-packet allocation small and
+	// free of pointers.
+	refs   []uint32
 	vendor []byte // option 43 from the Vendor symbols, nil none
 }
+
+func (o *Options) at(r uint32) *item { return &o.lv[r>>24][r&0xffffff] }
 
 // Options combines the macros in.dhcpd's order: the client class macro,
 // the network macro, the record's macro, the client id macro; a later one
@@ -37,7 +44,8 @@ type Options struct {
 // do not exist are skipped. Each macro was expanded at Build, so this is a
 // merge of at most four sorted lists.
 func (t *Table) Options(in Inputs) Options {
-	var levels [4][]item
+	o := Options{t: t}
+	levels := &o.lv
 	n := 0
 	add := func(name string) {
 		if f, ok := t.macros[name]; ok && len(f.items) > 0 {
@@ -62,7 +70,6 @@ func (t *Table) Options(in Inputs) Options {
 			n++
 		}
 	}
-	o := Options{t: t}
 	total := 0
 	for _, l := range levels[:n] {
 		total += len(l)
@@ -70,7 +77,7 @@ func (t *Table) Options(in Inputs) Options {
 	if total == 0 {
 		return o
 	}
-	o.items = make([]item, 0, total)
+	o.refs = make([]uint32, 0, total)
 	var pos [4]int
 	vendorSize := 0
 	for {
@@ -89,7 +96,8 @@ func (t *Table) Options(in Inputs) Options {
 		if best < 0 {
 			break
 		}
-		it := levels[win][pos[win]]
+		ref := uint32(win)<<24 | uint32(pos[win])
+		it := &levels[win][pos[win]]
 		for i := range n {
 			if pos[i] < len(levels[i]) && int(levels[i][pos[i]].key) == best {
 				pos[i]++
@@ -104,12 +112,12 @@ func (t *Table) Options(in Inputs) Options {
 			}
 			vendorSize += 2 + len(it.val)
 		}
-		o.items = append(o.items, it)
+		o.refs = append(o.refs, ref)
 	}
 	if vendorSize > 0 {
 		o.vendor = make([]byte, 0, vendorSize)
-		for _, it := range o.items {
-			if it.vend {
+		for _, r := range o.refs {
+			if it := o.at(r); it.vend {
 				o.vendor = append(o.vendor, t.syms[it.key].Code, byte(len(it.val)))
 				o.vendor = append(o.vendor, it.val...)
 			}
@@ -134,11 +142,11 @@ func ClientIDMacro(cid []byte) string {
 
 // find returns the item of key k.
 func (o Options) find(k uint16) (item, bool) {
-	i, ok := slices.BinarySearchFunc(o.items, k, func(it item, k uint16) int { return int(it.key) - int(k) })
+	i, ok := slices.BinarySearchFunc(o.refs, k, func(r uint32, k uint16) int { return int(o.at(r).key) - int(k) })
 	if !ok {
 		return item{}, false
 	}
-	return o.items[i], true
+	return *o.at(o.refs[i]), true
 }
 
 // Get returns the encoded value of option code (43: the vendor
@@ -192,8 +200,8 @@ func (o Options) Has(name string) bool {
 // sub-options apply).
 func (o Options) Codes() []uint8 {
 	var out []uint8
-	for _, it := range o.items {
-		if int(it.key) < o.t.nOpt && it.op == Set {
+	for _, r := range o.refs {
+		if it := o.at(r); int(it.key) < o.t.nOpt && it.op == Set {
 			out = append(out, o.t.syms[it.key].Code)
 		}
 	}
