@@ -1,0 +1,170 @@
+package server
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/corralhq/corral/dsvc"
+)
+
+// offer is an address reserved for one client between its OFFER and its
+// REQUEST (in.dhcpd's itable/ctable entry). It is not in the store.
+type offer struct {
+	cid     string
+	rec     dsvc.DNRecord // as read when offered: its Sig guards the commit
+	expires time.Time
+}
+
+// offers is one network's offer cache and free-record cache. An address
+// is offered to one client at a time, and a client asking again within
+// the TTL gets the same offer.
+type offers struct {
+	ttl time.Duration
+
+	mu        sync.Mutex // guards the fields below
+	byCID     map[string]*offer
+	byIP      map[netip.Addr]*offer
+	free      []dsvc.DNRecord // candidates read from the store, not yet offered; may be stale (the commit's signature catches that)
+	lastSweep time.Time
+}
+
+func newOffers(ttl time.Duration) *offers {
+	return &offers{ttl: ttl, byCID: map[string]*offer{}, byIP: map[netip.Addr]*offer{}}
+}
+
+// get returns cid's live offer.
+func (o *offers) get(cid string, now time.Time) (*offer, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	of, ok := o.byCID[cid]
+	if !ok || now.After(of.expires) {
+		return nil, false
+	}
+	return of, true
+}
+
+// heldByOther reports whether ip is offered to a client other than cid.
+func (o *offers) heldByOther(ip netip.Addr, cid string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.heldLocked(ip, cid, now)
+}
+
+func (o *offers) heldLocked(ip netip.Addr, cid string, now time.Time) bool {
+	of, ok := o.byIP[ip]
+	return ok && of.cid != cid && !now.After(of.expires)
+}
+
+// reserve offers rec to cid unless another client holds rec's address;
+// it replaces cid's earlier offer.
+func (o *offers) reserve(cid string, rec dsvc.DNRecord, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.heldLocked(rec.CIP, cid, now) {
+		return false
+	}
+	o.sweepLocked(now)
+	o.dropLocked(cid)
+	of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
+	o.byCID[cid] = of
+	o.byIP[rec.CIP] = of
+	return true
+}
+
+// take pops a free candidate no one holds an offer for and reserves it
+// for cid. ok false: the candidates ran out (refill and try again).
+func (o *offers) take(cid string, now time.Time) (dsvc.DNRecord, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for len(o.free) > 0 {
+		rec := o.free[len(o.free)-1]
+		o.free = o.free[:len(o.free)-1]
+		if o.heldLocked(rec.CIP, cid, now) {
+			continue
+		}
+		o.sweepLocked(now)
+		o.dropLocked(cid)
+		of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
+		o.byCID[cid] = of
+		o.byIP[rec.CIP] = of
+		return rec, true
+	}
+	return dsvc.DNRecord{}, false
+}
+
+// refill replaces the free candidates.
+func (o *offers) refill(recs []dsvc.DNRecord) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.free = recs
+}
+
+// putFree adds a record just freed (RELEASE) to the candidates.
+func (o *offers) putFree(rec dsvc.DNRecord) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.free = append(o.free, rec)
+}
+
+// drop forgets cid's offer.
+func (o *offers) drop(cid string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dropLocked(cid)
+}
+
+// dropIP forgets the offer of ip, whoever holds it.
+func (o *offers) dropIP(ip netip.Addr) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if of, ok := o.byIP[ip]; ok {
+		delete(o.byIP, ip)
+		if o.byCID[of.cid] == of {
+			delete(o.byCID, of.cid)
+		}
+	}
+}
+
+// flush forgets every offer and candidate (Reload, as SIGHUP does for
+// in.dhcpd).
+func (o *offers) flush() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.byCID)
+	clear(o.byIP)
+	o.free = nil
+}
+
+func (o *offers) dropLocked(cid string) {
+	if of, ok := o.byCID[cid]; ok {
+		delete(o.byCID, cid)
+		if o.byIP[of.rec.CIP] == of {
+			delete(o.byIP, of.rec.CIP)
+		}
+	}
+}
+
+// sweepLocked removes expired offers, at most once per TTL, so the maps
+// do not grow with clients that never came back.
+func (o *offers) sweepLocked(now time.Time) {
+	if now.Sub(o.lastSweep) < o.ttl {
+		return
+	}
+	o.lastSweep = now
+	for cid, of := range o.byCID {
+		if now.After(of.expires) {
+			delete(o.byCID, cid)
+			if o.byIP[of.rec.CIP] == of {
+				delete(o.byIP, of.rec.CIP)
+			}
+		}
+	}
+}
+
+// len is the number of offers held (tests).
+func (o *offers) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.byCID)
+}
