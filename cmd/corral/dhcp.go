@@ -1,0 +1,90 @@
+package main
+
+// corral dhcp serve: the DHCPv4 server (dhcp/server) as its own process
+// over a data-service datastore.
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/corralhq/corral/dhcp/server"
+	"github.com/corralhq/corral/dsvc/lock"
+	"github.com/spf13/cobra"
+)
+
+func dhcpCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dhcp", Short: "the DHCPv4 server"}
+	cmd.AddCommand(dhcpServeCmd())
+	return cmd
+}
+
+func dhcpServeCmd() *cobra.Command {
+	var cfgPath, logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "serve DHCP from a datastore until SIGINT or SIGTERM (SIGHUP rereads the dhcptab)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg, err := server.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			lk, err := lock.New(lock.Options{Dir: cfg.LockDir, Log: log})
+			if err != nil {
+				return err
+			}
+			reg, err := newDsvcRegistry(lk)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			s, err := server.New(ctx, cfg, reg, server.Options{Log: log})
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			done := make(chan struct{})
+			defer func() { <-done }()
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						if err := s.Reload(ctx); err != nil {
+							log.Warn("reload", "err", err)
+						} else {
+							log.Info("dhcptab reread, offers flushed")
+						}
+					}
+				}
+			}()
+			err = s.Run(ctx)
+			stop()
+			if err == nil || errors.Is(err, context.Canceled) {
+				log.Info("stopped")
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the server's TOML configuration (see dhcp/server/testdata/example.toml)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
