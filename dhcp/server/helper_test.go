@@ -41,7 +41,7 @@ var modules = []string{files.Name, binfiles.Name}
 
 // env is a datastore in a temp dir, a clock, and a test relay client.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	reg    *dsvc.Registry
 	ds     dsvc.Datastore
 	h      *dsvc.Handle // the network container, for checks
@@ -49,7 +49,7 @@ type env struct {
 	client *client
 }
 
-func newEnv(t *testing.T, module string) *env {
+func newEnv(t testing.TB, module string) *env {
 	t.Helper()
 	reg, err := dsvc.NewRegistry(dsvc.Options{Locker: &dsvctest.MemLocker{}}, files.New(), binfiles.New(nil))
 	if err != nil {
@@ -116,8 +116,8 @@ func (e *env) advance(d time.Duration) { e.now.Add(int64(d / time.Second)) }
 
 func (e *env) clock() time.Time { return time.Unix(e.now.Load(), 0) }
 
-// start runs a server with owners on 127.0.0.1:<free port>.
-func (e *env) start(owners ...netip.Addr) (*Server, netip.AddrPort) {
+// server makes a server with owners, not yet serving.
+func (e *env) server(owners ...netip.Addr) (*Server, Config) {
 	e.t.Helper()
 	cfg := Config{
 		Listen:    "127.0.0.1:0",
@@ -134,6 +134,13 @@ func (e *env) start(owners ...netip.Addr) (*Server, netip.AddrPort) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return s, cfg
+}
+
+// start runs a server with owners on 127.0.0.1:<free port>.
+func (e *env) start(owners ...netip.Addr) (*Server, netip.AddrPort) {
+	e.t.Helper()
+	s, cfg := e.server(owners...)
 	ns, err := netio.Listen(cfg.NetConfig(), nil)
 	if err != nil {
 		e.t.Fatal(err)
@@ -162,7 +169,7 @@ type client struct {
 	xid     atomic.Uint32
 }
 
-func newClient(t *testing.T) *client {
+func newClient(t testing.TB) *client {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(testRelay, 0)))
 	if err != nil {

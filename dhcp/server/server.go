@@ -252,26 +252,33 @@ func (s *Server) Run(ctx context.Context) error {
 // store, and sends the reply before it returns (an ACK after its lease
 // is written).
 func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
+	if m, rep := s.answer(ctx, p); rep != nil {
+		s.send(p, r, m, rep)
+	}
+}
+
+// answer parses p and returns it with its reply, nil for none.
+func (s *Server) answer(ctx context.Context, p *netio.Packet) (*dhcpv4.DHCPv4, *dhcpv4.DHCPv4) {
 	m, err := dhcpv4.FromBytes(p.Data)
 	if err != nil {
 		s.ctr.parseErrors.Add(1)
-		return
+		return nil, nil
 	}
 	if m.OpCode != dhcpv4.OpcodeBootRequest {
 		s.ctr.ignored.Add(1)
-		return
+		return nil, nil
 	}
 	mt := m.MessageType()
 	s.ctr.received[mt&15].Add(1)
 	cid := clientID(m)
 	if len(cid) == 0 || len(cid) > dsvc.MaxCIDLen || (len(cid) == 1 && cid[0] == 0) {
 		s.ctr.ignored.Add(1)
-		return
+		return nil, nil
 	}
 	n := s.networkOf(m, p)
 	if n == nil {
 		s.ctr.noNetwork.Add(1)
-		return
+		return nil, nil
 	}
 	req := &request{m: m, cid: cid, key: string(cid), n: n, now: s.now()}
 	var rep *dhcpv4.DHCPv4
@@ -291,10 +298,7 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 	default:
 		s.ctr.ignored.Add(1)
 	}
-	if rep == nil {
-		return
-	}
-	s.send(p, r, m, rep)
+	return m, rep
 }
 
 // request is one packet being answered.
