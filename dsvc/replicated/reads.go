@@ -66,27 +66,30 @@ type pendingRead struct {
 	start time.Time
 }
 
-// readBatcher gathers linearizable reads so that all those that arrive
-// while one read index is being confirmed share the next one: one
-// ReadIndex per batch instead of one per read. This keeps reads
+// readBatcher gathers linearizable reads into batches that share one
+// read index: a read arriving while MaxReadIndexes are being confirmed
+// waits for the next batch, so under load one ReadIndex serves many
+// reads, and an idle agent still asks one at once. This keeps reads
 // linearizable: a batch's ReadIndex is asked after every read in it
 // arrived, so its index covers every write acknowledged before any of
 // them was sent.
 type readBatcher struct {
 	mu      sync.Mutex     // guards the fields below
-	next    []*pendingRead // the next batch, waiting for the one in flight
-	running bool           // a readLoop goroutine is serving batches
+	next    []*pendingRead // the next batch
+	running int            // readLoop goroutines, each confirming a batch or about to
 }
 
-// addRead queues r for the next batch, starting the goroutine that serves
-// batches if none runs. Called with s.mu held and the service running, so
-// that wg.Go never races Run's Wait.
+// addRead queues r for the next batch, starting a goroutine to serve it
+// if fewer than MaxReadIndexes run. Called with s.mu held and the service
+// running, so that wg.Go never races Run's Wait.
 func (s *Service) addRead(ctx context.Context, r *pendingRead) {
 	b := &s.reads
 	b.mu.Lock()
 	b.next = append(b.next, r)
-	start := !b.running
-	b.running = true
+	start := b.running < s.cfg.MaxReadIndexes
+	if start {
+		b.running++
+	}
 	b.mu.Unlock()
 	if start {
 		s.wg.Go(func() { s.readLoop(ctx) })
@@ -102,7 +105,7 @@ func (s *Service) readLoop(ctx context.Context) {
 		b.mu.Lock()
 		batch, b.next = b.next, batch[:0]
 		if len(batch) == 0 {
-			b.running = false
+			b.running--
 			b.mu.Unlock()
 			return
 		}

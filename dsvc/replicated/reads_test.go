@@ -3,6 +3,7 @@ package replicated
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -153,49 +154,60 @@ func pending(s *Service) int {
 	return len(s.reads.next)
 }
 
-// Reads that arrive while a read index is in flight share the next one,
-// asked after they arrived: they see the write acknowledged before they
-// were sent, which the read index in flight (asked before) may not cover.
+// Reads that arrive while MaxReadIndexes read indexes are in flight share
+// the next one, asked after they arrived: they see the write acknowledged
+// before they were sent, which the read indexes in flight (asked before)
+// may not cover.
 func TestReadsShareReadIndex(t *testing.T) {
-	p := &fakeProp{gate: make(chan struct{})}
-	s := newTestService(t, p, Config{})
-	l, _ := running(t, s)
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprintf("MaxReadIndexes=%d", limit), func(t *testing.T) {
+			p := &fakeProp{gate: make(chan struct{})}
+			s := newTestService(t, p, Config{MaxReadIndexes: limit})
+			l, _ := running(t, s)
 
-	first := start(t, l, lookupReq(0))
-	waitFor(t, "the first read index", func() bool { c, _ := p.state(); return c == 1 })
-	// A write is acknowledged: reads sent from now on must see index 1.
-	p.mu.Lock()
-	p.committed = 1
-	p.mu.Unlock()
-	const n = 64
-	var later []*transport.Pending
-	for range n {
-		later = append(later, start(t, l, lookupReq(0)))
-	}
-	waitFor(t, "the reads to wait for the next batch", func() bool { return pending(s) == n })
-	close(p.gate)
+			// Each of the first reads finds a free slot: a read index of its own.
+			var first []*transport.Pending
+			for i := range limit {
+				first = append(first, start(t, l, lookupReq(0)))
+				waitFor(t, "a read index", func() bool { c, _ := p.state(); return c == i+1 })
+			}
+			// A write is acknowledged: reads sent from now on must see index 1.
+			p.mu.Lock()
+			p.committed = 1
+			p.mu.Unlock()
+			const n = 64
+			var later []*transport.Pending
+			for range n {
+				later = append(later, start(t, l, lookupReq(0)))
+			}
+			waitFor(t, "the reads to wait for the next batch", func() bool { return pending(s) == n })
+			close(p.gate)
 
-	if r, err := result(t, first); err != nil || dsvc.Code(r.Code) != dsvc.CodeNoLocation || r.Index != 0 {
-		t.Fatalf("first read: %+v, %v; want CodeNoLocation at index 0", r, err)
-	}
-	for i, pr := range later {
-		r, err := result(t, pr)
-		if err != nil || dsvc.Code(r.Code) != dsvc.CodeNoLocation {
-			t.Fatalf("read %d: %+v, %v; want CodeNoLocation", i, r, err)
-		}
-		if r.Index < 1 {
-			t.Fatalf("read %d sent after the write was acknowledged was served at index %d", i, r.Index)
-		}
-	}
-	if c, _ := p.state(); c != 2 {
-		t.Fatalf("%d ReadIndex calls for %d reads, want 2 (one per batch)", c, n+1)
-	}
-	var m dto.Metric
-	if err := s.met.readBatches.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if got := m.GetCounter().GetValue(); got != 2 {
-		t.Fatalf("read batches metric %v, want 2", got)
+			for i, pr := range first {
+				if r, err := result(t, pr); err != nil || dsvc.Code(r.Code) != dsvc.CodeNoLocation || r.Index != 0 {
+					t.Fatalf("first read %d: %+v, %v; want CodeNoLocation at index 0", i, r, err)
+				}
+			}
+			for i, pr := range later {
+				r, err := result(t, pr)
+				if err != nil || dsvc.Code(r.Code) != dsvc.CodeNoLocation {
+					t.Fatalf("read %d: %+v, %v; want CodeNoLocation", i, r, err)
+				}
+				if r.Index < 1 {
+					t.Fatalf("read %d sent after the write was acknowledged was served at index %d", i, r.Index)
+				}
+			}
+			if c, _ := p.state(); c != limit+1 {
+				t.Fatalf("%d ReadIndex calls for %d reads, want %d (one per batch)", c, limit+n, limit+1)
+			}
+			var m dto.Metric
+			if err := s.met.readBatches.Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.GetCounter().GetValue(); got != float64(limit+1) {
+				t.Fatalf("read batches metric %v, want %d", got, limit+1)
+			}
+		})
 	}
 }
 
@@ -203,7 +215,7 @@ func TestReadsShareReadIndex(t *testing.T) {
 // even while one is stuck; linearizable reads stay bounded by MaxInFlight.
 func TestLocalReadsInlineAndMaxInFlight(t *testing.T) {
 	p := &fakeProp{gate: make(chan struct{})}
-	s := newTestService(t, p, Config{MaxInFlight: 3})
+	s := newTestService(t, p, Config{MaxInFlight: 3, MaxReadIndexes: 1})
 	l, _ := running(t, s)
 
 	held := []*transport.Pending{start(t, l, lookupReq(0))}
@@ -239,7 +251,7 @@ func TestLocalReadsInlineAndMaxInFlight(t *testing.T) {
 // CodeUnavailable, and Run waits for them.
 func TestReadsAnsweredOnShutdown(t *testing.T) {
 	p := &fakeProp{gate: make(chan struct{})}
-	s := newTestService(t, p, Config{})
+	s := newTestService(t, p, Config{MaxReadIndexes: 1})
 	l, stop := running(t, s)
 	prs := []*transport.Pending{start(t, l, lookupReq(0))}
 	waitFor(t, "the read index", func() bool { c, _ := p.state(); return c == 1 })

@@ -32,12 +32,16 @@ type Config struct {
 	// proposed again under the same request id, which the log applies
 	// once (a proposal forwarded to a lost leader is dropped silently).
 	Attempt time.Duration
+	// MaxReadIndexes bounds the read indexes being confirmed at once for
+	// linearizable reads; reads arriving meanwhile share the next one.
+	MaxReadIndexes int
 }
 
 // Defaults of Config.
 const (
-	DefaultMaxInFlight = 1024
-	DefaultAttempt     = 3 * time.Second
+	DefaultMaxInFlight    = 1024
+	DefaultAttempt        = 3 * time.Second
+	DefaultMaxReadIndexes = 2
 )
 
 // ErrNoDedupe is returned by NewService for a proposer without request ids.
@@ -80,6 +84,9 @@ func NewService(d service.Deps, cfg Config) (*Service, error) {
 	}
 	if cfg.Attempt <= 0 {
 		cfg.Attempt = DefaultAttempt
+	}
+	if cfg.MaxReadIndexes <= 0 {
+		cfg.MaxReadIndexes = DefaultMaxReadIndexes
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
