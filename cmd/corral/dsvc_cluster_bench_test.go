@@ -72,7 +72,12 @@ func BenchmarkDsvcCluster(b *testing.B) {
 		b.Fatal(err)
 	}
 	h.Close()
-	open := func(reg *dsvc.Registry) *dsvc.Handle {
+	// The framework configures the module with the datastore's config on
+	// every open, so the local handles' datastore must say reads=local
+	// (the module keeps the socket it was given when the config names none).
+	localDS := ds
+	localDS.Config = "reads=local"
+	open := func(reg *dsvc.Registry, ds dsvc.Datastore) *dsvc.Handle {
 		h, err := reg.Open(ctx, ds, dsvc.Network, net.String(), dsvc.Read|dsvc.Write)
 		if err != nil {
 			b.Fatal(err)
@@ -82,7 +87,7 @@ func BenchmarkDsvcCluster(b *testing.B) {
 	}
 	handles, localHandles := make([]*dsvc.Handle, len(nodes)), make([]*dsvc.Handle, len(nodes))
 	for i := range nodes {
-		handles[i], localHandles[i] = open(regs[i]), open(locals[i])
+		handles[i], localHandles[i] = open(regs[i], ds), open(locals[i], localDS)
 	}
 
 	// run spreads b.N operations over n clients, client c on node c%3,

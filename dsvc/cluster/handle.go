@@ -33,11 +33,9 @@ var (
 // readFlags are the DS_LOOKUP/DS_COUNT flags for this module's reads.
 func (h *handle) readFlags(partial bool) uint8 {
 	var f uint8
-	h.m.mu.Lock()
-	if h.m.local {
+	if h.m.local.Load() {
 		f |= wire.DSLocal
 	}
-	h.m.mu.Unlock()
 	if partial {
 		f |= wire.DSPartial
 	}

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/dsvc"
@@ -40,11 +41,11 @@ const importBatch = 4096
 
 // Module is the cluster module. Its zero value is not usable; call New.
 type Module struct {
-	log *slog.Logger
+	log   *slog.Logger
+	local atomic.Bool // reads=local: lookups without read index
 
 	mu     sync.Mutex      // guards the fields below
 	socket string          // the agent's client socket
-	local  bool            // reads=local: lookups without read index
 	link   *transport.Link // the current link; nil before the first call or after it ended
 	cfg    *transport.Config
 }
@@ -105,7 +106,7 @@ func (m *Module) Configure(config string) error {
 			m.link = nil
 		}
 	}
-	m.local = local
+	m.local.Store(local)
 	return nil
 }
 
@@ -176,7 +177,10 @@ func (m *Module) linkNow(ctx context.Context) (*transport.Link, error) {
 // the link is asked again once on a new link; a write is not (it may have
 // applied): it fails with CodeUnavailable, outcome unknown.
 func (m *Module) call(ctx context.Context, op string, req *wire.DSRequest) (wire.DSReply, error) {
-	body, err := wire.AppendDSRequest(nil, req)
+	buf := getBuf()
+	defer putBuf(buf)
+	body, err := wire.AppendDSRequest((*buf)[:0], req)
+	*buf = body
 	if err != nil {
 		return wire.DSReply{}, &dsvc.Error{Code: dsvc.CodeInval, Op: op, Detail: "encode request", Err: err}
 	}
@@ -203,6 +207,21 @@ func (m *Module) call(ctx context.Context, op string, req *wire.DSRequest) (wire
 			return wire.DSReply{}, &dsvc.Error{Code: dsvc.CodeInternal, Op: op, Detail: "the agent's reply", Err: err}
 		}
 		return rep, wireconv.Err(op, rep.Result)
+	}
+}
+
+// bufPool recycles request bodies: a link copies a frame into its send
+// queue before Call returns, so the body is free again once call is done.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooled bounds the bodies kept: an import's are not worth holding.
+const maxPooled = 16 << 10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= maxPooled {
+		bufPool.Put(b)
 	}
 }
 

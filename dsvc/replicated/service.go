@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -33,12 +32,16 @@ type Config struct {
 	// proposed again under the same request id, which the log applies
 	// once (a proposal forwarded to a lost leader is dropped silently).
 	Attempt time.Duration
+	// MaxReadIndexes bounds the read indexes being confirmed at once for
+	// linearizable reads; reads arriving meanwhile share the next one.
+	MaxReadIndexes int
 }
 
 // Defaults of Config.
 const (
-	DefaultMaxInFlight = 1024
-	DefaultAttempt     = 3 * time.Second
+	DefaultMaxInFlight    = 1024
+	DefaultAttempt        = 3 * time.Second
+	DefaultMaxReadIndexes = 2
 )
 
 // ErrNoDedupe is returned by NewService for a proposer without request ids.
@@ -55,12 +58,13 @@ type requestProposer interface {
 // log and the client opcodes of the data-service range, which the
 // cluster module (package dsvc/cluster) speaks.
 type Service struct {
-	cfg  Config
-	log  *slog.Logger
-	m    *Machine
-	prop requestProposer
-	met  *metrics
-	sem  chan struct{} // one token per request being served
+	cfg   Config
+	log   *slog.Logger
+	m     *Machine
+	prop  requestProposer
+	met   *metrics
+	sem   chan struct{} // one token per request being served
+	reads readBatcher
 
 	mu      sync.Mutex // guards ctx, stopped; wg.Go only under it
 	ctx     context.Context
@@ -80,6 +84,9 @@ func NewService(d service.Deps, cfg Config) (*Service, error) {
 	}
 	if cfg.Attempt <= 0 {
 		cfg.Attempt = DefaultAttempt
+	}
+	if cfg.MaxReadIndexes <= 0 {
+		cfg.MaxReadIndexes = DefaultMaxReadIndexes
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -121,8 +128,12 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // handle serves one frame of the data-service range on a client link's
-// reader goroutine. It never blocks: the request is served on a goroutine
-// of its own, bounded by MaxInFlight. An error it returns ends the link.
+// reader goroutine. It never waits on the network: a DSLocal lookup or
+// count is answered here from the machine's state (short, under its read
+// lock); a linearizable read joins the next read-index batch; a write is
+// served on a goroutine of its own. Batched reads and writes are bounded
+// by MaxInFlight; a local read holds the reader while it is answered, so
+// a link has at most one. An error it returns ends the link.
 func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 	name := wire.Ops().Name(f.Opcode)
 	switch {
@@ -134,6 +145,18 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 	req, err := wire.ParseDSRequest(f.Opcode, f.Body)
 	if err != nil {
 		return err
+	}
+	start := time.Now()
+	if isLocalRead(&req) {
+		s.mu.Lock()
+		ctx, stopped := s.ctx, s.stopped || s.ctx == nil
+		s.mu.Unlock()
+		if stopped {
+			return l.Abort(context.Background(), f, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
+		}
+		rep := s.lookup(&req, wireconv.FromKind(req.Target.Kind), s.m.Applied())
+		s.answer(ctx, l, f.Header, &req, start, &rep)
+		return nil
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -148,31 +171,15 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		<-s.sem
 		return l.Abort(context.Background(), f, proto.Errorf(proto.CodeShutdown, "agent shutting down"))
 	}
-	ctx := s.ctx
+	ctx, hdr := s.ctx, f.Header
+	if isRead(&req) {
+		s.addRead(ctx, &pendingRead{l: l, hdr: hdr, req: req, start: start})
+		return nil
+	}
 	s.wg.Go(func() {
 		defer func() { <-s.sem }()
-		start := time.Now()
 		rep := s.serve(ctx, &req)
-		op := opName(f.Opcode)
-		s.met.requests.WithLabelValues(op, codeLabel(rep.Result.Code)).Inc()
-		s.met.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
-		body, err := wire.AppendDSReply(nil, f.Opcode, req.Target.Kind, &rep)
-		if err != nil {
-			// A reply that does not encode (a lookup over the frame
-			// limit): say so with a code, not an ended link.
-			rep = wire.DSReply{Result: wireconv.Result(dsvc.Errorf(dsvc.CodeNoResources, "%v; narrow the query", err), rep.Result.Index)}
-			body, err = wire.AppendDSReply(nil, f.Opcode, req.Target.Kind, &rep)
-			if err != nil {
-				s.log.Error("cannot encode a data-service reply", "op", op, "err", err.Error())
-				_ = l.Abort(ctx, f, proto.Errorf(proto.CodeField, "reply: %v", err))
-				return
-			}
-		}
-		rctx, cancel := context.WithTimeout(context.Background(), replyWait)
-		defer cancel()
-		if err := l.Reply(rctx, f, body); err != nil && rctx.Err() != nil {
-			l.Close(proto.CodeBehind, "client does not read its replies")
-		}
+		s.answer(ctx, l, hdr, &req, start, &rep)
 	})
 	return nil
 }
@@ -180,45 +187,12 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 // replyWait bounds how long an answer waits for room in a link's queue.
 const replyWait = 10 * time.Second
 
-// serve answers one request.
+// serve answers one write (reads are served by readAt).
 func (s *Service) serve(ctx context.Context, req *wire.DSRequest) wire.DSReply {
 	t := &req.Target
 	kind := wireconv.FromKind(t.Kind)
 	switch req.Op {
-	case wire.OpDSStatus:
-		idx, err := s.read(ctx, false)
-		if err == nil {
-			err = s.m.Status(t.Location)
-		}
-		return reply(err, idx)
-	case wire.OpDSList:
-		idx, err := s.read(ctx, false)
-		var names []string
-		if err == nil {
-			names, err = s.m.List(t.Location, kind)
-		}
-		rep := reply(err, idx)
-		rep.Names = names
-		return rep
-	case wire.OpDSLookup, wire.OpDSCount:
-		idx, err := s.read(ctx, t.Flags&wire.DSLocal != 0)
-		if err != nil {
-			return reply(err, idx)
-		}
-		return s.lookup(req, kind, idx)
 	case wire.OpDSOpen:
-		if t.Flags&uint8(dsvc.Create) == 0 {
-			idx, err := s.read(ctx, false)
-			var p netip.Prefix
-			if err == nil {
-				p, err = s.m.Container(t.Location, kind, t.Container)
-			}
-			rep := reply(err, idx)
-			if err == nil && kind == dsvc.Network {
-				rep.Prefix = wireconv.Prefix(p)
-			}
-			return rep
-		}
 		c := Command{Op: OpCreate, Loc: t.Location, Kind: kind, Container: t.Container}
 		if kind == dsvc.Network {
 			c.Prefix = wireconv.FromPrefix(req.Prefix)
@@ -292,13 +266,10 @@ func (s *Service) lookup(req *wire.DSRequest, kind dsvc.Kind, idx uint64) wire.D
 	return rep
 }
 
-// read makes the machine's state current for a read: unless local, it
-// waits until this node has applied every entry committed before the call
-// (read index), so the read is linearizable. It returns the index read at.
-func (s *Service) read(ctx context.Context, local bool) (uint64, error) {
-	if local {
-		return s.m.Applied(), nil
-	}
+// read makes the machine's state current for a read: it waits until this
+// node has applied every entry committed before the call (read index), so
+// the read is linearizable. It returns the index read at.
+func (s *Service) read(ctx context.Context) (uint64, error) {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
 		idx, err := s.prop.ReadIndex(actx)
@@ -421,6 +392,9 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	refused  prometheus.Counter
+	// readBatches counts read indexes asked for batches of linearizable
+	// reads: requests over it is the batching's gain.
+	readBatches prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -432,11 +406,13 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"op"}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_dsvc_refused_total",
 			Help: "Data-service requests refused with CodeTryAgain because MaxInFlight were being served."}),
+		readBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_dsvc_read_batches_total",
+			Help: "Read indexes asked for batches of linearizable data-service reads (all reads arriving while one is confirmed share the next)."}),
 	}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.refused} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.refused, m.readBatches} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

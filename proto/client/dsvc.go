@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strings"
 
 	"github.com/corralhq/corral/proto"
@@ -378,6 +379,8 @@ func AppendDSRequest(b []byte, r *DSRequest) ([]byte, error) {
 	}
 	le := binary.LittleEndian
 	t := &r.Target
+	// One allocation for the whole body, not one per field that grows it.
+	b = slices.Grow(b, 4+2+len(t.Location)+2+len(t.Container)+16+recordsSize(r.DT, r.DN))
 	b = append(b, t.Kind, t.Flags, 0, 0)
 	b = proto.AppendString16(b, t.Location)
 	b = proto.AppendString16(b, t.Container)
@@ -548,6 +551,14 @@ func AppendDSReply(b []byte, op uint16, kind uint8, p *DSReply) ([]byte, error) 
 		return b, proto.Errorf(err.Code, "%s reply: %s", name, err.Detail)
 	}
 	le := binary.LittleEndian
+	n := 4 + 8 + 2 + len(p.Result.Message) + 16
+	if p.Result.Code == 0 {
+		for _, s := range p.Names {
+			n += 2 + len(s)
+		}
+		n += recordsSize(p.DT, p.DN)
+	}
+	b = slices.Grow(b, n) // one allocation for the whole body
 	b = append(b, p.Result.Code, 0, 0, 0)
 	b = le.AppendUint64(b, p.Result.Index)
 	b = proto.AppendString16(b, p.Result.Message)
@@ -648,6 +659,18 @@ func recordMin(kind uint8) int {
 		return dnRecordMin
 	}
 	return dtRecordMin
+}
+
+// recordsSize is how many bytes appendRecords appends.
+func recordsSize(dt []DSDTRecord, dn []DSDNRecord) int {
+	n := 0
+	for i := range dt {
+		n += 2 + 2 + len(dt[i].Key) + 4 + len(dt[i].Value) + 8
+	}
+	for i := range dn {
+		n += 2 + len(dn[i].CID) + 4 + 4 + 4 + 2 + len(dn[i].Macro) + 2 + len(dn[i].Comment) + 8
+	}
+	return n
 }
 
 // appendRecords appends the records; one of dt and dn is empty.

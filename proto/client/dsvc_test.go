@@ -805,3 +805,23 @@ func FuzzDSReply(f *testing.F) {
 			func(v any) ([]byte, error) { p := v.(client.DSReply); return client.AppendDSReply(nil, op, kind, &p) })
 	})
 }
+
+// The encoders size the body once: one allocation per body, however many
+// fields and records it has (the DHCP server encodes several per packet).
+func TestDSAppendAllocatesOnce(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	for _, q := range dsRequests {
+		if n := testing.AllocsPerRun(20, func() { must(client.AppendDSRequest(nil, &q)) }); n > 1 {
+			t.Errorf("AppendDSRequest %#04x: %v allocations, want 1", q.Op, n)
+		}
+	}
+	for c, ps := range dsReplies {
+		for _, p := range ps {
+			if n := testing.AllocsPerRun(20, func() { must(client.AppendDSReply(nil, c.op, c.kind, &p)) }); n > 1 {
+				t.Errorf("AppendDSReply %#04x kind %d: %v allocations, want 1", c.op, c.kind, n)
+			}
+		}
+	}
+}

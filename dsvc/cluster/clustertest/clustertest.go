@@ -83,6 +83,10 @@ func (a *Agent) Socket() string { return filepath.Join(a.Dir, "client.sock") }
 // Log is what the agent printed so far.
 func (a *Agent) Log() string { return a.log.String() }
 
+// HTTPAddrEnv names the environment variable that, when set, gives the
+// HOST:PORT the agent Start starts serves /metrics and /debug/pprof/ on.
+const HTTPAddrEnv = "CORRAL_CLUSTERTEST_HTTP_ADDR"
+
 // Start starts a one-node cluster (the agent founds it) and waits until
 // its data service answers. The agent is killed when tb ends, its log
 // shown if tb failed.
@@ -97,6 +101,10 @@ func Start(tb testing.TB) *Agent {
 	a := &Agent{Dir: filepath.Join(root, "n1"), log: &logBuf{}, exit: make(chan error, 1)}
 	a.cmd = exec.Command(bin, "agent", "--id", "1", "--name", "n1", "--bootstrap", "--bind", "127.0.0.1:0",
 		"--data-dir", a.Dir, "--cluster-key-file", key)
+	if addr := os.Getenv(HTTPAddrEnv); addr != "" {
+		// For profiling the agent while a benchmark runs.
+		a.cmd.Args = append(a.cmd.Args, "--http-addr", addr)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		tb.Fatal(err)
