@@ -6,18 +6,22 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/corralhq/corral/dhcp/server"
 	"github.com/corralhq/corral/dsvc/lock"
+	"github.com/corralhq/corral/obs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 )
 
 func dhcpCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dhcp", Short: "the DHCPv4 server"}
-	cmd.AddCommand(dhcpServeCmd())
+	cmd.AddCommand(dhcpServeCmd(), dhcpStatsCmd(), dhcpLeasesCmd())
 	return cmd
 }
 
@@ -54,11 +58,26 @@ func dhcpServeCmd() *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			var hs *obs.Server
+			if cfg.HTTP != "" {
+				if hs, err = dhcpHTTP(cfg.HTTP, s, log); err != nil {
+					return err
+				}
+			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			done := make(chan struct{})
 			defer func() { <-done }()
+			if hs != nil {
+				httpDone := make(chan error, 1)
+				defer func() {
+					if err := <-httpDone; err != nil {
+						log.Warn("http", "err", err)
+					}
+				}()
+				go func() { httpDone <- hs.Run(ctx) }()
+			}
 			go func() {
 				defer close(done)
 				for {
@@ -87,4 +106,26 @@ func dhcpServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// dhcpHTTP listens on addr for /metrics (the server's metrics, Go and
+// process collectors, on a registry of its own), /stats (the server's
+// Report as JSON, for corral dhcp stats) and /debug/pprof/.
+func dhcpHTTP(addr string, s *server.Server, log *slog.Logger) (*obs.Server, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, err
+	}
+	if err := s.Register(reg); err != nil {
+		return nil, err
+	}
+	hs, err := obs.Listen(addr, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	hs.Handle("GET /stats", s.StatsHandler())
+	return hs, nil
 }

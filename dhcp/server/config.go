@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -37,6 +38,10 @@ type Config struct {
 	Batch   int    `toml:"batch"`    // netio.Config.Batch
 	RcvBuf  int    `toml:"rcvbuf"`   // netio.Config.RcvBuf
 	MaxHops int    `toml:"max_hops"` // netio.Config.MaxHops
+
+	// HTTP is the address (HOST:PORT) serving /metrics (Prometheus) and
+	// /stats (Report as JSON) for corral dhcp stats; "" serves neither.
+	HTTP string `toml:"http"`
 
 	Datastore Datastore `toml:"datastore"`
 	// LockDir is the dsvc lock service directory ("" dsvc/lock's default,
@@ -172,6 +177,11 @@ func (c Config) Validate() error {
 	}
 	if len(c.Networks) == 0 {
 		return bad("no [[network]]")
+	}
+	if c.HTTP != "" {
+		if _, port, err := net.SplitHostPort(c.HTTP); err != nil || port == "" {
+			return bad("http %q: want HOST:PORT", c.HTTP)
+		}
 	}
 	for _, o := range c.Owners {
 		if a, err := netip.ParseAddr(o); err != nil || !a.Is4() {

@@ -42,6 +42,7 @@ type Server struct {
 	tab        atomic.Pointer[dhcptab.Table]
 	dt         *dsvc.Handle // the dhcptab; nil when the datastore has none
 	ctr        counters
+	met        *metrics // ACK latency, the sockets served (metrics.go)
 }
 
 // network is one served network: its container, its offer cache.
@@ -82,6 +83,7 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 		now:       opts.Now,
 		owners:    map[netip.Addr]bool{},
 		serverIDs: map[netip.Addr]bool{},
+		met:       newMetrics(),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -244,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcp/server: listen %s: %w", s.cfg.Listen, err)
 	}
+	s.WatchSockets(ns)
 	s.log.Info("serving", "addr", ns.Addr().String(), "networks", len(s.nets), "owners", fmt.Sprint(s.ownerList))
 	return ns.Serve(ctx, s.Handle)
 }
@@ -416,4 +419,7 @@ func (s *Server) send(p *netio.Packet, r netio.Reply, req, rep *dhcpv4.DHCPv4) {
 		return
 	}
 	s.ctr.sent[rep.MessageType()&15].Add(1)
+	if rep.MessageType() == dhcpv4.MessageTypeAck && req.MessageType() == dhcpv4.MessageTypeRequest {
+		s.met.observeACK(p.Received)
+	}
 }
