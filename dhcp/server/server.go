@@ -252,6 +252,14 @@ func (s *Server) Run(ctx context.Context) error {
 // store, and sends the reply before it returns (an ACK after its lease
 // is written).
 func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
+	if p.Socket != 0 && s.broadcast(p.Dst) {
+		// The kernel spreads only unicast datagrams over the SO_REUSEPORT
+		// sockets: a broadcast arrives as a copy on every one. Socket 0
+		// answers it; else a DISCOVER got one OFFER per socket, each of
+		// another address, and a DECLINE was written once per socket.
+		s.ctr.duplicates.Add(1)
+		return
+	}
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
 	}
@@ -380,6 +388,31 @@ func (s *Server) ifNetwork(ifIndex int) *network {
 	}
 	s.ifNets.Store(ifIndex, found)
 	return found
+}
+
+// broadcast says whether dst is the limited broadcast address or the
+// directed broadcast address of a served network.
+func (s *Server) broadcast(dst netip.Addr) bool {
+	if !dst.IsValid() {
+		return false
+	}
+	if dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return true
+	}
+	for _, n := range s.nets {
+		if n.prefix.Bits() < 31 && dst == lastAddr(n.prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastAddr is the highest address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= 1<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func addr4(ip net.IP) netip.Addr {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/dhcp/netio"
 	"github.com/corralhq/corral/dsvc"
+	"github.com/corralhq/corral/dsvc/files"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -130,6 +133,37 @@ func TestDecline(t *testing.T) {
 			t.Fatalf("declined %s offered again", bad)
 		}
 	})
+}
+
+// A broadcast reaches every SO_REUSEPORT socket: only socket 0's copy is
+// answered, so a DECLINE (or a DISCOVER) is handled once, not once per
+// socket.
+func TestBroadcastCopiesIgnored(t *testing.T) {
+	e := newEnv(t, files.Name)
+	e.add(10, 3, ownerA, 0)
+	s, srv := e.start(ownerA)
+	f := e.client.fake(1)
+	if _, err := f.dora(srv); err != nil {
+		t.Fatal(err)
+	}
+	decline := f.decline().ToBytes()
+	for _, dst := range []string{"255.255.255.255", "127.0.1.255"} {
+		s.Handle(context.Background(), &netio.Packet{Data: decline, Dst: netip.MustParseAddr(dst), Socket: 1}, netio.Reply{})
+	}
+	if r := e.rec(f.ip); r.Flags&dsvc.DNUnusable != 0 {
+		t.Fatalf("a copy of a broadcast on socket 1 was handled: %+v", r)
+	}
+	if st := s.Stats(); st.Duplicates != 2 || st.Declines != 0 {
+		t.Fatalf("duplicates %d, declines %d; want 2, 0", st.Duplicates, st.Declines)
+	}
+	// Socket 0's copy, and a unicast on any socket, are answered.
+	s.Handle(context.Background(), &netio.Packet{Data: decline, Dst: netip.MustParseAddr("255.255.255.255"), Socket: 0}, netio.Reply{})
+	if r := e.rec(f.ip); r.Flags&dsvc.DNUnusable == 0 {
+		t.Fatalf("socket 0's copy was not handled: %+v", r)
+	}
+	if !s.broadcast(netip.MustParseAddr("127.0.1.255")) || s.broadcast(netip.MustParseAddr("127.0.1.1")) || s.broadcast(netip.Addr{}) {
+		t.Fatal("broadcast: wrong classification")
+	}
 }
 
 func TestInitReboot(t *testing.T) {
