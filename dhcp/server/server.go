@@ -108,6 +108,13 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 				return nil, fmt.Errorf("%w: network %s: interface %q: %v", ErrConfig, p, nc.Interface, err)
 			}
 			n.ifIndex = ifi.Index
+			if s.listenAddr.IsValid() {
+				// Linux delivers a datagram to 255.255.255.255 only to
+				// sockets bound to the wildcard (or that address): the
+				// broadcasts of this interface's clients never arrive.
+				s.log.Warn("listening on a specific address: broadcasting clients on this network are not heard; listen on \":67\" to serve them",
+					"network", p.String(), "interface", nc.Interface, "listen", cfg.Listen)
+			}
 		}
 		for _, o := range s.ownerList {
 			if p.Contains(o) {

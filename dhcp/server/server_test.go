@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -163,6 +164,32 @@ func TestBroadcastCopiesIgnored(t *testing.T) {
 	}
 	if !s.broadcast(netip.MustParseAddr("127.0.1.255")) || s.broadcast(netip.MustParseAddr("127.0.1.1")) || s.broadcast(netip.Addr{}) {
 		t.Fatal("broadcast: wrong classification")
+	}
+}
+
+// A specific listen address hears no broadcast: a network with an
+// interface (local, broadcasting clients) gets a warning saying so.
+func TestSpecificListenWarns(t *testing.T) {
+	e := newEnv(t, files.Name)
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{{"127.0.0.1:0", true}, {":0", false}} {
+		var buf bytes.Buffer
+		cfg := Config{
+			Listen:    tc.listen,
+			Owners:    []string{ownerA.String()},
+			Datastore: Datastore{Module: e.ds.Module, Location: e.ds.Location},
+			Networks:  []Network{{Prefix: testNet.String(), Interface: "lo"}},
+		}
+		s, err := New(context.Background(), cfg, e.reg, Options{Log: slog.New(slog.NewTextHandler(&buf, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got := strings.Contains(buf.String(), "broadcasting clients on this network are not heard"); got != tc.warn {
+			t.Errorf("listen %s: warned %v, want %v: %s", tc.listen, got, tc.warn, buf.String())
+		}
 	}
 }
 
@@ -460,7 +487,7 @@ func TestConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "10.0.0.1:67" || c.OfferTTL.Duration != 10*time.Second || c.SecondaryServerTimeout.Duration != 20*time.Second ||
+	if c.Listen != ":67" || c.OfferTTL.Duration != 10*time.Second || c.SecondaryServerTimeout.Duration != 20*time.Second ||
 		len(c.Networks) != 2 || c.Networks[1].ServerID != "10.0.0.1" || c.Datastore.Module != "files" || c.ClientPort != 68 || c.RelayPort != 67 {
 		t.Fatalf("%+v", c)
 	}
