@@ -338,19 +338,22 @@ func clientID(m *dhcpv4.DHCPv4) []byte {
 }
 
 // networkOf is the network a request belongs to: giaddr's when relayed,
-// else the ingress interface's, else (a unicast renewal without
-// IP_PKTINFO) ciaddr's.
+// else ciaddr's when the client has an address in a served network, else
+// the ingress interface's (in.dhcpd's and ISC dhcpd's order). A relayed
+// client renews by unicast straight to the server, not through the
+// relay: its request arrives on the server's own segment, whose network
+// is not the client's.
 func (s *Server) networkOf(m *dhcpv4.DHCPv4, p *netio.Packet) *network {
 	if gi := addr4(m.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
 		return s.networkFor(gi)
 	}
-	if p.IfIndex > 0 {
-		if n := s.ifNetwork(p.IfIndex); n != nil {
+	if ci := addr4(m.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+		if n := s.networkFor(ci); n != nil {
 			return n
 		}
 	}
-	if ci := addr4(m.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
-		return s.networkFor(ci)
+	if p.IfIndex > 0 {
+		return s.ifNetwork(p.IfIndex)
 	}
 	return nil
 }

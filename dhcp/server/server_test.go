@@ -193,6 +193,51 @@ func TestSpecificListenWarns(t *testing.T) {
 	}
 }
 
+// A request with ciaddr belongs to ciaddr's network whatever interface it
+// came in on: a relayed client renews by unicast straight to the server.
+func TestNetworkOfCiaddr(t *testing.T) {
+	e := newEnv(t, files.Name)
+	other := netip.MustParsePrefix("127.0.2.0/24")
+	h, err := e.reg.Open(context.Background(), e.ds, dsvc.Network, other.String(), dsvc.Create|dsvc.Read|dsvc.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	cfg := Config{
+		Listen:    ":0",
+		Owners:    []string{ownerA.String()},
+		Datastore: Datastore{Module: e.ds.Module, Location: e.ds.Location},
+		Networks:  []Network{{Prefix: testNet.String(), Interface: "lo"}, {Prefix: other.String()}},
+	}
+	s, err := New(context.Background(), cfg, e.reg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ ciaddr, want string }{
+		{"127.0.2.5", other.String()},   // a relayed client renewing
+		{"0.0.0.0", testNet.String()},   // no address: the interface's
+		{"10.9.9.9", testNet.String()},  // an address of no served network
+		{"127.0.1.7", testNet.String()}, // the interface's own network
+	} {
+		m, err := dhcpv4.NewDiscovery(net.HardwareAddr{2, 0, 0, 0, 0, 1}, dhcpv4.WithClientIP(net.ParseIP(tc.ciaddr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "none"
+		if n := s.networkOf(m, &netio.Packet{IfIndex: lo.Index}); n != nil {
+			got = n.prefix.String()
+		}
+		if got != tc.want {
+			t.Errorf("ciaddr %s on lo: network %s, want %s", tc.ciaddr, got, tc.want)
+		}
+	}
+}
+
 func TestInitReboot(t *testing.T) {
 	forModules(t, func(t *testing.T, e *env) {
 		e.add(10, 3, ownerA, 0)
