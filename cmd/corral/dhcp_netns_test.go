@@ -31,8 +31,18 @@ const (
 	dhcpLease  = 600
 )
 
-// dhcpPool is the addresses the server may hand out.
-var dhcpPool = []string{"10.251.0.100", "10.251.0.101", "10.251.0.102", "10.251.0.103"}
+// The relayed network: a second segment between host 3 (the router,
+// relayRouter on its eth1) and host 2's eth1.
+const (
+	relayNet    = "10.252.0.0"
+	relayRouter = "10.252.0.1"
+)
+
+// dhcpPool and relayPool are the addresses the server may hand out.
+var (
+	dhcpPool  = []string{"10.251.0.100", "10.251.0.101", "10.251.0.102", "10.251.0.103"}
+	relayPool = []string{"10.252.0.100", "10.252.0.101"}
+)
 
 // dhcpLab is a lab with a server on host 1 over a files datastore.
 type dhcpLab struct {
@@ -71,6 +81,12 @@ func newDhcpLab(t *testing.T, need ...string) *dhcpLab {
 	d.ds.ok("dhtadm", "-C")
 	d.ds.ok("dhtadm", "-A", "-m", dhcpNet, "-d",
 		fmt.Sprintf(":Subnet=255.255.255.0:Router=%s:Broadcst=10.251.0.255:", dhcpRouter))
+	// The relayed network, behind host 3 (TestDhcpRelayed).
+	d.ds.ok("pntadm", "-C", relayNet+"/24")
+	for _, ip := range relayPool {
+		d.ds.ok("pntadm", "-A", ip, "-s", dhcpServer, "-m", "srv", relayNet)
+	}
+	d.ds.ok("dhtadm", "-A", "-m", relayNet, "-d", fmt.Sprintf(":Subnet=255.255.255.0:Router=%s:", relayRouter))
 	d.ds.ok("dhtadm", "-A", "-m", "srv", "-d",
 		fmt.Sprintf(":LeaseTim=%d:DNSserv=%s:DNSdmain=%q:", dhcpLease, dhcpDNS, dhcpDomain))
 
@@ -88,7 +104,10 @@ location = %q
 [[network]]
 prefix = "%s/24"
 interface = "eth0"
-`, dhcpServer, d.ds.lockDir, d.ds.path, dhcpNet))
+
+[[network]]
+prefix = "%s/24"
+`, dhcpServer, d.ds.lockDir, d.ds.path, dhcpNet, relayNet))
 	srv := d.lab.Command(1, binary, "dhcp", "serve", "--config", cfg, "--log-level", "debug")
 	srv.Stdout, srv.Stderr = d.log, d.log
 	if err := srv.Start(); err != nil {
@@ -127,21 +146,30 @@ func (d *dhcpLab) must(i int, name string, args ...string) string {
 	return string(out)
 }
 
-// mac is host i's eth0 hardware address as hex, no colons.
-func (d *dhcpLab) mac(i int) string {
+// mac is the hardware address of host i's interface dev (default eth0)
+// as hex, no colons.
+func (d *dhcpLab) mac(i int, dev ...string) string {
 	d.t.Helper()
-	return strings.ReplaceAll(strings.TrimSpace(d.must(i, "cat", "/sys/class/net/eth0/address")), ":", "")
+	ifname := "eth0"
+	if len(dev) > 0 {
+		ifname = dev[0]
+	}
+	return strings.ReplaceAll(strings.TrimSpace(d.must(i, "cat", "/sys/class/net/"+ifname+"/address")), ":", "")
 }
 
 // record is the store's record of ip.
 func (d *dhcpLab) record(ip string) dnJSON {
 	d.t.Helper()
-	for _, r := range d.ds.dn(dhcpNet) {
+	network := dhcpNet
+	if strings.HasPrefix(ip, "10.252.") {
+		network = relayNet
+	}
+	for _, r := range d.ds.dn(network) {
 		if r.ClientIP == ip {
 			return r
 		}
 	}
-	d.t.Fatalf("no record of %s in %s", ip, dhcpNet)
+	d.t.Fatalf("no record of %s in %s", ip, network)
 	return dnJSON{}
 }
 
@@ -241,7 +269,8 @@ func (e hookLog) wait(t *testing.T, skip int, names ...string) (map[string]strin
 // default script does, so that renewals are unicast from the address.
 const udhcpcConfigure = `case "$1" in
 deconfig) ip addr flush dev "$interface" ;;
-bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;
+bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface"
+	[ -n "$router" ] && ip route replace default via "$router" dev "$interface" ;;
 esac
 `
 
@@ -401,15 +430,83 @@ func TestDhcpUdhcpcDecline(t *testing.T) {
 	}
 }
 
-// A relayed client needs a DHCP relay agent in a router namespace:
-// Debian's busybox has no dhcprelay applet and the in-process tests of
-// dhcp/server cover giaddr, so this runs only where one is installed.
+// A relayed client: udhcpc on host 2's eth1, a segment of its own behind
+// host 3, which runs ISC dhcrelay (Debian isc-dhcp-relay) towards the
+// server. The server answers through giaddr; the renewal and the release
+// come straight from the client's address, through host 3's routing.
 func TestDhcpRelayed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: network namespaces need root")
+	d := newDhcpLab(t, "busybox", "dhcrelay")
+	d.must(3, "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", d.lab.Namespace(2))
+	d.must(3, "ip", "addr", "add", relayRouter+"/24", "dev", "eth1")
+	d.must(3, "ip", "link", "set", "eth1", "up")
+	d.must(3, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	d.must(2, "ip", "link", "set", "eth1", "up")
+	d.must(1, "ip", "route", "add", relayNet+"/24", "via", d.lab.Addr(3))
+
+	relay := d.lab.Command(3, "dhcrelay", "-d", "-4", "-iu", "eth0", "-id", "eth1", dhcpServer)
+	rlog := &syncBuf{}
+	relay.Stdout, relay.Stderr = rlog, rlog
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if out, err := exec.Command("busybox", "dhcprelay").CombinedOutput(); err != nil && strings.Contains(string(out), "applet not found") {
-		t.Skip("skipped: busybox has no dhcprelay applet here (Debian builds it without); relayed (giaddr) requests are covered by dhcp/server's in-process tests")
+	relayDone := false
+	stopRelay := func() {
+		if !relayDone {
+			relayDone = true
+			relay.Process.Signal(syscall.SIGTERM)
+			relay.Wait()
+			t.Logf("dhcrelay:\n%s", rlog.String())
+		}
 	}
-	t.Skip("skipped: a relay lab (a second segment behind a router namespace) is not built yet; relayed requests are covered by dhcp/server's in-process tests")
+	defer stopRelay()
+
+	script := filepath.Join(d.dir, "udhcpc.sh")
+	ev := scriptVars(t, script, filepath.Join(d.dir, "udhcpc.events"), "$1", udhcpcVars, udhcpcConfigure)
+	cl := d.lab.Command(2, "busybox", "udhcpc", "-i", "eth1", "-f", "-s", script, "-t", "10", "-T", "1", "-A", "1")
+	out := &syncBuf{}
+	cl.Stdout, cl.Stderr = out, out
+	if err := cl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cl.Process.Signal(syscall.SIGTERM)
+		cl.Wait()
+		t.Logf("udhcpc:\n%s", out.String())
+	}()
+
+	bound, n := ev.wait(t, 0, "bound")
+	ip := bound["ip"]
+	if !strings.HasPrefix(ip, "10.252.0.") {
+		t.Fatalf("relayed client got %s, want an address of %s/24", ip, relayNet)
+	}
+	checkOptions(t, "relayed udhcpc bound", bound, map[string]string{
+		"subnet": "255.255.255.0", "router": relayRouter, "dns": dhcpDNS,
+		"lease": strconv.Itoa(dhcpLease), "serverid": dhcpServer,
+	})
+	cid := "01" + d.mac(2, "eth1")
+	first := d.checkBound(ip, cid)
+
+	eventually(t, 3*time.Second, "the next second", func() error {
+		if time.Now().Unix() > int64(first.Lease)-dhcpLease+1 {
+			return nil
+		}
+		return fmt.Errorf("not yet")
+	})
+	// dhcrelay captures every request on its downstream side, the
+	// client's unicasts to the server too, and relays them; a router's
+	// relay only forwards them. Stop it, so the renewal reaches the
+	// server only as routed unicast from the client's address.
+	stopRelay()
+	cl.Process.Signal(syscall.SIGUSR1)
+	renew, n := ev.wait(t, n+1, "renew", "bound")
+	if renew["ip"] != ip {
+		t.Errorf("renewal got %s, the lease was %s", renew["ip"], ip)
+	}
+	if again := d.checkBound(ip, cid); again.Lease <= first.Lease {
+		t.Errorf("renewal did not extend the lease: %d, then %d", first.Lease, again.Lease)
+	}
+
+	cl.Process.Signal(syscall.SIGUSR2)
+	ev.wait(t, n+1, "deconfig")
+	d.checkFree(ip)
 }
