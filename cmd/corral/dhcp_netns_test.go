@@ -3,8 +3,9 @@ package main
 // Real DHCP clients (busybox udhcpc, ISC dhclient) against `corral dhcp
 // serve` in network namespaces: host 1 of a netlab lab is the server,
 // host 2 the client (its lab address removed), host 3 a squatter for the
-// decline test. Needs root and the Debian packages busybox and
-// isc-dhcp-client (.ci/run installs them).
+// decline test or the router with ISC dhcrelay for the relayed one. Needs
+// root and the Debian packages busybox, isc-dhcp-client and
+// isc-dhcp-relay (.ci/run installs them).
 
 import (
 	"bufio"
@@ -62,7 +63,7 @@ func newDhcpLab(t *testing.T, need ...string) *dhcpLab {
 	}
 	for _, c := range need {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient; .ci/run installs them)", c)
+			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient, isc-dhcp-relay for dhcrelay; .ci/run installs them)", c)
 		}
 	}
 	if netlab.Subnet != dhcpNet+"/24" {
