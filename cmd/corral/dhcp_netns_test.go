@@ -52,6 +52,7 @@ type dhcpLab struct {
 	ds  *dsvcEnv
 	dir string
 	log *syncBuf // the server's stderr
+	srv *exec.Cmd
 }
 
 // newDhcpLab builds the lab and the datastore and starts the server. It
@@ -114,6 +115,7 @@ prefix = "%s/24"
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	d.srv = srv
 	t.Cleanup(func() {
 		srv.Process.Signal(syscall.SIGTERM)
 		srv.Wait()
@@ -178,13 +180,20 @@ func (d *dhcpLab) record(ip string) dnJSON {
 // the configured lease from now.
 func (d *dhcpLab) checkBound(ip, cid string) dnJSON {
 	d.t.Helper()
+	return d.checkLease(ip, cid, dhcpLease)
+}
+
+// checkLease requires the store to hold ip for client id cid with about
+// lease seconds from now.
+func (d *dhcpLab) checkLease(ip, cid string, lease int64) dnJSON {
+	d.t.Helper()
 	r := d.record(ip)
 	if !strings.EqualFold(r.ClientID, cid) {
 		d.t.Errorf("record %s: client id %s, want %s", ip, r.ClientID, cid)
 	}
 	now := time.Now().Unix()
-	if exp := int64(r.Lease); exp < now+dhcpLease-30 || exp > now+dhcpLease+5 {
-		d.t.Errorf("record %s: lease expires at %d, want about now (%d) + %d", ip, exp, now, dhcpLease)
+	if exp := int64(r.Lease); exp < now+lease-min(lease/2, 30) || exp > now+lease+5 {
+		d.t.Errorf("record %s: lease expires at %d, want about now (%d) + %d", ip, exp, now, lease)
 	}
 	if dsvc.DNFlags(r.Flags)&dsvc.DNUnusable != 0 {
 		d.t.Errorf("record %s: UNUSABLE after a lease: flags %#x", ip, r.Flags)
@@ -335,25 +344,35 @@ func TestDhcpUdhcpc(t *testing.T) {
 	d.checkFree(ip)
 }
 
+var dhclientVars = []string{"new_ip_address", "new_subnet_mask", "new_routers", "new_domain_name_servers", "new_domain_name", "new_dhcp_lease_time", "new_dhcp_server_identifier"}
+
+// dhclientConfigure sets the address up as dhclient-script does.
+const dhclientConfigure = `case "$reason" in
+BOUND|RENEW|REBIND|REBOOT) ip addr flush dev "$interface"; ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
+RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev "$interface" ;;
+esac
+`
+
+// dhclient returns a runner of dhclient on host 2's eth0 with script,
+// its own configuration, lease and pid files.
+func (d *dhcpLab) dhclient(script string) func(args ...string) string {
+	conf := filepath.Join(d.dir, "dhclient.conf")
+	writeFile(d.t, conf, "request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers;\ntimeout 20;\n")
+	leases, pid := filepath.Join(d.dir, "dhclient.leases"), filepath.Join(d.dir, "dhclient.pid")
+	return func(args ...string) string {
+		d.t.Helper()
+		full := append([]string{"-v", "-cf", conf, "-sf", script, "-lf", leases, "-pf", pid}, args...)
+		return d.must(2, "dhclient", append(full, "eth0")...)
+	}
+}
+
 // dhclient: a lease with the options; a second run with the lease file
 // reboots (INIT-REBOOT) onto the same address; -r releases it.
 func TestDhcpDhclient(t *testing.T) {
 	d := newDhcpLab(t, "dhclient")
 	script := filepath.Join(d.dir, "dhclient.sh")
-	vars := []string{"new_ip_address", "new_subnet_mask", "new_routers", "new_domain_name_servers", "new_domain_name", "new_dhcp_lease_time", "new_dhcp_server_identifier"}
-	ev := scriptVars(t, script, filepath.Join(d.dir, "dhclient.events"), "$reason", vars, `case "$reason" in
-BOUND|RENEW|REBIND|REBOOT) ip addr flush dev "$interface"; ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
-RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev "$interface" ;;
-esac
-`)
-	conf := filepath.Join(d.dir, "dhclient.conf")
-	writeFile(t, conf, "request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers;\ntimeout 20;\n")
-	leases, pid := filepath.Join(d.dir, "dhclient.leases"), filepath.Join(d.dir, "dhclient.pid")
-	dhclient := func(args ...string) string {
-		t.Helper()
-		full := append([]string{"-v", "-cf", conf, "-sf", script, "-lf", leases, "-pf", pid}, args...)
-		return d.must(2, "dhclient", append(full, "eth0")...)
-	}
+	ev := scriptVars(t, script, filepath.Join(d.dir, "dhclient.events"), "$reason", dhclientVars, dhclientConfigure)
+	dhclient := d.dhclient(script)
 	want := map[string]string{
 		"new_subnet_mask": "255.255.255.0", "new_routers": dhcpRouter, "new_domain_name_servers": dhcpDNS,
 		"new_domain_name": dhcpDomain, "new_dhcp_lease_time": strconv.Itoa(dhcpLease),
@@ -367,9 +386,20 @@ esac
 	checkOptions(t, "dhclient BOUND", bound, want)
 	first := d.checkBound(ip, cid)
 
-	// Stop it without a release (-x), then start again: with the lease
-	// file it asks for its address back without a server id.
-	t.Logf("dhclient -x:\n%s", dhclient("-x"))
+	// The client host crashes: its daemon is killed, no release. Started
+	// again, dhclient asks for the address in its lease file with no
+	// server id (INIT-REBOOT).
+	b, err := os.ReadFile(filepath.Join(d.dir, "dhclient.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("dhclient pid file: %q", b)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill dhclient %d: %v", pid, err)
+	}
 	d.must(2, "ip", "addr", "flush", "dev", "eth0")
 	eventually(t, 3*time.Second, "the next second", func() error {
 		if time.Now().Unix() > int64(first.Lease)-dhcpLease+1 {
@@ -390,6 +420,47 @@ esac
 		t.Errorf("reboot did not extend the lease: %d, then %d", first.Lease, again.Lease)
 	}
 
+	t.Logf("dhclient -r:\n%s", dhclient("-r"))
+	d.checkFree(ip)
+}
+
+// dhclient renews at T1 by unicast: a macro named by its client id (the
+// last in the macro order) gives it an 8 s lease and another DNS server,
+// read by the running server on SIGHUP.
+func TestDhcpDhclientRenew(t *testing.T) {
+	d := newDhcpLab(t, "dhclient")
+	cid := strings.ToUpper("01" + d.mac(2))
+	const lease, dns = 8, "10.251.0.54"
+	d.ds.ok("dhtadm", "-A", "-m", cid, "-d", fmt.Sprintf(":LeaseTim=%d:DNSserv=%s:", lease, dns))
+	d.srv.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the dhcptab reread", func() error {
+		if strings.Contains(d.log.String(), "dhcptab reread") {
+			return nil
+		}
+		return fmt.Errorf("not in the log yet")
+	})
+
+	script := filepath.Join(d.dir, "dhclient.sh")
+	ev := scriptVars(t, script, filepath.Join(d.dir, "dhclient.events"), "$reason", dhclientVars, dhclientConfigure)
+	dhclient := d.dhclient(script)
+	want := map[string]string{"new_routers": dhcpRouter, "new_domain_name_servers": dns, "new_dhcp_lease_time": strconv.Itoa(lease)}
+	t.Logf("dhclient -1:\n%s", dhclient("-1"))
+	bound, n := ev.wait(t, 0, "BOUND")
+	ip := bound["new_ip_address"]
+	checkOptions(t, "dhclient BOUND", bound, want)
+	first := d.checkLease(ip, cid, lease)
+
+	renew, _ := ev.wait(t, n+1, "RENEW", "REBIND", "EXPIRE", "FAIL")
+	if renew["event"] != "RENEW" {
+		t.Fatalf("dhclient at T1: %s, want RENEW: %v", renew["event"], renew)
+	}
+	if renew["new_ip_address"] != ip {
+		t.Errorf("renewal got %s, the lease was %s", renew["new_ip_address"], ip)
+	}
+	checkOptions(t, "dhclient RENEW", renew, want)
+	if again := d.checkLease(ip, cid, lease); again.Lease <= first.Lease {
+		t.Errorf("renewal did not extend the lease: %d, then %d", first.Lease, again.Lease)
+	}
 	t.Logf("dhclient -r:\n%s", dhclient("-r"))
 	d.checkFree(ip)
 }
