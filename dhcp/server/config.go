@@ -31,7 +31,7 @@ const (
 // testdata/example.toml). Durations are strings ("10s") or integer
 // nanoseconds.
 type Config struct {
-	Listen  string `toml:"listen"`   // address the sockets bind; default ":67"
+	Listen  string `toml:"listen"`   // address the sockets bind; default ":67", the only one that hears broadcasting clients
 	Sockets int    `toml:"sockets"`  // netio.Config.Sockets
 	Workers int    `toml:"workers"`  // netio.Config.Workers
 	Queue   int    `toml:"queue"`    // netio.Config.Queue

@@ -58,5 +58,11 @@
 // concurrently; each network has its own offer cache under its own mutex
 // (held only for map operations, never across a store call), the option
 // table is immutable and swapped by Reload, counters are atomic. A worker
-// blocks only on its own store calls.
+// blocks only on its own store calls. The kernel copies a broadcast to
+// every SO_REUSEPORT socket: only socket 0's copy is answered.
+//
+// A request belongs to giaddr's network when relayed, else to ciaddr's
+// when that is a served network (a relayed client renews straight to the
+// server), else to its ingress interface's. Broadcasting clients are
+// heard only on a wildcard listen address.
 package server

@@ -110,6 +110,13 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 				return nil, fmt.Errorf("%w: network %s: interface %q: %v", ErrConfig, p, nc.Interface, err)
 			}
 			n.ifIndex = ifi.Index
+			if s.listenAddr.IsValid() {
+				// Linux delivers a datagram to 255.255.255.255 only to
+				// sockets bound to the wildcard (or that address): the
+				// broadcasts of this interface's clients never arrive.
+				s.log.Warn("listening on a specific address: broadcasting clients on this network are not heard; listen on \":67\" to serve them",
+					"network", p.String(), "interface", nc.Interface, "listen", cfg.Listen)
+			}
 		}
 		for _, o := range s.ownerList {
 			if p.Contains(o) {
@@ -255,6 +262,14 @@ func (s *Server) Run(ctx context.Context) error {
 // store, and sends the reply before it returns (an ACK after its lease
 // is written).
 func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
+	if p.Socket != 0 && s.broadcast(p.Dst) {
+		// The kernel spreads only unicast datagrams over the SO_REUSEPORT
+		// sockets: a broadcast arrives as a copy on every one. Socket 0
+		// answers it; else a DISCOVER got one OFFER per socket, each of
+		// another address, and a DECLINE was written once per socket.
+		s.ctr.duplicates.Add(1)
+		return
+	}
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
 	}
@@ -326,19 +341,22 @@ func clientID(m *dhcpv4.DHCPv4) []byte {
 }
 
 // networkOf is the network a request belongs to: giaddr's when relayed,
-// else the ingress interface's, else (a unicast renewal without
-// IP_PKTINFO) ciaddr's.
+// else ciaddr's when the client has an address in a served network, else
+// the ingress interface's (in.dhcpd's and ISC dhcpd's order). A relayed
+// client renews by unicast straight to the server, not through the
+// relay: its request arrives on the server's own segment, whose network
+// is not the client's.
 func (s *Server) networkOf(m *dhcpv4.DHCPv4, p *netio.Packet) *network {
 	if gi := addr4(m.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
 		return s.networkFor(gi)
 	}
-	if p.IfIndex > 0 {
-		if n := s.ifNetwork(p.IfIndex); n != nil {
+	if ci := addr4(m.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
+		if n := s.networkFor(ci); n != nil {
 			return n
 		}
 	}
-	if ci := addr4(m.ClientIPAddr); ci.IsValid() && !ci.IsUnspecified() {
-		return s.networkFor(ci)
+	if p.IfIndex > 0 {
+		return s.ifNetwork(p.IfIndex)
 	}
 	return nil
 }
@@ -383,6 +401,31 @@ func (s *Server) ifNetwork(ifIndex int) *network {
 	}
 	s.ifNets.Store(ifIndex, found)
 	return found
+}
+
+// broadcast says whether dst is the limited broadcast address or the
+// directed broadcast address of a served network.
+func (s *Server) broadcast(dst netip.Addr) bool {
+	if !dst.IsValid() {
+		return false
+	}
+	if dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return true
+	}
+	for _, n := range s.nets {
+		if n.prefix.Bits() < 31 && dst == lastAddr(n.prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastAddr is the highest address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= 1<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func addr4(ip net.IP) netip.Addr {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -11,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/dhcp/netio"
 	"github.com/corralhq/corral/dsvc"
+	"github.com/corralhq/corral/dsvc/files"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -130,6 +134,108 @@ func TestDecline(t *testing.T) {
 			t.Fatalf("declined %s offered again", bad)
 		}
 	})
+}
+
+// A broadcast reaches every SO_REUSEPORT socket: only socket 0's copy is
+// answered, so a DECLINE (or a DISCOVER) is handled once, not once per
+// socket.
+func TestBroadcastCopiesIgnored(t *testing.T) {
+	e := newEnv(t, files.Name)
+	e.add(10, 3, ownerA, 0)
+	s, srv := e.start(ownerA)
+	f := e.client.fake(1)
+	if _, err := f.dora(srv); err != nil {
+		t.Fatal(err)
+	}
+	decline := f.decline().ToBytes()
+	for _, dst := range []string{"255.255.255.255", "127.0.1.255"} {
+		s.Handle(context.Background(), &netio.Packet{Data: decline, Dst: netip.MustParseAddr(dst), Socket: 1}, netio.Reply{})
+	}
+	if r := e.rec(f.ip); r.Flags&dsvc.DNUnusable != 0 {
+		t.Fatalf("a copy of a broadcast on socket 1 was handled: %+v", r)
+	}
+	if st := s.Stats(); st.Duplicates != 2 || st.Declines != 0 {
+		t.Fatalf("duplicates %d, declines %d; want 2, 0", st.Duplicates, st.Declines)
+	}
+	// Socket 0's copy, and a unicast on any socket, are answered.
+	s.Handle(context.Background(), &netio.Packet{Data: decline, Dst: netip.MustParseAddr("255.255.255.255"), Socket: 0}, netio.Reply{})
+	if r := e.rec(f.ip); r.Flags&dsvc.DNUnusable == 0 {
+		t.Fatalf("socket 0's copy was not handled: %+v", r)
+	}
+	if !s.broadcast(netip.MustParseAddr("127.0.1.255")) || s.broadcast(netip.MustParseAddr("127.0.1.1")) || s.broadcast(netip.Addr{}) {
+		t.Fatal("broadcast: wrong classification")
+	}
+}
+
+// A specific listen address hears no broadcast: a network with an
+// interface (local, broadcasting clients) gets a warning saying so.
+func TestSpecificListenWarns(t *testing.T) {
+	e := newEnv(t, files.Name)
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{{"127.0.0.1:0", true}, {":0", false}} {
+		var buf bytes.Buffer
+		cfg := Config{
+			Listen:    tc.listen,
+			Owners:    []string{ownerA.String()},
+			Datastore: Datastore{Module: e.ds.Module, Location: e.ds.Location},
+			Networks:  []Network{{Prefix: testNet.String(), Interface: "lo"}},
+		}
+		s, err := New(context.Background(), cfg, e.reg, Options{Log: slog.New(slog.NewTextHandler(&buf, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got := strings.Contains(buf.String(), "broadcasting clients on this network are not heard"); got != tc.warn {
+			t.Errorf("listen %s: warned %v, want %v: %s", tc.listen, got, tc.warn, buf.String())
+		}
+	}
+}
+
+// A request with ciaddr belongs to ciaddr's network whatever interface it
+// came in on: a relayed client renews by unicast straight to the server.
+func TestNetworkOfCiaddr(t *testing.T) {
+	e := newEnv(t, files.Name)
+	other := netip.MustParsePrefix("127.0.2.0/24")
+	h, err := e.reg.Open(context.Background(), e.ds, dsvc.Network, other.String(), dsvc.Create|dsvc.Read|dsvc.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	cfg := Config{
+		Listen:    ":0",
+		Owners:    []string{ownerA.String()},
+		Datastore: Datastore{Module: e.ds.Module, Location: e.ds.Location},
+		Networks:  []Network{{Prefix: testNet.String(), Interface: "lo"}, {Prefix: other.String()}},
+	}
+	s, err := New(context.Background(), cfg, e.reg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ ciaddr, want string }{
+		{"127.0.2.5", other.String()},   // a relayed client renewing
+		{"0.0.0.0", testNet.String()},   // no address: the interface's
+		{"10.9.9.9", testNet.String()},  // an address of no served network
+		{"127.0.1.7", testNet.String()}, // the interface's own network
+	} {
+		m, err := dhcpv4.NewDiscovery(net.HardwareAddr{2, 0, 0, 0, 0, 1}, dhcpv4.WithClientIP(net.ParseIP(tc.ciaddr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "none"
+		if n := s.networkOf(m, &netio.Packet{IfIndex: lo.Index}); n != nil {
+			got = n.prefix.String()
+		}
+		if got != tc.want {
+			t.Errorf("ciaddr %s on lo: network %s, want %s", tc.ciaddr, got, tc.want)
+		}
+	}
 }
 
 func TestInitReboot(t *testing.T) {
@@ -426,7 +532,7 @@ func TestConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "10.0.0.1:67" || c.OfferTTL.Duration != 10*time.Second || c.SecondaryServerTimeout.Duration != 20*time.Second ||
+	if c.Listen != ":67" || c.OfferTTL.Duration != 10*time.Second || c.SecondaryServerTimeout.Duration != 20*time.Second ||
 		len(c.Networks) != 2 || c.Networks[1].ServerID != "10.0.0.1" || c.Datastore.Module != "files" || c.ClientPort != 68 || c.RelayPort != 67 {
 		t.Fatalf("%+v", c)
 	}

@@ -23,6 +23,7 @@ type counters struct {
 	releases    atomic.Uint64
 	storeErrors atomic.Uint64
 	sendErrors  atomic.Uint64
+	duplicates  atomic.Uint64
 }
 
 // Stats are the server's counters since New.
@@ -42,6 +43,7 @@ type Stats struct {
 	Releases    uint64
 	StoreErrors uint64
 	SendErrors  uint64
+	Duplicates  uint64 // copies of a broadcast on sockets other than the first, not answered
 }
 
 func typeName(i int) string {
@@ -60,7 +62,7 @@ func (s *Server) Stats() Stats {
 		NotOurs: c.notOurs.Load(), NoAddress: c.noAddress.Load(), Commits: c.commits.Load(),
 		Collisions: c.collisions.Load(), Lost: c.lost.Load(), NAKs: c.naks.Load(),
 		Declines: c.declines.Load(), Releases: c.releases.Load(), StoreErrors: c.storeErrors.Load(),
-		SendErrors: c.sendErrors.Load(),
+		SendErrors: c.sendErrors.Load(), Duplicates: c.duplicates.Load(),
 	}
 	for i := range c.received {
 		if v := c.received[i].Load(); v > 0 {
