@@ -102,6 +102,9 @@ type testNode struct {
 type harness struct {
 	t     *testing.T
 	nodes []*testNode
+	// removeAfter is the nodes' RemoveAfter: 0, the leader removes a
+	// member whose link is down at once (after the controller's graces).
+	removeAfter time.Duration
 }
 
 func newHarness(t *testing.T, n int) *harness {
@@ -170,7 +173,7 @@ func (h *harness) start(nd *testNode, found bool, peers ...*testNode) {
 	cl, err = New(Config{
 		Self: nd.id, Name: fmt.Sprintf("n%d", nd.id), Addr: nd.addr, DataDir: nd.dir, Bootstrap: found,
 		Tick: 20 * time.Millisecond, ElectionTicks: 10, Heartbeat: 50 * time.Millisecond,
-		HeartbeatTimeout: time.Second, RemoveAfter: 0, MaxVoters: 5,
+		HeartbeatTimeout: time.Second, RemoveAfter: h.removeAfter, MaxVoters: 5,
 		Mesh: nd.mesh, Events: nd.ev, Machines: nd.machines, OnFsync: nd.onFsync, Logger: log,
 		SnapshotEvery: nd.snapEvery,
 	})
