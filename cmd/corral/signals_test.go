@@ -121,11 +121,13 @@ func TestDevSignals(t *testing.T) {
 				t.Fatalf("%s: %v\n%s", lines[try], err, b)
 			}
 			for _, s := range sigs {
+				// Count the lines before signalling: the agent may log the
+				// reload before this goroutine looks again.
+				n := len(out.all())
 				if err := cmd.Process.Signal(s); err != nil {
 					t.Fatal(err)
 				}
 				if s == syscall.SIGHUP {
-					n := len(out.all())
 					deadline := time.Now().Add(10 * time.Second)
 					for !strings.Contains(strings.Join(out.all()[n:], "\n"), "SIGHUP: reloaded") {
 						if time.Now().After(deadline) {
