@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -89,6 +90,10 @@ func dhcpServeCmd() *cobra.Command {
 			}()
 			err = s.Run(ctx)
 			stop()
+			st := s.Stats()
+			log.Info("counters", "received", fmt.Sprint(st.Received), "sent", fmt.Sprint(st.Sent),
+				"commits", st.Commits, "collisions", st.Collisions, "lost", st.Lost,
+				"no_address", st.NoAddress, "store_errors", st.StoreErrors, "send_errors", st.SendErrors)
 			if err == nil || errors.Is(err, context.Canceled) {
 				log.Info("stopped")
 				return nil
