@@ -24,7 +24,11 @@
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
 # seconds, default 8), MODES (default "kea binfiles cluster1 cluster3"),
 # WORKERS (server handler goroutines, default 256: a cluster commit waits
-# for the log, so many must be in flight), PROFILE=1 (a CPU profile of each
+# for the log, so many must be in flight), READS (the cluster module's
+# reads, default local: the one server writes through node 1 and a write is
+# answered once applied there, so node 1's replica already holds every
+# lease it was told of, and every commit is checked by signature anyway;
+# READS=linearizable asks the leader for a read index per lookup), PROFILE=1 (a CPU profile of each
 # corral server, kept in the work dir, top items printed), KEEP=1.
 # Run as root (port 67, lo addresses).
 set -uo pipefail
@@ -34,6 +38,7 @@ RATES=${RATES:-5000 7000 10000 15000 20000}
 P=${P:-8}
 MODES=${MODES:-kea binfiles cluster1 cluster3}
 WORKERS=${WORKERS:-256}
+READS=${READS:-local}
 [ "$(id -u)" = 0 ] || { echo "needs root (port 67, lo addresses)" >&2; exit 2; }
 command -v kea-dhcp4 >/dev/null && command -v perfdhcp >/dev/null ||
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q kea-dhcp4-server kea-admin >/dev/null
@@ -56,7 +61,9 @@ cd "$root"
 go build -o "$w/corral" ./cmd/corral && go build -o "$w/dhcpload" ./bench/dhcpload || exit 1
 BIN=$w/corral
 res=$w/results # lines: mode rate dora/s drops-do drops-ra ack-min ack-avg ack-max
+lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
+: >"$lat"
 
 # stopall kills the processes started for one point, by pid.
 stopall() {
@@ -67,8 +74,24 @@ stopall() {
 }
 
 # perf MODE RATE LOCAL runs perfdhcp as the relay LOCAL and records its figures.
+# With LAT=1 it asks perfdhcp for every exchange's timestamps (-x t) and
+# records the REQUEST-ACK delay's p50 and p99 in $lat instead.
 perf() {
 	local mode=$1 rate=$2 local=$3 out=$w/perf-$1-$2
+	if [ "${LAT:-0}" = 1 ]; then
+		out=$out-lat
+		timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" -x t 127.0.0.1 >"$out" 2>&1
+		# "sent / received: HHMMSS.micro / HHMMSS.micro", relative to the start.
+		local got
+		got=$(awk '/^Rate:/ {print $2+0}' "$out")
+		awk 'function sec(t) { return int(t/10000)*3600 + int(t/100)%100*60 + (t - int(t/100)*100) }
+			/Timestamps for packets: REQUEST-ACK/ {ra=1; next} /^\*\*\*/ {ra=0}
+			ra && /^sent \/ received:/ {printf "%.3f\n", (sec($6)-sec($4))*1000}' "$out" | sort -g |
+			awk -v m="$mode" -v r="$rate" -v got="${got:-0}" '{d[NR]=$1}
+				END {if (NR == 0) printf "%s %s %s - - 0\n", m, r, got; else printf "%s %s %s %.3f %.3f %d\n", m, r, got, d[int((NR-1)*0.5)+1], d[int((NR-1)*0.99)+1], NR}' |
+			tee -a "$lat"
+		return
+	fi
 	timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1
 	awk -v m="$mode" -v r="$rate" '
 		/^Rate:/ {rate=$2}
@@ -131,7 +154,7 @@ corral() {
 	cluster1 | cluster3)
 		module=cluster loc=/bench
 		agents "${mode#cluster}" "$d/agents" || { stopall; return; }
-		conf=socket=$d/agents/n1/client.sock
+		conf=socket=$d/agents/n1/client.sock,reads=$READS
 		;;
 	esac
 	"$w/dhcpload" -r "$module" -p "$loc" -u "$conf" -net 10.0.0.0/13 -n "$n" -sip 127.0.0.1 -skip 10.0.0.2 >"$d/load.out" 2>&1 ||
@@ -149,18 +172,21 @@ prefix = "10.0.0.0/13"
 EOF
 	local prof=()
 	[ "${PROFILE:-0}" = 1 ] && prof=(--cpuprofile "$d/cpu.prof")
-	"$BIN" dhcp serve --config "$d/srv.toml" --log-level warn "${prof[@]}" >"$d/srv.log" 2>&1 &
+	"$BIN" dhcp serve --config "$d/srv.toml" --log-level info "${prof[@]}" >"$d/srv.log" 2>&1 &
 	pids+=($!)
 	sleep 1.5
 	perf "$mode" "$rate" 10.0.0.2
 	stopall
+	# The server's counters at its stop: commits, collisions (reread and
+	# retried), lost (given up), no free address, store errors.
+	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $mode r=$rate counters:/"
 	if [ "${PROFILE:-0}" = 1 ]; then
 		echo "-- $mode r=$rate: CPU profile, top 15"
 		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'
 	fi
 }
 
-echo "== dhcp.sh: rates $RATES, -p $P, modes $MODES, workers $WORKERS; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== dhcp.sh: rates $RATES, -p $P, modes $MODES, workers $WORKERS, cluster reads $READS; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "mode rate DORA/s drops(DO) drops(RA) ack-delay-ms(min avg max)"
 for r in $RATES; do
 	for m in $MODES; do
@@ -183,4 +209,16 @@ awk '{v[$1" "$2]=$3; if (!($1 in seen)) {seen[$1]=1; ms[++nm]=$1}; if (!($2 in r
 		line="max"; for (j=1; j<=nm; j++) line=line sprintf("  %s %.0f", ms[j], mx[ms[j]]); print line
 		if (mx["kea"] > 0) {line="max ratio to kea:"; for (j=1; j<=nm; j++) if (ms[j] != "kea") line=line sprintf("  %s %.2fx", ms[j], mx[ms[j]]/mx["kea"]); print line}
 	}' "$res"
-echo "(ACK latency: perfdhcp gives REQUEST-ACK delay min/avg/max, not percentiles; read it at the rate nearest half of each server's max)"
+# ACK latency at half of each server's best rate in the sweep.
+if [ "${LATENCY:-1}" = 1 ]; then
+	echo "== REQUEST-ACK delay at half of each server's best DORA/s (perfdhcp -x t, every successful exchange)"
+	echo "mode rate DORA/s p50-ms p99-ms exchanges"
+	for m in $MODES; do
+		half=$(awk -v m="$m" '$1==m && $3>b {b=$3} END {printf "%d", b/2}' "$res")
+		[ "${half:-0}" -gt 0 ] || continue
+		case $m in
+		kea) LAT=1 kea "$half" ;;
+		*) LAT=1 PROFILE=0 corral "$m" "$half" ;;
+		esac
+	done
+fi
