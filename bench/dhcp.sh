@@ -69,11 +69,14 @@ lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
 : >"$lat"
 
-# stopall kills the processes started for one point, by pid.
+# stopall kills the processes started for one point, by pid, the last
+# started first: the server stops before its agents.
 stopall() {
-	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	local i
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null
+		wait "${pids[i]}" 2>/dev/null
+	done
 	pids=()
 }
 
