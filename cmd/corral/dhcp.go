@@ -6,9 +6,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/corralhq/corral/dhcp/server"
@@ -26,7 +28,7 @@ func dhcpCmd() *cobra.Command {
 }
 
 func dhcpServeCmd() *cobra.Command {
-	var cfgPath, logLevel, logFormat string
+	var cfgPath, logLevel, logFormat, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
 		Short: "serve DHCP from a datastore until SIGINT or SIGTERM (SIGHUP rereads the dhcptab)",
@@ -42,6 +44,18 @@ func dhcpServeCmd() *cobra.Command {
 			cfg, err := server.LoadConfig(cfgPath)
 			if err != nil {
 				return err
+			}
+			if cpuProfile != "" {
+				// For bench/dhcp.sh: the profile covers the serving, until the signal.
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			lk, err := lock.New(lock.Options{Dir: cfg.LockDir, Log: log})
 			if err != nil {
@@ -95,6 +109,10 @@ func dhcpServeCmd() *cobra.Command {
 			}()
 			err = s.Run(ctx)
 			stop()
+			st := s.Stats()
+			log.Info("counters", "received", fmt.Sprint(st.Received), "sent", fmt.Sprint(st.Sent),
+				"commits", st.Commits, "collisions", st.Collisions, "lost", st.Lost,
+				"no_address", st.NoAddress, "store_errors", st.StoreErrors, "send_errors", st.SendErrors)
 			if err == nil || errors.Is(err, context.Canceled) {
 				log.Info("stopped")
 				return nil
@@ -105,6 +123,8 @@ func dhcpServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the server's TOML configuration (see dhcp/server/testdata/example.toml)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
 

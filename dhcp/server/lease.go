@@ -67,15 +67,31 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 		return rec, true, nil
 	}
 	q := dsvc.Query(0).Eq(dsvc.DNQSIP).Eq(dsvc.DNQFManual).Eq(dsvc.DNQFUnusable).Eq(dsvc.DNQFBootpOnly)
+	// Offered records stay free in the store until their REQUEST commits
+	// them, and the store returns them again: read past every held one,
+	// or under load (more offers out than one batch) each refill would
+	// return only offered records and every DISCOVER would go unanswered.
+	// Reading held+max(batch, held) makes each refill yield at least as
+	// many new candidates as it skips, so the cost per offer stays bounded.
+	held := n.offers.held()
+	count := held + max(n.offers.batch, held)
 	var cands []dsvc.DNRecord
+	found := false // any free record, offered or not
 	for _, o := range n.owners {
-		rs, err := n.h.LookupDN(ctx, false, q.Eq(dsvc.DNQCID), freeBatch, &dsvc.DNRecord{SIP: o, CID: freeCID})
+		rs, err := n.h.LookupDN(ctx, false, q.Eq(dsvc.DNQCID), count, &dsvc.DNRecord{SIP: o, CID: freeCID})
 		if err != nil {
 			return dsvc.DNRecord{}, false, err
 		}
-		cands = append(cands, rs...)
+		for _, r := range rs {
+			if !n.offers.heldByOther(r.CIP, key, now) {
+				cands = append(cands, r)
+			}
+		}
+		if len(rs) > 0 {
+			found = true
+		}
 	}
-	if len(cands) == 0 {
+	if !found {
 		for _, o := range n.owners {
 			rs, err := n.h.LookupDN(ctx, false, q, -1, &dsvc.DNRecord{SIP: o})
 			if err != nil {

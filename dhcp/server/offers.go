@@ -20,7 +20,8 @@ type offer struct {
 // is offered to one client at a time, and a client asking again within
 // the TTL gets the same offer.
 type offers struct {
-	ttl time.Duration
+	ttl   time.Duration
+	batch int // new candidates one refill wants at least (freeBatch; tests lower it)
 
 	mu        sync.Mutex // guards the fields below
 	byCID     map[string]*offer
@@ -30,7 +31,7 @@ type offers struct {
 }
 
 func newOffers(ttl time.Duration) *offers {
-	return &offers{ttl: ttl, byCID: map[string]*offer{}, byIP: map[netip.Addr]*offer{}}
+	return &offers{ttl: ttl, batch: freeBatch, byCID: map[string]*offer{}, byIP: map[netip.Addr]*offer{}}
 }
 
 // get returns cid's live offer.
@@ -91,6 +92,14 @@ func (o *offers) take(cid string, now time.Time) (dsvc.DNRecord, bool) {
 		return rec, true
 	}
 	return dsvc.DNRecord{}, false
+}
+
+// held is how many addresses are offered (an upper bound: expired
+// offers not yet swept count too).
+func (o *offers) held() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.byIP)
 }
 
 // refill replaces the free candidates.

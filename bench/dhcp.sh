@@ -1,0 +1,232 @@
+#!/bin/bash
+# dhcp.sh — corral's DHCPv4 server (corral dhcp serve) under perfdhcp, side
+# by side with ISC Kea 2.2 memfile at the same offered rates, in one run.
+#
+# perfdhcp (Debian kea-admin) acts as a relay over loopback, one fresh
+# server per rate and per server kind:
+#   kea       the anchor's configuration (../shared/anchors/kea-perfdhcp.sh):
+#             memfile, persistent lease file, no fsync; relay 127.0.0.2.
+#   binfiles  corral, binfiles module (every lease fsynced before its ACK).
+#   files     corral, files module (off by default: a few DORA/s).
+#   cluster1  corral, cluster module on a one-node agent (every lease on the
+#             log's fsynced disk before its ACK).
+#   cluster3  corral, cluster module on three agents on 127.0.1.1-3 (every
+#             lease on a majority's disk before its ACK), server on node 1.
+# corral's relay is 10.0.0.2 (added to lo as a /32): the server picks a
+# relayed packet's network by giaddr, so the relay must be in the network
+# (10.0.0.0/13, records owned by 127.0.0.1, fresh for each point, filled by
+# bench/dhcpload). perfdhcp uses 1M random clients (-R) as in the anchor.
+#
+# Prints per rate and server: 4-way exchanges/s, DISCOVER-OFFER and
+# REQUEST-ACK drop ratios, the REQUEST-ACK delay min/avg/max; then
+# corral/Kea ratios, and the load average (2 shared cores).
+#
+# Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
+# seconds, default 8), MODES (default "kea binfiles cluster1 cluster3"),
+# WORKERS (server handler goroutines for cluster, default 256: a commit
+# waits for the log, so many must be in flight), WORKERS_LOCKED (for files
+# and binfiles, default 2: every store call takes the dsvc lock service's
+# file lock, which waiters poll, and a write holds it exclusively through
+# its fsync; 256 workers polling it gave ~30 DORA/s, 2 gave ~400), READS (the cluster module's
+# reads, default local: the one server writes through node 1 and a write is
+# answered once applied there, so node 1's replica already holds every
+# lease it was told of, and every commit is checked by signature anyway;
+# READS=linearizable asks the leader for a read index per lookup), PROFILE=1 (a CPU profile of each
+# corral server, kept in the work dir, top items printed), KEEP=1.
+# Run as root (port 67, lo addresses).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+RATES=${RATES:-5000 7000 10000 15000 20000}
+P=${P:-8}
+MODES=${MODES:-kea binfiles cluster1 cluster3}
+WORKERS=${WORKERS:-256}
+WORKERS_LOCKED=${WORKERS_LOCKED:-2}
+READS=${READS:-local}
+[ "$(id -u)" = 0 ] || { echo "needs root (port 67, lo addresses)" >&2; exit 2; }
+command -v kea-dhcp4 >/dev/null && command -v perfdhcp >/dev/null ||
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q kea-dhcp4-server kea-admin >/dev/null
+mkdir -p /run/kea /var/run/kea
+added=()
+for a in 127.0.0.2/8 10.0.0.2/32; do
+	ip addr show dev lo | grep -q " ${a%/*}/" || { ip addr add "$a" dev lo && added+=("$a"); }
+done
+w=$(mktemp -d)
+pids=()
+cleanup() {
+	local p a
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	for a in "${added[@]}"; do ip addr del "$a" dev lo 2>/dev/null; done
+	if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $w"; else rm -rf "$w"; fi
+}
+trap cleanup EXIT
+cd "$root"
+go build -o "$w/corral" ./cmd/corral && go build -o "$w/dhcpload" ./bench/dhcpload || exit 1
+BIN=$w/corral
+res=$w/results # lines: mode rate dora/s drops-do drops-ra ack-min ack-avg ack-max
+lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
+: >"$res"
+: >"$lat"
+
+# stopall kills the processes started for one point, by pid, the last
+# started first: the server stops before its agents.
+stopall() {
+	local i
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null
+		wait "${pids[i]}" 2>/dev/null
+	done
+	pids=()
+}
+
+# perf MODE RATE LOCAL runs perfdhcp as the relay LOCAL and records its figures.
+# With LAT=1 it asks perfdhcp for every exchange's timestamps (-x t) and
+# records the REQUEST-ACK delay's p50 and p99 in $lat instead.
+perf() {
+	local mode=$1 rate=$2 local=$3 out=$w/perf-$1-$2
+	if [ "${LAT:-0}" = 1 ]; then
+		out=$out-lat
+		timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" -x t 127.0.0.1 >"$out" 2>&1
+		# "sent / received: HHMMSS.micro / HHMMSS.micro", relative to the start.
+		local got
+		got=$(awk '/^Rate:/ {print $2+0}' "$out")
+		awk 'function sec(t) { return int(t/10000)*3600 + int(t/100)%100*60 + (t - int(t/100)*100) }
+			/Timestamps for packets: REQUEST-ACK/ {ra=1; next} /^\*\*\*/ {ra=0}
+			ra && /^sent \/ received:/ {printf "%.3f\n", (sec($6)-sec($4))*1000}' "$out" | sort -g |
+			awk -v m="$mode" -v r="$rate" -v got="${got:-0}" '{d[NR]=$1}
+				END {if (NR == 0) printf "%s %s %s - - 0\n", m, r, got; else printf "%s %s %s %.3f %.3f %d\n", m, r, got, d[int((NR-1)*0.5)+1], d[int((NR-1)*0.99)+1], NR}' |
+			tee -a "$lat"
+		return
+	fi
+	timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1
+	awk -v m="$mode" -v r="$rate" '
+		/^Rate:/ {rate=$2}
+		/Statistics for: DISCOVER-OFFER/ {s=1} /Statistics for: REQUEST-ACK/ {s=2}
+		/drops ratio/ {d[s]=$3}
+		s==2 && /min delay/ {mn=$3} s==2 && /avg delay/ {av=$3} s==2 && /max delay/ {mx=$3}
+		END {printf "%s %s %s %s %s %s %s %s\n", m, r, rate+0, d[1]==""?"-":d[1], d[2]==""?"-":d[2], mn==""?"-":mn, av==""?"-":av, mx==""?"-":mx}' "$out" | tee -a "$res"
+}
+
+kea() {
+	local rate=$1 d=$w/kea
+	mkdir -p "$d" && rm -f "$d"/leases4.csv*
+	cat >"$d/kea4.json" <<JSON
+{ "Dhcp4": {
+  "interfaces-config": { "interfaces": ["lo/127.0.0.1"], "dhcp-socket-type": "udp" },
+  "lease-database": { "type": "memfile", "persist": true, "name": "$d/leases4.csv", "lfc-interval": 0 },
+  "multi-threading": { "enable-multi-threading": false },
+  "valid-lifetime": 4000,
+  "subnet4": [ { "id": 1, "subnet": "10.0.0.0/8", "relay": { "ip-addresses": ["127.0.0.2"] },
+     "pools": [ { "pool": "10.0.0.1 - 10.255.255.254" } ] } ],
+  "loggers": [ { "name": "kea-dhcp4", "severity": "WARN", "output_options": [ { "output": "$d/kea.log" } ] } ]
+} }
+JSON
+	kea-dhcp4 -c "$d/kea4.json" >"$d/kea.out" 2>&1 &
+	pids+=($!)
+	sleep 1.5
+	perf kea "$rate" 127.0.0.2
+	stopall
+}
+
+# agents N DIR starts N agents on 127.0.1.1..N, node 1 founding the
+# cluster, and waits until node 1's view holds all of them.
+agents() {
+	local n=$1 d=$2 i j peers port=7870 t
+	mkdir -p "$d"
+	"$BIN" keygen --out "$d/key" >/dev/null
+	for i in $(seq 1 "$n"); do
+		peers=
+		for j in $(seq 1 "$n"); do [ "$j" = "$i" ] || peers+=${peers:+,}127.0.1.$j:$port; done
+		"$BIN" agent --id "$i" --name "n$i" --bind "127.0.1.$i:$port" ${peers:+--peers "$peers"} \
+			--data-dir "$d/n$i" --cluster-key-file "$d/key" --log-level warn \
+			$([ "$i" = 1 ] && echo --bootstrap) >"$d/n$i.log" 2>&1 &
+		pids+=($!)
+	done
+	for t in $(seq 1 300); do
+		[ "$(timeout 5 "$BIN" members --data-dir "$d/n1" --json 2>/dev/null | jq '[.[] | select(.member)] | length' 2>/dev/null)" = "$n" ] && return 0
+		sleep 0.1
+	done
+	echo "agents: no view of $n in 30s" >&2
+	return 1
+}
+
+corral() {
+	local mode=$1 rate=$2 d=$w/$1-$2 module loc conf="" n
+	n=$((rate * P + rate * P / 10 + 1000))
+	[ "$mode" = files ] && n=$((n > 50000 ? 50000 : n))
+	mkdir -p "$d"
+	local workers=$WORKERS
+	case $mode in
+	binfiles | files) module=$mode loc=$d/dsvc workers=$WORKERS_LOCKED ;;
+	cluster1 | cluster3)
+		module=cluster loc=/bench
+		agents "${mode#cluster}" "$d/agents" || { stopall; return; }
+		conf=socket=$d/agents/n1/client.sock,reads=$READS
+		;;
+	esac
+	"$w/dhcpload" -r "$module" -p "$loc" -u "$conf" -net 10.0.0.0/13 -n "$n" -sip 127.0.0.1 -skip 10.0.0.2 >"$d/load.out" 2>&1 ||
+		{ cat "$d/load.out" >&2; stopall; return; }
+	cat >"$d/srv.toml" <<EOF
+listen = "127.0.0.1:67"
+owners = ["127.0.0.1"]
+workers = $workers
+[datastore]
+module = "$module"
+location = "$loc"
+config = "$conf"
+[[network]]
+prefix = "10.0.0.0/13"
+EOF
+	local prof=()
+	[ "${PROFILE:-0}" = 1 ] && prof=(--cpuprofile "$d/cpu.prof")
+	"$BIN" dhcp serve --config "$d/srv.toml" --log-level info "${prof[@]}" >"$d/srv.log" 2>&1 &
+	pids+=($!)
+	sleep 1.5
+	perf "$mode" "$rate" 10.0.0.2
+	stopall
+	# The server's counters at its stop: commits, collisions (reread and
+	# retried), lost (given up), no free address, store errors.
+	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $mode r=$rate counters:/"
+	if [ "${PROFILE:-0}" = 1 ]; then
+		echo "-- $mode r=$rate: CPU profile, top 15"
+		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'
+	fi
+}
+
+echo "== dhcp.sh: rates $RATES, -p $P, modes $MODES, workers $WORKERS (files, binfiles $WORKERS_LOCKED), cluster reads $READS; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "mode rate DORA/s drops(DO) drops(RA) ack-delay-ms(min avg max)"
+for r in $RATES; do
+	for m in $MODES; do
+		case $m in
+		kea) kea "$r" ;;
+		*) corral "$m" "$r" ;;
+		esac
+	done
+done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== DORA/s: corral / Kea at each rate"
+awk '{v[$1" "$2]=$3; if (!($1 in seen)) {seen[$1]=1; ms[++nm]=$1}; if (!($2 in rs)) {rs[$2]=1; rr[++nr]=$2}}
+	END {
+		for (i=1; i<=nr; i++) {
+			r=rr[i]; k=v["kea " r]; line=sprintf("r=%-6s kea %8.0f", r, k)
+			for (j=1; j<=nm; j++) if (ms[j] != "kea") line=line sprintf("  %s %8.0f (%.2fx)", ms[j], v[ms[j]" "r], k>0 ? v[ms[j]" "r]/k : 0)
+			print line
+		}
+		for (j=1; j<=nm; j++) {m=ms[j]; best=0; for (i=1; i<=nr; i++) if (v[m" "rr[i]]>best) best=v[m" "rr[i]]; mx[m]=best}
+		line="max"; for (j=1; j<=nm; j++) line=line sprintf("  %s %.0f", ms[j], mx[ms[j]]); print line
+		if (mx["kea"] > 0) {line="max ratio to kea:"; for (j=1; j<=nm; j++) if (ms[j] != "kea") line=line sprintf("  %s %.2fx", ms[j], mx[ms[j]]/mx["kea"]); print line}
+	}' "$res"
+# ACK latency at half of each server's best rate in the sweep.
+if [ "${LATENCY:-1}" = 1 ]; then
+	echo "== REQUEST-ACK delay at half of each server's best DORA/s (perfdhcp -x t, every successful exchange)"
+	echo "mode rate DORA/s p50-ms p99-ms exchanges"
+	for m in $MODES; do
+		half=$(awk -v m="$m" '$1==m && $3>b {b=$3} END {printf "%d", b/2}' "$res")
+		[ "${half:-0}" -gt 0 ] || continue
+		case $m in
+		kea) LAT=1 kea "$half" ;;
+		*) LAT=1 PROFILE=0 corral "$m" "$half" ;;
+		esac
+	done
+fi
