@@ -71,6 +71,8 @@ var ranks = map[string]layer{
 
 	"agent":      down(8),
 	"cmd/corral": {rank: 9, limit: 8, also: []string{"client", "client/..."}},
+	// Benchmark helpers: programs beside cmd, below it what they drive.
+	"bench/...": {rank: 9, limit: 8},
 
 	// The client library sits beside cmd but below it only the link, the
 	// dispatcher and the leaves: never the daemon or a service.
