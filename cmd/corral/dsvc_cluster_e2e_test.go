@@ -25,12 +25,13 @@ func oneNodeDsvc(t *testing.T) string {
 }
 
 // clusterRegistry is a registry holding the cluster module speaking to
-// nd's agent (reads: "linearizable" or "local").
-func clusterRegistry(t testing.TB, nd *node, reads string) *dsvc.Registry {
+// nd's agent. Reads are linearizable unless the datastore's Config says
+// reads=local: the framework configures the module from it on every Open.
+func clusterRegistry(t testing.TB, nd *node) *dsvc.Registry {
 	t.Helper()
 	m := dsvccluster.New(nil)
 	t.Cleanup(m.Close)
-	if err := m.Configure("socket=" + filepath.Join(nd.dir, "client.sock") + ",reads=" + reads); err != nil {
+	if err := m.Configure("socket=" + filepath.Join(nd.dir, "client.sock")); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := dsvc.NewRegistry(dsvc.Options{}, m)
@@ -43,7 +44,7 @@ func clusterRegistry(t testing.TB, nd *node, reads string) *dsvc.Registry {
 // waitDsvc waits until nd's data service answers a linearizable request.
 func waitDsvc(t testing.TB, nd *node) {
 	t.Helper()
-	reg := clusterRegistry(t, nd, "linearizable")
+	reg := clusterRegistry(t, nd)
 	ds := dsvc.Datastore{Module: dsvccluster.Name, Location: "/ready", Version: dsvc.CurrentVersion}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -74,7 +75,7 @@ func TestDsvcClusterSnapshotCatchUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ds := dsvc.Datastore{Module: dsvccluster.Name, Location: "/catchup", Version: dsvc.CurrentVersion}
-	reg1 := clusterRegistry(t, nodes[0], "linearizable")
+	reg1 := clusterRegistry(t, nodes[0])
 	if err := reg1.MkLocation(ctx, ds); err != nil {
 		t.Fatal(err)
 	}
@@ -105,11 +106,13 @@ func TestDsvcClusterSnapshotCatchUp(t *testing.T) {
 	}
 	nodes[2].start()
 	// Local reads on n3: its own replica, restored from a snapshot.
-	reg3 := clusterRegistry(t, nodes[2], "local")
+	reg3 := clusterRegistry(t, nodes[2])
+	ds3 := ds
+	ds3.Config = "reads=local"
 	var got []dsvc.DNRecord
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		h3, err := reg3.Open(ctx, ds, dsvc.Network, "10.40.0.0", dsvc.Read)
+		h3, err := reg3.Open(ctx, ds3, dsvc.Network, "10.40.0.0", dsvc.Read)
 		if err == nil {
 			got, err = h3.LookupDN(ctx, false, 0, -1, nil)
 			h3.Close()
