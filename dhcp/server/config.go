@@ -56,6 +56,10 @@ type Config struct {
 
 	Networks []Network `toml:"network"`
 
+	// Cluster names the servers of the other nodes, for failover
+	// (takeover.go); empty: this server allocates only its own records.
+	Cluster Cluster `toml:"cluster"`
+
 	OfferTTL               Duration `toml:"offer_ttl"`                // how long an offer reserves its address; default 10s
 	SecondaryServerTimeout Duration `toml:"secondary_server_timeout"` // secs before answering a renew for another server's address; default 20s
 	DefaultLease           Duration `toml:"default_lease"`            // when the macros give no LeaseTim; default 1h
@@ -214,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultLease.Duration < time.Second {
 		return bad("default_lease under a second")
+	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
 	}
 	for _, p := range []int{c.ClientPort, c.RelayPort} {
 		if p < 1 || p > 65535 {

@@ -47,6 +47,8 @@ type env struct {
 	h      *dsvc.Handle // the network container, for checks
 	now    atomic.Int64 // unix seconds of the servers' clock
 	client *client
+	// tweak, if set, changes each server's Config before New.
+	tweak func(*Config)
 }
 
 func newEnv(t testing.TB, module string) *env {
@@ -129,6 +131,9 @@ func (e *env) server(owners ...netip.Addr) (*Server, Config) {
 	}
 	for _, o := range owners {
 		cfg.Owners = append(cfg.Owners, o.String())
+	}
+	if e.tweak != nil {
+		e.tweak(&cfg)
 	}
 	s, err := New(context.Background(), cfg, e.reg, Options{Now: e.clock})
 	if err != nil {

@@ -39,7 +39,7 @@ func expired(r *dsvc.DNRecord, now time.Time) bool {
 // not MANUAL, UNUSABLE or BOOTP-only, and free or an expired dynamic
 // lease.
 func (s *Server) allocatable(r *dsvc.DNRecord, now time.Time) bool {
-	return s.owners[r.SIP] && r.Flags&(dsvc.DNManual|dsvc.DNUnusable|dsvc.DNBootpOnly) == 0 &&
+	return s.owns(r) && r.Flags&(dsvc.DNManual|dsvc.DNUnusable|dsvc.DNBootpOnly) == 0 &&
 		(isFree(r) || expired(r, now))
 }
 
@@ -77,13 +77,15 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 	count := held + max(n.offers.batch, held)
 	var cands []dsvc.DNRecord
 	found := false // any free record, offered or not
-	for _, o := range n.owners {
+	scan := s.scanOwners(n)
+	for _, o := range scan {
 		rs, err := n.h.LookupDN(ctx, false, q.Eq(dsvc.DNQCID), count, &dsvc.DNRecord{SIP: o, CID: freeCID})
 		if err != nil {
 			return dsvc.DNRecord{}, false, err
 		}
 		for _, r := range rs {
-			if !n.offers.heldByOther(r.CIP, key, now) {
+			// A departed peer's records: only this server's share.
+			if s.owns(&r) && !n.offers.heldByOther(r.CIP, key, now) {
 				cands = append(cands, r)
 			}
 		}
@@ -92,13 +94,13 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 		}
 	}
 	if !found {
-		for _, o := range n.owners {
+		for _, o := range scan {
 			rs, err := n.h.LookupDN(ctx, false, q, -1, &dsvc.DNRecord{SIP: o})
 			if err != nil {
 				return dsvc.DNRecord{}, false, err
 			}
 			for _, r := range rs {
-				if expired(&r, now) {
+				if expired(&r, now) && s.owns(&r) {
 					cands = append(cands, r)
 				}
 			}
@@ -128,7 +130,7 @@ func (s *Server) discover(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 	var pick *dsvc.DNRecord
 	for i := range bound {
 		r := &bound[i]
-		if !s.owners[r.SIP] {
+		if !s.owns(r) {
 			// Another server's binding: let it answer, unless it is a
 			// dynamic lease that has run out.
 			if r.Flags&dsvc.DNManual != 0 || !expired(r, q.now) {
@@ -205,7 +207,7 @@ func (s *Server) request(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 			return nil
 		}
 		rec, o, lease, err := s.commit(ctx, q, of.rec, func(r *dsvc.DNRecord) bool {
-			return s.owners[r.SIP] && (bytes.Equal(r.CID, q.cid) || s.allocatable(r, q.now)) && r.Flags&dsvc.DNUnusable == 0
+			return s.owns(r) && (bytes.Equal(r.CID, q.cid) || s.allocatable(r, q.now)) && r.Flags&dsvc.DNUnusable == 0
 		})
 		if err != nil {
 			n.offers.drop(q.key)
@@ -239,7 +241,7 @@ func (s *Server) request(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 				r = b
 			}
 		}
-		if !s.owners[r.SIP] {
+		if !s.owns(&r) {
 			s.ctr.notOurs.Add(1)
 			return nil
 		}
@@ -264,7 +266,7 @@ func (s *Server) request(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 			return nil
 		}
 		r := bound[0]
-		if !s.owners[r.SIP] && time.Duration(q.m.NumSeconds)*time.Second < s.cfg.SecondaryServerTimeout.Duration {
+		if !s.owns(&r) && time.Duration(q.m.NumSeconds)*time.Second < s.cfg.SecondaryServerTimeout.Duration {
 			s.ctr.notOurs.Add(1)
 			return nil // give the owner time to answer first
 		}
@@ -304,6 +306,9 @@ func (s *Server) commit(ctx context.Context, q *request, rec dsvc.DNRecord, stil
 		err := q.n.h.ModifyDN(ctx, &rec, &nr)
 		if err == nil {
 			s.ctr.commits.Add(1)
+			if s.adoptedFrom(&nr) {
+				s.met.takeovers.Add(1)
+			}
 			return nr, o, lease, nil
 		}
 		if !errors.Is(err, dsvc.ErrCollision) {
@@ -390,7 +395,7 @@ func (s *Server) release(ctx context.Context, q *request) {
 		if err == nil {
 			s.ctr.releases.Add(1)
 			q.n.offers.drop(q.key)
-			if s.owners[nr.SIP] && nr.Flags&(dsvc.DNUnusable|dsvc.DNBootpOnly) == 0 {
+			if s.owns(&nr) && nr.Flags&(dsvc.DNUnusable|dsvc.DNBootpOnly) == 0 {
 				q.n.offers.putFree(nr)
 			}
 			return
@@ -421,21 +426,21 @@ func (s *Server) bootp(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 	}
 	for _, r := range bound {
 		if r.Flags&dsvc.DNUnusable == 0 && (r.Flags&(dsvc.DNBootpOnly|dsvc.DNManual) != 0 || r.Lease == dsvc.LeasePermanent) {
-			if !s.owners[r.SIP] {
+			if !s.owns(&r) {
 				return nil
 			}
 			return s.bootpReply(q, r)
 		}
 	}
 	qq := dsvc.Query(0).Eq(dsvc.DNQSIP).Eq(dsvc.DNQCID).Eq(dsvc.DNQFBootpOnly).Eq(dsvc.DNQFUnusable)
-	for _, o := range n.owners {
+	for _, o := range s.scanOwners(n) {
 		rs, err := n.h.LookupDN(ctx, false, qq, 16, &dsvc.DNRecord{SIP: o, CID: freeCID, Flags: dsvc.DNBootpOnly})
 		if err != nil {
 			s.storeError("bootp: free records", err)
 			return nil
 		}
 		for _, r := range rs {
-			if n.offers.heldByOther(r.CIP, q.key, q.now) {
+			if !s.owns(&r) || n.offers.heldByOther(r.CIP, q.key, q.now) {
 				continue
 			}
 			nr := r
@@ -450,6 +455,9 @@ func (s *Server) bootp(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 				return nil
 			}
 			s.ctr.commits.Add(1)
+			if s.adoptedFrom(&nr) {
+				s.met.takeovers.Add(1)
+			}
 			return s.bootpReply(q, nr)
 		}
 	}

@@ -57,7 +57,7 @@ var ackBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .
 // and the sockets Run serves on, whose drops the metrics include.
 type metrics struct {
 	ackLatency prometheus.Histogram
-	takeovers  atomic.Uint64 // nothing adds to it until failover takes addresses over
+	takeovers  atomic.Uint64 // leases committed on a departed peer's records (takeover.go)
 	sockets    atomic.Pointer[netio.Server]
 }
 
@@ -110,7 +110,7 @@ func newDescs() descs {
 		releases:   d(MetricReleases, "DHCPRELEASEs that freed a record."),
 		storeErrs:  d(MetricStoreErrors, "Datastore calls that failed (other than collisions)."),
 		sendErrs:   d(MetricSendErrors, "Replies the socket layer refused."),
-		takeovers:  d(MetricTakeovers, "Addresses taken over from a node that left the view. Always 0 for now: failover takeover is not implemented yet."),
+		takeovers:  d(MetricTakeovers, "Leases this server committed on records of a peer that left the view (failover, [cluster] peers)."),
 		offers:     d(MetricOffers, "Entries in the offer caches of all networks: offers, and committed ones kept until their TTL (expired ones until the next sweep)."),
 		datagrams:  d(MetricDatagrams, "Datagrams read by the sockets, before any check."),
 		batches:    d(MetricBatches, "Socket reads that returned at least one datagram."),
@@ -187,7 +187,8 @@ func contains(l []string, s string) bool {
 type Report struct {
 	Stats
 	Drops     map[string]uint64 // every reason of MetricDrops, 0s included
-	Takeovers uint64            // always 0 until failover takeover exists
+	Takeovers uint64            // leases committed on a departed peer's records
+	View      View              // the membership view applied (zero without [cluster] peers)
 	Offers    int               // entries in the offer caches
 	Sockets   *SocketStats      `json:",omitempty"` // nil before Run (or WatchSockets)
 }
@@ -202,7 +203,7 @@ type SocketStats struct {
 // Report returns the counters, the sockets' and the offer caches' sizes.
 func (s *Server) Report() Report {
 	st := s.Stats()
-	r := Report{Stats: st, Takeovers: s.met.takeovers.Load(), Drops: map[string]uint64{
+	r := Report{Stats: st, Takeovers: s.met.takeovers.Load(), View: s.CurrentView(), Drops: map[string]uint64{
 		DropParseError: st.ParseErrors, DropIgnored: st.Ignored, DropNoNetwork: st.NoNetwork,
 		DropNotOurs: st.NotOurs, DropNoAddress: st.NoAddress,
 	}}

@@ -43,6 +43,9 @@ type Server struct {
 	dt         *dsvc.Handle // the dhcptab; nil when the datastore has none
 	ctr        counters
 	met        *metrics // ACK latency, the sockets served (metrics.go)
+
+	view   atomic.Pointer[ownership] // the membership view applied (takeover.go); nil: only our own addresses
+	viewMu sync.Mutex                // serialises SetView and ClearView
 }
 
 // network is one served network: its container, its offer cache.
@@ -93,6 +96,9 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 	}
 	if err := s.resolveOwners(); err != nil {
 		return nil, err
+	}
+	if len(cfg.Cluster.Peers) > 0 && s.self() == 0 {
+		return nil, fmt.Errorf("%w: cluster: no peer has this server's owners %v", ErrConfig, s.ownerList)
 	}
 	ds := cfg.Datastore.DS()
 	ok := false
