@@ -72,6 +72,11 @@ func dhcpServeCmd() *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			waitViews, err := startViews(ctx, cfg, s, log)
+			if err != nil {
+				return err
+			}
+			defer func() { stop(); waitViews() }()
 			var hs *obs.Server
 			if cfg.HTTP != "" {
 				if hs, err = dhcpHTTP(cfg.HTTP, s, log); err != nil {

@@ -25,6 +25,7 @@ const (
 	DefaultLease                  = time.Hour        // dhcp_network(4): LeaseTim defaults to one hour
 	DefaultClientPort             = 68
 	DefaultRelayPort              = 67
+	DefaultRequestTimeout         = 4 * time.Second
 )
 
 // Config is the server's configuration (a TOML file, see
@@ -63,6 +64,11 @@ type Config struct {
 	OfferTTL               Duration `toml:"offer_ttl"`                // how long an offer reserves its address; default 10s
 	SecondaryServerTimeout Duration `toml:"secondary_server_timeout"` // secs before answering a renew for another server's address; default 20s
 	DefaultLease           Duration `toml:"default_lease"`            // when the macros give no LeaseTim; default 1h
+	// RequestTimeout bounds the store calls of one packet; a REQUEST
+	// whose commit does not finish in time gets no ACK (the client asks
+	// again; had the write applied, its binding is found and extended).
+	// Default 4s, the first retransmission of RFC 2131 §4.1.
+	RequestTimeout Duration `toml:"request_timeout"`
 
 	// Test hooks: the ports replies go to. Real clients listen on 68 and
 	// relays on 67.
@@ -162,6 +168,9 @@ func (c Config) WithDefaults() Config {
 	if c.DefaultLease.Duration == 0 {
 		c.DefaultLease.Duration = DefaultLease
 	}
+	if c.RequestTimeout.Duration == 0 {
+		c.RequestTimeout.Duration = DefaultRequestTimeout
+	}
 	if c.ClientPort == 0 {
 		c.ClientPort = DefaultClientPort
 	}
@@ -211,7 +220,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"offer_ttl", c.OfferTTL.Duration}, {"secondary_server_timeout", c.SecondaryServerTimeout.Duration}, {"default_lease", c.DefaultLease.Duration}} {
+	}{{"offer_ttl", c.OfferTTL.Duration}, {"secondary_server_timeout", c.SecondaryServerTimeout.Duration}, {"default_lease", c.DefaultLease.Duration}, {"request_timeout", c.RequestTimeout.Duration}} {
 		if d.v < 0 {
 			return bad("%s is negative", d.name)
 		}

@@ -13,6 +13,32 @@
 // rereads and gives up or tries again; no address is ever held by two
 // clients.
 //
+// # Failover
+//
+// Servers on the cluster module, one per node, name each other in
+// Config.Cluster (node id and owner addresses of every peer) and follow
+// the local agent's membership views (SetView; corral dhcp serve feeds
+// them). A view is decided by the cluster log, so every server sees the
+// same sequence of views. In a view, a record whose SIP is a live peer's
+// is that peer's; a record whose SIP is a departed peer's is the share
+// of the live peer at index (address mod live peers) in node id order:
+// that server offers it, ACKs its REQUESTs, and extends its client's
+// binding at once when the client rebinds (or reboots) after its own
+// server died, so the client keeps its address. Records are not
+// rewritten to move them: the view moves them, so a returning peer owns
+// all its records again when its server sees the view with it (a share
+// back of every address not leased meanwhile; the leases granted in its
+// absence stay valid, and their clients rebind to it). A server whose
+// own node is not in the view takes nothing over.
+//
+// Every lease is still a signed write committed on a majority before
+// its ACK, so two servers with different views (one sees the new view a
+// little later) can at worst race for one address, and the signature
+// turns that into a collision: one client gets it. A node cut off from
+// the majority may still offer from its replica (reads=local) but
+// cannot commit, so it cannot ACK: the split-brain of two active/active
+// servers leasing one address cannot happen.
+//
 // # The exchange
 //
 //   - DISCOVER: the client's live offer again; else its binding in the

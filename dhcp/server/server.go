@@ -276,6 +276,11 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 		s.ctr.duplicates.Add(1)
 		return
 	}
+	// A store that cannot answer (a node cut off from the majority: its
+	// writes wait for a quorum) must not hold the worker past the time
+	// the client waits before it retransmits anyway.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout.Duration)
+	defer cancel()
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
 	}
