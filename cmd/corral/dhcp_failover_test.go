@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -319,6 +320,10 @@ func TestDhcpFailoverKill(t *testing.T) {
 	if r, err := d.stats(want - 1); err != nil || r.Takeovers == 0 {
 		t.Errorf("sharer's takeovers %d (%v), want at least 1", r.Takeovers, err)
 	}
+	text := d.must(want, binary, "dhcp", "stats", "--config", d.cfgs[want-1])
+	if !regexp.MustCompile(`(?m)^taken over +`+regexp.QuoteMeta(sid)+` `).MatchString(text) || !strings.Contains(text, "2 live, share") {
+		t.Errorf("dhcp stats on the sharer does not show the takeover of %s:\n%s", sid, text)
+	}
 }
 
 // boundRecord requires ip bound to cid in the store and returns it.
@@ -406,6 +411,11 @@ func TestDhcpFailoverPartition(t *testing.T) {
 	ipB := b["new_ip_address"]
 	if ipB == ipA || !slices.Contains(pools[3], ipB) {
 		t.Fatalf("after the heal the second client bound %s; the first holds %s", ipB, ipA)
+	}
+	// Back in the view, node 3 owns its records again: it is the one
+	// that leases the other.
+	if sid := b["new_dhcp_server_identifier"]; sid != d.lab.Addr(3) {
+		t.Errorf("after the heal %s was leased by %s, not by its owner node 3", ipB, sid)
 	}
 	bound := 0
 	for _, r := range d.ds.dn(dhcpNet) {

@@ -153,6 +153,14 @@ func printStats(out io.Writer, r server.Report) error {
 	} {
 		fmt.Fprintf(tw, "%s\t\t%d\n", c.name, c.v)
 	}
+	if v := r.View; v.Instance != 0 {
+		taken := "-"
+		if len(v.Adopted) > 0 {
+			taken = strings.Join(v.Adopted, ",")
+		}
+		fmt.Fprintf(tw, "view\t%d\t%d live, share %d\n", v.Instance, v.Live, v.Index+1)
+		fmt.Fprintf(tw, "taken over\t%s\t\n", taken)
+	}
 	if s := r.Sockets; s != nil {
 		fmt.Fprintf(tw, "datagrams\t\t%d\n", s.Received)
 		if s.Batches > 0 {
