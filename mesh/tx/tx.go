@@ -274,7 +274,7 @@ func (t *Table) Open(target NodeID, f proto.Frame, parent Key) (Key, error) {
 	var p *entry
 	if parent != (Key{}) {
 		p = t.entries[parent]
-		if p == nil || p.role == RoleRelay {
+		if p == nil || p.role == RoleRelay || p.over() {
 			if c, ok := t.tombs[parent]; ok {
 				return Key{}, &proto.Error{Code: c, Detail: fmt.Sprintf("parent transaction %v ended", parent)}
 			}
@@ -323,7 +323,7 @@ func (t *Table) Open(target NodeID, f proto.Frame, parent Key) (Key, error) {
 // follow.
 func (t *Table) Send(key Key, f proto.Frame) error {
 	e := t.entries[key]
-	if e == nil || e.role == RoleRelay {
+	if e == nil || e.role == RoleRelay || e.over() {
 		if c, ok := t.tombs[key]; ok {
 			return &proto.Error{Code: c, Detail: fmt.Sprintf("transaction %v ended", key)}
 		}
@@ -417,7 +417,7 @@ func (t *Table) LinkDown(link LinkID) {
 	slices.SortFunc(roots, func(a, b *entry) int { return compareKeys(a.key, b.key) })
 	text := fmt.Sprintf("link from node %d lost", t.cfg.Self)
 	for _, e := range roots {
-		t.kill(e, link, proto.CodeLinkFail, text, nil)
+		t.kill(e, link, proto.CodeLinkFail, text, nil, true)
 	}
 	delete(t.byLink, link)
 	delete(t.relays, link)
@@ -466,7 +466,7 @@ func (t *Table) atRelay(l LinkID, f proto.Frame) {
 		return
 	}
 	if isTerminal(&f) {
-		t.kill(e, l, statusCode(f.Body), "", &f)
+		t.kill(e, l, statusCode(f.Body), "", &f, false)
 		return
 	}
 	t.mark(e, reply, f.Flags)
@@ -486,7 +486,7 @@ func (t *Table) relayCreate(l LinkID, f proto.Frame, key Key) {
 	if ext.Parent != (proto.TxRef{}) {
 		p = t.entries[Key{NodeID(ext.Parent.Initiator), ext.Parent.MsgID}]
 		switch {
-		case p == nil || p.role != RoleRelay:
+		case p == nil || p.role != RoleRelay || p.over():
 		case l == p.init && NodeID(f.Source) == p.key.Initiator && NodeID(f.Target) == p.resp:
 			out = p.respLink
 		case l == p.respLink && NodeID(f.Source) == p.resp && NodeID(f.Target) == p.key.Initiator:
@@ -530,7 +530,7 @@ func (t *Table) duplicate(l LinkID, f *proto.Frame, e *entry) {
 	text := fmt.Sprintf("node %d saw the CREATE twice", t.cfg.Self)
 	t.bounce(l, f, proto.CodeHopLimit, text)
 	if l == e.init {
-		t.kill(e, l, proto.CodeHopLimit, text, nil)
+		t.kill(e, l, proto.CodeHopLimit, text, nil, false)
 	}
 }
 
@@ -574,14 +574,14 @@ func (t *Table) atEndpoint(l LinkID, f proto.Frame) {
 		return
 	}
 	if isTerminal(&f) {
-		t.kill(e, l, statusCode(f.Body), "", &f)
+		t.kill(e, l, statusCode(f.Body), "", &f, false)
 		return
 	}
 	done := e.cmdD
 	if reply {
 		done = e.repD
 	}
-	if done && (!abort || f.Flags&proto.FlagDelete != 0) {
+	if e.over() || (done && (!abort || f.Flags&proto.FlagDelete != 0)) {
 		t.stats.Dropped++
 		return
 	}
@@ -599,7 +599,7 @@ func (t *Table) respond(l LinkID, f proto.Frame, key Key) {
 	var p *entry
 	if ext.Parent != (proto.TxRef{}) {
 		p = t.entries[Key{NodeID(ext.Parent.Initiator), ext.Parent.MsgID}]
-		if p == nil || p.role == RoleRelay || t.remoteLink(p) != l || t.otherEnd(p) != NodeID(f.Source) {
+		if p == nil || p.role == RoleRelay || p.over() || t.remoteLink(p) != l || t.otherEnd(p) != NodeID(f.Source) {
 			t.bounce(l, &f, proto.CodeNoRoute, fmt.Sprintf("node %d holds no parent %d/%#x on this path", t.cfg.Self, ext.Parent.Initiator, ext.Parent.MsgID))
 			return
 		}
@@ -622,10 +622,18 @@ func (t *Table) respond(l LinkID, f proto.Frame, key Key) {
 	t.maybeRemove(e)
 }
 
-// kill ends e and its subtree after a terminal ABORT that came in on dead
-// (f, forwarded at a relay and delivered at an endpoint) or after dead
-// went down (f nil: synthesized). Children go first, in key order.
-func (t *Table) kill(e *entry, dead LinkID, code proto.Code, text string, f *proto.Frame) {
+// kill ends e and its subtree after a terminal ABORT f that came in on
+// dead (forwarded at a relay, delivered at an endpoint), or with a
+// synthesized one (f nil) after dead went down (gone) or was found
+// unusable. Children go first, in key order.
+func (t *Table) kill(e *entry, dead LinkID, code proto.Code, text string, f *proto.Frame, gone bool) {
+	p := e.parent
+	t.killTree(e, dead, code, text, f, gone)
+	// A parent closed both ways was kept only for its children.
+	t.maybeRemove(p)
+}
+
+func (t *Table) killTree(e *entry, dead LinkID, code proto.Code, text string, f *proto.Frame, gone bool) {
 	if len(e.children) > 0 {
 		kids := make([]*entry, 0, len(e.children))
 		for _, c := range e.children {
@@ -633,7 +641,7 @@ func (t *Table) kill(e *entry, dead LinkID, code proto.Code, text string, f *pro
 		}
 		slices.SortFunc(kids, func(a, b *entry) int { return compareKeys(a.key, b.key) })
 		for _, c := range kids {
-			t.kill(c, dead, code, text, nil)
+			t.killTree(c, dead, code, text, nil, gone)
 		}
 	}
 	if f == nil {
@@ -645,13 +653,27 @@ func (t *Table) kill(e *entry, dead LinkID, code proto.Code, text string, f *pro
 		if dead == e.init {
 			survivor = e.respLink
 		}
-		if f != nil {
+		switch {
+		case f != nil:
+			// Forwarded by its direction: both sides may be one link
+			// when a route pointed back.
+			to := e.respLink
+			if f.Flags&proto.FlagReply != 0 {
+				to = e.init
+			}
 			t.stats.Relayed++
-			t.send(survivor, *f)
-		} else {
+			t.send(to, *f)
+		case survivor == dead && gone:
+			// Both sides on the link that went: nobody to tell.
+		default:
 			t.send(survivor, t.terminalFrame(e, survivor == e.init, code, text, dead))
 		}
-	default:
+	case RoleInitiator, RoleResponder:
+		if e.over() {
+			// Kept only for its children: the application knows
+			// it is over.
+			break
+		}
 		var g proto.Frame
 		if f != nil {
 			g = *f
@@ -808,6 +830,10 @@ func (t *Table) remove(e *entry) {
 		e.parent = nil
 	}
 }
+
+// over: DELETE passed both ways; the entry stays only for its children
+// and is invisible to the application.
+func (e *entry) over() bool { return e.cmdD && e.repD }
 
 func (t *Table) tombstoned(k Key) bool { _, ok := t.tombs[k]; return ok }
 
