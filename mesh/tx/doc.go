@@ -18,7 +18,8 @@
 // After each call the caller takes Ready: frames to write on links (in
 // order, per link) and deliveries to the local application. Advance
 // releases them. Forwarded frames alias the frame given to Step until the
-// caller writes them.
+// caller writes them, and frames the table makes may share Ext and Body:
+// both are read-only.
 //
 // Routing is an input: Config.Route names the first link toward a node.
 // The table consults it only for a CREATE that is not stacked; every

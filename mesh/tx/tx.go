@@ -169,11 +169,15 @@ type entry struct {
 	opcode         uint16
 	parentKey      Key
 	removed        bool
+	// dead: ended by a terminal ABORT with code; the entry stays in the
+	// map as the tombstone that swallows frames still in flight.
+	dead bool
+	code proto.Code
 }
 
 type tombAt struct {
-	key Key
-	at  int64
+	e  *entry
+	at int64
 }
 
 // Table is the transaction table of one node. It is not safe for
@@ -182,13 +186,26 @@ type Table struct {
 	cfg     Config
 	counter uint64
 	now     int64
-	entries map[Key]*entry
-	byLink  map[LinkID]map[Key]*entry // every entry by each of its links
+	entries map[Key]*entry            // open transactions and tombstones
+	dead    int                       // tombstones in entries
+	byLink  map[LinkID]map[Key]*entry // every open entry by each of its links
 	relays  map[LinkID]int            // relay entries per link, for RelayCap
-	tombs   map[Key]proto.Code        // keys ended by a terminal ABORT
-	tombq   []tombAt                  // the same, oldest first (expiry order)
+	tombq   []tombAt                  // tombstones, oldest first (expiry order)
 	ready   Ready
 	stats   Stats
+	syn     synth // the last synthesized terminal ABORT's parts
+}
+
+// synth caches the parts of synthesized terminal ABORTs, which a link
+// failure makes by the thousand with the same code, text and link.
+type synth struct {
+	ok   bool
+	code proto.Code
+	text string
+	dead LinkID
+	ext  []byte
+	body []byte
+	err  error
 }
 
 // New returns an empty table.
@@ -205,7 +222,6 @@ func New(cfg Config) (*Table, error) {
 		entries: make(map[Key]*entry),
 		byLink:  make(map[LinkID]map[Key]*entry),
 		relays:  make(map[LinkID]int),
-		tombs:   make(map[Key]proto.Code),
 	}, nil
 }
 
@@ -228,15 +244,18 @@ func (t *Table) Advance() {
 func (t *Table) Stats() Stats { return t.stats }
 
 // Len returns the number of open transactions at this node.
-func (t *Table) Len() int { return len(t.entries) }
+func (t *Table) Len() int { return len(t.entries) - t.dead }
 
 // Tombstones returns the number of keys still swallowing frames.
-func (t *Table) Tombstones() int { return len(t.tombs) }
+func (t *Table) Tombstones() int { return t.dead }
 
 // Entries returns every transaction at this node, by key.
 func (t *Table) Entries() []Entry {
-	out := make([]Entry, 0, len(t.entries))
+	out := make([]Entry, 0, t.Len())
 	for _, e := range t.entries {
+		if e.dead {
+			continue
+		}
 		out = append(out, Entry{
 			Key: e.key, Responder: e.resp, Parent: e.parentKey, Role: e.role,
 			TowardInit: e.init, TowardResp: e.respLink,
@@ -253,7 +272,9 @@ func (t *Table) Tick() {
 	t.now++
 	n := 0
 	for n < len(t.tombq) && t.tombq[n].at <= t.now {
-		delete(t.tombs, t.tombq[n].key)
+		delete(t.entries, t.tombq[n].e.key)
+		t.dead--
+		t.tombq[n] = tombAt{}
 		n++
 	}
 	t.tombq = t.tombq[n:]
@@ -274,9 +295,9 @@ func (t *Table) Open(target NodeID, f proto.Frame, parent Key) (Key, error) {
 	var p *entry
 	if parent != (Key{}) {
 		p = t.entries[parent]
-		if p == nil || p.role == RoleRelay || p.over() {
-			if c, ok := t.tombs[parent]; ok {
-				return Key{}, &proto.Error{Code: c, Detail: fmt.Sprintf("parent transaction %v ended", parent)}
+		if p == nil || p.dead || p.role == RoleRelay || p.over() {
+			if p != nil && p.dead {
+				return Key{}, &proto.Error{Code: p.code, Detail: fmt.Sprintf("parent transaction %v ended", parent)}
 			}
 			return Key{}, fmt.Errorf("parent %v: %w", parent, ErrUnknown)
 		}
@@ -323,9 +344,9 @@ func (t *Table) Open(target NodeID, f proto.Frame, parent Key) (Key, error) {
 // follow.
 func (t *Table) Send(key Key, f proto.Frame) error {
 	e := t.entries[key]
-	if e == nil || e.role == RoleRelay || e.over() {
-		if c, ok := t.tombs[key]; ok {
-			return &proto.Error{Code: c, Detail: fmt.Sprintf("transaction %v ended", key)}
+	if e == nil || e.dead || e.role == RoleRelay || e.over() {
+		if e != nil && e.dead {
+			return &proto.Error{Code: e.code, Detail: fmt.Sprintf("transaction %v ended", key)}
 		}
 		return fmt.Errorf("%v: %w", key, ErrUnknown)
 	}
@@ -373,7 +394,7 @@ func (t *Table) Close(key Key) error {
 // to end its own (ABORT alone).
 func (t *Table) Abort(key Key, code proto.Code, text string) error {
 	flags := proto.FlagAbort | proto.FlagDelete
-	if e := t.entries[key]; e != nil && ((e.role == RoleInitiator && e.cmdD) || (e.role == RoleResponder && e.repD)) {
+	if e := t.entries[key]; e != nil && !e.dead && ((e.role == RoleInitiator && e.cmdD) || (e.role == RoleResponder && e.repD)) {
 		flags = proto.FlagAbort
 	}
 	return t.Send(key, proto.Frame{
@@ -408,6 +429,11 @@ func (t *Table) LinkDown(link LinkID) {
 	if len(set) == 0 {
 		return
 	}
+	// Detached first: its entries all go, so unlink need not delete them
+	// one by one from it.
+	delete(t.byLink, link)
+	t.ready.Msgs = slices.Grow(t.ready.Msgs, len(set))
+	t.ready.Deliveries = slices.Grow(t.ready.Deliveries, len(set))
 	roots := make([]*entry, 0, len(set))
 	for _, e := range set {
 		if e.parent == nil || set[e.parent.key] == nil {
@@ -419,7 +445,6 @@ func (t *Table) LinkDown(link LinkID) {
 	for _, e := range roots {
 		t.kill(e, link, proto.CodeLinkFail, text, nil, true)
 	}
-	delete(t.byLink, link)
 	delete(t.relays, link)
 }
 
@@ -436,6 +461,10 @@ func (t *Table) atRelay(l LinkID, f proto.Frame) {
 	f.Hops--
 	key := KeyOf(&f.Header)
 	e := t.entries[key]
+	if e != nil && e.dead {
+		t.stats.Dropped++
+		return
+	}
 	reply := f.Flags&proto.FlagReply != 0
 	if f.Flags&proto.FlagCreate != 0 && !reply {
 		if e != nil {
@@ -446,7 +475,7 @@ func (t *Table) atRelay(l LinkID, f proto.Frame) {
 		return
 	}
 	if e == nil {
-		if abort || t.tombstoned(key) {
+		if abort {
 			t.stats.Dropped++
 			return
 		}
@@ -486,7 +515,7 @@ func (t *Table) relayCreate(l LinkID, f proto.Frame, key Key) {
 	if ext.Parent != (proto.TxRef{}) {
 		p = t.entries[Key{NodeID(ext.Parent.Initiator), ext.Parent.MsgID}]
 		switch {
-		case p == nil || p.role != RoleRelay || p.over():
+		case p == nil || p.dead || p.role != RoleRelay || p.over():
 		case l == p.init && NodeID(f.Source) == p.key.Initiator && NodeID(f.Target) == p.resp:
 			out = p.respLink
 		case l == p.respLink && NodeID(f.Source) == p.resp && NodeID(f.Target) == p.key.Initiator:
@@ -539,6 +568,10 @@ func (t *Table) atEndpoint(l LinkID, f proto.Frame) {
 	abort := f.Flags&proto.FlagAbort != 0
 	reply := f.Flags&proto.FlagReply != 0
 	e := t.entries[key]
+	if e != nil && e.dead {
+		t.stats.Dropped++
+		return
+	}
 	if f.Flags&proto.FlagCreate != 0 && !reply {
 		if e != nil {
 			t.duplicate(l, &f, e)
@@ -554,7 +587,7 @@ func (t *Table) atEndpoint(l LinkID, f proto.Frame) {
 		return
 	}
 	if e == nil {
-		if abort || t.tombstoned(key) {
+		if abort {
 			t.stats.Dropped++
 			return
 		}
@@ -599,7 +632,7 @@ func (t *Table) respond(l LinkID, f proto.Frame, key Key) {
 	var p *entry
 	if ext.Parent != (proto.TxRef{}) {
 		p = t.entries[Key{NodeID(ext.Parent.Initiator), ext.Parent.MsgID}]
-		if p == nil || p.role == RoleRelay || p.over() || t.remoteLink(p) != l || t.otherEnd(p) != NodeID(f.Source) {
+		if p == nil || p.dead || p.role == RoleRelay || p.over() || t.remoteLink(p) != l || t.otherEnd(p) != NodeID(f.Source) {
 			t.bounce(l, &f, proto.CodeNoRoute, fmt.Sprintf("node %d holds no parent %d/%#x on this path", t.cfg.Self, ext.Parent.Initiator, ext.Parent.MsgID))
 			return
 		}
@@ -674,17 +707,18 @@ func (t *Table) killTree(e *entry, dead LinkID, code proto.Code, text string, f 
 			// it is over.
 			break
 		}
-		var g proto.Frame
+		var d Delivery
 		if f != nil {
-			g = *f
+			d = Delivery{Key: e.key, Frame: *f, Err: abortErr(f.Body), Closed: true}
 		} else {
-			g = t.terminalFrame(e, e.role == RoleInitiator, code, text, dead)
+			d = Delivery{Key: e.key, Frame: t.terminalFrame(e, e.role == RoleInitiator, code, text, dead), Err: t.syn.err, Closed: true}
 		}
-		t.ready.Deliveries = append(t.ready.Deliveries, Delivery{Key: e.key, Frame: g, Err: abortErr(g.Body), Closed: true})
+		t.ready.Deliveries = append(t.ready.Deliveries, d)
 	}
-	t.remove(e)
-	t.tombs[e.key] = code
-	t.tombq = append(t.tombq, tombAt{e.key, t.now + int64(t.cfg.TombstoneTicks)})
+	t.unlink(e)
+	e.dead, e.code = true, code
+	t.dead++
+	t.tombq = append(t.tombq, tombAt{e, t.now + int64(t.cfg.TombstoneTicks)})
 }
 
 // terminalFrame is the terminal ABORT for e travelling toward the
@@ -702,18 +736,24 @@ func (t *Table) terminalFrame(e *entry, toInit bool, code proto.Code, text strin
 	if text == "" {
 		text = code.String()
 	}
-	var ext []byte
-	if code == proto.CodeLinkFail && dead != Local {
-		// The caller's link ids are node ids in the mesh; name the link.
-		ext = proto.AppendTxExt(nil, proto.TxExt{FailedLink: [2]uint64{uint64(t.cfg.Self), uint64(dead)}})
+	if c := &t.syn; !c.ok || c.code != code || c.text != text || c.dead != dead {
+		// One body, extension and error for a whole abort storm. Link
+		// ids are node ids in the mesh, so the extension names the link.
+		*c = synth{ok: true, code: code, text: text, dead: dead}
+		if code == proto.CodeLinkFail && dead != Local {
+			c.ext = proto.AppendTxExt(nil, proto.TxExt{FailedLink: [2]uint64{uint64(t.cfg.Self), uint64(dead)}})
+		}
+		c.body = proto.AppendStatus(nil, &proto.Status{Code: code, Text: text})
+		c.err = abortErr(c.body)
 	}
+	ext, body := t.syn.ext, t.syn.body
 	return proto.Frame{
 		Header: proto.Header{
 			Proto: e.proto, Version: e.version, Opcode: e.opcode, Flags: flags, Hops: proto.HopLimit,
 			MsgID: e.key.MsgID, Source: uint64(src), Target: uint64(dst),
 		},
 		Ext:  ext,
-		Body: proto.AppendStatus(nil, &proto.Status{Code: code, Text: text}),
+		Body: body,
 	}
 }
 
@@ -807,8 +847,13 @@ func (t *Table) maybeRemove(e *entry) {
 }
 
 func (t *Table) remove(e *entry) {
-	e.removed = true
 	delete(t.entries, e.key)
+	t.unlink(e)
+}
+
+// unlink takes e out of the link index and its parent's children.
+func (t *Table) unlink(e *entry) {
+	e.removed = true
 	for _, l := range [2]LinkID{e.init, e.respLink} {
 		if l == Local {
 			continue
@@ -834,8 +879,6 @@ func (t *Table) remove(e *entry) {
 // over: DELETE passed both ways; the entry stays only for its children
 // and is invisible to the application.
 func (e *entry) over() bool { return e.cmdD && e.repD }
-
-func (t *Table) tombstoned(k Key) bool { _, ok := t.tombs[k]; return ok }
 
 // otherEnd is the node at the far end of an endpoint's transaction.
 func (t *Table) otherEnd(e *entry) NodeID {
