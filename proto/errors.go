@@ -51,6 +51,18 @@ const (
 	CodeTryAgain Code = 42
 	// CodeNoMember: no such member session, or not a member of that group.
 	CodeNoMember Code = 43
+	// CodeLinkFail: a link on the transaction's recorded path went down,
+	// or a frame arrived off that path (mesh relays, ABORT|DELETE).
+	CodeLinkFail Code = 44
+	// CodeNoRoute: no route to the target, or the PARENT of a stacked
+	// CREATE is not held on this path.
+	CodeNoRoute Code = 45
+	// CodeHopLimit: the frame's hop count ran out, or its CREATE came
+	// round a loop (seen twice by one node).
+	CodeHopLimit Code = 46
+	// CodeBusy: a relay's transaction table for the link is full; the
+	// CREATE is refused, nothing else is affected.
+	CodeBusy Code = 47
 )
 
 var codeNames = map[Code]string{
@@ -81,6 +93,10 @@ var codeNames = map[Code]string{
 	CodeDupNode:     "node id in use",
 	CodeTryAgain:    "window full, try again",
 	CodeNoMember:    "no such member",
+	CodeLinkFail:    "link failed",
+	CodeNoRoute:     "no route",
+	CodeHopLimit:    "hop limit",
+	CodeBusy:        "relay busy",
 }
 
 func (c Code) String() string {
@@ -154,6 +170,10 @@ var (
 	ErrDupNode     = &Error{Code: CodeDupNode}
 	ErrTryAgain    = &Error{Code: CodeTryAgain}
 	ErrNoMember    = &Error{Code: CodeNoMember}
+	ErrLinkFail    = &Error{Code: CodeLinkFail}
+	ErrNoRoute     = &Error{Code: CodeNoRoute}
+	ErrHopLimit    = &Error{Code: CodeHopLimit}
+	ErrBusy        = &Error{Code: CodeBusy}
 )
 
 // peerText is the text a peer sent with code, without what would repeat

@@ -21,6 +21,7 @@ func TestCodeValues(t *testing.T) {
 		proto.CodeTooLarge: 32, proto.CodeOpcode: 33, proto.CodeVersion: 34, proto.CodeTimeout: 35,
 		proto.CodeCluster: 36, proto.CodeShutdown: 37, proto.CodeDup: 38, proto.CodeBehind: 39,
 		proto.CodeClusterID: 40, proto.CodeDupNode: 41, proto.CodeTryAgain: 42, proto.CodeNoMember: 43,
+		proto.CodeLinkFail: 44, proto.CodeNoRoute: 45, proto.CodeHopLimit: 46, proto.CodeBusy: 47,
 	} {
 		if uint16(code) != want {
 			t.Errorf("%s = %d, the spec says %d", code, code, want)

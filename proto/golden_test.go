@@ -520,5 +520,5 @@ func bodyVectors() []wiretest.Vector {
 }
 
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", append(frameVectors(), bodyVectors()...))
+	wiretest.Run(t, "testdata", append(append(frameVectors(), bodyVectors()...), txVectors()...))
 }

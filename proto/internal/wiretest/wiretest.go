@@ -88,6 +88,10 @@ var sentinels = map[proto.Code]error{
 	proto.CodeDupNode:     proto.ErrDupNode,
 	proto.CodeTryAgain:    proto.ErrTryAgain,
 	proto.CodeNoMember:    proto.ErrNoMember,
+	proto.CodeLinkFail:    proto.ErrLinkFail,
+	proto.CodeNoRoute:     proto.ErrNoRoute,
+	proto.CodeHopLimit:    proto.ErrHopLimit,
+	proto.CodeBusy:        proto.ErrBusy,
 }
 
 // Sentinel returns the proto.ErrX sentinel for code, or nil.
