@@ -59,6 +59,13 @@ type dhcpLab struct {
 // skips without root or without the client named by need.
 func newDhcpLab(t *testing.T, need ...string) *dhcpLab {
 	t.Helper()
+	return newDhcpLabWith(t, "", need...)
+}
+
+// newDhcpLabWith is newDhcpLab with extra top-level keys in the server's
+// configuration.
+func newDhcpLabWith(t *testing.T, extraConfig string, need ...string) *dhcpLab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: real DHCP clients run in network namespaces, which need root")
 	}
@@ -98,7 +105,7 @@ owners = [%q]
 lock_dir = %q
 offer_ttl = "5s"
 sockets = 2
-
+%s
 [datastore]
 module = "files"
 location = %q
@@ -109,7 +116,7 @@ interface = "eth0"
 
 [[network]]
 prefix = "%s/24"
-`, dhcpServer, d.ds.lockDir, d.ds.path, dhcpNet, relayNet))
+`, dhcpServer, d.ds.lockDir, extraConfig, d.ds.path, dhcpNet, relayNet))
 	srv := d.lab.Command(1, binary, "dhcp", "serve", "--config", cfg, "--log-level", "debug")
 	srv.Stdout, srv.Stderr = d.log, d.log
 	if err := srv.Start(); err != nil {
