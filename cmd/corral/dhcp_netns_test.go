@@ -4,8 +4,9 @@ package main
 // serve` in network namespaces: host 1 of a netlab lab is the server,
 // host 2 the client (its lab address removed), host 3 a squatter for the
 // decline test or the router with ISC dhcrelay for the relayed one. Needs
-// root and the Debian packages busybox, isc-dhcp-client and
-// isc-dhcp-relay (.ci/run installs them).
+// root and the Debian packages busybox, isc-dhcp-client, isc-dhcp-relay
+// and dhcping (.ci/run installs them). More client states are in
+// dhcp_states_netns_test.go.
 
 import (
 	"bufio"
@@ -71,7 +72,7 @@ func newDhcpLabWith(t *testing.T, extraConfig string, need ...string) *dhcpLab {
 	}
 	for _, c := range need {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient, isc-dhcp-relay for dhcrelay; .ci/run installs them)", c)
+			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient, isc-dhcp-relay for dhcrelay, dhcping; .ci/run installs them)", c)
 		}
 	}
 	if netlab.Subnet != dhcpNet+"/24" {
