@@ -44,7 +44,7 @@
 // With Config.ICMPProbe (in.dhcpd's ICMP_VERIFY) a free or expired
 // address is pinged before its first OFFER (probe.go): an answer means a
 // host squats on it, so the record is marked UNUSABLE (a write with its
-// signature, client id kept 00), counted (Stats.ProbeHits,
+// signature; the client id stays as it was), counted (Stats.ProbeHits,
 // corral_dhcp_probe_hits_total), logged, and the next candidate is
 // probed, up to four for one DISCOVER. The probe holds its worker for at
 // most Config.ICMPTimeout; at most 32 are in flight (a DISCOVER that

@@ -12,6 +12,7 @@ import (
 	"github.com/corralhq/corral/dhcp/netio"
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/files"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // startWith runs a server like env.start, with cfg changed by mod and the
@@ -118,6 +119,14 @@ func TestProbeSquatter(t *testing.T) {
 		}
 		if st := s.Stats(); st.ProbeHits != 1 || st.Probes != 2 {
 			t.Fatalf("stats: %d probes, %d hits; want 2, 1", st.Probes, st.ProbeHits)
+		}
+		reg := prometheus.NewRegistry()
+		if err := s.Register(reg); err != nil {
+			t.Fatal(err)
+		}
+		fams := scrape(t, reg)
+		if h, p := value(fams, MetricProbeHits, "", ""), value(fams, MetricProbes, "result", "sent"); h != 1 || p != 2 {
+			t.Fatalf("metrics: %s %v, %s{result=sent} %v; want 1, 2", MetricProbeHits, h, MetricProbes, p)
 		}
 		// Its DISCOVER again: the offer cache answers, no probe.
 		f2 := e.client.fake(2)
