@@ -9,9 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,7 +255,9 @@ type pingWaiter struct {
 }
 
 func listenICMP(s *Server) (*icmpPinger, error) {
-	p := &icmpPinger{id: os.Getpid() & 0xffff, waiters: map[uint16]pingWaiter{}, done: make(chan struct{})}
+	// A random id, not the pid: a raw socket sees every echo reply of the
+	// host, those of another server in this process too.
+	p := &icmpPinger{id: rand.IntN(0x10000), waiters: map[uint16]pingWaiter{}, done: make(chan struct{})}
 	conn, err := icmp.ListenPacket("udp4", "0.0.0.0")
 	if err != nil {
 		conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
