@@ -4,8 +4,9 @@ package main
 // serve` in network namespaces: host 1 of a netlab lab is the server,
 // host 2 the client (its lab address removed), host 3 a squatter for the
 // decline test or the router with ISC dhcrelay for the relayed one. Needs
-// root and the Debian packages busybox, isc-dhcp-client and
-// isc-dhcp-relay (.ci/run installs them).
+// root and the Debian packages busybox, isc-dhcp-client, isc-dhcp-relay
+// and dhcping (.ci/run installs them). More client states are in
+// dhcp_states_netns_test.go.
 
 import (
 	"bufio"
@@ -59,12 +60,19 @@ type dhcpLab struct {
 // skips without root or without the client named by need.
 func newDhcpLab(t *testing.T, need ...string) *dhcpLab {
 	t.Helper()
+	return newDhcpLabWith(t, "", need...)
+}
+
+// newDhcpLabWith is newDhcpLab with extra top-level keys in the server's
+// configuration.
+func newDhcpLabWith(t *testing.T, extraConfig string, need ...string) *dhcpLab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: real DHCP clients run in network namespaces, which need root")
 	}
 	for _, c := range need {
 		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient, isc-dhcp-relay for dhcrelay; .ci/run installs them)", c)
+			t.Skipf("skipped: %s is not installed (Debian: busybox for udhcpc, isc-dhcp-client for dhclient, isc-dhcp-relay for dhcrelay, dhcping; .ci/run installs them)", c)
 		}
 	}
 	if netlab.Subnet != dhcpNet+"/24" {
@@ -98,7 +106,7 @@ owners = [%q]
 lock_dir = %q
 offer_ttl = "5s"
 sockets = 2
-
+%s
 [datastore]
 module = "files"
 location = %q
@@ -109,7 +117,7 @@ interface = "eth0"
 
 [[network]]
 prefix = "%s/24"
-`, dhcpServer, d.ds.lockDir, d.ds.path, dhcpNet, relayNet))
+`, dhcpServer, d.ds.lockDir, extraConfig, d.ds.path, dhcpNet, relayNet))
 	srv := d.lab.Command(1, binary, "dhcp", "serve", "--config", cfg, "--log-level", "debug")
 	srv.Stdout, srv.Stderr = d.log, d.log
 	if err := srv.Start(); err != nil {

@@ -70,6 +70,15 @@ type Config struct {
 	// Default 4s, the first retransmission of RFC 2131 §4.1.
 	RequestTimeout Duration `toml:"request_timeout"`
 
+	// ICMPProbe pings a free or expired address before offering it
+	// (in.dhcpd ICMP_VERIFY): one that answers is marked UNUSABLE
+	// (probe.go). ICMPTimeout is how long the echo reply is awaited.
+	ICMPProbe   bool     `toml:"icmp_probe"`   // default false
+	ICMPTimeout Duration `toml:"icmp_timeout"` // default 500ms
+	// RescanInterval rereads the dhcptab this often (in.dhcpd -t);
+	// 0: only on Reload (SIGHUP).
+	RescanInterval Duration `toml:"rescan_interval"`
+
 	// Test hooks: the ports replies go to. Real clients listen on 68 and
 	// relays on 67.
 	ClientPort int `toml:"client_port"`
@@ -171,6 +180,9 @@ func (c Config) WithDefaults() Config {
 	if c.RequestTimeout.Duration == 0 {
 		c.RequestTimeout.Duration = DefaultRequestTimeout
 	}
+	if c.ICMPTimeout.Duration == 0 {
+		c.ICMPTimeout.Duration = DefaultICMPTimeout
+	}
 	if c.ClientPort == 0 {
 		c.ClientPort = DefaultClientPort
 	}
@@ -220,7 +232,8 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"offer_ttl", c.OfferTTL.Duration}, {"secondary_server_timeout", c.SecondaryServerTimeout.Duration}, {"default_lease", c.DefaultLease.Duration}, {"request_timeout", c.RequestTimeout.Duration}} {
+	}{{"offer_ttl", c.OfferTTL.Duration}, {"secondary_server_timeout", c.SecondaryServerTimeout.Duration}, {"default_lease", c.DefaultLease.Duration},
+		{"request_timeout", c.RequestTimeout.Duration}, {"icmp_timeout", c.ICMPTimeout.Duration}, {"rescan_interval", c.RescanInterval.Duration}} {
 		if d.v < 0 {
 			return bad("%s is negative", d.name)
 		}

@@ -67,6 +67,20 @@
 //   - BOOTP (no option 53): the client's BOOTP binding, else a free
 //     BOOTP-only record of ours, bound permanently at once.
 //
+// With Config.ICMPProbe (in.dhcpd's ICMP_VERIFY) a free or expired
+// address is pinged before its first OFFER (probe.go): an answer means a
+// host squats on it, so the record is marked UNUSABLE (a write with its
+// signature; the client id stays as it was), counted (Stats.ProbeHits,
+// corral_dhcp_probe_hits_total), logged, and the next candidate is
+// probed, up to four for one DISCOVER. The probe holds its worker for at
+// most Config.ICMPTimeout; at most 32 are in flight (a DISCOVER that
+// finds no slot within the timeout is offered unprobed), an address that
+// stayed quiet is not pinged again for 10 s, and workers probing one
+// address share one echo. The client's binding and its live offer are
+// never probed. The socket is an unprivileged ping socket where
+// net.ipv4.ping_group_range admits the process's group, else a raw one
+// (root or CAP_NET_RAW).
+//
 // Leases: PERMANENT records get an infinite lease; else the macros'
 // LeaseTim (Config.DefaultLease without one), or the client's shorter
 // request with LeaseNeg. T1 is 50 % and T2 87.5 % of the lease unless the
@@ -77,6 +91,15 @@
 // Replies go as RFC 2131 §4.1 says: to giaddr:67 when relayed, else to
 // ciaddr:68 when the client has an address, else broadcast out of the
 // ingress interface; a NAK is broadcast unless relayed.
+//
+// # The dhcptab
+//
+// Reload (SIGHUP for corral dhcp serve) rereads the dhcptab and flushes
+// the offer caches. With Config.RescanInterval (in.dhcpd -t) Run also
+// rereads it every interval (rescan.go): when the records differ from
+// those the table was built from, a new table is swapped in and that is
+// logged; an unchanged dhcptab logs nothing. A rescan keeps the offers:
+// they hold records, and options are built at each reply.
 //
 // # Concurrency
 //

@@ -158,7 +158,7 @@ func (s *Server) discover(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 	if want := addr4(q.m.RequestedIPAddress()); want.IsValid() && n.prefix.Contains(want) {
 		r, ok, err := n.lookupIP(ctx, want)
 		if err == nil && ok && s.allocatable(&r, q.now) && n.offers.reserve(q.key, r, q.now) {
-			return s.offer(q, r)
+			return s.offerNew(ctx, q, r)
 		}
 	}
 	rec, ok := n.offers.take(q.key, q.now)
@@ -174,7 +174,7 @@ func (s *Server) discover(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 			return nil
 		}
 	}
-	return s.offer(q, rec)
+	return s.offerNew(ctx, q, rec)
 }
 
 func (s *Server) offer(q *request, rec dsvc.DNRecord) *dhcpv4.DHCPv4 {

@@ -29,6 +29,8 @@ const (
 	MetricOffers      = "corral_dhcp_offer_cache_entries"
 	MetricDatagrams   = "corral_dhcp_datagrams_received_total"
 	MetricBatches     = "corral_dhcp_receive_batches_total"
+	MetricProbes      = "corral_dhcp_probes_total"
+	MetricProbeHits   = "corral_dhcp_probe_hits_total"
 )
 
 // The server's own drop reasons, next to netio's DropReason strings in
@@ -92,6 +94,7 @@ type descs struct {
 	commits, collisions, lost, naks         *prometheus.Desc
 	declines, releases, storeErrs, sendErrs *prometheus.Desc
 	takeovers, offers, datagrams, batches   *prometheus.Desc
+	probes, probeHits                       *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -114,6 +117,8 @@ func newDescs() descs {
 		offers:     d(MetricOffers, "Entries in the offer caches of all networks: offers, and committed ones kept until their TTL (expired ones until the next sweep)."),
 		datagrams:  d(MetricDatagrams, "Datagrams read by the sockets, before any check."),
 		batches:    d(MetricBatches, "Socket reads that returned at least one datagram."),
+		probes:     d(MetricProbes, "ICMP probes of addresses about to be offered, by result: sent (an echo went out), cached (quiet a moment ago, not pinged), skipped (no probe slot within the timeout), error (the echo could not be sent).", "result"),
+		probeHits:  d(MetricProbeHits, "Probed addresses that answered an ICMP echo: marked UNUSABLE, another address offered."),
 	}
 }
 
@@ -127,7 +132,8 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.descs
 	for _, x := range []*prometheus.Desc{d.received, d.sent, d.drops, d.commits, d.collisions, d.lost, d.naks,
-		d.declines, d.releases, d.storeErrs, d.sendErrs, d.takeovers, d.offers, d.datagrams, d.batches} {
+		d.declines, d.releases, d.storeErrs, d.sendErrs, d.takeovers, d.offers, d.datagrams, d.batches,
+		d.probes, d.probeHits} {
 		ch <- x
 	}
 	c.s.met.ackLatency.Describe(ch)
@@ -164,6 +170,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.storeErrs, r.StoreErrors)
 	counter(d.sendErrs, r.SendErrors)
 	counter(d.takeovers, r.Takeovers)
+	counter(d.probes, r.Probes, "sent")
+	counter(d.probes, r.ProbeCached, "cached")
+	counter(d.probes, r.ProbeSkipped, "skipped")
+	counter(d.probes, r.ProbeErrors, "error")
+	counter(d.probeHits, r.ProbeHits)
 	ch <- prometheus.MustNewConstMetric(d.offers, prometheus.GaugeValue, float64(r.Offers))
 	if r.Sockets != nil {
 		counter(d.datagrams, r.Sockets.Received)

@@ -40,7 +40,9 @@ type Server struct {
 	nets       []*network
 	ifNets     sync.Map // ingress interface index → *network (nil: none); filled on first use
 	tab        atomic.Pointer[dhcptab.Table]
-	dt         *dsvc.Handle // the dhcptab; nil when the datastore has none
+	dt         *dsvc.Handle // the dhcptab; nil when the datastore has none; guarded by tabs.mu
+	tabs       tabState     // Reload's and Rescan's (rescan.go)
+	probe      *prober      // nil without Config.ICMPProbe (probe.go)
 	ctr        counters
 	met        *metrics // ACK latency, the sockets served (metrics.go)
 
@@ -160,6 +162,9 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 	if err := s.Reload(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.startProbe(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return s, nil
 }
@@ -203,6 +208,8 @@ func (s *Server) resolveOwners() error {
 // Reload rereads the dhcptab and flushes the offer caches, as in.dhcpd
 // does on SIGHUP. Macro errors are logged; the rest of the table is used.
 func (s *Server) Reload(ctx context.Context) error {
+	s.tabs.mu.Lock()
+	defer s.tabs.mu.Unlock()
 	if s.dt == nil {
 		h, err := s.reg.Open(ctx, s.cfg.Datastore.DS(), dsvc.DHCPTab, "dhcptab", dsvc.Read)
 		switch {
@@ -227,6 +234,7 @@ func (s *Server) Reload(ctx context.Context) error {
 		s.log.Warn("dhcptab", "err", err)
 	}
 	s.tab.Store(t)
+	s.tabs.sum = tabSum(recs)
 	for _, n := range s.nets {
 		n.offers.flush()
 	}
@@ -244,6 +252,9 @@ func (s *Server) Close() error {
 	if s.dt != nil {
 		errs = append(errs, s.dt.Close())
 	}
+	if s.probe != nil {
+		errs = append(errs, s.probe.p.close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -260,6 +271,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("dhcp/server: listen %s: %w", s.cfg.Listen, err)
 	}
 	s.WatchSockets(ns)
+	defer s.startRescan(ctx)()
 	s.log.Info("serving", "addr", ns.Addr().String(), "networks", len(s.nets), "owners", fmt.Sprint(s.ownerList))
 	return ns.Serve(ctx, s.Handle)
 }

@@ -24,6 +24,12 @@ type counters struct {
 	storeErrors atomic.Uint64
 	sendErrors  atomic.Uint64
 	duplicates  atomic.Uint64
+
+	probes       atomic.Uint64
+	probeHits    atomic.Uint64
+	probeCached  atomic.Uint64
+	probeSkipped atomic.Uint64
+	probeErrors  atomic.Uint64
 }
 
 // Stats are the server's counters since New.
@@ -44,6 +50,13 @@ type Stats struct {
 	StoreErrors uint64
 	SendErrors  uint64
 	Duplicates  uint64 // copies of a broadcast on sockets other than the first, not answered
+
+	// The ICMP probe (Config.ICMPProbe).
+	Probes       uint64 // echo requests sent
+	ProbeHits    uint64 // addresses that answered: marked UNUSABLE, another offered
+	ProbeCached  uint64 // probes spared: the address was quiet a moment ago
+	ProbeSkipped uint64 // offered unprobed: every probe slot was busy for the timeout
+	ProbeErrors  uint64 // echoes that could not be sent (no route, ...): offered as quiet
 }
 
 func typeName(i int) string {
@@ -63,6 +76,8 @@ func (s *Server) Stats() Stats {
 		Collisions: c.collisions.Load(), Lost: c.lost.Load(), NAKs: c.naks.Load(),
 		Declines: c.declines.Load(), Releases: c.releases.Load(), StoreErrors: c.storeErrors.Load(),
 		SendErrors: c.sendErrors.Load(), Duplicates: c.duplicates.Load(),
+		Probes: c.probes.Load(), ProbeHits: c.probeHits.Load(), ProbeCached: c.probeCached.Load(),
+		ProbeSkipped: c.probeSkipped.Load(), ProbeErrors: c.probeErrors.Load(),
 	}
 	for i := range c.received {
 		if v := c.received[i].Load(); v > 0 {
