@@ -2,7 +2,6 @@ package route_test
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/corralhq/corral/mesh/route"
@@ -141,15 +140,4 @@ func (nw *network) dijkstra(maxHops uint8) error {
 		}
 	}
 	return nil
-}
-
-// wireSize is the size on the wire of m: one ROUTES frame per 1024
-// updates, one SEQNO_REQ frame per request.
-func wireSize(m route.Message) int {
-	const header, trailer = 56, 0
-	n := 0
-	for u := range slices.Chunk(m.Updates, 1024) {
-		n += header + 4 + 16*len(u) + trailer
-	}
-	return n + len(m.Requests)*(header+16+trailer)
 }

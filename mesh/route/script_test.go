@@ -72,6 +72,3 @@ func (nw *network) summary() string {
 	}
 	return strconv.Itoa(len(nw.ids)) + " nodes, " + strconv.Itoa(n) + " links, " + strconv.Itoa(len(nw.queue)) + " messages in flight\n"
 }
-
-// roundTrip is what the receiver gets of m.
-func roundTrip(t testing.TB, m route.Message) route.Message { return m }
