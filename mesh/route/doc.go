@@ -34,7 +34,11 @@
 //     request, forwarded hop by hop with a hop count, duplicates suppressed,
 //     retried on ticks with doubling intervals, three tries). The origin
 //     raises its seqno to the one requested, once, and its fresh advert is
-//     feasible everywhere. The caller persists Seqno when it changes.
+//     feasible everywhere. The caller persists Seqno when it changes. A
+//     node also asks when an unfeasible route is better than its selected
+//     one by more than the hysteresis, or when its selected next hop sends
+//     an unfeasible update (§3.8.2.2): with no periodic updates nothing else
+//     would refresh the seqno, and the node would keep the worse route.
 //   - Links are reliable, so there are no periodic updates and no route
 //     expiry: a new link gets the full table, after that only changes are
 //     sent; a neighbour's routes die with its link. A route is not

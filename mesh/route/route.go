@@ -139,6 +139,7 @@ type dest struct {
 	metric   Metric           // of sel (Inf if none)
 	seqno    Seqno            // of sel, as selected
 	hops     uint8            // of sel, as selected
+	wants    bool             // the best route is unfeasible: a seqno request is due
 	altM     Metric           // of alt (Inf if none)
 	reported Change           // the state last put into Ready's changes
 }
@@ -266,13 +267,14 @@ func (r *Router) Sources() []Source {
 	return s
 }
 
-// Starving returns the destinations this node has routes to but none it
-// may select, sorted: it waits for a seqno request to be answered (or, if
-// its tries ran out, for the FD to be forgotten or the routes to change).
+// Starving returns the destinations whose best route this node may not
+// use (it is unfeasible: none is feasible, or a better one is not), sorted.
+// They wait for a seqno request to be answered, or, if its tries ran out,
+// for the routes to change or the FD to be forgotten.
 func (r *Router) Starving() []NodeID {
 	var s []NodeID
 	for _, id := range sortedKeys(r.dests) {
-		if d := r.dests[id]; d.sel == 0 && len(d.via) > 0 {
+		if r.dests[id].wants {
 			s = append(s, id)
 		}
 	}

@@ -214,7 +214,7 @@ func (r *Router) Tick() {
 		}
 		d, src := r.dests[id], r.sources[id]
 		to := NodeID(0)
-		if d != nil && d.sel == 0 && src != nil && q.tries > 0 && q.tries < reqTries {
+		if d != nil && d.wants && src != nil && q.tries > 0 && q.tries < reqTries {
 			to = r.bestEntry(id, 0, true)
 		}
 		if to == 0 {
@@ -264,23 +264,29 @@ func (r *Router) bestEntry(id, not NodeID, unfeasible bool) NodeID {
 }
 
 // selectRoute picks the route to id and its alternate. It marks id dirty
-// when what we would advertise changed, and sends a seqno request when
-// routes exist but none is feasible.
+// when what we would advertise changed, and sends a seqno request when the
+// best route is unfeasible: none is feasible (starvation, §3.8.2.1), or an
+// unfeasible one is better than the selected by more than the hysteresis
+// (as babeld does; without it a node could keep a worse route for ever,
+// since nothing else refreshes seqnos on reliable links).
 func (r *Router) selectRoute(id NodeID) {
 	d := r.dests[id]
 	if d == nil {
 		return
 	}
-	var best, second NodeID
-	bm, sm := Inf, Inf
+	var best, second, unf NodeID
+	bm, sm, um := Inf, Inf, Inf
 	curM := Inf
 	for _, n := range sortedKeys(d.via) {
 		e := d.via[n]
-		if !r.feasible(id, e.seqno, e.adv) {
-			continue
-		}
 		m := add(e.adv, r.links[n])
 		if m == Inf {
+			continue
+		}
+		if !r.feasible(id, e.seqno, e.adv) {
+			if m < um {
+				unf, um = n, m
+			}
 			continue
 		}
 		if n == d.sel {
@@ -304,10 +310,9 @@ func (r *Router) selectRoute(id NodeID) {
 	if d.sel != old || d.metric != oldM || d.seqno != oldS || d.hops != oldH {
 		r.dirty[id] = true
 	}
-	if d.sel == 0 {
-		if n := r.bestEntry(id, 0, true); n != 0 {
-			r.originate(id, n)
-		}
+	d.wants = unf != 0 && (d.sel == 0 || add(um, r.cfg.Hysteresis) < d.metric)
+	if d.wants {
+		r.originate(id, unf)
 	}
 }
 
