@@ -46,6 +46,7 @@ type network struct {
 	queue []msg
 	out   []string // trace of the current command
 	quiet bool     // do not trace what routers send (converge)
+	batch bool     // inputs do not drain Ready; harvestAll does
 
 	// Counters since the last reset.
 	msgs, updates, reqs, bytes int
@@ -109,7 +110,18 @@ func (nw *network) do(id route.NodeID, f func(r *route.Router) error) {
 	if err := f(nw.nodes[id]); err != nil {
 		nw.t.Fatalf("node %d: %v", id, err)
 	}
-	nw.harvest(id)
+	if !nw.batch {
+		nw.harvest(id)
+	}
+}
+
+// harvestAll drains every live router's Ready, in id order.
+func (nw *network) harvestAll() {
+	for _, id := range nw.ids {
+		if nw.alive[id] {
+			nw.harvest(id)
+		}
+	}
 }
 
 func (nw *network) up(a, b route.NodeID, cost route.Metric) {

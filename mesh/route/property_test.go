@@ -13,7 +13,7 @@ import (
 
 var (
 	seedFlag  = flag.Uint64("seed", 0, "run TestRandom with this seed only")
-	seedCount = flag.Int("seeds", 150, "how many seeds TestRandom runs")
+	seedCount = flag.Int("seeds", 100, "how many seeds TestRandom runs")
 )
 
 // TestRandom drives random connected graphs through random events —
@@ -27,7 +27,11 @@ func TestRandom(t *testing.T) {
 	if *seedFlag != 0 {
 		seeds = append(seeds, *seedFlag)
 	} else {
-		for i := range *seedCount {
+		count := *seedCount
+		if testing.Short() {
+			count = 30
+		}
+		for i := range count {
 			seeds = append(seeds, uint64(i+1))
 		}
 	}

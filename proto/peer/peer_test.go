@@ -86,6 +86,8 @@ func FuzzReceivePeer(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // a RAFTCHUNK whose body is a PING's
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
+	ping.Opcode, ping.Body = peer.OpRoutes, peer.AppendRoutes(nil, []peer.RouteEntry{{Origin: 3, Seqno: 5}})
+	f.Add(wiretest.Frame(ping)) // a ROUTES frame (v3)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 		wiretest.Typed(t, err)
