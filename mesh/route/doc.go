@@ -6,9 +6,12 @@
 // told what happened — a link came up, changed cost or went down (LinkUp,
 // LinkCost, LinkDown), a neighbour's message arrived (Step), a unit of
 // logical time passed (Tick) — and hands out what to do in the style of
-// etcd raft: Ready returns the messages to send, one per neighbour, and the
-// route changes since the last Advance; the caller sends the messages in
-// order on the named links, applies the changes, then calls Advance. No
+// etcd raft: Ready returns the messages to send, one per neighbour, the
+// route changes since the last Advance and this node's seqno if it changed;
+// the caller persists the seqno, sends the messages in order on the named
+// links (a Message becomes one ROUTES frame per 1024 updates, then one
+// SEQNO_REQ frame per request; see proto/peer), applies the changes, then
+// calls Advance. No
 // input may be given between Ready and Advance. Every output is sorted, so
 // the same inputs give the same outputs byte for byte.
 //
@@ -34,7 +37,7 @@
 //     request, forwarded hop by hop with a hop count, duplicates suppressed,
 //     retried on ticks with doubling intervals, three tries). The origin
 //     raises its seqno to the one requested, once, and its fresh advert is
-//     feasible everywhere. The caller persists Seqno when it changes. A
+//     feasible everywhere. The caller persists Ready.Seqno when it changed. A
 //     node also asks when an unfeasible route is better than its selected
 //     one by more than the hysteresis, or when its selected next hop sends
 //     an unfeasible update (§3.8.2.2): with no periodic updates nothing else

@@ -86,8 +86,11 @@ func (nw *network) harvest(id route.NodeID) {
 			nw.logf("  %d -> %d: %s", id, o.To, fmtMsg(o.Msg))
 		}
 	}
-	for _, c := range rd.Changes {
-		if !nw.quiet {
+	if !nw.quiet {
+		if rd.SeqnoChanged {
+			nw.logf("  %d: own seqno %d", id, rd.Seqno)
+		}
+		for _, c := range rd.Changes {
 			nw.logf("  %d: %s", id, fmtChange(c))
 		}
 	}
@@ -157,11 +160,33 @@ func (nw *network) down(a, b route.NodeID) {
 // cut ends the link a-b at both ends: what is in flight on it is lost.
 func (nw *network) cut(a, b route.NodeID) {
 	nw.queue = slices.DeleteFunc(nw.queue, func(m msg) bool { return mkEdge(m.from, m.to) == mkEdge(a, b) })
-	if nw.alive[a] {
-		nw.do(a, func(r *route.Router) error { r.LinkDown(b); return nil })
+	for _, x := range []edge{{a, b}, {b, a}} {
+		if nw.alive[x.a] {
+			nw.linkDown(x.a, x.b)
+		}
 	}
-	if nw.alive[b] {
-		nw.do(b, func(r *route.Router) error { r.LinkDown(a); return nil })
+}
+
+// linkDown tells a that its link to b ended and checks that every route
+// through b moved to its alternate at once, with no message needed.
+func (nw *network) linkDown(a, b route.NodeID) {
+	r := nw.nodes[a]
+	type alt struct {
+		next route.NodeID
+		m    route.Metric
+	}
+	want := map[route.NodeID]alt{}
+	for _, rt := range r.Table() {
+		if rt.NextHop == b {
+			want[rt.Dest] = alt{rt.Alt, rt.AltMetric}
+		}
+	}
+	nw.do(a, func(r *route.Router) error { r.LinkDown(b); return nil })
+	for dest, w := range want {
+		next, m, ok := r.Lookup(dest)
+		if w.next == 0 && ok || w.next != 0 && (next != w.next || m != w.m) {
+			nw.t.Fatalf("node %d lost link %d: route to %d is %d m=%d (%v), its alternate was %d m=%d", a, b, dest, next, m, ok, w.next, w.m)
+		}
 	}
 }
 
@@ -195,7 +220,7 @@ func (nw *network) crash(id route.NodeID) {
 	for _, o := range nw.neighbours(id) {
 		if nw.alive[o] {
 			nw.queue = slices.DeleteFunc(nw.queue, func(m msg) bool { return mkEdge(m.from, m.to) == mkEdge(id, o) })
-			nw.do(o, func(r *route.Router) error { r.LinkDown(id); return nil })
+			nw.linkDown(o, id)
 		}
 	}
 	nw.alive[id] = false

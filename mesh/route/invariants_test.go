@@ -45,6 +45,12 @@ func (nw *network) invariants() error {
 			case rt.Metric == route.Inf:
 				return fmt.Errorf("node %d: selected route to %d with metric Inf", id, rt.Dest)
 			}
+			r := nw.nodes[id]
+			next, m, ok := r.Lookup(rt.Dest)
+			anext, am, aok := r.Alternate(rt.Dest)
+			if !ok || next != rt.NextHop || m != rt.Metric || aok != (rt.Alt != 0) || anext != rt.Alt || am != rt.AltMetric {
+				return fmt.Errorf("node %d: Lookup/Alternate for %d disagree with Table", id, rt.Dest)
+			}
 		}
 	}
 	for _, dst := range nw.ids {

@@ -44,7 +44,7 @@ const (
 // Hysteresis 0 means none.
 type Config struct {
 	Self          NodeID
-	MaxHops       uint8  // routes with this many hops or more are refused and not advertised
+	MaxHops       uint8  // routes with this many hops or more are refused and not advertised; at most 15
 	SeqnoReqHops  uint8  // hop count a seqno request starts with
 	ReqRetryTicks int    // resend an unanswered request after this many ticks, doubling, reqTries tries
 	SourceGCTicks int    // forget an origin's FD this many ticks after its route was last selected
@@ -99,11 +99,13 @@ type Change struct {
 	Metric             Metric
 }
 
-// Ready is what the caller must do: send Msgs and apply Changes. Both are
-// sorted (by To, by Dest).
+// Ready is what the caller must do: persist Seqno if SeqnoChanged, send
+// Msgs and apply Changes. Msgs and Changes are sorted (by To, by Dest).
 type Ready struct {
-	Msgs    []Outbound
-	Changes []Change
+	Msgs         []Outbound
+	Changes      []Change
+	Seqno        Seqno // this node's own seqno
+	SeqnoChanged bool  // it changed since the last Advance
 }
 
 // Route is one selected route, as Table lists it.
@@ -155,6 +157,7 @@ type source struct {
 // only to suppress duplicates until expires).
 type request struct {
 	seqno Seqno
+	to    NodeID // the neighbour it was sent to
 	tries int    // originated: sends so far; 0: forwarded
 	due   uint64 // originated: tick of the next retry; forwarded: tick it expires
 }
@@ -178,8 +181,9 @@ type Router struct {
 	dump     map[NodeID]bool // neighbours that need the full table
 
 	// Output waiting for Advance.
-	out     map[NodeID]*pending
-	changes map[NodeID]Change
+	out          map[NodeID]*pending
+	changes      map[NodeID]Change
+	seqnoChanged bool
 }
 
 type pending struct {
@@ -190,8 +194,8 @@ type pending struct {
 // New returns the router of cfg.Self, whose own seqno starts at seqno (the
 // persisted value plus one, so that a restarted node's adverts are new).
 func New(cfg Config, seqno Seqno) *Router {
-	if cfg.MaxHops == 0 {
-		cfg.MaxHops = DefaultMaxHops
+	if cfg.MaxHops == 0 || cfg.MaxHops > DefaultMaxHops {
+		cfg.MaxHops = DefaultMaxHops // the peer protocol refuses longer routes
 	}
 	if cfg.SeqnoReqHops == 0 {
 		cfg.SeqnoReqHops = DefaultSeqnoReqHops
@@ -282,12 +286,12 @@ func (r *Router) Starving() []NodeID {
 }
 
 // HasReady reports whether Ready has anything to do.
-func (r *Router) HasReady() bool { return len(r.out) > 0 || len(r.changes) > 0 }
+func (r *Router) HasReady() bool { return len(r.out) > 0 || len(r.changes) > 0 || r.seqnoChanged }
 
 // Ready returns the messages to send and the route changes since the last
 // Advance.
 func (r *Router) Ready() Ready {
-	var rd Ready
+	rd := Ready{Seqno: r.seqno, SeqnoChanged: r.seqnoChanged}
 	for _, to := range sortedKeys(r.out) {
 		p := r.out[to]
 		var m Message
@@ -310,6 +314,7 @@ func (r *Router) Ready() Ready {
 func (r *Router) Advance() {
 	clear(r.out)
 	clear(r.changes)
+	r.seqnoChanged = false
 }
 
 func sortedKeys[V any](m map[NodeID]V) []NodeID {

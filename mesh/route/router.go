@@ -50,6 +50,11 @@ func (r *Router) LinkDown(peer NodeID) {
 	delete(r.links, peer)
 	delete(r.told, peer)
 	delete(r.out, peer)
+	for id, q := range r.reqs {
+		if q.to == peer {
+			delete(r.reqs, id) // lost with the link: ask again elsewhere now
+		}
+	}
 	r.flush()
 }
 
@@ -152,6 +157,7 @@ func (r *Router) request(from NodeID, q SeqnoRequest) {
 		// Raise once to the seqno asked for; a duplicate is not newer.
 		if q.Seqno.Newer(r.seqno) {
 			r.seqno = q.Seqno
+			r.seqnoChanged = true
 			r.dirty[r.cfg.Self] = true
 		}
 		return
@@ -178,9 +184,9 @@ func (r *Router) request(from NodeID, q SeqnoRequest) {
 	case ex != nil && !q.Seqno.Newer(ex.seqno):
 		return // duplicate: one outstanding request per origin and seqno
 	case ex != nil && ex.tries > 0:
-		ex.seqno = q.Seqno // ours, now asking for more
+		ex.seqno, ex.to = q.Seqno, next // ours, now asking for more
 	default:
-		r.reqs[q.Origin] = &request{seqno: q.Seqno, due: r.now + uint64(r.cfg.ReqRetryTicks)}
+		r.reqs[q.Origin] = &request{seqno: q.Seqno, to: next, due: r.now + uint64(r.cfg.ReqRetryTicks)}
 	}
 	r.queueReq(next, SeqnoRequest{Origin: q.Origin, Seqno: q.Seqno, HopCount: q.HopCount - 1})
 }
@@ -199,7 +205,7 @@ func (r *Router) originate(origin, to NodeID) {
 		}
 		return
 	}
-	r.reqs[origin] = &request{seqno: want, tries: 1, due: r.now + uint64(r.cfg.ReqRetryTicks)}
+	r.reqs[origin] = &request{seqno: want, to: to, tries: 1, due: r.now + uint64(r.cfg.ReqRetryTicks)}
 	r.queueReq(to, SeqnoRequest{Origin: origin, Seqno: want, HopCount: r.cfg.SeqnoReqHops})
 }
 
@@ -221,7 +227,7 @@ func (r *Router) Tick() {
 			delete(r.reqs, id) // forwarded and expired, answered another way, or given up
 			continue
 		}
-		q.seqno = src.seqno + 1
+		q.seqno, q.to = src.seqno+1, to
 		q.due = r.now + uint64(r.cfg.ReqRetryTicks)<<q.tries
 		q.tries++
 		r.queueReq(to, SeqnoRequest{Origin: id, Seqno: q.seqno, HopCount: r.cfg.SeqnoReqHops})
