@@ -52,6 +52,7 @@ var ranks = map[string]layer{
 	// 2 peers by node id, interface monitor.
 	"mesh":       down(2),
 	"mesh/...":   down(2),
+	"mesh/route": down(2), // the pure routing core: leaves only, in fact
 	"netmon":     down(2),
 	"rsm":        down(3),
 	"membership": down(4),

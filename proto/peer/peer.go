@@ -13,10 +13,12 @@ import (
 // Specification constants: peer protocol versions. Two agents use the
 // highest version both speak; with none in common the link is refused.
 // Version 1 is retired: it cannot carry a raft message larger than one
-// frame, so a v1 agent could never receive a large snapshot.
+// frame, so a v1 agent could never receive a large snapshot. Version 3
+// adds mesh routing adverts; version 2 stays in the range until the mesh
+// is wired in and the cluster decides to retire it.
 const (
 	MinVersion uint8 = 2
-	MaxVersion uint8 = 2
+	MaxVersion uint8 = 3
 )
 
 // Specification constants: opcodes. Ranges marked reserved belong to later
@@ -29,7 +31,10 @@ const (
 	OpRaft      uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
 	OpRaftChunk uint16 = 0x0101 // body: SnapChunk, one piece of a marshalled raft message (v2)
 
-	// 0x0200–0x02FF reserved: mesh routing, spans, transactions, LINKFAIL
+	// 0x0200–0x02FF: mesh routing (the rest of the range reserved: spans,
+	// transactions, LINKFAIL)
+	OpRoutes   uint16 = 0x0200 // body: ROUTES, route adverts on one link (v3)
+	OpSeqnoReq uint16 = 0x0201 // body: SeqnoReq, a request for a newer seqno (v3)
 
 	// 0x0300–0x03FF: membership
 	OpJoin      uint16 = 0x0300 // request: membership JOIN command; reply: MemberReply
@@ -48,6 +53,8 @@ var ops = proto.NewOpSet(proto.ProtoPeer, MinVersion, MaxVersion, map[uint16]pro
 	OpPong:      {Name: "PONG", Since: 1},
 	OpRaft:      {Name: "RAFT", Since: 1},
 	OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
+	OpRoutes:    {Name: "ROUTES", Since: 3},
+	OpSeqnoReq:  {Name: "SEQNO_REQ", Since: 3},
 	OpJoin:      {Name: "JOIN", Since: 1},
 	OpLeave:     {Name: "LEAVE", Since: 1},
 	OpNotMember: {Name: "NOTMEMBER", Since: 1},

@@ -19,7 +19,10 @@ import (
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", append(wiretest.PingVectors(peer.Ops(), peer.OpPing, peer.OpPong, 0x0102), vectors()...))
+	// The vectors written before version 3 stay at version 2 byte for
+	// byte: their messages did not change.
+	vs := append(wiretest.PingVectorsAt(peer.Ops(), v2, peer.OpPing, peer.OpPong, 0x0102), vectors()...)
+	wiretest.Run(t, "testdata", append(vs, routeVectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -30,7 +33,8 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", peer.Ops().Proto(), peer.Ops().Range().Min, peer.Ops().Range().Max)
 	}
 	for _, op := range peer.Ops().Opcodes() {
-		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op >= peer.OpJoin && op <= peer.OpNotMember
+		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op == peer.OpRoutes || op == peer.OpSeqnoReq ||
+			op >= peer.OpJoin && op <= peer.OpNotMember
 		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
 		}
@@ -45,7 +49,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 	local := proto.Ranges{peer.Ops().Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
-	wiretest.Expect(t, err, proto.CodeVersion, "we speak 2..2, peer speaks 3..4")
+	wiretest.Expect(t, err, proto.CodeVersion, "we speak 2..3, peer speaks 4..5")
 
 	rj := proto.Reject{Code: proto.CodeVersion, Local: local, Remote: newer, Text: err.(*proto.Error).Detail}
 	f := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &rj))
@@ -57,7 +61,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 2..2; we offered peer 3..4)")
+	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 2..3; we offered peer 4..5)")
 }
 
 // TestVersionOneRefused: an agent that speaks only peer version 1, which
@@ -65,9 +69,9 @@ func TestJoinVersionMismatch(t *testing.T) {
 func TestVersionOneRefused(t *testing.T) {
 	v1 := proto.Ranges{{Proto: proto.ProtoPeer, Min: 1, Max: 1}}
 	_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops().Range()}, v1)
-	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 2..2, peer speaks 1..1")
+	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 2..3, peer speaks 1..1")
 	_, err = proto.Negotiate(proto.ProtoPeer, v1, proto.Ranges{peer.Ops().Range()})
-	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 1..1, peer speaks 2..2")
+	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 1..1, peer speaks 2..3")
 }
 
 // FuzzReceivePeer runs a peer link's receive path over one frame: frame
@@ -82,6 +86,8 @@ func FuzzReceivePeer(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // a RAFTCHUNK whose body is a PING's
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
+	ping.Opcode, ping.Body = peer.OpRoutes, peer.AppendRoutes(nil, []peer.RouteEntry{{Origin: 3, Seqno: 5}})
+	f.Add(wiretest.Frame(ping)) // a ROUTES frame (v3)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
 		wiretest.Typed(t, err)
@@ -100,16 +106,24 @@ func FuzzReceivePeer(f *testing.F) {
 	})
 }
 
+// v2 is the version of the vectors written before version 3.
+const v2 = 2
+
 func frame(op uint16, flags proto.Flags, body []byte) proto.Frame {
-	return proto.Frame{Header: proto.Header{Proto: proto.ProtoPeer, Version: peer.MaxVersion, Opcode: op,
+	return frameAt(v2, op, flags, body)
+}
+
+func frameAt(v uint8, op uint16, flags proto.Flags, body []byte) proto.Frame {
+	return proto.Frame{Header: proto.Header{Proto: proto.ProtoPeer, Version: v, Opcode: op,
 		Flags: flags, Hops: proto.HopLimit, MsgID: 0x21}, Body: body}
 }
 
 const request = proto.FlagCreate | proto.FlagDelete
 
-// receive is an agent's receive path for the membership and log messages.
-func receive(b []byte) (proto.Frame, any, error) {
-	f, err := wiretest.Receive(peer.Ops(), peer.MaxVersion, b)
+// receive is an agent's receive path, on a link that agreed on version
+// v, for the membership, log and routing messages.
+func receive(v uint8, b []byte) (proto.Frame, any, error) {
+	f, err := wiretest.Receive(peer.Ops(), v, b)
 	if err != nil {
 		return f, nil, err
 	}
@@ -133,6 +147,12 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == peer.OpNotMember:
 		n, err := peer.ParseNotMember(f.Body)
 		return f, n, err
+	case f.Opcode == peer.OpRoutes:
+		es, err := peer.ParseRoutes(f.Body)
+		return f, es, err
+	case f.Opcode == peer.OpSeqnoReq:
+		q, err := peer.ParseSeqnoReq(f.Body)
+		return f, q, err
 	}
 	p, err := proto.ParsePing(f.Body)
 	return f, p, err
@@ -141,7 +161,7 @@ func receive(b []byte) (proto.Frame, any, error) {
 func expect(want proto.Frame, msg any) func([]byte) error {
 	want.Seal()
 	return func(b []byte) error {
-		f, got, err := receive(b)
+		f, got, err := receive(want.Version, b)
 		if err != nil {
 			return err
 		}
@@ -158,7 +178,7 @@ func expect(want proto.Frame, msg any) func([]byte) error {
 	}
 }
 
-func receiveErr(b []byte) error { _, _, err := receive(b); return err }
+func receiveErr(b []byte) error { _, _, err := receive(v2, b); return err }
 
 // FuzzParseSnapChunk: never panics, returns *proto.Error, keeps its
 // limits, and what it accepts re-encodes to the same bytes.
