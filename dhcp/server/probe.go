@@ -68,8 +68,9 @@ type prober struct {
 // probeCall is a probe in flight; workers probing the same address wait
 // for it instead of sending their own echo.
 type probeCall struct {
-	done chan struct{}
-	hit  bool
+	done   chan struct{}
+	hit    bool
+	joined int // workers waiting on it; guarded by prober.mu (tests wait on it)
 }
 
 func newProber(p pinger, timeout time.Duration, now func() time.Time) *prober {
@@ -104,6 +105,7 @@ func (s *Server) inUse(ctx context.Context, a netip.Addr) bool {
 		return false
 	}
 	if c, ok := pr.inflight[a]; ok {
+		c.joined++
 		pr.mu.Unlock()
 		select {
 		case <-c.done:

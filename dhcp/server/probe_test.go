@@ -218,7 +218,8 @@ func TestProberCacheAndSlots(t *testing.T) {
 	waitFor(t, "the second worker waiting", func() bool {
 		s.probe.mu.Lock()
 		defer s.probe.mu.Unlock()
-		return s.probe.inflight[b] != nil
+		c := s.probe.inflight[b]
+		return c != nil && c.joined == 1
 	})
 	close(fp.gate)
 	wg.Wait()
