@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,10 +49,15 @@ func NewGraph(t testing.TB, n int, edges [][2]int) *Lab {
 		// asked on, so a node address on lo is never resolved over eth0;
 		// arp_announce=2: ask with the edge address, so hosts do not
 		// learn neighbour entries for node addresses.
-		l.must("ip", "netns", "exec", h, "sysctl", "-q", "-w",
-			"net.ipv4.ip_forward=0",
-			"net.ipv4.conf.all.arp_ignore=1",
-			"net.ipv4.conf.all.arp_announce=2")
+		if err := l.inHost(i, func() error {
+			return sysctl(map[string]string{
+				"net/ipv4/ip_forward":            "0",
+				"net/ipv4/conf/all/arp_ignore":   "1",
+				"net/ipv4/conf/all/arp_announce": "2",
+			})
+		}); err != nil {
+			l.t.Fatalf("netlab %s: host %d: %v", l.name, i, err)
+		}
 		l.must("ip", "-n", h, "neigh", "replace", deadGateway, "lladdr", deadMAC, "nud", "permanent", "dev", "eth0")
 	}
 	for k, e := range norm {
@@ -229,4 +235,15 @@ func normEdges(n int, edges [][2]int) ([][2]int, error) {
 		out = append(out, [2]int{a, b})
 	}
 	return out, nil
+}
+
+// sysctl writes /proc/sys settings; under /proc/sys/net they are those of
+// the calling thread's network namespace.
+func sysctl(set map[string]string) error {
+	for k, v := range set {
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
+		}
+	}
+	return nil
 }

@@ -106,6 +106,12 @@ func TestAddressesGraph(t *testing.T) {
 	if lab.EdgeAddr(1, 2) != "10.252.0.1" || lab.EdgeAddr(2, 1) != "10.252.0.2" || lab.EdgeAddr(3, 2) != "10.252.0.6" {
 		t.Errorf("edge addresses %s %s %s", lab.EdgeAddr(1, 2), lab.EdgeAddr(2, 1), lab.EdgeAddr(3, 2))
 	}
+	for file, want := range map[string]string{"ip_forward": "0", "conf/all/arp_ignore": "1", "conf/all/arp_announce": "2"} {
+		out, err := lab.Command(2, "cat", "/proc/sys/net/ipv4/"+file).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("host 2 %s = %q %v; want %s", file, out, err, want)
+		}
+	}
 	out, err = lab.Command(2, "ip", "-4", "route", "show", "default").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("host 2 default route: %q %v; want none", out, err)
@@ -303,4 +309,30 @@ func (f *fatalT) Helper() {}
 func (f *fatalT) Fatalf(format string, args ...any) {
 	f.msg = strings.TrimSpace(fmt.Sprintf(format, args...))
 	panic(f)
+}
+
+// TestCutHostGraph checks what Cut does on a graph lab: the host loses its
+// carrier, so every edge of it stalls (no error, dials time out) until
+// Restore, and the connection across it then resumes.
+func TestCutHostGraph(t *testing.T) {
+	lab := netlab.Line(t, 3)
+	p := connect(t, lab, 1, 2, "7011")
+	q := connect(t, lab, 3, 2, "7012")
+	lab.Cut(2)
+	for _, c := range []net.Conn{p.a, q.a} {
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatalf("write to a cut host: %v", err)
+		}
+	}
+	for _, from := range []int{1, 3} {
+		ok, err := dialOnce(lab, from, net.JoinHostPort(lab.Addr(2), "7011"), time.Second)
+		var ne net.Error
+		if ok || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("dial %d -> 2 across Cut(2): ok=%v %v; want a timeout", from, ok, err)
+		}
+	}
+	stalled(t, p.b, 500*time.Millisecond)
+	lab.Restore(2)
+	recv(t, p.b, 'x', 30*time.Second)
+	recv(t, q.b, 'x', 30*time.Second)
 }
