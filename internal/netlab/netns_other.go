@@ -20,3 +20,5 @@ func (l *Lab) Listen(i int, network, address string) (net.Listener, error) {
 func (l *Lab) Dial(ctx context.Context, i int, network, address string) (net.Conn, error) {
 	return nil, ErrNotLinux
 }
+
+func (l *Lab) inHost(i int, fn func() error) error { return ErrNotLinux }
