@@ -87,11 +87,11 @@ func Ring(t testing.TB, n int) *Lab {
 	if n < 3 {
 		t.Fatalf("netlab: Ring of %d hosts; want at least 3", n)
 	}
-	edges := [][2]int{{1, n}}
+	var edges [][2]int
 	for i := 1; i < n; i++ {
 		edges = append(edges, [2]int{i, i + 1})
 	}
-	return NewGraph(t, n, edges)
+	return NewGraph(t, n, append(edges, [2]int{1, n}))
 }
 
 // Edges lists a graph lab's edges, each as {a, b} with a < b, in the order
