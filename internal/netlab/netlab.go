@@ -27,11 +27,17 @@ const (
 // makes.
 const namePrefix = "crl"
 
-// Lab is a set of test hosts joined by a switch. Make one with New.
+// Lab is a set of test hosts joined by a switch. Make one with New, or
+// with NewGraph, Line or Ring for hosts that reach only their neighbours.
 type Lab struct {
 	t    testing.TB
 	name string
 	n    int
+
+	// edges of a graph lab (NewGraph), in the order given, each with
+	// a < b; nil for a lab made by New. Set before the lab is returned
+	// and never changed.
+	edges [][2]int
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -43,6 +49,16 @@ type Lab struct {
 // and registers their removal with t.Cleanup. It skips the test when it
 // cannot build them here (not root, no ip command, no namespaces).
 func New(t testing.TB, n int) *Lab {
+	t.Helper()
+	l := build(t, n)
+	for i := 1; i <= n; i++ {
+		l.must("ip", "-n", l.Namespace(i), "addr", "add", l.Addr(i)+"/24", "dev", "eth0")
+	}
+	return l
+}
+
+// build makes the switch and n hosts with eth0 and lo up and no address.
+func build(t testing.TB, n int) *Lab {
 	t.Helper()
 	if n < 1 || n > MaxHosts {
 		t.Fatalf("netlab: %d hosts; want 1..%d", n, MaxHosts)
@@ -85,7 +101,6 @@ func New(t testing.TB, n int) *Lab {
 		// through the root namespace, where names could collide.
 		l.must("ip", "-n", sw, "link", "add", port(i), "type", "veth", "peer", "name", "eth0", "netns", h)
 		l.must("ip", "-n", sw, "link", "set", port(i), "master", "br0", "up")
-		l.must("ip", "-n", h, "addr", "add", l.Addr(i)+"/24", "dev", "eth0")
 		l.must("ip", "-n", h, "link", "set", "eth0", "up")
 		l.must("ip", "-n", h, "link", "set", "lo", "up")
 	}
@@ -231,7 +246,8 @@ func killAll(ns string) error {
 	}
 	for _, f := range strings.Fields(string(out)) {
 		pid, err := strconv.Atoi(f)
-		if err != nil || pid <= 1 {
+		// Never the test process itself: a thread of it may be visiting.
+		if err != nil || pid <= 1 || pid == os.Getpid() {
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {

@@ -211,35 +211,45 @@ func TestNamesAreUnique(t *testing.T) {
 	}
 }
 
-// TestCleanup checks that a finished lab leaves no namespace behind and
-// that processes left running in it are killed.
+// TestCleanup checks that a finished lab, of New or of NewGraph, leaves no
+// namespace behind and that processes left running in it are killed.
 func TestCleanup(t *testing.T) {
-	var names []string
-	var exited <-chan struct{}
-	t.Run("lab", func(t *testing.T) {
-		lab := netlab.New(t, 2)
-		names = lab.Namespaces()
-		exited = startWaiting(t, helper(t, lab, 1, "wait", ""))
-	})
-	if names == nil {
-		t.Skip("the lab was skipped")
-	}
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Error("a process left in the lab still runs after its cleanup")
-	}
-	list := netnsList(t)
-	for _, ns := range names {
-		if slices.Contains(list, ns) {
-			t.Errorf("namespace %s still exists after cleanup", ns)
-		}
-	}
-	prefix := strings.TrimSuffix(names[0], "-sw")
-	for _, ns := range list {
-		if strings.HasPrefix(ns, prefix) {
-			t.Errorf("namespace %s of the lab still exists after cleanup", ns)
-		}
+	for _, kind := range []struct {
+		name string
+		make func(t *testing.T) *netlab.Lab
+	}{
+		{"switch", func(t *testing.T) *netlab.Lab { return netlab.New(t, 2) }},
+		{"ring", func(t *testing.T) *netlab.Lab { return netlab.Ring(t, 3) }},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			var names []string
+			var exited <-chan struct{}
+			t.Run("lab", func(t *testing.T) {
+				lab := kind.make(t)
+				names = lab.Namespaces()
+				exited = startWaiting(t, helper(t, lab, 1, "wait", ""))
+			})
+			if names == nil {
+				t.Skip("the lab was skipped")
+			}
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				t.Error("a process left in the lab still runs after its cleanup")
+			}
+			list := netnsList(t)
+			for _, ns := range names {
+				if slices.Contains(list, ns) {
+					t.Errorf("namespace %s still exists after cleanup", ns)
+				}
+			}
+			prefix := strings.TrimSuffix(names[0], "-sw")
+			for _, ns := range list {
+				if strings.HasPrefix(ns, prefix) {
+					t.Errorf("namespace %s of the lab still exists after cleanup", ns)
+				}
+			}
+		})
 	}
 }
 
