@@ -141,7 +141,8 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		Self: cfg.ID, Link: a.peerCfg, Listener: ln, Peers: cfg.Peers, ReconnectMax: cfg.ReconnectMax,
 		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerIP: cfg.MaxHandshakesPerIP,
 		ForgetAfter: cfg.ForgetAfter,
-		OnLink:      a.onLink, Logger: logkey.WithSubsystem(log, "mesh"),
+		OnLink:      a.onLink, OnRoute: a.onRoute, LinkCost: cfg.linkCostFunc(),
+		Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 
 	// The stream starts at the index the log was applied to: those events
@@ -368,6 +369,13 @@ func (a *Agent) onLink(ev mesh.LinkEvent) {
 	}
 	a.publishP2P(d, ev.Peer)
 	a.cluster.OnLink(ev)
+}
+
+// onRoute is told when a node becomes reachable or unreachable by route.
+func (a *Agent) onRoute(ev mesh.RouteEvent) {
+	if a.cluster != nil {
+		a.cluster.OnRoute(ev)
+	}
 }
 
 // stopLocal runs first at shutdown: SHUTDOWN to the clients, which get

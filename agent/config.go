@@ -23,11 +23,15 @@ import (
 // Config is an agent's configuration. Each field is also a flag of
 // `corral agent`, and a key of the TOML config file with the flag's name.
 type Config struct {
-	Cluster        string        `toml:"cluster"`
-	Name           string        `toml:"name"`
-	ID             uint64        `toml:"id"`
-	Bind           string        `toml:"bind"`
-	Peers          []string      `toml:"peers"`
+	Cluster string   `toml:"cluster"`
+	Name    string   `toml:"name"`
+	ID      uint64   `toml:"id"`
+	Bind    string   `toml:"bind"`
+	Peers   []string `toml:"peers"`
+	// LinkCost sets the routing cost of the links to some peers, as
+	// "ID=COST" (1..65534); the others cost mesh.DefaultLinkCost. A
+	// cheaper path is preferred; the links need not form a full mesh.
+	LinkCost       []string      `toml:"link-cost"`
 	DataDir        string        `toml:"data-dir"`
 	ClusterKeyFile string        `toml:"cluster-key-file"`
 	Heartbeat      time.Duration `toml:"heartbeat-interval"`
@@ -162,6 +166,9 @@ func (c *Config) Validate() error {
 			return bad("peer %q: %v", p, err)
 		}
 	}
+	if _, err := c.linkCosts(); err != nil {
+		return err
+	}
 	if c.Heartbeat <= 0 || c.DeadAfter <= c.Heartbeat {
 		return bad("heartbeat-timeout (%v) must exceed heartbeat-interval (%v) > 0", c.DeadAfter, c.Heartbeat)
 	}
@@ -244,3 +251,27 @@ func (c *Config) ranges() (proto.Ranges, error) {
 // (internal/datadir keeps the layout).
 func AdminSocket(dataDir string) string  { return datadir.AdminSocket(dataDir) }
 func ClientSocket(dataDir string) string { return datadir.ClientSocket(dataDir) }
+
+// linkCosts parses LinkCost.
+func (c *Config) linkCosts() (map[uint64]uint16, error) {
+	out := map[uint64]uint16{}
+	for _, kv := range c.LinkCost {
+		k, v, ok := strings.Cut(kv, "=")
+		id, err1 := strconv.ParseUint(strings.TrimSpace(k), 10, 64)
+		cost, err2 := strconv.ParseUint(strings.TrimSpace(v), 10, 16)
+		if !ok || err1 != nil || err2 != nil || id == 0 || cost < 1 || cost > 65534 {
+			return nil, fmt.Errorf("%w: link-cost %q: want NODE_ID=COST, cost 1..65534", ErrConfig, kv)
+		}
+		out[id] = uint16(cost)
+	}
+	return out, nil
+}
+
+// linkCostFunc is LinkCost as the mesh takes it.
+func (c *Config) linkCostFunc() func(uint64) uint16 {
+	costs, _ := c.linkCosts() // checked by Validate
+	if len(costs) == 0 {
+		return nil
+	}
+	return func(id uint64) uint16 { return costs[id] }
+}

@@ -273,6 +273,15 @@ func (c *Cluster) wake() {
 	}
 }
 
+// OnRoute is to be called for every mesh route event: reachability
+// feeds the policy and quorum contact as link states do.
+func (c *Cluster) OnRoute(ev mesh.RouteEvent) {
+	if !ev.Up {
+		c.asm.Drop(ev.ID)
+	}
+	c.wake()
+}
+
 // OnLink is to be called for every mesh link event: link states feed the
 // policy and quorum contact.
 func (c *Cluster) OnLink(ev mesh.LinkEvent) {

@@ -111,16 +111,24 @@ func (c *Cluster) fill(in *membership.Input, d *driverState, l *life) {
 	if st.Leader != 0 {
 		in.Raft.LeaderID = c.nodeOf(st.Leader)
 	}
+	// A member is linked when frames reach it: over a direct link or a
+	// route through others (the mesh need not be full).
 	in.Links = make(map[uint64]membership.LinkState)
+	replaced := map[uint64]bool{}
 	for _, s := range c.cfg.Mesh.States() {
-		if s.ID == 0 || s.ID == c.cfg.Self {
+		if s.ID != 0 && !s.Up && s.Replaced {
+			replaced[s.ID] = true
+		}
+	}
+	for _, r := range c.cfg.Mesh.Reachability() {
+		if r.ID == c.cfg.Self {
 			continue
 		}
-		ls := membership.LinkState{Up: s.Up}
-		if !s.Up {
-			ls.DownSince, ls.Duplicate = s.Since, s.Replaced
+		ls := membership.LinkState{Up: r.Up}
+		if !r.Up {
+			ls.DownSince, ls.Duplicate = r.Since, replaced[r.ID]
 		}
-		in.Links[s.ID] = ls
+		in.Links[r.ID] = ls
 	}
 	in.Joined = d.joined
 	in.ClusterIDCandidate = d.candidate
@@ -300,7 +308,7 @@ func (c *Cluster) evict(ctx context.Context, l *life, why string) error {
 // a quorum of voters.
 func (c *Cluster) judgeContact(d *driverState, l *life) {
 	v := l.member.View()
-	switch d.contact.Update(&v, c.cfg.Self, func(id uint64) bool { return c.cfg.Mesh.Link(id) != nil }) {
+	switch d.contact.Update(&v, c.cfg.Self, c.cfg.Mesh.Reachable) {
 	case membership.SignalSuspect:
 		c.log.Warn("lost contact with a quorum of voters", "view", v.Instance)
 		c.cfg.Events.Publish(events.Event{Desc: events.MSSuspect, Data: membership.ViewData(v)})
@@ -311,7 +319,9 @@ func (c *Cluster) judgeContact(d *driverState, l *life) {
 }
 
 // keepLinks keeps a link to every member, also those no configuration
-// names, and none to another cluster.
+// names, and none to another cluster. Where the network lets a member be
+// reached only through others, its dialer keeps failing and the mesh
+// routes through the links there are.
 func (c *Cluster) keepLinks(l *life) {
 	for _, m := range l.member.State().View.Members {
 		if m.ID != c.cfg.Self && m.Addr != "" {

@@ -31,7 +31,7 @@ func (q Quorum) Quorate() bool { return q.Member && q.Voters > 0 && q.Reachable 
 func (c *Cluster) Quorum() Quorum {
 	l := c.cur.Load()
 	v := l.member.View()
-	return quorumOf(&v, c.cfg.Self, l.inc, func(id uint64) bool { return c.cfg.Mesh.Link(id) != nil })
+	return quorumOf(&v, c.cfg.Self, l.inc, c.cfg.Mesh.Reachable)
 }
 
 func quorumOf(v *membership.View, self, inc uint64, up func(uint64) bool) Quorum {

@@ -127,7 +127,7 @@ func (c *Cluster) Register(m *mesh.Mesh) {
 
 // onRaft receives RAFT and RAFTCHUNK frames, on the link's reader.
 func (c *Cluster) onRaft(l *transport.Link, f *proto.Frame) error {
-	from := l.Peer().NodeID
+	from := mesh.From(l, f)
 	body := f.Body
 	if f.Opcode == peer.OpRaftChunk {
 		ch, err := peer.ParseSnapChunk(f.Body)
@@ -188,6 +188,19 @@ func (c *Cluster) stepper(ctx context.Context) {
 	}
 }
 
+// relayedFor is the node a JOIN or LEAVE is relayed for, 0 if it is the
+// sender's own. On a link the relay names it in Source; a routed frame's
+// Source is its sender, so the command's node, when another, says it.
+func relayedFor(f *proto.Frame, from uint64, cmd membership.Command) uint64 {
+	if !mesh.Routed(f) {
+		return f.Source
+	}
+	if cmd.ID != from {
+		return cmd.ID
+	}
+	return 0
+}
+
 // request is a peer's JOIN or LEAVE awaiting the driver's answer.
 type request struct {
 	link *transport.Link
@@ -206,7 +219,7 @@ type reqReply struct {
 // onMember receives JOIN and LEAVE requests and NOTMEMBER notices, on the
 // link's reader; replies to this node's own requests are taken by Call.
 func (c *Cluster) onMember(l *transport.Link, f *proto.Frame) error {
-	from := l.Peer().NodeID
+	from := mesh.From(l, f)
 	switch f.Opcode {
 	case peer.OpNotMember:
 		n, err := peer.ParseNotMember(f.Body)
@@ -236,7 +249,7 @@ func (c *Cluster) onMember(l *transport.Link, f *proto.Frame) error {
 	c.refs[ref] = &request{link: l, req: proto.Frame{Header: f.Header}}
 	c.mu.Unlock()
 	select {
-	case c.requests <- membership.Request{Ref: ref, From: from, Source: f.Source, Join: f.Opcode == peer.OpJoin, Cmd: cmd}:
+	case c.requests <- membership.Request{Ref: ref, From: from, Source: relayedFor(f, from, cmd), Join: f.Opcode == peer.OpJoin, Cmd: cmd}:
 		c.wake()
 	default:
 		c.answer(ref, peer.MemberReply{Result: peer.ResultRefused, Text: "the node is busy; ask again"})

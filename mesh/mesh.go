@@ -11,6 +11,7 @@ import (
 
 	"github.com/corralhq/corral/internal/acceptloop"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -78,8 +79,17 @@ type Config struct {
 	// its last, from the goroutine serving that link, never with a lock
 	// held. It must not block for long.
 	OnLink func(LinkEvent)
-	Logger *slog.Logger
-	Now    func() time.Time // default time.Now
+	// OnRoute, if set, is called when a node becomes reachable or
+	// unreachable by route, from the routing goroutine. It must not
+	// block for long.
+	OnRoute func(RouteEvent)
+	// LinkCost is the routing cost of the link to a peer (1..65534);
+	// nil, or 0, means DefaultLinkCost.
+	LinkCost func(peer uint64) uint16
+	// RouteTick is the router's clock; default DefaultRouteTick.
+	RouteTick time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time // default time.Now
 }
 
 // Mesh is this node's set of peer links.
@@ -88,6 +98,7 @@ type Mesh struct {
 	log  *slog.Logger
 	tab  *table
 	mux  mux
+	rt   *routing
 	wg   sync.WaitGroup // every goroutine the mesh started
 	runc chan struct{}  // closed when Run starts
 
@@ -96,6 +107,10 @@ type Mesh struct {
 	refused *acceptloop.RateLog
 	// refusedHost logs failed handshakes, one line a period per host.
 	refusedHost *acceptloop.KeyedRateLog
+
+	// linkMu orders the table's link changes with the router's: a link's
+	// end and its replacement reach both in the same order.
+	linkMu sync.Mutex
 
 	mu     sync.Mutex      // guards runCtx
 	runCtx context.Context // Run's context; nil before Run and after it returned
@@ -140,12 +155,18 @@ func New(cfg Config) *Mesh {
 		cfg.Link = &lc
 	}
 	tab.forgetAfter = cfg.ForgetAfter
-	return &Mesh{
+	if cfg.RouteTick <= 0 {
+		cfg.RouteTick = DefaultRouteTick
+	}
+	m := &Mesh{
 		cfg: cfg, log: cfg.Logger, tab: tab, runc: make(chan struct{}),
 		gate:        acceptloop.NewGate(cfg.MaxHandshakes, cfg.MaxHandshakesPerIP),
 		refused:     refused,
 		refusedHost: acceptloop.NewKeyedRateLog(cfg.Logger, refusalPeriod, cfg.Now).Within(refused),
 	}
+	m.rt = newRouting(m)
+	m.mux.add(peer.OpRoutes, peer.OpSeqnoReq, m.rt.onFrame)
+	return m
 }
 
 // refusalPeriod is how often one host's failed handshakes are logged: a
@@ -183,6 +204,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	close(m.runc)
 	m.wg.Go(func() { m.accept(ctx) })
+	m.wg.Go(func() { m.rt.run(ctx, m.cfg.RouteTick) })
 	for _, p := range m.cfg.Peers {
 		m.wg.Go(func() { m.dialLoop(ctx, p) })
 	}
@@ -233,23 +255,64 @@ func (m *Mesh) State(id uint64) (LinkState, bool) { return m.tab.state(id) }
 // node answered from yet.
 func (m *Mesh) States() []LinkState { return m.tab.all() }
 
-// Send queues f for node to. It does not wait for the frame to leave.
+// Send queues f for node to: on the direct link if there is one, else
+// routed (Source this node, Target to) through the route's next hop. It
+// does not wait for the frame to leave.
 func (m *Mesh) Send(ctx context.Context, to uint64, f *proto.Frame) error {
-	l := m.tab.linkTo(to)
-	if l == nil {
-		return fmt.Errorf("%w %d", ErrNoRoute, to)
+	if l := m.tab.linkTo(to); l != nil {
+		return l.Send(ctx, f)
 	}
-	return l.Send(ctx, f)
+	return m.rt.sendRouted(ctx, to, f)
 }
 
 // Call sends the request f to node to and waits for its reply; an ABORT
-// reply is returned as a *proto.Error.
+// reply is returned as a *proto.Error. Without a direct link the request
+// is routed, and so is its reply.
 func (m *Mesh) Call(ctx context.Context, to uint64, f *proto.Frame) (*proto.Frame, error) {
-	l := m.tab.linkTo(to)
-	if l == nil {
-		return nil, fmt.Errorf("%w %d", ErrNoRoute, to)
+	if l := m.tab.linkTo(to); l != nil {
+		return l.Call(ctx, f)
 	}
-	return l.Call(ctx, f)
+	return m.rt.call(ctx, to, f)
+}
+
+// Reachable reports whether frames for node id have a way: a direct link
+// or a route.
+func (m *Mesh) Reachable(id uint64) bool { return m.rt.nextHop(id) != nil }
+
+// Reachability lists every node linked or routed to, now or before, by
+// id, with how it is reached.
+func (m *Mesh) Reachability() []Reach { return m.rt.reachability() }
+
+// RouteStats returns the routing and forwarding counters.
+func (m *Mesh) RouteStats() RouteStats { return m.rt.stats() }
+
+// From is the node a received frame comes from: its Source when it was
+// routed, else the link's peer.
+func From(l *transport.Link, f *proto.Frame) uint64 {
+	if Routed(f) {
+		return f.Source
+	}
+	return l.Peer().NodeID
+}
+
+// Routed reports whether a received frame came over more than one hop
+// (it carries its source and target).
+func Routed(f *proto.Frame) bool { return f.Target != 0 && f.Source != 0 }
+
+// receive serves one frame of a link: a frame for another node is
+// relayed, a routed reply goes to its call, the rest to the handlers.
+func (m *Mesh) receive(l *transport.Link, f *proto.Frame) error {
+	if f.Target != 0 && f.Target != m.cfg.Self {
+		m.rt.forward(f)
+		return nil
+	}
+	if f.Target != 0 && f.Flags&proto.FlagReply != 0 {
+		// A routed reply answers a routed call of this mesh; one nobody
+		// waits for any more is dropped.
+		m.rt.reply(f)
+		return nil
+	}
+	return m.mux.dispatch(l, f)
 }
 
 // accept serves the peer listener. Connections beyond the handshake
@@ -281,11 +344,17 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 	if addr == "" {
 		addr = l.Peer().Addr.String()
 	}
+	m.linkMu.Lock()
 	kept, displaced, fresh := m.tab.add(l, initiator, addr)
 	if kept != l {
+		m.linkMu.Unlock()
 		l.Close(proto.CodeDup, "a link opened by the node with the smaller id is kept")
 		return kept
 	}
+	// The router hears of the link before its reader starts, so no
+	// advert on it can arrive first and be refused.
+	m.rt.linkUp(l, fresh)
+	m.linkMu.Unlock()
 	if displaced != nil {
 		m.wg.Go(func() {
 			displaced.Close(proto.CodeDup, "a link opened by the node with the smaller id replaces this one")
@@ -294,12 +363,18 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 	if ctx.Err() != nil {
 		l.Close(proto.CodeShutdown, "agent shutting down")
 	}
-	l.Start(m.mux.dispatch)
+	l.Start(m.receive)
 	if fresh {
 		m.notify(LinkEvent{Peer: l.Peer(), Up: true})
 	}
 	<-l.Done()
-	if m.tab.remove(l) {
+	m.linkMu.Lock()
+	last := m.tab.remove(l)
+	if last {
+		m.rt.linkDown(l.Peer().NodeID)
+	}
+	m.linkMu.Unlock()
+	if last {
 		m.notify(LinkEvent{Peer: l.Peer(), Up: false, Err: l.Err()})
 	}
 	return l

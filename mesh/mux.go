@@ -8,10 +8,10 @@ import (
 // mux dispatches frames to handlers by opcode range. It is filled before
 // Run and read-only after, so dispatch takes no lock.
 type mux struct {
-	routes []route
+	ranges []opRange
 }
 
-type route struct {
+type opRange struct {
 	lo, hi uint16
 	h      Handler
 }
@@ -20,16 +20,16 @@ func (x *mux) add(lo, hi uint16, h Handler) {
 	if lo > hi || h == nil {
 		panic("mesh: bad handler range")
 	}
-	for _, r := range x.routes {
+	for _, r := range x.ranges {
 		if lo <= r.hi && r.lo <= hi {
 			panic("mesh: overlapping handler ranges")
 		}
 	}
-	x.routes = append(x.routes, route{lo, hi, h})
+	x.ranges = append(x.ranges, opRange{lo, hi, h})
 }
 
 func (x *mux) dispatch(l *transport.Link, f *proto.Frame) error {
-	for _, r := range x.routes {
+	for _, r := range x.ranges {
 		if f.Opcode >= r.lo && f.Opcode <= r.hi {
 			return r.h(l, f)
 		}

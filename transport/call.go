@@ -142,7 +142,9 @@ func (cs *calls) giveUp(id uint64) {
 // reply the link took (for a Call, or late for one given up); an error
 // ends the link.
 func (cs *calls) route(f *proto.Frame) (bool, error) {
-	if f.Flags&proto.FlagReply == 0 {
+	if f.Flags&proto.FlagReply == 0 || f.Target != 0 {
+		// A routed reply (Target set) answers a call of the mesh, not of
+		// this link.
 		return false, nil
 	}
 	cs.mu.Lock()
@@ -205,7 +207,16 @@ func (cs *calls) fail(err error) {
 // ignore the result.
 func (l *Link) Reply(ctx context.Context, req *proto.Frame, body []byte) error {
 	f := proto.Frame{Header: proto.Header{Opcode: req.Opcode, MsgID: req.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply}, Body: body}
+	replyTo(&f, req)
 	return l.Send(ctx, &f)
+}
+
+// replyTo addresses the reply f to a routed request's source, so the
+// relays carry it back; a link-local request gets a link-local reply.
+func replyTo(f, req *proto.Frame) {
+	if req.Target != 0 && req.Source != 0 {
+		f.Source, f.Target = req.Target, req.Source
+	}
 }
 
 // Abort answers the request req with an ABORT reply whose Status carries
@@ -222,5 +233,6 @@ func (l *Link) Abort(ctx context.Context, req *proto.Frame, err error) error {
 	}
 	f := proto.Frame{Header: proto.Header{Opcode: req.Opcode, MsgID: req.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply | proto.FlagAbort},
 		Body: proto.AppendStatus(nil, &st)}
+	replyTo(&f, req)
 	return l.Send(ctx, &f)
 }

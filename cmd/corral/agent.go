@@ -150,6 +150,7 @@ temporary directory is removed however the agent stops.`,
 	f.Uint64Var(&cfg.ID, "id", 0, "node id (0: the one kept in the data dir, made up on first start)")
 	f.StringVar(&cfg.Bind, "bind", cfg.Bind, "HOST:PORT to accept peer links on")
 	f.StringSliceVar(&cfg.Peers, "peers", nil, "peer addresses HOST:PORT,HOST:PORT")
+	f.StringSliceVar(&cfg.LinkCost, "link-cost", nil, "routing cost of the links to some peers, NODE_ID=COST,... (default 100 each)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory: sockets, node id, key, log (default $"+datadir.EnvVar+", else "+datadir.Default+")")
 	f.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", "", "cluster key file (default DATA-DIR/cluster.key)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat-interval", cfg.Heartbeat, "time between heartbeats on a link")
@@ -192,6 +193,8 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.Bind = src.Bind
 	case "peers":
 		dst.Peers = src.Peers
+	case "link-cost":
+		dst.LinkCost = src.LinkCost
 	case "data-dir":
 		dst.DataDir = src.DataDir
 	case "cluster-key-file":

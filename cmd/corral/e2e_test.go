@@ -334,7 +334,7 @@ func TestWrongVersionRefused(t *testing.T) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for _, nd := range nodes {
-		for !strings.Contains(nd.log.String(), "peer 2..3") || !strings.Contains(nd.log.String(), "peer 4..5") {
+		for !strings.Contains(nd.log.String(), "peer 3..3") || !strings.Contains(nd.log.String(), "peer 4..5") {
 			if time.Now().After(deadline) {
 				t.Fatalf("n%d log does not name both version ranges:\n%s", nd.id, nd.log.String())
 			}

@@ -14,10 +14,11 @@ import (
 // highest version both speak; with none in common the link is refused.
 // Version 1 is retired: it cannot carry a raft message larger than one
 // frame, so a v1 agent could never receive a large snapshot. Version 3
-// adds mesh routing adverts; version 2 stays in the range until the mesh
-// is wired in and the cluster decides to retire it.
+// adds mesh routing adverts and retires version 2: a v2 agent cannot relay
+// frames for others, and a cluster whose links are not a full mesh needs
+// every agent to.
 const (
-	MinVersion uint8 = 2
+	MinVersion uint8 = 3
 	MaxVersion uint8 = 3
 )
 

@@ -49,7 +49,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 	local := proto.Ranges{peer.Ops().Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
-	wiretest.Expect(t, err, proto.CodeVersion, "we speak 2..3, peer speaks 4..5")
+	wiretest.Expect(t, err, proto.CodeVersion, "we speak 3..3, peer speaks 4..5")
 
 	rj := proto.Reject{Code: proto.CodeVersion, Local: local, Remote: newer, Text: err.(*proto.Error).Detail}
 	f := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &rj))
@@ -61,17 +61,20 @@ func TestJoinVersionMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 2..3; we offered peer 4..5)")
+	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 3..3; we offered peer 4..5)")
 }
 
-// TestVersionOneRefused: an agent that speaks only peer version 1, which
-// cannot carry RAFTCHUNK, is refused with both ranges named.
-func TestVersionOneRefused(t *testing.T) {
-	v1 := proto.Ranges{{Proto: proto.ProtoPeer, Min: 1, Max: 1}}
-	_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops().Range()}, v1)
-	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 2..3, peer speaks 1..1")
-	_, err = proto.Negotiate(proto.ProtoPeer, v1, proto.Ranges{peer.Ops().Range()})
-	wiretest.Expect(t, err, proto.CodeVersion, "peer protocol: we speak 1..1, peer speaks 2..3")
+// TestRetiredVersionsRefused: an agent that speaks only peer version 1
+// (no RAFTCHUNK) or 2 (no routing: it cannot relay frames for others) is
+// refused with both ranges named.
+func TestRetiredVersionsRefused(t *testing.T) {
+	for _, v := range []uint8{1, 2} {
+		old := proto.Ranges{{Proto: proto.ProtoPeer, Min: v, Max: v}}
+		_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops().Range()}, old)
+		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak 3..3, peer speaks %d..%d", v, v))
+		_, err = proto.Negotiate(proto.ProtoPeer, old, proto.Ranges{peer.Ops().Range()})
+		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak %d..%d, peer speaks 3..3", v, v))
+	}
 }
 
 // FuzzReceivePeer runs a peer link's receive path over one frame: frame
