@@ -19,6 +19,7 @@
 #
 # Prints per rate and server: 4-way exchanges/s, DISCOVER-OFFER and
 # REQUEST-ACK drop ratios, the REQUEST-ACK delay min/avg/max; then
+# the CPU seconds of perfdhcp and of each server and agent process; then
 # corral/Kea ratios, and the load average (2 shared cores).
 #
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
@@ -32,7 +33,7 @@
 # answered once applied there, so node 1's replica already holds every
 # lease it was told of, and every commit is checked by signature anyway;
 # READS=linearizable asks the leader for a read index per lookup), PROFILE=1 (a CPU profile of each
-# corral server, kept in the work dir, top items printed), KEEP=1.
+# corral server and of node 1's agent, kept in the work dir, top items printed), KEEP=1.
 # Run as root (port 67, lo addresses).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,19 @@ lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
 : >"$lat"
 
+# cpu MODE RATE prints the CPU seconds (user+system) of perfdhcp and of
+# every process started for the point, which all share the 2 cores.
+cpu() {
+	local p line=" $1 r=$2 cpu-s:" tck
+	tck=$(getconf CLK_TCK)
+	line+=" perfdhcp=$(awk 'NR==2 {gsub(/[ms]/, " "); printf "%.2f", $1*60+$2+$3*60+$4}' "$w/perf-$1-$2.times" 2>/dev/null)"
+	for p in "${pids[@]}"; do
+		[ -r "/proc/$p/stat" ] || continue
+		line+=" $(awk -v t="$tck" '{sub(/^[^)]*\) /, ""); printf "%s=%.2f", c, ($12+$13)/t}' c="$(tr '\0' ' ' </proc/"$p"/cmdline | awk '{n=$1; sub(/.*\//, "", n); print n ($2 == "agent" || $2 == "dhcp" ? "-" $2 : "")}')" "/proc/$p/stat")"
+	done
+	echo "  $line"
+}
+
 # stopall kills the processes started for one point, by pid, the last
 # started first: the server stops before its agents.
 stopall() {
@@ -99,7 +113,7 @@ perf() {
 			tee -a "$lat"
 		return
 	fi
-	timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1
+	(timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1; times >"$out.times")
 	awk -v m="$mode" -v r="$rate" '
 		/^Rate:/ {rate=$2}
 		/Statistics for: DISCOVER-OFFER/ {s=1} /Statistics for: REQUEST-ACK/ {s=2}
@@ -126,6 +140,7 @@ JSON
 	pids+=($!)
 	sleep 1.5
 	perf kea "$rate" 127.0.0.2
+	[ "${LAT:-0}" = 1 ] || cpu kea "$rate"
 	stopall
 }
 
@@ -140,6 +155,7 @@ agents() {
 		for j in $(seq 1 "$n"); do [ "$j" = "$i" ] || peers+=${peers:+,}127.0.1.$j:$port; done
 		"$BIN" agent --id "$i" --name "n$i" --bind "127.0.1.$i:$port" ${peers:+--peers "$peers"} \
 			--data-dir "$d/n$i" --cluster-key-file "$d/key" --log-level warn \
+			$([ "${PROFILE:-0}" = 1 ] && echo --http-addr "127.0.1.$i:7871") \
 			$([ "$i" = 1 ] && echo --bootstrap) >"$d/n$i.log" 2>&1 &
 		pids+=($!)
 	done
@@ -183,7 +199,15 @@ EOF
 	"$BIN" dhcp serve --config "$d/srv.toml" --log-level info "${prof[@]}" >"$d/srv.log" 2>&1 &
 	pids+=($!)
 	sleep 1.5
+	local aprof=
+	if [ "${PROFILE:-0}" = 1 ] && [ "$module" = cluster ]; then
+		# node 1's agent (the leader, the server's agent) over the run.
+		curl -s -o "$d/agent1.prof" "http://127.0.1.1:7871/debug/pprof/profile?seconds=$P" &
+		aprof=$!
+	fi
 	perf "$mode" "$rate" 10.0.0.2
+	[ -n "$aprof" ] && wait "$aprof"
+	[ "${LAT:-0}" = 1 ] || cpu "$mode" "$rate"
 	stopall
 	# The server's counters at its stop: commits, collisions (reread and
 	# retried), lost (given up), no free address, store errors.
@@ -191,6 +215,10 @@ EOF
 	if [ "${PROFILE:-0}" = 1 ]; then
 		echo "-- $mode r=$rate: CPU profile, top 15"
 		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'
+		if [ -s "$d/agent1.prof" ]; then
+			echo "-- $mode r=$rate: node 1's agent CPU profile, top 15"
+			go tool pprof -top -nodecount=15 "$BIN" "$d/agent1.prof" 2>/dev/null | sed -n '/flat%/,$p'
+		fi
 	fi
 }
 
