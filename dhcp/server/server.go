@@ -95,6 +95,14 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 		return nil, err
 	}
 	ds := cfg.Datastore.DS()
+	if s.cfg.Workers <= 0 {
+		s.cfg.Workers = DefaultWorkersLogged
+		for _, mi := range reg.Modules() {
+			if mi.Name == ds.Module {
+				s.cfg.Workers = DefaultWorkers(mi.Synch)
+			}
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {
