@@ -32,7 +32,9 @@
 # reads, default local: the one server writes through node 1 and a write is
 # answered once applied there, so node 1's replica already holds every
 # lease it was told of, and every commit is checked by signature anyway;
-# READS=linearizable asks the leader for a read index per lookup), PROFILE=1 (a CPU profile of each
+# READS=linearizable asks the leader for a read index per lookup), BASE (a commit: each corral
+# point is run first with that commit's corral, labelled MODE@base, for a
+# side-by-side comparison in one run), PROFILE=1 (a CPU profile of each
 # corral server and of node 1's agent, kept in the work dir, top items printed), KEEP=1.
 # Run as root (port 67, lo addresses).
 set -uo pipefail
@@ -65,6 +67,12 @@ trap cleanup EXIT
 cd "$root"
 go build -o "$w/corral" ./cmd/corral && go build -o "$w/dhcpload" ./bench/dhcpload || exit 1
 BIN=$w/corral
+if [ -n "${BASE:-}" ]; then
+	# The same modes with the corral of commit BASE, each point right
+	# before the worktree's, so a change is measured side by side.
+	mkdir -p "$w/base-src"
+	git archive "$BASE" | tar -x -C "$w/base-src" && (cd "$w/base-src" && go build -o "$w/corral-base" ./cmd/corral) || exit 1
+fi
 res=$w/results # lines: mode rate dora/s drops-do drops-ra ack-min ack-avg ack-max
 lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
@@ -167,8 +175,11 @@ agents() {
 	return 1
 }
 
+# corral MODE RATE runs the server with $BIN; the results name it
+# MODE@$TAG when TAG is set (BASE's binary).
 corral() {
-	local mode=$1 rate=$2 d=$w/$1-$2 module loc conf="" n
+	local mode=$1 rate=$2 d=$w/$1${TAG:+@$TAG}-$2 module loc conf="" n
+	local label=$mode${TAG:+@$TAG}
 	n=$((rate * P + rate * P / 10 + 1000))
 	[ "$mode" = files ] && n=$((n > 50000 ? 50000 : n))
 	mkdir -p "$d"
@@ -205,18 +216,18 @@ EOF
 		curl -s -o "$d/agent1.prof" "http://127.0.1.1:7871/debug/pprof/profile?seconds=$P" &
 		aprof=$!
 	fi
-	perf "$mode" "$rate" 10.0.0.2
+	perf "$label" "$rate" 10.0.0.2
 	[ -n "$aprof" ] && wait "$aprof"
-	[ "${LAT:-0}" = 1 ] || cpu "$mode" "$rate"
+	[ "${LAT:-0}" = 1 ] || cpu "$label" "$rate"
 	stopall
 	# The server's counters at its stop: commits, collisions (reread and
 	# retried), lost (given up), no free address, store errors.
-	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $mode r=$rate counters:/"
+	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $label r=$rate counters:/"
 	if [ "${PROFILE:-0}" = 1 ]; then
-		echo "-- $mode r=$rate: CPU profile, top 15"
+		echo "-- $label r=$rate: CPU profile, top 15"
 		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'
 		if [ -s "$d/agent1.prof" ]; then
-			echo "-- $mode r=$rate: node 1's agent CPU profile, top 15"
+			echo "-- $label r=$rate: node 1's agent CPU profile, top 15"
 			go tool pprof -top -nodecount=15 "$BIN" "$d/agent1.prof" 2>/dev/null | sed -n '/flat%/,$p'
 		fi
 	fi
@@ -228,7 +239,10 @@ for r in $RATES; do
 	for m in $MODES; do
 		case $m in
 		kea) kea "$r" ;;
-		*) corral "$m" "$r" ;;
+		*)
+			[ -n "${BASE:-}" ] && BIN=$w/corral-base TAG=base corral "$m" "$r"
+			corral "$m" "$r"
+			;;
 		esac
 	done
 done
