@@ -79,7 +79,8 @@
 // applied are committed, on a majority's disks already, so applying them
 // before the new entries are durable promises nothing early; a follower
 // sends after that one commit, still never before its entries are on
-// disk. Measured with bench/dhcp.sh, this halved a busy node's fsyncs.
+// disk. BenchmarkPropose with 256 proposers: 0.017 fsyncs per proposal
+// on the leader, from 0.024-0.035 with two transactions.
 //
 // # Exactly once, across restarts
 //
