@@ -59,6 +59,10 @@ type Config struct {
 	RcvBuf  int    `toml:"rcvbuf"`   // netio.Config.RcvBuf
 	MaxHops int    `toml:"max_hops"` // netio.Config.MaxHops
 
+	// MaxWait is netio.Config.MaxWait: under overload, a DISCOVER queued
+	// longer is dropped; default 1s, negative ("-1s"): no bound.
+	MaxWait Duration `toml:"max_wait"`
+
 	// HTTP is the address (HOST:PORT) serving /metrics (Prometheus) and
 	// /stats (Report as JSON) for corral dhcp stats; "" serves neither.
 	HTTP string `toml:"http"`

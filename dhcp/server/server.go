@@ -252,7 +252,7 @@ func (s *Server) Close() error {
 // NetConfig is the socket layer's configuration from cfg.
 func (c Config) NetConfig() netio.Config {
 	return netio.Config{Addr: c.Listen, Sockets: c.Sockets, Batch: c.Batch, RcvBuf: c.RcvBuf,
-		Workers: c.Workers, Queue: c.Queue, MaxHops: c.MaxHops}
+		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops}
 }
 
 // Run listens on cfg.Listen and serves s until ctx ends.
