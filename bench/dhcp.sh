@@ -34,7 +34,9 @@
 # lease it was told of, and every commit is checked by signature anyway;
 # READS=linearizable asks the leader for a read index per lookup), BASE (a commit: each corral
 # point is run first with that commit's corral, labelled MODE@base, for a
-# side-by-side comparison in one run), PROFILE=1 (a CPU profile of each
+# side-by-side comparison in one run), AB (settings separated by "|",
+# e.g. AB="WORKERS=256|WORKERS=1024": each corral point is run once per
+# setting, labelled MODE@N:setting, instead of once), PROFILE=1 (a CPU profile of each
 # corral server and of node 1's agent, kept in the work dir, top items printed), KEEP=1.
 # Run as root (port 67, lo addresses).
 set -uo pipefail
@@ -241,7 +243,16 @@ for r in $RATES; do
 		kea) kea "$r" ;;
 		*)
 			[ -n "${BASE:-}" ] && BIN=$w/corral-base TAG=base corral "$m" "$r"
-			corral "$m" "$r"
+			if [ -n "${AB:-}" ]; then
+				IFS='|' read -ra vs <<<"$AB"
+				k=0
+				for v in "${vs[@]}"; do
+					k=$((k + 1))
+					(eval "$v" && TAG=$k:${v// /,} corral "$m" "$r")
+				done
+			else
+				corral "$m" "$r"
+			fi
 			;;
 		esac
 	done
