@@ -19,7 +19,8 @@
 #
 # Prints per rate and server: 4-way exchanges/s, DISCOVER-OFFER and
 # REQUEST-ACK drop ratios, the REQUEST-ACK delay min/avg/max; then
-# the CPU seconds of perfdhcp and of each server and agent process; then
+# the CPU seconds of perfdhcp and of each server and agent process while
+# perfdhcp ran, and the servers' CPU seconds per 1000 DORA; then
 # corral/Kea ratios, and the load average (2 shared cores).
 #
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
@@ -80,16 +81,32 @@ lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
 : >"$lat"
 
+# cpusnap records the CPU ticks of every process started for the point,
+# right before perfdhcp starts; cpu then counts from there.
+declare -A ticks0
+cpusnap() {
+	local p
+	ticks0=()
+	for p in "${pids[@]}"; do
+		[ -r "/proc/$p/stat" ] && ticks0[$p]=$(awk '{sub(/^[^)]*\) /, ""); print $12+$13}' "/proc/$p/stat")
+	done
+}
+
 # cpu MODE RATE prints the CPU seconds (user+system) of perfdhcp and of
-# every process started for the point, which all share the 2 cores.
+# every process started for the point while perfdhcp ran (which all share
+# the 2 cores), and the server's and agents' together per 1000 DORA.
 cpu() {
-	local p line=" $1 r=$2 cpu-s:" tck
+	local p line=" $1 r=$2 cpu-s:" tck c all=0 dora
 	tck=$(getconf CLK_TCK)
 	line+=" perfdhcp=$(awk 'NR==2 {gsub(/[ms]/, " "); printf "%.2f", $1*60+$2+$3*60+$4}' "$w/perf-$1-$2.times" 2>/dev/null)"
 	for p in "${pids[@]}"; do
 		[ -r "/proc/$p/stat" ] || continue
-		line+=" $(awk -v t="$tck" '{sub(/^[^)]*\) /, ""); printf "%s=%.2f", c, ($12+$13)/t}' c="$(tr '\0' ' ' </proc/"$p"/cmdline | awk '{n=$1; sub(/.*\//, "", n); print n ($2 == "agent" || $2 == "dhcp" ? "-" $2 : "")}')" "/proc/$p/stat")"
+		c=$(awk -v t0="${ticks0[$p]:-0}" '{sub(/^[^)]*\) /, ""); print $12+$13-t0}' "/proc/$p/stat")
+		all=$((all + c))
+		line+=" $(tr '\0' ' ' </proc/"$p"/cmdline | awk '{n=$1; sub(/.*\//, "", n); print n ($2 == "agent" || $2 == "dhcp" ? "-" $2 : "")}')=$(awk -v c="$c" -v t="$tck" 'BEGIN {printf "%.2f", c/t}')"
 	done
+	dora=$(awk -v m="$1" -v r="$2" '$1==m && $2==r {d=$3} END {print d+0}' "$res")
+	line+=" servers-per-1k-DORA=$(awk -v c="$all" -v t="$tck" -v d="$dora" -v p="$P" 'BEGIN {printf "%.3f", (d > 0 ? c/t/(d*p/1000) : 0)}')"
 	echo "  $line"
 }
 
@@ -149,6 +166,7 @@ JSON
 	kea-dhcp4 -c "$d/kea4.json" >"$d/kea.out" 2>&1 &
 	pids+=($!)
 	sleep 1.5
+	cpusnap
 	perf kea "$rate" 127.0.0.2
 	[ "${LAT:-0}" = 1 ] || cpu kea "$rate"
 	stopall
@@ -218,6 +236,7 @@ EOF
 		curl -s -o "$d/agent1.prof" "http://127.0.1.1:7871/debug/pprof/profile?seconds=$P" &
 		aprof=$!
 	fi
+	cpusnap
 	perf "$label" "$rate" 10.0.0.2
 	[ -n "$aprof" ] && wait "$aprof"
 	[ "${LAT:-0}" = 1 ] || cpu "$label" "$rate"
