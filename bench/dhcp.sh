@@ -202,6 +202,7 @@ corral() {
 	local label=$mode${TAG:+@$TAG}
 	n=$((rate * P + rate * P / 10 + 1000))
 	[ "$mode" = files ] && n=$((n > 50000 ? 50000 : n))
+	rm -rf "$d" # a rate given twice in RATES runs afresh
 	mkdir -p "$d"
 	local workers=$WORKERS
 	case $mode in
