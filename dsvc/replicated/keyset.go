@@ -10,7 +10,10 @@ import (
 // holds nearly every record of a network, so deleting from the middle of
 // a plain sorted slice moved the whole list at every lease taken. A
 // large set marks a removed key instead and compacts once a quarter of
-// the slice is removed: a removal costs O(log n) amortized.
+// the slice is removed: a removal costs O(log n) amortized. Removing the
+// lowest key, the common case, drops it from the front at once, with the
+// removed ones behind it (a scan for free records would otherwise step
+// over every address taken since the last compaction).
 type keySet struct {
 	keys []uint32            // ascending; keys in dead are removed
 	dead map[uint32]struct{} // removed keys still in keys; nil: none
@@ -36,6 +39,20 @@ func (s *keySet) remove(k uint32) {
 	}
 	i, found := slices.BinarySearch(s.keys, k)
 	if !found {
+		return
+	}
+	if i == 0 {
+		// The lowest key, as a network's addresses are mostly taken in
+		// order: drop it and the removed keys after it for free, so a
+		// scan from the start does not step over them.
+		s.keys = s.keys[1:]
+		for len(s.keys) > 0 && len(s.dead) > 0 {
+			if _, ok := s.dead[s.keys[0]]; !ok {
+				break
+			}
+			delete(s.dead, s.keys[0])
+			s.keys = s.keys[1:]
+		}
 		return
 	}
 	if len(s.keys) < keySetCompactMin {
