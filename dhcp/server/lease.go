@@ -68,16 +68,12 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 	}
 	q := dsvc.Query(0).Eq(dsvc.DNQSIP).Eq(dsvc.DNQFManual).Eq(dsvc.DNQFUnusable).Eq(dsvc.DNQFBootpOnly)
 	// Offered records stay free in the store until their REQUEST commits
-	// them, and the store returns them again: read past every pending
-	// one, or under load (more offers out than one batch) each refill
-	// would return only offered records and every DISCOVER would go
-	// unanswered. Reading held+max(batch, held) makes each refill yield
-	// at least as many new candidates as it skips, so the cost per offer
-	// stays bounded. Offers whose lease is committed (kept until their
-	// TTL) are not counted: the store no longer lists them as free, and
-	// counting them made a busy server's refill read every free record
-	// (at 5000 DORA/s, 50,000 offers in a 10s TTL).
-	held := n.offers.pending()
+	// them, and the store returns them again: read past every held one,
+	// or under load (more offers out than one batch) each refill would
+	// return only offered records and every DISCOVER would go unanswered.
+	// Reading held+max(batch, held) makes each refill yield at least as
+	// many new candidates as it skips, so the cost per offer stays bounded.
+	held := n.offers.held()
 	count := held + max(n.offers.batch, held)
 	var cands []dsvc.DNRecord
 	found := false // any free record, offered or not
@@ -218,7 +214,7 @@ func (s *Server) request(ctx context.Context, q *request) *dhcpv4.DHCPv4 {
 		}
 		// The offer stays until its TTL: a refill read before this commit
 		// cannot hand the address to another client meanwhile.
-		n.offers.bind(q.key, rec, q.now)
+		n.offers.reserve(q.key, rec, q.now)
 		return s.reply(q, dhcpv4.MessageTypeAck, rec.CIP, &o, lease)
 
 	case !ci.IsValid() || ci.IsUnspecified(): // INIT-REBOOT

@@ -14,7 +14,6 @@ type offer struct {
 	cid     string
 	rec     dsvc.DNRecord // as read when offered: its Sig guards the commit
 	expires time.Time
-	bound   bool // the lease is committed: the store no longer lists rec as free
 }
 
 // offers is one network's offer cache and free-record cache. An address
@@ -27,26 +26,8 @@ type offers struct {
 	mu        sync.Mutex // guards the fields below
 	byCID     map[string]*offer
 	byIP      map[netip.Addr]*offer
-	unbound   int             // offers in byIP not bound: records the store still lists as free
 	free      []dsvc.DNRecord // candidates read from the store, not yet offered; may be stale (the commit's signature catches that)
 	lastSweep time.Time
-}
-
-func (o *offers) setIPLocked(ip netip.Addr, of *offer) {
-	o.delIPLocked(ip)
-	o.byIP[ip] = of
-	if !of.bound {
-		o.unbound++
-	}
-}
-
-func (o *offers) delIPLocked(ip netip.Addr) {
-	if old, ok := o.byIP[ip]; ok {
-		if !old.bound {
-			o.unbound--
-		}
-		delete(o.byIP, ip)
-	}
 }
 
 func newOffers(ttl time.Duration) *offers {
@@ -77,31 +58,18 @@ func (o *offers) heldLocked(ip netip.Addr, cid string, now time.Time) bool {
 }
 
 // reserve offers rec to cid unless another client holds rec's address;
-// it replaces cid's earlier offer (bound still if that was rec's, bound).
+// it replaces cid's earlier offer.
 func (o *offers) reserve(cid string, rec dsvc.DNRecord, now time.Time) bool {
-	return o.put(cid, rec, now, false)
-}
-
-// bind is reserve after rec's lease is committed to cid: the offer stays
-// until its TTL, but the store no longer lists rec as free.
-func (o *offers) bind(cid string, rec dsvc.DNRecord, now time.Time) {
-	o.put(cid, rec, now, true)
-}
-
-func (o *offers) put(cid string, rec dsvc.DNRecord, now time.Time, bound bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.heldLocked(rec.CIP, cid, now) {
 		return false
 	}
 	o.sweepLocked(now)
-	if old, ok := o.byCID[cid]; ok && old.bound && old.rec.CIP == rec.CIP {
-		bound = true
-	}
 	o.dropLocked(cid)
-	of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl), bound: bound}
+	of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
 	o.byCID[cid] = of
-	o.setIPLocked(rec.CIP, of)
+	o.byIP[rec.CIP] = of
 	return true
 }
 
@@ -120,19 +88,18 @@ func (o *offers) take(cid string, now time.Time) (dsvc.DNRecord, bool) {
 		o.dropLocked(cid)
 		of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
 		o.byCID[cid] = of
-		o.setIPLocked(rec.CIP, of)
+		o.byIP[rec.CIP] = of
 		return rec, true
 	}
 	return dsvc.DNRecord{}, false
 }
 
-// pending is how many addresses are offered and not bound, that is
-// offered records the store still lists as free (an upper bound: expired
+// held is how many addresses are offered (an upper bound: expired
 // offers not yet swept count too).
-func (o *offers) pending() int {
+func (o *offers) held() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.unbound
+	return len(o.byIP)
 }
 
 // refill replaces the free candidates.
@@ -161,7 +128,7 @@ func (o *offers) dropIP(ip netip.Addr) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if of, ok := o.byIP[ip]; ok {
-		o.delIPLocked(ip)
+		delete(o.byIP, ip)
 		if o.byCID[of.cid] == of {
 			delete(o.byCID, of.cid)
 		}
@@ -175,7 +142,6 @@ func (o *offers) flush() {
 	defer o.mu.Unlock()
 	clear(o.byCID)
 	clear(o.byIP)
-	o.unbound = 0
 	o.free = nil
 }
 
@@ -183,7 +149,7 @@ func (o *offers) dropLocked(cid string) {
 	if of, ok := o.byCID[cid]; ok {
 		delete(o.byCID, cid)
 		if o.byIP[of.rec.CIP] == of {
-			o.delIPLocked(of.rec.CIP)
+			delete(o.byIP, of.rec.CIP)
 		}
 	}
 }
@@ -199,7 +165,7 @@ func (o *offers) sweepLocked(now time.Time) {
 		if now.After(of.expires) {
 			delete(o.byCID, cid)
 			if o.byIP[of.rec.CIP] == of {
-				o.delIPLocked(of.rec.CIP)
+				delete(o.byIP, of.rec.CIP)
 			}
 		}
 	}
