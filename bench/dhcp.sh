@@ -268,7 +268,7 @@ for r in $RATES; do
 				k=0
 				for v in "${vs[@]}"; do
 					k=$((k + 1))
-					(eval "$v" && TAG=$k:${v// /,} corral "$m" "$r")
+					(eval "$v" && TAG=$k:${v// /_} corral "$m" "$r")
 				done
 			else
 				corral "$m" "$r"
