@@ -26,8 +26,9 @@
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
 # seconds, default 8), MODES (default "kea binfiles cluster1 cluster3"),
 # WORKERS (server handler goroutines for cluster, default 256: a commit
-# waits for the log, so many must be in flight), WORKERS_LOCKED (for files
-# and binfiles, default 2: every store call takes the dsvc lock service's
+# waits for the log, so many must be in flight; corral dhcp serve's own
+# default, by module, is the same), WORKERS_LOCKED (for files
+# and binfiles, default 2, the server's default too: every store call takes the dsvc lock service's
 # file lock, which waiters poll, and a write holds it exclusively through
 # its fsync; 256 workers polling it gave ~30 DORA/s, 2 gave ~400), READS (the cluster module's
 # reads, default local: the one server writes through node 1 and a write is
