@@ -19,20 +19,27 @@
 #
 # Prints per rate and server: 4-way exchanges/s, DISCOVER-OFFER and
 # REQUEST-ACK drop ratios, the REQUEST-ACK delay min/avg/max; then
+# the CPU seconds of perfdhcp and of each server and agent process while
+# perfdhcp ran, and the servers' CPU seconds per 1000 DORA; then
 # corral/Kea ratios, and the load average (2 shared cores).
 #
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
 # seconds, default 8), MODES (default "kea binfiles cluster1 cluster3"),
 # WORKERS (server handler goroutines for cluster, default 256: a commit
-# waits for the log, so many must be in flight), WORKERS_LOCKED (for files
-# and binfiles, default 2: every store call takes the dsvc lock service's
+# waits for the log, so many must be in flight; corral dhcp serve's own
+# default, by module, is the same), WORKERS_LOCKED (for files
+# and binfiles, default 2, the server's default too: every store call takes the dsvc lock service's
 # file lock, which waiters poll, and a write holds it exclusively through
 # its fsync; 256 workers polling it gave ~30 DORA/s, 2 gave ~400), READS (the cluster module's
 # reads, default local: the one server writes through node 1 and a write is
 # answered once applied there, so node 1's replica already holds every
 # lease it was told of, and every commit is checked by signature anyway;
-# READS=linearizable asks the leader for a read index per lookup), PROFILE=1 (a CPU profile of each
-# corral server, kept in the work dir, top items printed), KEEP=1.
+# READS=linearizable asks the leader for a read index per lookup), BASE (a commit: each corral
+# point is run first with that commit's corral, labelled MODE@base, for a
+# side-by-side comparison in one run), AB (settings separated by "|",
+# e.g. AB="WORKERS=256|WORKERS=1024": each corral point is run once per
+# setting, labelled MODE@N:setting, instead of once), PROFILE=1 (a CPU profile of each
+# corral server and of node 1's agent, kept in the work dir, top items printed), KEEP=1.
 # Run as root (port 67, lo addresses).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,10 +71,45 @@ trap cleanup EXIT
 cd "$root"
 go build -o "$w/corral" ./cmd/corral && go build -o "$w/dhcpload" ./bench/dhcpload || exit 1
 BIN=$w/corral
+if [ -n "${BASE:-}" ]; then
+	# The same modes with the corral of commit BASE, each point right
+	# before the worktree's, so a change is measured side by side.
+	mkdir -p "$w/base-src"
+	git archive "$BASE" | tar -x -C "$w/base-src" && (cd "$w/base-src" && go build -o "$w/corral-base" ./cmd/corral) || exit 1
+fi
 res=$w/results # lines: mode rate dora/s drops-do drops-ra ack-min ack-avg ack-max
 lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
 : >"$res"
 : >"$lat"
+
+# cpusnap records the CPU ticks of every process started for the point,
+# right before perfdhcp starts; cpu then counts from there.
+declare -A ticks0
+cpusnap() {
+	local p
+	ticks0=()
+	for p in "${pids[@]}"; do
+		[ -r "/proc/$p/stat" ] && ticks0[$p]=$(awk '{sub(/^[^)]*\) /, ""); print $12+$13}' "/proc/$p/stat")
+	done
+}
+
+# cpu MODE RATE prints the CPU seconds (user+system) of perfdhcp and of
+# every process started for the point while perfdhcp ran (which all share
+# the 2 cores), and the server's and agents' together per 1000 DORA.
+cpu() {
+	local p line=" $1 r=$2 cpu-s:" tck c all=0 dora
+	tck=$(getconf CLK_TCK)
+	line+=" perfdhcp=$(awk 'NR==2 {gsub(/[ms]/, " "); printf "%.2f", $1*60+$2+$3*60+$4}' "$w/perf-$1-$2.times" 2>/dev/null)"
+	for p in "${pids[@]}"; do
+		[ -r "/proc/$p/stat" ] || continue
+		c=$(awk -v t0="${ticks0[$p]:-0}" '{sub(/^[^)]*\) /, ""); print $12+$13-t0}' "/proc/$p/stat")
+		all=$((all + c))
+		line+=" $(tr '\0' ' ' </proc/"$p"/cmdline | awk '{n=$1; sub(/.*\//, "", n); print n ($2 == "agent" || $2 == "dhcp" ? "-" $2 : "")}')=$(awk -v c="$c" -v t="$tck" 'BEGIN {printf "%.2f", c/t}')"
+	done
+	dora=$(awk -v m="$1" -v r="$2" '$1==m && $2==r {d=$3} END {print d+0}' "$res")
+	line+=" servers-per-1k-DORA=$(awk -v c="$all" -v t="$tck" -v d="$dora" -v p="$P" 'BEGIN {printf "%.3f", (d > 0 ? c/t/(d*p/1000) : 0)}')"
+	echo "  $line"
+}
 
 # stopall kills the processes started for one point, by pid, the last
 # started first: the server stops before its agents.
@@ -99,7 +141,7 @@ perf() {
 			tee -a "$lat"
 		return
 	fi
-	timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1
+	(timeout $((P + 30)) perfdhcp -4 -l "$local" -r "$rate" -R 1000000 -p "$P" 127.0.0.1 >"$out" 2>&1; times >"$out.times")
 	awk -v m="$mode" -v r="$rate" '
 		/^Rate:/ {rate=$2}
 		/Statistics for: DISCOVER-OFFER/ {s=1} /Statistics for: REQUEST-ACK/ {s=2}
@@ -125,7 +167,9 @@ JSON
 	kea-dhcp4 -c "$d/kea4.json" >"$d/kea.out" 2>&1 &
 	pids+=($!)
 	sleep 1.5
+	cpusnap
 	perf kea "$rate" 127.0.0.2
+	[ "${LAT:-0}" = 1 ] || cpu kea "$rate"
 	stopall
 }
 
@@ -140,6 +184,7 @@ agents() {
 		for j in $(seq 1 "$n"); do [ "$j" = "$i" ] || peers+=${peers:+,}127.0.1.$j:$port; done
 		"$BIN" agent --id "$i" --name "n$i" --bind "127.0.1.$i:$port" ${peers:+--peers "$peers"} \
 			--data-dir "$d/n$i" --cluster-key-file "$d/key" --log-level warn \
+			$([ "${PROFILE:-0}" = 1 ] && echo --http-addr "127.0.1.$i:7871") \
 			$([ "$i" = 1 ] && echo --bootstrap) >"$d/n$i.log" 2>&1 &
 		pids+=($!)
 	done
@@ -151,10 +196,14 @@ agents() {
 	return 1
 }
 
+# corral MODE RATE runs the server with $BIN; the results name it
+# MODE@$TAG when TAG is set (BASE's binary).
 corral() {
-	local mode=$1 rate=$2 d=$w/$1-$2 module loc conf="" n
+	local mode=$1 rate=$2 d=$w/$1${TAG:+@$TAG}-$2 module loc conf="" n
+	local label=$mode${TAG:+@$TAG}
 	n=$((rate * P + rate * P / 10 + 1000))
 	[ "$mode" = files ] && n=$((n > 50000 ? 50000 : n))
+	rm -rf "$d" # a rate given twice in RATES runs afresh
 	mkdir -p "$d"
 	local workers=$WORKERS
 	case $mode in
@@ -183,14 +232,27 @@ EOF
 	"$BIN" dhcp serve --config "$d/srv.toml" --log-level info "${prof[@]}" >"$d/srv.log" 2>&1 &
 	pids+=($!)
 	sleep 1.5
-	perf "$mode" "$rate" 10.0.0.2
+	local aprof=
+	if [ "${PROFILE:-0}" = 1 ] && [ "$module" = cluster ]; then
+		# node 1's agent (the leader, the server's agent) over the run.
+		curl -s -o "$d/agent1.prof" "http://127.0.1.1:7871/debug/pprof/profile?seconds=$P" &
+		aprof=$!
+	fi
+	cpusnap
+	perf "$label" "$rate" 10.0.0.2
+	[ -n "$aprof" ] && wait "$aprof"
+	[ "${LAT:-0}" = 1 ] || cpu "$label" "$rate"
 	stopall
 	# The server's counters at its stop: commits, collisions (reread and
 	# retried), lost (given up), no free address, store errors.
-	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $mode r=$rate counters:/"
+	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $label r=$rate counters:/"
 	if [ "${PROFILE:-0}" = 1 ]; then
-		echo "-- $mode r=$rate: CPU profile, top 15"
+		echo "-- $label r=$rate: CPU profile, top 15"
 		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'
+		if [ -s "$d/agent1.prof" ]; then
+			echo "-- $label r=$rate: node 1's agent CPU profile, top 15"
+			go tool pprof -top -nodecount=15 "$BIN" "$d/agent1.prof" 2>/dev/null | sed -n '/flat%/,$p'
+		fi
 	fi
 }
 
@@ -200,7 +262,19 @@ for r in $RATES; do
 	for m in $MODES; do
 		case $m in
 		kea) kea "$r" ;;
-		*) corral "$m" "$r" ;;
+		*)
+			[ -n "${BASE:-}" ] && BIN=$w/corral-base TAG=base corral "$m" "$r"
+			if [ -n "${AB:-}" ]; then
+				IFS='|' read -ra vs <<<"$AB"
+				k=0
+				for v in "${vs[@]}"; do
+					k=$((k + 1))
+					(eval "$v" && TAG=$k:${v// /_} corral "$m" "$r")
+				done
+			else
+				corral "$m" "$r"
+			fi
+			;;
 		esac
 	done
 done

@@ -268,8 +268,14 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	// Persist. A hard state that only moves the commit index does not
 	// need to be durable before sending (raft's MustSync); it rides along
 	// with the applied index in the record transaction.
+	persist := hasSnap || len(rd.Entries) > 0 || rd.MustSync
+	if persist && !hasSnap {
+		if toApply := n.unapplied(rd.CommittedEntries); len(toApply) > 0 {
+			return n.persistAndApply(rd, toApply, sentEarly)
+		}
+	}
 	var deferredHS *raftpb.HardState
-	if hasSnap || len(rd.Entries) > 0 || rd.MustSync {
+	if persist {
 		err := n.st.Update(func(b *Batch) error {
 			if hasSnap {
 				md := rd.Snapshot.GetMetadata()
@@ -319,10 +325,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 
 	// Apply and record, in one transaction: the application's writes and
 	// the applied index become durable together.
-	toApply := rd.CommittedEntries
-	for len(toApply) > 0 && toApply[0].GetIndex() <= l.applied {
-		toApply = toApply[1:] // covered by the snapshot just restored
-	}
+	toApply := n.unapplied(rd.CommittedEntries)
 	if len(toApply) == 0 && deferredHS == nil {
 		n.publishStatus()
 		n.answer()
@@ -330,43 +333,100 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	applied := l.applied
 	snapDue := false
-	err := n.st.Update(func(b *Batch) error {
-		for _, e := range toApply {
-			if err := n.applyEntry(b, e); err != nil {
-				return err
-			}
-		}
+	err := n.st.Update(func(b *Batch) (err error) {
 		if deferredHS != nil {
 			if err := b.SetHardState(deferredHS); err != nil {
 				return err
 			}
 		}
-		if err := b.SetApplied(l.applied, l.confState); err != nil {
-			return err
-		}
-		// Raft may have been refused a stale snapshot while the entries
-		// were applied (ApplyConfChange sends); this snapshot serves it.
-		n.pollSnapRequest()
-		if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery || l.snapBytes >= n.cfg.SnapshotBytes || (l.snapWanted && l.applied > l.snapIndex); !snapDue {
-			return nil
-		}
-		return n.snapshotIn(b)
+		snapDue, err = n.applyIn(b, toApply)
+		return err
 	})
 	if err != nil {
 		return err
 	}
+	n.applied(applied, snapDue)
+	return nil
+}
+
+// unapplied is ents without those at or below the applied index (covered
+// by a snapshot just restored).
+func (n *Node) unapplied(ents []*raftpb.Entry) []*raftpb.Entry {
+	for len(ents) > 0 && ents[0].GetIndex() <= n.loop.applied {
+		ents = ents[1:]
+	}
+	return ents
+}
+
+// persistAndApply is steps 2 to 6 for a Ready without a snapshot that has
+// entries to apply: the new entries, the hard state and the applied ones
+// go in one transaction, so a busy node fsyncs once per Ready, not twice.
+// Applying first is safe: the entries applied are committed, so on a
+// majority's disks already. A follower's acknowledgements still go only
+// after the commit (they are sent after this transaction). Loop only.
+func (n *Node) persistAndApply(rd raft.Ready, toApply []*raftpb.Entry, sentEarly bool) error {
+	applied := n.loop.applied
+	snapDue := false
+	err := n.st.Update(func(b *Batch) (err error) {
+		if err := b.Append(rd.Entries); err != nil {
+			return err
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			if err := b.SetHardState(rd.HardState); err != nil {
+				return err
+			}
+		}
+		snapDue, err = n.applyIn(b, toApply)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !sentEarly && len(rd.Messages) > 0 {
+		n.cfg.Sender.Send(rd.Messages)
+	}
+	n.readStates(rd.ReadStates)
+	n.applied(applied, snapDue)
+	return nil
+}
+
+// applyIn is steps 4 and 5 inside the transaction b: apply toApply, record
+// the applied index and configuration, and take a snapshot when one is
+// due (snapDue). Loop only.
+func (n *Node) applyIn(b *Batch, toApply []*raftpb.Entry) (snapDue bool, err error) {
+	l := &n.loop
+	for _, e := range toApply {
+		if err := n.applyEntry(b, e); err != nil {
+			return false, err
+		}
+	}
+	if err := b.SetApplied(l.applied, l.confState); err != nil {
+		return false, err
+	}
+	// Raft may have been refused a stale snapshot while the entries
+	// were applied (ApplyConfChange sends); this snapshot serves it.
+	n.pollSnapRequest()
+	if snapDue = l.applied-l.snapIndex >= n.cfg.SnapshotEvery || l.snapBytes >= n.cfg.SnapshotBytes || (l.snapWanted && l.applied > l.snapIndex); !snapDue {
+		return false, nil
+	}
+	return true, n.snapshotIn(b)
+}
+
+// applied is step 6 after the record transaction has committed: note the
+// snapshot taken, tell the Applier, publish the status and answer the
+// proposers (after publishing, so that a caller whose Propose returned
+// index i sees Status().Applied >= i). before is the applied index before
+// the transaction. Loop only.
+func (n *Node) applied(before uint64, snapDue bool) {
+	l := &n.loop
 	if snapDue {
 		n.tookSnapshot()
 	}
-	if l.applied != applied {
+	if l.applied != before {
 		n.cfg.Applier.Committed(l.applied)
 	}
-
-	// Answer, after publishing the status, so that a caller whose Propose
-	// returned index i sees Status().Applied >= i.
 	n.publishStatus()
 	n.answer()
-	return nil
 }
 
 // snapshotIn writes a snapshot of the application as of l.applied (the

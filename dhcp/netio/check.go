@@ -21,6 +21,7 @@ const (
 	optPad      = 0
 	optOverload = 52
 	optMsgType  = 53
+	msgDiscover = 1 // option 53 value of a DHCPDISCOVER
 	optEnd      = 255
 
 	// DefaultMaxHops is RFC 1542 §4.1.1's recommended limit on relay hops.
@@ -47,6 +48,7 @@ const (
 	DropMessageType            // option 53 malformed, repeated, not a client message, or only in an overloaded field
 	DropQueueFull              // the worker queue was full
 	DropShutdown               // queued when Serve was stopping
+	DropStale                  // a DISCOVER or BOOTREQUEST that waited in the queue over Config.MaxWait
 
 	// NumDropReasons is the length of Stats.Drops.
 	NumDropReasons = iota
@@ -65,6 +67,7 @@ var dropNames = [NumDropReasons]string{
 	DropMessageType: "bad_message_type",
 	DropQueueFull:   "queue_full",
 	DropShutdown:    "shutdown",
+	DropStale:       "stale",
 }
 
 // String returns the reason as a metric label ("bad_cookie").
@@ -96,43 +99,49 @@ var clientMessage = [256]bool{1: true, 3: true, 4: true, 7: true, 8: true}
 // itself (a parser that ignores overload would otherwise take the packet
 // for BOOTP). A packet without option 53 is BOOTP and passes.
 func Check(b []byte, maxHops int) DropReason {
+	r, _ := check(b, maxHops)
+	return r
+}
+
+// check is Check that also returns option 53's value (0: none, BOOTP).
+func check(b []byte, maxHops int) (DropReason, uint8) {
 	if maxHops < 0 {
 		maxHops = DefaultMaxHops
 	}
 	if len(b) < MinPacket {
-		return DropShort
+		return DropShort, 0
 	}
 	if b[offOp] != opBootRequest {
-		return DropNotRequest
+		return DropNotRequest, 0
 	}
 	htype, hlen := b[offHType], b[offHLen]
 	if htype == 0 || hlen > 16 || (htype == 1 && hlen != 6) {
-		return DropHardware
+		return DropHardware, 0
 	}
 	if int(b[offHops]) > maxHops {
-		return DropHops
+		return DropHops, 0
 	}
 	if [4]byte(b[offCookie:offOpts]) != magicCookie {
-		return DropCookie
+		return DropCookie, 0
 	}
 	var w walk
 	if r := w.field(b[offOpts:], true, true); r != DropNone {
-		return r
+		return r, 0
 	}
 	if w.overload != 0 {
 		// RFC 2131 §4.1: file first, then sname.
 		if w.overload&1 != 0 {
 			if r := w.field(b[offFile:offCookie], false, false); r != DropNone {
-				return r
+				return r, 0
 			}
 		}
 		if w.overload&2 != 0 {
 			if r := w.field(b[offSName:offFile], false, false); r != DropNone {
-				return r
+				return r, 0
 			}
 		}
 	}
-	return DropNone
+	return DropNone, w.msgType
 }
 
 // walk is the state of an options walk across the fields of one packet.
@@ -140,6 +149,7 @@ type walk struct {
 	overload uint8 // option 52's value, 0 when absent
 	seen52   bool
 	seen53   bool
+	msgType  uint8 // option 53's value once seen53
 }
 
 // field walks one options area. main is the options field (where 52 and
@@ -172,7 +182,7 @@ func (w *walk) field(f []byte, main, needEnd bool) DropReason {
 			if !main || w.seen53 || n != 1 || !clientMessage[f[v]] {
 				return DropMessageType
 			}
-			w.seen53 = true
+			w.seen53, w.msgType = true, f[v]
 		}
 		i = v + n
 	}

@@ -61,9 +61,17 @@ type Config struct {
 	Batch   int       // datagrams per recvmmsg/sendmmsg; default 32
 	RcvBuf  int       // receive buffer bytes per socket; default 8 MiB
 	Workers int       // handler goroutines; default 4×NumCPU
-	Queue   int       // packets waiting for a worker; default 4096. A full queue drops (DropQueueFull), the reader never blocks
+	Queue   int       // packets waiting for a worker, per queue (see MaxWait); default 4096. A full queue drops (DropQueueFull), the reader never blocks
 	MaxHops int       // Check's hop limit; default DefaultMaxHops; negative disables Check
 	Write   WriteMode // default WriteGather (see doc.go for the measurement)
+	// MaxWait bounds how long a DISCOVER or BOOTREQUEST waits in the
+	// queue: one older is dropped unhandled (DropStale); default
+	// DefaultMaxWait, negative: no bound. The other requests (REQUEST,
+	// DECLINE, RELEASE, INFORM) queue apart and go to the workers first:
+	// they finish exchanges already begun, so under overload the server
+	// completes the exchanges it can instead of starting ones it cannot.
+	// Needs Check (MaxHops ≥ 0); without it every packet is in one queue.
+	MaxWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +91,9 @@ func (c Config) withDefaults() Config {
 	if c.Queue <= 0 {
 		c.Queue = 4096
 	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
 	if c.MaxHops == 0 {
 		c.MaxHops = DefaultMaxHops
 	}
@@ -99,7 +110,8 @@ type Packet struct {
 	Socket   int            // which of the Sockets read it
 	Received time.Time      // when its batch was read
 
-	buf *[MaxPacket]byte
+	buf   *[MaxPacket]byte
+	fresh bool // a DISCOVER or BOOTREQUEST: it starts an exchange, and MaxWait applies
 }
 
 // Handler handles one packet. It runs on a worker goroutine; it may block
@@ -171,6 +183,7 @@ type Server struct {
 	sent       atomic.Uint64
 	sendErrors atomic.Uint64
 	shutdown   atomic.Uint64
+	stale      atomic.Uint64
 
 	pktPool sync.Pool // *Packet with its buffer
 	outPool sync.Pool // *outMsg (WriteGather)
@@ -258,6 +271,7 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	st.Drops[DropShutdown] += s.shutdown.Load()
+	st.Drops[DropStale] += s.stale.Load()
 	if len(s.conns) > 0 {
 		st.RcvBuf = rcvbufOf(s.conns[0])
 	}
@@ -277,17 +291,17 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	queue := make(chan *Packet, s.cfg.Queue)
+	q := queues{fresh: make(chan *Packet, s.cfg.Queue), next: make(chan *Packet, s.cfg.Queue)}
 	var readers, workers sync.WaitGroup
 	for i := range s.pcs {
 		readers.Go(func() {
-			if err := s.read(ctx, i, queue); err != nil {
+			if err := s.read(ctx, i, q); err != nil {
 				cancel(err)
 			}
 		})
 	}
 	for range s.cfg.Workers {
-		workers.Go(func() { s.work(ctx, h, queue) })
+		workers.Go(func() { s.work(ctx, h, q) })
 	}
 	for i := range s.outs {
 		s.wg.Go(func() { s.write(i) })
@@ -301,7 +315,8 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 	defer stop()
 
 	readers.Wait()
-	close(queue)
+	close(q.fresh)
+	close(q.next)
 	workers.Wait()
 	close(s.stopped)
 	s.wg.Wait()
@@ -312,8 +327,22 @@ func (s *Server) Serve(ctx context.Context, h Handler) error {
 	return nil
 }
 
+// queues are the packets waiting for a worker: fresh holds DISCOVERs and
+// BOOTREQUESTs (and every packet when Check is off), next the requests
+// that continue an exchange, which the workers take first.
+type queues struct {
+	fresh, next chan *Packet
+}
+
+// DefaultMaxWait is Config.MaxWait's default. A server that keeps up
+// queues a packet for well under a millisecond; one 1s behind is
+// overloaded, and an OFFER that late reaches a client that may have
+// taken another server's offer by then, so the work goes to newer
+// DISCOVERs. perfdhcp counts a reply after 1s as lost, too.
+const DefaultMaxWait = time.Second
+
 // read is socket i's reader: recvmmsg into pooled buffers, Check, queue.
-func (s *Server) read(ctx context.Context, i int, queue chan<- *Packet) error {
+func (s *Server) read(ctx context.Context, i int, q queues) error {
 	pc := s.pcs[i]
 	st := &s.stats[i]
 	n := s.cfg.Batch
@@ -365,11 +394,17 @@ func (s *Server) read(ctx context.Context, i int, queue chan<- *Packet) error {
 			m := &msgs[j]
 			p := pkts[j]
 			r := DropNone
+			queue := q.fresh
 			switch {
 			case m.Flags&msgTrunc != 0:
 				r = DropTruncated
 			case s.cfg.MaxHops >= 0:
-				r = Check(p.buf[:m.N], s.cfg.MaxHops)
+				var mt uint8
+				r, mt = check(p.buf[:m.N], s.cfg.MaxHops)
+				p.fresh = mt == 0 || mt == msgDiscover
+				if !p.fresh {
+					queue = q.next
+				}
 			}
 			if r == DropNone {
 				p.Data = p.buf[:m.N]
@@ -402,16 +437,40 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// work is one worker: handle queued packets until the readers are done.
-func (s *Server) work(ctx context.Context, h Handler, queue <-chan *Packet) {
-	for p := range queue {
-		if ctx.Err() != nil {
+// work is one worker: handle queued packets, q.next first, until the
+// readers are done and both queues are empty.
+func (s *Server) work(ctx context.Context, h Handler, q queues) {
+	fresh, next := q.fresh, q.next
+	for fresh != nil || next != nil {
+		var p *Packet
+		var ok bool
+		select {
+		case p, ok = <-next:
+		default:
+			select {
+			case p, ok = <-next:
+			case p, ok = <-fresh:
+				if !ok {
+					fresh = nil
+					continue
+				}
+			}
+		}
+		if !ok {
+			next = nil
+			continue
+		}
+		switch {
+		case ctx.Err() != nil:
 			s.shutdown.Add(1)
-		} else {
+		case p.fresh && s.cfg.MaxWait > 0 && time.Since(p.Received) > s.cfg.MaxWait:
+			s.stale.Add(1)
+		default:
 			h(ctx, p, Reply{s: s, sock: p.Socket})
 			s.handled.Add(1)
 		}
 		p.Data = nil
+		p.fresh = false
 		s.pktPool.Put(p)
 	}
 }

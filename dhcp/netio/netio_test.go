@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -275,5 +276,62 @@ func TestListenBadAddr(t *testing.T) {
 	}
 	if err := s.Serve(context.Background(), nil); !errors.Is(err, ErrServing) {
 		t.Fatalf("Serve after Close: %v", err)
+	}
+}
+
+// TestRequestsFirstStaleDiscoversDropped: with the one worker busy, two
+// DISCOVERs and then two REQUESTs queue; the REQUESTs are handled first,
+// and the DISCOVERs, queued longer than MaxWait by then, are dropped.
+func TestRequestsFirstStaleDiscoversDropped(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var order []uint32
+	s, stop := serve(t, Config{Sockets: 1, Workers: 1, MaxWait: time.Nanosecond}, func(ctx context.Context, p *Packet, r Reply) {
+		mu.Lock()
+		order = append(order, xidOf(p.Data))
+		first := len(order) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+	})
+	c := client(t)
+	to := net.UDPAddrFromAddrPort(s.Addr())
+	request := func(xid uint32) []byte {
+		b := discover(t, xid)
+		// The message type option (53, length 1) follows the cookie.
+		for i := offOpts; i+2 < len(b); i += 2 + int(b[i+1]) {
+			if b[i] == optMsgType {
+				b[i+2] = 3
+				return b
+			}
+		}
+		t.Fatal("no option 53")
+		return nil
+	}
+	send := func(b []byte) {
+		if _, err := c.WriteToUDP(b, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(request(100))
+	waitFor(t, "the first REQUEST in the handler", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 1 })
+	send(discover(t, 1))
+	send(discover(t, 2))
+	send(request(101))
+	send(request(102))
+	waitFor(t, "every packet read", func() bool { return s.Stats().Received == 5 })
+	close(release)
+	waitFor(t, "the queues to empty", func() bool { st := s.Stats(); return st.Handled+st.Drops[DropStale] == 5 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint32{100, 101, 102}; !slices.Equal(order, want) {
+		t.Fatalf("handled %v, want %v", order, want)
+	}
+	if d := s.Stats().Drops[DropStale]; d != 2 {
+		t.Fatalf("stale drops %d, want 2", d)
 	}
 }

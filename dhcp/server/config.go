@@ -26,7 +26,27 @@ const (
 	DefaultClientPort             = 68
 	DefaultRelayPort              = 67
 	DefaultRequestTimeout         = 4 * time.Second
+
+	// Handler goroutines by the datastore module's synchronization
+	// (DefaultWorkers), measured with perfdhcp (bench/dhcp.sh). A module
+	// that orders writes itself (cluster, postgres) answers each after a
+	// commit shared with the others in flight (one log fsync for many),
+	// so many must wait at once: 256 did about 10x better than netio's
+	// 4×NumCPU. A lock-service module (files, binfiles) serializes every
+	// store call on a file lock that waiters poll and a write holds
+	// through its fsync: 2 workers did ~400 DORA/s, 256 ~30.
+	DefaultWorkersLogged = 256
+	DefaultWorkersLocked = 2
 )
+
+// DefaultWorkers is the worker count for a datastore module of the
+// given synchronization, used when Config.Workers is 0.
+func DefaultWorkers(s dsvc.SynchType) int {
+	if s == dsvc.SynchLockService {
+		return DefaultWorkersLocked
+	}
+	return DefaultWorkersLogged
+}
 
 // Config is the server's configuration (a TOML file, see
 // testdata/example.toml). Durations are strings ("10s") or integer
@@ -34,11 +54,15 @@ const (
 type Config struct {
 	Listen  string `toml:"listen"`   // address the sockets bind; default ":67", the only one that hears broadcasting clients
 	Sockets int    `toml:"sockets"`  // netio.Config.Sockets
-	Workers int    `toml:"workers"`  // netio.Config.Workers
+	Workers int    `toml:"workers"`  // netio.Config.Workers; default by the datastore's module (DefaultWorkers)
 	Queue   int    `toml:"queue"`    // netio.Config.Queue
 	Batch   int    `toml:"batch"`    // netio.Config.Batch
 	RcvBuf  int    `toml:"rcvbuf"`   // netio.Config.RcvBuf
 	MaxHops int    `toml:"max_hops"` // netio.Config.MaxHops
+
+	// MaxWait is netio.Config.MaxWait: under overload, a DISCOVER queued
+	// longer is dropped; default 1s, negative ("-1s"): no bound.
+	MaxWait Duration `toml:"max_wait"`
 
 	// HTTP is the address (HOST:PORT) serving /metrics (Prometheus) and
 	// /stats (Report as JSON) for corral dhcp stats; "" serves neither.

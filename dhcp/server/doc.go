@@ -107,7 +107,11 @@
 // concurrently; each network has its own offer cache under its own mutex
 // (held only for map operations, never across a store call), the option
 // table is immutable and swapped by Reload, counters are atomic. A worker
-// blocks only on its own store calls. The kernel copies a broadcast to
+// blocks only on its own store calls, so the worker count is what keeps
+// the store busy: unset, it follows the module (DefaultWorkers): 256 for
+// one that orders writes itself, as the cluster module's log does, whose
+// commit many waiting writes share; 2 for files and binfiles, whose file
+// lock serializes every call. The kernel copies a broadcast to
 // every SO_REUSEPORT socket: only socket 0's copy is answered.
 //
 // A request belongs to giaddr's network when relayed, else to ciaddr's

@@ -103,6 +103,14 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 		return nil, fmt.Errorf("%w: cluster: no peer has this server's owners %v", ErrConfig, s.ownerList)
 	}
 	ds := cfg.Datastore.DS()
+	if s.cfg.Workers <= 0 {
+		s.cfg.Workers = DefaultWorkersLogged
+		for _, mi := range reg.Modules() {
+			if mi.Name == ds.Module {
+				s.cfg.Workers = DefaultWorkers(mi.Synch)
+			}
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -261,7 +269,7 @@ func (s *Server) Close() error {
 // NetConfig is the socket layer's configuration from cfg.
 func (c Config) NetConfig() netio.Config {
 	return netio.Config{Addr: c.Listen, Sockets: c.Sockets, Batch: c.Batch, RcvBuf: c.RcvBuf,
-		Workers: c.Workers, Queue: c.Queue, MaxHops: c.MaxHops}
+		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops}
 }
 
 // Run listens on cfg.Listen and serves s until ctx ends.

@@ -46,6 +46,11 @@
 // jittered back-off from Options.PollMin to PollMax (default 50µs to 2ms)
 // and returns ctx's error as soon as ctx is done, holding nothing: a
 // cancelled waiter closes its file, which drops the turnstile it may hold.
+// An Unlock through the same Service wakes its waiters for that file at
+// once (a channel per lock file, closed by the Unlock): goroutines of one
+// process, as a DHCP server's workers on binfiles are, take the lock when
+// it is released instead of up to PollMax later; only a holder in another
+// process is found by polling.
 // NonBlock never waits: dsvc.ErrBusy where a lock would wait (a writer
 // holds or waits; for a writer also readers inside).
 //

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,11 +55,44 @@ type Options struct {
 
 // Service is the synchronization service: a dsvc.Locker over lock files in
 // one directory. It is safe for concurrent use and holds no state between
-// calls except its options; there is nothing to close.
+// calls except its options and the release signals of its own waiters;
+// there is nothing to close.
 type Service struct {
 	dir              string
 	log              *slog.Logger
 	pollMin, pollMax time.Duration
+
+	// relMu guards rel: per lock file path, a channel closed (and
+	// removed) when a lock of this Service on that file is unlocked, so
+	// that its waiters in this process retry at once instead of at their
+	// next poll. Holders in other processes are still found by polling.
+	relMu sync.Mutex
+	rel   map[string]chan struct{}
+}
+
+// released returns the channel the next Unlock of a lock on path closes.
+func (s *Service) released(path string) <-chan struct{} {
+	s.relMu.Lock()
+	defer s.relMu.Unlock()
+	c, ok := s.rel[path]
+	if !ok {
+		if s.rel == nil {
+			s.rel = map[string]chan struct{}{}
+		}
+		c = make(chan struct{})
+		s.rel[path] = c
+	}
+	return c
+}
+
+// release wakes this process's waiters for path.
+func (s *Service) release(path string) {
+	s.relMu.Lock()
+	defer s.relMu.Unlock()
+	if c, ok := s.rel[path]; ok {
+		close(c)
+		delete(s.rel, path)
+	}
 }
 
 var _ dsvc.Locker = (*Service)(nil)
@@ -207,9 +241,9 @@ func (s *Service) Lock(ctx context.Context, key dsvc.LockKey, exclusive, nonbloc
 			return nil, s.openErr(key, err)
 		}
 		if exclusive {
-			err = s.lockExclusive(ctx, fd, nonblock)
+			err = s.lockExclusive(ctx, fd, path, nonblock)
 		} else {
-			err = s.lockShared(ctx, fd, nonblock)
+			err = s.lockShared(ctx, fd, path, nonblock)
 		}
 		if err != nil {
 			unix.Close(fd)
@@ -229,7 +263,7 @@ func (s *Service) Lock(ctx context.Context, key dsvc.LockKey, exclusive, nonbloc
 			unix.Close(fd)
 			continue
 		}
-		u := &unlocker{key: key, exclusive: exclusive}
+		u := &unlocker{s: s, path: path, key: key, exclusive: exclusive}
 		u.fd.Store(int64(fd))
 		if exclusive {
 			s.markWriter(fd, key)
@@ -263,9 +297,10 @@ func (s *Service) wrap(key dsvc.LockKey, err error) error {
 // lockExclusive: the turnstile first, so readers arriving from now on stay
 // out, then the data range once the readers inside have left. The turnstile
 // is kept until Unlock closes the file.
-func (s *Service) lockExclusive(ctx context.Context, fd int, nonblock bool) error {
-	w := s.waiter()
+func (s *Service) lockExclusive(ctx context.Context, fd int, path string, nonblock bool) error {
+	w := s.waiter(path)
 	for {
+		w.arm()
 		ok, err := setlk(fd, unix.F_WRLCK, offTurnstile, 1)
 		if err != nil {
 			return err
@@ -281,6 +316,7 @@ func (s *Service) lockExclusive(ctx context.Context, fd int, nonblock bool) erro
 		}
 	}
 	for {
+		w.arm()
 		ok, err := setlk(fd, unix.F_WRLCK, offData, 1)
 		if err != nil {
 			return err
@@ -302,9 +338,10 @@ func (s *Service) lockExclusive(ctx context.Context, fd int, nonblock bool) erro
 // lockShared: the data range shared, then a look at the turnstile; a writer
 // holding it (waiting or writing) sends the reader back out to wait, which
 // is the writer preference fcntl locks do not give by themselves.
-func (s *Service) lockShared(ctx context.Context, fd int, nonblock bool) error {
-	w := s.waiter()
+func (s *Service) lockShared(ctx context.Context, fd int, path string, nonblock bool) error {
+	w := s.waiter(path)
 	for {
+		w.arm()
 		ok, err := setlk(fd, unix.F_RDLCK, offData, 1)
 		if err != nil {
 			return err
@@ -330,6 +367,7 @@ func (s *Service) lockShared(ctx context.Context, fd int, nonblock bool) error {
 			if err := w.wait(ctx); err != nil {
 				return err
 			}
+			w.arm()
 			held, err := writerQueued(fd)
 			if err != nil {
 				return err
@@ -389,13 +427,23 @@ func (s *Service) markWriter(fd int, key dsvc.LockKey) {
 }
 
 // waiter is the back-off of one waiting Lock: exponential from pollMin to
-// pollMax with jitter, so waiters of several processes do not poll in step.
+// pollMax with jitter, so waiters of several processes do not poll in step;
+// an Unlock in this process of a lock on the same file ends a wait at once
+// (arm, before each attempt, takes the signal the attempt's failure then
+// waits for, so an Unlock between the two is not missed).
 type waiter struct {
+	s      *Service
+	path   string
 	d, max time.Duration
 	t      *time.Timer
+	rel    <-chan struct{}
 }
 
-func (s *Service) waiter() *waiter { return &waiter{d: s.pollMin, max: s.pollMax} }
+func (s *Service) waiter(path string) *waiter {
+	return &waiter{s: s, path: path, d: s.pollMin, max: s.pollMax}
+}
+
+func (w *waiter) arm() { w.rel = w.s.released(w.path) }
 
 func (w *waiter) wait(ctx context.Context) error {
 	d := w.d/2 + rand.N(w.d)
@@ -408,6 +456,12 @@ func (w *waiter) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		w.t.Stop()
 		return ctx.Err()
+	case <-w.rel:
+		// Released here: the holder was in this process, so the next
+		// one probably is too; poll from the start again.
+		w.t.Stop()
+		w.d = w.s.pollMin
+		return nil
 	case <-w.t.C:
 	}
 	w.d = min(2*w.d, w.max)
@@ -417,6 +471,8 @@ func (w *waiter) wait(ctx context.Context) error {
 // unlocker is one held lock: its open file description.
 type unlocker struct {
 	fd        atomic.Int64 // -1 once unlocked
+	s         *Service
+	path      string
 	key       dsvc.LockKey
 	exclusive bool
 }
@@ -431,7 +487,9 @@ func (u *unlocker) Unlock() error {
 	if u.exclusive {
 		_, _ = unix.Pwrite(fd, []byte{0}, offMarker)
 	}
-	if err := unix.Close(fd); err != nil {
+	err := unix.Close(fd)
+	u.s.release(u.path)
+	if err != nil {
 		return &dsvc.Error{Code: dsvc.CodeSynch, Op: "unlock", Container: u.key.Container, Err: err}
 	}
 	return nil

@@ -606,3 +606,49 @@ func (s *syncBuffer) Reset() {
 	defer s.mu.Unlock()
 	s.b.Reset()
 }
+
+// TestUnlockWakesWaitersInProcess: with a poll interval far beyond the
+// test's deadline, waiters of the same Service (a reader behind a writer,
+// a writer behind a reader) still get the lock as soon as it is
+// released, not at their next poll.
+func TestUnlockWakesWaitersInProcess(t *testing.T) {
+	s, err := lock.New(lock.Options{Dir: t.TempDir(), PollMin: time.Hour, PollMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testKey("10.0.0.0")
+	for _, tc := range []struct {
+		name           string
+		holder, waiter bool // exclusive
+	}{{"reader after writer", true, false}, {"writer after reader", false, true}, {"writer after writer", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			held := mustLock(t, s, key, tc.holder)
+			got := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				u, err := s.Lock(ctx, key, tc.waiter, false)
+				if err == nil {
+					err = u.Unlock()
+				}
+				got <- err
+			}()
+			// Let the waiter fail its first attempt (it then waits an
+			// hour unless woken); either way the lock must follow.
+			select {
+			case err := <-got:
+				t.Fatalf("the waiter got the lock while it was held: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			mustUnlock(t, held)
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the waiter was not woken by the Unlock")
+			}
+		})
+	}
+}

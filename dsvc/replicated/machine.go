@@ -72,7 +72,7 @@ type dnTable struct {
 	net   netip.Prefix
 	recs  map[uint32]*dsvc.DNRecord
 	order []uint32
-	byCID map[string][]uint32
+	byCID map[string]*keySet
 }
 
 func newState() state { return state{locs: map[string]*location{}} }
@@ -84,7 +84,7 @@ func newLocation() *location {
 func newDT(id uint64) *dtTable { return &dtTable{id: id, recs: map[dtKey]*dsvc.DTRecord{}} }
 
 func newDN(id uint64, net netip.Prefix) *dnTable {
-	return &dnTable{id: id, net: net, recs: map[uint32]*dsvc.DNRecord{}, byCID: map[string][]uint32{}}
+	return &dnTable{id: id, net: net, recs: map[uint32]*dsvc.DNRecord{}, byCID: map[string]*keySet{}}
 }
 
 func ip4(a netip.Addr) uint32 {
@@ -134,16 +134,21 @@ func (t *dnTable) put(r *dsvc.DNRecord, bulk bool) {
 	}
 	t.recs[k] = r
 	if !bulk {
-		t.byCID[string(r.CID)] = insertSorted(t.byCID[string(r.CID)], k, cmp.Compare[uint32])
+		ks := t.byCID[string(r.CID)]
+		if ks == nil {
+			ks = &keySet{}
+			t.byCID[string(r.CID)] = ks
+		}
+		ks.insert(k)
 	}
 }
 
 func (t *dnTable) unindex(r *dsvc.DNRecord, k uint32) {
 	cid := string(r.CID)
-	if s := removeSorted(t.byCID[cid], k, cmp.Compare[uint32]); len(s) > 0 {
-		t.byCID[cid] = s
-	} else {
-		delete(t.byCID, cid)
+	if ks := t.byCID[cid]; ks != nil {
+		if ks.remove(k); ks.len() == 0 {
+			delete(t.byCID, cid)
+		}
 	}
 }
 
@@ -158,10 +163,15 @@ func (t *dnTable) del(k uint32) {
 // reorder rebuilds order and the client id index after bulk puts.
 func (t *dnTable) reorder() {
 	t.order = slices.Sorted(maps.Keys(t.recs))
-	t.byCID = map[string][]uint32{}
+	t.byCID = map[string]*keySet{}
 	for _, k := range t.order {
 		cid := string(t.recs[k].CID)
-		t.byCID[cid] = append(t.byCID[cid], k)
+		ks := t.byCID[cid]
+		if ks == nil {
+			ks = &keySet{}
+			t.byCID[cid] = ks
+		}
+		ks.keys = append(ks.keys, k)
 	}
 }
 
@@ -696,7 +706,6 @@ func (t *dnTable) scan(q dsvc.Query, target *dsvc.DNRecord, fn func(*dsvc.DNReco
 	if target == nil {
 		target = &dsvc.DNRecord{}
 	}
-	keys := t.order
 	switch {
 	case q.IsEq(dsvc.DNQCIP):
 		if !target.CIP.Is4() {
@@ -707,9 +716,15 @@ func (t *dnTable) scan(q dsvc.Query, target *dsvc.DNRecord, fn func(*dsvc.DNReco
 		}
 		return
 	case q.IsEq(dsvc.DNQCID):
-		keys = t.byCID[string(target.CID)]
+		if ks := t.byCID[string(target.CID)]; ks != nil {
+			ks.each(func(k uint32) bool {
+				r := t.recs[k]
+				return !dsvc.MatchDN(q, r, target) || fn(r)
+			})
+		}
+		return
 	}
-	for _, k := range keys {
+	for _, k := range t.order {
 		if r := t.recs[k]; dsvc.MatchDN(q, r, target) && !fn(r) {
 			return
 		}

@@ -133,9 +133,7 @@ func (s *Service) answerNow(ctx context.Context, l *transport.Link, hdr proto.He
 		<-s.sem
 		return
 	}
-	now, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := l.Reply(now, &proto.Frame{Header: hdr}, body); !errors.Is(err, context.Canceled) {
+	if err := l.Reply(doneCtx, &proto.Frame{Header: hdr}, body); !errors.Is(err, context.Canceled) {
 		<-s.sem
 		return
 	}
@@ -178,9 +176,22 @@ func (s *Service) answer(ctx context.Context, l *transport.Link, hdr proto.Heade
 // send queues a reply, waiting up to replyWait for room; a client that
 // leaves no room by then does not read its replies and loses its link.
 func (s *Service) send(l *transport.Link, hdr proto.Header, body []byte) {
+	// Room in the queue is the usual case: try without a timer first.
+	if err := l.Reply(doneCtx, &proto.Frame{Header: hdr}, body); !errors.Is(err, context.Canceled) {
+		return
+	}
 	rctx, cancel := context.WithTimeout(context.Background(), replyWait)
 	defer cancel()
 	if err := l.Reply(rctx, &proto.Frame{Header: hdr}, body); err != nil && rctx.Err() != nil {
 		l.Close(proto.CodeBehind, "client does not read its replies")
 	}
 }
+
+// doneCtx is a context already cancelled: a link's Send with it queues the
+// frame if there is room and fails with context.Canceled where it would
+// wait.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()

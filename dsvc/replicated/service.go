@@ -70,7 +70,22 @@ type Service struct {
 	ctx     context.Context
 	stopped bool
 	wg      sync.WaitGroup
+
+	// writes hands a write to an idle writer goroutine (see writer).
+	writes chan writeJob
 }
+
+// writeJob is one write being served.
+type writeJob struct {
+	l     *transport.Link
+	hdr   proto.Header
+	req   wire.DSRequest
+	start time.Time
+}
+
+// writerIdle is how long an idle writer goroutine waits for another write
+// before it ends.
+const writerIdle = 10 * time.Second
 
 // NewService returns the service; d.Cluster must be an *rsm.NodeProposer
 // (or anything with request ids).
@@ -92,7 +107,7 @@ func NewService(d service.Deps, cfg Config) (*Service, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, log: d.Log, m: New(), prop: prop, sem: make(chan struct{}, cfg.MaxInFlight),
-		met: newMetrics()}
+		met: newMetrics(), writes: make(chan writeJob)}
 	if d.Metrics != nil {
 		if err := s.met.register(d.Metrics); err != nil {
 			return nil, fmt.Errorf("replicated: %w", err)
@@ -176,12 +191,41 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		s.addRead(ctx, &pendingRead{l: l, hdr: hdr, req: req, start: start})
 		return nil
 	}
-	s.wg.Go(func() {
-		defer func() { <-s.sem }()
-		rep := s.serve(ctx, &req)
-		s.answer(ctx, l, hdr, &req, start, &rep)
-	})
+	j := writeJob{l: l, hdr: hdr, req: req, start: start}
+	select {
+	case s.writes <- j:
+	default:
+		s.wg.Go(func() { s.writer(ctx, j) })
+	}
 	return nil
+}
+
+// writer serves j, then the writes handed to it while it waits idle, up
+// to writerIdle, until ctx ends. Writers outlive a write so that a busy
+// agent does not start a goroutine (and grow its stack) per write; they
+// are at most MaxInFlight, since every write holds a token of s.sem.
+// Each has its own context under ctx, so that the attempts' timeouts of
+// hundreds of writes at once do not all register with ctx, under its one
+// lock.
+func (s *Service) writer(ctx context.Context, j writeJob) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
+	for {
+		rep := s.serve(wctx, &j.req)
+		s.answer(wctx, j.l, j.hdr, &j.req, j.start, &rep)
+		<-s.sem
+		j = writeJob{}
+		idle.Reset(writerIdle)
+		select {
+		case j = <-s.writes:
+		case <-idle.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // replyWait bounds how long an answer waits for room in a link's queue.
