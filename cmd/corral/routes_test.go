@@ -40,10 +40,12 @@ func (nd *node) routesOf() (map[uint64]routeJSON, error) {
 
 // TestRoutesThreeNodes: on a full mesh of three agents every node lists
 // the two others as direct, one hop of the default cost, named;
-// members says direct for each.
+// members says direct for each; /metrics has the mesh's numbers.
 func TestRoutesThreeNodes(t *testing.T) {
 	nodes := cluster(t, 3)
-	for _, nd := range nodes {
+	httpPort := freePortOn(t, 3)
+	for i, nd := range nodes {
+		nd.args = append(nd.args, "--http-addr", fmt.Sprintf("127.0.0.%d:%d", i+1, httpPort))
 		nd.start()
 	}
 	for _, nd := range nodes {
@@ -100,6 +102,27 @@ func TestRoutesThreeNodes(t *testing.T) {
 		t.Errorf("routes table on n1 (%v):\n%s", err, text)
 	}
 	t.Logf("corral routes on n1:\n%s", text)
+
+	// The mesh's numbers on /metrics: two routes, adverts both ways, no
+	// frame dropped for its hop count.
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
+	vals := scrapeValues(t, url)
+	for name, check := range map[string]func(float64) bool{
+		"corral_mesh_routes":                 func(v float64) bool { return v == 2 },
+		"corral_mesh_adverts_sent_total":     func(v float64) bool { return v > 0 },
+		"corral_mesh_adverts_received_total": func(v float64) bool { return v > 0 },
+		"corral_mesh_hop_limit_drops_total":  func(v float64) bool { return v == 0 },
+		"corral_mesh_route_changes_total":    func(v float64) bool { return v >= 2 },
+		"corral_mesh_relayed_frames_total":   func(v float64) bool { return v >= 0 },
+		"corral_mesh_relayed_bytes_total":    func(v float64) bool { return v >= 0 },
+		"corral_mesh_no_route_drops_total":   func(v float64) bool { return v >= 0 },
+		"corral_mesh_relay_drops_total":      func(v float64) bool { return v == 0 },
+	} {
+		v, ok := vals[name]
+		if !ok || !check(v) {
+			t.Errorf("%s = %v (present %v)", name, v, ok)
+		}
+	}
 }
 
 // v2Admin is the admin opcode table of an agent of admin version 2, before
