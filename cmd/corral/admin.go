@@ -189,7 +189,7 @@ func membersCmd() *cobra.Command {
 				return rerr
 			}
 			if rerr == nil {
-				joinRoutes(rows, rs)
+				rows = joinRoutes(rows, rs, view.Instance)
 			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
@@ -298,11 +298,22 @@ func memberRows(ms []admin.Member, v admin.ViewInfo) []memberJSON {
 	return out
 }
 
-// joinRoutes fills each row's path from the agent's ROUTES rows.
-func joinRoutes(rows []memberJSON, rs []admin.Route) {
+// joinRoutes fills each row's path from the agent's ROUTES rows, and adds
+// a row (link down) for each node reached by route that neither the link
+// table nor the view of instance view has: one not yet joined, say.
+func joinRoutes(rows []memberJSON, rs []admin.Route, view uint64) []memberJSON {
 	byID := make(map[uint64]admin.Route, len(rs))
 	for _, r := range rs {
 		byID[r.ID] = r
+	}
+	seen := make(map[uint64]bool, len(rows))
+	for _, m := range rows {
+		seen[m.ID] = true
+	}
+	for _, r := range rs {
+		if r.Up && !seen[r.ID] {
+			rows = append(rows, memberJSON{ID: r.ID, State: admin.StateDown.String(), View: view})
+		}
 	}
 	for i := range rows {
 		m := &rows[i]
@@ -320,6 +331,7 @@ func joinRoutes(rows []memberJSON, rs []admin.Route) {
 			m.Via = r.NextHop
 		}
 	}
+	return rows
 }
 
 func joinCmd() *cobra.Command {

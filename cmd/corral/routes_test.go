@@ -210,3 +210,68 @@ func TestRoutesOldAgent(t *testing.T) {
 		t.Fatalf("members against a v2 agent: %v: %s", err, out)
 	}
 }
+
+// setPeers replaces nd's --peers.
+func (nd *node) setPeers(peers ...*node) {
+	var addrs []string
+	for _, p := range peers {
+		addrs = append(addrs, p.addr)
+	}
+	for i, a := range nd.args {
+		if a == "--peers" {
+			nd.args[i+1] = strings.Join(addrs, ",")
+		}
+	}
+}
+
+// TestRoutesLine: on a line n1–n2–n3 of agents configured with their
+// neighbours only, n1 reaches n3 through n2, two hops of the default cost;
+// members on n1 has a row for n3, routed via 2. (No cluster is founded:
+// the members of a view link to each other, making a full mesh.)
+func TestRoutesLine(t *testing.T) {
+	nodes := cluster(t, 3)
+	nodes[0].setPeers(nodes[1])
+	nodes[2].setPeers(nodes[1])
+	for _, nd := range nodes {
+		nd.start()
+	}
+	var last map[uint64]routeJSON
+	var err error
+	ok := false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(50 * time.Millisecond) {
+		last, err = nodes[0].routesOf()
+		r2, r3 := last[2], last[3]
+		ok = err == nil && r2.Path == "direct" && r2.Metric == 100 && r2.Hops == 1 &&
+			r3.Path == "routed" && !r3.Direct && r3.State == "up" && r3.NextHop == 2 && r3.NextHopName == "n2" &&
+			r3.Metric == 200 && r3.Hops == 2 && r3.RTTms == nil
+	}
+	if !ok {
+		t.Fatalf("n1: routes %+v, %v; want n2 direct, n3 via n2 at metric 200, 2 hops", last, err)
+	}
+	text, _ := exec.Command(binary, "routes", "--data-dir", nodes[0].dir).Output()
+	t.Logf("corral routes on n1:\n%s", text)
+	var ms []memberJSON
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, err := exec.Command(binary, "members", "--data-dir", nodes[0].dir, "--json").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = nil
+		if err := json.Unmarshal(out, &ms); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		got := map[uint64]memberJSON{}
+		for _, m := range ms {
+			got[m.ID] = m
+		}
+		if got[2].Path == "direct" && got[2].Direct && got[3].Path == "routed" && !got[3].Direct && got[3].Via == 2 && got[3].State == "down" {
+			text, _ := exec.Command(binary, "members", "--data-dir", nodes[0].dir).Output()
+			if !strings.Contains(string(text), "via 2") {
+				t.Errorf("members table on n1 has no \"via 2\":\n%s", text)
+			}
+			t.Logf("corral members on n1:\n%s", text)
+			return
+		}
+	}
+	t.Fatalf("members on n1: %+v; want n2 direct, n3 routed via 2", ms)
+}
