@@ -109,7 +109,7 @@ func (a *Agent) acceptLocal(ctx context.Context, wg *sync.WaitGroup, ln net.List
 }
 
 // handleAdmin answers the agent's own admin requests: version, members,
-// view, quorum, raft peers, join, leave and remove.
+// routes, view, quorum, raft peers, join, leave and remove.
 func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Flags&proto.FlagReply != 0 {
 		return proto.Errorf(proto.CodeState, "admin %s reply sent to the agent", admin.Ops().Name(f.Opcode))
@@ -135,6 +135,8 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		l.Reply(ctx, f, admin.AppendVersionInfo(nil, &admin.VersionInfo{Binary: buildinfo.Version, Ranges: a.peerCfg.Ranges}))
 	case admin.OpMembers:
 		l.Reply(ctx, f, admin.AppendMembers(nil, a.members()))
+	case admin.OpRoutes:
+		l.Reply(ctx, f, admin.AppendRoutes(nil, a.routes()))
 	case admin.OpView:
 		l.Reply(ctx, f, admin.AppendViewInfo(nil, a.viewInfo()))
 	case admin.OpQuorum:
@@ -191,6 +193,28 @@ func (a *Agent) members() []admin.Member {
 		}
 		return x.Addr < y.Addr
 	})
+	return out
+}
+
+// routes answers the admin ROUTES request: the mesh's reachability rows,
+// at most admin.MaxRoutes of them (the lowest node ids).
+func (a *Agent) routes() []admin.Route {
+	rs := a.mesh.Reachability()
+	out := make([]admin.Route, 0, min(len(rs), admin.MaxRoutes))
+	for _, r := range rs {
+		if r.ID == 0 || len(out) == admin.MaxRoutes {
+			continue
+		}
+		x := admin.Route{ID: r.ID, NextHop: r.NextHop, Alt: r.Alt, Metric: r.Metric, Seqno: r.Seqno, Hops: r.Hops,
+			Up: r.Up || r.Direct, Direct: r.Direct, RTT: uint32(min(max(r.RTT.Microseconds(), 0), 1<<32-1))}
+		if r.Direct {
+			x.NextHop = r.ID // the wire says so; the mesh does too
+		}
+		if !r.Since.IsZero() {
+			x.Since = r.Since.UnixNano()
+		}
+		out = append(out, x)
+	}
 	return out
 }
 

@@ -45,6 +45,11 @@ func (a *Agent) metricSources() obs.Sources {
 			st := a.stream.Stats()
 			return obs.StreamStats{Subscribers: st.Subscribers, LagMax: st.LagMax, LagSum: st.LagSum, Gated: st.Gated, DispatchWaiting: st.DispatchWaiting, Timeouts: st.Timeouts}
 		},
+		Mesh: func() obs.MeshStats {
+			st := a.mesh.RouteStats()
+			return obs.MeshStats{Routes: st.Routes, Changes: st.Changes, Relayed: st.Relayed, RelayedBytes: st.RelayedBytes,
+				HopLimit: st.HopLimit, NoRoute: st.NoRoute, RelayDrops: st.RelayDrops, AdvertsSent: st.AdvertsSent, AdvertsRecv: st.AdvertsRecv}
+		},
 	}
 }
 

@@ -44,6 +44,20 @@ type StreamStats struct {
 	Timeouts        uint64
 }
 
+// MeshStats are the mesh's routing and forwarding numbers, a subset of
+// mesh.RouteStats kept here so obs does not follow that type's changes.
+type MeshStats struct {
+	Routes       int    // destinations with a route
+	Changes      uint64 // route changes applied
+	Relayed      uint64 // frames forwarded for other nodes
+	RelayedBytes uint64 // their bodies' bytes
+	HopLimit     uint64 // frames dropped because their hop count ran out
+	NoRoute      uint64 // frames for a node without a route, dropped
+	RelayDrops   uint64 // frames dropped because the next link's queue stayed full
+	AdvertsSent  uint64 // routing adverts and seqno requests sent
+	AdvertsRecv  uint64 // and received
+}
+
 // Sources are read at every scrape. Each must be safe to call from any
 // goroutine and must not block for long; a nil one is not exported.
 type Sources struct {
@@ -55,6 +69,7 @@ type Sources struct {
 	Fsyncs    func() uint64 // fsyncs of the log, ever increasing
 	View      func() ViewStats
 	Stream    func() StreamStats
+	Mesh      func() MeshStats
 }
 
 // Metric names. Units are in the names, as Prometheus asks.
@@ -76,6 +91,15 @@ const (
 	nameStreamGated     = "corral_eventstream_gated_subscribers"
 	nameStreamWaiting   = "corral_eventstream_dispatch_waiting"
 	nameStreamTimeouts  = "corral_eventstream_callback_timeouts_total"
+	nameMeshRoutes      = "corral_mesh_routes"
+	nameMeshChanges     = "corral_mesh_route_changes_total"
+	nameMeshRelayed     = "corral_mesh_relayed_frames_total"
+	nameMeshRelayedB    = "corral_mesh_relayed_bytes_total"
+	nameMeshHopLimit    = "corral_mesh_hop_limit_drops_total"
+	nameMeshNoRoute     = "corral_mesh_no_route_drops_total"
+	nameMeshRelayDrops  = "corral_mesh_relay_drops_total"
+	nameMeshAdvertsSent = "corral_mesh_adverts_sent_total"
+	nameMeshAdvertsRecv = "corral_mesh_adverts_received_total"
 )
 
 // Metrics is a prometheus.Collector of the cluster's state, read from
@@ -90,6 +114,10 @@ type Metrics struct {
 	viewInstance, viewMembers              *prometheus.Desc
 	streamSubs, streamLagMax, streamQueued *prometheus.Desc
 	streamGated, streamWaiting, streamTOs  *prometheus.Desc
+	meshRoutes, meshChanges                *prometheus.Desc
+	meshRelayed, meshRelayedBytes          *prometheus.Desc
+	meshHopLimit, meshNoRoute, meshDrops   *prometheus.Desc
+	meshAdvertsSent, meshAdvertsRecv       *prometheus.Desc
 }
 
 // NewMetrics returns the collector for src. Register it on the agent's
@@ -107,22 +135,31 @@ func NewMetrics(src Sources) *Metrics {
 			// 100µs to about 1.6s: from a fast SSD to a disk in trouble.
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15),
 		}),
-		peerUp:        d(namePeerUp, "1 while this node has a link to the peer, 0 while it is down.", peer...),
-		peerRTT:       d(namePeerRTT, "Last round trip of a heartbeat to the peer.", peer...),
-		term:          d(nameRaftTerm, "Raft term this node is in."),
-		commit:        d(nameRaftCommit, "Highest cluster log index known committed."),
-		applied:       d(nameRaftApplied, "Highest cluster log index applied on this node."),
-		leader:        d(nameRaftLeader, "1 if this node is the raft leader, else 0."),
-		proposals:     d(nameProposals, "Proposals made to the cluster log by this node."),
-		fsyncs:        d(nameFsyncs, "Writes of the cluster log that were fsynced."),
-		viewInstance:  d(nameViewInstance, "Instance number of the current membership view."),
-		viewMembers:   d(nameViewMembers, "Members of the current membership view."),
-		streamSubs:    d(nameStreamSubs, "Clients subscribed to the cluster event stream."),
-		streamLagMax:  d(nameStreamLagMax, "Most events queued behind a single subscriber."),
-		streamQueued:  d(nameStreamLagQueued, "Events queued behind all subscribers together."),
-		streamGated:   d(nameStreamGated, "Subscribers in the node-wide dispatch (priorities and completion across processes)."),
-		streamWaiting: d(nameStreamWaiting, "Subscribers the node-wide dispatch waits on to complete the event in progress."),
-		streamTOs:     d(nameStreamTimeouts, "Subscribers closed because a callback did not complete within the deadline."),
+		peerUp:           d(namePeerUp, "1 while this node has a link to the peer, 0 while it is down.", peer...),
+		peerRTT:          d(namePeerRTT, "Last round trip of a heartbeat to the peer.", peer...),
+		term:             d(nameRaftTerm, "Raft term this node is in."),
+		commit:           d(nameRaftCommit, "Highest cluster log index known committed."),
+		applied:          d(nameRaftApplied, "Highest cluster log index applied on this node."),
+		leader:           d(nameRaftLeader, "1 if this node is the raft leader, else 0."),
+		proposals:        d(nameProposals, "Proposals made to the cluster log by this node."),
+		fsyncs:           d(nameFsyncs, "Writes of the cluster log that were fsynced."),
+		viewInstance:     d(nameViewInstance, "Instance number of the current membership view."),
+		viewMembers:      d(nameViewMembers, "Members of the current membership view."),
+		streamSubs:       d(nameStreamSubs, "Clients subscribed to the cluster event stream."),
+		streamLagMax:     d(nameStreamLagMax, "Most events queued behind a single subscriber."),
+		streamQueued:     d(nameStreamLagQueued, "Events queued behind all subscribers together."),
+		streamGated:      d(nameStreamGated, "Subscribers in the node-wide dispatch (priorities and completion across processes)."),
+		streamWaiting:    d(nameStreamWaiting, "Subscribers the node-wide dispatch waits on to complete the event in progress."),
+		streamTOs:        d(nameStreamTimeouts, "Subscribers closed because a callback did not complete within the deadline."),
+		meshRoutes:       d(nameMeshRoutes, "Destinations this node has a route to (direct or through a neighbour)."),
+		meshChanges:      d(nameMeshChanges, "Route changes applied: a new next hop, metric or loss of a route."),
+		meshRelayed:      d(nameMeshRelayed, "Frames this node forwarded for other nodes."),
+		meshRelayedBytes: d(nameMeshRelayedB, "Body bytes of the frames this node forwarded."),
+		meshHopLimit:     d(nameMeshHopLimit, "Frames dropped because their hop count ran out; 0 in a steady state."),
+		meshNoRoute:      d(nameMeshNoRoute, "Frames dropped for a destination without a route."),
+		meshDrops:        d(nameMeshRelayDrops, "Frames dropped because the next link's send queue stayed full."),
+		meshAdvertsSent:  d(nameMeshAdvertsSent, "Routing adverts and sequence-number requests sent."),
+		meshAdvertsRecv:  d(nameMeshAdvertsRecv, "Routing adverts and sequence-number requests received."),
 	}
 }
 
@@ -142,6 +179,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.peerUp, m.peerRTT, m.term, m.commit, m.applied, m.leader, m.proposals, m.fsyncs,
 		m.viewInstance, m.viewMembers, m.streamSubs, m.streamLagMax, m.streamQueued,
 		m.streamGated, m.streamWaiting, m.streamTOs,
+		m.meshRoutes, m.meshChanges, m.meshRelayed, m.meshRelayedBytes,
+		m.meshHopLimit, m.meshNoRoute, m.meshDrops, m.meshAdvertsSent, m.meshAdvertsRecv,
 	} {
 		ch <- d
 	}
@@ -192,6 +231,18 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.streamGated, float64(s.Gated))
 		gauge(m.streamWaiting, float64(s.DispatchWaiting))
 		counter(m.streamTOs, s.Timeouts)
+	}
+	if f := m.src.Mesh; f != nil {
+		s := f()
+		gauge(m.meshRoutes, float64(s.Routes))
+		counter(m.meshChanges, s.Changes)
+		counter(m.meshRelayed, s.Relayed)
+		counter(m.meshRelayedBytes, s.RelayedBytes)
+		counter(m.meshHopLimit, s.HopLimit)
+		counter(m.meshNoRoute, s.NoRoute)
+		counter(m.meshDrops, s.RelayDrops)
+		counter(m.meshAdvertsSent, s.AdvertsSent)
+		counter(m.meshAdvertsRecv, s.AdvertsRecv)
 	}
 }
 

@@ -116,6 +116,9 @@ func TestMetricsScrape(t *testing.T) {
 		Stream: func() StreamStats {
 			return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8, Gated: 3, DispatchWaiting: 1, Timeouts: 4}
 		},
+		Mesh: func() MeshStats {
+			return MeshStats{Routes: 4, Changes: 11, Relayed: 20, RelayedBytes: 2048, HopLimit: 1, NoRoute: 2, RelayDrops: 3, AdvertsSent: 30, AdvertsRecv: 31}
+		},
 	}
 	m := NewMetrics(src)
 	reg := prometheus.NewRegistry()
@@ -147,6 +150,15 @@ func TestMetricsScrape(t *testing.T) {
 		{"corral_eventstream_gated_subscribers", nil, 3},
 		{"corral_eventstream_dispatch_waiting", nil, 1},
 		{"corral_eventstream_callback_timeouts_total", nil, 4},
+		{"corral_mesh_routes", nil, 4},
+		{"corral_mesh_route_changes_total", nil, 11},
+		{"corral_mesh_relayed_frames_total", nil, 20},
+		{"corral_mesh_relayed_bytes_total", nil, 2048},
+		{"corral_mesh_hop_limit_drops_total", nil, 1},
+		{"corral_mesh_no_route_drops_total", nil, 2},
+		{"corral_mesh_relay_drops_total", nil, 3},
+		{"corral_mesh_adverts_sent_total", nil, 30},
+		{"corral_mesh_adverts_received_total", nil, 31},
 	} {
 		got, ok := value(fams, tc.name, tc.labels...)
 		if !ok || got != tc.want {
@@ -156,8 +168,15 @@ func TestMetricsScrape(t *testing.T) {
 	if _, ok := value(fams, "corral_peer_rtt_seconds", "peer_id", "3", "peer", "n3"); ok {
 		t.Error("an RTT is exported for a peer never measured")
 	}
-	if f := fams["corral_raft_proposals_total"]; f.GetType() != dto.MetricType_COUNTER {
-		t.Errorf("proposals are a %v, want a counter", f.GetType())
+	for name, want := range map[string]dto.MetricType{
+		"corral_raft_proposals_total":       dto.MetricType_COUNTER,
+		"corral_mesh_relayed_frames_total":  dto.MetricType_COUNTER,
+		"corral_mesh_hop_limit_drops_total": dto.MetricType_COUNTER,
+		"corral_mesh_routes":                dto.MetricType_GAUGE,
+	} {
+		if f := fams[name]; f.GetType() != want {
+			t.Errorf("%s is a %v, want a %v", name, f.GetType(), want)
+		}
 	}
 	h := fams["corral_log_fsync_duration_seconds"].GetMetric()[0].GetHistogram()
 	if h.GetSampleCount() != 2 || h.GetSampleSum() < 0.041 || h.GetSampleSum() > 0.0421 {

@@ -182,6 +182,15 @@ func membersCmd() *cobra.Command {
 					}
 				}
 			}
+			// Direct or routed, from ROUTES: an agent too old for it
+			// leaves the column empty.
+			rs, rerr := requestRoutes(ctx, dataDir)
+			if rerr != nil && !errors.Is(rerr, errRoutesTooOld) {
+				return rerr
+			}
+			if rerr == nil {
+				rows = joinRoutes(rows, rs, view.Instance)
+			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -194,9 +203,15 @@ func membersCmd() *cobra.Command {
 				fmt.Println("Quorate: unknown (" + qerr.Error() + ")")
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tADDR\tSTATE\tMEMBER\tBORN_ON\tROLE\tPEER_VERSION\tRTT")
+			fmt.Fprintln(w, "ID\tNAME\tADDR\tSTATE\tPATH\tMEMBER\tBORN_ON\tROLE\tPEER_VERSION\tRTT")
 			for _, r := range rows {
-				rtt, ver, born, role, member := "-", "-", "-", "-", "no"
+				rtt, ver, born, role, member, path := "-", "-", "-", "-", "no", r.Path
+				switch {
+				case r.Path == "routed":
+					path = fmt.Sprintf("via %d", r.Via)
+				case r.Path == "" || r.Path == "none":
+					path = "-"
+				}
 				if r.RTTms != nil {
 					rtt = (time.Duration(*r.RTTms * float64(time.Millisecond))).Round(time.Microsecond).String()
 				}
@@ -206,7 +221,7 @@ func membersCmd() *cobra.Command {
 				if r.Member {
 					member, born, role = "yes", fmt.Sprint(r.BornOn), r.Role
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Addr, r.State, member, born, role, ver, rtt)
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Addr, r.State, path, member, born, role, ver, rtt)
 			}
 			return w.Flush()
 		},
@@ -227,11 +242,17 @@ type memberJSON struct {
 	PeerVersion *uint8   `json:"peer_version"`
 	RTTms       *float64 `json:"rtt_ms"`
 	Since       string   `json:"since,omitempty"`
-	View        uint64   `json:"view"`   // instance of the view below
-	Member      bool     `json:"member"` // in the view
-	BornOn      uint64   `json:"born_on,omitempty"`
-	Role        string   `json:"role,omitempty"` // voter or non-voter
-	Leader      bool     `json:"leader"`
+	// Path says how this node reaches the member: self, direct, routed
+	// (through Via, the next hop) or none; absent when the agent is too
+	// old for ROUTES.
+	Path   string `json:"path,omitempty"`
+	Direct bool   `json:"direct"`
+	Via    uint64 `json:"via,omitempty"`
+	View   uint64 `json:"view"`   // instance of the view below
+	Member bool   `json:"member"` // in the view
+	BornOn uint64 `json:"born_on,omitempty"`
+	Role   string `json:"role,omitempty"` // voter or non-voter
+	Leader bool   `json:"leader"`
 	// Quorum is this node's judgement of quorum, on its own (self) row.
 	*QuorumJSON `json:",omitempty"`
 }
@@ -275,6 +296,42 @@ func memberRows(ms []admin.Member, v admin.ViewInfo) []memberJSON {
 		out[i].Leader = out[i].ID != 0 && out[i].ID == v.Leader
 	}
 	return out
+}
+
+// joinRoutes fills each row's path from the agent's ROUTES rows, and adds
+// a row (link down) for each node reached by route that neither the link
+// table nor the view of instance view has: one not yet joined, say.
+func joinRoutes(rows []memberJSON, rs []admin.Route, view uint64) []memberJSON {
+	byID := make(map[uint64]admin.Route, len(rs))
+	for _, r := range rs {
+		byID[r.ID] = r
+	}
+	seen := make(map[uint64]bool, len(rows))
+	for _, m := range rows {
+		seen[m.ID] = true
+	}
+	for _, r := range rs {
+		if r.Up && !seen[r.ID] {
+			rows = append(rows, memberJSON{ID: r.ID, State: admin.StateDown.String(), View: view})
+		}
+	}
+	for i := range rows {
+		m := &rows[i]
+		if m.State == admin.StateSelf.String() {
+			m.Path = "self"
+			continue
+		}
+		r, ok := byID[m.ID]
+		if !ok || m.ID == 0 {
+			m.Path = "none"
+			continue
+		}
+		m.Path, m.Direct = pathOf(r), r.Direct
+		if m.Path == "routed" {
+			m.Via = r.NextHop
+		}
+	}
+	return rows
 }
 
 func joinCmd() *cobra.Command {

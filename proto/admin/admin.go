@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 2
+	MaxVersion uint8 = 3
 )
 
 // Specification constants: opcodes.
@@ -25,6 +25,8 @@ const (
 	OpPong           = proto.OpPong // body: the PING's proto.Ping, echoed
 	OpVersion uint16 = 0x0010       // request: empty; reply: VersionInfo
 	OpMembers uint16 = 0x0011       // request: empty; reply: Members
+	// Since version 3 (routes.go).
+	OpRoutes uint16 = 0x0012 // request: empty; reply: Routes
 
 	// 0x0100–0x01FF: membership
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
@@ -46,6 +48,7 @@ var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]pr
 	OpPong:      {Name: "PONG", Since: 1},
 	OpVersion:   {Name: "VERSION", Since: 1},
 	OpMembers:   {Name: "MEMBERS", Since: 1},
+	OpRoutes:    {Name: "ROUTES", Since: 3},
 	OpView:      {Name: "VIEW", Since: 1},
 	OpJoin:      {Name: "JOIN", Since: 1},
 	OpLeave:     {Name: "LEAVE", Since: 1},

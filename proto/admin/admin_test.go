@@ -111,6 +111,9 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == admin.OpQuorum && isReply:
 		q, err := admin.ParseQuorumInfo(f.Body)
 		return f, q, err
+	case f.Opcode == admin.OpRoutes && isReply:
+		rs, err := admin.ParseRoutes(f.Body)
+		return f, rs, err
 	case f.Opcode == admin.OpRaftPeers && isReply:
 		p, err := admin.ParseRaftPeers(f.Body)
 		return f, p, err
@@ -209,7 +212,10 @@ func vectors() []wiretest.Vector {
 	empty := reply(admin.OpMembers, admin.AppendMembers(nil, nil))
 	abort := reply(admin.OpMembers, proto.AppendStatus(nil, &sampleAbort))
 	abort.Flags |= proto.FlagAbort
+	// 0x0012 is ROUTES since version 3; as a frame of version 1 it is
+	// still undefined, and the vector keeps its bytes.
 	undefined := request(0x0012, nil)
+	undefined.Version = 1
 	withBody := request(admin.OpVersion, []byte{1, 2, 3})
 	manyRanges := append(proto.AppendString16(nil, "v"), proto.MaxRanges+1)
 	for range proto.MaxRanges + 1 {
@@ -222,7 +228,7 @@ func vectors() []wiretest.Vector {
 	huge := make([]byte, 4+(admin.MaxMembers+1)*28)
 	binary.LittleEndian.PutUint32(huge, admin.MaxMembers+1)
 
-	vs := wiretest.PingVectors(admin.Ops(), admin.OpPing, admin.OpPong, 0x0012)
+	vs := wiretest.PingVectors(admin.Ops(), admin.OpPing, admin.OpPong, 0x0013)
 	vs = vs[:2] // the PING and PONG; the refusals are below, with admin framing
 	return append(vs,
 		frameVector("version_request", []string{
@@ -288,7 +294,7 @@ func vectors() []wiretest.Vector {
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors()))
+	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors()))
 }
 
 func TestOps(t *testing.T) {
@@ -404,7 +410,7 @@ func FuzzParseVersionInfo(f *testing.F) {
 
 // FuzzReceiveAdmin runs the admin receive path over one frame.
 func FuzzReceiveAdmin(f *testing.F) {
-	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors()) {
+	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors()) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
 			f.Add(v.Data) // every admin frame vector (see the names in testdata/)
 		}
