@@ -469,7 +469,11 @@ func checkMany(t *testing.T, e *env, n int, srvs []netip.AddrPort) map[netip.Add
 	for i := range n {
 		wg.Go(func() {
 			f := e.client.fake(1000 + i)
-			for attempt := 0; attempt < 5; attempt++ {
+			// A client retries as long as it takes, as a real one does: a
+			// loaded machine answers late, and DISCOVERs that waited past
+			// netio's MaxWait are shed (the REQUESTs go first).
+			deadline := time.Now().Add(90 * time.Second)
+			for time.Now().Before(deadline) {
 				rs, err := f.c.roundTrip(f.discover(), replyWait, 1, srvs...)
 				if err != nil {
 					res[i].err = err

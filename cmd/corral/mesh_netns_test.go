@@ -1,0 +1,129 @@
+package main
+
+// Clusters whose links are not a full mesh: real agents on netlab graph
+// labs, where a host reaches only its neighbours, each agent given only
+// its neighbours as peers. Raft, membership and their replies go hop by
+// hop through the mesh's routes. Needs root (network namespaces).
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/internal/netlab"
+)
+
+// graphCluster runs an agent on every host of lab, each configured with
+// its neighbours only, node 1 founding, and waits until every node's view
+// holds all of them.
+func graphCluster(t *testing.T, lab *netlab.Lab, within time.Duration, extra ...string) []*node {
+	t.Helper()
+	var addrs []string
+	for i := 1; i <= lab.N(); i++ {
+		addrs = append(addrs, lab.Addr(i)+":7946")
+	}
+	nodes := nodesAt(t, addrs, func(i int, args []string) *exec.Cmd { return lab.Command(i, binary, args...) }, extra...)
+	for i, nd := range nodes {
+		var peers []string
+		for _, j := range lab.Neighbours(i + 1) {
+			peers = append(peers, addrs[j-1])
+		}
+		k := slices.Index(nd.args, "--peers")
+		nd.args[k+1] = strings.Join(peers, ",")
+	}
+	nodes[0].args = append(nodes[0].args, "--bootstrap")
+	for _, nd := range nodes {
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.waitView(ids(nodes), within)
+	}
+	return nodes
+}
+
+// leave runs corral leave on nd and waits for its agent to stop.
+func leave(t *testing.T, nd *node) {
+	t.Helper()
+	out, err := exec.Command(binary, "leave", "--data-dir", nd.dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("corral leave on n%d: %v\n%s", nd.id, err, out)
+	}
+	select {
+	case err := <-nd.exit:
+		if err != nil {
+			t.Fatalf("n%d exited with %v after leaving", nd.id, err)
+		}
+		nd.cmd = nil
+	case <-time.After(15 * time.Second):
+		t.Fatalf("n%d still running after corral leave", nd.id)
+	}
+}
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: graph labs are network namespaces, which need root (CI runs as root)")
+	}
+}
+
+// A line 1-2-3-4-5 forms one cluster: node 5 joins through node 4,
+// four hops from the founder, and every node applies the same views.
+func TestMeshLineCluster(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Line(t, 5)
+	nodes := graphCluster(t, lab, 90*time.Second)
+	// Nothing but neighbours: node 1 has one link, to node 2.
+	ms, err := nodes[0].members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, m := range ms {
+		if id != 1 && id != 2 && m.State == "connected" {
+			t.Errorf("node 1 has a direct link to node %d on a line: %+v", id, m)
+		}
+	}
+	// The log keeps working end to end: node 5 leaves, and node 1, four
+	// hops away, applies the view without it.
+	leave(t, nodes[4])
+	nodes[0].waitView([]uint64{1, 2, 3, 4}, 30*time.Second)
+	nodes[3].waitView([]uint64{1, 2, 3, 4}, 30*time.Second)
+}
+
+// A ring of 5 keeps its view through a silent cut: the two ends of the cut
+// reach each other the other way round, within the removal delay, so no
+// member is removed; the heal changes nothing either.
+func TestMeshRingCut(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Ring(t, 5)
+	const removeAfter = 3 * time.Second
+	nodes := graphCluster(t, lab, 90*time.Second, "--remove-after", removeAfter.String())
+	inst, _ := nodes[0].waitView(ids(nodes), 10*time.Second)
+
+	lab.CutEdge(1, 2) // the founder, likely the leader, and its neighbour
+	// Watch past the heartbeat timeout plus the removal delay, twice over:
+	// a member taken for lost would be removed within that.
+	deadline := time.Now().Add(2 * (removeAfter + 2*time.Second))
+	for time.Now().Before(deadline) {
+		for _, nd := range nodes {
+			got, i, err := nd.memberIDs()
+			if err == nil && (i != inst || fmt.Sprint(got) != fmt.Sprint(ids(nodes))) {
+				t.Fatalf("n%d's view changed after the cut: instance %d (was %d), members %v", nd.id, i, inst, got)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	lab.RestoreEdge(1, 2)
+	for _, nd := range nodes {
+		if got, _ := nd.waitView(ids(nodes), 10*time.Second); got != inst {
+			t.Errorf("n%d: view %d after the heal, want %d", nd.id, got, inst)
+		}
+	}
+	// The cluster still commits: node 3 leaves and everyone sees it.
+	leave(t, nodes[2])
+	for _, i := range []int{0, 1, 3, 4} {
+		nodes[i].waitView([]uint64{1, 2, 4, 5}, 30*time.Second)
+	}
+}
