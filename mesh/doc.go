@@ -13,6 +13,23 @@
 // held across one, since a reader that stalls stops seeing heartbeats and
 // the link is declared dead.
 //
-// Send and Call address a node id. Today every node is one hop away; a
-// later routing layer fits behind the same two calls.
+// Send and Call address a node id: over the direct link when there is
+// one, else routed. The links need not form a full mesh. Every mesh runs
+// the routing core (package mesh/route, Babel's loop-free distance vector)
+// over its links: a link's coming up gives the neighbour the whole table
+// (ROUTES), changes follow, a starving node asks for a newer seqno
+// (SEQNO_REQ); the costs are Config.LinkCost. A frame for a node without a
+// direct link leaves on the route's next hop with Source and Target set;
+// every mesh relays such frames by its own routes, its hop count going
+// down on each hop, and answers a request it cannot relay (no route, hops
+// run out) toward its source, so the caller fails at once. A routed
+// request's reply is routed back (transport.Link.Reply swaps Source and
+// Target) and matched to its Call by msg id. Handlers learn a routed
+// frame's sender from From, not from the link. Reachable and
+// Reachability say how each node is reached; RouteStats counts routes,
+// changes, relayed frames and drops. A new link and the router hear of
+// each other before the link's reader starts, and a link that replaces
+// another has the router drop and retake it, so both ends send their
+// table again and no advert lost with the old link is missed (there is
+// no periodic refresh).
 package mesh
