@@ -15,6 +15,9 @@ type Stack struct {
 	ns    *os.File // the namespace's nsfs file; nil for the process's own
 	hooks Hooks    // nil: not clustered
 	log   *slog.Logger
+	// tap, when set (by tests), sees every sock_diag datagram the walk
+	// reads, for capturing golden vectors.
+	tap func(seq uint32, datagram []byte)
 }
 
 // Current returns the stack of the process's own network namespace. h may

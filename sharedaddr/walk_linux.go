@@ -92,6 +92,9 @@ func (s *Stack) dump(ctx context.Context, f *os.File, family uint8, fn func(TCPI
 		if flags&unix.MSG_TRUNC != 0 {
 			return false, fmt.Errorf("%w: datagram longer than %d bytes", ErrMalformed, len(buf))
 		}
+		if s.tap != nil {
+			s.tap(seq, append([]byte(nil), buf[:n]...))
+		}
 		msgs, done, err := decodeDiag(buf[:n], seq)
 		if err != nil {
 			return false, err
