@@ -120,6 +120,9 @@ func (m diagMsg) info(s StackID) TCPInfo {
 	return TCPInfo{Version: TCPInfoV1, Stack: s, State: m.State, Local: unmap(m.Local), Remote: unmap(m.Remote), Cookie: m.Cookie}
 }
 
+// allStates asks for every state in stateNames.
+const allStates = 1<<(StateNewSynRecv+1) - 2
+
 // diagRequest encodes a dump request for every TCP socket of family
 // (afInet or afInet6) in every state, TIME_WAIT and request sockets
 // included.
@@ -134,7 +137,10 @@ func diagRequest(family uint8, seq uint32) []byte {
 	r[0] = family
 	r[1] = byte(ProtoTCP)
 	// r[2] idiag_ext 0: no extensions; r[3] pad.
-	hostOrder.PutUint32(r[4:], ^uint32(0)) // idiag_states: all
+	// idiag_states: a bit per state, 1 (ESTABLISHED) to 12 (NEW_SYN_RECV),
+	// the states the decoder knows; a later kernel's new states are not
+	// asked for, so they cannot fail the walk.
+	hostOrder.PutUint32(r[4:], allStates)
 	// r[8:56] inet_diag_sockid zero: no filter. The cookie must be
 	// INET_DIAG_NOCOOKIE (all ones) for a dump to ignore it.
 	hostOrder.PutUint32(r[8+40:], ^uint32(0))
