@@ -4,14 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/corralhq/corral/sharedaddr"
 )
 
+// flows and bindings are per stack: two stacks may use one address.
 type flow struct {
+	stack         sharedaddr.StackID
 	proto         uint8
 	local, remote netip.AddrPort
 }
 
 type bound struct {
+	stack sharedaddr.StackID
 	proto uint8
 	local netip.AddrPort
 }
@@ -44,7 +49,7 @@ func (r *Recorder) Check(closed bool) error {
 	binds := make(map[bound]bool)
 	open := make(map[flow]bool)
 	for i, e := range events {
-		b := bound{uint8(e.Proto), e.Local}
+		b := bound{e.Stack, uint8(e.Proto), e.Local}
 		switch e.Hook {
 		case "Listen", "Bind", "Unlisten", "Unbind":
 			if !shared[e.Local.Addr()] && !e.Local.Addr().IsUnspecified() {
@@ -80,19 +85,19 @@ func (r *Recorder) Check(closed bool) error {
 			if !e.Outgoing {
 				any := netip.AddrPortFrom(netip.IPv4Unspecified(), e.Local.Port())
 				any6 := netip.AddrPortFrom(netip.IPv6Unspecified(), e.Local.Port())
-				if !listening[b] && !listening[bound{b.proto, any}] && !listening[bound{b.proto, any6}] {
+				if !listening[b] && !listening[bound{e.Stack, b.proto, any}] && !listening[bound{e.Stack, b.proto, any6}] {
 					bad(i, e, "incoming Connect before any Listen on port %d", e.Local.Port())
 				}
 			}
 			if e.Err == nil && e.Proto == 6 {
-				f := flow{uint8(e.Proto), e.Local, e.Remote}
+				f := flow{e.Stack, uint8(e.Proto), e.Local, e.Remote}
 				if open[f] {
 					bad(i, e, "flow already connected")
 				}
 				open[f] = true
 			}
 		case "Disconnect":
-			f := flow{uint8(e.Proto), e.Local, e.Remote}
+			f := flow{e.Stack, uint8(e.Proto), e.Local, e.Remote}
 			if !open[f] {
 				bad(i, e, "no accepted Connect in force for this flow (or a second Disconnect)")
 			}
