@@ -150,6 +150,13 @@ func (e *env) start(owners ...netip.Addr) (*Server, netip.AddrPort) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	s.WatchSockets(ns) // Report includes the socket layer's drops
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			r := s.Report()
+			e.t.Logf("server %v at %s: %+v; drops %v", s.ownerList, ns.Addr(), r.Stats, r.Drops)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ns.Serve(ctx, s.Handle) }()

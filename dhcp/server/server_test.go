@@ -469,11 +469,16 @@ func checkMany(t *testing.T, e *env, n int, srvs []netip.AddrPort) map[netip.Add
 	for i := range n {
 		wg.Go(func() {
 			f := e.client.fake(1000 + i)
-			// A client retries as long as it takes, as a real one does: a
-			// loaded machine answers late, and DISCOVERs that waited past
-			// netio's MaxWait are shed (the REQUESTs go first).
-			deadline := time.Now().Add(90 * time.Second)
-			for time.Now().Before(deadline) {
+			// A client retries as a real one does, and time passes for
+			// the servers meanwhile. It must: an offer made to a client
+			// that has already chosen the other server (its DISCOVER
+			// handled after its REQUEST, which netio serves first) is
+			// dropped by nothing but its TTL, and the servers' clock is
+			// the test's.
+			for attempt := 0; attempt < 12; attempt++ {
+				if attempt > 0 {
+					e.advance(DefaultOfferTTL + time.Second) // past every offer made so far
+				}
 				rs, err := f.c.roundTrip(f.discover(), replyWait, 1, srvs...)
 				if err != nil {
 					res[i].err = err
