@@ -13,6 +13,11 @@
 // held across one, since a reader that stalls stops seeing heartbeats and
 // the link is declared dead.
 //
-// Send and Call address a node id. Today every node is one hop away; a
-// later routing layer fits behind the same two calls.
+// Send and Call address a node id: on the direct link, or routed hop by
+// hop (routing.go) as one-shots that relays forward without state.
+//
+// Open starts a streaming transaction (txn.go) and HandleTx serves
+// incoming ones: both ends and every relay keep it in a mesh/tx table,
+// which pins it to the path its CREATE took, and a link lost on that
+// path ends it with exactly one LINKFAIL at each end.
 package mesh
