@@ -315,3 +315,180 @@ func TestTxNoHandler(t *testing.T) {
 		t.Fatalf("open to self: %v", err)
 	}
 }
+
+// drain takes everything a transaction that is over still holds for
+// Recv: the LINKFAIL frames among it, and the frames after the first.
+func drain(t *testing.T, x *Tx) (linkFails int, after int, last *proto.Frame) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for {
+		f, err := x.Recv(ctx)
+		if f == nil {
+			if !errors.Is(err, proto.ErrLinkFail) {
+				t.Errorf("%v ends with %v, want LINKFAIL", x.Key(), err)
+			}
+			return
+		}
+		if linkFails > 0 {
+			after++
+		}
+		if errors.Is(err, proto.ErrLinkFail) {
+			linkFails++
+			last = f
+		}
+	}
+}
+
+// Cutting the middle link of a line 1-2-3-4 under 100 open transactions
+// and a stacked pair ends each with exactly one LINKFAIL at each end, and
+// nothing after it; the relays' tables empty, and each relay tells of
+// the lost link once, with the count.
+func TestTxLinkFailLine(t *testing.T) {
+	nodes := txLine(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m1 := nodes[0].m
+	const n = 100
+	var open []*Tx
+	for i := range n {
+		x, err := m1.Open(ctx, 4, peer.OpStream, []byte("hold"), nil)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		open = append(open, x)
+	}
+	child, err := m1.Open(ctx, 4, peer.OpStream, []byte("hold"), open[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	open = append(open, child)
+	waitFor(t, 10*time.Second, "node 4 accepted every transaction", func() bool { return len(nodes[3].accepts()) == n+1 })
+	if st := nodes[1].m.TxStats(); st.Open != n+1 {
+		t.Fatalf("relay 2 holds %d transactions, want %d", st.Open, n+1)
+	}
+
+	nodes[1].m.Link(3).Close(proto.CodeShutdown, "cut")
+	ends := append(append([]*Tx(nil), open...), nodes[3].accepts()...)
+	for _, x := range ends {
+		select {
+		case <-x.Done():
+		case <-ctx.Done():
+			t.Fatalf("%v (initiator %v) not ended by the cut", x.Key(), x.Initiator())
+		}
+		if !errors.Is(x.Err(), proto.ErrLinkFail) {
+			t.Fatalf("%v ended with %v", x.Key(), x.Err())
+		}
+		lf, after, last := drain(t, x)
+		if lf != 1 || after != 0 {
+			t.Fatalf("%v (initiator %v): %d LINKFAILs, %d frames after", x.Key(), x.Initiator(), lf, after)
+		}
+		e, err := proto.ParseTxExt(last.Ext)
+		want := [2]uint64{2, 3}
+		if !x.Initiator() {
+			want = [2]uint64{3, 2}
+		}
+		if err != nil || e.FailedLink != want {
+			t.Fatalf("%v: LINKFAIL names link %v (%v), want %v", x.Key(), e.FailedLink, err, want)
+		}
+	}
+	if err := open[1].Send(ctx, []byte("late")); !errors.Is(err, proto.ErrLinkFail) {
+		t.Fatalf("send after LINKFAIL: %v", err)
+	}
+	for i, want := range []int{0, n + 1, n + 1, 0} {
+		st := nodes[i].m.TxStats()
+		if st.Open != 0 || int(st.LinkFails) != want {
+			t.Errorf("node %d after the cut: %+v, want %d LINKFAILs", i+1, st, want)
+		}
+	}
+	waitFor(t, 5*time.Second, "tombstones expire", tablesEmpty(nodes))
+	for i, want := range [][]linkFail{nil, {{3, n + 1}}, {{2, n + 1}}, nil} {
+		if got := nodes[i].linkFails(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("node %d OnLinkFail %v, want %v", i+1, got, want)
+		}
+	}
+}
+
+// On a line 1-2-3, a transaction stays on its path when a cheaper one
+// appears (links 1-5, 5-4, 4-3 of cost 1), while a new one takes the new
+// path.
+func TestTxPinnedAfterReroute(t *testing.T) {
+	lns := listeners2(t, 5)
+	addr := func(id int) string { return lns[id-1].Addr().String() }
+	cheap := func(to uint64) func(uint64) uint16 {
+		return func(p uint64) uint16 {
+			if p == to {
+				return 1
+			}
+			return 0
+		}
+	}
+	nodes := []*txNode{
+		startTx(t, 1, lns[0], []string{addr(2)}, txOpts{cost: cheap(5)}),
+		startTx(t, 2, lns[1], []string{addr(3)}, txOpts{}),
+		startTx(t, 3, lns[2], nil, txOpts{}),
+		startTx(t, 4, lns[3], nil, txOpts{cost: cheap(3)}),
+		startTx(t, 5, lns[4], []string{addr(4)}, txOpts{cost: cheap(4)}),
+	}
+	m1 := nodes[0].m
+	waitFor(t, 10*time.Second, "node 1 routes to node 3 via 2", func() bool {
+		r, ok := reachOf(m1, 3)
+		return ok && r.Up && r.NextHop == 2 && nodes[2].m.Reachable(1)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old, err := m1.Open(ctx, 3, peer.OpStream, []byte("echo"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m1.AddPeer(addr(5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[3].m.AddPeer(addr(3)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "node 1 reroutes to node 3 via 5", func() bool {
+		r, ok := reachOf(m1, 3)
+		return ok && r.Up && r.NextHop == 5 && r.Metric == 3
+	})
+	// Node 3's route back to node 1 still goes via 2 (the cheap links
+	// are cheap one way): the new transaction's replies follow its pinned
+	// path, not the route.
+	young, err := m1.Open(ctx, 3, peer.OpStream, []byte("echo"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		for _, x := range []*Tx{old, young} {
+			body := fmt.Sprintf("%v %d", x.Key(), i)
+			if err := x.Send(ctx, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			if got := recvBody(t, ctx, x); got != body {
+				t.Fatalf("echo %q, want %q", got, body)
+			}
+		}
+	}
+	keys := func(n *txNode) []tx.Key {
+		var ks []tx.Key
+		for _, e := range n.m.TxEntries() {
+			ks = append(ks, e.Key)
+		}
+		return ks
+	}
+	if got := keys(nodes[1]); len(got) != 1 || got[0] != old.Key() {
+		t.Errorf("relay 2 holds %v, want only the old transaction %v", got, old.Key())
+	}
+	for _, r := range nodes[3:] {
+		if got := keys(r); len(got) != 1 || got[0] != young.Key() {
+			t.Errorf("relay %d holds %v, want only the new transaction %v", r.m.cfg.Self, got, young.Key())
+		}
+	}
+	for _, x := range []*Tx{old, young} {
+		if err := x.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		<-x.Done()
+	}
+	waitFor(t, 5*time.Second, "tables empty", tablesEmpty(nodes))
+}
