@@ -37,6 +37,11 @@ const (
 )
 
 const (
+	// txForwardWait bounds how long a reader waits for room on the next
+	// link for a transaction's frame: longer than a one-shot's
+	// forwardWait, since a lost frame breaks its transaction, and well
+	// under a heartbeat timeout, since the reader answers PINGs too.
+	txForwardWait = 100 * time.Millisecond
 	// callMsgIDBit is set in every routed call's msg id and clear in every
 	// transaction's (the tx epoch is < 1<<23).
 	callMsgIDBit = uint64(1) << 63
@@ -429,8 +434,7 @@ func (x *txns) run(ctx context.Context) {
 // flushLocked writes the table's frames on their links and hands its
 // deliveries to the transactions, until the table has nothing ready. ctx
 // bounds the wait for room on a link for a local call; a reader's frames
-// wait forwardWait at most, like relayed one-shots. It returns the first
-// send error.
+// wait txForwardWait at most. It returns the first send error.
 func (x *txns) flushLocked(ctx context.Context) error {
 	var first error
 	for x.tab.HasReady() {
@@ -467,7 +471,7 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	if ctx != nil {
 		err = l.Send(ctx, &f)
 	} else {
-		sctx, cancel := context.WithTimeout(context.Background(), forwardWait)
+		sctx, cancel := context.WithTimeout(context.Background(), txForwardWait)
 		err = l.Send(sctx, &f)
 		cancel()
 	}

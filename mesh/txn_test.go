@@ -19,7 +19,8 @@ import (
 
 // txNode is a mesh whose STREAM service echoes every frame of a
 // transaction whose first body is "echo" (and closes when the other end
-// does), and holds any other open until it ends, recording what it got.
+// does), reads and drops every frame of a "sink" one, and holds any other
+// open until it ends, recording what it accepted.
 type txNode struct {
 	*testNode
 	mu       sync.Mutex // guards accepted, fails
@@ -74,7 +75,16 @@ func (n *txNode) serve(t *Tx) {
 	if err != nil {
 		return
 	}
-	if string(f.Body) != "echo" {
+	switch string(f.Body) {
+	case "echo":
+	case "sink":
+		for {
+			if _, err := t.Recv(ctx); err != nil {
+				t.Close(ctx)
+				return
+			}
+		}
+	default:
 		<-t.Done()
 		return
 	}
