@@ -91,6 +91,7 @@ type txns struct {
 	msgs    []tx.Out
 	dels    []tx.Delivery
 	starts  []func()   // handlers to start once mu is released
+	from    tx.LinkID  // the link of the frame being stepped
 	failed  []linkFail // OnLinkFail calls to make once mu is released
 	tombTTL int
 
@@ -174,6 +175,7 @@ type Tx struct {
 	peer uint64
 	op   uint16
 	init bool
+	hop  tx.LinkID     // the neighbour its frames leave to; set before t is shared
 	done chan struct{} // closed when the transaction is over at this node
 	wake chan struct{} // cap 1: a frame was queued
 
@@ -293,12 +295,12 @@ func (t *Tx) finishLocked(err error) {
 
 // Send sends body on the transaction, in this end's direction.
 func (t *Tx) Send(ctx context.Context, body []byte) error {
-	return t.x.local(ctx, t, func() error { return t.x.tab.Send(t.key, proto.Frame{Body: body}) })
+	return t.x.local(ctx, t, len(body), func() error { return t.x.tab.Send(t.key, proto.Frame{Body: body}) })
 }
 
 // CloseWith sends body as this direction's last frame (DATA with DELETE).
 func (t *Tx) CloseWith(ctx context.Context, body []byte) error {
-	return t.x.local(ctx, t, func() error {
+	return t.x.local(ctx, t, len(body), func() error {
 		return t.x.tab.Send(t.key, proto.Frame{Header: proto.Header{Flags: proto.FlagDelete}, Body: body})
 	})
 }
@@ -306,14 +308,14 @@ func (t *Tx) CloseWith(ctx context.Context, body []byte) error {
 // Close half-closes this end's direction (DELETE). The transaction is
 // over once the other end closed too.
 func (t *Tx) Close(ctx context.Context) error {
-	return t.x.local(ctx, t, func() error { return t.x.tab.Close(t.key) })
+	return t.x.local(ctx, t, 0, func() error { return t.x.tab.Close(t.key) })
 }
 
 // Abort ends this end's direction with an error (ABORT|DELETE with code
 // and text), or, when it is closed already, asks the other end to end
 // its own (ABORT alone). Codes 44–47 are the mesh's own.
 func (t *Tx) Abort(ctx context.Context, code proto.Code, text string) error {
-	return t.x.local(ctx, t, func() error { return t.x.tab.Abort(t.key, code, text) })
+	return t.x.local(ctx, t, 4+len(text), func() error { return t.x.tab.Abort(t.key, code, text) })
 }
 
 // Open starts a streaming transaction with node target: a CREATE of
@@ -342,6 +344,9 @@ func (m *Mesh) Open(ctx context.Context, target uint64, op uint16, first []byte,
 		return nil, fmt.Errorf("mesh: open to node %d: %w", target, err)
 	}
 	t := newTx(x, key, target, op, true)
+	if rd := x.tab.Ready(); len(rd.Msgs) > 0 {
+		t.hop = rd.Msgs[0].Link // the CREATE's
+	}
 	x.open[key] = t
 	serr := x.flushLocked(ctx)
 	x.unlock()
@@ -352,8 +357,16 @@ func newTx(x *txns, key tx.Key, peer uint64, op uint16, init bool) *Tx {
 	return &Tx{x: x, key: key, peer: peer, op: op, init: init, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// local runs a local call on the table and sends what it says.
-func (x *txns) local(ctx context.Context, t *Tx, op func() error) error {
+// local runs a local call on the table and sends what it says. It first
+// waits, without the lock, for room for n bytes on the transaction's
+// link: mu is never held across a full queue's wait, which would stall
+// every link's reader (and so its PONGs) behind one slow peer.
+func (x *txns) local(ctx context.Context, t *Tx, n int, op func() error) error {
+	if l := x.m.tab.linkTo(uint64(t.hop)); l != nil {
+		if err := l.WaitRoom(ctx, proto.HeaderSize+n); err != nil && ctx.Err() != nil {
+			return fmt.Errorf("mesh: transaction %v: %w", t.key, err)
+		}
+	}
 	x.mu.Lock()
 	err := op()
 	serr := x.flushLocked(ctx)
@@ -384,6 +397,7 @@ func (x *txns) receive(l *transport.Link, f *proto.Frame) (taken bool, err error
 		return false, nil
 	}
 	from := tx.LinkID(l.Peer().NodeID)
+	x.from = from
 	if err := x.tab.Step(from, *f); err != nil {
 		x.mu.Unlock()
 		return true, err
@@ -432,9 +446,9 @@ func (x *txns) run(ctx context.Context) {
 }
 
 // flushLocked writes the table's frames on their links and hands its
-// deliveries to the transactions, until the table has nothing ready. ctx
-// bounds the wait for room on a link for a local call; a reader's frames
-// wait txForwardWait at most. It returns the first send error.
+// deliveries to the transactions, until the table has nothing ready. A
+// frame waits txForwardWait at most for room on its link (less if ctx,
+// a local call's, ends first). It returns the first send error.
 func (x *txns) flushLocked(ctx context.Context) error {
 	var first error
 	for x.tab.HasReady() {
@@ -467,14 +481,14 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
 	}
 	f := o.Frame
-	var err error
-	if ctx != nil {
-		err = l.Send(ctx, &f)
-	} else {
-		sctx, cancel := context.WithTimeout(context.Background(), txForwardWait)
-		err = l.Send(sctx, &f)
-		cancel()
+	if ctx == nil {
+		ctx = context.Background()
 	}
+	// Bounded under mu, whoever calls: a local call waited for room
+	// before it took mu.
+	sctx, cancel := context.WithTimeout(ctx, txForwardWait)
+	err := l.Send(sctx, &f)
+	cancel()
 	if err == nil {
 		return nil
 	}
@@ -512,6 +526,7 @@ func (x *txns) deliver(d *tx.Delivery) {
 			return
 		}
 		t = newTx(x, d.Key, uint64(d.Key.Initiator), d.Frame.Opcode, false)
+		t.hop = x.from // only a stepped CREATE opens one here
 		x.open[d.Key] = t
 		x.starts = append(x.starts, func() { h(t) })
 	} else if err := proto.CheckTLV(d.Frame.Ext, proto.TxExtKnown); err != nil && d.Err == nil {
