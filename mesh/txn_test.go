@@ -502,3 +502,20 @@ func TestTxPinnedAfterReroute(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "tables empty", tablesEmpty(nodes))
 }
+
+// A routed request with a critical extension the peer protocol does not
+// know is refused by its reply (CodeField), and the relays' links stay.
+// (PARENT, which it knows, passes: the stacked CREATE of
+// TestTxLinkFailLine.)
+func TestRoutedUnknownCritical(t *testing.T) {
+	nodes := txLine(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f := proto.Frame{Header: proto.Header{Opcode: peer.OpJoin}, Ext: proto.AppendTLV(nil, 0xFF7E, []byte{1})}
+	if _, err := nodes[0].m.Call(ctx, 3, &f); !errors.Is(err, proto.ErrField) || !errStrContains(err, "0xff7e") {
+		t.Fatalf("unknown critical extension: %v", err)
+	}
+	if nodes[1].m.Link(3) == nil || nodes[0].m.Link(2) == nil {
+		t.Fatal("a link ended")
+	}
+}
