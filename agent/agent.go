@@ -132,6 +132,10 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		Logger: logkey.WithSubsystem(log, "local"),
 	}
 
+	txEpoch, err := nextTxEpoch(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
 		return nil, fmt.Errorf("agent: listen for peers: %w", err)
@@ -142,6 +146,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerIP: cfg.MaxHandshakesPerIP,
 		ForgetAfter: cfg.ForgetAfter,
 		OnLink:      a.onLink, OnRoute: a.onRoute, LinkCost: cfg.linkCostFunc(),
+		TxEpoch: txEpoch, OnLinkFail: a.onLinkFail,
 		Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 

@@ -46,9 +46,10 @@ func (a *Agent) metricSources() obs.Sources {
 			return obs.StreamStats{Subscribers: st.Subscribers, LagMax: st.LagMax, LagSum: st.LagSum, Gated: st.Gated, DispatchWaiting: st.DispatchWaiting, Timeouts: st.Timeouts}
 		},
 		Mesh: func() obs.MeshStats {
-			st := a.mesh.RouteStats()
+			st, tx := a.mesh.RouteStats(), a.mesh.TxStats()
 			return obs.MeshStats{Routes: st.Routes, Changes: st.Changes, Relayed: st.Relayed, RelayedBytes: st.RelayedBytes,
-				HopLimit: st.HopLimit, NoRoute: st.NoRoute, RelayDrops: st.RelayDrops, AdvertsSent: st.AdvertsSent, AdvertsRecv: st.AdvertsRecv}
+				HopLimit: st.HopLimit, NoRoute: st.NoRoute, RelayDrops: st.RelayDrops, AdvertsSent: st.AdvertsSent, AdvertsRecv: st.AdvertsRecv,
+				OpenTx: tx.Open, LinkFails: tx.LinkFails}
 		},
 	}
 }

@@ -32,4 +32,9 @@
 // another has the router drop and retake it, so both ends send their
 // table again and no advert lost with the old link is missed (there is
 // no periodic refresh).
+//
+// Open starts a streaming transaction (txn.go) and HandleTx serves
+// incoming ones: both ends and every relay keep it in a mesh/tx table,
+// which pins it to the path its CREATE took, and a link lost on that
+// path ends it with exactly one LINKFAIL at each end.
 package mesh

@@ -88,8 +88,25 @@ type Config struct {
 	LinkCost func(peer uint64) uint16
 	// RouteTick is the router's clock; default DefaultRouteTick.
 	RouteTick time.Duration
-	Logger    *slog.Logger
-	Now       func() time.Time // default time.Now
+	// TxEpoch is this start's transaction epoch, which must differ from
+	// every earlier start's (< 1<<23; the mesh takes it modulo that): the
+	// caller keeps a counter on disk (the agent: its data dir). 0 picks a
+	// random one, which may repeat an earlier start's.
+	TxEpoch uint32
+	// TxTick is the transaction table's tombstone clock; default
+	// DefaultTxTick. TxTombstone is how long an ended transaction's key
+	// swallows frames in flight; default 2 × the heartbeat timeout.
+	TxTick      time.Duration
+	TxTombstone time.Duration
+	// TxRelayCap bounds the transactions relayed per link; a CREATE over
+	// it is refused with CodeBusy. Default DefaultTxRelayCap; < 0: none.
+	TxRelayCap int
+	// OnLinkFail, if set, is called when a lost link ended n open
+	// transactions at this node with LINKFAIL (as endpoint or relay),
+	// never with a lock held. It must not block for long.
+	OnLinkFail func(peer uint64, n int)
+	Logger     *slog.Logger
+	Now        func() time.Time // default time.Now
 }
 
 // Mesh is this node's set of peer links.
@@ -99,6 +116,7 @@ type Mesh struct {
 	tab  *table
 	mux  mux
 	rt   *routing
+	tx   *txns
 	wg   sync.WaitGroup // every goroutine the mesh started
 	runc chan struct{}  // closed when Run starts
 
@@ -164,7 +182,17 @@ func New(cfg Config) *Mesh {
 		refused:     refused,
 		refusedHost: acceptloop.NewKeyedRateLog(cfg.Logger, refusalPeriod, cfg.Now).Within(refused),
 	}
+	if cfg.TxTick <= 0 {
+		m.cfg.TxTick = DefaultTxTick
+	}
+	switch {
+	case cfg.TxRelayCap == 0:
+		m.cfg.TxRelayCap = DefaultTxRelayCap
+	case cfg.TxRelayCap < 0:
+		m.cfg.TxRelayCap = 0
+	}
 	m.rt = newRouting(m)
+	m.tx = newTxns(m)
 	m.mux.add(peer.OpRoutes, peer.OpSeqnoReq, m.rt.onFrame)
 	return m
 }
@@ -205,6 +233,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	close(m.runc)
 	m.wg.Go(func() { m.accept(ctx) })
 	m.wg.Go(func() { m.rt.run(ctx, m.cfg.RouteTick) })
+	m.wg.Go(func() { m.tx.run(ctx) })
 	for _, p := range m.cfg.Peers {
 		m.wg.Go(func() { m.dialLoop(ctx, p) })
 	}
@@ -299,9 +328,13 @@ func From(l *transport.Link, f *proto.Frame) uint64 {
 // (it carries its source and target).
 func Routed(f *proto.Frame) bool { return f.Target != 0 && f.Source != 0 }
 
-// receive serves one frame of a link: a frame for another node is
-// relayed, a routed reply goes to its call, the rest to the handlers.
+// receive serves one frame of a link: a transaction's goes to the
+// transaction table, a one-shot for another node is relayed, a routed
+// reply goes to its call, the rest to the handlers.
 func (m *Mesh) receive(l *transport.Link, f *proto.Frame) error {
+	if taken, err := m.tx.receive(l, f); taken {
+		return err
+	}
 	if f.Target != 0 && f.Target != m.cfg.Self {
 		m.rt.forward(f)
 		return nil
@@ -311,6 +344,20 @@ func (m *Mesh) receive(l *transport.Link, f *proto.Frame) error {
 		// waits for any more is dropped.
 		m.rt.reply(f)
 		return nil
+	}
+	if err := proto.CheckTLV(f.Ext, proto.TxExtKnown); err != nil {
+		// A critical extension this build does not know: a routed
+		// request is refused by its reply (a remote node's frame must
+		// not end a relay's link), a link-local frame ends the link.
+		if Routed(f) {
+			if f.Flags&(proto.FlagReply|proto.FlagAbort) == 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), forwardWait)
+				l.Abort(ctx, f, err)
+				cancel()
+			}
+			return nil
+		}
+		return err
 	}
 	return m.mux.dispatch(l, f)
 }
@@ -374,6 +421,10 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 		m.rt.linkDown(l.Peer().NodeID)
 	}
 	m.linkMu.Unlock()
+	// Every end, even one a new link replaced: frames of a transaction
+	// may have been lost with this one, and without resume a transaction
+	// cannot go on without them.
+	m.tx.linkDown(l.Peer().NodeID)
 	if last {
 		m.notify(LinkEvent{Peer: l.Peer(), Up: false, Err: l.Err()})
 	}

@@ -94,7 +94,10 @@ func newRouting(m *Mesh) *routing {
 	seq := route.Seqno(binary.LittleEndian.Uint16(b[:2]))
 	rt := &routing{m: m, kick: make(chan struct{}, 1), reach: map[uint64]*reachState{},
 		r: route.New(route.Config{Self: route.NodeID(m.cfg.Self)}, seq)}
-	rt.callSeq.Store(binary.LittleEndian.Uint64(b[:]) &^ (1 << 63))
+	// Bit 63 set (and 62 clear, for room to count): routed calls' msg ids
+	// never equal a transaction's (txMsgIDBit), so a one-shot is never
+	// taken for a transaction the table holds.
+	rt.callSeq.Store(binary.LittleEndian.Uint64(b[:])&^(3<<62) | callMsgIDBit)
 	empty := map[uint64]uint64{}
 	rt.fwd.Store(&empty)
 	return rt

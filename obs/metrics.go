@@ -56,6 +56,8 @@ type MeshStats struct {
 	RelayDrops   uint64 // frames dropped because the next link's queue stayed full
 	AdvertsSent  uint64 // routing adverts and seqno requests sent
 	AdvertsRecv  uint64 // and received
+	OpenTx       int    // transactions open at this node (as an end or a relay)
+	LinkFails    uint64 // transactions this node ended with LINKFAIL when a link on their path went down
 }
 
 // Sources are read at every scrape. Each must be safe to call from any
@@ -100,6 +102,8 @@ const (
 	nameMeshRelayDrops  = "corral_mesh_relay_drops_total"
 	nameMeshAdvertsSent = "corral_mesh_adverts_sent_total"
 	nameMeshAdvertsRecv = "corral_mesh_adverts_received_total"
+	nameMeshOpenTx      = "corral_mesh_open_transactions"
+	nameMeshLinkFails   = "corral_mesh_linkfails_total"
 )
 
 // Metrics is a prometheus.Collector of the cluster's state, read from
@@ -118,6 +122,7 @@ type Metrics struct {
 	meshRelayed, meshRelayedBytes          *prometheus.Desc
 	meshHopLimit, meshNoRoute, meshDrops   *prometheus.Desc
 	meshAdvertsSent, meshAdvertsRecv       *prometheus.Desc
+	meshOpenTx, meshLinkFails              *prometheus.Desc
 }
 
 // NewMetrics returns the collector for src. Register it on the agent's
@@ -160,6 +165,8 @@ func NewMetrics(src Sources) *Metrics {
 		meshDrops:        d(nameMeshRelayDrops, "Frames dropped because the next link's send queue stayed full."),
 		meshAdvertsSent:  d(nameMeshAdvertsSent, "Routing adverts and sequence-number requests sent."),
 		meshAdvertsRecv:  d(nameMeshAdvertsRecv, "Routing adverts and sequence-number requests received."),
+		meshOpenTx:       d(nameMeshOpenTx, "Transactions open at this node, as an end or a relay."),
+		meshLinkFails:    d(nameMeshLinkFails, "Transactions this node ended with LINKFAIL because a link on their path went down."),
 	}
 }
 
@@ -181,6 +188,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.streamGated, m.streamWaiting, m.streamTOs,
 		m.meshRoutes, m.meshChanges, m.meshRelayed, m.meshRelayedBytes,
 		m.meshHopLimit, m.meshNoRoute, m.meshDrops, m.meshAdvertsSent, m.meshAdvertsRecv,
+		m.meshOpenTx, m.meshLinkFails,
 	} {
 		ch <- d
 	}
@@ -243,6 +251,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.meshDrops, s.RelayDrops)
 		counter(m.meshAdvertsSent, s.AdvertsSent)
 		counter(m.meshAdvertsRecv, s.AdvertsRecv)
+		gauge(m.meshOpenTx, float64(s.OpenTx))
+		counter(m.meshLinkFails, s.LinkFails)
 	}
 }
 

@@ -113,6 +113,12 @@ func (l *Link) Send(ctx context.Context, f *proto.Frame) error {
 	return l.q.push(ctx, f)
 }
 
+// WaitRoom waits until Send would queue a frame of n bytes (header
+// included) without blocking, or ctx ends. It reserves nothing: a
+// producer that must not block while it holds a lock waits here first,
+// then sends under the lock with a short deadline.
+func (l *Link) WaitRoom(ctx context.Context, n int) error { return l.q.room(ctx, n) }
+
 // Close sends GOODBYE with the given code and text, waits briefly for the
 // queue to drain and closes the connection. It returns once the link has
 // ended.

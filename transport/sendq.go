@@ -102,6 +102,30 @@ func (q *sendQueue) push(ctx context.Context, f *proto.Frame) error {
 	return nil
 }
 
+// room waits, as push does, until a frame of n bytes would be queued at
+// once, without queueing anything. The space signal it may have taken is
+// passed on: another sender may be waiting for it.
+func (q *sendQueue) room(ctx context.Context, n int) error {
+	for {
+		q.mu.Lock()
+		err, ok := q.err, q.queued == 0 || q.queued+n <= q.limit
+		q.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if ok {
+			signal(q.space)
+			return nil
+		}
+		select {
+		case <-q.space:
+		case <-q.dead:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // take moves up to MaxIOVec buffers into out and closes the last one to
 // packing, since the writer now owns it.
 func (q *sendQueue) take(out []*[]byte) []*[]byte {

@@ -18,6 +18,10 @@ const (
 	ClientSocketName = "client.sock" // client protocol, mode 0660
 	NodeIDName       = "node-id"     // the node id in decimal, made up on first start
 	ClusterKeyName   = "cluster.key" // the cluster key unless configured elsewhere
+	// TxEpochName holds the mesh's transaction epoch of the last start, in
+	// decimal (1..8388607); each start writes the next one before it links
+	// (mesh.Config.TxEpoch: transaction msg ids are never reused).
+	TxEpochName = "tx-epoch"
 )
 
 // Dir returns $CORRAL_DATA_DIR, or Default when it is unset or empty.
@@ -39,3 +43,6 @@ func NodeIDFile(dir string) string { return filepath.Join(dir, NodeIDName) }
 
 // ClusterKeyFile is the default path of the cluster key in dir.
 func ClusterKeyFile(dir string) string { return filepath.Join(dir, ClusterKeyName) }
+
+// TxEpochFile is the path of the transaction epoch file in dir.
+func TxEpochFile(dir string) string { return filepath.Join(dir, TxEpochName) }

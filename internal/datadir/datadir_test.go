@@ -14,6 +14,7 @@ func TestLayout(t *testing.T) {
 		datadir.ClientSocket("/d"):   "/d/client.sock",
 		datadir.NodeIDFile("/d"):     "/d/node-id",
 		datadir.ClusterKeyFile("/d"): "/d/cluster.key",
+		datadir.TxEpochFile("/d"):    "/d/tx-epoch",
 	} {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)

@@ -246,6 +246,11 @@ func (t *Table) Stats() Stats { return t.stats }
 // Len returns the number of open transactions at this node.
 func (t *Table) Len() int { return len(t.entries) - t.dead }
 
+// Holds reports whether the table has an entry for k: an open
+// transaction or a tombstone. The mesh asks it to tell a CREATE|DELETE
+// of a transaction (its last frame, a terminal ABORT) from a one-shot.
+func (t *Table) Holds(k Key) bool { return t.entries[k] != nil }
+
 // Tombstones returns the number of keys still swallowing frames.
 func (t *Table) Tombstones() int { return t.dead }
 

@@ -32,10 +32,14 @@ const (
 	OpRaft      uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
 	OpRaftChunk uint16 = 0x0101 // body: SnapChunk, one piece of a marshalled raft message (v2)
 
-	// 0x0200–0x02FF: mesh routing (the rest of the range reserved: spans,
-	// transactions, LINKFAIL)
+	// 0x0200–0x02FF: mesh routing and transactions (the rest of the range
+	// reserved)
 	OpRoutes   uint16 = 0x0200 // body: ROUTES, route adverts on one link (v3)
 	OpSeqnoReq uint16 = 0x0201 // body: SeqnoReq, a request for a newer seqno (v3)
+	// OpStream is a generic streaming transaction between two services
+	// (mesh.Open, mesh.HandleTx): always routed (Source, Target set), its
+	// body the service's bytes, opaque to the mesh (v3).
+	OpStream uint16 = 0x0202
 
 	// 0x0300–0x03FF: membership
 	OpJoin      uint16 = 0x0300 // request: membership JOIN command; reply: MemberReply
@@ -56,6 +60,7 @@ var ops = proto.NewOpSet(proto.ProtoPeer, MinVersion, MaxVersion, map[uint16]pro
 	OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
 	OpRoutes:    {Name: "ROUTES", Since: 3},
 	OpSeqnoReq:  {Name: "SEQNO_REQ", Since: 3},
+	OpStream:    {Name: "STREAM", Since: 3},
 	OpJoin:      {Name: "JOIN", Since: 1},
 	OpLeave:     {Name: "LEAVE", Since: 1},
 	OpNotMember: {Name: "NOTMEMBER", Since: 1},

@@ -22,7 +22,7 @@ func TestGolden(t *testing.T) {
 	// The vectors written before version 3 stay at version 2 byte for
 	// byte: their messages did not change.
 	vs := append(wiretest.PingVectorsAt(peer.Ops(), v2, peer.OpPing, peer.OpPong, 0x0102), vectors()...)
-	wiretest.Run(t, "testdata", append(vs, routeVectors()...))
+	wiretest.Run(t, "testdata", append(append(vs, routeVectors()...), streamVectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -33,7 +33,7 @@ func TestOps(t *testing.T) {
 		t.Fatalf("Ops declares %s %d..%d", peer.Ops().Proto(), peer.Ops().Range().Min, peer.Ops().Range().Max)
 	}
 	for _, op := range peer.Ops().Opcodes() {
-		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op == peer.OpRoutes || op == peer.OpSeqnoReq ||
+		defined := op == peer.OpRaft || op == peer.OpRaftChunk || op == peer.OpRoutes || op == peer.OpSeqnoReq || op == peer.OpStream ||
 			op >= peer.OpJoin && op <= peer.OpNotMember
 		if op >= 0x0100 && op <= 0x06FF && !defined {
 			t.Errorf("opcode %#04x lies in a range SPEC.md reserves for a later service", op)
