@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corralhq/corral/mesh/route"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/proto/protos"
@@ -197,6 +198,7 @@ func reset(c net.Conn) {
 type graphMesh struct {
 	nodes   []*benchNode // nodes[i] is node i+1
 	proxies map[[2]int]*proxy
+	counted uint64 // adverts sent up to the last settled (convergence_test.go)
 }
 
 func startGraph(tb testing.TB, n int, edges [][2]int, o benchOpts) *graphMesh {
@@ -220,11 +222,41 @@ func (g *graphMesh) edge(a, b int) *proxy { return g.proxies[[2]int{min(a, b), m
 
 func (g *graphMesh) node(i int) *Mesh { return g.nodes[i-1].m }
 
-// converged reports whether every node has a way to every other.
+// converged reports whether every node has a way to exactly the nodes
+// that the links not cut join it to within the hop limit: routes of
+// route.DefaultMaxHops hops or more are refused (a ring of 16 with a cut
+// is a line 15 hops long).
 func (g *graphMesh) converged() bool {
+	adj := map[int][]int{}
+	for e, p := range g.proxies {
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		if !cut {
+			adj[e[0]] = append(adj[e[0]], e[1])
+			adj[e[1]] = append(adj[e[1]], e[0])
+		}
+	}
 	for i, a := range g.nodes {
+		dist := map[int]int{i + 1: 0}
+		q := []int{i + 1}
+		for len(q) > 0 {
+			v := q[0]
+			q = q[1:]
+			for _, w := range adj[v] {
+				if _, ok := dist[w]; !ok {
+					dist[w] = dist[v] + 1
+					q = append(q, w)
+				}
+			}
+		}
 		for j := range g.nodes {
-			if i != j && !a.m.Reachable(uint64(j+1)) {
+			if i == j {
+				continue
+			}
+			d, ok := dist[j+1]
+			want := ok && d < route.DefaultMaxHops
+			if a.m.Reachable(uint64(j+1)) != want {
 				return false
 			}
 		}
