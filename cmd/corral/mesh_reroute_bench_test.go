@@ -126,7 +126,18 @@ func agentReroutes(t *testing.T, lab *netlab.Lab, nodes []*node, watch []agentWa
 	detect := make([][]time.Duration, len(watch))
 	total := make([][]time.Duration, len(watch))
 	var resetTook []time.Duration
+	// A slow cut (over the goal) is told apart from a scheduling stall: a
+	// heartbeat timer that wakes late by half the timeout gives its peer
+	// a fresh timeout, and logs so.
+	lateWakes := func() (n int) {
+		for _, nd := range nodes {
+			n += strings.Count(nd.log.String(), "heartbeat woke late")
+		}
+		return n
+	}
+	slow, slowLate := 0, 0
 	for i := range cuts {
+		late0 := lateWakes()
 		lab.CutEdge(1, 2)
 		t0 := time.Now()
 		if mode == "reset" {
@@ -169,11 +180,18 @@ func agentReroutes(t *testing.T, lab *netlab.Lab, nodes []*node, watch []agentWa
 			detect[k] = append(detect[k], det[k].Sub(t0))
 			total[k] = append(total[k], done[k].Sub(t0))
 		}
+		if slices.ContainsFunc(done, func(d time.Time) bool { return d.Sub(t0) > hb+50*time.Millisecond+100*time.Millisecond }) {
+			slow++
+			if lateWakes() > late0 {
+				slowLate++
+			}
+		}
 		lab.RestoreEdge(1, 2)
 		heal(i)
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("%s, %d cuts of 1–2, heartbeat timeout %v, load %s", mode, cuts, hb, strings.Join(strings.Fields(string(load))[:3], " "))
+	t.Logf("  cuts over the goal + 100 ms: %d, of them %d with a heartbeat that woke late (a stalled process: its peer gets a fresh timeout)", slow, slowLate)
 	if len(resetTook) > 0 {
 		t.Logf("  (the clock starts as ResetEdge starts; it took %s)", pcts(resetTook))
 	}
