@@ -41,7 +41,7 @@ func benchLine(b *testing.B, n int) []*benchNode {
 		}
 		nodes[i] = startBench(b, uint64(i+1), lns[i], peers, benchOpts{})
 	}
-	if _, ok := waitFor(20*time.Second, func() bool {
+	if _, ok := waitUntil(20*time.Second, func() bool {
 		for j := 2; j <= n; j++ {
 			if !nodes[0].m.Reachable(uint64(j)) || !nodes[j-1].m.Reachable(1) {
 				return false
@@ -89,7 +89,7 @@ func BenchmarkRoutedSend(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if _, ok := waitFor(60*time.Second, func() bool {
+				if _, ok := waitUntil(60*time.Second, func() bool {
 					return dst.got.Load()-got0+drops()-drops0 >= uint64(b.N)
 				}); !ok {
 					b.Fatalf("%d of %d frames arrived, %d dropped", dst.got.Load()-got0, b.N, drops()-drops0)
@@ -172,7 +172,7 @@ func BenchmarkRelayForward(b *testing.B) {
 			b.StopTimer()
 			st := relay.m.RouteStats()
 			drops := st.RelayDrops - st0.RelayDrops
-			if _, ok := waitFor(60*time.Second, func() bool { return dst.got.Load()-got0+drops >= uint64(b.N) }); !ok {
+			if _, ok := waitUntil(60*time.Second, func() bool { return dst.got.Load()-got0+drops >= uint64(b.N) }); !ok {
 				b.Fatalf("%d of %d forwarded frames arrived", dst.got.Load()-got0, b.N)
 			}
 			cpu := cpuTime() - cpu0

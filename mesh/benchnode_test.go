@@ -76,7 +76,7 @@ func startBench(tb testing.TB, id uint64, ln net.Listener, peers []string, o ben
 
 // waitFor polls cond every 100µs until it holds or within passes; it
 // returns when cond first held, or false.
-func waitFor(within time.Duration, cond func() bool) (time.Time, bool) {
+func waitUntil(within time.Duration, cond func() bool) (time.Time, bool) {
 	deadline := time.Now().Add(within)
 	for {
 		if cond() {

@@ -30,7 +30,7 @@ func BenchmarkMeshConvergence(b *testing.B) {
 					p.Cut()
 					down = settled(b, g, "link down")
 					p.Heal()
-					if _, ok := waitFor(20*time.Second, func() bool {
+					if _, ok := waitUntil(20*time.Second, func() bool {
 						return g.node(edges[0][0]).Link(uint64(edges[0][1])) != nil
 					}); !ok {
 						b.Fatal("the flapped link did not come back")

@@ -104,7 +104,7 @@ func runReroute(t *testing.T, c rerouteCase, cuts int) {
 		}
 		return g.converged()
 	}
-	if _, ok := waitFor(20*time.Second, restored); !ok {
+	if _, ok := waitUntil(20*time.Second, restored); !ok {
 		t.Fatalf("%s did not converge", c.name)
 	}
 	quiet(t, g)
@@ -118,7 +118,7 @@ func runReroute(t *testing.T, c rerouteCase, cuts int) {
 		// its condition first held.
 		det := make([]time.Time, len(c.watch))
 		done := make([]time.Time, len(c.watch))
-		_, ok := waitFor(5*time.Second, func() bool {
+		_, ok := waitUntil(5*time.Second, func() bool {
 			now, all := time.Now(), true
 			for k, w := range c.watch {
 				m := g.node(int(w.at))
@@ -149,7 +149,7 @@ func runReroute(t *testing.T, c rerouteCase, cuts int) {
 			total[k] = append(total[k], done[k].Sub(t0))
 		}
 		p.Heal()
-		if _, ok := waitFor(20*time.Second, restored); !ok {
+		if _, ok := waitUntil(20*time.Second, restored); !ok {
 			t.Fatalf("cut %d: routes not restored after the heal", i)
 		}
 		quiet(t, g)
