@@ -358,7 +358,8 @@ func (l *Link) heartbeat() {
 	stalls := stall.New(timeout / 2)
 	t := time.NewTimer(interval)
 	defer t.Stop()
-	due := time.Now().Add(interval)
+	due := time.Now().Add(interval) // when this goroutine means to wake
+	nextPing := due
 	for {
 		select {
 		case <-l.done:
@@ -378,14 +379,23 @@ func (l *Link) heartbeat() {
 			l.fail(proto.Errorf(proto.CodeTimeout, "nothing heard from the peer for %v (timeout %v)", silent.Round(time.Millisecond), timeout))
 			return
 		}
-		ping := proto.Frame{Header: proto.Header{Opcode: proto.OpPing, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		err := l.Send(ctx, &ping)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return
+		if !now.Before(nextPing) {
+			ping := proto.Frame{Header: proto.Header{Opcode: proto.OpPing, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()}, Body: proto.AppendPing(nil, proto.Ping{Sent: now.UnixNano()})}
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			err := l.Send(ctx, &ping)
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			nextPing = time.Now().Add(interval)
 		}
-		t.Reset(interval)
-		due = time.Now().Add(interval)
+		// Wake for the next ping, or as the timeout runs out if that is
+		// sooner: checking only on the ping ticks would declare a silent
+		// peer dead up to one interval late.
+		due = nextPing
+		if d := stalls.Deadline(time.Unix(0, l.lastRecv.Load()), timeout).Add(time.Millisecond); d.Before(due) {
+			due = d
+		}
+		t.Reset(time.Until(due))
 	}
 }
