@@ -80,7 +80,7 @@ func Build(nodes []Weight, m int) []uint64 {
 // buckets, by the policy: Weighted hashes the client's address and port,
 // Sticky and StickyWild the address only. The hash is FNV-1a 64 over the
 // address's 16 bytes (IPv4 v4-mapped) and, for Weighted, the port big
-// endian; the kernel data path computes its own hash into the same
+// endian, then mix64 (FNV alone leaves a bias of about 0.5 % in shares); the kernel data path computes its own hash into the same
 // buckets, this one is the reference for user space (the fallback proxy,
 // tests).
 func Bucket(p Policy, client netip.AddrPort, m int) int {
@@ -90,5 +90,5 @@ func Bucket(p Policy, client netip.AddrPort, m int) int {
 	if p == Weighted {
 		h.Write(binary.BigEndian.AppendUint16(nil, client.Port()))
 	}
-	return int(h.Sum64() % uint64(m))
+	return int(mix64(h.Sum64()) % uint64(m))
 }
