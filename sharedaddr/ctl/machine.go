@@ -43,9 +43,9 @@ const TableSize = 65537
 
 // Options configure a Machine.
 type Options struct {
-	// TableSize is the number of buckets of every dispatch table: a prime
-	// (Build's permutations need it); 0 means TableSize. Every node of a
-	// cluster must use the same.
+	// TableSize is the number of buckets of every dispatch table, rounded
+	// up to a prime (Build's permutations need one); 0 means TableSize.
+	// Every node of a cluster must use the same.
 	TableSize int
 }
 
@@ -58,6 +58,7 @@ func NewMachine(log *slog.Logger, o Options) *Machine {
 	if o.TableSize == 0 {
 		o.TableSize = TableSize
 	}
+	o.TableSize = nextPrime(o.TableSize)
 	return &Machine{log: log.With("subsystem", "sharedaddr"), tableSize: o.TableSize, st: newState(), tables: map[tableKey][]uint64{}}
 }
 
@@ -408,6 +409,19 @@ func (m *Machine) SPILeases() []Lease {
 		out = append(out, m.leaseOf(k))
 	}
 	return out
+}
+
+// PortOwner returns the node holding the slice of the address's source
+// ports that port falls in: where the owner routes a reply to that port
+// (client side, issue 13 item 4). ok is false outside every leased slice.
+func (m *Machine) PortOwner(a Addr, proto uint8, port uint16) (node uint64, ok bool) {
+	if port < SliceBase {
+		return 0, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	node, ok = m.st.leases[leaseKey{kind: Slice, addr: a, proto: proto, index: (port - SliceBase) / SliceSize}]
+	return node, ok
 }
 
 // View returns the instance and the members (ids, oldest first) of the

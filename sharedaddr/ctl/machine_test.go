@@ -282,6 +282,10 @@ func TestMachineScripts(t *testing.T) {
 				c := parseCmd(t, &datadriven.TestData{Cmd: "del", CmdArgs: d.CmdArgs})
 				o, ok := n.m.Owner(c.Addr)
 				return fmt.Sprintf("%d %v\n", o, ok)
+			case "portowner":
+				c := parseCmd(t, &datadriven.TestData{Cmd: "listen", CmdArgs: d.CmdArgs})
+				o, ok := n.m.PortOwner(c.Addr, c.Proto, c.Port)
+				return fmt.Sprintf("%d %v\n", o, ok)
 			case "snapshot":
 				// The snapshot restored into a fresh machine, and a
 				// machine loaded from the restored Tx, answer the same.

@@ -33,8 +33,11 @@ const (
 // the weight, within one bucket per round's rounding; a change of one
 // node's weight, or a node joining or leaving, moves few buckets
 // (measured in the tests: table_test.go).
+//
+// Build returns nil for no nodes or an m that is not prime (a skip that
+// shares a factor with m would not visit every bucket).
 func Build(nodes []Weight, m int) []uint64 {
-	if len(nodes) == 0 || m <= 1 {
+	if len(nodes) == 0 || !prime(m) {
 		return nil
 	}
 	n := len(nodes)
@@ -91,4 +94,24 @@ func Bucket(p Policy, client netip.AddrPort, m int) int {
 		h.Write(binary.BigEndian.AppendUint16(nil, client.Port()))
 	}
 	return int(mix64(h.Sum64()) % uint64(m))
+}
+
+func prime(m int) bool {
+	if m < 2 {
+		return false
+	}
+	for d := 2; d*d <= m; d++ {
+		if m%d == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// nextPrime returns the least prime ≥ m.
+func nextPrime(m int) int {
+	for !prime(m) {
+		m++
+	}
+	return m
 }

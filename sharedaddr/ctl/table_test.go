@@ -80,6 +80,15 @@ func TestBuildShares(t *testing.T) {
 	}
 }
 
+func TestBuildNotPrime(t *testing.T) {
+	if tb := ctl.Build(equalWeights(3, 1), 1024); tb != nil {
+		t.Errorf("Build with 1024 buckets = %d buckets, want nil", len(tb))
+	}
+	if tb := ctl.Build(equalWeights(3, 1), 1031); len(tb) != 1031 {
+		t.Errorf("Build with 1031 buckets = %d buckets", len(tb))
+	}
+}
+
 func countOf(tb []uint64, node uint64) int {
 	n := 0
 	for _, x := range tb {
