@@ -31,6 +31,7 @@ import (
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/service"
+	sharedctl "github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -199,6 +200,9 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			a.mesh.Handle(lo, hi, p.ServePeer)
 		}
 	}
+	// Shared addresses: the control plane's machine, with no service yet
+	// (issue 13 item 2; the CLI and the data path will read it).
+	a.cluster.AddMachine(sharedctl.NewMachine(a.log, sharedctl.Options{}))
 	if cfg.ForceNewCluster {
 		if err := a.forceNewCluster(); err != nil {
 			return nil, err
