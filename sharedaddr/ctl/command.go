@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -192,7 +193,7 @@ type Cmd struct {
 	// ADD.
 	Replace  bool // ADD of an existing address replaces its configuration
 	Policy   Policy
-	Affinity time.Duration // ms resolution; 0 = none
+	Affinity time.Duration // ms resolution, at most 2^32-1 ms; 0 = none
 	Weights  []Weight      // sorted by node, no duplicates
 	// LISTEN, UNLISTEN, LEASE, RELEASE.
 	Node  uint64
@@ -216,7 +217,7 @@ func AppendCmd(b []byte, c Cmd) []byte {
 			f |= flagReplace
 		}
 		b = append(b, f, byte(c.Policy))
-		b = le.AppendUint32(b, uint32(c.Affinity/time.Millisecond))
+		b = le.AppendUint32(b, affinityMS(c.Affinity))
 		b = le.AppendUint16(b, uint16(len(c.Weights)))
 		for _, w := range c.Weights {
 			b = le.AppendUint32(le.AppendUint64(b, w.Node), w.Weight)
@@ -238,6 +239,11 @@ func AppendCmd(b []byte, c Cmd) []byte {
 		}
 	}
 	return b
+}
+
+// affinityMS is d in whole milliseconds, saturated to the u32 field.
+func affinityMS(d time.Duration) uint32 {
+	return uint32(min(max(d/time.Millisecond, 0), math.MaxUint32))
 }
 
 func appendAddr(b []byte, a Addr) []byte {
@@ -404,7 +410,11 @@ func AppendReply(b []byte, r Reply) []byte {
 	le := binary.LittleEndian
 	t := r.Text
 	if len(t) > MaxText {
+		// Cut at a rune's start, so the text stays UTF-8.
 		t = t[:MaxText]
+		for len(t) > 0 && !utf8.RuneStart(r.Text[len(t)]) {
+			t = t[:len(t)-1]
+		}
 	}
 	b = append(b, Version, byte(r.Code))
 	b = le.AppendUint16(b, r.Index)

@@ -51,7 +51,7 @@ func leaseValue(node uint64) []byte { return binary.LittleEndian.AppendUint64(ni
 func addrValue(as *addrState) []byte {
 	le := binary.LittleEndian
 	b := []byte{byte(as.policy)}
-	b = le.AppendUint32(b, uint32(as.affinity/time.Millisecond))
+	b = le.AppendUint32(b, affinityMS(as.affinity))
 	b = le.AppendUint16(b, uint16(len(as.weights)))
 	for _, w := range as.weights {
 		b = le.AppendUint32(le.AppendUint64(b, w.Node), w.Weight)
