@@ -31,3 +31,22 @@ func TestNextTxEpoch(t *testing.T) {
 		t.Fatalf("a bad file: %v", err)
 	}
 }
+
+// The golden file (TXEPOCH.md's layout) is read as the last start's epoch.
+func TestTxEpochGolden(t *testing.T) {
+	b, err := os.ReadFile("testdata/tx-epoch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(datadir.TxEpochFile(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := nextTxEpoch(dir)
+	if err != nil || got != 43 {
+		t.Fatalf("after the golden file (42): epoch %d, %v", got, err)
+	}
+	if b, _ := os.ReadFile(datadir.TxEpochFile(dir)); string(b) != "43\n" {
+		t.Fatalf("written %q, want %q", b, "43\n")
+	}
+}
