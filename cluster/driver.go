@@ -114,19 +114,13 @@ func (c *Cluster) fill(in *membership.Input, d *driverState, l *life) {
 	// A member is linked when frames reach it: over a direct link or a
 	// route through others (the mesh need not be full).
 	in.Links = make(map[uint64]membership.LinkState)
-	replaced := map[uint64]bool{}
-	for _, s := range c.cfg.Mesh.States() {
-		if s.ID != 0 && !s.Up && s.Replaced {
-			replaced[s.ID] = true
-		}
-	}
 	for _, r := range c.cfg.Mesh.Reachability() {
 		if r.ID == c.cfg.Self {
 			continue
 		}
 		ls := membership.LinkState{Up: r.Up}
 		if !r.Up {
-			ls.DownSince, ls.Duplicate = r.Since, replaced[r.ID]
+			ls.DownSince, ls.Duplicate = r.Since, r.Replaced
 		}
 		in.Links[r.ID] = ls
 	}

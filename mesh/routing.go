@@ -1,10 +1,12 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,9 @@ type Reach struct {
 	Seqno   uint16        // the destination's route seqno
 	Since   time.Time     // last change between reachable and not
 	RTT     time.Duration // the direct link's RTT, 0 when routed
+	// Replaced says the last direct link ended as a duplicate, its
+	// replacement on its way (LinkState.Replaced).
+	Replaced bool
 }
 
 // RouteStats are the routing and forwarding counters.
@@ -218,7 +223,7 @@ func (rt *routing) drain(ctx context.Context) {
 	rt.r.Advance()
 	var events []RouteEvent
 	if len(rd.Changes) > 0 {
-		next := maps(rt.fwd.Load())
+		next := maps.Clone(*rt.fwd.Load())
 		now := rt.m.cfg.Now()
 		for _, c := range rd.Changes {
 			rt.changes.Add(1)
@@ -251,14 +256,6 @@ func (rt *routing) drain(ctx context.Context) {
 			rt.m.cfg.OnRoute(ev)
 		}
 	}
-}
-
-func maps(p *map[uint64]uint64) map[uint64]uint64 {
-	out := make(map[uint64]uint64, len(*p)+1)
-	for k, v := range *p {
-		out[k] = v
-	}
-	return out
 }
 
 // send writes one router message to neighbour to: one ROUTES frame per
@@ -421,7 +418,7 @@ func (rt *routing) reachability() []Reach {
 		if s.ID == 0 || s.ID == rt.m.cfg.Self {
 			continue
 		}
-		byID[s.ID] = &Reach{ID: s.ID, Up: s.Up, Direct: s.Up, Since: s.Since, RTT: s.RTT}
+		byID[s.ID] = &Reach{ID: s.ID, Up: s.Up, Direct: s.Up, Since: s.Since, RTT: s.RTT, Replaced: s.Replaced}
 		if s.Up {
 			byID[s.ID].NextHop = s.ID
 		}
@@ -459,18 +456,8 @@ func (rt *routing) reachability() []Reach {
 	for _, r := range byID {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b Reach) int { return compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Reach) int { return cmp.Compare(a.ID, b.ID) })
 	return out
-}
-
-func compare(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (rt *routing) stats() RouteStats {

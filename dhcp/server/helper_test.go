@@ -121,6 +121,13 @@ func (e *env) clock() time.Time { return time.Unix(e.now.Load(), 0) }
 // server makes a server with owners, not yet serving.
 func (e *env) server(owners ...netip.Addr) (*Server, Config) {
 	e.t.Helper()
+	return e.serverWith(nil, owners...)
+}
+
+// serverWith makes a server with owners and cfg changed by e.tweak, then
+// by mod, not yet serving.
+func (e *env) serverWith(mod func(*Config), owners ...netip.Addr) (*Server, Config) {
+	e.t.Helper()
 	cfg := Config{
 		Listen:    "127.0.0.1:0",
 		Sockets:   1,
@@ -135,6 +142,9 @@ func (e *env) server(owners ...netip.Addr) (*Server, Config) {
 	if e.tweak != nil {
 		e.tweak(&cfg)
 	}
+	if mod != nil {
+		mod(&cfg)
+	}
 	s, err := New(context.Background(), cfg, e.reg, Options{Now: e.clock})
 	if err != nil {
 		e.t.Fatal(err)
@@ -145,7 +155,17 @@ func (e *env) server(owners ...netip.Addr) (*Server, Config) {
 // start runs a server with owners on 127.0.0.1:<free port>.
 func (e *env) start(owners ...netip.Addr) (*Server, netip.AddrPort) {
 	e.t.Helper()
-	s, cfg := e.server(owners...)
+	return e.startWith(nil, nil, owners...)
+}
+
+// startWith runs a server like start, with cfg changed by mod and the
+// server changed by hook before it serves.
+func (e *env) startWith(mod func(*Config), hook func(*Server), owners ...netip.Addr) (*Server, netip.AddrPort) {
+	e.t.Helper()
+	s, cfg := e.serverWith(mod, owners...)
+	if hook != nil {
+		hook(s)
+	}
 	ns, err := netio.Listen(cfg.NetConfig(), nil)
 	if err != nil {
 		e.t.Fatal(err)

@@ -9,53 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corralhq/corral/dhcp/netio"
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/files"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// startWith runs a server like env.start, with cfg changed by mod and the
-// server changed by hook before it serves.
-func (e *env) startWith(mod func(*Config), hook func(*Server), owners ...netip.Addr) (*Server, netip.AddrPort) {
-	e.t.Helper()
-	cfg := Config{
-		Listen:    "127.0.0.1:0",
-		Sockets:   1,
-		Workers:   8,
-		Datastore: Datastore{Module: e.ds.Module, Location: e.ds.Location},
-		Networks:  []Network{{Prefix: testNet.String()}},
-		RelayPort: int(e.client.addr.Port()),
-	}
-	for _, o := range owners {
-		cfg.Owners = append(cfg.Owners, o.String())
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	s, err := New(context.Background(), cfg, e.reg, Options{Now: e.clock})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if hook != nil {
-		hook(s)
-	}
-	ns, err := netio.Listen(s.cfg.NetConfig(), nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ns.Serve(ctx, s.Handle) }()
-	e.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			e.t.Error(err)
-		}
-		s.Close()
-	})
-	return s, ns.Addr()
-}
 
 // fakePinger answers for the addresses in up; a ping blocks while gate
 // is non-nil and open.
