@@ -405,8 +405,10 @@ func (rt *routing) reply(f *proto.Frame) bool {
 	}
 	r := *f
 	r.Body = slices.Clone(f.Body) // the reader reuses its buffer
-	v.(chan *proto.Frame) <- &r
+	// Counted before the hand-over: the caller may read the stats as soon
+	// as its Call returns.
 	rt.routedReplies.Add(1)
+	v.(chan *proto.Frame) <- &r
 	return true
 }
 
