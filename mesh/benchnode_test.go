@@ -224,8 +224,8 @@ func (g *graphMesh) node(i int) *Mesh { return g.nodes[i-1].m }
 
 // converged reports whether every node has a way to exactly the nodes
 // that the links not cut join it to within the hop limit: routes of
-// route.DefaultMaxHops hops or more are refused (a ring of 16 with a cut
-// is a line 15 hops long).
+// route.DefaultMaxHops hops or more are refused (a ring of 18 with a cut
+// is a line 17 hops long).
 func (g *graphMesh) converged() bool {
 	adj := map[int][]int{}
 	for e, p := range g.proxies {

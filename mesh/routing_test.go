@@ -152,3 +152,34 @@ func TestRoutedRingReroutes(t *testing.T) {
 		t.Errorf("no route change counted: %+v", st)
 	}
 }
+
+// The longest route is as long as a frame can travel: on a line of 18,
+// node 1 routes to node 17 over 16 hops and a call there and back works,
+// with the hop-limit counters at 0; node 18, 17 hops away, has no route.
+func TestLongestRoute(t *testing.T) {
+	const n = 18
+	nodes := line(t, n)
+	m1 := nodes[0].m
+	eventually(t, 20*time.Second, "node 1 routes to node 17 over 16 hops", func() bool {
+		r, ok := reachOf(m1, n-1)
+		return ok && r.Up && r.Hops == n-2 && nodes[n-2].m.Reachable(1)
+	})
+	eventually(t, 20*time.Second, "node 17 routes to node 18 and to node 2", func() bool {
+		return nodes[n-2].m.Reachable(n) && nodes[n-1].m.Reachable(2)
+	})
+	if m1.Reachable(n) {
+		t.Fatalf("node 1 routes to node %d, %d hops away, beyond what a frame travels", n, n-1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := proto.Frame{Header: proto.Header{Opcode: peer.OpJoin}, Body: []byte("abc")}
+	r, err := m1.Call(ctx, n-1, &req)
+	if err != nil || string(r.Body) != "cba" {
+		t.Fatalf("call over 16 hops: %v, %+v", err, r)
+	}
+	for _, x := range nodes {
+		if st := x.m.RouteStats(); st.HopLimit != 0 {
+			t.Errorf("node %d dropped %d frames at the hop limit", x.m.cfg.Self, st.HopLimit)
+		}
+	}
+}

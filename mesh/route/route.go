@@ -33,8 +33,8 @@ func (s Seqno) Newer(t Seqno) bool { return s != t && uint16(s-t) < 0x8000 }
 
 // Specification constants: defaults for a zero Config field.
 const (
-	DefaultMaxHops       = 15 // proto.HopLimit-1: a route of 15 hops could not carry a frame
-	DefaultSeqnoReqHops  = 16 // above the diameter of any cluster the hop limit allows
+	DefaultMaxHops       = 17 // proto.HopLimit+1: a frame sent with 16 travels 16 hops, so routes of 16 are usable
+	DefaultSeqnoReqHops  = 16 // the longest route: a request reaches any origin a route can
 	DefaultReqRetryTicks = 2
 	DefaultSourceGCTicks = 180 // RFC 8966's 3 minutes at one tick per second
 	reqTries             = 3   // an originated seqno request is sent at most this often
@@ -44,7 +44,7 @@ const (
 // Hysteresis 0 means none.
 type Config struct {
 	Self          NodeID
-	MaxHops       uint8  // routes with this many hops or more are refused and not advertised; at most 15
+	MaxHops       uint8  // routes with this many hops or more are refused and not advertised; at most 17
 	SeqnoReqHops  uint8  // hop count a seqno request starts with
 	ReqRetryTicks int    // resend an unanswered request after this many ticks, doubling, reqTries tries
 	SourceGCTicks int    // forget an origin's FD this many ticks after its route was last selected
