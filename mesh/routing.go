@@ -5,6 +5,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -323,15 +324,25 @@ func (rt *routing) forward(f *proto.Frame) {
 		return
 	}
 	f.Hops--
-	ctx, cancel := context.WithTimeout(context.Background(), forwardWait)
-	err := l.Send(ctx, f)
-	cancel()
-	if err != nil {
+	if err := sendSoon(l, f, forwardWait); err != nil {
 		rt.relayDrops.Add(1)
 		return
 	}
 	rt.relayed.Add(1)
 	rt.relayedBytes.Add(uint64(len(f.Body)))
+}
+
+// sendSoon queues f on l, waiting at most d for room. The first try
+// has no deadline of its own, so a link with room, the common case,
+// costs no timer.
+func sendSoon(l *transport.Link, f *proto.Frame, d time.Duration) error {
+	err := l.Send(tryCtx, f)
+	if !errors.Is(err, context.Canceled) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return l.Send(ctx, f)
 }
 
 // bounce answers a routed request that cannot go on, toward its source.

@@ -42,6 +42,14 @@ const (
 	// forwardWait, since a lost frame breaks its transaction, and well
 	// under a heartbeat timeout, since the reader answers PINGs too.
 	txForwardWait = 100 * time.Millisecond
+	// txLateWait bounds the wait of a terminal ABORT for a link without
+	// room: it goes on its own goroutine, since nothing of its
+	// transaction follows it and the far end must learn the end.
+	txLateWait = time.Second
+	// TxWindow is the window of each direction of a transaction (proto
+	// SPEC.md §2.7 "Flow control"): the bytes of body a sender may have
+	// sent beyond what the receiver's application has consumed.
+	TxWindow = 256 << 10
 	// callMsgIDBit is set in every routed call's msg id and clear in every
 	// transaction's (the tx epoch is < 1<<23).
 	callMsgIDBit = uint64(1) << 63
@@ -64,7 +72,9 @@ type TxStats struct {
 	Relayed    uint64 // transaction frames forwarded
 	Dropped    uint64 // transaction frames swallowed (tombstone, off path, closed direction)
 	LinkFails  uint64 // LINKFAILs this node originated: one per transaction a lost link ended here
-	SendDrops  uint64 // frames that found no room on their link in time (lost)
+	SendDrops  uint64 // frames that found no room on their link in time: each ended its transaction (CodeBusy)
+	Grants     uint64 // window frames sent
+	Waits      uint64 // sends that waited for the receiver's window
 }
 
 type txRange struct {
@@ -96,7 +106,18 @@ type txns struct {
 	tombTTL int
 
 	sendDrops atomic.Uint64
+	grants    atomic.Uint64
+	waits     atomic.Uint64
 }
+
+// tryCtx is done from the start: a link Send with it queues the frame if
+// there is room now and returns at once otherwise, without the timer a
+// deadline costs on every forwarded frame.
+var tryCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 func newTxns(m *Mesh) *txns {
 	x := &txns{m: m, open: map[tx.Key]*Tx{}}
@@ -179,11 +200,23 @@ type Tx struct {
 	done chan struct{} // closed when the transaction is over at this node
 	wake chan struct{} // cap 1: a frame was queued
 
-	mu   sync.Mutex // guards q, end, over, err
+	credit chan struct{} // cap 1: the window grew
+
+	mu   sync.Mutex // guards q, end, over, err and the window fields
 	q    []txItem   // received, not yet taken by Recv
 	end  error      // what Recv returns once q is empty and the other direction is closed; nil while open
 	over bool
 	err  error // the error that ended the transaction, if any
+
+	// window is what this end may still send (it may go below zero by
+	// one frame); unlimited once the other direction is closed, since
+	// its end can grant no more. consumed counts the bytes Recv handed
+	// out since the last grant; noGrant is set once this end's own
+	// direction is closed and grants cannot be sent.
+	window    int64
+	unlimited bool
+	consumed  int
+	noGrant   bool
 }
 
 type txItem struct {
@@ -229,7 +262,17 @@ func (t *Tx) Recv(ctx context.Context) (*proto.Frame, error) {
 			it := t.q[0]
 			t.q[0] = txItem{}
 			t.q = t.q[1:]
+			grant := 0
+			if it.f != nil && len(it.f.Body) > 0 {
+				t.consumed += len(it.f.Body)
+				if t.consumed >= TxWindow/2 && !t.noGrant && t.end == nil {
+					grant, t.consumed = t.consumed, 0
+				}
+			}
 			t.mu.Unlock()
+			if grant > 0 {
+				t.grant(ctx, grant)
+			}
 			if it.f == nil {
 				return nil, it.err
 			}
@@ -248,8 +291,83 @@ func (t *Tx) Recv(ctx context.Context) (*proto.Frame, error) {
 	}
 }
 
+// grant tells the other end it may send n more bytes (a window frame).
+// A grant that cannot be sent is not retried: the transaction is ending
+// (the table refuses) or ctx ended, and the next Recv grants again.
+func (t *Tx) grant(ctx context.Context, n int) {
+	f := proto.Frame{Ext: proto.AppendTxExt(nil, proto.TxExt{Window: uint32(n)})}
+	err := t.x.local(ctx, t, len(f.Ext), func() error { return t.x.tab.Send(t.key, f) })
+	switch {
+	case err == nil:
+		t.x.grants.Add(1)
+	case errors.Is(err, tx.ErrClosed):
+		t.mu.Lock()
+		t.noGrant = true
+		t.mu.Unlock()
+	default:
+		t.mu.Lock()
+		t.consumed += n
+		t.mu.Unlock()
+	}
+}
+
+// reserve takes n bytes of this end's window, waiting while it is used
+// up. A transaction that is over does not wait: the table refuses the
+// send with the reason.
+func (t *Tx) reserve(ctx context.Context, n int) error {
+	if n == 0 {
+		return nil
+	}
+	waited := false
+	for {
+		t.mu.Lock()
+		if t.over || t.unlimited || t.window > 0 {
+			t.window -= int64(n)
+			t.mu.Unlock()
+			return nil
+		}
+		t.mu.Unlock()
+		if !waited {
+			waited = true
+			t.x.waits.Add(1)
+		}
+		select {
+		case <-t.credit:
+		case <-t.done:
+		case <-ctx.Done():
+			return fmt.Errorf("mesh: transaction %v: waiting for the receiver's window: %w", t.key, ctx.Err())
+		}
+	}
+}
+
+// windowFrame reports a frame that only grants window: it is not
+// delivered.
+func windowFrame(f *proto.Frame) (uint32, bool) {
+	if len(f.Body) > 0 || len(f.Ext) == 0 || f.Flags&(proto.FlagDelete|proto.FlagAbort) != 0 {
+		return 0, false
+	}
+	e, err := proto.ParseTxExt(f.Ext)
+	if err != nil || e.Window == 0 {
+		return 0, false
+	}
+	return e.Window, true
+}
+
 // push queues a delivery for Recv; called under x.mu.
 func (t *Tx) push(d *tx.Delivery) {
+	if n, ok := windowFrame(&d.Frame); ok && d.Err == nil && !d.Closed {
+		t.mu.Lock()
+		t.window += int64(n)
+		t.mu.Unlock()
+		signal(t.credit)
+		return
+	}
+	if d.Frame.Flags&proto.FlagDelete != 0 {
+		t.mu.Lock()
+		t.unlimited = true
+		t.mu.Unlock()
+		signal(t.credit)
+	}
 	f := &proto.Frame{Header: d.Frame.Header}
 	if len(d.Frame.Body) > 0 {
 		f.Body = slices.Clone(d.Frame.Body)
@@ -293,13 +411,22 @@ func (t *Tx) finishLocked(err error) {
 	close(t.done)
 }
 
-// Send sends body on the transaction, in this end's direction.
+// Send sends body on the transaction, in this end's direction. It waits
+// while the receiver's window is used up (TxWindow, proto SPEC.md §2.7),
+// or ctx ends.
 func (t *Tx) Send(ctx context.Context, body []byte) error {
+	if err := t.reserve(ctx, len(body)); err != nil {
+		return err
+	}
 	return t.x.local(ctx, t, len(body), func() error { return t.x.tab.Send(t.key, proto.Frame{Body: body}) })
 }
 
-// CloseWith sends body as this direction's last frame (DATA with DELETE).
+// CloseWith sends body as this direction's last frame (DATA with DELETE),
+// waiting for window as Send does.
 func (t *Tx) CloseWith(ctx context.Context, body []byte) error {
+	if err := t.reserve(ctx, len(body)); err != nil {
+		return err
+	}
 	return t.x.local(ctx, t, len(body), func() error {
 		return t.x.tab.Send(t.key, proto.Frame{Header: proto.Header{Flags: proto.FlagDelete}, Body: body})
 	})
@@ -354,7 +481,8 @@ func (m *Mesh) Open(ctx context.Context, target uint64, op uint16, first []byte,
 }
 
 func newTx(x *txns, key tx.Key, peer uint64, op uint16, init bool) *Tx {
-	return &Tx{x: x, key: key, peer: peer, op: op, init: init, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &Tx{x: x, key: key, peer: peer, op: op, init: init, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		credit: make(chan struct{}, 1), window: TxWindow}
 }
 
 // local runs a local call on the table and sends what it says. It first
@@ -481,14 +609,22 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
 	}
 	f := o.Frame
-	if ctx == nil {
-		ctx = context.Background()
+	err := l.Send(tryCtx, &f)
+	if errors.Is(err, context.Canceled) {
+		if tx.Terminal(&f) {
+			x.sendLate(l, f)
+			return nil
+		}
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		// Bounded under mu, whoever calls: a local call waited for
+		// room before it took mu.
+		sctx, cancel := context.WithTimeout(ctx, txForwardWait)
+		f = o.Frame
+		err = l.Send(sctx, &f)
+		cancel()
 	}
-	// Bounded under mu, whoever calls: a local call waited for room
-	// before it took mu.
-	sctx, cancel := context.WithTimeout(ctx, txForwardWait)
-	err := l.Send(sctx, &f)
-	cancel()
 	if err == nil {
 		return nil
 	}
@@ -502,10 +638,26 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d is closing", proto.ErrLinkFail, o.Link)
 	}
-	// No room in time: the frame is lost and the transaction with it
-	// (no flow control yet).
+	// No room in time (other transactions share the link; each is
+	// bounded by its window): the frame is lost, so its transaction
+	// ends at both ends rather than go on with a hole.
 	x.sendDrops.Add(1)
-	return err
+	x.tab.Unsent(o.Link, o.Frame)
+	return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
+}
+
+// sendLate queues a terminal ABORT on a link without room from its own
+// goroutine, off mu: nothing of its transaction follows it, so order is
+// kept, and the far end learns the end unless the link stays full.
+func (x *txns) sendLate(l *transport.Link, f proto.Frame) {
+	f.Ext, f.Body = slices.Clone(f.Ext), slices.Clone(f.Body)
+	x.m.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), txLateWait)
+		defer cancel()
+		if err := l.Send(ctx, &f); err != nil {
+			x.m.log.Debug("mesh: terminal abort not sent", "peer", l.Peer().NodeID, "msgid", f.MsgID, "err", err)
+		}
+	})
 }
 
 // deliver hands one delivery to its transaction, making the Tx of a new
@@ -564,7 +716,8 @@ func (m *Mesh) TxStats() TxStats {
 	x.mu.Lock()
 	st, n, dead := x.tab.Stats(), x.tab.Len(), x.tab.Tombstones()
 	x.mu.Unlock()
-	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail, SendDrops: x.sendDrops.Load()}
+	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail,
+		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load()}
 }
 
 // TxEntries lists the transactions at this node (for tests and admin).
@@ -576,4 +729,12 @@ func (m *Mesh) TxEntries() []tx.Entry {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.tab.Entries()
+}
+
+// signal wakes a waiter on c (cap 1) without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

@@ -13,6 +13,9 @@ const (
 	// ExtFailedLink (optional) on a LINKFAIL ABORT names the link that
 	// went down, by the node ids at its two ends, for logs.
 	ExtFailedLink uint16 = 0x7F01
+	// ExtWindow (optional) on a STREAM frame with an empty body grants the
+	// other end more bytes of body to send: u32 bytes, non-zero.
+	ExtWindow uint16 = 0x7F02
 
 	txRefLen = 16
 )
@@ -28,6 +31,7 @@ type TxRef struct {
 type TxExt struct {
 	Parent     TxRef     // stacked under this transaction; zero = not stacked
 	FailedLink [2]uint64 // the link a LINKFAIL names; zero = none
+	Window     uint32    // bytes of body granted to the other end; zero = none
 }
 
 // AppendTxExt appends the entries for e (none for a zero e) to dst.
@@ -44,6 +48,11 @@ func AppendTxExt(dst []byte, e TxExt) []byte {
 		binary.LittleEndian.PutUint64(v[8:], e.FailedLink[1])
 		dst = AppendTLV(dst, ExtFailedLink, v[:])
 	}
+	if e.Window != 0 {
+		var v [4]byte
+		binary.LittleEndian.PutUint32(v[:], e.Window)
+		dst = AppendTLV(dst, ExtWindow, v[:])
+	}
 	return dst
 }
 
@@ -52,7 +61,7 @@ func AppendTxExt(dst []byte, e TxExt) []byte {
 // sub-protocol, whose link checks them (CheckTLV).
 func ParseTxExt(ext []byte) (TxExt, error) {
 	var e TxExt
-	seenParent, seenLink := false, false
+	seenParent, seenLink, seenWindow := false, false, false
 	err := walkTLV(ext, func(t TLV) error {
 		switch t.Type {
 		case ExtParent:
@@ -78,6 +87,18 @@ func ParseTxExt(ext []byte) (TxExt, error) {
 			e.FailedLink = [2]uint64{binary.LittleEndian.Uint64(t.Value), binary.LittleEndian.Uint64(t.Value[8:])}
 			if e.FailedLink[0] == 0 || e.FailedLink[1] == 0 {
 				return Errorf(CodeField, "transaction extension: failed link names node 0")
+			}
+		case ExtWindow:
+			if seenWindow {
+				return Errorf(CodeField, "transaction extension: two window entries")
+			}
+			seenWindow = true
+			if len(t.Value) != 4 {
+				return Errorf(CodeField, "transaction extension: window is %d bytes, want 4", len(t.Value))
+			}
+			e.Window = binary.LittleEndian.Uint32(t.Value)
+			if e.Window == 0 {
+				return Errorf(CodeField, "transaction extension: window of 0 bytes")
 			}
 		}
 		return nil

@@ -13,8 +13,16 @@ import (
 // relay sends when a link on the path goes down (SPEC.md, "Transaction
 // extensions").
 var (
-	sampleParent  = proto.TxExt{Parent: proto.TxRef{Initiator: 0x0a, MsgID: 0x0000_0100_0000_0001}}
-	sampleFailed  = proto.TxExt{FailedLink: [2]uint64{0x0b, 0x0c}}
+	sampleParent = proto.TxExt{Parent: proto.TxRef{Initiator: 0x0a, MsgID: 0x0000_0100_0000_0001}}
+	sampleFailed = proto.TxExt{FailedLink: [2]uint64{0x0b, 0x0c}}
+	sampleWindow = proto.TxExt{Window: 128 << 10}
+	windowF      = proto.Frame{
+		Header: proto.Header{
+			Proto: proto.ProtoPeer, Version: 1, Opcode: 0x0100, Flags: proto.FlagReply,
+			Hops: proto.HopLimit, MsgID: 0x0000_0100_0000_0002, Source: 0x0d, Target: 0x0a,
+		},
+		Ext: proto.AppendTxExt(nil, sampleWindow),
+	}
 	parentCreateF = proto.Frame{
 		Header: proto.Header{
 			Proto: proto.ProtoPeer, Version: 1, Opcode: 0x0100, Flags: proto.FlagCreate,
@@ -93,6 +101,18 @@ func txVectors() []wiretest.Vector {
 			"0x0d (the responder), target 0x0a, Status code 44 (link failed), and the",
 			"optional extension 0x7f01 FAILED_LINK naming both ends. Nobody answers it.",
 		}, wiretest.Frame(linkFailF), wiretest.StatusFields, expectTx(linkFailF, sampleFailed, linkFailStatus), 0, ""),
+		frameVector("tx_window", []string{
+			"A window grant: the responder 0x0d of transaction {0x0a, 0x0000010000000002}",
+			"has read 128 KiB of the initiator's stream and lets it send 128 KiB more:",
+			"flags REPLY (its direction), no body, the optional extension 0x7f02 WINDOW",
+			"of 131072 bytes. It is not delivered to the application.",
+		}, wiretest.Frame(windowF), nil, expectTx(windowF, sampleWindow, proto.Status{}), 0, ""),
+		frameVector("err_tx_window_zero", []string{
+			"tx_window granting 0 bytes: a grant is never empty.",
+		}, wiretest.Frame(withExt(windowF, proto.AppendTLV(nil, proto.ExtWindow, make([]byte, 4)))), nil, receiveTxErr, proto.CodeField, "window of 0 bytes"),
+		frameVector("err_tx_window_len", []string{
+			"tx_window with a WINDOW value of 8 bytes; it is 4.",
+		}, wiretest.Frame(withExt(windowF, proto.AppendTLV(nil, proto.ExtWindow, make([]byte, 8)))), nil, receiveTxErr, proto.CodeField, "window is 8 bytes, want 4"),
 		frameVector("err_tx_parent_len", []string{
 			"tx_parent with a PARENT value of 8 bytes; it is 16.",
 		}, wiretest.Frame(short), nil, receiveTxErr, proto.CodeField, "parent is 8 bytes, want 16"),
@@ -111,6 +131,7 @@ func FuzzParseTxExt(f *testing.F) {
 	f.Add(linkFailF.Ext, uint64(0), uint64(0), uint64(0x0b), uint64(0x0c))                                    // tx_linkfail
 	f.Add(proto.AppendTLV(nil, proto.ExtParent, make([]byte, 8)), uint64(1), uint64(2), uint64(3), uint64(4)) // short
 	f.Add(proto.AppendTLV(nil, 0x8001, nil), uint64(0), uint64(0), uint64(0), uint64(0))                      // other critical type: skipped
+	f.Add(windowF.Ext, uint64(0), uint64(0), uint64(0), uint64(1<<17))                                        // tx_window
 	f.Fuzz(func(t *testing.T, ext []byte, init, msgid, a, b uint64) {
 		e, err := proto.ParseTxExt(ext)
 		typed(t, err)
@@ -123,7 +144,7 @@ func FuzzParseTxExt(f *testing.F) {
 				t.Fatalf("decode(encode(%+v)) = %+v, %v", e, back, err)
 			}
 		}
-		x := proto.TxExt{Parent: proto.TxRef{Initiator: init, MsgID: msgid}, FailedLink: [2]uint64{a, b}}
+		x := proto.TxExt{Parent: proto.TxRef{Initiator: init, MsgID: msgid}, FailedLink: [2]uint64{a, b}, Window: uint32(b >> 32)}
 		got, err := proto.ParseTxExt(proto.AppendTxExt(nil, x))
 		valid := (x.Parent == proto.TxRef{} || init != 0) && (x.FailedLink == [2]uint64{} || (a != 0 && b != 0))
 		if valid != (err == nil) || (valid && got != x) {

@@ -2,6 +2,7 @@ package tx_test
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,7 @@ import (
 //	app n…              what the applications saw since the last app
 //	inject from to name [reply] [abort] [create] [parent=p]  a stray frame
 //	queue               frames in flight
+//	unsent a b          the first frame in flight a->b was never written: a is told
 //
 // After every command the harness checks the invariants (net.check).
 func TestScripts(t *testing.T) {
@@ -193,6 +195,17 @@ func (n *net) run(t *testing.T, d *datadriven.TestData) string {
 			f.Body = proto.AppendStatus(nil, &proto.Status{Code: proto.CodeState, Text: "stray"})
 		}
 		n.queue = append([]flight{{id(0), id(1), f}}, n.queue...)
+	case "unsent":
+		a, b := id(0), id(1)
+		i := slices.IndexFunc(n.queue, func(fl flight) bool { return fl.from == a && fl.to == b })
+		if i < 0 {
+			d.Fatalf(t, "no frame in flight %d->%d", a, b)
+		}
+		fl := n.queue[i]
+		n.queue = slices.Delete(n.queue, i, i+1)
+		fmt.Fprintf(&out, "unsent %d->%d %s\n", a, b, n.frameString(&fl.f))
+		n.node(a).Unsent(tx.LinkID(b), fl.f)
+		n.collect(a, &out)
 	case "queue":
 		for _, fl := range n.queue {
 			fmt.Fprintf(&out, "%d->%d %s\n", fl.from, fl.to, n.frameString(&fl.f))

@@ -453,6 +453,47 @@ func (t *Table) LinkDown(link LinkID) {
 	delete(t.relays, link)
 }
 
+// Unsent takes back a frame the table gave to link that could not be
+// written there (no room in time): an open transaction that lost a frame
+// would go on with a hole in its stream, so it ends with a terminal ABORT
+// CodeBusy on both its sides, children before parents, like a link
+// failure that concerns it alone. The ABORTs on link come last in Ready:
+// they are the frames the caller may have to wait longest for. Frames of
+// a key the table no longer holds open are ignored.
+func (t *Table) Unsent(link LinkID, f proto.Frame) {
+	if f.Source == 0 || f.Target == 0 {
+		return
+	}
+	e := t.entries[KeyOf(&f.Header)]
+	if e == nil || e.dead {
+		return
+	}
+	text := fmt.Sprintf("node %d: no room for the transaction on the link to node %d", t.cfg.Self, link)
+	// The frames toward link, made before kill unlinks the entries: the
+	// other end's side of every entry of the subtree that uses link.
+	var far []Out
+	var walk func(e *entry)
+	walk = func(e *entry) {
+		kids := make([]*entry, 0, len(e.children))
+		for _, c := range e.children {
+			kids = append(kids, c)
+		}
+		slices.SortFunc(kids, func(a, b *entry) int { return compareKeys(a.key, b.key) })
+		for _, c := range kids {
+			walk(c)
+		}
+		switch {
+		case e.role == RoleRelay && (e.init == link || e.respLink == link):
+			far = append(far, Out{link, t.terminalFrame(e, e.init == link, proto.CodeBusy, text, Local)})
+		case (e.role == RoleInitiator || e.role == RoleResponder) && !e.over() && t.remoteLink(e) == link:
+			far = append(far, Out{link, t.terminalFrame(e, e.role == RoleResponder, proto.CodeBusy, text, Local)})
+		}
+	}
+	walk(e)
+	t.kill(e, link, proto.CodeBusy, text, nil, false)
+	t.ready.Msgs = append(t.ready.Msgs, far...)
+}
+
 // kill ends e and its subtree after a terminal ABORT f that came in on
 // dead (forwarded at a relay, delivered at an endpoint), or with a
 // synthesized one (f nil) after dead went down (gone) or was found
@@ -702,6 +743,10 @@ func statusCode(body []byte) proto.Code {
 }
 
 func terminalCode(c proto.Code) bool { return slices.Contains(terminalCodes[:], c) }
+
+// Terminal reports a terminal ABORT: ABORT|DELETE with code 44–47. It
+// closes both directions at every hop and nobody answers it.
+func Terminal(f *proto.Frame) bool { return isTerminal(f) }
 
 // isTerminal reports a terminal ABORT: ABORT|DELETE with code 44–47.
 func isTerminal(f *proto.Frame) bool {
