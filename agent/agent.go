@@ -70,6 +70,9 @@ type Agent struct {
 
 	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
+
+	routedMu sync.Mutex          // guards routed
+	routed   map[uint64]struct{} // nodes told P2P_ESTABLISHED by route, not by link
 }
 
 // New prepares an agent: it creates the data directory, loads the cluster
@@ -376,6 +379,12 @@ func (a *Agent) onLink(ev mesh.LinkEvent) {
 	if ev.Up {
 		d = events.CSP2PEstablished
 	}
+	if ev.Up {
+		// The link's events take over from the route's.
+		a.routedMu.Lock()
+		delete(a.routed, ev.Peer.NodeID)
+		a.routedMu.Unlock()
+	}
 	a.publishP2P(d, ev.Peer)
 	a.cluster.OnLink(ev)
 }
@@ -385,6 +394,7 @@ func (a *Agent) onRoute(ev mesh.RouteEvent) {
 	if a.cluster != nil {
 		a.cluster.OnRoute(ev)
 	}
+	a.routeP2P(ev)
 }
 
 // stopLocal runs first at shutdown: SHUTDOWN to the clients, which get

@@ -5,6 +5,7 @@ import (
 
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/membership"
+	"github.com/corralhq/corral/mesh"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -42,6 +43,37 @@ func (a *Agent) peers(v *membership.View) []events.Peer {
 // membershipNow answers the on-demand query for the current view.
 func (a *Agent) membershipNow() events.Membership {
 	return *membership.ViewData(a.cluster.View())
+}
+
+// routeP2P publishes the P2P events of a node this one reaches through
+// relays only: P2P_ESTABLISHED when a route to it appears, P2P_LOST when
+// the last goes (a LINKFAIL of a path that leaves it unreachable shows
+// so). A neighbour's P2P events follow its link instead (onLink): a
+// node told P2P_ESTABLISHED by route is told P2P_LOST by route, once.
+func (a *Agent) routeP2P(ev mesh.RouteEvent) {
+	if a.cluster == nil || ev.ID == a.cfg.ID {
+		return
+	}
+	a.routedMu.Lock()
+	_, told := a.routed[ev.ID]
+	switch {
+	case ev.Up && !told && a.mesh.Link(ev.ID) == nil:
+		if a.routed == nil {
+			a.routed = map[uint64]struct{}{}
+		}
+		a.routed[ev.ID] = struct{}{}
+	case !ev.Up && told:
+		delete(a.routed, ev.ID)
+	default:
+		a.routedMu.Unlock()
+		return
+	}
+	a.routedMu.Unlock()
+	d := events.CSP2PLost
+	if ev.Up {
+		d = events.CSP2PEstablished
+	}
+	a.publishP2P(d, transport.PeerInfo{NodeID: ev.ID})
 }
 
 // publishP2P publishes P2P_ESTABLISHED or P2P_LOST for a link.

@@ -87,9 +87,27 @@ func TestMeshLineCluster(t *testing.T) {
 	}
 	// The log keeps working end to end: node 5 leaves, and node 1, four
 	// hops away, applies the view without it.
+	s1 := nodes[0].watch()
 	leave(t, nodes[4])
 	nodes[0].waitView([]uint64{1, 2, 3, 4}, 30*time.Second)
 	nodes[3].waitView([]uint64{1, 2, 3, 4}, 30*time.Second)
+	// Node 1 reached node 5 through relays only: its P2P events follow
+	// the route, so the route's loss is its P2P_LOST, once.
+	lost := func(e event) bool {
+		return e.Event == "P2P_LOST" && e.Seq == nil && len(e.Data.Nodes) == 1 && e.Data.Nodes[0].ID == 5
+	}
+	s1.wait(15*time.Second, "P2P_LOST naming node 5, reached by route", lost)
+	s1.mu.Lock()
+	n := 0
+	for _, e := range s1.evs {
+		if lost(e) {
+			n++
+		}
+	}
+	s1.mu.Unlock()
+	if n != 1 {
+		t.Errorf("node 1 told P2P_LOST for node 5 %d times, want 1:\n%s", n, s1.dump())
+	}
 }
 
 // A ring of 5 keeps its view through a silent cut: the two ends of the cut
