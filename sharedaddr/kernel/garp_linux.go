@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AnnounceAt are the offsets of the gratuitous ARPs Announce sends
+// announceAt are the offsets of the gratuitous ARPs Announce sends
 // (research notes §5.5): the first at once, two more for a lost one.
 var announceAt = [...]time.Duration{0, 50 * time.Millisecond, 250 * time.Millisecond}
 
@@ -68,24 +67,3 @@ func (d *Dataplane) Announce(ctx context.Context, vip netip.Addr) error {
 	d.log.Info("gratuitous ARPs sent", "addr", vip, "mac", mac.String())
 	return nil
 }
-
-// garp builds the Ethernet frame of a gratuitous ARP request (RFC 5227
-// §3 announcement form: sender and target address both vip).
-func garp(mac net.HardwareAddr, vip netip.Addr) []byte {
-	b := make([]byte, 0, 42)
-	b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-	b = append(b, mac...)
-	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_ARP)
-	b = binary.BigEndian.AppendUint16(b, 1) // hardware: Ethernet
-	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IP)
-	b = append(b, 6, 4)
-	b = binary.BigEndian.AppendUint16(b, 1) // request
-	ip := vip.As4()
-	b = append(b, mac...)
-	b = append(b, ip[:]...)
-	b = append(b, 0, 0, 0, 0, 0, 0)
-	b = append(b, ip[:]...)
-	return b
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
