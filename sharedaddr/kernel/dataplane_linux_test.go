@@ -164,6 +164,33 @@ func TestDataPath(t *testing.T) {
 		l.applyAll(1, even, nil, 1)
 	})
 
+	// Settles the local-rule question (research notes §6) by showing the
+	// alternative: with "lookup local" at 0 ahead of the fwmark rules the
+	// owner keeps every flow.
+	t.Run("local-rule", func(t *testing.T) {
+		d := l.dp[1]
+		if err := d.nl.RuleAdd(localRule(0, unix.RTPROT_KERNEL)); err != nil {
+			t.Fatal(err)
+		}
+		if count := l.spread(90, nil); count[1] != 90 {
+			t.Errorf("with the local rule first: split %v, want all 90 on the owner h1", count)
+		}
+		if err := d.nl.RuleDel(localRule(0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		l.spread(90, ctl.Build(even, tableM))
+	})
+
+	t.Run("sticky", func(t *testing.T) {
+		l.policy = ctl.Sticky
+		defer func() { l.policy = ctl.Weighted; l.applyAll(1, even, nil, 1) }()
+		l.applyAll(1, even, nil, 1)
+		count := l.spread(60, ctl.Build(even, tableM))
+		if len(count) != 1 {
+			t.Errorf("sticky: one client's connections went to %v, want one node", count)
+		}
+	})
+
 	t.Run("idempotent", func(t *testing.T) {
 		for i := 1; i <= 3; i++ {
 			before := l.state(i)
