@@ -178,7 +178,7 @@ func (d *Dataplane) Drop(ctx context.Context) error {
 func (d *Dataplane) sysctls(p Plan) error {
 	set := map[string]string{}
 	for _, a := range p.Addrs {
-		if a.Serve || a.Owner {
+		if a.holds(p.Self) {
 			set["net/ipv4/conf/"+d.ifname+"/arp_ignore"] = "1"
 			set["net/ipv4/conf/"+d.ifname+"/arp_announce"] = "2"
 		}
@@ -226,7 +226,7 @@ func (d *Dataplane) addrs(p Plan, link, lo netlink.Link) error {
 		switch {
 		case a.Owner:
 			desired[key(a.VIP, link)] = want{link, d.ifname + addrLabel}
-		case a.Serve:
+		case a.holds(p.Self):
 			desired[key(a.VIP, lo)] = want{lo, "lo" + addrLabel}
 		}
 	}

@@ -43,7 +43,7 @@ func checkSplit(t *testing.T, count map[int]int, weights []ctl.Weight) {
 // ARP, direct return, weighted dispatch and an online weight change,
 // idempotence and convergence, then fencing and failover.
 func TestDataPath(t *testing.T) {
-	l := newLab(t)
+	l := newLab(t, 4)
 	ctx := context.Background()
 	l.applyAll(1, even, nil, 1, 2, 3)
 

@@ -20,9 +20,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The lab of the data-path tests: h1–h3 are nodes 1–3, h4 the client.
+// The lab of the data-path tests: h1–h3 are nodes 1–3, h4 the client,
+// h5 (when there is one) an outside server.
 const (
 	client = 4
+	server = 5
 	tableM = 251
 	port   = 80
 )
@@ -32,16 +34,18 @@ var vip = netip.MustParseAddr("10.251.0.100")
 type lab struct {
 	t     *testing.T
 	lab   *netlab.Lab
-	dp    [5]*Dataplane // by host; dp[4] is the client's, for its namespace
-	macs  [5]net.HardwareAddr
+	dp    [6]*Dataplane // by host; dp[4] and dp[5] are outside hosts', for their namespaces
+	macs  [6]net.HardwareAddr
 	nodes []Node
 	// policy of the plans; Weighted unless a test sets it.
 	policy ctl.Policy
+	// slices of the plans' client side.
+	slices []Slice
 }
 
-func newLab(t *testing.T) *lab {
-	l := &lab{t: t, lab: netlab.New(t, 4), policy: ctl.Weighted}
-	for i := 1; i <= 4; i++ {
+func newLab(t *testing.T, n int) *lab {
+	l := &lab{t: t, lab: netlab.New(t, n), policy: ctl.Weighted}
+	for i := 1; i <= n; i++ {
 		d, err := Open("/var/run/netns/"+l.lab.Namespace(i), "eth0", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -114,7 +118,7 @@ func (l *lab) serve(i int) {
 // plan is node self's plan with owner dispatching over weights.
 func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan {
 	p := Plan{Self: uint64(self), Nodes: l.nodes}
-	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true}
+	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices}
 	if a.Owner {
 		a.Services = []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}
 		a.Exceptions = exc
@@ -288,8 +292,10 @@ func (l *lab) arpAnswers() map[string]bool {
 }
 
 // neigh is the client's neighbour entry for the VIP: its MAC, "" if none.
-func (l *lab) neigh() string {
-	out, _ := exec.Command("ip", "-n", l.lab.Namespace(client), "neigh", "show", vip.String()).Output()
+func (l *lab) neigh() string { return l.neighOf(client) }
+
+func (l *lab) neighOf(host int) string {
+	out, _ := exec.Command("ip", "-n", l.lab.Namespace(host), "neigh", "show", vip.String()).Output()
 	f := strings.Fields(string(out))
 	for i, w := range f {
 		if w == "lladdr" && i+1 < len(f) {

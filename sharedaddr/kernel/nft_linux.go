@@ -113,6 +113,18 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 				)})
 			}
 		}
+		// Slices before services: a reply to a node's own flow is
+		// never dispatched as a new flow.
+		for _, sl := range a.Slices {
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(l4(sl.Proto),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Range{Op: expr.CmpOpEq, Register: 1,
+					FromData: binaryutil.BigEndian.PutUint16(sl.First), ToData: binaryutil.BigEndian.PutUint16(sl.Last)},
+				&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(markOf(marks[sl.Node]))},
+				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			)})
+		}
 		for j, s := range a.Services {
 			bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
 				KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}

@@ -68,11 +68,28 @@ type Addr struct {
 	// for it and dispatches its flows by Services.
 	Owner bool
 	// Serve: this node accepts flows to VIP (VIP/32 on lo unless Owner).
+	// A node holding a Slice holds the address too, to originate from it.
 	Serve bool
 	// Services are the dispatch tables, used by the owner only.
 	Services []Service `json:",omitempty"`
 	// Exceptions send single flows to a node whatever their bucket.
 	Exceptions []Exception `json:",omitempty"`
+	// Slices are the client side (issue 13 item 4): the owner sends
+	// packets to VIP whose destination port is in a node's slice of the
+	// source ports to that node, where the flow it originated lives.
+	Slices []Slice `json:",omitempty"`
+}
+
+// Slice is a range of the address's source ports leased to a node.
+type Slice struct {
+	Proto       uint8 // TCP or UDP
+	First, Last uint16
+	Node        uint64
+}
+
+// holds reports whether node self must hold the address.
+func (a *Addr) holds(self uint64) bool {
+	return a.Owner || a.Serve || slices.ContainsFunc(a.Slices, func(s Slice) bool { return s.Node == self })
 }
 
 // Service is the dispatch table of flows to one port of an address.
@@ -155,6 +172,16 @@ func (p *Plan) Validate() error {
 			for _, n := range s.Table {
 				if !known(n) {
 					return fmt.Errorf("%w: %v: table names node %d, which has no next hop", ErrPlan, a.VIP, n)
+				}
+			}
+		}
+		for i, s := range a.Slices {
+			if (s.Proto != TCP && s.Proto != UDP) || s.First == 0 || s.First > s.Last || !known(s.Node) {
+				return fmt.Errorf("%w: %v: slice %d/%d-%d → %d", ErrPlan, a.VIP, s.Proto, s.First, s.Last, s.Node)
+			}
+			for _, o := range a.Slices[:i] {
+				if o.Proto == s.Proto && o.First <= s.Last && s.First <= o.Last {
+					return fmt.Errorf("%w: %v: slices %d/%d-%d and %d-%d overlap", ErrPlan, a.VIP, s.Proto, o.First, o.Last, s.First, s.Last)
 				}
 			}
 		}
