@@ -41,7 +41,8 @@ func checkSplit(t *testing.T, count map[int]int, weights []ctl.Weight) {
 
 // TestDataPath runs the server side in a lab, in order: bring-up and
 // ARP, direct return, weighted dispatch and an online weight change,
-// idempotence and convergence, then fencing and failover.
+// idempotence and convergence, then fencing of a partitioned owner and
+// failover.
 func TestDataPath(t *testing.T) {
 	l := newLab(t, 4)
 	ctx := context.Background()
@@ -258,6 +259,9 @@ func TestDataPath(t *testing.T) {
 		if got := l.neigh(); got != l.macs[1].String() {
 			t.Fatalf("client's neighbour entry for the VIP is %q, want h1's %s", got, l.macs[1])
 		}
+		// h1 is cut off from the majority and fences itself; the
+		// majority's new owner takes over; then the partition heals.
+		l.lab.Partition([]int{1}, []int{2, 3, client})
 		if err := l.dp[1].Drop(ctx); err != nil {
 			t.Fatalf("drop on h1: %v", err)
 		}
@@ -290,8 +294,9 @@ func TestDataPath(t *testing.T) {
 				t.Errorf("held %v on h%d across the failover: %v", c.local(), c.node, err)
 			}
 		}
+		l.lab.Heal()
 		if got := l.arpAnswers(); len(got) != 1 || !got[l.macs[2].String()] {
-			t.Errorf("ARP after failover answered by %v; want only h2 %v", got, l.macs[2])
+			t.Errorf("ARP after failover and heal answered by %v; want only h2 %v", got, l.macs[2])
 		}
 		count := l.spread(300, next)
 		if count[1] != 0 || count[2] == 0 || count[3] == 0 {

@@ -46,6 +46,13 @@
 // (ip_forward on an owner; send_redirects=0, arp_ignore=1, arp_announce=2)
 // are left as they are by Drop: they are harmless without the address.
 //
-// Not yet: the client side's port slices (issue 13 item 4), affinity
-// timeouts, IPv6, and next hops given by MAC alone.
+// The client side (issue 13 item 4): a node leasing a slice of the
+// address's source ports holds the address on lo and originates from it;
+// the owner sends a packet to the address whose destination port is in a
+// slice to the slice's node, ahead of the dispatch, so replies to a node's
+// own flows reach it.
+//
+// Not yet: affinity timeouts (sticky is by hash alone, so it holds while
+// the table does), IPv6, next hops given by MAC alone, and an unmodified
+// application's SNAT into its node's slice.
 package kernel

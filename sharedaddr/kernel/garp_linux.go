@@ -23,13 +23,15 @@ func (d *Dataplane) Announce(ctx context.Context, vip netip.Addr) error {
 	if !vip.Is4() {
 		return fmt.Errorf("%w: announce %v: only IPv4", ErrPlan, vip)
 	}
+	// The lock covers the handle's use only: the announcements may take
+	// 250 ms and must not hold up a fencing Drop.
 	d.mu.Lock()
-	nl := d.nl
-	d.mu.Unlock()
-	if nl == nil {
+	if d.nl == nil {
+		d.mu.Unlock()
 		return fmt.Errorf("kernel: announce: %w", net.ErrClosed)
 	}
-	link, err := nl.LinkByName(d.ifname)
+	link, err := d.nl.LinkByName(d.ifname)
+	d.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("kernel: interface %s: %w", d.ifname, err)
 	}
