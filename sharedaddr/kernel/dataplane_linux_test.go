@@ -162,7 +162,7 @@ func TestDataPath(t *testing.T) {
 			}
 		}
 		t.Logf("%d of %d held connections moved; kept by exceptions, reset without", moved, len(held))
-		l.applyAll(1, even, nil, 1)
+		l.applyAll(1, even, nil, 1, 2, 3)
 	})
 
 	// Settles the local-rule question (research notes §6) by showing the
@@ -184,7 +184,7 @@ func TestDataPath(t *testing.T) {
 
 	t.Run("sticky", func(t *testing.T) {
 		l.policy = ctl.Sticky
-		defer func() { l.policy = ctl.Weighted; l.applyAll(1, even, nil, 1) }()
+		defer func() { l.policy = ctl.Weighted; l.applyAll(1, even, nil, 1, 2, 3) }()
 		l.applyAll(1, even, nil, 1)
 		count := l.spread(60, ctl.Build(even, tableM))
 		if len(count) != 1 {

@@ -17,6 +17,13 @@
 // steers every flow as the old one did; flows whose bucket moved are kept
 // on their node by exact-match exceptions (the walk's, issue 13 item 3).
 //
+// Every node holds the dispatch maps of every address, owned or not, as
+// the replicated state gives them; only the owner's nft rules jump to
+// them. Becoming owner is then a small nft batch (the set of owned
+// addresses and the jumps), the fwmark rules and routes, and the address:
+// about 20 ms with a 65537-bucket table in the tests, against 0.3–0.6 s
+// for installing such a table from nothing.
+//
 // Every serving node holds the address as /32 on lo, with arp_ignore=1 and
 // arp_announce=2 on the shared interface, so it never answers ARP for it
 // and its ARP requests never carry it; it replies to the client directly

@@ -118,11 +118,9 @@ func (l *lab) serve(i int) {
 // plan is node self's plan with owner dispatching over weights.
 func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan {
 	p := Plan{Self: uint64(self), Nodes: l.nodes}
-	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices}
-	if a.Owner {
-		a.Services = []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}
-		a.Exceptions = exc
-	}
+	// Every node holds the tables, as each derives them from the log.
+	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices,
+		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc}
 	p.Addrs = []Addr{a}
 	return p
 }
@@ -144,8 +142,16 @@ type conn struct {
 	seen string // the client address the server saw
 }
 
-func (l *lab) dial(ctx context.Context) (*conn, error) {
-	c, err := l.lab.Dial(ctx, client, "tcp4", netip.AddrPortFrom(vip, port).String())
+func (l *lab) dial(ctx context.Context) (*conn, error) { return l.dialFrom(ctx, 0) }
+
+// dialFrom dials from the client's source port from, 0 for any.
+func (l *lab) dialFrom(ctx context.Context, from uint16) (*conn, error) {
+	var c net.Conn
+	err := l.dp[client].in(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{Port: int(from)}}
+		c, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(vip, port).String())
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -9,11 +9,51 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
+// A table of ctl's default 65537 buckets is about 3 MB of netlink in one
+// batch: more than a socket's default send buffer, so the buffer is
+// forced up (root has CAP_NET_ADMIN here anyway), and its elements go in
+// messages of elemChunk, whose nested element list must stay under
+// netlink's 64 KiB attribute length.
+const (
+	sendBuffer = 64 << 20
+	elemChunk  = 1024
+)
+
+func bigSendBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// addSet adds the set and its elements, in chunks.
+func addSet(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	if err := c.AddSet(s, nil); err != nil {
+		return err
+	}
+	for len(elems) > 0 {
+		n := min(len(elems), elemChunk)
+		if err := c.SetAddElements(s, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
 func (d *Dataplane) nftConn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
 	if d.ns != nil {
 		opts = append(opts, nftables.WithNetNSFd(int(d.ns.Fd())))
 	}
@@ -26,69 +66,102 @@ func (d *Dataplane) nftConn() (*nftables.Conn, error) {
 
 var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
 
-// planChain holds one rule whose user data is the fingerprint of the plan
-// the table was built from.
+// planChain holds two rules whose user data are the fingerprints of the
+// plan the table was built from: its tables, then its roles.
 const planChain = "plan"
 
-// installed returns the fingerprint the table carries, "" if none.
-func installed(c *nftables.Conn) string {
-	rules, err := c.GetRules(table, &nftables.Chain{Name: planChain, Table: table})
-	if err != nil || len(rules) != 1 {
-		return ""
+var (
+	planCh     = &nftables.Chain{Name: planChain, Table: table}
+	dispatchCh = &nftables.Chain{Name: "dispatch", Table: table}
+	vipSet     = &nftables.Set{Table: table, Name: "vips", KeyType: nftables.TypeIPAddr}
+)
+
+func addrChain(k int) string { return fmt.Sprintf("a%d", k) }
+
+// installed returns the fingerprints the table carries, "" if none.
+func installed(c *nftables.Conn) (tables, roles string) {
+	rules, err := c.GetRules(table, planCh)
+	if err != nil || len(rules) != 2 {
+		return "", ""
 	}
-	return string(rules[0].UserData)
+	return string(rules[0].UserData), string(rules[1].UserData)
 }
 
-// nft replaces the table by the plan's in one batch (add, delete, build:
-// the kernel commits it whole), unless it already holds that plan.
+// nft makes the table the plan's in one batch (the kernel commits it
+// whole). Every node holds the dispatch maps of every address, owned or
+// not: they follow the replicated state alone, and a node that becomes
+// owner then changes only its roles — the vips set and the dispatch
+// chain's jumps — in a batch of a few messages, not the maps' hundreds
+// of thousands of elements. A change of the tables replaces the table
+// (add, delete, build).
 func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	c, err := d.nftConn()
 	if err != nil {
 		return err
 	}
-	fp := p.fingerprint()
-	if installed(c) == fp {
+	fpTables, fpRoles := p.fingerprints()
+	haveTables, haveRoles := installed(c)
+	switch {
+	case haveTables == fpTables && haveRoles == fpRoles:
 		return nil
-	}
-	c.AddTable(table)
-	c.DelTable(table)
-	c.AddTable(table)
-	c.AddChain(&nftables.Chain{Name: planChain, Table: table})
-	c.AddRule(&nftables.Rule{Table: table, Chain: &nftables.Chain{Name: planChain, Table: table},
-		Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}, UserData: []byte(fp)})
-
-	vips := &nftables.Set{Table: table, Name: "vips", KeyType: nftables.TypeIPAddr}
-	var elems []nftables.SetElement
-	for _, a := range p.Addrs {
-		if a.Owner {
-			v := a.VIP.As4()
-			elems = append(elems, nftables.SetElement{Key: v[:]})
+	case haveTables == fpTables:
+		c.FlushChain(planCh)
+		c.FlushChain(dispatchCh)
+		c.FlushSet(vipSet)
+	default:
+		c.AddTable(table)
+		c.DelTable(table)
+		c.AddTable(table)
+		c.AddChain(planCh)
+		if err := c.AddSet(vipSet, nil); err != nil {
+			return fmt.Errorf("kernel: nft set vips: %w", err)
+		}
+		raw := c.AddChain(&nftables.Chain{Name: "raw", Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+		c.AddRule(&nftables.Rule{Table: table, Chain: raw, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: vipSet.Name, SetID: vipSet.ID},
+			&expr.Notrack{},
+		}})
+		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+		if err := addTables(c, p, marks); err != nil {
+			return err
 		}
 	}
-	if err := c.AddSet(vips, elems); err != nil {
-		return fmt.Errorf("kernel: nft set vips: %w", err)
-	}
-	raw := c.AddChain(&nftables.Chain{Name: "raw", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-	c.AddRule(&nftables.Rule{Table: table, Chain: raw, Exprs: []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Lookup{SourceRegister: 1, SetName: vips.Name, SetID: vips.ID},
-		&expr.Notrack{},
-	}})
-	dispatch := c.AddChain(&nftables.Chain{Name: "dispatch", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
-
+	var owned []nftables.SetElement
 	for k, a := range p.Addrs {
 		if !a.Owner {
 			continue
 		}
-		ch := c.AddChain(&nftables.Chain{Name: fmt.Sprintf("a%d", k), Table: table})
 		v := a.VIP.As4()
-		c.AddRule(&nftables.Rule{Table: table, Chain: dispatch, Exprs: []expr.Any{
+		owned = append(owned, nftables.SetElement{Key: v[:]})
+		c.AddRule(&nftables.Rule{Table: table, Chain: dispatchCh, Exprs: []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v[:]},
-			&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: addrChain(k)},
 		}})
+	}
+	if len(owned) > 0 {
+		if err := c.SetAddElements(vipSet, owned); err != nil {
+			return fmt.Errorf("kernel: nft set vips: %w", err)
+		}
+	}
+	for _, fp := range []string{fpTables, fpRoles} {
+		c.AddRule(&nftables.Rule{Table: table, Chain: planCh,
+			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}, UserData: []byte(fp)})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("kernel: nft batch: %w", err)
+	}
+	return nil
+}
+
+// addTables adds each address's chain: its exceptions, slices and
+// dispatch maps.
+func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32) error {
+	for k, a := range p.Addrs {
+		ch := c.AddChain(&nftables.Chain{Name: addrChain(k), Table: table})
 		if len(a.Exceptions) > 0 {
 			exc := &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
 				KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
@@ -100,7 +173,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 				copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
 				xs = append(xs, nftables.SetElement{Key: key, Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
 			}
-			if err := c.AddSet(exc, xs); err != nil {
+			if err := addSet(c, exc, xs); err != nil {
 				return fmt.Errorf("kernel: nft exceptions of %v: %w", a.VIP, err)
 			}
 			for _, proto := range []uint8{TCP, UDP} {
@@ -133,7 +206,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 				bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
 					Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
 			}
-			if err := c.AddSet(bm, bs); err != nil {
+			if err := addSet(c, bm, bs); err != nil {
 				return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
 			}
 			ex := l4(s.Proto)
@@ -156,9 +229,6 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 			)
 			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("kernel: nft batch: %w", err)
 	}
 	return nil
 }

@@ -70,7 +70,9 @@ type Addr struct {
 	// Serve: this node accepts flows to VIP (VIP/32 on lo unless Owner).
 	// A node holding a Slice holds the address too, to originate from it.
 	Serve bool
-	// Services are the dispatch tables, used by the owner only.
+	// Services are the dispatch tables. Every node should hold them, owner
+	// or not: only the owner's are used, and a node holding them becomes
+	// owner by a small change (see Dataplane.Apply).
 	Services []Service `json:",omitempty"`
 	// Exceptions send single flows to a node whatever their bucket.
 	Exceptions []Exception `json:",omitempty"`
@@ -194,12 +196,27 @@ func (p *Plan) Validate() error {
 	return nil
 }
 
-// fingerprint names the plan's nft content; Apply skips the nft batch
-// when the table already carries it.
-func (p *Plan) fingerprint() string {
-	b, _ := json.Marshal(p) // plain structs: cannot fail
+// fingerprints name the plan's nft content: its tables (everything but
+// the roles), and its roles (which addresses the node owns, with the
+// tables they belong to). Apply skips what the table already carries.
+func (p *Plan) fingerprints() (tables, roles string) {
+	q := *p
+	q.Addrs = slices.Clone(p.Addrs)
+	var owned []netip.Addr
+	for i := range q.Addrs {
+		if q.Addrs[i].Owner {
+			owned = append(owned, q.Addrs[i].VIP)
+		}
+		q.Addrs[i].Owner, q.Addrs[i].Serve = false, false
+	}
+	tables = digest("corral-tables:", q)
+	return tables, digest("corral-roles:"+tables+":", owned)
+}
+
+func digest(prefix string, v any) string {
+	b, _ := json.Marshal(v) // plain structs: cannot fail
 	h := sha256.Sum256(b)
-	return "corral-plan:" + hex.EncodeToString(h[:16])
+	return prefix + hex.EncodeToString(h[:16])
 }
 
 // Bucket returns the bucket, of m, that the kernel's dispatch puts a flow
