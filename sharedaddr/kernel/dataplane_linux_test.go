@@ -182,13 +182,19 @@ func TestDataPath(t *testing.T) {
 		l.spread(90, ctl.Build(even, tableM))
 	})
 
-	t.Run("sticky", func(t *testing.T) {
+	t.Run("sticky", func(t *testing.T) { // and sticky-wild: a table for every port
 		l.policy = ctl.Sticky
 		defer func() { l.policy = ctl.Weighted; l.applyAll(1, even, nil, 1, 2, 3) }()
 		l.applyAll(1, even, nil, 1)
 		count := l.spread(60, ctl.Build(even, tableM))
 		if len(count) != 1 {
 			t.Errorf("sticky: one client's connections went to %v, want one node", count)
+		}
+		l.policy = ctl.StickyWild
+		l.applyAll(1, uneven, nil, 1)
+		count = l.spread(60, ctl.Build(uneven, tableM))
+		if len(count) != 1 {
+			t.Errorf("sticky-wild: one client's connections went to %v, want one node", count)
 		}
 	})
 

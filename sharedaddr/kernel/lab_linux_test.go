@@ -121,6 +121,9 @@ func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan 
 	// Every node holds the tables, as each derives them from the log.
 	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices,
 		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc}
+	if l.policy == ctl.StickyWild {
+		a.Services[0].Port = 0 // one table for every port
+	}
 	p.Addrs = []Addr{a}
 	return p
 }
