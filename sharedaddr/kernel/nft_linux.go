@@ -1,0 +1,262 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/corralhq/corral/sharedaddr/ctl"
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// A table of ctl's default 65537 buckets is about 3 MB of netlink in one
+// batch: more than a socket's default send buffer, so the buffer is
+// forced up (root has CAP_NET_ADMIN here anyway), and its elements go in
+// messages of elemChunk, whose nested element list must stay under
+// netlink's 64 KiB attribute length.
+const (
+	sendBuffer = 64 << 20
+	elemChunk  = 1024
+)
+
+func bigSendBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// addSet adds the set and its elements, in chunks.
+func addSet(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	if err := c.AddSet(s, nil); err != nil {
+		return err
+	}
+	for len(elems) > 0 {
+		n := min(len(elems), elemChunk)
+		if err := c.SetAddElements(s, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
+func (d *Dataplane) nftConn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
+	if d.ns != nil {
+		opts = append(opts, nftables.WithNetNSFd(int(d.ns.Fd())))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: nftables: %w", err)
+	}
+	return c, nil
+}
+
+var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+
+// planChain holds two rules whose user data are the fingerprints of the
+// plan the table was built from: its tables, then its roles.
+const planChain = "plan"
+
+var (
+	planCh     = &nftables.Chain{Name: planChain, Table: table}
+	dispatchCh = &nftables.Chain{Name: "dispatch", Table: table}
+	vipSet     = &nftables.Set{Table: table, Name: "vips", KeyType: nftables.TypeIPAddr}
+)
+
+func addrChain(k int) string { return fmt.Sprintf("a%d", k) }
+
+// installed returns the fingerprints the table carries, "" if none.
+func installed(c *nftables.Conn) (tables, roles string) {
+	rules, err := c.GetRules(table, planCh)
+	if err != nil || len(rules) != 2 {
+		return "", ""
+	}
+	return string(rules[0].UserData), string(rules[1].UserData)
+}
+
+// nft makes the table the plan's in one batch (the kernel commits it
+// whole). Every node holds the dispatch maps of every address, owned or
+// not: they follow the replicated state alone, and a node that becomes
+// owner then changes only its roles — the vips set and the dispatch
+// chain's jumps — in a batch of a few messages, not the maps' hundreds
+// of thousands of elements. A change of the tables replaces the table
+// (add, delete, build).
+func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
+	c, err := d.nftConn()
+	if err != nil {
+		return err
+	}
+	fpTables, fpRoles := p.fingerprints()
+	haveTables, haveRoles := installed(c)
+	switch {
+	case haveTables == fpTables && haveRoles == fpRoles:
+		return nil
+	case haveTables == fpTables:
+		c.FlushChain(planCh)
+		c.FlushChain(dispatchCh)
+		c.FlushSet(vipSet)
+	default:
+		c.AddTable(table)
+		c.DelTable(table)
+		c.AddTable(table)
+		c.AddChain(planCh)
+		if err := c.AddSet(vipSet, nil); err != nil {
+			return fmt.Errorf("kernel: nft set vips: %w", err)
+		}
+		raw := c.AddChain(&nftables.Chain{Name: "raw", Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+		c.AddRule(&nftables.Rule{Table: table, Chain: raw, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: vipSet.Name, SetID: vipSet.ID},
+			&expr.Notrack{},
+		}})
+		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+		if err := addTables(c, p, marks); err != nil {
+			return err
+		}
+	}
+	var owned []nftables.SetElement
+	for k, a := range p.Addrs {
+		if !a.Owner {
+			continue
+		}
+		v := a.VIP.As4()
+		owned = append(owned, nftables.SetElement{Key: v[:]})
+		c.AddRule(&nftables.Rule{Table: table, Chain: dispatchCh, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v[:]},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: addrChain(k)},
+		}})
+	}
+	if len(owned) > 0 {
+		if err := c.SetAddElements(vipSet, owned); err != nil {
+			return fmt.Errorf("kernel: nft set vips: %w", err)
+		}
+	}
+	for _, fp := range []string{fpTables, fpRoles} {
+		c.AddRule(&nftables.Rule{Table: table, Chain: planCh,
+			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}, UserData: []byte(fp)})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("kernel: nft batch: %w", err)
+	}
+	return nil
+}
+
+// addTables adds each address's chain: its exceptions, slices and
+// dispatch maps.
+func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32) error {
+	for k, a := range p.Addrs {
+		ch := c.AddChain(&nftables.Chain{Name: addrChain(k), Table: table})
+		if len(a.Exceptions) > 0 {
+			exc := &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
+				KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
+			var xs []nftables.SetElement
+			for _, e := range a.Exceptions {
+				ip := e.Client.Addr().As4()
+				key := make([]byte, 8)
+				copy(key, ip[:])
+				copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
+				xs = append(xs, nftables.SetElement{Key: key, Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
+			}
+			if err := addSet(c, exc, xs); err != nil {
+				return fmt.Errorf("kernel: nft exceptions of %v: %w", a.VIP, err)
+			}
+			for _, proto := range []uint8{TCP, UDP} {
+				c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(l4(proto),
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+					&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+					&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: exc.Name, SetID: exc.ID},
+					&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+					&expr.Verdict{Kind: expr.VerdictAccept},
+				)})
+			}
+		}
+		// Slices before services: a reply to a node's own flow is
+		// never dispatched as a new flow.
+		for _, sl := range a.Slices {
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(l4(sl.Proto),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Range{Op: expr.CmpOpEq, Register: 1,
+					FromData: binaryutil.BigEndian.PutUint16(sl.First), ToData: binaryutil.BigEndian.PutUint16(sl.Last)},
+				&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(markOf(marks[sl.Node]))},
+				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			)})
+		}
+		for j, s := range a.Services {
+			bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
+				KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}
+			bs := make([]nftables.SetElement, len(s.Table))
+			for b, n := range s.Table {
+				bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
+					Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
+			}
+			if err := addSet(c, bm, bs); err != nil {
+				return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
+			}
+			ex := l4(s.Proto)
+			if s.Port != 0 {
+				ex = append(ex,
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
+			}
+			ex = append(ex, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
+			n := uint32(4)
+			if a.Policy == ctl.Weighted {
+				ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+				n = 8
+			}
+			ex = append(ex,
+				&expr.Hash{SourceRegister: 1, DestRegister: 1, Length: n, Modulus: uint32(len(s.Table)), Seed: HashSeed, Type: expr.HashTypeJenkins},
+				&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: bm.Name, SetID: bm.ID},
+				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			)
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
+		}
+	}
+	return nil
+}
+
+// markOf is the packet mark of a mark index; 0 (Self) stays 0.
+func markOf(i uint32) uint32 {
+	if i == 0 {
+		return 0
+	}
+	return MarkBase + i
+}
+
+func l4(proto uint8) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// dropTable deletes the table if it exists.
+func (d *Dataplane) dropTable() error {
+	c, err := d.nftConn()
+	if err != nil {
+		return err
+	}
+	c.DelTable(table)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("kernel: nft delete table: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package kernel
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/corralhq/corral/sharedaddr/ctl"
+)
+
+func TestValidate(t *testing.T) {
+	vip := netip.MustParseAddr("10.251.0.100")
+	good := Plan{Self: 1, Nodes: []Node{{ID: 1}, {ID: 2, IP: netip.MustParseAddr("10.251.0.2")}},
+		Addrs: []Addr{{VIP: vip, Policy: ctl.Weighted, Owner: true, Serve: true,
+			Services: []Service{{Proto: TCP, Port: 80, Table: []uint64{1, 2, 1}}}}}}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good plan: %v", err)
+	}
+	for name, mod := range map[string]func(p *Plan){
+		"unknown node":  func(p *Plan) { p.Addrs[0].Services[0].Table[1] = 3 },
+		"empty table":   func(p *Plan) { p.Addrs[0].Services[0].Table = nil },
+		"ipv6":          func(p *Plan) { p.Addrs[0].VIP = netip.MustParseAddr("fd00::1") },
+		"twice":         func(p *Plan) { p.Addrs = append(p.Addrs, p.Addrs[0]) },
+		"no policy":     func(p *Plan) { p.Addrs[0].Policy = 0 },
+		"proto":         func(p *Plan) { p.Addrs[0].Services[0].Proto = 1 },
+		"no next hop":   func(p *Plan) { p.Nodes[1].IP = netip.Addr{} },
+		"bad exception": func(p *Plan) { p.Addrs[0].Exceptions = []Exception{{netip.MustParseAddrPort("10.0.0.1:5"), 9}} },
+	} {
+		p := good
+		p.Nodes = append([]Node(nil), good.Nodes...)
+		p.Addrs = []Addr{good.Addrs[0]}
+		p.Addrs[0].Services = []Service{{Proto: TCP, Port: 80, Table: []uint64{1, 2, 1}}}
+		mod(&p)
+		if err := p.Validate(); !errors.Is(err, ErrPlan) {
+			t.Errorf("%s: Validate = %v, want ErrPlan", name, err)
+		}
+	}
+}
+
+// The kernel agreement is checked by the netns tests, connection by
+// connection; here: the key is what the policy says, and buckets spread.
+func TestBucket(t *testing.T) {
+	const m = 251
+	a := netip.MustParseAddr("10.251.0.4")
+	if Bucket(ctl.Sticky, netip.AddrPortFrom(a, 1), m) != Bucket(ctl.Sticky, netip.AddrPortFrom(a, 2), m) {
+		t.Error("sticky: the port changed the bucket")
+	}
+	if Bucket(ctl.StickyWild, netip.AddrPortFrom(a, 1), m) != Bucket(ctl.Sticky, netip.AddrPortFrom(a, 1), m) {
+		t.Error("sticky-wild and sticky hash different keys")
+	}
+	count := make([]int, m)
+	for p := range 251 * 40 {
+		b := Bucket(ctl.Weighted, netip.AddrPortFrom(a, uint16(10000+p)), m)
+		if b < 0 || b >= m {
+			t.Fatalf("bucket %d out of range", b)
+		}
+		count[b]++
+	}
+	for b, c := range count {
+		if c < 10 || c > 80 { // mean 40; a bucket this far off means a broken hash
+			t.Errorf("bucket %d holds %d of %d ports", b, c, m*40)
+		}
+	}
+}
+
+// The frame of a gratuitous ARP, byte by byte (RFC 826 layout).
+func TestGARPFrame(t *testing.T) {
+	mac := []byte{2, 0, 0, 0, 0, 1}
+	got := garp(mac, netip.MustParseAddr("10.251.0.100"))
+	want := []byte{
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06,
+		0, 1, 0x08, 0x00, 6, 4, 0, 1,
+		2, 0, 0, 0, 0, 1, 10, 251, 0, 100,
+		0, 0, 0, 0, 0, 0, 10, 251, 0, 100,
+	}
+	if string(got) != string(want) {
+		t.Errorf("garp frame\n got % x\nwant % x", got, want)
+	}
+}
