@@ -113,7 +113,9 @@ func parseAddrAdd(b []byte) error  { _, err := admin.ParseAddrAdd(b); return err
 func parseAddrDel(b []byte) error  { _, err := admin.ParseAddrDel(b); return err }
 func parseAddrList(b []byte) error { _, err := admin.ParseAddrList(b); return err }
 
-func addrAddWith(fn func(b []byte) []byte) []byte { return fn(admin.AppendAddrAdd(nil, &sampleAddrAdd)) }
+func addrAddWith(fn func(b []byte) []byte) []byte {
+	return fn(admin.AppendAddrAdd(nil, &sampleAddrAdd))
+}
 func addrListWith(fn func(b []byte) []byte) []byte {
 	return fn(admin.AppendAddrList(nil, sampleAddrRows))
 }
@@ -131,7 +133,7 @@ func addrVectors() []wiretest.Vector {
 	refused.Flags |= proto.FlagAbort
 	old := list
 	old.Version = 3
-	const policy = 8 + 16 // offset of ADDR_ADD's policy
+	const policy = 8 + 16                                // offset of ADDR_ADD's policy
 	const listener = 4 + 8 + 16 + 4 + 4 + 8 + 2 + 12 + 2 // the first listener
 	return []wiretest.Vector{
 		frameVector("addr_add_request", []string{
