@@ -1,0 +1,23 @@
+// Package addrsvc is the agent's shared-address service: the part of
+// every agent that writes the shared-address machine (sharedaddr/ctl)
+// through the cluster log and hands its state to the data path.
+//
+// It does three things. It proposes the machine's commands (ADD, DEL,
+// LISTEN, UNLISTEN, LEASE, RELEASE) and returns the machine's reply, a
+// refusal as a *RefusedError that matches the sentinel of its code
+// (ErrExists, ErrBadField, …). It keeps, on every node in the view, this
+// node's leases for every address in the committed state — one source-port
+// slice per protocol (TCP, UDP), one IP-ident block, and one SPI block per
+// stack — proposing a missing one, one proposal at a time, with a backoff
+// per lease after a failure, so a refusing or leaderless log is never
+// flooded; the machine itself releases a node's leases when it leaves the
+// view and an address's when the address is deleted, and the service
+// releases its SPI block of a stack with no address left. And it gives the
+// data path (sharedaddr/kernel, which it does not import) a Source: a
+// deterministic State — every address with its owner, listeners, leases
+// and dispatch tables — and a change notification after every applied
+// entry that changes it.
+//
+// The admin opcodes ADDR_ADD, ADDR_DEL and ADDR_LIST (proto/admin,
+// SPEC.md) are served here, for `corral addr`.
+package addrsvc
