@@ -1,0 +1,409 @@
+package addrsvc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/corralhq/corral/events"
+	"github.com/corralhq/corral/rsm"
+	"github.com/corralhq/corral/service"
+	"github.com/corralhq/corral/sharedaddr/addrsvc"
+	"github.com/corralhq/corral/sharedaddr/ctl"
+	"github.com/corralhq/corral/types/event"
+)
+
+type memTx map[string][]byte
+
+func (t memTx) Get(k []byte) []byte { return bytes.Clone(t[string(k)]) }
+func (t memTx) Put(k, v []byte) error {
+	t[string(k)] = bytes.Clone(v)
+	return nil
+}
+func (t memTx) Delete(k []byte) error {
+	delete(t, string(k))
+	return nil
+}
+func (t memTx) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
+		if strings.HasPrefix(k, string(prefix)) {
+			if err := fn([]byte(k), bytes.Clone(t[k])); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// log is an in-process cluster log: every command proposed by a live
+// node is applied, in one order, to the machine of every live node, as
+// the rsm Mux applies a committed entry; a dead node gets nothing and
+// cannot propose.
+type log struct {
+	mu       sync.Mutex // guards everything below; held while applying
+	index    uint64
+	instance uint64
+	nodes    map[uint64]*member
+	proposed int // proposals, for the storm check
+	refuse   bool
+}
+
+type member struct {
+	id   uint64
+	svc  *addrsvc.Service
+	tx   memTx
+	dead bool
+	born uint64
+}
+
+// proposer is one node's rsm.Proposer on the log.
+type proposer struct {
+	l    *log
+	node uint64
+}
+
+func (p proposer) Propose(ctx context.Context, id rsm.ID, cmd []byte) (uint64, []byte, error) {
+	l := p.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.proposed++
+	if l.refuse {
+		return 0, nil, errors.New("log: no leader (test)")
+	}
+	if m := l.nodes[p.node]; m == nil || m.dead {
+		return 0, nil, rsm.ErrNoNode
+	}
+	return l.commit(p.node, cmd)
+}
+
+// commit applies cmd on every live node; the caller holds mu.
+func (l *log) commit(proposer uint64, cmd []byte) (uint64, []byte, error) {
+	l.index++
+	var reply []byte
+	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
+		m := l.nodes[id]
+		if m.dead {
+			continue
+		}
+		res, err := m.svc.Machine().Apply(m.tx, rsm.Entry{Index: l.index, Proposer: proposer, Cmd: cmd})
+		if err != nil {
+			panic(err)
+		}
+		if id == proposer {
+			reply = res.Reply
+		}
+	}
+	return l.index, reply, nil
+}
+
+func (p proposer) ReadIndex(context.Context) (uint64, error) { return 0, nil }
+
+// view commits a NEWVIEW of the live nodes to every live node.
+func (l *log) view(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.index++
+	l.instance = l.index
+	v := &events.Membership{Instance: l.instance}
+	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
+		if m := l.nodes[id]; !m.dead {
+			if m.born == 0 {
+				m.born = l.instance
+			}
+			v.Members = append(v.Members, event.Node{ID: id, BornOn: m.born})
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
+		if m := l.nodes[id]; !m.dead {
+			if _, err := m.svc.Machine().(rsm.ViewObserver).ApplyView(m.tx, rsm.Entry{Index: l.index}, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+type cluster struct {
+	t   *testing.T
+	log *log
+	reg map[uint64]*prometheus.Registry
+	wg  sync.WaitGroup
+	ctx context.Context
+	// cancels stop each node's service (kill).
+	cancels map[uint64]context.CancelFunc
+}
+
+// newCluster starts a service on each node (ids), all in the view.
+func newCluster(t *testing.T, ids ...uint64) *cluster {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cluster{t: t, log: &log{nodes: map[uint64]*member{}}, reg: map[uint64]*prometheus.Registry{}, ctx: ctx, cancels: map[uint64]context.CancelFunc{}}
+	t.Cleanup(func() { cancel(); c.wg.Wait() })
+	for _, id := range ids {
+		reg := prometheus.NewRegistry()
+		s, err := addrsvc.New(service.Deps{Self: id, Cluster: proposer{c.log, id}, Metrics: reg},
+			addrsvc.Config{Stack: 0xf00, TableSize: 251, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reg[id] = reg
+		c.log.nodes[id] = &member{id: id, svc: s, tx: memTx{}}
+	}
+	c.log.view(t)
+	for _, id := range ids {
+		nctx, ncancel := context.WithCancel(ctx)
+		c.cancels[id] = ncancel
+		s := c.log.nodes[id].svc
+		c.wg.Go(func() { s.Run(nctx) })
+	}
+	return c
+}
+
+func (c *cluster) svc(id uint64) *addrsvc.Service { return c.log.nodes[id].svc }
+
+// kill stops a node: its service ends and the log forgets it; the
+// survivors then commit a view without it.
+func (c *cluster) kill(id uint64) {
+	c.cancels[id]()
+	c.log.mu.Lock()
+	c.log.nodes[id].dead = true
+	c.log.mu.Unlock()
+	c.log.view(c.t)
+}
+
+// eventually waits, with a deadline, until cond holds.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var vip = ctl.Addr{Stack: 0xf00, IP: netip.MustParseAddr("192.0.2.10")}
+
+// held returns node's leases of a, by kind and proto ("slice/6" …).
+func held(st *addrsvc.State, a ctl.Addr, node uint64) map[string]int {
+	out := map[string]int{}
+	if ai, ok := st.Addr(a); ok {
+		for _, l := range ai.Leases {
+			if l.Node == node {
+				out[fmt.Sprintf("%v/%d", l.Kind, l.Proto)]++
+			}
+		}
+	}
+	for _, l := range st.SPI {
+		if l.Node == node && l.Stack == a.Stack {
+			out["spi"]++
+		}
+	}
+	return out
+}
+
+func fullLeases(st *addrsvc.State, a ctl.Addr, node uint64) error {
+	h := held(st, a, node)
+	want := map[string]int{"slice/6": 1, "slice/17": 1, "ident/0": 1, "spi": 1}
+	if !maps.Equal(h, want) {
+		return fmt.Errorf("node %d holds %v, want %v", node, h, want)
+	}
+	return nil
+}
+
+// TestLeasesFollowTheState: an address added on one node makes every
+// node lease exactly its blocks; a node that dies loses its blocks, the
+// survivors agree on a new owner; deleting the address releases
+// everything, the SPI blocks included; the data path is woken each time.
+func TestLeasesFollowTheState(t *testing.T) {
+	c := newCluster(t, 1, 2, 3)
+	ctx := context.Background()
+	changes, stop := c.svc(3).Source().Watch()
+	defer stop()
+
+	if err := c.svc(2).Add(ctx, vip, ctl.Weighted, 0, []ctl.Weight{{Node: 2, Weight: 3}}, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change notification after ADD")
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		if err := c.svc(id).Listen(ctx, vip, ctl.TCP, 80); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every node holds its leases", func() error {
+		for _, id := range []uint64{1, 2, 3} {
+			st := c.svc(id).Source().State()
+			for _, n := range []uint64{1, 2, 3} {
+				if err := fullLeases(st, vip, n); err != nil {
+					return fmt.Errorf("on node %d: %w", id, err)
+				}
+			}
+		}
+		return nil
+	})
+	// Every node's state is the same: owner, tables, leases.
+	st1 := c.svc(1).Source().State()
+	for _, id := range []uint64{2, 3} {
+		st := c.svc(id).Source().State()
+		if fmt.Sprint(st.Addrs) != fmt.Sprint(st1.Addrs) || fmt.Sprint(st.SPI) != fmt.Sprint(st1.SPI) {
+			t.Fatalf("node %d's state differs from node 1's:\n%v\n%v", id, st.Addrs, st1.Addrs)
+		}
+	}
+	a, _ := st1.Addr(vip)
+	if a.Owner != 1 || len(a.Tables) != 1 {
+		t.Fatalf("owner %d, %d tables; want owner 1 (oldest), one table", a.Owner, len(a.Tables))
+	}
+	shares := a.Tables[0].Shares()
+	if len(shares) != 3 || shares[1].Node != 2 || shares[1].Buckets < 2*shares[0].Buckets {
+		t.Fatalf("shares %v: node 2 at weight 3 should hold about 3/5 of 251", shares)
+	}
+	if got := gauge(t, c.reg[1], "corral_sharedaddr_owner"); got != 1 {
+		t.Fatalf("corral_sharedaddr_owner on node 1 = %v, want 1", got)
+	}
+	if got := gauge(t, c.reg[2], "corral_sharedaddr_owner"); got != 0 {
+		t.Fatalf("corral_sharedaddr_owner on node 2 = %v, want 0", got)
+	}
+	if got := gauge(t, c.reg[2], "corral_sharedaddr_addresses"); got != 1 {
+		t.Fatalf("corral_sharedaddr_addresses on node 2 = %v, want 1", got)
+	}
+
+	// Nothing more is proposed while nothing changes: no storm.
+	c.log.mu.Lock()
+	before := c.log.proposed
+	c.log.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // a quiet period, not a synchronisation
+	c.log.mu.Lock()
+	after := c.log.proposed
+	c.log.mu.Unlock()
+	if after != before {
+		t.Fatalf("%d proposals in a quiet cluster", after-before)
+	}
+
+	c.kill(1)
+	eventually(t, "survivors agree on node 2 as owner and node 1's leases are gone", func() error {
+		for _, id := range []uint64{2, 3} {
+			st := c.svc(id).Source().State()
+			a, ok := st.Addr(vip)
+			switch {
+			case !ok || a.Owner != 2:
+				return fmt.Errorf("node %d: owner %d", id, a.Owner)
+			case len(held(st, vip, 1)) != 0:
+				return fmt.Errorf("node %d: node 1 still holds %v", id, held(st, vip, 1))
+			}
+			for _, l := range a.Listeners {
+				if l.Node == 1 {
+					return fmt.Errorf("node %d: node 1 still listens", id)
+				}
+			}
+		}
+		return fullLeases(c.svc(3).Source().State(), vip, 3)
+	})
+
+	if err := c.svc(3).Del(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "everything released", func() error {
+		for _, id := range []uint64{2, 3} {
+			st := c.svc(id).Source().State()
+			if len(st.Addrs) != 0 || len(st.SPI) != 0 {
+				return fmt.Errorf("node %d: %d addresses, SPI %v", id, len(st.Addrs), st.SPI)
+			}
+		}
+		return nil
+	})
+}
+
+// gauge returns the sum of the values of the gauge called name.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return v
+}
+
+// TestRefusalsAreTyped: each refusal of the machine comes back as a
+// *RefusedError matching its code's sentinel, with the machine's text.
+func TestRefusalsAreTyped(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := context.Background()
+	s := c.svc(1)
+	if err := s.Add(ctx, vip, ctl.Sticky, time.Second, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		err  error
+		want error
+		text string
+	}{
+		{"ADD again", s.Add(ctx, vip, ctl.Sticky, 0, nil, false), addrsvc.ErrExists, "exists"},
+		{"ADD loopback", s.Add(ctx, ctl.Addr{IP: netip.MustParseAddr("127.0.0.1")}, ctl.Weighted, 0, nil, false), addrsvc.ErrBadField, "cannot be shared"},
+		{"ADD weight", s.Add(ctx, vip, ctl.Weighted, 0, []ctl.Weight{{Node: 1, Weight: ctl.MaxWeight + 1}}, true), addrsvc.ErrBadField, "above"},
+		{"ADD policy", s.Add(ctx, vip, ctl.Policy(9), 0, nil, true), addrsvc.ErrBadField, "policy 9"},
+		{"DEL missing", s.Del(ctx, ctl.Addr{Stack: 0xf00, IP: netip.MustParseAddr("192.0.2.99")}), addrsvc.ErrNoAddr, "no address"},
+		{"UNLISTEN", s.Unlisten(ctx, vip, ctl.TCP, 80), addrsvc.ErrNotHeld, "does not listen"},
+	}
+	for _, tc := range cases {
+		var re *addrsvc.RefusedError
+		if !errors.Is(tc.err, tc.want) || !errors.As(tc.err, &re) || !strings.Contains(re.Text, tc.text) {
+			t.Errorf("%s: %v, want %v with text containing %q", tc.name, tc.err, tc.want, tc.text)
+		}
+	}
+	// The rows ADDR_LIST sends: the address, sticky with its affinity.
+	rows := s.Rows()
+	if len(rows) != 1 || rows[0].Policy != uint8(ctl.Sticky) || rows[0].Affinity != 1000 || rows[0].Owner != 1 {
+		t.Fatalf("rows %+v", rows)
+	}
+}
+
+// TestBackoff: while the log refuses every proposal, the missing leases
+// are proposed with growing waits, not in a loop; once it accepts, they
+// are obtained.
+func TestBackoff(t *testing.T) {
+	c := newCluster(t, 1)
+	c.log.mu.Lock()
+	c.log.refuse = true
+	start := c.log.proposed
+	// The address comes from the log while this node's proposals fail.
+	c.log.commit(2, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: vip, Policy: ctl.Weighted}))
+	c.log.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // a window to count proposals in, not a synchronisation
+	c.log.mu.Lock()
+	n := c.log.proposed - start
+	c.log.refuse = false
+	c.log.mu.Unlock()
+	// Backoff from 10 ms doubling to 100 ms: a few passes in 300 ms,
+	// each of at most four leases; a loop would make thousands.
+	if n < 4 || n > 80 {
+		t.Fatalf("%d proposals in 300 ms against a refusing log; want retries with backoff", n)
+	}
+	eventually(t, "leases once the log accepts", func() error { return fullLeases(c.svc(1).Source().State(), vip, 1) })
+}
