@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// addrList runs corral addr list --json on nd.
+func (nd *node) addrList() ([]addrJSON, string, error) {
+	out, err := exec.Command(binary, "addr", "list", "--data-dir", nd.dir, "--json").Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("addr list on n%d: %w", nd.id, err)
+	}
+	var as []addrJSON
+	if err := json.Unmarshal(out, &as); err != nil {
+		return nil, "", fmt.Errorf("addr list on n%d: %w: %s", nd.id, err, out)
+	}
+	return as, string(out), nil
+}
+
+// addrTool runs the tool with args and returns its output and exit code.
+func addrTool(args ...string) (string, int) {
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	var xe *exec.ExitError
+	if errors.As(err, &xe) {
+		return string(out), xe.ExitCode()
+	}
+	if err != nil {
+		return err.Error(), -1
+	}
+	return string(out), 0
+}
+
+// holdsAll says whether node holds one TCP slice, one UDP slice, one
+// ident block and one SPI block in a.
+func holdsAll(a addrJSON, node uint64) bool {
+	n := map[string]int{}
+	for _, l := range a.Leases {
+		if l.Node == node {
+			n[l.Kind+"/"+l.Proto]++
+		}
+	}
+	return n["slice/tcp"] == 1 && n["slice/udp"] == 1 && n["ident/"] == 1 && n["spi/"] == 1 && len(n) == 4
+}
+
+// waitAddrs polls addr list on every node until check accepts every
+// node's list and all lists are the same; it returns the list.
+func waitAddrs(t *testing.T, nodes []*node, within time.Duration, what string, check func([]addrJSON) error) []addrJSON {
+	t.Helper()
+	var last string
+	var err error
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var first string
+		var as []addrJSON
+		err = nil
+		for _, nd := range nodes {
+			var out string
+			if as, out, err = nd.addrList(); err == nil {
+				err = check(as)
+			}
+			if err == nil && first != "" && out != first {
+				err = fmt.Errorf("n%d's list differs from n%d's:\n%s\n%s", nd.id, nodes[0].id, out, first)
+			}
+			if err != nil {
+				last = out
+				break
+			}
+			first = out
+		}
+		if err == nil {
+			return as
+		}
+	}
+	t.Fatalf("%s within %v: %v\n%s", what, within, err, last)
+	return nil
+}
+
+// TestAddrThreeNodes: an address added on one node shows on every node
+// with the same owner and weights, and every node's leases; bad input
+// is refused with a clear error and the agent keeps serving; kill -9 of
+// the owner makes the survivors agree on a new one and drops the dead
+// node's leases; del removes it everywhere.
+func TestAddrThreeNodes(t *testing.T) {
+	nodes := formed(t, 3)
+	const ip = "192.0.2.10"
+
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"addr", "add", "300.1.2.3"}, "is not an IP address"},
+		{[]string{"addr", "add", ip, "--policy", "round-robin"}, "want weighted, sticky or sticky-wild"},
+		{[]string{"addr", "add", ip, "--weights", "2=x"}, "is not a whole number"},
+		{[]string{"addr", "add", ip, "--weights", "nosuchnode=1"}, "neither a node id nor the name"},
+		{[]string{"addr", "add", ip, "--stack", "no-such-netns"}, "--stack"},
+		// The machine's refusals come back typed, with its reason.
+		{[]string{"addr", "add", ip, "--weights", "2=70000"}, "bad-field: ADD: weight 70000 of node 2 above 65536"},
+		{[]string{"addr", "add", "127.0.0.1"}, "cannot be shared"},
+		{[]string{"addr", "del", "192.0.2.99"}, "no-addr"},
+	} {
+		out, code := addrTool(append(bad.args, "--data-dir", nodes[1].dir)...)
+		if code != 1 || !strings.Contains(out, bad.want) {
+			t.Errorf("corral %s: exit %d, %q; want exit 1 and %q", strings.Join(bad.args, " "), code, out, bad.want)
+		}
+	}
+
+	if out, code := addrTool("addr", "add", ip, "--weights", "2=3,n3=2", "--data-dir", nodes[1].dir); code != 0 {
+		t.Fatalf("addr add: exit %d: %s", code, out)
+	}
+	if out, code := addrTool("addr", "add", ip, "--data-dir", nodes[2].dir); code != 1 || !strings.Contains(out, "exists") {
+		t.Errorf("second addr add: exit %d, %q; want exists", code, out)
+	}
+	as := waitAddrs(t, nodes, 20*time.Second, "every node lists the address with every node's leases", func(as []addrJSON) error {
+		if len(as) != 1 || as[0].IP != ip {
+			return fmt.Errorf("addresses %+v", as)
+		}
+		for _, id := range []uint64{1, 2, 3} {
+			if !holdsAll(as[0], id) {
+				return fmt.Errorf("node %d's leases incomplete: %+v", id, as[0].Leases)
+			}
+		}
+		return nil
+	})
+	a := as[0]
+	if a.Owner != 1 || a.OwnerName != "n1" || a.Policy != "weighted" ||
+		fmt.Sprint(a.Weights) != "[{2 3} {3 2}]" || a.Stack == 0 {
+		t.Fatalf("address %+v: want owner 1 (the oldest), weighted, weights 2=3 3=2, the agents' stack", a)
+	}
+	text, _ := addrTool("addr", "list", "--data-dir", nodes[0].dir)
+	if !strings.Contains(text, ip) || !strings.Contains(text, "1 (n1)") || !strings.Contains(text, "2=3,3=2") {
+		t.Errorf("addr list table:\n%s", text)
+	}
+	t.Logf("corral addr list on n1:\n%s", text)
+
+	// kill -9 the owner.
+	killed := time.Now()
+	nodes[0].kill()
+	rest := nodes[1:]
+	as = waitAddrs(t, rest, 10*time.Second, "survivors agree on a new owner without node 1's leases", func(as []addrJSON) error {
+		if len(as) != 1 {
+			return fmt.Errorf("addresses %+v", as)
+		}
+		if as[0].Owner == 1 || as[0].Owner == 0 {
+			return fmt.Errorf("owner %d", as[0].Owner)
+		}
+		if slices.ContainsFunc(as[0].Leases, func(l addrLeaseJSON) bool { return l.Node == 1 }) {
+			return fmt.Errorf("node 1 still holds %+v", as[0].Leases)
+		}
+		if !holdsAll(as[0], 2) || !holdsAll(as[0], 3) {
+			return fmt.Errorf("leases %+v", as[0].Leases)
+		}
+		return nil
+	})
+	t.Logf("kill -9 of owner n1: survivors agree on owner %d after %v", as[0].Owner, time.Since(killed))
+
+	if out, code := addrTool("addr", "del", ip, "--data-dir", rest[1].dir); code != 0 {
+		t.Fatalf("addr del: exit %d: %s", code, out)
+	}
+	waitAddrs(t, rest, 10*time.Second, "the address is gone everywhere", func(as []addrJSON) error {
+		if len(as) != 0 {
+			return fmt.Errorf("addresses %+v", as)
+		}
+		return nil
+	})
+}
+
+// TestAddrOldAgent: against an agent of admin version 2, corral addr says
+// the agent is too old and exits 2.
+func TestAddrOldAgent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	oldAgent(t, dir)
+	out, code := addrTool("addr", "list", "--data-dir", dir)
+	if code != exitTooOld || !strings.Contains(out, "too old for shared addresses") {
+		t.Fatalf("addr list against a v2 agent: exit %d, %q", code, out)
+	}
+}
