@@ -225,12 +225,12 @@ func addrDelCmd() *cobra.Command {
 // addrJSON is the JSON form of an ADDR_LIST row; its keys are a stable
 // interface.
 type addrJSON struct {
-	IP         string         `json:"ip"`
-	Stack      uint64         `json:"stack"`
-	Policy     string         `json:"policy"`
-	AffinityMS uint32         `json:"affinity_ms"`
-	Owner      uint64         `json:"owner"`
-	OwnerName  string         `json:"owner_name,omitempty"`
+	IP         string             `json:"ip"`
+	Stack      uint64             `json:"stack"`
+	Policy     string             `json:"policy"`
+	AffinityMS uint32             `json:"affinity_ms"`
+	Owner      uint64             `json:"owner"`
+	OwnerName  string             `json:"owner_name,omitempty"`
 	Weights    []addrWeightJSON   `json:"weights"`
 	Listeners  []addrListenerJSON `json:"listeners"`
 	Leases     []addrLeaseJSON    `json:"leases"`
@@ -258,9 +258,9 @@ type addrLeaseJSON struct {
 }
 
 type addrTableJSON struct {
-	Proto   string      `json:"proto"`
-	Port    uint16      `json:"port"`
-	Buckets uint32      `json:"buckets"`
+	Proto   string          `json:"proto"`
+	Port    uint16          `json:"port"`
+	Buckets uint32          `json:"buckets"`
 	Shares  []addrShareJSON `json:"shares"`
 }
 
