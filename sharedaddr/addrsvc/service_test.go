@@ -407,3 +407,42 @@ func TestBackoff(t *testing.T) {
 	}
 	eventually(t, "leases once the log accepts", func() error { return fullLeases(c.svc(1).Source().State(), vip, 1) })
 }
+
+// TestWatchCoalesces: a watcher that does not read gets one wake-up for
+// many changes, never blocks the log, and a State it held stays as it
+// was.
+func TestWatchCoalesces(t *testing.T) {
+	c := newCluster(t, 1)
+	src := c.svc(1).Source()
+	before := src.State()
+	changes, stop := src.Watch()
+	// The log is held throughout, so the service's own lease proposals
+	// wait: the changes below are the only ones.
+	c.log.mu.Lock()
+	defer c.log.mu.Unlock()
+	for i := range 3 {
+		ip := netip.AddrFrom4([4]byte{192, 0, 2, byte(20 + i)})
+		c.log.commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: ctl.Addr{Stack: 1, IP: ip}, Policy: ctl.Weighted}))
+	}
+	<-changes
+	select {
+	case <-changes:
+		t.Fatal("a second wake-up queued")
+	default:
+	}
+	stop()
+	after := src.State()
+	if len(before.Addrs) != 0 || len(after.Addrs) != 3 || after.Gen <= before.Gen {
+		t.Fatalf("before: gen %d, %d addresses; after: gen %d, %d addresses", before.Gen, len(before.Addrs), after.Gen, len(after.Addrs))
+	}
+	// After stop, changes wake nobody (and do not block).
+	c.log.commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpDel, Addr: ctl.Addr{Stack: 1, IP: netip.MustParseAddr("192.0.2.20")}}))
+	select {
+	case <-changes:
+		t.Fatal("woken after stop")
+	default:
+	}
+	if got := len(src.State().Addrs); got != 2 || len(after.Addrs) != 3 {
+		t.Fatalf("%d addresses after DEL (want 2); the earlier State now has %d (want 3)", got, len(after.Addrs))
+	}
+}
