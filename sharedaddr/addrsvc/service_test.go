@@ -1,13 +1,11 @@
 package addrsvc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,130 +13,18 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/corralhq/corral/events"
-	"github.com/corralhq/corral/rsm"
 	"github.com/corralhq/corral/service"
 	"github.com/corralhq/corral/sharedaddr/addrsvc"
+	"github.com/corralhq/corral/sharedaddr/addrsvc/addrsvctest"
 	"github.com/corralhq/corral/sharedaddr/ctl"
-	"github.com/corralhq/corral/types/event"
 )
 
-type memTx map[string][]byte
-
-func (t memTx) Get(k []byte) []byte { return bytes.Clone(t[string(k)]) }
-func (t memTx) Put(k, v []byte) error {
-	t[string(k)] = bytes.Clone(v)
-	return nil
-}
-func (t memTx) Delete(k []byte) error {
-	delete(t, string(k))
-	return nil
-}
-func (t memTx) Scan(prefix []byte, fn func(k, v []byte) error) error {
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		if strings.HasPrefix(k, string(prefix)) {
-			if err := fn([]byte(k), bytes.Clone(t[k])); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// log is an in-process cluster log: every command proposed by a live
-// node is applied, in one order, to the machine of every live node, as
-// the rsm Mux applies a committed entry; a dead node gets nothing and
-// cannot propose.
-type log struct {
-	mu       sync.Mutex // guards everything below; held while applying
-	index    uint64
-	instance uint64
-	nodes    map[uint64]*member
-	proposed int // proposals, for the storm check
-	refuse   bool
-}
-
-type member struct {
-	id   uint64
-	svc  *addrsvc.Service
-	tx   memTx
-	dead bool
-	born uint64
-}
-
-// proposer is one node's rsm.Proposer on the log.
-type proposer struct {
-	l    *log
-	node uint64
-}
-
-func (p proposer) Propose(ctx context.Context, id rsm.ID, cmd []byte) (uint64, []byte, error) {
-	l := p.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.proposed++
-	if l.refuse {
-		return 0, nil, errors.New("log: no leader (test)")
-	}
-	if m := l.nodes[p.node]; m == nil || m.dead {
-		return 0, nil, rsm.ErrNoNode
-	}
-	return l.commit(p.node, cmd)
-}
-
-// commit applies cmd on every live node; the caller holds mu.
-func (l *log) commit(proposer uint64, cmd []byte) (uint64, []byte, error) {
-	l.index++
-	var reply []byte
-	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
-		m := l.nodes[id]
-		if m.dead {
-			continue
-		}
-		res, err := m.svc.Machine().Apply(m.tx, rsm.Entry{Index: l.index, Proposer: proposer, Cmd: cmd})
-		if err != nil {
-			panic(err)
-		}
-		if id == proposer {
-			reply = res.Reply
-		}
-	}
-	return l.index, reply, nil
-}
-
-func (p proposer) ReadIndex(context.Context) (uint64, error) { return 0, nil }
-
-// view commits a NEWVIEW of the live nodes to every live node.
-func (l *log) view(t *testing.T) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.index++
-	l.instance = l.index
-	v := &events.Membership{Instance: l.instance}
-	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
-		if m := l.nodes[id]; !m.dead {
-			if m.born == 0 {
-				m.born = l.instance
-			}
-			v.Members = append(v.Members, event.Node{ID: id, BornOn: m.born})
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(l.nodes)) {
-		if m := l.nodes[id]; !m.dead {
-			if _, err := m.svc.Machine().(rsm.ViewObserver).ApplyView(m.tx, rsm.Entry{Index: l.index}, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 type cluster struct {
-	t   *testing.T
-	log *log
-	reg map[uint64]*prometheus.Registry
-	wg  sync.WaitGroup
-	ctx context.Context
+	t    *testing.T
+	log  *addrsvctest.Log
+	reg  map[uint64]*prometheus.Registry
+	svcs map[uint64]*addrsvc.Service
+	wg   sync.WaitGroup
 	// cancels stop each node's service (kill).
 	cancels map[uint64]context.CancelFunc
 }
@@ -146,38 +32,43 @@ type cluster struct {
 // newCluster starts a service on each node (ids), all in the view.
 func newCluster(t *testing.T, ids ...uint64) *cluster {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &cluster{t: t, log: &log{nodes: map[uint64]*member{}}, reg: map[uint64]*prometheus.Registry{}, ctx: ctx, cancels: map[uint64]context.CancelFunc{}}
+	c := &cluster{t: t, log: addrsvctest.NewLog(), reg: map[uint64]*prometheus.Registry{},
+		svcs: map[uint64]*addrsvc.Service{}, cancels: map[uint64]context.CancelFunc{}}
 	t.Cleanup(func() { cancel(); c.wg.Wait() })
 	for _, id := range ids {
 		reg := prometheus.NewRegistry()
-		s, err := addrsvc.New(service.Deps{Self: id, Cluster: proposer{c.log, id}, Metrics: reg},
+		s, err := addrsvc.New(service.Deps{Self: id, Cluster: c.log.Proposer(id), Metrics: reg},
 			addrsvc.Config{Stack: 0xf00, TableSize: 251, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.reg[id] = reg
-		c.log.nodes[id] = &member{id: id, svc: s, tx: memTx{}}
+		c.reg[id], c.svcs[id] = reg, s
+		c.log.Join(id, s.Machine())
 	}
-	c.log.view(t)
+	c.view()
 	for _, id := range ids {
 		nctx, ncancel := context.WithCancel(ctx)
 		c.cancels[id] = ncancel
-		s := c.log.nodes[id].svc
+		s := c.svcs[id]
 		c.wg.Go(func() { s.Run(nctx) })
 	}
 	return c
 }
 
-func (c *cluster) svc(id uint64) *addrsvc.Service { return c.log.nodes[id].svc }
+func (c *cluster) svc(id uint64) *addrsvc.Service { return c.svcs[id] }
+
+func (c *cluster) view() {
+	if err := c.log.View(); err != nil {
+		c.t.Fatal(err)
+	}
+}
 
 // kill stops a node: its service ends and the log forgets it; the
 // survivors then commit a view without it.
 func (c *cluster) kill(id uint64) {
 	c.cancels[id]()
-	c.log.mu.Lock()
-	c.log.nodes[id].dead = true
-	c.log.mu.Unlock()
-	c.log.view(c.t)
+	c.log.Kill(id)
+	c.view()
 }
 
 // eventually waits, with a deadline, until cond holds.
@@ -286,13 +177,9 @@ func TestLeasesFollowTheState(t *testing.T) {
 	}
 
 	// Nothing more is proposed while nothing changes: no storm.
-	c.log.mu.Lock()
-	before := c.log.proposed
-	c.log.mu.Unlock()
+	before := c.log.Proposals()
 	time.Sleep(50 * time.Millisecond) // a quiet period, not a synchronisation
-	c.log.mu.Lock()
-	after := c.log.proposed
-	c.log.mu.Unlock()
+	after := c.log.Proposals()
 	if after != before {
 		t.Fatalf("%d proposals in a quiet cluster", after-before)
 	}
@@ -389,17 +276,15 @@ func TestRefusalsAreTyped(t *testing.T) {
 // are obtained.
 func TestBackoff(t *testing.T) {
 	c := newCluster(t, 1)
-	c.log.mu.Lock()
-	c.log.refuse = true
-	start := c.log.proposed
+	c.log.Refuse(errors.New("no leader (test)"))
+	start := c.log.Proposals()
 	// The address comes from the log while this node's proposals fail.
-	c.log.commit(2, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: vip, Policy: ctl.Weighted}))
-	c.log.mu.Unlock()
+	if _, err := c.log.Commit(2, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: vip, Policy: ctl.Weighted})); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(300 * time.Millisecond) // a window to count proposals in, not a synchronisation
-	c.log.mu.Lock()
-	n := c.log.proposed - start
-	c.log.refuse = false
-	c.log.mu.Unlock()
+	n := c.log.Proposals() - start
+	c.log.Refuse(nil)
 	// Backoff from 10 ms doubling to 100 ms: a few passes in 300 ms,
 	// each of at most four leases; a loop would make thousands.
 	if n < 4 || n > 80 {
@@ -418,31 +303,31 @@ func TestWatchCoalesces(t *testing.T) {
 	changes, stop := src.Watch()
 	// The log is held throughout, so the service's own lease proposals
 	// wait: the changes below are the only ones.
-	c.log.mu.Lock()
-	defer c.log.mu.Unlock()
-	for i := range 3 {
-		ip := netip.AddrFrom4([4]byte{192, 0, 2, byte(20 + i)})
-		c.log.commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: ctl.Addr{Stack: 1, IP: ip}, Policy: ctl.Weighted}))
-	}
-	<-changes
-	select {
-	case <-changes:
-		t.Fatal("a second wake-up queued")
-	default:
-	}
-	stop()
-	after := src.State()
-	if len(before.Addrs) != 0 || len(after.Addrs) != 3 || after.Gen <= before.Gen {
-		t.Fatalf("before: gen %d, %d addresses; after: gen %d, %d addresses", before.Gen, len(before.Addrs), after.Gen, len(after.Addrs))
-	}
-	// After stop, changes wake nobody (and do not block).
-	c.log.commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpDel, Addr: ctl.Addr{Stack: 1, IP: netip.MustParseAddr("192.0.2.20")}}))
-	select {
-	case <-changes:
-		t.Fatal("woken after stop")
-	default:
-	}
-	if got := len(src.State().Addrs); got != 2 || len(after.Addrs) != 3 {
-		t.Fatalf("%d addresses after DEL (want 2); the earlier State now has %d (want 3)", got, len(after.Addrs))
-	}
+	c.log.Do(func(commit func(uint64, []byte) []byte) {
+		for i := range 3 {
+			ip := netip.AddrFrom4([4]byte{192, 0, 2, byte(20 + i)})
+			commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: ctl.Addr{Stack: 1, IP: ip}, Policy: ctl.Weighted}))
+		}
+		<-changes
+		select {
+		case <-changes:
+			t.Fatal("a second wake-up queued")
+		default:
+		}
+		stop()
+		after := src.State()
+		if len(before.Addrs) != 0 || len(after.Addrs) != 3 || after.Gen <= before.Gen {
+			t.Fatalf("before: gen %d, %d addresses; after: gen %d, %d addresses", before.Gen, len(before.Addrs), after.Gen, len(after.Addrs))
+		}
+		// After stop, changes wake nobody (and do not block).
+		commit(1, ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpDel, Addr: ctl.Addr{Stack: 1, IP: netip.MustParseAddr("192.0.2.20")}}))
+		select {
+		case <-changes:
+			t.Fatal("woken after stop")
+		default:
+		}
+		if got := len(src.State().Addrs); got != 2 || len(after.Addrs) != 3 {
+			t.Fatalf("%d addresses after DEL (want 2); the earlier State now has %d (want 3)", got, len(after.Addrs))
+		}
+	})
 }
