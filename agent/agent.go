@@ -184,7 +184,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	sa, err := addrsvc.New(a.deps("sharedaddr"), addrsvc.Config{Stack: ownStack(log)})
+	sa, err := addrsvc.New(a.deps("sharedaddr"), ownStack(log))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -245,15 +245,18 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	return a, nil
 }
 
-// ownStack is the id of the agent's network namespace, what a shared
-// address of stack 0 means; 0 where namespaces are not known.
-func ownStack(log *slog.Logger) uint64 {
+// ownStack configures the shared-address service with the agent's
+// network namespace: what a shared address of stack 0 means, and where it
+// observes listeners. Where namespaces are not known, stack 0 and none.
+func ownStack(log *slog.Logger) addrsvc.Config {
 	st, err := sharedaddr.Current(nil, log)
 	if err != nil {
 		log.Warn("shared addresses: no stack id for the agent's namespace", "err", err.Error())
-		return 0
+		return addrsvc.Config{}
 	}
-	return uint64(st.ID())
+	return addrsvc.Config{Stack: uint64(st.ID()), Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+		return st.WalkTCP(ctx, fn, nil)
+	}}
 }
 
 // deps are what the agent hands the service called name.

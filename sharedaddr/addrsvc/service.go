@@ -75,6 +75,12 @@ type Config struct {
 	// Attempt bounds one proposal; one not applied by then is proposed
 	// again under the same request id when the proposer has them.
 	Attempt time.Duration
+	// Walk, if set, lists the TCP sockets of Stack: the service then
+	// takes the sockets listening on a shared address for this node's
+	// listeners (observeListeners), every Observe (0: DefaultObserve;
+	// negative: never).
+	Walk    Walker
+	Observe time.Duration
 	// BackoffMin and BackoffMax bound the wait before a lease that failed
 	// is proposed again; it doubles from Min up to Max, with jitter.
 	BackoffMin, BackoffMax time.Duration
@@ -150,13 +156,17 @@ func (s *Service) Source() Source { return s.m }
 // Stack returns the stack a request's stack 0 means.
 func (s *Service) Stack() uint64 { return s.cfg.Stack }
 
-// Run implements service.Service: it keeps this node's leases until ctx
-// is done, then waits for the admin requests being served.
+// Run implements service.Service: it keeps this node's leases and, with
+// Config.Walk, its listeners until ctx is done, then waits for the admin
+// requests being served.
 func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.observeListeners(ctx) })
 	s.keepLeases(ctx)
+	wg.Wait()
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()

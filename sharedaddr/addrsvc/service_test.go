@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corralhq/corral/service"
+	"github.com/corralhq/corral/sharedaddr"
 	"github.com/corralhq/corral/sharedaddr/addrsvc"
 	"github.com/corralhq/corral/sharedaddr/addrsvc/addrsvctest"
 	"github.com/corralhq/corral/sharedaddr/ctl"
@@ -30,15 +32,21 @@ type cluster struct {
 }
 
 // newCluster starts a service on each node (ids), all in the view.
-func newCluster(t *testing.T, ids ...uint64) *cluster {
+func newCluster(t *testing.T, ids ...uint64) *cluster { return newClusterWith(t, nil, ids...) }
+
+// newClusterWith is newCluster with each node's Config changed by edit.
+func newClusterWith(t *testing.T, edit func(id uint64, cfg *addrsvc.Config), ids ...uint64) *cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &cluster{t: t, log: addrsvctest.NewLog(), reg: map[uint64]*prometheus.Registry{},
 		svcs: map[uint64]*addrsvc.Service{}, cancels: map[uint64]context.CancelFunc{}}
 	t.Cleanup(func() { cancel(); c.wg.Wait() })
 	for _, id := range ids {
 		reg := prometheus.NewRegistry()
-		s, err := addrsvc.New(service.Deps{Self: id, Cluster: c.log.Proposer(id), Metrics: reg},
-			addrsvc.Config{Stack: 0xf00, TableSize: 251, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+		cfg := addrsvc.Config{Stack: 0xf00, TableSize: 251, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
+		if edit != nil {
+			edit(id, &cfg)
+		}
+		s, err := addrsvc.New(service.Deps{Self: id, Cluster: c.log.Proposer(id), Metrics: reg}, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,5 +337,75 @@ func TestWatchCoalesces(t *testing.T) {
 		if got := len(src.State().Addrs); got != 2 || len(after.Addrs) != 3 {
 			t.Fatalf("%d addresses after DEL (want 2); the earlier State now has %d (want 3)", got, len(after.Addrs))
 		}
+	})
+}
+
+// sockets is a fake stack's TCP sockets, for Config.Walk.
+type sockets struct {
+	mu   sync.Mutex // guards list
+	list []sharedaddr.TCPInfo
+}
+
+func (k *sockets) set(list ...sharedaddr.TCPInfo) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.list = list
+}
+
+func (k *sockets) walk(_ context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+	k.mu.Lock()
+	list := slices.Clone(k.list)
+	k.mu.Unlock()
+	for _, ti := range list {
+		if !fn(ti) {
+			break
+		}
+	}
+	return nil
+}
+
+func listening(ap string) sharedaddr.TCPInfo {
+	return sharedaddr.TCPInfo{State: sharedaddr.StateListen, Local: netip.MustParseAddrPort(ap)}
+}
+
+// TestObservedListeners: a socket listening on a shared address of the
+// agent's stack becomes this node's listener, and stops being one when it
+// closes; wildcard listeners, other addresses and connections do not.
+func TestObservedListeners(t *testing.T) {
+	socks := map[uint64]*sockets{1: {}, 2: {}}
+	c := newClusterWith(t, func(id uint64, cfg *addrsvc.Config) {
+		cfg.Walk, cfg.Observe = socks[id].walk, 10*time.Millisecond
+	}, 1, 2)
+	if err := c.svc(1).Add(context.Background(), vip, ctl.Weighted, 0, []ctl.Weight{{Node: 2, Weight: 2}}, false); err != nil {
+		t.Fatal(err)
+	}
+	est := sharedaddr.TCPInfo{State: sharedaddr.StateEstablished, Local: netip.MustParseAddrPort("192.0.2.10:443"),
+		Remote: netip.MustParseAddrPort("198.51.100.1:5000")}
+	socks[1].set(listening("192.0.2.10:80"), listening("0.0.0.0:22"), listening("192.0.2.99:80"), est)
+	socks[2].set(listening("[::ffff:192.0.2.10]:80"), listening("192.0.2.10:8080"))
+	listeners := func() string {
+		a, _ := c.svc(2).Source().State().Addr(vip)
+		var out []string
+		for _, l := range a.Listeners {
+			out = append(out, fmt.Sprintf("%d:%d/%d", l.Node, l.Proto, l.Port))
+		}
+		return strings.Join(out, " ")
+	}
+	eventually(t, "observed listeners", func() error {
+		if got := listeners(); got != "1:6/80 2:6/80 2:6/8080" {
+			return fmt.Errorf("listeners %q", got)
+		}
+		return nil
+	})
+	a, _ := c.svc(1).Source().State().Addr(vip)
+	if len(a.Tables) != 2 || fmt.Sprint(a.Tables[0].Shares()) != "[{1 84} {2 167}]" {
+		t.Fatalf("tables %v, shares of port 80 %v: want 1:2 over 251", len(a.Tables), a.Tables[0].Shares())
+	}
+	socks[2].set(listening("192.0.2.10:80"))
+	eventually(t, "a closed listener is withdrawn", func() error {
+		if got := listeners(); got != "1:6/80 2:6/80" {
+			return fmt.Errorf("listeners %q", got)
+		}
+		return nil
 	})
 }
