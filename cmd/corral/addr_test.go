@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // addrList runs corral addr list --json on nd.
@@ -83,10 +88,11 @@ func waitAddrs(t *testing.T, nodes []*node, within time.Duration, what string, c
 }
 
 // TestAddrThreeNodes: an address added on one node shows on every node
-// with the same owner and weights, and every node's leases; bad input
-// is refused with a clear error and the agent keeps serving; kill -9 of
-// the owner makes the survivors agree on a new one and drops the dead
-// node's leases; del removes it everywhere.
+// with the same owner, weights, listeners and table shares, and every
+// node's leases; bad input is refused with a clear error and the agent
+// keeps serving; kill -9 of the owner makes the survivors agree on a new
+// one and drops the dead node's leases and listener; a closed server is
+// withdrawn; del removes the address everywhere.
 func TestAddrThreeNodes(t *testing.T) {
 	nodes := formed(t, 3)
 	const ip = "192.0.2.10"
@@ -117,7 +123,11 @@ func TestAddrThreeNodes(t *testing.T) {
 	if out, code := addrTool("addr", "add", ip, "--data-dir", nodes[2].dir); code != 1 || !strings.Contains(out, "exists") {
 		t.Errorf("second addr add: exit %d, %q; want exists", code, out)
 	}
-	as := waitAddrs(t, nodes, 20*time.Second, "every node lists the address with every node's leases", func(as []addrJSON) error {
+	// A server listening on the shared address: the agents share this
+	// test's network namespace, so each sees it and lists itself.
+	ln := listenFreebind(t, ip+":0")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	as := waitAddrs(t, nodes, 20*time.Second, "every node lists the address with every node's leases and listener", func(as []addrJSON) error {
 		if len(as) != 1 || as[0].IP != ip {
 			return fmt.Errorf("addresses %+v", as)
 		}
@@ -126,12 +136,25 @@ func TestAddrThreeNodes(t *testing.T) {
 				return fmt.Errorf("node %d's leases incomplete: %+v", id, as[0].Leases)
 			}
 		}
+		if len(as[0].Listeners) != 3 || len(as[0].Tables) != 1 {
+			return fmt.Errorf("listeners %+v, tables %+v", as[0].Listeners, as[0].Tables)
+		}
 		return nil
 	})
 	a := as[0]
 	if a.Owner != 1 || a.OwnerName != "n1" || a.Policy != "weighted" ||
 		fmt.Sprint(a.Weights) != "[{2 3} {3 2}]" || a.Stack == 0 {
 		t.Fatalf("address %+v: want owner 1 (the oldest), weighted, weights 2=3 3=2, the agents' stack", a)
+	}
+	// Weights 1 (n1, unnamed), 3, 2 of 65537 buckets: 1/6, 1/2, 1/3.
+	tb := a.Tables[0]
+	if tb.Proto != "tcp" || tb.Port != port || tb.Buckets != 65537 || len(tb.Shares) != 3 {
+		t.Fatalf("table %+v", tb)
+	}
+	for i, w := range []float64{1, 3, 2} {
+		if got, want := float64(tb.Shares[i].Buckets), w/6*65537; got < want*0.99 || got > want*1.01 {
+			t.Errorf("node %d holds %v buckets, want about %.0f", tb.Shares[i].Node, got, want)
+		}
 	}
 	text, _ := addrTool("addr", "list", "--data-dir", nodes[0].dir)
 	if !strings.Contains(text, ip) || !strings.Contains(text, "1 (n1)") || !strings.Contains(text, "2=3,3=2") {
@@ -156,9 +179,21 @@ func TestAddrThreeNodes(t *testing.T) {
 		if !holdsAll(as[0], 2) || !holdsAll(as[0], 3) {
 			return fmt.Errorf("leases %+v", as[0].Leases)
 		}
+		if len(as[0].Tables) != 1 || len(as[0].Tables[0].Shares) != 2 {
+			return fmt.Errorf("tables %+v", as[0].Tables)
+		}
 		return nil
 	})
 	t.Logf("kill -9 of owner n1: survivors agree on owner %d after %v", as[0].Owner, time.Since(killed))
+
+	// The server closes: every node withdraws its listener.
+	ln.Close()
+	waitAddrs(t, rest, 10*time.Second, "the closed listener is withdrawn", func(as []addrJSON) error {
+		if len(as) != 1 || len(as[0].Listeners) != 0 || len(as[0].Tables) != 0 {
+			return fmt.Errorf("addresses %+v", as)
+		}
+		return nil
+	})
 
 	if out, code := addrTool("addr", "del", ip, "--data-dir", rest[1].dir); code != 0 {
 		t.Fatalf("addr del: exit %d: %s", code, out)
@@ -180,4 +215,24 @@ func TestAddrOldAgent(t *testing.T) {
 	if code != exitTooOld || !strings.Contains(out, "too old for shared addresses") {
 		t.Fatalf("addr list against a v2 agent: exit %d, %q", code, out)
 	}
+}
+
+// listenFreebind listens on addr, an address no interface has
+// (IP_FREEBIND): a server bound to the shared address, as on a node that
+// serves it, without changing the host's addresses.
+func listenFreebind(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", addr)
+	if err != nil {
+		t.Fatalf("listen on %s with IP_FREEBIND: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
