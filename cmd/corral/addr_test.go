@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/sharedaddr"
 )
 
 // addrList runs corral addr list --json on nd.
@@ -235,4 +237,32 @@ func listenFreebind(t *testing.T, addr string) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// TestAddrFlags: --stack resolves a namespace path to its nsfs inode,
+// as the agent's own is (stack 0 on the wire when not given); --weights
+// takes ids and names, sorted, and refuses what it cannot mean.
+func TestAddrFlags(t *testing.T) {
+	own, err := sharedaddr.Current(nil, nil)
+	if err != nil {
+		t.Skip("no network namespaces here:", err)
+	}
+	if st, err := parseStack("/proc/self/ns/net"); err != nil || st != uint64(own.ID()) {
+		t.Errorf("parseStack(/proc/self/ns/net) = %#x, %v; want %#x", st, err, own.ID())
+	}
+	if st, err := parseStack(""); err != nil || st != 0 {
+		t.Errorf("parseStack(\"\") = %#x, %v; want 0 (the agent's own)", st, err)
+	}
+	if _, err := parseStack("surely-not-a-netns"); err == nil || !strings.Contains(err.Error(), "/run/netns/surely-not-a-netns") {
+		t.Errorf("parseStack of a missing name: %v", err)
+	}
+	ws, err := parseAddrWeights("7=1, web=0,3=65536", map[string]uint64{"web": 5})
+	if err != nil || fmt.Sprint(ws) != "[{3 65536} {5 0} {7 1}]" {
+		t.Errorf("parseAddrWeights = %v, %v", ws, err)
+	}
+	for _, bad := range []string{"3", "3=-1", "3=1,3=2", "0=1", "x=1", "3=4294967296"} {
+		if _, err := parseAddrWeights(bad, nil); err == nil {
+			t.Errorf("parseAddrWeights(%q) accepted", bad)
+		}
+	}
 }

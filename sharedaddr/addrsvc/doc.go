@@ -2,7 +2,7 @@
 // every agent that writes the shared-address machine (sharedaddr/ctl)
 // through the cluster log and hands its state to the data path.
 //
-// It does three things. It proposes the machine's commands (ADD, DEL,
+// It does four things. It proposes the machine's commands (ADD, DEL,
 // LISTEN, UNLISTEN, LEASE, RELEASE) and returns the machine's reply, a
 // refusal as a *RefusedError that matches the sentinel of its code
 // (ErrExists, ErrBadField, …). It keeps, on every node in the view, this
@@ -16,7 +16,10 @@
 // data path (sharedaddr/kernel, which it does not import) a Source: a
 // deterministic State — every address with its owner, listeners, leases
 // and dispatch tables — and a change notification after every applied
-// entry that changes it.
+// entry that changes it. And, given a Walker of the agent's own stack,
+// it observes the sockets listening on a shared address there (for
+// applications that do not use sharedaddr.Listen) and makes this node's
+// TCP listeners in the log match them.
 //
 // The admin opcodes ADDR_ADD, ADDR_DEL and ADDR_LIST (proto/admin,
 // SPEC.md) are served here, for `corral addr`.
