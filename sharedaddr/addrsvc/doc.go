@@ -12,7 +12,7 @@
 // per lease after a failure, so a refusing or leaderless log is never
 // flooded; the machine itself releases a node's leases when it leaves the
 // view and an address's when the address is deleted, and the service
-// releases its SPI block of a stack with no address left. And it gives the
+// releases its SPI block of a stack with no address left. It gives the
 // data path (sharedaddr/kernel, which it does not import) a Source: a
 // deterministic State — every address with its owner, listeners, leases
 // and dispatch tables — and a change notification after every applied
