@@ -29,9 +29,11 @@ import (
 	"github.com/corralhq/corral/netmon"
 	"github.com/corralhq/corral/obs"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/proto/protos"
 	"github.com/corralhq/corral/service"
-	sharedctl "github.com/corralhq/corral/sharedaddr/ctl"
+	"github.com/corralhq/corral/sharedaddr"
+	"github.com/corralhq/corral/sharedaddr/addrsvc"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -185,7 +187,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.services = []service.Service{a.clients, a.groups, ds}
+	sa, err := addrsvc.New(a.deps("sharedaddr"), ownStack(log))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.services = []service.Service{a.clients, a.groups, ds, sa}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {
 			a.cluster.AddMachine(r.Machine())
@@ -203,9 +209,6 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			a.mesh.Handle(lo, hi, p.ServePeer)
 		}
 	}
-	// Shared addresses: the control plane's machine, with no service yet
-	// (issue 13 item 2; the CLI and the data path will read it).
-	a.cluster.AddMachine(sharedctl.NewMachine(a.log, sharedctl.Options{}))
 	if cfg.ForceNewCluster {
 		if err := a.forceNewCluster(); err != nil {
 			return nil, err
@@ -219,7 +222,10 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	// earlier run: the stream starts above the last Seq they could have.
 	a.stream.Skip(events.SeqOf(a.cluster.AppliedAtStart(), 1<<events.SeqShift-1))
 	a.cluster.Register(a.mesh)
-	a.adminOps.add(0x0000, 0x01FF, func() transport.Handler { return a.handleAdmin })
+	// The shared-address service serves ADDR_ADD … ADDR_LIST, inside the
+	// agent's own range.
+	a.adminOps.add(0x0000, admin.OpAddrAdd-1, func() transport.Handler { return a.handleAdmin })
+	a.adminOps.add(admin.OpAddrList+1, 0x01FF, func() transport.Handler { return a.handleAdmin })
 
 	if a.adminLn, err = listenUnix(datadir.AdminSocket(cfg.DataDir), 0o600, noGroup); err != nil {
 		return nil, err
@@ -240,6 +246,20 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		}
 	}
 	return a, nil
+}
+
+// ownStack configures the shared-address service with the agent's
+// network namespace: what a shared address of stack 0 means, and where it
+// observes listeners. Where namespaces are not known, stack 0 and none.
+func ownStack(log *slog.Logger) addrsvc.Config {
+	st, err := sharedaddr.Current(nil, log)
+	if err != nil {
+		log.Warn("shared addresses: no stack id for the agent's namespace", "err", err.Error())
+		return addrsvc.Config{}
+	}
+	return addrsvc.Config{Stack: uint64(st.ID()), Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+		return st.WalkTCP(ctx, fn, nil)
+	}}
 }
 
 // deps are what the agent hands the service called name.

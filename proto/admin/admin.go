@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 3
+	MaxVersion uint8 = 4
 )
 
 // Specification constants: opcodes.
@@ -27,6 +27,10 @@ const (
 	OpMembers uint16 = 0x0011       // request: empty; reply: Members
 	// Since version 3 (routes.go).
 	OpRoutes uint16 = 0x0012 // request: empty; reply: Routes
+	// Since version 4: shared addresses (addr.go).
+	OpAddrAdd  uint16 = 0x0013 // request: AddrAdd; reply: empty, once applied
+	OpAddrDel  uint16 = 0x0014 // request: AddrDel; reply: empty, once applied
+	OpAddrList uint16 = 0x0015 // request: empty; reply: AddrList
 
 	// 0x0100–0x01FF: membership
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
@@ -49,6 +53,9 @@ var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]pr
 	OpVersion:   {Name: "VERSION", Since: 1},
 	OpMembers:   {Name: "MEMBERS", Since: 1},
 	OpRoutes:    {Name: "ROUTES", Since: 3},
+	OpAddrAdd:   {Name: "ADDR_ADD", Since: 4},
+	OpAddrDel:   {Name: "ADDR_DEL", Since: 4},
+	OpAddrList:  {Name: "ADDR_LIST", Since: 4},
 	OpView:      {Name: "VIEW", Since: 1},
 	OpJoin:      {Name: "JOIN", Since: 1},
 	OpLeave:     {Name: "LEAVE", Since: 1},

@@ -120,6 +120,15 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == admin.OpRemove && !isReply:
 		q, err := admin.ParseRemoveRequest(f.Body)
 		return f, q, err
+	case f.Opcode == admin.OpAddrAdd && !isReply:
+		a, err := admin.ParseAddrAdd(f.Body)
+		return f, a, err
+	case f.Opcode == admin.OpAddrDel && !isReply:
+		d, err := admin.ParseAddrDel(f.Body)
+		return f, d, err
+	case f.Opcode == admin.OpAddrList && isReply:
+		rows, err := admin.ParseAddrList(f.Body)
+		return f, rows, err
 	case f.Opcode == admin.OpJoin && !isReply:
 		j, err := admin.ParseJoinRequest(f.Body)
 		return f, j, err
@@ -294,7 +303,7 @@ func vectors() []wiretest.Vector {
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors()))
+	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors()))
 }
 
 func TestOps(t *testing.T) {
@@ -410,7 +419,7 @@ func FuzzParseVersionInfo(f *testing.F) {
 
 // FuzzReceiveAdmin runs the admin receive path over one frame.
 func FuzzReceiveAdmin(f *testing.F) {
-	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors()) {
+	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors()) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
 			f.Add(v.Data) // every admin frame vector (see the names in testdata/)
 		}
