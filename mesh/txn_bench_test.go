@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -15,11 +16,18 @@ import (
 // from the cut until every transaction ended at the initiator (node 1,
 // told by its own link's end) and at the responder (node 3, told by
 // relay 2's LINKFAILs). Run with -benchtime=Nx: each iteration opens n
-// transactions and waits for the link to come back.
+// transactions and waits for the link to come back. CORRAL_BENCH_TX100K=1
+// adds 100k open transactions (a goroutine and a Tx each at node 3).
 func BenchmarkTxLinkFail(b *testing.B) {
-	for _, n := range []int{1, 1000, 10000} {
+	sizes := []int{1, 1000, 10000}
+	if os.Getenv("CORRAL_BENCH_TX100K") != "" {
+		sizes = append(sizes, 100000)
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("open=%d", n), func(b *testing.B) {
-			nodes := txLine(b, 3)
+			// The relay carries all n: its cap per link is the default
+			// 65536 or above n.
+			nodes := txLineWith(b, 3, txOpts{relayCap: max(DefaultTxRelayCap, 2*n)})
 			m1 := nodes[0].m
 			ctx := context.Background()
 			var initMs, respMs float64

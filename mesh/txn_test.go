@@ -29,7 +29,8 @@ type txNode struct {
 }
 
 type txOpts struct {
-	cost func(peer uint64) uint16
+	cost     func(peer uint64) uint16
+	relayCap int // 0: the default
 }
 
 func startTx(t testing.TB, id uint64, ln net.Listener, peers []string, o txOpts) *txNode {
@@ -42,6 +43,7 @@ func startTx(t testing.TB, id uint64, ln net.Listener, peers []string, o txOpts)
 		},
 		ReconnectMax: 200 * time.Millisecond,
 		LinkCost:     o.cost,
+		TxRelayCap:   o.relayCap,
 		TxEpoch:      uint32(id),
 		TxTick:       20 * time.Millisecond,
 		TxTombstone:  200 * time.Millisecond,
@@ -117,7 +119,10 @@ func (n *txNode) linkFails() []linkFail {
 
 // txLine starts nodes 1..n, each dialing the next, and waits until node
 // 1 routes to node n.
-func txLine(t testing.TB, n int) []*txNode {
+func txLine(t testing.TB, n int) []*txNode { return txLineWith(t, n, txOpts{}) }
+
+// txLineWith is txLine with options for every node.
+func txLineWith(t testing.TB, n int, o txOpts) []*txNode {
 	lns := listeners2(t, n)
 	nodes := make([]*txNode, n)
 	for i := range n {
@@ -125,7 +130,7 @@ func txLine(t testing.TB, n int) []*txNode {
 		if i+1 < n {
 			peers = []string{lns[i+1].Addr().String()}
 		}
-		nodes[i] = startTx(t, uint64(i+1), lns[i], peers, txOpts{})
+		nodes[i] = startTx(t, uint64(i+1), lns[i], peers, o)
 	}
 	waitFor(t, 10*time.Second, "node 1 routes to the last node", func() bool {
 		r, ok := reachOf(nodes[0].m, uint64(n))
