@@ -85,6 +85,23 @@ func TestMeshLineCluster(t *testing.T) {
 			t.Errorf("node 1 has a direct link to node %d on a line: %+v", id, m)
 		}
 	}
+	// corral routes on node 1, against its golden output (the SINCE
+	// column and sequence numbers vary from run to run).
+	var text, raw string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command(binary, "routes", "--data-dir", nodes[0].dir).Output()
+		if err != nil {
+			t.Fatalf("corral routes on n1: %v", err)
+		}
+		raw = string(out)
+		if text = routesMasked(raw); text == routesLine5Golden {
+			break
+		}
+	}
+	if text != routesLine5Golden {
+		t.Errorf("corral routes on n1 of a line of 5:\n%s\nwant:\n%s", text, routesLine5Golden)
+	}
+	t.Logf("corral routes on n1:\n%s", raw)
 	// The log keeps working end to end: node 5 leaves, and node 1, four
 	// hops away, applies the view without it.
 	s1 := nodes[0].watch()
@@ -144,4 +161,35 @@ func TestMeshRingCut(t *testing.T) {
 	for _, i := range []int{0, 1, 3, 4} {
 		nodes[i].waitView([]uint64{1, 2, 4, 5}, 30*time.Second)
 	}
+}
+
+// routesLine5Golden is corral routes on node 1 of a line 1-2-3-4-5, the
+// SEQNO and SINCE columns masked: node 2 direct, the others through it, one
+// hop and one link cost more each, no feasible alternate on a line.
+const routesLine5Golden = `DEST    PATH    NEXT_HOP  ALT  METRIC  HOPS  SEQNO  STATE  SINCE
+2 (n2)  direct  2 (n2)    -    100     1     *      up     *
+3 (n3)  routed  2 (n2)    -    200     2     *      up     *
+4 (n4)  routed  2 (n2)    -    300     3     *      up     *
+5 (n5)  routed  2 (n2)    -    400     4     *      up     *
+`
+
+// routesMasked replaces the SEQNO and SINCE cells of a corral routes
+// table with *, keeping the alignment of the header's columns.
+func routesMasked(table string) string {
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	if len(lines) == 0 {
+		return table
+	}
+	head := lines[0]
+	seq, since := strings.Index(head, "SEQNO"), strings.Index(head, "SINCE")
+	out := head + "\n"
+	for _, l := range lines[1:] {
+		if seq < 0 || since < 0 || len(l) < since {
+			out += l + "\n"
+			continue
+		}
+		end := seq + strings.IndexByte(l[seq:]+" ", ' ')
+		out += l[:seq] + "*" + strings.Repeat(" ", end-seq-1) + l[end:since] + "*\n"
+	}
+	return out
 }
