@@ -363,3 +363,62 @@ func TestIPIdent(t *testing.T) {
 		}
 	}
 }
+
+// TestIPIdentOwnFragments: a datagram a sender cut into fragments itself
+// (a raw socket, the case Hooks.IPIdent serves) keeps its id through the
+// rule, so h5 reassembles it.
+func TestIPIdentOwnFragments(t *testing.T) {
+	l := newLab(t, 5)
+	first, last := ctl.Ident.Range(1)
+	l.ident = map[int]Ident{2: {Base: uint16(first), Len: last - first + 1}}
+	l.applyAll(1, even, nil, 1, 2, 3)
+	var pc net.PacketConn
+	if err := l.dp[server].in(func() (err error) { pc, err = net.ListenPacket("udp4", ":7100"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var fd int
+	if err := l.dp[2].in(func() (err error) { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	const id = 0xbeef // outside h2's block: the rule would have replaced it
+	data := identPayload(2, 1)[:1992]
+	udp := binary.BigEndian.AppendUint16(nil, 7101)
+	udp = binary.BigEndian.AppendUint16(udp, 7100)
+	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(data)))
+	udp = append(udp, 0, 0) // no checksum (IPv4 allows it)
+	udp = append(udp, data...)
+	dst := netip.MustParseAddr(l.lab.Addr(server)).As4()
+	to := &unix.SockaddrInet4{Addr: dst}
+	for _, part := range []struct {
+		off  int
+		more bool
+	}{{0, true}, {1480, false}} {
+		body := udp[part.off:min(len(udp), part.off+1480)]
+		h := make([]byte, 20, 20+len(body))
+		h[0], h[8], h[9] = 0x45, 64, unix.IPPROTO_UDP
+		binary.BigEndian.PutUint16(h[2:], uint16(20+len(body)))
+		binary.BigEndian.PutUint16(h[4:], id)
+		frag := uint16(part.off / 8)
+		if part.more {
+			frag |= 0x2000
+		}
+		binary.BigEndian.PutUint16(h[6:], frag)
+		v := vip.As4()
+		copy(h[12:], v[:])
+		copy(h[16:], dst[:])
+		if err := unix.Sendto(fd, append(h, body...), 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 4096)
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("h5 reassembled no datagram from h2's own fragments: %v", err)
+	}
+	if !bytes.Equal(buf[:n], data) {
+		t.Errorf("h5 reassembled %d bytes, not the %d sent", n, len(data))
+	}
+}
