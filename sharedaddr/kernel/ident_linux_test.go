@@ -378,7 +378,10 @@ func TestIPIdentOwnFragments(t *testing.T) {
 	}
 	defer pc.Close()
 	var fd int
-	if err := l.dp[2].in(func() (err error) { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); return err }); err != nil {
+	if err := l.dp[2].in(func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
