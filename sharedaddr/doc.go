@@ -44,8 +44,12 @@
 //	                                   registered by this socket
 //	ip_output → isclusterwide/ipident  not called here: the IP ident of
 //	                                   fragmentable datagrams is set in the
-//	                                   kernel data path (item 6)
-//	sadb → getspi/checkspi/...         not called here: this kernel has no ESP
+//	                                   kernel data path (item 6); IPIdent,
+//	                                   for senders that build their own
+//	                                   headers, is sharedaddr/spi's
+//	sadb → getspi/checkspi/...         not called here: this kernel has no
+//	                                   ESP; sharedaddr/spi implements them
+//	                                   over the node's SPI blocks
 //	cl_tcp_walk_list                   Stack.WalkTCP and WalkTCP, called by the
 //	                                   cluster, not a hook
 //

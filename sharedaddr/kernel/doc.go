@@ -59,6 +59,18 @@
 // slice to the slice's node, ahead of the dispatch, so replies to a node's
 // own flows reach it.
 //
+// IP ident (issue 13 item 6): nodes sending from one address would take
+// IP ids from their own uncoordinated counters, and a receiver merges the
+// fragments of two nodes' datagrams with one id into one (or drops both).
+// A plan's Addr.Ident is the node's block of the address's id space (its
+// ctl.Ident lease); the table's output chain "ident" rewrites, before
+// fragmentation, the id of every whole datagram from the address without
+// DF ("ip saddr VIP ip frag-off & 0x7fff == 0 ip id set numgen inc mod
+// LEN offset BASE", the header checksum fixed), so its fragments share an
+// id no other node uses. The chain belongs to the roles, like the owned
+// set: a changed block is a small batch, and restarts numgen's counter
+// at BASE. Drop removes it with the table.
+//
 // Not yet: affinity timeouts (sticky is by hash alone, so it holds while
 // the table does), IPv6, next hops given by MAC alone, and an unmodified
 // application's SNAT into its node's slice.

@@ -41,6 +41,8 @@ type lab struct {
 	policy ctl.Policy
 	// slices of the plans' client side.
 	slices []Slice
+	// ident is each node's ident block, by host.
+	ident map[int]Ident
 }
 
 func newLab(t *testing.T, n int) *lab {
@@ -120,7 +122,8 @@ func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan 
 	p := Plan{Self: uint64(self), Nodes: l.nodes}
 	// Every node holds the tables, as each derives them from the log.
 	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices,
-		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc}
+		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc,
+		Ident: l.ident[self]}
 	if l.policy == ctl.StickyWild {
 		a.Services[0].Port = 0 // one table for every port
 	}

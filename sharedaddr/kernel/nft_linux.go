@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 
 	"github.com/corralhq/corral/sharedaddr/ctl"
@@ -73,6 +74,7 @@ const planChain = "plan"
 var (
 	planCh     = &nftables.Chain{Name: planChain, Table: table}
 	dispatchCh = &nftables.Chain{Name: "dispatch", Table: table}
+	identCh    = &nftables.Chain{Name: "ident", Table: table}
 	vipSet     = &nftables.Set{Table: table, Name: "vips", KeyType: nftables.TypeIPAddr}
 )
 
@@ -107,6 +109,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	case haveTables == fpTables:
 		c.FlushChain(planCh)
 		c.FlushChain(dispatchCh)
+		c.FlushChain(identCh)
 		c.FlushSet(vipSet)
 	default:
 		c.AddTable(table)
@@ -125,8 +128,17 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		}})
 		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+		// Output, before fragmentation (ip_finish_output): every
+		// fragment of a datagram carries the id the rule gave it.
+		c.AddChain(&nftables.Chain{Name: identCh.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle})
 		if err := addTables(c, p, marks); err != nil {
 			return err
+		}
+	}
+	for _, a := range p.Addrs {
+		if a.Ident.Len > 0 {
+			c.AddRule(identRule(a.VIP, a.Ident))
 		}
 	}
 	var owned []nftables.SetElement
@@ -231,6 +243,28 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32) error {
 		}
 	}
 	return nil
+}
+
+// identRule is "ip saddr VIP ip frag-off & 0x7fff == 0 ip id set numgen
+// inc mod LEN offset BASE" with the header checksum fixed. The mask
+// takes only whole datagrams without DF: a DF datagram is never
+// fragmented, so its id does not matter (RFC 6864), and a fragment a
+// sender cut itself (a raw socket) keeps the id it shares with its
+// siblings. numgen's counter starts at 0 whenever the rule is created.
+func identRule(vip netip.Addr, id Ident) *nftables.Rule {
+	v := vip.As4()
+	return &nftables.Rule{Table: table, Chain: identCh, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v[:]},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x7f, 0xff}, Xor: []byte{0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0}},
+		&expr.Numgen{Register: 1, Modulus: id.Len, Type: unix.NFT_NG_INCREMENTAL, Offset: uint32(id.Base)},
+		// numgen leaves a host-order u32; the header wants network order.
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader,
+			Offset: 4, Len: 2, CsumType: expr.CsumTypeInet, CsumOffset: 10},
+	}}
 }
 
 // markOf is the packet mark of a mark index; 0 (Self) stays 0.

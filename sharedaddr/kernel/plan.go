@@ -80,6 +80,17 @@ type Addr struct {
 	// packets to VIP whose destination port is in a node's slice of the
 	// source ports to that node, where the flow it originated lives.
 	Slices []Slice `json:",omitempty"`
+	// Ident is this node's part of its block of the address's IP ident
+	// space (its ctl.Ident lease): a datagram it sends from VIP that may
+	// be fragmented takes its IP id from it (issue 13 item 6). Zero: the
+	// kernel's own ids.
+	Ident Ident `json:",omitzero"`
+}
+
+// Ident is a range of IP ids: Base … Base+Len-1.
+type Ident struct {
+	Base uint16
+	Len  uint32 // 0: none; at most 65536-Base
 }
 
 // Slice is a range of the address's source ports leased to a node.
@@ -192,25 +203,40 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%w: %v: exception %v → %d", ErrPlan, a.VIP, e.Client, e.Node)
 			}
 		}
+		if a.Ident.Len > 65536-uint32(a.Ident.Base) || (a.Ident.Len == 0 && a.Ident.Base != 0) {
+			return fmt.Errorf("%w: %v: ident block %d+%d", ErrPlan, a.VIP, a.Ident.Base, a.Ident.Len)
+		}
 	}
 	return nil
 }
 
 // fingerprints name the plan's nft content: its tables (everything but
-// the roles), and its roles (which addresses the node owns, with the
-// tables they belong to). Apply skips what the table already carries.
+// the roles and the ident blocks), and its roles (which addresses the
+// node owns and the ident block of each address, with the tables they
+// belong to). Apply skips what the table already carries.
 func (p *Plan) fingerprints() (tables, roles string) {
 	q := *p
 	q.Addrs = slices.Clone(p.Addrs)
-	var owned []netip.Addr
+	type ident struct {
+		VIP netip.Addr
+		Ident
+	}
+	var r struct {
+		Owned  []netip.Addr
+		Idents []ident
+	}
 	for i := range q.Addrs {
 		if q.Addrs[i].Owner {
-			owned = append(owned, q.Addrs[i].VIP)
+			r.Owned = append(r.Owned, q.Addrs[i].VIP)
 		}
-		q.Addrs[i].Owner, q.Addrs[i].Serve = false, false
+		if q.Addrs[i].Ident.Len > 0 {
+			r.Idents = append(r.Idents, ident{q.Addrs[i].VIP, q.Addrs[i].Ident})
+		}
+		q.Addrs[i].Owner, q.Addrs[i].Serve, q.Addrs[i].Ident = false, false, Ident{}
 	}
-	tables = digest("corral-tables:", q)
-	return tables, digest("corral-roles:"+tables+":", owned)
+	// "/2": tables built before the ident chain existed are rebuilt.
+	tables = digest("corral-tables/2:", q)
+	return tables, digest("corral-roles:"+tables+":", r)
 }
 
 func digest(prefix string, v any) string {

@@ -16,15 +16,23 @@ func TestValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good plan: %v", err)
 	}
+	withIdent := good
+	withIdent.Addrs = []Addr{good.Addrs[0]}
+	withIdent.Addrs[0].Ident = Ident{Base: 61440, Len: 4096}
+	if err := withIdent.Validate(); err != nil {
+		t.Fatalf("plan with the last ident block: %v", err)
+	}
 	for name, mod := range map[string]func(p *Plan){
-		"unknown node":  func(p *Plan) { p.Addrs[0].Services[0].Table[1] = 3 },
-		"empty table":   func(p *Plan) { p.Addrs[0].Services[0].Table = nil },
-		"ipv6":          func(p *Plan) { p.Addrs[0].VIP = netip.MustParseAddr("fd00::1") },
-		"twice":         func(p *Plan) { p.Addrs = append(p.Addrs, p.Addrs[0]) },
-		"no policy":     func(p *Plan) { p.Addrs[0].Policy = 0 },
-		"proto":         func(p *Plan) { p.Addrs[0].Services[0].Proto = 1 },
-		"no next hop":   func(p *Plan) { p.Nodes[1].IP = netip.Addr{} },
-		"bad exception": func(p *Plan) { p.Addrs[0].Exceptions = []Exception{{netip.MustParseAddrPort("10.0.0.1:5"), 9}} },
+		"unknown node":   func(p *Plan) { p.Addrs[0].Services[0].Table[1] = 3 },
+		"empty table":    func(p *Plan) { p.Addrs[0].Services[0].Table = nil },
+		"ipv6":           func(p *Plan) { p.Addrs[0].VIP = netip.MustParseAddr("fd00::1") },
+		"twice":          func(p *Plan) { p.Addrs = append(p.Addrs, p.Addrs[0]) },
+		"no policy":      func(p *Plan) { p.Addrs[0].Policy = 0 },
+		"proto":          func(p *Plan) { p.Addrs[0].Services[0].Proto = 1 },
+		"no next hop":    func(p *Plan) { p.Nodes[1].IP = netip.Addr{} },
+		"ident overflow": func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 65000, Len: 4096} },
+		"ident no len":   func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 4096} },
+		"bad exception":  func(p *Plan) { p.Addrs[0].Exceptions = []Exception{{netip.MustParseAddrPort("10.0.0.1:5"), 9}} },
 	} {
 		p := good
 		p.Nodes = append([]Node(nil), good.Nodes...)
