@@ -65,13 +65,13 @@ func vectors() []vector {
 		{name: "bad-family-unix", comment: "PROXY over UNIX stream (0x31)",
 			hdr: Header{Command: CmdProxy, Source: client4, Dest: vip4}, mangle: set(13, 0x31), err: ErrFamily},
 		{name: "bad-length", comment: "TCP over IPv4 with length 8, shorter than its 12-byte address block",
-			hdr: Header{Command: CmdProxy, Source: client4, Dest: vip4},
+			hdr:    Header{Command: CmdProxy, Source: client4, Dest: vip4},
 			mangle: func(b []byte) []byte { b[15] = 8; return b[:24] }, err: ErrLength},
 		{name: "bad-tlv", comment: "a TLV whose length overruns the header",
-			hdr: Header{Command: CmdProxy, Source: client4, Dest: vip4, TLVs: []TLV{{Type: 4, Value: []byte("ab")}}},
+			hdr:    Header{Command: CmdProxy, Source: client4, Dest: vip4, TLVs: []TLV{{Type: 4, Value: []byte("ab")}}},
 			mangle: set(30, 9), err: ErrLength},
 		{name: "bad-tlv-short", comment: "2 bytes after the addresses: not a TLV",
-			hdr: Header{Command: CmdProxy, Source: client4, Dest: vip4},
+			hdr:    Header{Command: CmdProxy, Source: client4, Dest: vip4},
 			mangle: func(b []byte) []byte { b[15] = 14; return append(b, 4, 0) }, err: ErrLength},
 	}
 }
