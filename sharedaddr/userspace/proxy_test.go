@@ -26,6 +26,10 @@ func backend(t *testing.T, id int) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, ln, id)
+}
+
+func serveBackend(t *testing.T, ln net.Listener, id int) netip.AddrPort {
 	pl := NewListener(ln)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -109,6 +113,10 @@ func (r *rig) dial() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return greet(c)
+}
+
+func greet(c net.Conn) (*session, error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	s := &session{c: c.(*net.TCPConn), r: bufio.NewReader(c)}
 	line, err := s.r.ReadString('\n')
