@@ -7,7 +7,7 @@
 # Prints req/s per path and the ratios kernel/direct, kernel/haproxy, userspace/haproxy.
 # Usage (root): bench/sharedaddr.sh        Env: SECS (8), CONNS (64).
 # The lab is TestBenchSharedAddr in sharedaddr/userspace, gated by CORRAL_BENCH_SHAREDADDR=1.
-set -eu
+set -eu -o pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "sharedaddr.sh: needs root (network namespaces, nftables)" >&2; exit 1; }
 command -v haproxy >/dev/null && command -v wrk >/dev/null && command -v nginx >/dev/null || \
