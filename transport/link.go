@@ -42,7 +42,7 @@ type Link struct {
 	lastRecv atomic.Int64 // unix nanos of the last frame received
 	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
 	msgID    atomic.Uint64
-	calls    calls // requests of Call waiting for their replies
+	calls    calls      // requests of Call waiting for their replies
 	ses      *linkState // the link's session; nil below peer version 4
 
 	started atomic.Bool
