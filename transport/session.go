@@ -124,8 +124,11 @@ type Session struct {
 	replayBytes int
 	recv        uint64 // sequenced frames received
 	link        *Link  // the link carrying the session, or about to; nil between links
-	active      bool   // link exchanged SESSION: frames go out on it
-	lost        bool   // given up while no link carried it: Send fails
+	// last is the latest link attached, ended or not: a new link waits
+	// for its reader to stop before it counts what arrived.
+	last   *Link
+	active bool // link exchanged SESSION: frames go out on it
+	lost   bool // given up while no link carried it: Send fails
 }
 
 // Peer returns the peer's node id.
@@ -194,7 +197,13 @@ func (s *Session) Send(ctx context.Context, f *proto.Frame) error {
 		moved := s.link != l
 		s.mu.Unlock()
 		if !moved {
-			return err
+			// Its queue is closed: the link is ending, and its session
+			// waits for the next once it has.
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		// The link ended under the send: the frame was not recorded,
 		// try again on what carries the session now.
@@ -278,8 +287,8 @@ func (l *Link) attach() {
 	ls.once.Do(func() {
 		s := ls.s
 		s.mu.Lock()
-		ls.old = s.link
-		s.link, s.active = l, false
+		ls.old = s.last
+		s.link, s.last, s.active = l, l, false
 		s.lost = false // frames for this link are buffered from now on
 		ls.pendFrom = s.sentLocked()
 		if s.replayBytes == 0 {

@@ -111,6 +111,7 @@ func (p *cutProxy) stall() {
 // and what it received.
 type sessEnd struct {
 	cfg  *Config
+	log  *logBuf
 	id   uint64
 	peer uint64
 
@@ -125,7 +126,7 @@ type sessEnd struct {
 }
 
 func newSessEnd(t *testing.T, id, peerID uint64, queue int) *sessEnd {
-	cfg, _ := testConfig(id, "n"+strconv.FormatUint(id, 10))
+	cfg, lb := testConfig(id, "n"+strconv.FormatUint(id, 10))
 	cfg.Protocols = slices.Clone(protos.All())
 	for i, s := range cfg.Protocols {
 		if s.Proto() == proto.ProtoPeer {
@@ -134,7 +135,12 @@ func newSessEnd(t *testing.T, id, peerID uint64, queue int) *sessEnd {
 	}
 	cfg.QueueBytes = queue
 	cfg.Sessions = NewSessions(queue)
-	e := &sessEnd{cfg: cfg, id: id, peer: peerID}
+	e := &sessEnd{cfg: cfg, id: id, peer: peerID, log: lb}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node %d: %+v\n%s", id, cfg.Sessions.Stats(), lb.String())
+		}
+	})
 	cfg.Sessions.OnSession = func(_ uint64, resumed bool) {
 		if resumed {
 			e.resumed.Add(1)
