@@ -65,6 +65,9 @@ type TxStats struct {
 	Dropped    uint64 // transaction frames swallowed (tombstone, off path, closed direction)
 	LinkFails  uint64 // LINKFAILs this node originated: one per transaction a lost link ended here
 	SendDrops  uint64 // frames that found no room on their link in time (lost)
+	// Resumes and ResumeFails count lost links that came back within the
+	// resume window, and those that did not (their transactions failed).
+	Resumes, ResumeFails uint64
 }
 
 type txRange struct {
@@ -472,17 +475,21 @@ func (x *txns) flushLocked(ctx context.Context) error {
 
 func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	l := x.m.tab.linkTo(uint64(o.Link))
-	if l == nil {
-		// The link went after the table chose it: what it carried is
-		// lost, so its transactions end now (again, if its end was
-		// reported already: nothing is left on it then but what this
-		// batch added).
-		x.linkDownLocked(o.Link)
-		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
-	}
 	f := o.Frame
 	if ctx == nil {
 		ctx = context.Background()
+	}
+	if l == nil {
+		// The link went after the table chose it. Its session, if it
+		// can resume, keeps the frame for the next link (resume.go);
+		// else what it carried is lost, so its transactions end now
+		// (again, if its end was reported already: nothing is left on
+		// it then but what this batch added).
+		if err := x.suspended(ctx, o.Link, &f); err == nil {
+			return nil
+		}
+		x.linkDownLocked(o.Link)
+		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
 	}
 	// Bounded under mu, whoever calls: a local call waited for room
 	// before it took mu.
@@ -494,6 +501,9 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	}
 	select {
 	case <-l.Done():
+		if err := x.suspended(ctx, o.Link, &f); err == nil {
+			return nil
+		}
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d ended", proto.ErrLinkFail, o.Link)
 	default:
@@ -506,6 +516,18 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	// (no flow control yet).
 	x.sendDrops.Add(1)
 	return err
+}
+
+// suspended sends f in the session of the lost link to peer, which
+// resends it if the link resumes; an error if it cannot.
+func (x *txns) suspended(ctx context.Context, peer tx.LinkID, f *proto.Frame) error {
+	s := x.m.res.session(uint64(peer))
+	if s == nil {
+		return transport.ErrNoSession
+	}
+	sctx, cancel := context.WithTimeout(ctx, txForwardWait)
+	defer cancel()
+	return s.Send(sctx, f)
 }
 
 // deliver hands one delivery to its transaction, making the Tx of a new
@@ -564,7 +586,8 @@ func (m *Mesh) TxStats() TxStats {
 	x.mu.Lock()
 	st, n, dead := x.tab.Stats(), x.tab.Len(), x.tab.Tombstones()
 	x.mu.Unlock()
-	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail, SendDrops: x.sendDrops.Load()}
+	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail, SendDrops: x.sendDrops.Load(),
+		Resumes: m.res.resumed.Load(), ResumeFails: m.res.failed.Load()}
 }
 
 // TxEntries lists the transactions at this node (for tests and admin).
