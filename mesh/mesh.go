@@ -113,7 +113,7 @@ type Config struct {
 	// DefaultResumeWindow; < 0 turns resume off (LINKFAIL at once).
 	ResumeWindow time.Duration
 	Logger       *slog.Logger
-	Now        func() time.Time // default time.Now
+	Now          func() time.Time // default time.Now
 }
 
 // Mesh is this node's set of peer links.
