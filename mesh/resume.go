@@ -35,7 +35,19 @@ type resumes struct {
 	mu   sync.Mutex               // guards wait
 	wait map[uint64]chan struct{} // peers suspended; closed when the suspension ends
 
-	resumed, failed atomic.Uint64
+	expired atomic.Uint64 // suspensions whose window ran out
+}
+
+// counts returns the resumes and the failures: links that resumed their
+// session (the store counts them, whether or not the old link's end was
+// seen first), and sessions lost by expiry or replaced by a fresh one.
+func (r *resumes) counts() (resumes, fails uint64) {
+	ss := r.sessions()
+	if ss == nil {
+		return 0, 0
+	}
+	st := ss.Stats()
+	return st.Resumes, st.Fresh + r.expired.Load()
 }
 
 func (r *resumes) init(m *Mesh) {
@@ -100,7 +112,7 @@ func (r *resumes) suspend(ctx context.Context, l *transport.Link) bool {
 			return
 		}
 		if s.Expire() {
-			r.failed.Add(1)
+			r.expired.Add(1)
 			r.m.log.Warn("link did not resume within the window: its transactions fail", "peer_id", peer, "window", r.m.cfg.ResumeWindow)
 			r.m.tx.linkDown(peer)
 		}
@@ -127,13 +139,8 @@ func (r *resumes) onSession(peer uint64, resumed bool) {
 	r.mu.Lock()
 	done, waiting := r.wait[peer]
 	r.mu.Unlock()
-	if waiting && r.end(peer, done) {
-		if resumed {
-			r.resumed.Add(1)
-			r.m.log.Info("link resumed: its transactions go on", "peer_id", peer)
-			return
-		}
-		r.failed.Add(1)
+	if waiting && r.end(peer, done) && resumed {
+		r.m.log.Info("link resumed: its transactions go on", "peer_id", peer)
 	}
 	if !resumed {
 		// Whatever was pinned to the old session is lost with it.
@@ -146,5 +153,6 @@ func (m *Mesh) ResumeStats() ResumeStats {
 	m.res.mu.Lock()
 	n := len(m.res.wait)
 	m.res.mu.Unlock()
-	return ResumeStats{Suspended: n, Resumes: m.res.resumed.Load(), Failures: m.res.failed.Load()}
+	res, fails := m.res.counts()
+	return ResumeStats{Suspended: n, Resumes: res, Failures: fails}
 }

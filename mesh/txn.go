@@ -499,16 +499,18 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	if err == nil {
 		return nil
 	}
+	// Not a full queue: the link is ending (its queue fails before Done
+	// is closed). A session that can resume takes the frame.
+	if !errors.Is(err, context.DeadlineExceeded) && x.suspended(ctx, o.Link, &f) == nil {
+		return nil
+	}
 	select {
 	case <-l.Done():
-		if err := x.suspended(ctx, o.Link, &f); err == nil {
-			return nil
-		}
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d ended", proto.ErrLinkFail, o.Link)
 	default:
 	}
-	if errors.Is(err, transport.ErrClosed) {
+	if errors.Is(err, transport.ErrClosed) || errors.Is(err, transport.ErrSessionLost) {
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d is closing", proto.ErrLinkFail, o.Link)
 	}
@@ -586,8 +588,9 @@ func (m *Mesh) TxStats() TxStats {
 	x.mu.Lock()
 	st, n, dead := x.tab.Stats(), x.tab.Len(), x.tab.Tombstones()
 	x.mu.Unlock()
+	res, fails := m.res.counts()
 	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail, SendDrops: x.sendDrops.Load(),
-		Resumes: m.res.resumed.Load(), ResumeFails: m.res.failed.Load()}
+		Resumes: res, ResumeFails: fails}
 }
 
 // TxEntries lists the transactions at this node (for tests and admin).

@@ -75,13 +75,18 @@ func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Lin
 	if info.Proto == proto.ProtoPeer && info.Version >= sessionVersion {
 		// Every v4 peer link exchanges SESSION; without a store this
 		// end offers none (cookie 0) and the link stays unsequenced.
-		var s *Session
 		if cfg.Sessions != nil {
-			s = cfg.Sessions.Session(info.NodeID)
+			l.ses = &linkState{s: cfg.Sessions.Session(info.NodeID), ready: make(chan struct{})}
 		} else {
-			s = &Session{store: &Sessions{limit: cfg.queueBytes(), off: true}, peer: info.NodeID}
+			// Storeless: unsequenced whatever the peer says, so its
+			// SESSION goes first, before anything sent before Start.
+			l.ses = &linkState{s: &Session{store: &Sessions{limit: cfg.queueBytes(), off: true}, peer: info.NodeID}, ready: make(chan struct{})}
+			l.ses.state.Store(lsUnsequenced)
+			close(l.ses.ready)
+			f := proto.Frame{Header: proto.Header{Opcode: peer.OpSession, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()},
+				Body: peer.AppendSession(nil, peer.Session{})}
+			l.Send(context.Background(), &f) // an empty queue takes it at once
 		}
-		l.ses = &linkState{s: s}
 	}
 	return l
 }

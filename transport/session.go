@@ -41,7 +41,7 @@ const (
 // SessionStats counts the sessions of a store.
 type SessionStats struct {
 	Resumes    uint64 // links that resumed a session
-	Fresh      uint64 // links that started a fresh session where one was kept
+	Fresh      uint64 // links that started a fresh session where one was kept and not given up
 	Lost       uint64 // sessions given up: overflow or expiry
 	Replayed   uint64 // frames resent on resume
 	Duplicates uint64 // frames the peer already had, dropped on resume
@@ -272,7 +272,8 @@ type linkState struct {
 	// pendFrom is the number of frames sent in the session when the link
 	// attached: those after it were meant for this link.
 	pendFrom uint64
-	opened   bool // our SESSION is queued; reader only
+	ready    chan struct{} // closed when the exchange is done
+	opened   bool          // our SESSION is queued; reader only
 	got      bool // the peer's SESSION arrived; reader only
 	// Reader only: frames and bytes received since the last ACK.
 	unackedN, unackedB int
@@ -303,6 +304,9 @@ func (l *Link) attach() {
 // heartbeat timeout l ends it), the counts are final and l sends SESSION.
 func (l *Link) openSession() error {
 	ls := l.ses
+	if ls.state.Load() == lsUnsequenced {
+		return nil // storeless: its SESSION went first (newLink)
+	}
 	l.attach()
 	if old := ls.old; old != nil && old != l {
 		t := time.NewTimer(l.cfg.heartbeatTimeout())
@@ -358,6 +362,12 @@ func (l *Link) onSession(body []byte) error {
 		return err
 	}
 	ls.got = true
+	if ls.state.Load() == lsUnsequenced {
+		if st := ls.s.store; st.OnSession != nil {
+			st.OnSession(ls.s.peer, false)
+		}
+		return nil // this end keeps no sessions: nothing to decide
+	}
 	a := ls.sent
 	resume := a.Cookie != 0 && p.Cookie != 0 && p.PeerCookie == a.Cookie && a.PeerCookie == p.Cookie
 	s := ls.s
@@ -388,8 +398,8 @@ func (l *Link) onSession(body []byte) error {
 			s.trimLocked(p.Recv)
 			st.resumes.Add(1)
 		default:
-			if s.peerCookie != 0 {
-				st.fresh.Add(1)
+			if s.peerCookie != 0 && !s.lost {
+				st.fresh.Add(1) // not given up, yet not resumed
 			}
 			// A fresh session: what was queued for this link before the
 			// exchange is its first frames; the rest is lost.
@@ -422,6 +432,7 @@ func (l *Link) onSession(body []byte) error {
 	}
 	s.active, s.lost = true, false
 	ls.lastAck.Store(s.recv)
+	close(ls.ready)
 	s.mu.Unlock()
 	q.mu.Unlock()
 	signal(q.wake)
@@ -523,12 +534,21 @@ func (l *Link) sendSeq(ctx context.Context, f *proto.Frame) error {
 				s.mu.Unlock()
 				continue
 			}
-			f.Proto, f.Version = l.info.Proto, l.info.Version
+			f.Seal()
+			if !s.roomLocked(proto.HeaderSize + f.PayloadLen()) {
+				// A burst before the exchange is done waits for it, as
+				// for a full queue: only a link that is gone loses.
+				s.mu.Unlock()
+				select {
+				case <-ls.ready:
+				case <-l.done:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				continue
+			}
 			err := s.appendLocked(f)
 			s.mu.Unlock()
-			if err == nil {
-				signal(l.q.wake) // nothing to write, but keeps the writer's view simple
-			}
 			return err
 		default:
 			err := l.q.push(ctx, f, l)
