@@ -274,7 +274,7 @@ type linkState struct {
 	pendFrom uint64
 	ready    chan struct{} // closed when the exchange is done
 	opened   bool          // our SESSION is queued; reader only
-	got      bool // the peer's SESSION arrived; reader only
+	got      bool          // the peer's SESSION arrived; reader only
 	// Reader only: frames and bytes received since the last ACK.
 	unackedN, unackedB int
 	lastAck            atomic.Uint64 // recv count of the last ACK sent
