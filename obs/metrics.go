@@ -58,6 +58,8 @@ type MeshStats struct {
 	AdvertsRecv  uint64 // and received
 	OpenTx       int    // transactions open at this node (as an end or a relay)
 	LinkFails    uint64 // transactions this node ended with LINKFAIL when a link on their path went down
+	Resumes      uint64 // lost links that resumed their session within the window
+	ResumeFails  uint64 // lost links whose session did not resume: their transactions failed
 }
 
 // Sources are read at every scrape. Each must be safe to call from any
@@ -104,6 +106,8 @@ const (
 	nameMeshAdvertsRecv = "corral_mesh_adverts_received_total"
 	nameMeshOpenTx      = "corral_mesh_open_transactions"
 	nameMeshLinkFails   = "corral_mesh_linkfails_total"
+	nameMeshResumes     = "corral_mesh_resumes_total"
+	nameMeshResumeFails = "corral_mesh_resume_failures_total"
 )
 
 // Metrics is a prometheus.Collector of the cluster's state, read from
@@ -123,6 +127,7 @@ type Metrics struct {
 	meshHopLimit, meshNoRoute, meshDrops   *prometheus.Desc
 	meshAdvertsSent, meshAdvertsRecv       *prometheus.Desc
 	meshOpenTx, meshLinkFails              *prometheus.Desc
+	meshResumes, meshResumeFails           *prometheus.Desc
 }
 
 // NewMetrics returns the collector for src. Register it on the agent's
@@ -167,6 +172,8 @@ func NewMetrics(src Sources) *Metrics {
 		meshAdvertsRecv:  d(nameMeshAdvertsRecv, "Routing adverts and sequence-number requests received."),
 		meshOpenTx:       d(nameMeshOpenTx, "Transactions open at this node, as an end or a relay."),
 		meshLinkFails:    d(nameMeshLinkFails, "Transactions this node ended with LINKFAIL because a link on their path went down."),
+		meshResumes:      d(nameMeshResumes, "Lost peer links that came back within the resume window, losing no frame."),
+		meshResumeFails:  d(nameMeshResumeFails, "Lost peer links whose session did not resume (window over, fresh session, replay overflow)."),
 	}
 }
 
@@ -188,7 +195,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.streamGated, m.streamWaiting, m.streamTOs,
 		m.meshRoutes, m.meshChanges, m.meshRelayed, m.meshRelayedBytes,
 		m.meshHopLimit, m.meshNoRoute, m.meshDrops, m.meshAdvertsSent, m.meshAdvertsRecv,
-		m.meshOpenTx, m.meshLinkFails,
+		m.meshOpenTx, m.meshLinkFails, m.meshResumes, m.meshResumeFails,
 	} {
 		ch <- d
 	}
@@ -253,6 +260,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.meshAdvertsRecv, s.AdvertsRecv)
 		gauge(m.meshOpenTx, float64(s.OpenTx))
 		counter(m.meshLinkFails, s.LinkFails)
+		counter(m.meshResumes, s.Resumes)
+		counter(m.meshResumeFails, s.ResumeFails)
 	}
 }
 
