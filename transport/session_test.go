@@ -1,11 +1,13 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -123,6 +125,9 @@ type sessEnd struct {
 	// resumed and fresh count the links that resumed or started fresh.
 	resumed, fresh atomic.Int64
 	onFirst        func() // called for the first frame received on a new link
+	// firsts gets, for each link, when it was served and when its first
+	// frame arrived (TestSessionResumeTime).
+	firsts chan [2]time.Time
 }
 
 func newSessEnd(t *testing.T, id, peerID uint64, queue int) *sessEnd {
@@ -158,7 +163,7 @@ func (e *sessEnd) serve(l *Link) {
 	e.link = l
 	e.links = append(e.links, l)
 	e.mu.Unlock()
-	first := true
+	first, up := true, time.Now()
 	l.Start(func(_ *Link, f *proto.Frame) error {
 		n := binary.LittleEndian.Uint64(f.Body)
 		e.mu.Lock()
@@ -171,6 +176,12 @@ func (e *sessEnd) serve(l *Link) {
 			first = false
 			if e.onFirst != nil {
 				e.onFirst()
+			}
+			if e.firsts != nil {
+				select {
+				case e.firsts <- [2]time.Time{up, time.Now()}:
+				default:
+				}
 			}
 		}
 		return nil
@@ -438,5 +449,78 @@ func TestSessionNoStore(t *testing.T) {
 	}
 	if c.link.ses.state.Load() != lsUnsequenced {
 		t.Fatal("link with a storeless end is sequenced")
+	}
+}
+
+// TestSessionResumeTime measures, over CORRAL_BENCH_RESUME=N resets of a
+// link under a stream, the time from the new connection's handshake to
+// the first resent frame delivered, and from the reset to it.
+func TestSessionResumeTime(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("CORRAL_BENCH_RESUME"))
+	if n <= 0 {
+		t.Skip("set CORRAL_BENCH_RESUME=N to measure N resets")
+	}
+	a, b, px := sessPair(t, 0)
+	b.firsts = make(chan [2]time.Time, 4)
+	waitActive(t, a, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		s := a.cfg.Sessions.Session(2)
+		body := make([]byte, 64)
+		for i := uint64(1); ctx.Err() == nil; i++ {
+			binary.LittleEndian.PutUint64(body, i)
+			f := proto.Frame{Header: proto.Header{Opcode: opTest, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
+			if err := s.Send(ctx, &f); err != nil && ctx.Err() == nil {
+				done <- err
+				return
+			}
+			if got, _ := b.received(); i > got+2000 {
+				time.Sleep(100 * time.Microsecond) // pace: a stream, not a flood into the replay buffer
+			}
+		}
+		done <- nil
+	}()
+	<-b.firsts // the first link's
+	var reconnect, total []time.Duration
+	for range n {
+		before, _ := b.received()
+		waitCond(t, "frames in flight", 10*time.Second, func() bool { got, _ := b.received(); return got > before+100 })
+		cut := time.Now()
+		px.cut()
+		for {
+			select {
+			case ts := <-b.firsts:
+				if ts[0].Before(cut) {
+					continue // a frame of the old link
+				}
+				reconnect = append(reconnect, ts[1].Sub(ts[0]))
+				total = append(total, ts[1].Sub(cut))
+			case err := <-done:
+				t.Fatal(err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("no frame after a reset")
+			}
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.received(); err != nil {
+		t.Fatal(err)
+	}
+	pct := func(ds []time.Duration, p int) time.Duration {
+		ds = slices.Clone(ds)
+		slices.SortFunc(ds, func(x, y time.Duration) int { return cmp.Compare(x, y) })
+		return ds[min(len(ds)-1, len(ds)*p/100)]
+	}
+	st := a.cfg.Sessions.Stats()
+	t.Logf("%d resets (resumes %d, fresh %d): handshake done -> first resent frame delivered p50 %v p99 %v; reset -> first frame p50 %v p99 %v",
+		n, st.Resumes, st.Fresh, pct(reconnect, 50), pct(reconnect, 99), pct(total, 50), pct(total, 99))
+	if st.Fresh != 0 || st.Lost != 0 {
+		t.Fatalf("a session did not resume: %+v", st)
 	}
 }
