@@ -124,7 +124,14 @@ func (l *Link) Err() error {
 }
 
 // NextMsgID returns a fresh message id for a request on this link.
-func (l *Link) NextMsgID() uint64 { return l.msgID.Add(1) }
+// The links of one session share the counter: a reply resent on a new
+// link must not match a new request of the same id.
+func (l *Link) NextMsgID() uint64 {
+	if l.ses != nil {
+		return l.ses.s.msgID.Add(1)
+	}
+	return l.msgID.Add(1)
+}
 
 // Start runs the link's goroutines; h receives its frames. Start may be
 // called once.

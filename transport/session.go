@@ -112,6 +112,7 @@ func newCookie() uint64 {
 type Session struct {
 	store *Sessions
 	peer  uint64
+	msgID atomic.Uint64 // request ids of the session's links (Link.NextMsgID)
 
 	// mu guards the fields below. Lock order: a link's send queue mutex,
 	// then mu.
