@@ -84,8 +84,15 @@ func (r *resumes) session(peer uint64) *transport.Session {
 func (r *resumes) suspend(ctx context.Context, l *transport.Link) bool {
 	peer := l.Peer().NodeID
 	s := l.Session()
-	if s == nil || r.sessions() == nil || ctx.Err() != nil || errors.Is(l.Err(), proto.ErrShutdown) || !s.Resumable() {
-		return false // a goodbye: the peer is going, its session with it
+	if s == nil || r.sessions() == nil {
+		return false
+	}
+	if ctx.Err() != nil || errors.Is(l.Err(), proto.ErrShutdown) || !s.Resumable() {
+		// A goodbye: the peer is going, or this node is, and the
+		// session with it; a later link starts fresh, not resending
+		// frames of transactions that failed now.
+		s.Expire()
+		return false
 	}
 	if s.Active() {
 		return true // a newer link carries the session already
