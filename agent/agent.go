@@ -152,7 +152,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerIP: cfg.MaxHandshakesPerIP,
 		ForgetAfter: cfg.ForgetAfter,
 		OnLink:      a.onLink, OnRoute: a.onRoute, LinkCost: cfg.linkCostFunc(),
-		TxEpoch: txEpoch, OnLinkFail: a.onLinkFail,
+		TxEpoch: txEpoch, OnLinkFail: a.onLinkFail, ResumeWindow: cfg.resumeWindow(),
 		Logger: logkey.WithSubsystem(log, "mesh"),
 	})
 

@@ -38,6 +38,10 @@ type Config struct {
 	DeadAfter      time.Duration `toml:"heartbeat-timeout"`
 	Handshake      time.Duration `toml:"handshake-timeout"`
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
+	// ResumeWindow is how long the transactions over a lost peer link
+	// wait for it to reconnect and resume (mesh.Config.ResumeWindow); 0
+	// turns resume off.
+	ResumeWindow time.Duration `toml:"resume-window"`
 	// CallbackTimeout bounds how long the node-wide dispatch of client
 	// protocol v3 waits for a client's DONE of an event; a later client
 	// is disconnected (CodeTimeout).
@@ -107,6 +111,7 @@ func Defaults() Config {
 		DeadAfter:     transport.DefaultHeartbeatTimeout,
 		Handshake:     transport.DefaultHandshakeTimeout,
 		ReconnectMax:  2 * time.Second,
+		ResumeWindow:  mesh.DefaultResumeWindow,
 		Tick:          25 * time.Millisecond,
 		ElectionTicks: 10,
 		MaxVoters:     5,
@@ -274,4 +279,13 @@ func (c *Config) linkCostFunc() func(uint64) uint16 {
 		return nil
 	}
 	return func(id uint64) uint16 { return costs[id] }
+}
+
+// resumeWindow is ResumeWindow as the mesh takes it: there 0 is the
+// default and a negative window turns resume off.
+func (c *Config) resumeWindow() time.Duration {
+	if c.ResumeWindow <= 0 {
+		return -1
+	}
+	return c.ResumeWindow
 }

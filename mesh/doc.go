@@ -36,5 +36,10 @@
 // Open starts a streaming transaction (txn.go) and HandleTx serves
 // incoming ones: both ends and every relay keep it in a mesh/tx table,
 // which pins it to the path its CREATE took, and a link lost on that
-// path ends it with exactly one LINKFAIL at each end.
+// path ends it with exactly one LINKFAIL at each end. Unless it comes
+// back: a lost link whose session can resume (transport sessions)
+// suspends the transactions pinned to it for Config.ResumeWindow
+// (resume.go), their frames kept in the session's replay buffer; a
+// resume within the window goes on with nothing lost or repeated, a
+// fresh session or the window's end is the LINKFAIL.
 package mesh

@@ -105,8 +105,15 @@ type Config struct {
 	// transactions at this node with LINKFAIL (as endpoint or relay),
 	// never with a lock held. It must not block for long.
 	OnLinkFail func(peer uint64, n int)
-	Logger     *slog.Logger
-	Now        func() time.Time // default time.Now
+	// ResumeWindow is how long the transactions pinned to a lost link
+	// wait for it to come back (proto/peer/SPEC.md, "Sessions and
+	// resume"): a link that reconnects within it resumes its session and
+	// they go on with nothing lost; after it they end with LINKFAIL.
+	// Routing takes the link for down at once either way. 0 means
+	// DefaultResumeWindow; < 0 turns resume off (LINKFAIL at once).
+	ResumeWindow time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time // default time.Now
 }
 
 // Mesh is this node's set of peer links.
@@ -132,6 +139,8 @@ type Mesh struct {
 
 	mu     sync.Mutex      // guards runCtx
 	runCtx context.Context // Run's context; nil before Run and after it returned
+
+	res resumes // sessions of lost links within their window
 }
 
 // New makes a Mesh. Handlers are added with Handle before Run.
@@ -163,6 +172,9 @@ func New(cfg Config) *Mesh {
 			lc.ListenAddr = cfg.Listener.Addr().String()
 		}
 		lc.Admit = tab.admit
+		if cfg.ResumeWindow >= 0 && lc.Sessions == nil {
+			lc.Sessions = transport.NewSessions(lc.QueueBytes)
+		}
 		if lc.Refusals == nil {
 			ll := lc.Logger
 			if ll == nil {
@@ -191,6 +203,10 @@ func New(cfg Config) *Mesh {
 	case cfg.TxRelayCap < 0:
 		m.cfg.TxRelayCap = 0
 	}
+	if cfg.ResumeWindow == 0 {
+		m.cfg.ResumeWindow = DefaultResumeWindow
+	}
+	m.res.init(m)
 	m.rt = newRouting(m)
 	m.tx = newTxns(m)
 	m.mux.add(peer.OpRoutes, peer.OpSeqnoReq, m.rt.onFrame)
@@ -422,9 +438,11 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 	}
 	m.linkMu.Unlock()
 	// Every end, even one a new link replaced: frames of a transaction
-	// may have been lost with this one, and without resume a transaction
-	// cannot go on without them.
-	m.tx.linkDown(l.Peer().NodeID)
+	// may have been lost with this one. A session that can resume holds
+	// them: its transactions wait for the window (resume.go).
+	if !m.res.suspend(ctx, l) {
+		m.tx.linkDown(l.Peer().NodeID)
+	}
 	if last {
 		m.notify(LinkEvent{Peer: l.Peer(), Up: false, Err: l.Err()})
 	}

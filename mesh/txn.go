@@ -75,6 +75,9 @@ type TxStats struct {
 	SendDrops  uint64 // frames that found no room on their link in time: each ended its transaction (CodeBusy)
 	Grants     uint64 // window frames sent
 	Waits      uint64 // sends that waited for the receiver's window
+	// Resumes and ResumeFails count lost links that came back within the
+	// resume window, and those that did not (their transactions failed).
+	Resumes, ResumeFails uint64
 }
 
 type txRange struct {
@@ -600,23 +603,27 @@ func (x *txns) flushLocked(ctx context.Context) error {
 
 func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	l := x.m.tab.linkTo(uint64(o.Link))
+	f := o.Frame
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if l == nil {
-		// The link went after the table chose it: what it carried is
-		// lost, so its transactions end now (again, if its end was
-		// reported already: nothing is left on it then but what this
-		// batch added).
+		// The link went after the table chose it. Its session, if it
+		// can resume, keeps the frame for the next link (resume.go);
+		// else what it carried is lost, so its transactions end now
+		// (again, if its end was reported already: nothing is left on
+		// it then but what this batch added).
+		if err := x.suspended(ctx, o.Link, &f); err == nil {
+			return nil
+		}
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
 	}
-	f := o.Frame
 	err := l.Send(tryCtx, &f)
 	if errors.Is(err, context.Canceled) {
 		if tx.Terminal(&f) {
 			x.sendLate(l, f)
 			return nil
-		}
-		if ctx == nil {
-			ctx = context.Background()
 		}
 		// Bounded under mu, whoever calls: a local call waited for
 		// room before it took mu.
@@ -628,13 +635,18 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	if err == nil {
 		return nil
 	}
+	// Not a full queue: the link is ending (its queue fails before Done
+	// is closed). A session that can resume takes the frame.
+	if !errors.Is(err, context.DeadlineExceeded) && x.suspended(ctx, o.Link, &f) == nil {
+		return nil
+	}
 	select {
 	case <-l.Done():
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d ended", proto.ErrLinkFail, o.Link)
 	default:
 	}
-	if errors.Is(err, transport.ErrClosed) {
+	if errors.Is(err, transport.ErrClosed) || errors.Is(err, transport.ErrSessionLost) {
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d is closing", proto.ErrLinkFail, o.Link)
 	}
@@ -658,6 +670,18 @@ func (x *txns) sendLate(l *transport.Link, f proto.Frame) {
 			x.m.log.Debug("mesh: terminal abort not sent", "peer", l.Peer().NodeID, "msgid", f.MsgID, "err", err)
 		}
 	})
+}
+
+// suspended sends f in the session of the lost link to peer, which
+// resends it if the link resumes; an error if it cannot.
+func (x *txns) suspended(ctx context.Context, peer tx.LinkID, f *proto.Frame) error {
+	s := x.m.res.session(uint64(peer))
+	if s == nil {
+		return transport.ErrNoSession
+	}
+	sctx, cancel := context.WithTimeout(ctx, txForwardWait)
+	defer cancel()
+	return s.Send(sctx, f)
 }
 
 // deliver hands one delivery to its transaction, making the Tx of a new
@@ -716,8 +740,9 @@ func (m *Mesh) TxStats() TxStats {
 	x.mu.Lock()
 	st, n, dead := x.tab.Stats(), x.tab.Len(), x.tab.Tombstones()
 	x.mu.Unlock()
+	res, fails := m.res.counts()
 	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail,
-		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load()}
+		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load(), Resumes: res, ResumeFails: fails}
 }
 
 // TxEntries lists the transactions at this node (for tests and admin).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -31,6 +32,8 @@ type txNode struct {
 type txOpts struct {
 	cost     func(peer uint64) uint16
 	relayCap int // 0: the default
+	window   time.Duration // Config.ResumeWindow
+	log      *slog.Logger
 }
 
 func startTx(t testing.TB, id uint64, ln net.Listener, peers []string, o txOpts) *txNode {
@@ -40,10 +43,13 @@ func startTx(t testing.TB, id uint64, ln net.Listener, peers []string, o txOpts)
 		Link: &transport.Config{
 			Cluster: "test", NodeID: id, NodeName: fmt.Sprintf("n%d", id), Key: testKey, Protocols: protos.All(),
 			HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: time.Second,
+			Logger: o.log,
 		},
 		ReconnectMax: 200 * time.Millisecond,
 		LinkCost:     o.cost,
 		TxRelayCap:   o.relayCap,
+		ResumeWindow: o.window,
+		Logger:       o.log,
 		TxEpoch:      uint32(id),
 		TxTick:       20 * time.Millisecond,
 		TxTombstone:  200 * time.Millisecond,

@@ -60,6 +60,8 @@ type MeshStats struct {
 	LinkFails    uint64 // transactions this node ended with LINKFAIL when a link on their path went down
 	TxBusy       uint64 // transactions ended because their next link had no room in time
 	TxWaits      uint64 // transaction sends that waited for the receiver's window
+	Resumes      uint64 // lost links that resumed their session within the window
+	ResumeFails  uint64 // lost links whose session did not resume: their transactions failed
 }
 
 // Sources are read at every scrape. Each must be safe to call from any
@@ -108,6 +110,8 @@ const (
 	nameMeshLinkFails   = "corral_mesh_linkfails_total"
 	nameMeshTxBusy      = "corral_mesh_tx_busy_total"
 	nameMeshTxWaits     = "corral_mesh_tx_window_waits_total"
+	nameMeshResumes     = "corral_mesh_resumes_total"
+	nameMeshResumeFails = "corral_mesh_resume_failures_total"
 )
 
 // Metrics is a prometheus.Collector of the cluster's state, read from
@@ -128,6 +132,7 @@ type Metrics struct {
 	meshAdvertsSent, meshAdvertsRecv       *prometheus.Desc
 	meshOpenTx, meshLinkFails              *prometheus.Desc
 	meshTxBusy, meshTxWaits                *prometheus.Desc
+	meshResumes, meshResumeFails           *prometheus.Desc
 }
 
 // NewMetrics returns the collector for src. Register it on the agent's
@@ -174,6 +179,8 @@ func NewMetrics(src Sources) *Metrics {
 		meshLinkFails:    d(nameMeshLinkFails, "Transactions this node ended with LINKFAIL because a link on their path went down."),
 		meshTxBusy:       d(nameMeshTxBusy, "Transactions this node ended (CodeBusy) because their next link had no room for a frame in time."),
 		meshTxWaits:      d(nameMeshTxWaits, "Transaction sends that waited for the receiver's window (flow control)."),
+		meshResumes:      d(nameMeshResumes, "Lost peer links that came back within the resume window, losing no frame."),
+		meshResumeFails:  d(nameMeshResumeFails, "Lost peer links whose session did not resume (window over, fresh session, replay overflow)."),
 	}
 }
 
@@ -195,7 +202,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.streamGated, m.streamWaiting, m.streamTOs,
 		m.meshRoutes, m.meshChanges, m.meshRelayed, m.meshRelayedBytes,
 		m.meshHopLimit, m.meshNoRoute, m.meshDrops, m.meshAdvertsSent, m.meshAdvertsRecv,
-		m.meshOpenTx, m.meshLinkFails, m.meshTxBusy, m.meshTxWaits,
+		m.meshOpenTx, m.meshLinkFails, m.meshTxBusy, m.meshTxWaits, m.meshResumes, m.meshResumeFails,
 	} {
 		ch <- d
 	}
@@ -262,6 +269,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.meshLinkFails, s.LinkFails)
 		counter(m.meshTxBusy, s.TxBusy)
 		counter(m.meshTxWaits, s.TxWaits)
+		counter(m.meshResumes, s.Resumes)
+		counter(m.meshResumeFails, s.ResumeFails)
 	}
 }
 

@@ -72,6 +72,11 @@ type Config struct {
 	MaxPayload        int // largest payload accepted; 0 means proto.DefaultMaxPayload
 	QueueBytes        int // send queue limit before Send blocks
 
+	// Sessions, if set, keeps the sessions of peer links (version 4) so
+	// that a link that reconnects resumes without loss (session.go). Make
+	// it with NewSessions(QueueBytes). Nil: links stay unsequenced.
+	Sessions *Sessions
+
 	Logger *slog.Logger
 	// Refusals, when set, carries the "refusing link" lines, keyed by the
 	// peer's host, so a peer that keeps retrying a refused link (a wrong

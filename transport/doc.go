@@ -20,4 +20,12 @@
 // ran counts towards the timeout (internal/stall): a process that was
 // starved or stopped gives its peers a fresh timeout when it resumes. Any
 // malformed frame ends only that link, with a typed *proto.Error.
+//
+// A peer link of version 4 carries a session (session.go): the stream of
+// sequenced frames to one peer, which outlives the connection. With a
+// Sessions store in the Config, every sequenced frame stays in a replay
+// buffer (bounded by QueueBytes) until the peer ACKs it; a new link to
+// the peer exchanges SESSION and either resumes (both resend what the
+// other lacks, in order, nothing twice) or starts fresh. The owner
+// decides how long a session may wait (Session.Expire).
 package transport

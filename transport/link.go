@@ -12,7 +12,12 @@ import (
 
 	"github.com/corralhq/corral/internal/stall"
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
 )
+
+// ackWait bounds how long the reader waits for room for an ACK; the next
+// heartbeat tick sends one that did not fit.
+const ackWait = 5 * time.Millisecond
 
 // ErrClosed is returned by Send on a link closed by this side.
 var ErrClosed = errors.New("transport: link closed")
@@ -37,10 +42,12 @@ type Link struct {
 	lastRecv atomic.Int64 // unix nanos of the last frame received
 	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
 	msgID    atomic.Uint64
-	calls    calls // requests of Call waiting for their replies
+	calls    calls      // requests of Call waiting for their replies
+	ses      *linkState // the link's session; nil below peer version 4
 
 	started atomic.Bool
 	done    chan struct{} // closed when the link has ended
+	rdone   chan struct{} // closed when the reader has stopped delivering
 	wdone   chan struct{} // closed when the writer has stopped
 	once    sync.Once
 	err     error // why the link ended; read after done is closed
@@ -62,9 +69,37 @@ func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Lin
 		q:     newSendQueue(cfg.queueBytes()),
 		done:  make(chan struct{}),
 		wdone: make(chan struct{}),
+		rdone: make(chan struct{}),
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
+	if info.Proto == proto.ProtoPeer && info.Version >= sessionVersion {
+		// Every v4 peer link exchanges SESSION; without a store this
+		// end offers none (cookie 0) and the link stays unsequenced.
+		if cfg.Sessions != nil {
+			l.ses = &linkState{s: cfg.Sessions.Session(info.NodeID), ready: make(chan struct{})}
+		} else {
+			// Storeless: unsequenced whatever the peer says, so its
+			// SESSION goes first, before anything sent before Start.
+			l.ses = &linkState{s: &Session{store: &Sessions{limit: cfg.queueBytes(), off: true}, peer: info.NodeID}, ready: make(chan struct{})}
+			l.ses.state.Store(lsUnsequenced)
+			close(l.ses.ready)
+			f := proto.Frame{Header: proto.Header{Opcode: peer.OpSession, Flags: proto.FlagCreate | proto.FlagDelete, MsgID: l.NextMsgID()},
+				Body: peer.AppendSession(nil, peer.Session{})}
+			l.Send(context.Background(), &f) // an empty queue takes it at once
+		}
+	}
 	return l
+}
+
+// sessionVersion is the first peer version with sessions.
+const sessionVersion = 4
+
+// Session returns the link's session, nil on a link without one.
+func (l *Link) Session() *Session {
+	if l.ses == nil || l.ses.s.store.off {
+		return nil
+	}
+	return l.ses.s
 }
 
 // Peer returns what the handshake learned about the other end.
@@ -89,7 +124,14 @@ func (l *Link) Err() error {
 }
 
 // NextMsgID returns a fresh message id for a request on this link.
-func (l *Link) NextMsgID() uint64 { return l.msgID.Add(1) }
+// The links of one session share the counter: a reply resent on a new
+// link must not match a new request of the same id.
+func (l *Link) NextMsgID() uint64 {
+	if l.ses != nil {
+		return l.ses.s.msgID.Add(1)
+	}
+	return l.msgID.Add(1)
+}
 
 // Start runs the link's goroutines; h receives its frames. Start may be
 // called once.
@@ -110,14 +152,23 @@ func (l *Link) Send(ctx context.Context, f *proto.Frame) error {
 	if f.Hops == 0 {
 		f.Hops = proto.HopLimit
 	}
-	return l.q.push(ctx, f)
+	if l.ses != nil && peer.Sequenced(f.Opcode) {
+		return l.sendSeq(ctx, f)
+	}
+	return l.q.push(ctx, f, nil)
 }
 
 // WaitRoom waits until Send would queue a frame of n bytes (header
 // included) without blocking, or ctx ends. It reserves nothing: a
 // producer that must not block while it holds a lock waits here first,
 // then sends under the lock with a short deadline.
-func (l *Link) WaitRoom(ctx context.Context, n int) error { return l.q.room(ctx, n) }
+func (l *Link) WaitRoom(ctx context.Context, n int) error {
+	var seq *Link
+	if l.ses != nil && l.ses.state.Load() == lsSequenced {
+		seq = l
+	}
+	return l.q.room(ctx, n, seq)
+}
 
 // Close sends GOODBYE with the given code and text, waits briefly for the
 // queue to drain and closes the connection. It returns once the link has
@@ -139,7 +190,7 @@ func (l *Link) Close(code proto.Code, text string) {
 	defer cancel()
 	cerr := error(&proto.Error{Code: code, Detail: "closed by this node: " + text, Err: ErrClosed})
 	l.closing.CompareAndSwap(nil, &cerr)
-	if l.q.push(ctx, &f) == nil {
+	if l.q.push(ctx, &f, nil) == nil {
 		// The writer stops after writing what was queued.
 		l.q.close(ErrClosed, true)
 		select {
@@ -176,12 +227,22 @@ func (l *Link) end(err error) {
 		l.err = err
 		l.calls.fail(err)
 		l.q.close(err, false)
+		l.detach()
 		l.conn.Close()
 		close(l.done)
 	})
 }
 
 func (l *Link) reader(h Handler) {
+	defer close(l.rdone)
+	if l.ses != nil {
+		// A Close under way drains its GOODBYE: keep reading meanwhile.
+		if err := l.openSession(); err != nil && !errors.Is(err, ErrClosed) {
+			l.fail(err)
+			return
+		}
+		l.ses.opened = true
+	}
 	for {
 		for {
 			f, ok, err := l.dec.Next()
@@ -249,6 +310,28 @@ func (l *Link) dispatch(h Handler, f *proto.Frame) error {
 	}
 	if err := l.ops.Check(&f.Header, l.info.Version); err != nil {
 		return err
+	}
+	if ls := l.ses; ls != nil {
+		switch {
+		case f.Opcode == peer.OpSession:
+			return l.onSession(f.Body)
+		case f.Opcode == peer.OpAck:
+			if ls.state.Load() != lsSequenced {
+				return proto.Errorf(proto.CodeState, "ACK on a link without a sequenced session")
+			}
+			return l.onAck(f.Body)
+		case peer.Sequenced(f.Opcode):
+			switch ls.state.Load() {
+			case lsPending:
+				return proto.Errorf(proto.CodeState, "opcode %#04x before SESSION", f.Opcode)
+			case lsSequenced:
+				if recv, ack := l.received(proto.HeaderSize + len(f.Ext) + len(f.Body)); ack {
+					ctx, cancel := context.WithTimeout(context.Background(), ackWait)
+					l.sendAck(ctx, recv)
+					cancel()
+				}
+			}
+		}
 	}
 	// Opcodes 1 and 2 are PING and PONG in every sub-protocol.
 	switch f.Opcode {
@@ -388,6 +471,9 @@ func (l *Link) heartbeat() {
 				return
 			}
 			nextPing = time.Now().Add(interval)
+			actx, cancel := context.WithTimeout(context.Background(), interval)
+			l.tickAck(actx)
+			cancel()
 		}
 		// Wake for the next ping, or as the timeout runs out if that is
 		// sooner: checking only on the ping ticks would declare a silent

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/corralhq/corral/proto"
@@ -58,17 +59,35 @@ func signal(c chan struct{}) {
 }
 
 // push encodes f into the queue, waiting while the queue is over its limit.
-func (q *sendQueue) push(ctx context.Context, f *proto.Frame) error {
+// A sequenced frame of link seq is also recorded in its session's replay
+// buffer, in queue order, and waits for room there too (an ACK); errMoved
+// says the session no longer goes out on seq.
+func (q *sendQueue) push(ctx context.Context, f *proto.Frame, seq *Link) error {
 	f.Seal()
 	n := proto.HeaderSize + f.PayloadLen()
+	var s *Session
+	if seq != nil {
+		s = seq.ses.s
+	}
 	for {
 		q.mu.Lock()
 		if q.err != nil {
 			q.mu.Unlock()
 			return q.err
 		}
-		if q.queued == 0 || q.queued+n <= q.limit {
-			break
+		if s != nil {
+			s.mu.Lock()
+			if s.link != seq || !s.active {
+				s.mu.Unlock()
+				q.mu.Unlock()
+				return errMoved
+			}
+		}
+		if (q.queued == 0 || q.queued+n <= q.limit) && (s == nil || s.roomLocked(n)) {
+			break // holding q.mu, and s.mu if s is set
+		}
+		if s != nil {
+			s.mu.Unlock()
 		}
 		q.mu.Unlock()
 		select {
@@ -78,6 +97,22 @@ func (q *sendQueue) push(ctx context.Context, f *proto.Frame) error {
 			return ctx.Err()
 		}
 	}
+	b := q.reserveLocked(n)
+	proto.PutHeader(b, &f.Header)
+	copy(b[proto.HeaderSize:], f.Ext)
+	copy(b[proto.HeaderSize+len(f.Ext):], f.Body)
+	if s != nil {
+		s.recordLocked(slices.Clone(b))
+		s.mu.Unlock()
+	}
+	q.mu.Unlock()
+	signal(q.wake)
+	return nil
+}
+
+// reserveLocked returns n bytes at the end of the queue to encode a frame
+// into: packed into the last slab when small, else in a buffer of its own.
+func (q *sendQueue) reserveLocked(n int) []byte {
 	var dst *[]byte
 	if last := len(q.bufs) - 1; q.open && n <= packLimit && last >= 0 && len(*q.bufs[last])+n <= slabSize {
 		dst = q.bufs[last]
@@ -93,22 +128,32 @@ func (q *sendQueue) push(ctx context.Context, f *proto.Frame) error {
 	}
 	off := len(*dst)
 	*dst = (*dst)[:off+n]
-	proto.PutHeader((*dst)[off:], &f.Header)
-	copy((*dst)[off+proto.HeaderSize:], f.Ext)
-	copy((*dst)[off+proto.HeaderSize+len(f.Ext):], f.Body)
 	q.queued += n
-	q.mu.Unlock()
-	signal(q.wake)
-	return nil
+	return (*dst)[off : off+n]
+}
+
+// appendLocked queues the encoded frame b, whatever the limit: a resend
+// of the replay buffer, which is bounded by it already.
+func (q *sendQueue) appendLocked(b []byte) {
+	if q.err != nil {
+		return
+	}
+	copy(q.reserveLocked(len(b)), b)
 }
 
 // room waits, as push does, until a frame of n bytes would be queued at
 // once, without queueing anything. The space signal it may have taken is
 // passed on: another sender may be waiting for it.
-func (q *sendQueue) room(ctx context.Context, n int) error {
+func (q *sendQueue) room(ctx context.Context, n int, seq *Link) error {
 	for {
 		q.mu.Lock()
 		err, ok := q.err, q.queued == 0 || q.queued+n <= q.limit
+		if seq != nil && ok {
+			s := seq.ses.s
+			s.mu.Lock()
+			ok = s.roomLocked(n)
+			s.mu.Unlock()
+		}
 		q.mu.Unlock()
 		if err != nil {
 			return err

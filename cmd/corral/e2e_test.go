@@ -328,13 +328,13 @@ func TestGracefulStopSaysGoodbye(t *testing.T) {
 
 func TestWrongVersionRefused(t *testing.T) {
 	nodes := cluster(t, 2)
-	nodes[1].args = append(nodes[1].args, "--peer-versions", "4..5")
+	nodes[1].args = append(nodes[1].args, "--peer-versions", "5..6")
 	for _, nd := range nodes {
 		nd.start()
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for _, nd := range nodes {
-		for !strings.Contains(nd.log.String(), "peer 3..3") || !strings.Contains(nd.log.String(), "peer 4..5") {
+		for !strings.Contains(nd.log.String(), "peer 4..4") || !strings.Contains(nd.log.String(), "peer 5..6") {
 			if time.Now().After(deadline) {
 				t.Fatalf("n%d log does not name both version ranges:\n%s", nd.id, nd.log.String())
 			}

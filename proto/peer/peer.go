@@ -16,10 +16,13 @@ import (
 // frame, so a v1 agent could never receive a large snapshot. Version 3
 // adds mesh routing adverts and retires version 2: a v2 agent cannot relay
 // frames for others, and a cluster whose links are not a full mesh needs
-// every agent to.
+// every agent to. Version 4 adds link sessions (SESSION, ACK: a link that
+// reconnects within the resume window loses no frame) and retires
+// version 3: a v3 link cannot resume, so transactions pinned to it would
+// end at every blip while the rest of the cluster rides them out.
 const (
-	MinVersion uint8 = 3
-	MaxVersion uint8 = 3
+	MinVersion uint8 = 4
+	MaxVersion uint8 = 4
 )
 
 // Specification constants: opcodes. Ranges marked reserved belong to later
@@ -27,6 +30,7 @@ const (
 const (
 	OpPing = proto.OpPing // body: proto.Ping; answered by PONG
 	OpPong = proto.OpPong // body: the PING's proto.Ping, echoed
+	// 0x0003, 0x0004: OpAck and OpSession (session.go, v4)
 
 	// 0x0100–0x01FF: cluster log
 	OpRaft      uint16 = 0x0100 // body: one raft message (raftpb.Message, protobuf)
@@ -56,6 +60,8 @@ const (
 var ops = proto.NewOpSet(proto.ProtoPeer, MinVersion, MaxVersion, map[uint16]proto.Op{
 	OpPing:      {Name: "PING", Since: 1},
 	OpPong:      {Name: "PONG", Since: 1},
+	OpAck:       {Name: "ACK", Since: 4},
+	OpSession:   {Name: "SESSION", Since: 4},
 	OpRaft:      {Name: "RAFT", Since: 1},
 	OpRaftChunk: {Name: "RAFTCHUNK", Since: 2},
 	OpRoutes:    {Name: "ROUTES", Since: 3},

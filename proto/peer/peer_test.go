@@ -22,7 +22,7 @@ func TestGolden(t *testing.T) {
 	// The vectors written before version 3 stay at version 2 byte for
 	// byte: their messages did not change.
 	vs := append(wiretest.PingVectorsAt(peer.Ops(), v2, peer.OpPing, peer.OpPong, 0x0102), vectors()...)
-	wiretest.Run(t, "testdata", append(append(vs, routeVectors()...), streamVectors()...))
+	wiretest.Run(t, "testdata", append(append(append(vs, routeVectors()...), streamVectors()...), sessionVectors()...))
 }
 
 func TestOps(t *testing.T) {
@@ -49,7 +49,7 @@ func TestJoinVersionMismatch(t *testing.T) {
 	local := proto.Ranges{peer.Ops().Range()}
 	newer := proto.Ranges{{Proto: proto.ProtoPeer, Min: peer.MaxVersion + 1, Max: peer.MaxVersion + 2}}
 	_, err := proto.Negotiate(proto.ProtoPeer, local, newer)
-	wiretest.Expect(t, err, proto.CodeVersion, "we speak 3..3, peer speaks 4..5")
+	wiretest.Expect(t, err, proto.CodeVersion, "we speak 4..4, peer speaks 5..6")
 
 	rj := proto.Reject{Code: proto.CodeVersion, Local: local, Remote: newer, Text: err.(*proto.Error).Detail}
 	f := proto.SessionFrame(proto.OpReject, proto.AppendReject(nil, &rj))
@@ -61,19 +61,20 @@ func TestJoinVersionMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 3..3; we offered peer 4..5)")
+	wiretest.Expect(t, back.Err(), proto.CodeVersion, "(peer speaks peer 4..4; we offered peer 5..6)")
 }
 
 // TestRetiredVersionsRefused: an agent that speaks only peer version 1
-// (no RAFTCHUNK) or 2 (no routing: it cannot relay frames for others) is
-// refused with both ranges named.
+// (no RAFTCHUNK), 2 (no routing: it cannot relay frames for others) or 3
+// (no sessions: its links cannot resume) is refused with both ranges
+// named.
 func TestRetiredVersionsRefused(t *testing.T) {
-	for _, v := range []uint8{1, 2} {
+	for _, v := range []uint8{1, 2, 3} {
 		old := proto.Ranges{{Proto: proto.ProtoPeer, Min: v, Max: v}}
 		_, err := proto.Negotiate(proto.ProtoPeer, proto.Ranges{peer.Ops().Range()}, old)
-		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak 3..3, peer speaks %d..%d", v, v))
+		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak 4..4, peer speaks %d..%d", v, v))
 		_, err = proto.Negotiate(proto.ProtoPeer, old, proto.Ranges{peer.Ops().Range()})
-		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak %d..%d, peer speaks 3..3", v, v))
+		wiretest.Expect(t, err, proto.CodeVersion, fmt.Sprintf("peer protocol: we speak %d..%d, peer speaks 4..4", v, v))
 	}
 }
 
@@ -156,6 +157,12 @@ func receive(v uint8, b []byte) (proto.Frame, any, error) {
 	case f.Opcode == peer.OpSeqnoReq:
 		q, err := peer.ParseSeqnoReq(f.Body)
 		return f, q, err
+	case f.Opcode == peer.OpSession:
+		s, err := peer.ParseSession(f.Body)
+		return f, s, err
+	case f.Opcode == peer.OpAck:
+		n, err := peer.ParseAck(f.Body)
+		return f, n, err
 	}
 	p, err := proto.ParsePing(f.Body)
 	return f, p, err
