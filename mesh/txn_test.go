@@ -31,7 +31,7 @@ type txNode struct {
 
 type txOpts struct {
 	cost     func(peer uint64) uint16
-	relayCap int // 0: the default
+	relayCap int           // 0: the default
 	window   time.Duration // Config.ResumeWindow
 	log      *slog.Logger
 }
