@@ -6,13 +6,19 @@ package main
 // hop through the mesh's routes. Needs root (network namespaces).
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/corralhq/corral/internal/netlab"
 )
@@ -192,4 +198,73 @@ func routesMasked(table string) string {
 		out += l[:seq] + "*" + strings.Repeat(" ", end-seq-1) + l[end:since] + "*\n"
 	}
 	return out
+}
+
+// scrapeIn reads host i's agent metrics (served inside the host on
+// :9100) from within the host's namespace.
+func scrapeIn(t *testing.T, lab *netlab.Lab, i int) map[string]float64 {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return lab.Dial(ctx, i, network, addr)
+		},
+	}}
+	resp, err := c.Get("http://" + lab.Addr(i) + ":9100/metrics")
+	if err != nil {
+		t.Fatalf("metrics of n%d: %v", i, err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of n%d: %v", i, err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) == 0 && m.Counter != nil {
+				out[name] = m.Counter.GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// A link reset with resets at both ends (not a silent cut) resumes its
+// session within the window: on a ring of 5 with real agents, the two
+// ends of the reset edge count a resume and no resume failure, no
+// transaction is failed and the view does not change. The removal delay
+// is above the resume window: with the default (0) the leader removes a
+// member as soon as its link or route goes down, resumed or not.
+func TestMeshRingResetResumes(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Ring(t, 5)
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
+	inst, _ := nodes[0].waitView(ids(nodes), 10*time.Second)
+	before := map[int]map[string]float64{1: scrapeIn(t, lab, 1), 2: scrapeIn(t, lab, 2)}
+	if n := lab.ResetEdge(1, 2); n == 0 {
+		t.Fatal("ResetEdge(1, 2) closed no socket: the kernel lacks SOCK_DESTROY")
+	}
+	for _, i := range []int{1, 2} {
+		var m map[string]float64
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if m = scrapeIn(t, lab, i); m["corral_mesh_resumes_total"] > before[i]["corral_mesh_resumes_total"] {
+				break
+			}
+		}
+		if m["corral_mesh_resumes_total"] <= before[i]["corral_mesh_resumes_total"] {
+			t.Errorf("n%d: no resume after the reset: resumes %v, failures %v", i, m["corral_mesh_resumes_total"], m["corral_mesh_resume_failures_total"])
+		}
+		if f := m["corral_mesh_resume_failures_total"] - before[i]["corral_mesh_resume_failures_total"]; f != 0 {
+			t.Errorf("n%d: %v resume failures after one reset", i, f)
+		}
+		if l := m["corral_mesh_linkfails_total"] - before[i]["corral_mesh_linkfails_total"]; l != 0 {
+			t.Errorf("n%d: %v transactions failed by the reset", i, l)
+		}
+	}
+	for _, nd := range nodes {
+		if got, _ := nd.waitView(ids(nodes), 10*time.Second); got != inst {
+			t.Errorf("n%d: view %d after the reset, want %d", nd.id, got, inst)
+		}
+	}
 }
