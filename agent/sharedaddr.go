@@ -42,6 +42,10 @@ type dataPath struct {
 	iface   string
 	src     addrsvc.Source
 	quorate func() bool
+	// caughtUp reports whether the log has a leader this node hears from
+	// and this node has applied what it knows committed: its state is
+	// current, and it may take the owner role the state gives it.
+	caughtUp func() bool
 	// members gives the view's members, whose peer address's host is
 	// their next hop on the shared segment.
 	members func() []membership.Member
@@ -106,7 +110,10 @@ func (p *dataPath) run(ctx context.Context) error {
 	defer func() { endTerm() }()
 
 	var (
-		fenced  = false
+		// fenced: the node owns nothing. It starts so, as after a
+		// fence: its state may be stale (a restart, a return from a
+		// partition during which it was removed) until it is caught up.
+		fenced  = true
 		owned   = map[netip.Addr]bool{} // owned in the last applied plan
 		dirty   = true                  // the state or contact changed since the last Apply
 		retryAt time.Time               // after a failed Apply
@@ -116,7 +123,7 @@ func (p *dataPath) run(ctx context.Context) error {
 	tick := time.NewTicker(fenceCheck)
 	defer tick.Stop()
 	for {
-		if q := p.quorate(); !q && !fenced {
+		if !fenced && !p.quorate() {
 			fenced, dirty = true, true
 			endTerm()
 			if len(owned) > 0 {
@@ -125,10 +132,10 @@ func (p *dataPath) run(ctx context.Context) error {
 				p.log.Warn("shared addresses: lost contact with a quorum; dropped the owned addresses", "addrs", len(owned), "took", time.Since(start), "err", errString(err))
 			}
 			owned = map[netip.Addr]bool{}
-		} else if q && fenced {
+		} else if fenced && p.quorate() && p.caughtUp() {
 			fenced, dirty = false, true
 			actx, endTerm = context.WithCancel(ctx)
-			p.log.Info("shared addresses: contact with a quorum regained")
+			p.log.Info("shared addresses: in contact with a quorum and caught up; owner roles taken as the state says")
 		}
 		if dirty && !time.Now().Before(retryAt) {
 			plan, skipped := buildPlan(p.self, p.stack, p.src.State(), nodeIPs(p.members()), fenced)
@@ -293,10 +300,46 @@ func (a *Agent) newDataPath(sa *addrsvc.Service) *dataPath {
 		stack:   sa.Stack(),
 		iface:   a.cfg.SharedIface,
 		src:     sa.Source(),
-		quorate: func() bool { return a.cluster.Quorum().Quorate() },
+		quorate: a.inContact,
+		caughtUp: func() bool {
+			st := a.cluster.Status()
+			return st.QuorumContact && st.Leader != 0 && st.Applied >= st.Commit
+		},
 		members: func() []membership.Member { return a.cluster.View().Members },
 		log:     logkey.WithSubsystem(a.log, "sharedaddr/kernel"),
 		kick:    make(chan struct{}, 1),
 		open:    openKernel,
 	}
+}
+
+// inContact is the data path's judgement of quorum contact: the
+// cluster's (membership.Contact: voters reached by link or route), but a
+// voter whose direct link has been silent for four fifths of the
+// heartbeat timeout no longer counts. An owner cut off must drop its
+// addresses before the majority's timeout ends and another node takes
+// them over (research notes §5.5: 400 ms against 500 ms), not when its
+// own timeout ends at the same moment.
+func (a *Agent) inContact() bool {
+	if !a.cluster.Quorum().Quorate() {
+		return false
+	}
+	v := a.cluster.View()
+	cutoff := time.Now().Add(-a.cfg.DeadAfter * 4 / 5)
+	voters, reach := 0, 0
+	for _, m := range v.Members {
+		if !m.Voter {
+			continue
+		}
+		voters++
+		if m.ID != a.cfg.ID {
+			if !a.mesh.Reachable(m.ID) {
+				continue
+			}
+			if l := a.mesh.Link(m.ID); l != nil && l.LastRecv().Before(cutoff) {
+				continue
+			}
+		}
+		reach++
+	}
+	return 2*reach > voters
 }
