@@ -115,6 +115,7 @@ func (p *dataPath) run(ctx context.Context) error {
 		// partition during which it was removed) until it is caught up.
 		fenced  = true
 		owned   = map[netip.Addr]bool{} // owned in the last applied plan
+		last    *kernel.Plan            // the last plan applied
 		dirty   = true                  // the state or contact changed since the last Apply
 		retryAt time.Time               // after a failed Apply
 		failed  = 0
@@ -131,7 +132,7 @@ func (p *dataPath) run(ctx context.Context) error {
 				err := dp.Drop(ctx)
 				p.log.Warn("shared addresses: lost contact with a quorum; dropped the owned addresses", "addrs", len(owned), "took", time.Since(start), "err", errString(err))
 			}
-			owned = map[netip.Addr]bool{}
+			owned, last = map[netip.Addr]bool{}, nil
 		} else if fenced && p.quorate() && p.caughtUp() {
 			fenced, dirty = false, true
 			actx, endTerm = context.WithCancel(ctx)
@@ -142,22 +143,11 @@ func (p *dataPath) run(ctx context.Context) error {
 			for _, s := range skipped {
 				p.log.Warn("shared addresses: a node has no IPv4 next hop; its share is left out", "what", s)
 			}
-			if err := dp.Apply(ctx, plan); err != nil {
-				if ctx.Err() != nil {
-					break
+			// apply installs a plan and announces what it newly owns.
+			apply := func(plan kernel.Plan) error {
+				if err := dp.Apply(ctx, plan); err != nil {
+					return err
 				}
-				failed++
-				wait := min(applyBackoff<<min(failed-1, 6), applyBackoffMx)
-				retryAt = time.Now().Add(wait)
-				if e := err.Error(); e != lastErr || failed%10 == 1 {
-					p.log.Error("shared addresses: apply failed; retrying", "err", e, "attempt", failed, "retry_in", wait)
-					lastErr = e
-				}
-			} else {
-				if failed > 0 {
-					p.log.Info("shared addresses: apply succeeded after failures", "attempts", failed)
-				}
-				failed, lastErr, dirty = 0, "", false
 				now := map[netip.Addr]bool{}
 				for _, a := range plan.Addrs {
 					if !a.Owner {
@@ -175,7 +165,36 @@ func (p *dataPath) run(ctx context.Context) error {
 						}(actx, a.VIP)
 					}
 				}
-				owned = now
+				owned, last = now, &plan
+				return nil
+			}
+			// A takeover comes with a new table (the old owner's share
+			// is gone), and installing a table takes a large part of a
+			// second: the address is taken with the table already held,
+			// and the new one follows.
+			var err error
+			if step, ok := takeoverStep(last, plan, owned); ok {
+				err = apply(step)
+			}
+			if err == nil {
+				err = apply(plan)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				failed++
+				wait := min(applyBackoff<<min(failed-1, 6), applyBackoffMx)
+				retryAt = time.Now().Add(wait)
+				if e := err.Error(); e != lastErr || failed%10 == 1 {
+					p.log.Error("shared addresses: apply failed; retrying", "err", e, "attempt", failed, "retry_in", wait)
+					lastErr = e
+				}
+			} else {
+				if failed > 0 {
+					p.log.Info("shared addresses: apply succeeded after failures", "attempts", failed)
+				}
+				failed, lastErr, dirty = 0, "", false
 			}
 		}
 		var retry <-chan time.Time
@@ -202,6 +221,29 @@ func (p *dataPath) run(ctx context.Context) error {
 		p.log.Error("shared addresses: drop at stop failed", "err", err.Error())
 	}
 	return nil
+}
+
+// takeoverStep is the first step of applying next after last where next
+// makes this node owner of addresses it does not own: last as it was
+// applied, taking those addresses. The stack holds its tables already, so
+// it installs in milliseconds, where next's (a new table, slices without
+// the old owner's) may take a large part of a second. It reports false
+// when no step is needed.
+func takeoverStep(last *kernel.Plan, next kernel.Plan, owned map[netip.Addr]bool) (kernel.Plan, bool) {
+	if last == nil {
+		return kernel.Plan{}, false
+	}
+	step := *last
+	step.Addrs = slices.Clone(last.Addrs)
+	changed := false
+	for i, a := range step.Addrs {
+		j := slices.IndexFunc(next.Addrs, func(b kernel.Addr) bool { return b.VIP == a.VIP })
+		if j >= 0 && next.Addrs[j].Owner && !owned[a.VIP] && len(a.Services) > 0 {
+			step.Addrs[i].Owner = true
+			changed = true
+		}
+	}
+	return step, changed
 }
 
 func errString(err error) string {

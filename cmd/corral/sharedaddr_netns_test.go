@@ -518,3 +518,229 @@ func TestSharedAddrSplit(t *testing.T) {
 	}
 	t.Logf("weights 2:1:1 online: %d of %d held connections reset (by node of origin %v)", resets, len(held), moved)
 }
+
+// pinger is a connection from the client pinged every 20 ms until stop;
+// it records the longest wait for an echo and the first error.
+type pinger struct {
+	c        *saConn
+	ok       chan struct{} // buffered 1: a ping was answered
+	done     chan struct{}
+	stopped  chan struct{}
+	mu       sync.Mutex // guards maxStall, err
+	maxStall time.Duration
+	err      error
+}
+
+func (l *saLab) streamTo(ctx context.Context, not int) *pinger {
+	l.t.Helper()
+	for range 50 {
+		c, err := l.dial(ctx)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if c.node == not {
+			c.c.Close()
+			continue
+		}
+		s := &pinger{c: c, ok: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+		go s.run()
+		l.t.Cleanup(s.stop)
+		return s
+	}
+	l.t.Fatalf("no connection to a node other than n%d in 50", not)
+	return nil
+}
+
+func (s *pinger) run() {
+	defer close(s.stopped)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		err := s.c.ping(10 * time.Second)
+		s.mu.Lock()
+		s.maxStall = max(s.maxStall, time.Since(start))
+		if err != nil && s.err == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return
+		}
+		select {
+		case s.ok <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// answered waits up to within for a ping answered after the call.
+func (s *pinger) answered(within time.Duration) bool {
+	select {
+	case <-s.ok: // may be from before the call
+	default:
+	}
+	select {
+	case <-s.ok:
+		return true
+	case <-s.stopped:
+		return false
+	case <-time.After(within):
+		return false
+	}
+}
+
+func (s *pinger) stop() {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	<-s.stopped
+	s.c.c.Close()
+}
+
+func (s *pinger) result() (time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxStall, s.err
+}
+
+// failover is what the client saw after the owner's host died.
+type failover struct {
+	garp, synack time.Duration // from the kill to the first gratuitous ARP of another MAC, and to the first connection
+	newOwner     int
+}
+
+// killHost takes host h off the wire and kill -9s its agent: a dead host,
+// which can neither drop its address nor answer. Meanwhile the client
+// starts a connection every 20 ms; killHost returns when one succeeded
+// and a gratuitous ARP of another host was seen, or fails after within.
+func (l *saLab) killHost(h int, within time.Duration) failover {
+	l.t.Helper()
+	cap := l.capture()
+	defer cap.stop()
+	deadMAC := ""
+	for mac, i := range l.macs {
+		if i == h {
+			deadMAC = mac
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var mu sync.Mutex // guards connected
+	var connected time.Time
+	got := make(chan struct{})
+	var attempts sync.WaitGroup
+	t0 := time.Now()
+	l.lab.Cut(h)
+	l.nodes[h-1].kill()
+	l.echo[h].close()
+	attempts.Add(1)
+	go func() {
+		defer attempts.Done()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			attempts.Add(1)
+			go func() {
+				defer attempts.Done()
+				actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+				defer acancel()
+				var c net.Conn
+				err := inNetns(l.lab.Namespace(l.client), func() (err error) {
+					var d net.Dialer
+					c, err = d.DialContext(actx, "tcp4", net.JoinHostPort(saVIP, strconv.Itoa(saPort)))
+					return err
+				})
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				c.Close()
+				mu.Lock()
+				if connected.IsZero() {
+					connected = now
+					close(got)
+				}
+				mu.Unlock()
+			}()
+			select {
+			case <-ctx.Done():
+				return
+			case <-got:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var r failover
+	var garpAt time.Time
+	ok := cap.wait(within, func(evs []arpEvent) bool {
+		for _, e := range evs {
+			if !e.reply && e.mac != deadMAC && e.at.After(t0) {
+				garpAt, r.newOwner = e.at, l.macs[e.mac]
+				return true
+			}
+		}
+		return false
+	})
+	select {
+	case <-got:
+	case <-ctx.Done():
+	}
+	cancel()
+	attempts.Wait()
+	if !ok {
+		l.t.Fatalf("no gratuitous ARP from another host within %v of killing h%d; ARP seen %+v", within, h, cap.events())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if connected.IsZero() {
+		l.t.Fatalf("no connection within %v of killing h%d", within, h)
+	}
+	r.garp, r.synack = garpAt.Sub(t0), connected.Sub(t0)
+	return r
+}
+
+// kill -9 the owner's host: h4 sees a gratuitous ARP with the new owner's
+// MAC, a new connection succeeds within 2 s, and a pinger to a surviving
+// node continues without reset. The dead host's echo server is closed with
+// it (off the wire, it can say nothing).
+func TestSharedAddrKillOwner(t *testing.T) {
+	l := newSALab(t)
+	l.waitOneMAC(1, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := l.streamTo(ctx, 1)
+	r := l.killHost(1, 10*time.Second)
+	t.Logf("kill -9 of owner h1: gratuitous ARP of h%d after %v, first connection after %v", r.newOwner, r.garp, r.synack)
+	if r.newOwner != 2 && r.newOwner != 3 {
+		t.Fatalf("gratuitous ARP from host %d", r.newOwner)
+	}
+	if r.synack > 2*time.Second {
+		t.Errorf("first new connection %v after the kill, want within 2 s", r.synack)
+	}
+	// The stream's pings are answered again.
+	if !s.answered(10 * time.Second) {
+		_, err := s.result()
+		t.Fatalf("stream to n%d not answered after the failover: %v", s.c.node, err)
+	}
+	s.stop()
+	stall, err := s.result()
+	if err != nil {
+		t.Fatalf("stream to n%d: %v (reset: %v)", s.c.node, err, isConnReset(err))
+	}
+	t.Logf("stream to n%d: longest stall %v, no reset", s.c.node, stall)
+	if as, _, err := l.nodes[r.newOwner-1].addrList(); err != nil || len(as) != 1 || as[0].Owner != uint64(r.newOwner) {
+		t.Errorf("n%d lists %+v (%v), want itself owner", r.newOwner, as, err)
+	}
+	if got := l.arpAnswers(500 * time.Millisecond); len(got) != 1 || !got[r.newOwner] {
+		t.Errorf("ARP answered by hosts %v after the failover, want h%d alone", got, r.newOwner)
+	}
+}
