@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -62,6 +65,13 @@ func newSALab(t *testing.T, extra ...string) *saLab {
 	}
 	for _, nd := range nodes {
 		nd.waitView(ids(nodes), 30*time.Second)
+	}
+	if os.Getenv("CORRAL_SA_LOGS") != "" {
+		t.Cleanup(func() {
+			for _, nd := range nodes {
+				t.Logf("log of n%d:\n%s", nd.id, nd.log.String())
+			}
+		})
 	}
 	l := &saLab{t: t, lab: lab, nodes: nodes, macs: map[string]int{}, echo: map[int]*echoServer{}, client: saClient}
 	for i := 1; i <= 4; i++ {
@@ -743,4 +753,138 @@ func TestSharedAddrKillOwner(t *testing.T) {
 	if got := l.arpAnswers(500 * time.Millisecond); len(got) != 1 || !got[r.newOwner] {
 		t.Errorf("ARP answered by hosts %v after the failover, want h%d alone", got, r.newOwner)
 	}
+}
+
+// holdsVIP reports, every 5 ms until stop, whether host h holds the
+// address on eth0; dropped is when it first did not after start.
+type vipWatch struct {
+	stop    func()
+	mu      sync.Mutex // guards dropped
+	dropped time.Time
+}
+
+func (l *saLab) watchVIP(h int) *vipWatch {
+	l.t.Helper()
+	ns, err := netns.GetFromName(l.lab.Namespace(h))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	nl, err := netlink.NewHandleAt(ns)
+	ns.Close()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	w := &vipWatch{}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	w.stop = func() {
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+		<-stopped
+		nl.Close()
+	}
+	vip := net.ParseIP(saVIP)
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			link, err := nl.LinkByName("eth0")
+			if err == nil {
+				as, err := nl.AddrList(link, netlink.FAMILY_V4)
+				if err == nil && !slices.ContainsFunc(as, func(a netlink.Addr) bool { return a.IP.Equal(vip) }) {
+					w.mu.Lock()
+					if w.dropped.IsZero() {
+						w.dropped = time.Now()
+					}
+					w.mu.Unlock()
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	l.t.Cleanup(w.stop)
+	return w
+}
+
+func (w *vipWatch) droppedAt() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dropped
+}
+
+// The owner cut off from the majority drops the address (fencing) before
+// the new owner announces it, so two hosts never hold it at once; after
+// the heal the old owner, rejoining, never announces it or answers for
+// it, and the owner stays.
+func TestSharedAddrPartitionFence(t *testing.T) {
+	l := newSALab(t)
+	l.waitOneMAC(1, 10*time.Second)
+	w := l.watchVIP(1)
+	if !w.droppedAt().IsZero() {
+		t.Fatal("h1 does not hold the address before the cut")
+	}
+	cap := l.capture()
+	defer cap.stop()
+	h1MAC := ""
+	for mac, i := range l.macs {
+		if i == 1 {
+			h1MAC = mac
+		}
+	}
+	t0 := time.Now()
+	l.lab.Partition([]int{1}) // h1 alone; h2, h3 and the client together
+	var announced time.Time
+	newOwner := 0
+	if !cap.wait(10*time.Second, func(evs []arpEvent) bool {
+		for _, e := range evs {
+			if !e.reply && e.mac != h1MAC && e.at.After(t0) {
+				announced, newOwner = e.at, l.macs[e.mac]
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no gratuitous ARP from another host within 10 s of the cut")
+	}
+	dropped := time.Time{}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && dropped.IsZero(); {
+		cap.wait(20*time.Millisecond, func([]arpEvent) bool { return false })
+		dropped = w.droppedAt()
+	}
+	if dropped.IsZero() {
+		t.Fatal("the cut-off owner h1 still holds the address")
+	}
+	t.Logf("partition of owner h1: it dropped the address %v after the cut, h%d announced it %v after (%v later)",
+		dropped.Sub(t0), newOwner, announced.Sub(t0), announced.Sub(dropped))
+	if !dropped.Before(announced) {
+		t.Errorf("h1 dropped the address %v after h%d announced it: two hosts held it", dropped.Sub(announced), newOwner)
+	}
+
+	healed := time.Now()
+	l.lab.Heal()
+	waitAddrs(t, l.nodes, 30*time.Second, "h1 back as a listener, the new owner kept", func(as []addrJSON) error {
+		if len(as) != 1 || as[0].Owner != uint64(newOwner) || len(as[0].Listeners) != 3 {
+			return fmt.Errorf("addresses %+v", as)
+		}
+		return nil
+	})
+	if got := l.arpAnswers(500 * time.Millisecond); len(got) != 1 || !got[newOwner] {
+		t.Errorf("ARP answered by hosts %v after the heal, want h%d alone", got, newOwner)
+	}
+	for _, e := range cap.events() {
+		if e.at.After(healed) && e.mac == h1MAC {
+			t.Errorf("h1 sent ARP for the address %v after the heal (reply %v)", e.at.Sub(healed), e.reply)
+		}
+		if e.at.After(t0) && e.mac != h1MAC && l.macs[e.mac] != newOwner {
+			t.Errorf("h%d sent ARP for the address after the cut, owner is h%d", l.macs[e.mac], newOwner)
+		}
+	}
+	t.Logf("after the heal: h%d alone answers ARP, h1 serves again and never announced", newOwner)
 }
