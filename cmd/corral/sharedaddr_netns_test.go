@@ -74,17 +74,7 @@ func newSALab(t *testing.T, extra ...string) *saLab {
 		})
 	}
 	l := &saLab{t: t, lab: lab, nodes: nodes, macs: map[string]int{}, echo: map[int]*echoServer{}, client: saClient}
-	for i := 1; i <= 4; i++ {
-		var mac string
-		l.in(i, func() error {
-			ifc, err := net.InterfaceByName("eth0")
-			if err == nil {
-				mac = ifc.HardwareAddr.String()
-			}
-			return err
-		})
-		l.macs[mac] = i
-	}
+	l.readMACs()
 	for i := 1; i <= 3; i++ {
 		l.echo[i] = l.serveEcho(i)
 	}
@@ -98,6 +88,21 @@ func newSALab(t *testing.T, extra ...string) *saLab {
 		return nil
 	})
 	return l
+}
+
+// readMACs learns every host's eth0 MAC.
+func (l *saLab) readMACs() {
+	for i := 1; i <= l.lab.N(); i++ {
+		var mac string
+		l.in(i, func() error {
+			ifc, err := net.InterfaceByName("eth0")
+			if err == nil {
+				mac = ifc.HardwareAddr.String()
+			}
+			return err
+		})
+		l.macs[mac] = i
+	}
 }
 
 // in runs fn on a thread in host i's network namespace. Sockets made there
@@ -633,6 +638,12 @@ type failover struct {
 // and a gratuitous ARP of another host was seen, or fails after within.
 func (l *saLab) killHost(h int, within time.Duration) failover {
 	l.t.Helper()
+	return l.killWith(h, within, func() { l.nodes[h-1].kill() })
+}
+
+// killWith is killHost with kill stopping what runs on host h.
+func (l *saLab) killWith(h int, within time.Duration, kill func()) failover {
+	l.t.Helper()
 	cap := l.capture()
 	defer cap.stop()
 	deadMAC := ""
@@ -649,7 +660,7 @@ func (l *saLab) killHost(h int, within time.Duration) failover {
 	var attempts sync.WaitGroup
 	t0 := time.Now()
 	l.lab.Cut(h)
-	l.nodes[h-1].kill()
+	kill()
 	l.echo[h].close()
 	attempts.Add(1)
 	go func() {
