@@ -73,6 +73,8 @@ type Agent struct {
 	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 
+	sapath *dataPath // the shared addresses' kernel data path; nil when off
+
 	routedMu sync.Mutex          // guards routed
 	routed   map[uint64]struct{} // nodes told P2P_ESTABLISHED by route, not by link
 }
@@ -187,11 +189,14 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	sa, err := addrsvc.New(a.deps("sharedaddr"), ownStack(log))
+	sa, err := addrsvc.New(a.deps("sharedaddr"), ownStack(log, cfg.SharedStack))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.services = []service.Service{a.clients, a.groups, ds, sa}
+	if cfg.SharedIface != "" {
+		a.sapath = a.newDataPath(sa)
+	}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {
 			a.cluster.AddMachine(r.Machine())
@@ -251,13 +256,17 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 // ownStack configures the shared-address service with the agent's
 // network namespace: what a shared address of stack 0 means, and where it
 // observes listeners. Where namespaces are not known, stack 0 and none.
-func ownStack(log *slog.Logger) addrsvc.Config {
+// id, when not 0, is the stack id configured for the namespace.
+func ownStack(log *slog.Logger, id uint64) addrsvc.Config {
 	st, err := sharedaddr.Current(nil, log)
 	if err != nil {
 		log.Warn("shared addresses: no stack id for the agent's namespace", "err", err.Error())
-		return addrsvc.Config{}
+		return addrsvc.Config{Stack: id}
 	}
-	return addrsvc.Config{Stack: uint64(st.ID()), Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+	if id == 0 {
+		id = uint64(st.ID())
+	}
+	return addrsvc.Config{Stack: id, Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
 		return st.WalkTCP(ctx, fn, nil)
 	}}
 }
@@ -346,6 +355,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, s := range a.services {
 		parts = append(parts, part{name: s.Name(), run: s.Run})
 	}
+	if a.sapath != nil {
+		parts = append(parts, part{name: "sharedaddr-kernel", run: a.sapath.run})
+	}
 	parts = append(parts, part{name: "local", run: a.serveLocal, stopping: a.stopLocal})
 
 	failed := make(chan error, len(parts))
@@ -407,6 +419,9 @@ func (a *Agent) onLink(ev mesh.LinkEvent) {
 	}
 	a.publishP2P(d, ev.Peer)
 	a.cluster.OnLink(ev)
+	if a.sapath != nil {
+		a.sapath.poke()
+	}
 }
 
 // onRoute is told when a node becomes reachable or unreachable by route.

@@ -98,6 +98,16 @@ type Config struct {
 	// HTTPAddr, when set, is the HOST:PORT of the HTTP server for
 	// /metrics and /debug/pprof/; empty leaves it off.
 	HTTPAddr string `toml:"http-addr"`
+	// SharedIface is the interface of the agent's network namespace on
+	// the segment shared addresses live on: where an owner holds them and
+	// sends gratuitous ARPs. Empty (the default) leaves the kernel data
+	// path off: nothing is installed, and no root is needed.
+	SharedIface string `toml:"shared-iface"`
+	// SharedStack, when not 0, is the stack id the agent's own namespace
+	// has for shared addresses instead of its nsfs inode. Every node
+	// serving an address must give the same: agents in namespaces of
+	// their own (containers, test labs) have different inodes.
+	SharedStack uint64 `toml:"shared-stack"`
 }
 
 // Defaults returns the configuration an agent starts from.

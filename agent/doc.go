@@ -15,6 +15,13 @@
 // log cannot be written) stops the agent and Run returns its error, so the
 // process exits non-zero.
 //
+// With --shared-iface the agent also drives the shared addresses' kernel
+// data path (sharedaddr.go): it makes the stack hold this node's part of
+// the shared-address state (sharedaddr/kernel), announces an address it
+// takes over, and fences — drops what it owns — when it loses contact with
+// a quorum, before the majority's heartbeat timeout ends. Off by default:
+// nothing is installed and no root is needed.
+//
 // The policy — who joins, who is removed, eviction and rejoin — is not
 // here: it is membership's controller, driven by cluster.
 package agent

@@ -101,6 +101,10 @@ func (l *Link) Session() *Session {
 	}
 	return l.ses.s
 }
+// LastRecv returns when the last frame from the peer arrived (the link's
+// start before the first): a caller can judge silence sooner than the
+// heartbeat timeout does.
+func (l *Link) LastRecv() time.Time { return time.Unix(0, l.lastRecv.Load()) }
 
 // Peer returns what the handshake learned about the other end.
 func (l *Link) Peer() PeerInfo { return l.info }

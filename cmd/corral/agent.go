@@ -170,6 +170,8 @@ temporary directory is removed however the agent stops.`,
 	f.Uint64Var(&cfg.SnapshotKeep, "snapshot-keep", 0, "entries kept before a snapshot for followers a little behind (0: none)")
 	f.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "disaster recovery, once: restart this node as a cluster of one from its own log (see README)")
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "how long a node whose links all ended stays in the members list; 0 keeps it")
+	f.StringVar(&cfg.SharedIface, "shared-iface", "", "interface that holds the shared addresses this node owns and sends their gratuitous ARPs; turns on the kernel data path, which needs root (default off)")
+	f.Uint64Var(&cfg.SharedStack, "shared-stack", 0, "stack id of the agent's namespace for shared addresses, the same on every node (default: the namespace's inode)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
 	f.StringVar(&cfg.ClientSocketGroup, "client-socket-group", "", "group (name or gid) given the client socket, so that its members' applications reach the agent; the data dir becomes 0710 with that group")
 	f.StringVar(&cfg.ClientSocketMode, "client-socket-mode", cfg.ClientSocketMode, "mode of the client socket, in octal (the admin socket is always 0600)")
@@ -238,6 +240,10 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.ForceNewCluster = src.ForceNewCluster
 	case "http-addr":
 		dst.HTTPAddr = src.HTTPAddr
+	case "shared-iface":
+		dst.SharedIface = src.SharedIface
+	case "shared-stack":
+		dst.SharedStack = src.SharedStack
 	case "client-socket-group":
 		dst.ClientSocketGroup = src.ClientSocketGroup
 	case "client-socket-mode":
