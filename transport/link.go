@@ -101,6 +101,7 @@ func (l *Link) Session() *Session {
 	}
 	return l.ses.s
 }
+
 // LastRecv returns when the last frame from the peer arrived (the link's
 // start before the first): a caller can judge silence sooner than the
 // heartbeat timeout does.
