@@ -25,3 +25,6 @@ func (*Dataplane) Announce(context.Context, netip.Addr) error { return ErrUnsupp
 
 // Close does nothing off Linux.
 func (*Dataplane) Close() error { return nil }
+
+// Installed returns ErrUnsupported off Linux.
+func (*Dataplane) Installed() (string, error) { return "", ErrUnsupported }

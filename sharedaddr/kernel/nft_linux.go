@@ -89,6 +89,19 @@ func installed(c *nftables.Conn) (tables, roles string) {
 	return string(rules[0].UserData), string(rules[1].UserData)
 }
 
+// Installed returns the fingerprint of the dispatch tables the stack's
+// nft table was last built from ("" before the first Apply): it changes
+// exactly when an Apply replaced the tables, so a caller can tell that a
+// new dispatch table is in force.
+func (d *Dataplane) Installed() (string, error) {
+	c, err := d.nftConn()
+	if err != nil {
+		return "", err
+	}
+	tables, _ := installed(c)
+	return tables, nil
+}
+
 // nft makes the table the plan's in one batch (the kernel commits it
 // whole). Every node holds the dispatch maps of every address, owned or
 // not: they follow the replicated state alone, and a node that becomes
