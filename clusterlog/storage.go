@@ -60,6 +60,7 @@ type diskState struct {
 	snapTerm   uint64
 	snapConf   *raftpb.ConfState // never nil
 	opens      uint64            // meta/opens
+	recent     recent            // the last entries stored, in memory
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -406,6 +407,9 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	if hi > s.st.last+1 || lo >= hi {
 		return nil, raft.ErrUnavailable
 	}
+	if out, ok := s.st.recent.slice(lo, hi, maxSize); ok {
+		return out, nil
+	}
 	var out []*raftpb.Entry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEntries).Cursor()
@@ -465,6 +469,9 @@ func termIn(tx *bolt.Tx, st *diskState, i uint64) (uint64, error) {
 		return st.lastTerm, nil
 	case i == st.snapIndex:
 		return st.snapTerm, nil
+	}
+	if e, ok := st.recent.entry(i); ok {
+		return e.GetTerm(), nil
 	}
 	k := entryKey(i, 0)
 	c := tx.Bucket(bucketEntries).Cursor()
@@ -718,6 +725,7 @@ func (b *Batch) Append(entries []*raftpb.Entry) error {
 		if err := b.deleteEntries(first, b.st.last); err != nil {
 			return err
 		}
+		b.st.recent = b.st.recent.truncate(first)
 	}
 	bk := b.entries()
 	// Keys only grow: full leaves, not bbolt's default half-full splits.
@@ -732,6 +740,7 @@ func (b *Batch) Append(entries []*raftpb.Entry) error {
 		if err := appendEntryChunks(e.GetIndex(), v, bk.Put); err != nil {
 			return fmt.Errorf("clusterlog: put entry %d: %w", e.GetIndex(), err)
 		}
+		b.st.recent = b.st.recent.add(e, len(v))
 	}
 	last := entries[len(entries)-1]
 	b.st.last, b.st.lastTerm = last.GetIndex(), last.GetTerm()
@@ -771,6 +780,7 @@ func (b *Batch) ApplySnapshot(snap *raftpb.Snapshot) error {
 	}
 	b.st.truncIndex, b.st.truncTerm = idx, term
 	b.st.last, b.st.lastTerm = idx, term
+	b.st.recent = recent{}
 	return nil
 }
 
@@ -837,6 +847,7 @@ func (b *Batch) Compact(i uint64) error {
 		return fmt.Errorf("clusterlog: put truncated: %w", err)
 	}
 	b.st.truncIndex, b.st.truncTerm = i, term
+	b.st.recent = b.st.recent.compact(i)
 	return nil
 }
 
