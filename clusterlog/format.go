@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -119,6 +120,54 @@ func appendEntryChunks(i uint64, v []byte, put func(k, v []byte) error) error {
 		v = v[n:]
 	}
 	return nil
+}
+
+// entryChunks calls put with the key and value of every chunk of entry
+// e's encoding, in key order, and returns the encoding's size. The
+// encoding is proto.Marshal's (fields in number order), but built here:
+// the chunks after the first are slices of e's Data, not a copy, so they
+// must not change until the transaction commits (raft's entries never
+// do). An entry with unknown fields is marshalled whole.
+func entryChunks(e *raftpb.Entry, put func(k, v []byte) error) (int, error) {
+	if len(e.ProtoReflect().GetUnknown()) > 0 {
+		v, err := proto.Marshal(e)
+		if err != nil {
+			return 0, err
+		}
+		return len(v), appendEntryChunks(e.GetIndex(), v, put)
+	}
+	h := make([]byte, 0, entryChunkLen)
+	if e.Type != nil {
+		h = protowire.AppendTag(h, 1, protowire.VarintType)
+		h = protowire.AppendVarint(h, uint64(int64(*e.Type)))
+	}
+	if e.Term != nil {
+		h = protowire.AppendTag(h, 2, protowire.VarintType)
+		h = protowire.AppendVarint(h, *e.Term)
+	}
+	if e.Index != nil {
+		h = protowire.AppendTag(h, 3, protowire.VarintType)
+		h = protowire.AppendVarint(h, *e.Index)
+	}
+	d := e.Data
+	if d != nil {
+		h = protowire.AppendTag(h, 4, protowire.BytesType)
+		h = protowire.AppendVarint(h, uint64(len(d)))
+	}
+	size := len(h) + len(d)
+	n := min(len(d), entryChunkLen-len(h))
+	h, d = append(h, d[:n]...), d[n:]
+	if err := put(entryKey(e.GetIndex(), 0), h); err != nil {
+		return 0, err
+	}
+	for c := uint32(1); len(d) > 0; c++ {
+		n := min(len(d), entryChunkLen)
+		if err := put(entryKey(e.GetIndex(), c), d[:n:n]); err != nil {
+			return 0, err
+		}
+		d = d[n:]
+	}
+	return size, nil
 }
 
 // decodeEntryRecord decodes one entry from its chunks (keys ks, values

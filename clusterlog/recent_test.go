@@ -1,9 +1,12 @@
 package clusterlog
 
 import (
+	"bytes"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestRecent checks the in-memory tail of the log against the log it
@@ -59,5 +62,30 @@ func TestRecent(t *testing.T) {
 	}
 	if r = r.add(e(101, 1), 2*recentBytes); len(r.ents) != 1 || r.first != 101 {
 		t.Errorf("an entry over the bound: %d entries from %d held, want only it", len(r.ents), r.first)
+	}
+}
+
+// TestEntryChunks checks that the chunks written from an entry without
+// copying its Data are those of proto.Marshal's encoding.
+func TestEntryChunks(t *testing.T) {
+	for _, e := range []*raftpb.Entry{
+		{Index: new(uint64(1)), Term: new(uint64(1))},
+		{Index: new(uint64(2)), Term: new(uint64(3)), Type: raftpb.EntryNormal.Enum(), Data: []byte{}},
+		{Index: new(uint64(1 << 40)), Term: new(uint64(7)), Type: raftpb.EntryConfChangeV2.Enum(), Data: []byte("cc")},
+		{Index: new(uint64(9)), Term: new(uint64(2)), Data: bytes.Repeat([]byte{7}, entryChunkLen-10)},
+		{Index: new(uint64(9)), Term: new(uint64(2)), Data: bytes.Repeat([]byte{7}, 5*entryChunkLen+3)},
+	} {
+		want, err := proto.Marshal(e)
+		must(t, err)
+		var wk, wv, gk, gv [][]byte
+		must(t, appendEntryChunks(e.GetIndex(), want, func(k, v []byte) error { wk, wv = append(wk, k), append(wv, v); return nil }))
+		size, err := entryChunks(e, func(k, v []byte) error { gk, gv = append(gk, k), append(gv, v); return nil })
+		must(t, err)
+		if size != len(want) || !slices.EqualFunc(gk, wk, bytes.Equal) || !slices.EqualFunc(gv, wv, bytes.Equal) {
+			t.Errorf("entry %d with %d bytes of data: %d chunks of %d bytes, want %d of %d", e.GetIndex(), len(e.GetData()), len(gk), size, len(wk), len(want))
+		}
+		if got, err := decodeEntryRecord(gk, gv); err != nil || !proto.Equal(got, e) {
+			t.Errorf("entry %d decodes to %v, %v", e.GetIndex(), got, err)
+		}
 	}
 }

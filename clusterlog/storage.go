@@ -731,16 +731,11 @@ func (b *Batch) Append(entries []*raftpb.Entry) error {
 	// Keys only grow: full leaves, not bbolt's default half-full splits.
 	bk.FillPercent = 1
 	for _, e := range entries {
-		// bbolt keeps the value slices until the commit: one buffer per
-		// entry, its chunks slices of it.
-		v, err := proto.Marshal(e)
+		size, err := entryChunks(e, bk.Put)
 		if err != nil {
-			return fmt.Errorf("clusterlog: encode entry %d: %w", e.GetIndex(), err)
-		}
-		if err := appendEntryChunks(e.GetIndex(), v, bk.Put); err != nil {
 			return fmt.Errorf("clusterlog: put entry %d: %w", e.GetIndex(), err)
 		}
-		b.st.recent = b.st.recent.add(e, len(v))
+		b.st.recent = b.st.recent.add(e, size)
 	}
 	last := entries[len(entries)-1]
 	b.st.last, b.st.lastTerm = last.GetIndex(), last.GetTerm()
