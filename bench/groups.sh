@@ -8,7 +8,11 @@
 # sender and from a sender on every node, each delivered at all three
 # members, every one on a majority's disk (fsync) before delivery. msg/s
 # counts messages, not deliveries. Latency: send to delivery at every
-# member, at half the maximum rate.
+# member, at half the maximum rate. Each multicast run also reports the
+# CPU time of the three agents and of the benchmark's clients per message
+# (agent-cpu-us/msg, client-cpu-us/msg: utime+stime from /proc/PID/stat)
+# and the agents' disk writes per message (disk-B/msg: write_bytes from
+# /proc/PID/io); on this shared machine they are steadier than msg/s.
 # Corosync: ../shared/anchors/corosync-3node.sh (three corosync in network
 # namespaces, cpgbench-lite from node 1, agreed order, nothing on disk),
 # after the agents have stopped; then the ratios.

@@ -391,8 +391,23 @@ func (n *Node) ID() uint64 { return n.id }
 // a proposal forwarded to a leader that is lost is silently dropped, so use
 // a deadline. data is copied before Propose returns.
 func (n *Node) Propose(ctx context.Context, data []byte) (index uint64, reply []byte, err error) {
-	buf := make([]byte, envelopeHeaderLen+len(data))
-	copy(buf[envelopeHeaderLen:], data)
+	buf := make([]byte, ProposeHeadroom+len(data))
+	copy(buf[ProposeHeadroom:], data)
+	return n.ProposeOwned(ctx, buf)
+}
+
+// ProposeHeadroom is how many bytes ProposeOwned needs free in front of
+// the data: the node writes its envelope there.
+const ProposeHeadroom = envelopeHeaderLen
+
+// ProposeOwned is Propose for data in buf[ProposeHeadroom:], without
+// copying it: the node owns buf from the call on (it writes its envelope
+// into buf[:ProposeHeadroom], and the log keeps the rest); the caller
+// must not use buf again.
+func (n *Node) ProposeOwned(ctx context.Context, buf []byte) (index uint64, reply []byte, err error) {
+	if len(buf) < ProposeHeadroom {
+		return 0, nil, fmt.Errorf("clusterlog: propose: %d bytes, less than the %d of headroom", len(buf), ProposeHeadroom)
+	}
 	p := &proposal{buf: buf, done: make(chan proposeResult, 1)}
 	r := n.submit(ctx, n.propc, p)
 	return r.index, r.reply, r.err

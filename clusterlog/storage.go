@@ -1,6 +1,7 @@
 package clusterlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,6 +60,7 @@ type diskState struct {
 	snapTerm   uint64
 	snapConf   *raftpb.ConfState // never nil
 	opens      uint64            // meta/opens
+	recent     recent            // the last entries stored, in memory
 }
 
 var _ raft.Storage = (*Storage)(nil)
@@ -131,6 +133,13 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 		if err := upgradeV1(tx); err != nil {
 			return diskState{}, err
 		}
+		if err := upgradeV2(tx); err != nil {
+			return diskState{}, err
+		}
+	case 2:
+		if err := upgradeV2(tx); err != nil {
+			return diskState{}, err
+		}
 	default:
 		return diskState{}, &FormatVersionError{Path: path, Found: ver, Supported: FormatVersion}
 	}
@@ -163,7 +172,61 @@ func upgradeV1(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	return meta.Put(keyFormat, encodeFormat(FormatVersion))
+	return meta.Put(keyFormat, encodeFormat(2))
+}
+
+// upgradeV2 turns a version 2 file into version 3 inside the open
+// transaction: every entry, stored whole under its index, is checked and
+// stored again in chunks under (index, chunk). Nothing else changes.
+func upgradeV2(tx *bolt.Tx) error {
+	old := tx.Bucket(bucketEntries)
+	if old == nil {
+		return corrupt(bucketEntries, nil, "bucket missing", nil)
+	}
+	type record struct {
+		i uint64
+		v []byte
+	}
+	var recs []record
+	err := old.ForEach(func(k, v []byte) error {
+		e, err := decodeEntryV2(k, v)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, record{e.GetIndex(), bytes.Clone(v)})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(bucketEntries); err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 2: %w", err)
+	}
+	bk, err := tx.CreateBucket(bucketEntries)
+	if err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 2: %w", err)
+	}
+	bk.FillPercent = 1
+	for _, r := range recs {
+		if err := appendEntryChunks(r.i, r.v, bk.Put); err != nil {
+			return fmt.Errorf("clusterlog: upgrade from version 2: put entry %d: %w", r.i, err)
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyFormat, encodeFormat(3))
+}
+
+// readEntry reads the entry whose first chunk the cursor c is at (k, v)
+// and returns it with the cursor's next key and value (nil at the end).
+func readEntry(c *bolt.Cursor, k, v []byte) (e *raftpb.Entry, nk, nv []byte, err error) {
+	var kb, vb [4][]byte
+	ks, vs := append(kb[:0], k), append(vb[:0], v)
+	nk, nv = c.Next()
+	for len(k) == entryKeyLen && len(nk) == entryKeyLen && bytes.Equal(nk[:indexKeyLen], k[:indexKeyLen]) {
+		ks, vs = append(ks, nk), append(vs, nv)
+		nk, nv = c.Next()
+	}
+	e, err = decodeEntryRecord(ks, vs)
+	return e, nk, nv, err
 }
 
 func initFile(tx *bolt.Tx) (diskState, error) {
@@ -245,8 +308,8 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 	// terms that never decrease.
 	st.last, st.lastTerm = st.truncIndex, st.truncTerm
 	c := ents.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		e, err := decodeEntryRecord(k, v)
+	for k, v := c.First(); k != nil; {
+		e, nk, nv, err := readEntry(c, k, v)
 		if err != nil {
 			return st, err
 		}
@@ -257,6 +320,7 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 			return st, corrupt(bucketEntries, k, fmt.Sprintf("term %d is lower than the previous term %d", e.GetTerm(), st.lastTerm), nil)
 		}
 		st.last, st.lastTerm = e.GetIndex(), e.GetTerm()
+		k, v = nk, nv
 	}
 
 	switch {
@@ -343,16 +407,20 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	if hi > s.st.last+1 || lo >= hi {
 		return nil, raft.ErrUnavailable
 	}
+	if out, ok := s.st.recent.slice(lo, hi, maxSize); ok {
+		return out, nil
+	}
 	var out []*raftpb.Entry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEntries).Cursor()
 		var size uint64
 		want := lo
-		for k, v := c.Seek(indexKey(lo)); k != nil && want < hi; k, v = c.Next() {
-			e, err := decodeEntryRecord(k, v)
+		for k, v := c.Seek(entryKey(lo, 0)); k != nil && want < hi; {
+			e, nk, nv, err := readEntry(c, k, v)
 			if err != nil {
 				return err
 			}
+			k, v = nk, nv
 			if e.GetIndex() != want {
 				return corrupt(bucketEntries, k, fmt.Sprintf("expected entry %d: the log has a gap", want), nil)
 			}
@@ -364,7 +432,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 			want++
 		}
 		if len(out) == 0 {
-			return corrupt(bucketEntries, indexKey(lo), "entry missing", nil)
+			return corrupt(bucketEntries, entryKey(lo, 0), "entry missing", nil)
 		}
 		return nil
 	})
@@ -402,12 +470,16 @@ func termIn(tx *bolt.Tx, st *diskState, i uint64) (uint64, error) {
 	case i == st.snapIndex:
 		return st.snapTerm, nil
 	}
-	k := indexKey(i)
-	v := tx.Bucket(bucketEntries).Get(k)
-	if v == nil {
+	if e, ok := st.recent.entry(i); ok {
+		return e.GetTerm(), nil
+	}
+	k := entryKey(i, 0)
+	c := tx.Bucket(bucketEntries).Cursor()
+	ck, v := c.Seek(k)
+	if !bytes.Equal(ck, k) {
 		return 0, corrupt(bucketEntries, k, "entry missing", nil)
 	}
-	e, err := decodeEntryRecord(k, v)
+	e, _, _, err := readEntry(c, ck, v)
 	if err != nil {
 		return 0, err
 	}
@@ -607,12 +679,21 @@ func (b *Batch) resetApp() error {
 	return nil
 }
 
-// deleteEntries deletes entries lo..hi inclusive.
+// deleteEntries deletes entries lo..hi inclusive (all their chunks).
 func (b *Batch) deleteEntries(lo, hi uint64) error {
-	bk := b.entries()
-	for i := lo; i <= hi && i != 0; i++ {
-		if err := bk.Delete(indexKey(i)); err != nil {
-			return fmt.Errorf("clusterlog: delete entry %d: %w", i, err)
+	if lo == 0 {
+		lo = 1
+	}
+	c := b.entries().Cursor()
+	// Seek again after each delete: a bbolt cursor's position after
+	// Delete is not the next key.
+	for k, _ := c.Seek(entryKey(lo, 0)); k != nil; k, _ = c.Seek(k) {
+		if len(k) < indexKeyLen || binary.BigEndian.Uint64(k) > hi {
+			return nil
+		}
+		k = bytes.Clone(k)
+		if err := c.Delete(); err != nil {
+			return fmt.Errorf("clusterlog: delete entry %d: %w", binary.BigEndian.Uint64(k), err)
 		}
 	}
 	return nil
@@ -644,16 +725,17 @@ func (b *Batch) Append(entries []*raftpb.Entry) error {
 		if err := b.deleteEntries(first, b.st.last); err != nil {
 			return err
 		}
+		b.st.recent = b.st.recent.truncate(first)
 	}
 	bk := b.entries()
+	// Keys only grow: full leaves, not bbolt's default half-full splits.
+	bk.FillPercent = 1
 	for _, e := range entries {
-		v, err := proto.Marshal(e)
+		size, err := entryChunks(e, bk.Put)
 		if err != nil {
-			return fmt.Errorf("clusterlog: encode entry %d: %w", e.GetIndex(), err)
-		}
-		if err := bk.Put(indexKey(e.GetIndex()), v); err != nil {
 			return fmt.Errorf("clusterlog: put entry %d: %w", e.GetIndex(), err)
 		}
+		b.st.recent = b.st.recent.add(e, size)
 	}
 	last := entries[len(entries)-1]
 	b.st.last, b.st.lastTerm = last.GetIndex(), last.GetTerm()
@@ -693,6 +775,7 @@ func (b *Batch) ApplySnapshot(snap *raftpb.Snapshot) error {
 	}
 	b.st.truncIndex, b.st.truncTerm = idx, term
 	b.st.last, b.st.lastTerm = idx, term
+	b.st.recent = recent{}
 	return nil
 }
 
@@ -759,6 +842,7 @@ func (b *Batch) Compact(i uint64) error {
 		return fmt.Errorf("clusterlog: put truncated: %w", err)
 	}
 	b.st.truncIndex, b.st.truncTerm = i, term
+	b.st.recent = b.st.recent.compact(i)
 	return nil
 }
 

@@ -253,9 +253,18 @@ func TestStorageCorruptOnOpen(t *testing.T) {
 		damage     func(*bolt.Tx) error
 		wantRecord string
 	}{
-		{"entry garbage", put(bucketEntries, indexKey(2), []byte{0xff, 0xff, 0xff}), "entries/2"},
-		{"entry index mismatch", put(bucketEntries, indexKey(2), wrongIndex), "entries/2"},
-		{"gap in entries", del(bucketEntries, indexKey(2)), "entries/3"},
+		{"entry garbage", put(bucketEntries, entryKey(2, 0), []byte{0xff, 0xff, 0xff}), "entries/2"},
+		{"entry index mismatch", put(bucketEntries, entryKey(2, 0), wrongIndex), "entries/2"},
+		{"gap in entries", del(bucketEntries, entryKey(2, 0)), "entries/3"},
+		{"entry starts at chunk 1", func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketEntries).Delete(entryKey(2, 0)); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketEntries).Put(entryKey(2, 1), []byte{1})
+		}, "entries/2#1"},
+		{"short chunk before the last", put(bucketEntries, entryKey(2, 1), []byte{1}), "entries/2"},
+		{"big entry missing its chunk 1", del(bucketEntries, entryKey(5, 1)), "entries/5#2"},
+		{"version 2 key", put(bucketEntries, indexKey(2), []byte{1}), `entries/2`},
 		{"short key", put(bucketEntries, []byte{1, 2}, []byte{}), `entries/"\x01\x02"`},
 		{"hard state garbage", put(bucketMeta, keyHardState, []byte{0x0a}), `meta/"hardstate"`},
 		{"applied wrong size", put(bucketMeta, keyApplied, []byte{1}), `meta/"applied"`},
@@ -309,7 +318,8 @@ func TestStorageFormatVersion(t *testing.T) {
 func TestStorageCorruptAfterOpen(t *testing.T) {
 	s, _ := openTemp(t)
 	must(t, s.Append(ents(1, 1, 5)))
-	must(t, s.db.Update(put(bucketEntries, indexKey(2), []byte{0xff})))
+	must(t, s.db.Update(put(bucketEntries, entryKey(2, 0), []byte{0xff})))
+	s.st.recent = recent{} // else entries just appended are read from memory
 	if _, err := s.Entries(1, 4, 1<<20); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Entries over a damaged entry: %v, want ErrCorrupt", err)
 	}
@@ -330,11 +340,14 @@ func mustMarshal(m proto.Message) []byte {
 	return b
 }
 
-// writeSampleLog writes a small valid log: entries 1..4, commit 3, applied 2.
+// writeSampleLog writes a small valid log: entries 1..5 (5 in three
+// chunks), commit 3, applied 2.
 func writeSampleLog(t *testing.T) string {
 	t.Helper()
 	s, path := openTemp(t)
 	must(t, s.Append(ents(1, 1, 4)))
+	// Entry 5 is stored in three chunks.
+	must(t, s.Append([]*raftpb.Entry{{Index: new(uint64(5)), Term: new(uint64(1)), Data: make([]byte, 2*entryChunkLen)}}))
 	must(t, s.SetHardState(&raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(3))}))
 	must(t, s.SetApplied(2, &raftpb.ConfState{Voters: []uint64{1}}))
 	must(t, s.Close())

@@ -79,12 +79,15 @@ func (s *Service) batcher(ctx context.Context) {
 			}
 		}
 		cmds = cmds[:0]
+		size := 32 // the batch header
 		for _, p := range batch {
 			cmds = append(cmds, p.cmd)
+			// A command's fixed fields are at most 64 bytes.
+			size += 64 + len(p.cmd.Name) + len(p.cmd.Group) + len(p.cmd.Payload)
 		}
 		s.nextN++
 		h := Header{Node: s.deps.Self, Run: s.run, N: s.nextN}
-		buf, err := AppendBatch(nil, h, cmds)
+		buf, err := AppendBatch(make([]byte, 0, size), h, cmds)
 		clear(cmds) // drop payload references
 		if err != nil {
 			// The handlers validate what they queue: a bug. The number is

@@ -60,9 +60,11 @@ func (p *NodeProposer) ProposeRequest(ctx context.Context, id ID, request uint64
 	if n == nil {
 		return 0, nil, ErrNoNode
 	}
-	data := AppendEnvelope(make([]byte, 0, EnvelopeHeaderLen+len(cmd)),
+	// Room for the log's envelope in front: the log takes this buffer
+	// as it is, one copy of cmd in all.
+	data := AppendEnvelope(make([]byte, clusterlog.ProposeHeadroom, clusterlog.ProposeHeadroom+EnvelopeHeaderLen+len(cmd)),
 		Envelope{Machine: id, Proposer: p.self, Request: request, Cmd: cmd})
-	return n.Propose(ctx, data)
+	return n.ProposeOwned(ctx, data)
 }
 
 // ReadIndex implements Proposer: it asks the leader for its commit index

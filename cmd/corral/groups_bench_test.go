@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -141,6 +143,66 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 	return elapsed, lat
 }
 
+// procUsage is the CPU time and disk bytes written of a set of processes
+// at one moment, from /proc (Linux).
+type procUsage struct {
+	cpu    time.Duration // utime+stime of the agents
+	client time.Duration // utime+stime of this process (the clients)
+	disk   int64         // write_bytes of the agents
+}
+
+// procCPU returns the utime+stime of process pid ("self" for this one).
+func procCPU(pid string) time.Duration {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis (utime and stime are fields 14 and 15).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// procWrites returns the bytes process pid caused to be written to disk.
+func procWrites(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/io")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func (bc *benchCluster) usage() procUsage {
+	u := procUsage{client: procCPU("self")}
+	for _, nd := range bc.nodes {
+		pid := strconv.Itoa(nd.cmd.Process.Pid)
+		u.cpu += procCPU(pid)
+		u.disk += procWrites(pid)
+	}
+	return u
+}
+
+// reportUsage reports CPU per message (agents, client) and disk bytes
+// written per message since before, for n messages: less noisy figures
+// than msg/s on a shared machine.
+func (bc *benchCluster) reportUsage(b *testing.B, before procUsage, n int) {
+	after := bc.usage()
+	b.ReportMetric(float64((after.cpu-before.cpu).Microseconds())/float64(n), "agent-cpu-us/msg")
+	b.ReportMetric(float64((after.client-before.client).Microseconds())/float64(n), "client-cpu-us/msg")
+	b.ReportMetric(float64(after.disk-before.disk)/float64(n), "disk-B/msg")
+}
+
 func quantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -172,7 +234,9 @@ func BenchmarkGroupMulticast(b *testing.B) {
 		for _, ns := range []int{1, 3} {
 			b.Run(fmt.Sprintf("size=%d/senders=%d", size, ns), func(b *testing.B) {
 				round++
+				before := bc.usage()
 				elapsed, lat := bc.run(b, fmt.Sprintf("bench-%d", round), senders[:ns], b.N, size, 0)
+				bc.reportUsage(b, before, b.N)
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
 				b.ReportMetric(float64(b.N)*float64(size)/elapsed.Seconds()/1e6, "MB/s")
 				b.ReportMetric(float64(quantile(lat, 0.5).Microseconds())/1000, "p50-ms")
