@@ -42,10 +42,6 @@ const (
 	// forwardWait, since a lost frame breaks its transaction, and well
 	// under a heartbeat timeout, since the reader answers PINGs too.
 	txForwardWait = 100 * time.Millisecond
-	// txLateWait bounds the wait of a terminal ABORT for a link without
-	// room: it goes on its own goroutine, since nothing of its
-	// transaction follows it and the far end must learn the end.
-	txLateWait = time.Second
 	// TxWindow is the window of each direction of a transaction (proto
 	// SPEC.md §2.7 "Flow control"): the bytes of body a sender may have
 	// sent beyond what the receiver's application has consumed.
@@ -110,7 +106,10 @@ type txns struct {
 
 	sendDrops atomic.Uint64
 	grants    atomic.Uint64
-	waits     atomic.Uint64
+
+	lateMu sync.Mutex                        // guards late
+	late   map[*transport.Link][]proto.Frame // terminal ABORTs waiting for room, per link; a key exists while its drainer runs
+	waits  atomic.Uint64
 }
 
 // tryCtx is done from the start: a link Send with it queues the frame if
@@ -658,18 +657,48 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
 }
 
-// sendLate queues a terminal ABORT on a link without room from its own
-// goroutine, off mu: nothing of its transaction follows it, so order is
-// kept, and the far end learns the end unless the link stays full.
+// sendLate queues a terminal ABORT for a link without room behind the
+// others of that link, off mu: nothing of its transaction follows it, so
+// order is kept, and it is never dropped while the link lives — the far
+// end must learn the end, exactly once per transaction (a link failure
+// ends 100k of them at once, more than a send queue holds). The pending
+// frames are bounded by the transactions the link carries; one goroutine
+// per link drains them and ends when they are sent or the link ends.
 func (x *txns) sendLate(l *transport.Link, f proto.Frame) {
 	f.Ext, f.Body = slices.Clone(f.Ext), slices.Clone(f.Body)
-	x.m.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), txLateWait)
-		defer cancel()
-		if err := l.Send(ctx, &f); err != nil {
-			x.m.log.Debug("mesh: terminal abort not sent", "peer", l.Peer().NodeID, "msgid", f.MsgID, "err", err)
+	x.lateMu.Lock()
+	q := x.late[l]
+	if q == nil {
+		if x.late == nil {
+			x.late = map[*transport.Link][]proto.Frame{}
 		}
-	})
+		x.m.wg.Go(func() { x.drainLate(l) })
+	}
+	x.late[l] = append(q, f)
+	x.lateMu.Unlock()
+}
+
+func (x *txns) drainLate(l *transport.Link) {
+	for {
+		x.lateMu.Lock()
+		q := x.late[l]
+		if len(q) == 0 {
+			delete(x.late, l)
+			x.lateMu.Unlock()
+			return
+		}
+		x.late[l] = q[:0:0]
+		x.lateMu.Unlock()
+		for i := range q {
+			// Blocks while the queue is full; fails only once the link
+			// ended, and then its far end learns the end from its own
+			// side of the link.
+			if err := l.Send(context.Background(), &q[i]); err != nil {
+				x.m.log.Debug("mesh: terminal aborts not sent: the link ended", "peer", l.Peer().NodeID, "frames", len(q)-i, "err", err)
+				break
+			}
+		}
+	}
 }
 
 // suspended sends f in the session of the lost link to peer, which

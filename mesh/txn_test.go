@@ -32,6 +32,7 @@ type txNode struct {
 type txOpts struct {
 	cost     func(peer uint64) uint16
 	relayCap int           // 0: the default
+	queue    int           // the links' send queue bytes; 0: the default
 	window   time.Duration // Config.ResumeWindow
 	log      *slog.Logger
 }
@@ -43,7 +44,7 @@ func startTx(t testing.TB, id uint64, ln net.Listener, peers []string, o txOpts)
 		Link: &transport.Config{
 			Cluster: "test", NodeID: id, NodeName: fmt.Sprintf("n%d", id), Key: testKey, Protocols: protos.All(),
 			HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: time.Second,
-			Logger: o.log,
+			Logger: o.log, QueueBytes: o.queue,
 		},
 		ReconnectMax: 200 * time.Millisecond,
 		LinkCost:     o.cost,
@@ -529,4 +530,34 @@ func TestRoutedUnknownCritical(t *testing.T) {
 	if nodes[1].m.Link(3) == nil || nodes[0].m.Link(2) == nil {
 		t.Fatal("a link ended")
 	}
+}
+
+// When a link dies under more open transactions than the relay's next
+// link can queue ABORTs for at once, every one still ends at the far end
+// with exactly one LINKFAIL: the relay's terminal ABORTs wait for room,
+// none is dropped.
+func TestTxLinkFailOverFullQueue(t *testing.T) {
+	const n = 3000 // about 300 KB of terminal ABORTs, against a 16 KiB queue
+	nodes := txLineWith(t, 3, txOpts{queue: 16 << 10})
+	m1 := nodes[0].m
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range n {
+		if _, err := m1.Open(ctx, 3, peer.OpStream, []byte("hold"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "node 3 accepted them all", func() bool { return len(nodes[2].accepts()) == n })
+	m1.Link(2).Close(proto.CodeShutdown, "cut")
+	for i, x := range nodes[2].accepts() {
+		select {
+		case <-x.Done():
+		case <-ctx.Done():
+			t.Fatalf("responder transaction %d of %d never ended after the cut", i, n)
+		}
+		if !errors.Is(x.Err(), proto.ErrLinkFail) {
+			t.Fatalf("responder transaction %d ended with %v, want LINKFAIL", i, x.Err())
+		}
+	}
+	waitFor(t, 10*time.Second, "every table empty", tablesEmpty(nodes))
 }
