@@ -17,6 +17,7 @@ import (
 	"github.com/corralhq/corral/sharedaddr/addrsvc"
 	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/corralhq/corral/sharedaddr/kernel"
+	"github.com/corralhq/corral/sharedaddr/spi"
 )
 
 // The data path's timings. The quorum check runs this often besides the
@@ -314,6 +315,13 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 			}
 		}
 		for _, l := range a.Leases {
+			if l.Kind == ctl.Ident && l.Node == self && l.First <= l.Last && l.Last <= 0xffff {
+				// The kernel rule numbers from the lower part; the top
+				// eighth is IPIdent's, for senders that build headers.
+				k, _ := spi.SplitIdent(spi.Block{First: l.First, Last: l.Last})
+				ka.Ident = kernel.Ident{Base: uint16(k.First), Len: k.Len()}
+				continue
+			}
 			if l.Kind != ctl.Slice || l.First == 0 || l.Last > 0xffff {
 				continue
 			}

@@ -27,7 +27,8 @@ func testState(owner uint64, nodes ...uint64) *addrsvc.State {
 		a.Listeners = append(a.Listeners, ctl.Listener{Addr: a.Addr, Proto: ctl.TCP, Port: 80, Node: n})
 		a.Leases = append(a.Leases, ctl.Lease{Kind: ctl.Slice, Stack: 7, Proto: ctl.TCP, Index: uint16(i),
 			First: uint32(10000 + 1000*i), Last: uint32(10999 + 1000*i), Node: n})
-		a.Leases = append(a.Leases, ctl.Lease{Kind: ctl.Ident, Stack: 7, Index: uint16(i), First: 0, Last: 1, Node: n})
+		a.Leases = append(a.Leases, ctl.Lease{Kind: ctl.Ident, Stack: 7, Index: uint16(i),
+			First: uint32(ctl.IdentSize * i), Last: uint32(ctl.IdentSize*(i+1) - 1), Node: n})
 		table = append(table, n)
 	}
 	a.Tables = []addrsvc.Table{{Proto: ctl.TCP, Port: 80, Buckets: table}}
@@ -51,6 +52,11 @@ func TestBuildPlan(t *testing.T) {
 	a := p.Addrs[0]
 	if a.VIP != testVIP || a.Owner || !a.Serve || len(a.Services) != 1 || len(a.Slices) != 3 {
 		t.Fatalf("address %+v: want not owner, serving, one service, three slices", a)
+	}
+	// Node 2 holds ident block 1: the kernel rule numbers from its lower
+	// seven eighths, IPIdent keeps the top eighth.
+	if want := (kernel.Ident{Base: ctl.IdentSize, Len: ctl.IdentSize * 7 / 8}); a.Ident != want {
+		t.Fatalf("ident %+v, want %+v", a.Ident, want)
 	}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
