@@ -5,11 +5,15 @@ package sharedaddr
 import (
 	"context"
 	"net/netip"
+	"os"
 )
 
 func nsInode(path string) (StackID, error) { return 0, ErrUnsupported }
 
 func (s *Stack) in(fn func() error) error { return fn() }
+
+// InNamespace needs Linux's network namespaces.
+func InNamespace(ns *os.File, fn func() error) error { return ErrUnsupported }
 
 func bindFD(fd int, ap netip.AddrPort) error { return ErrUnsupported }
 

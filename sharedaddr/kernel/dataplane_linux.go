@@ -8,13 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/sharedaddr"
 )
 
 // Dataplane installs plans into one network stack.
@@ -350,14 +351,13 @@ func localRule(pref int, proto uint8) *netlink.Rule {
 	return r
 }
 
-// moveLocal puts the local rule behind the fwmark rules: the new one is
-// added before the old one goes.
-func (d *Dataplane) moveLocal() error {
+// localRules reports whether the kernel's local rule is at priority 0 and
+// whether corral's is at LocalPref.
+func (d *Dataplane) localRules() (at0, moved bool, err error) {
 	rs, err := d.rules()
 	if err != nil {
-		return err
+		return false, false, err
 	}
-	var at0, moved bool
 	for _, r := range rs {
 		if r.Table == unix.RT_TABLE_LOCAL && r.Priority == 0 && r.Mark == 0 {
 			at0 = true
@@ -365,6 +365,16 @@ func (d *Dataplane) moveLocal() error {
 		if r.Table == unix.RT_TABLE_LOCAL && r.Priority == LocalPref && r.Protocol == RTProto {
 			moved = true
 		}
+	}
+	return at0, moved, nil
+}
+
+// moveLocal puts the local rule behind the fwmark rules: the new one is
+// added before the old one goes.
+func (d *Dataplane) moveLocal() error {
+	at0, moved, err := d.localRules()
+	if err != nil {
+		return err
 	}
 	if !moved {
 		if err := d.nl.RuleAdd(localRule(LocalPref, RTProto)); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -383,18 +393,9 @@ func (d *Dataplane) moveLocal() error {
 // restoreLocal undoes moveLocal: the rule at 0 is back before corral's
 // goes.
 func (d *Dataplane) restoreLocal() error {
-	rs, err := d.rules()
+	at0, moved, err := d.localRules()
 	if err != nil {
 		return err
-	}
-	var at0, moved bool
-	for _, r := range rs {
-		if r.Table == unix.RT_TABLE_LOCAL && r.Priority == 0 && r.Mark == 0 {
-			at0 = true
-		}
-		if r.Table == unix.RT_TABLE_LOCAL && r.Priority == LocalPref && r.Protocol == RTProto {
-			moved = true
-		}
 	}
 	if !moved {
 		return nil
@@ -435,26 +436,5 @@ func (d *Dataplane) in(fn func() error) error {
 	if d.ns == nil {
 		return fn()
 	}
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("kernel: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(d.ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("kernel: setns: %w", err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- err
-	}()
-	return <-done
+	return sharedaddr.InNamespace(d.ns, fn)
 }
