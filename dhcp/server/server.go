@@ -56,10 +56,13 @@ type network struct {
 	name     string // dotted network: the container's and the network macro's name
 	ifIndex  int    // 0: match by the interface's addresses
 	serverID netip.Addr
-	owners   []netip.Addr // the owner addresses whose records are searched
-	h        *dsvc.Handle
-	offers   *offers
-	refillMu sync.Mutex // one store scan for free records at a time
+	// sid and mask are option 54's and option 1's values, encoded once:
+	// every reply shares them (read-only).
+	sid, mask []byte
+	owners    []netip.Addr // the owner addresses whose records are searched
+	h         *dsvc.Handle
+	offers    *offers
+	refillMu  sync.Mutex // one store scan for free records at a time
 }
 
 // Options of New beyond the Config.
@@ -154,6 +157,7 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 			n.serverID = s.ownerList[0]
 		}
 		s.serverIDs[n.serverID] = true
+		n.sid, n.mask = n.serverID.AsSlice(), net.CIDRMask(p.Bits(), 32)
 		h, err := reg.Open(ctx, ds, dsvc.Network, n.name, dsvc.Read|dsvc.Write)
 		if err != nil {
 			if errors.Is(err, dsvc.ErrNoTable) {
@@ -487,7 +491,11 @@ func (s *Server) send(p *netio.Packet, r netio.Reply, req, rep *dhcpv4.DHCPv4) {
 		to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), uint16(s.cfg.ClientPort))
 		ifIndex = p.IfIndex
 	}
-	if err := r.Send(to, ifIndex, rep.ToBytes()); err != nil {
+	buf := packetPool.Get().(*[]byte)
+	*buf = appendPacket((*buf)[:0], rep)
+	err := r.Send(to, ifIndex, *buf)
+	packetPool.Put(buf)
+	if err != nil {
 		s.ctr.sendErrors.Add(1)
 		s.log.Debug("send", "to", to.String(), "err", err)
 		return
