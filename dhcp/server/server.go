@@ -273,7 +273,8 @@ func (s *Server) Close() error {
 // NetConfig is the socket layer's configuration from cfg.
 func (c Config) NetConfig() netio.Config {
 	return netio.Config{Addr: c.Listen, Sockets: c.Sockets, Batch: c.Batch, RcvBuf: c.RcvBuf,
-		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops}
+		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops,
+		Timeout: c.RequestTimeout.Duration}
 }
 
 // Run listens on cfg.Listen and serves s until ctx ends.
@@ -290,7 +291,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Handle is the netio.Handler: it parses the packet, answers it from the
 // store, and sends the reply before it returns (an ACK after its lease
-// is written).
+// is written). ctx bounds its store calls: NetConfig's Timeout is
+// RequestTimeout, so that a store that cannot answer (a node cut off from
+// the majority: its writes wait for a quorum) does not hold the worker
+// past the time the client waits before it retransmits anyway.
 func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 	if p.Socket != 0 && s.broadcast(p.Dst) {
 		// The kernel spreads only unicast datagrams over the SO_REUSEPORT
@@ -300,11 +304,6 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 		s.ctr.duplicates.Add(1)
 		return
 	}
-	// A store that cannot answer (a node cut off from the majority: its
-	// writes wait for a quorum) must not hold the worker past the time
-	// the client waits before it retransmits anyway.
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout.Duration)
-	defer cancel()
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
 	}
