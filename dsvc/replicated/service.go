@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -437,7 +438,11 @@ func codeLabel(c uint8) string {
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	refused  prometheus.Counter
+	// ops caches the series of each data-service opcode (index op -
+	// OpDSStatus): WithLabelValues hashes the labels and looks the series
+	// up under the vector's lock, for every request.
+	ops     [wire.OpDSImport - wire.OpDSStatus + 1]opMetrics
+	refused prometheus.Counter
 	// readBatches counts read indexes asked for batches of linearizable
 	// reads: requests over it is the batching's gain.
 	readBatches prometheus.Counter
@@ -455,6 +460,37 @@ func newMetrics() *metrics {
 		readBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_dsvc_read_batches_total",
 			Help: "Read indexes asked for batches of linearizable data-service reads (all reads arriving while one is confirmed share the next)."}),
 	}
+}
+
+// opMetrics are one opcode's series, made at its first request.
+type opMetrics struct {
+	latency atomic.Pointer[prometheus.Observer]
+	codes   [dsvc.CodeTableExists + 1]atomic.Pointer[prometheus.Counter]
+}
+
+// served counts a request of op answered with code after d.
+func (m *metrics) served(op uint16, code uint8, d time.Duration) {
+	i := int(op) - int(wire.OpDSStatus)
+	if i < 0 || i >= len(m.ops) || int(code) >= len(m.ops[i].codes) {
+		m.requests.WithLabelValues(opName(op), codeLabel(code)).Inc()
+		m.latency.WithLabelValues(opName(op)).Observe(d.Seconds())
+		return
+	}
+	o := &m.ops[i]
+	c := o.codes[code].Load()
+	if c == nil {
+		v := m.requests.WithLabelValues(opName(op), codeLabel(code))
+		c = &v
+		o.codes[code].Store(c) // a racing request stores the same series
+	}
+	(*c).Inc()
+	h := o.latency.Load()
+	if h == nil {
+		v := m.latency.WithLabelValues(opName(op))
+		h = &v
+		o.latency.Store(h)
+	}
+	(*h).Observe(d.Seconds())
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
