@@ -311,7 +311,7 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 
 // answer parses p and returns it with its reply, nil for none.
 func (s *Server) answer(ctx context.Context, p *netio.Packet) (*dhcpv4.DHCPv4, *dhcpv4.DHCPv4) {
-	m, err := dhcpv4.FromBytes(p.Data)
+	m, err := parsePacket(p.Data)
 	if err != nil {
 		s.ctr.parseErrors.Add(1)
 		return nil, nil
