@@ -21,7 +21,10 @@
 # REQUEST-ACK drop ratios, the REQUEST-ACK delay min/avg/max; then
 # the CPU seconds of perfdhcp and of each server and agent process while
 # perfdhcp ran, and the servers' CPU seconds per 1000 DORA; then
-# corral/Kea ratios, and the load average (2 shared cores).
+# corral/Kea ratios, and the load average (2 shared cores); with BASE or
+# AB, each label's mean DORA/s and CPU µs per DORA (server; agents
+# together) over its points and their ratios to MODE@base (repeat a rate
+# in RATES for several pairs).
 #
 # Env: RATES (default "5000 7000 10000 15000 20000"), P (perfdhcp -p
 # seconds, default 8), MODES (default "kea binfiles cluster1 cluster3"),
@@ -79,8 +82,10 @@ if [ -n "${BASE:-}" ]; then
 fi
 res=$w/results # lines: mode rate dora/s drops-do drops-ra ack-min ack-avg ack-max
 lat=$w/latency # lines: mode rate dora/s p50-ms p99-ms exchanges
+cpus=$w/cpus   # lines: mode rate dora/s kind=µs-per-DORA…
 : >"$res"
 : >"$lat"
+: >"$cpus"
 
 # cpusnap records the CPU ticks of every process started for the point,
 # right before perfdhcp starts; cpu then counts from there.
@@ -95,20 +100,30 @@ cpusnap() {
 
 # cpu MODE RATE prints the CPU seconds (user+system) of perfdhcp and of
 # every process started for the point while perfdhcp ran (which all share
-# the 2 cores), and the server's and agents' together per 1000 DORA.
+# the 2 cores), and the server's and agents' together per 1000 DORA; then
+# each kind's (dhcp, agent: all agents together) CPU µs per DORA, which
+# the other engineers' load moves less than the rates.
 cpu() {
-	local p line=" $1 r=$2 cpu-s:" tck c all=0 dora
+	local p line=" $1 r=$2 cpu-s:" tck c all=0 dora kind us=""
+	local -A bykind=()
 	tck=$(getconf CLK_TCK)
 	line+=" perfdhcp=$(awk 'NR==2 {gsub(/[ms]/, " "); printf "%.2f", $1*60+$2+$3*60+$4}' "$w/perf-$1-$2.times" 2>/dev/null)"
 	for p in "${pids[@]}"; do
 		[ -r "/proc/$p/stat" ] || continue
 		c=$(awk -v t0="${ticks0[$p]:-0}" '{sub(/^[^)]*\) /, ""); print $12+$13-t0}' "/proc/$p/stat")
 		all=$((all + c))
+		kind=$(tr '\0' ' ' </proc/"$p"/cmdline | awk '{print ($2 == "agent" || $2 == "dhcp" ? $2 : "kea")}')
+		bykind[$kind]=$((${bykind[$kind]:-0} + c))
 		line+=" $(tr '\0' ' ' </proc/"$p"/cmdline | awk '{n=$1; sub(/.*\//, "", n); print n ($2 == "agent" || $2 == "dhcp" ? "-" $2 : "")}')=$(awk -v c="$c" -v t="$tck" 'BEGIN {printf "%.2f", c/t}')"
 	done
 	dora=$(awk -v m="$1" -v r="$2" '$1==m && $2==r {d=$3} END {print d+0}' "$res")
 	line+=" servers-per-1k-DORA=$(awk -v c="$all" -v t="$tck" -v d="$dora" -v p="$P" 'BEGIN {printf "%.3f", (d > 0 ? c/t/(d*p/1000) : 0)}')"
+	for kind in "${!bykind[@]}"; do
+		us+=" $kind=$(awk -v c="${bykind[$kind]}" -v t="$tck" -v d="$dora" -v p="$P" 'BEGIN {printf "%.0f", (d > 0 ? c/t/(d*p)*1e6 : 0)}')"
+	done
+	line+=" us-per-DORA:$us"
 	echo "  $line"
+	echo "$1 $2 $dora$us" >>"$cpus"
 }
 
 # stopall kills the processes started for one point, by pid, the last
@@ -291,6 +306,25 @@ awk '{v[$1" "$2]=$3; if (!($1 in seen)) {seen[$1]=1; ms[++nm]=$1}; if (!($2 in r
 		line="max"; for (j=1; j<=nm; j++) line=line sprintf("  %s %.0f", ms[j], mx[ms[j]]); print line
 		if (mx["kea"] > 0) {line="max ratio to kea:"; for (j=1; j<=nm; j++) if (ms[j] != "kea") line=line sprintf("  %s %.2fx", ms[j], mx[ms[j]]/mx["kea"]); print line}
 	}' "$res"
+# With BASE or AB: each label's means over its points (a rate given
+# several times in RATES repeats the pair), and their ratio to the
+# mode's @base label: the A/B of one run.
+if [ -n "${BASE:-}${AB:-}" ]; then
+	echo "== A/B: means over each label's points; ratio to MODE@base"
+	awk '{l=$1; n[l]++; d[l]+=$3; for (i=4; i<=NF; i++) {split($i, kv, "="); u[l" "kv[1]]+=kv[2]; ks[kv[1]]=1}
+			if (!(l in seen)) {seen[l]=1; ls[++nl]=l}}
+		END {
+			for (j=1; j<=nl; j++) {
+				l=ls[j]; b=l; sub(/@.*/, "", b); b=b "@base"; line=sprintf("%-24s n=%d DORA/s %7.0f", l, n[l], d[l]/n[l])
+				if (b != l && (b in n)) line=line sprintf(" (%.2fx)", (d[l]/n[l])/(d[b]/n[b]))
+				for (k in ks) if ((l" "k) in u) {
+					line=line sprintf("  %s µs/DORA %4.0f", k, u[l" "k]/n[l])
+					if (b != l && (b in n) && u[b" "k] > 0) line=line sprintf(" (%.2fx)", (u[l" "k]/n[l])/(u[b" "k]/n[b]))
+				}
+				print line
+			}
+		}' "$cpus"
+fi
 # ACK latency at half of each server's best rate in the sweep.
 if [ "${LATENCY:-1}" = 1 ]; then
 	echo "== REQUEST-ACK delay at half of each server's best DORA/s (perfdhcp -x t, every successful exchange)"

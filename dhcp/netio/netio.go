@@ -72,6 +72,9 @@ type Config struct {
 	// completes the exchanges it can instead of starting ones it cannot.
 	// Needs Check (MaxHops ≥ 0); without it every packet is in one queue.
 	MaxWait time.Duration
+	// Timeout bounds each handler call: the handler's context ends
+	// Timeout after the call starts (0: no bound but the server's).
+	Timeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -441,6 +444,11 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // readers are done and both queues are empty.
 func (s *Server) work(ctx context.Context, h Handler, q queues) {
 	fresh, next := q.fresh, q.next
+	var at *attempts
+	if s.cfg.Timeout > 0 {
+		at = newAttempts(ctx, s.cfg.Timeout)
+		defer at.close()
+	}
 	for fresh != nil || next != nil {
 		var p *Packet
 		var ok bool
@@ -465,6 +473,10 @@ func (s *Server) work(ctx context.Context, h Handler, q queues) {
 			s.shutdown.Add(1)
 		case p.fresh && s.cfg.MaxWait > 0 && time.Since(p.Received) > s.cfg.MaxWait:
 			s.stale.Add(1)
+		case at != nil:
+			h(at.start(), p, Reply{s: s, sock: p.Socket})
+			at.stop()
+			s.handled.Add(1)
 		default:
 			h(ctx, p, Reply{s: s, sock: p.Socket})
 			s.handled.Add(1)

@@ -518,6 +518,18 @@ func (s *Server) leaseTime(o dhcptab.Options, m *dhcpv4.DHCPv4, r *dsvc.DNRecord
 // infinite is the 0xffffffff-second lease.
 const infinite = time.Duration(math.MaxUint32) * time.Second
 
+// seconds is a lease option's value, as dhcpv4's Duration encodes it.
+func seconds(d time.Duration) uint32 { return uint32(d / time.Second) }
+
+// msgTypes[t] is option 53's value for message type t; replies share it.
+var msgTypes = func() []byte {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
+
 // reply builds a reply to q (RFC 2131 table 3). lease 0: no lease
 // options (INFORM, NAK, BOOTP).
 func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *dhcptab.Options, lease time.Duration) *dhcpv4.DHCPv4 {
@@ -540,8 +552,8 @@ func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *
 		rep.ClientIPAddr = m.ClientIPAddr
 	}
 	if mt != dhcpv4.MessageTypeNone {
-		rep.UpdateOption(dhcpv4.OptMessageType(mt))
-		rep.UpdateOption(dhcpv4.OptServerIdentifier(q.n.serverID.AsSlice()))
+		rep.Options[dhcpv4.OptionDHCPMessageType.Code()] = msgTypes[mt : mt+1 : mt+1]
+		rep.Options[dhcpv4.OptionServerIdentifier.Code()] = q.n.sid
 	}
 	// RFC 6842: echo the client identifier; RFC 3046: echo option 82.
 	for _, c := range []dhcpv4.OptionCode{dhcpv4.OptionClientIdentifier, dhcpv4.OptionRelayAgentInformation} {
@@ -553,24 +565,27 @@ func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *
 		return rep
 	}
 	if lease > 0 {
-		rep.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lease))
+		// The three lease times share one allocation.
+		lt := make([]byte, 0, 12)
+		lt = binary.BigEndian.AppendUint32(lt, seconds(lease))
+		rep.Options[dhcpv4.OptionIPAddressLeaseTime.Code()] = lt[0:4:4]
 		if lease < infinite {
 			if _, ok := o.Get(dhcpv4.OptionRenewTimeValue.Code()); !ok {
-				rep.UpdateOption(dhcpv4.OptRenewTimeValue(lease / 2))
+				lt = binary.BigEndian.AppendUint32(lt, seconds(lease/2))
+				rep.Options[dhcpv4.OptionRenewTimeValue.Code()] = lt[len(lt)-4 : len(lt) : len(lt)]
 			}
 			if _, ok := o.Get(dhcpv4.OptionRebindingTimeValue.Code()); !ok {
-				rep.UpdateOption(dhcpv4.OptRebindingTimeValue(lease * 7 / 8))
+				lt = binary.BigEndian.AppendUint32(lt, seconds(lease*7/8))
+				rep.Options[dhcpv4.OptionRebindingTimeValue.Code()] = lt[len(lt)-4 : len(lt) : len(lt)]
 			}
 		}
 	}
 	if _, ok := o.Get(dhcpv4.OptionSubnetMask.Code()); !ok && yiaddr.IsValid() {
 		// A client without a mask guesses one from the address class.
-		rep.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(q.n.prefix.Bits(), 32)))
+		rep.Options[dhcpv4.OptionSubnetMask.Code()] = q.n.mask
 	}
-	var prl []uint8
-	for _, c := range m.ParameterRequestList() {
-		prl = append(prl, c.Code())
-	}
+	// The parameter request list's octets are the codes (RFC 2132 §9.8).
+	prl := m.Options.Get(dhcpv4.OptionParameterRequestList)
 	maxMsg := 0
 	if v, err := m.MaxMessageSize(); err == nil {
 		maxMsg = int(v)

@@ -25,13 +25,23 @@ type offers struct {
 
 	mu        sync.Mutex // guards the fields below
 	byCID     map[string]*offer
-	byIP      map[netip.Addr]*offer
-	free      []dsvc.DNRecord // candidates read from the store, not yet offered; may be stale (the commit's signature catches that)
+	byIP      map[uint32]*offer // by ipKey: a uint32 hashes much faster than a netip.Addr
+	free      []dsvc.DNRecord   // candidates read from the store, not yet offered; may be stale (the commit's signature catches that)
 	lastSweep time.Time
 }
 
+// ipKey is an IPv4 address as the offer cache's key (records are IPv4;
+// anything else is 0, which As4 would panic on).
+func ipKey(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
 func newOffers(ttl time.Duration) *offers {
-	return &offers{ttl: ttl, batch: freeBatch, byCID: map[string]*offer{}, byIP: map[netip.Addr]*offer{}}
+	return &offers{ttl: ttl, batch: freeBatch, byCID: map[string]*offer{}, byIP: map[uint32]*offer{}}
 }
 
 // get returns cid's live offer.
@@ -53,7 +63,7 @@ func (o *offers) heldByOther(ip netip.Addr, cid string, now time.Time) bool {
 }
 
 func (o *offers) heldLocked(ip netip.Addr, cid string, now time.Time) bool {
-	of, ok := o.byIP[ip]
+	of, ok := o.byIP[ipKey(ip)]
 	return ok && of.cid != cid && !now.After(of.expires)
 }
 
@@ -69,7 +79,7 @@ func (o *offers) reserve(cid string, rec dsvc.DNRecord, now time.Time) bool {
 	o.dropLocked(cid)
 	of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
 	o.byCID[cid] = of
-	o.byIP[rec.CIP] = of
+	o.byIP[ipKey(rec.CIP)] = of
 	return true
 }
 
@@ -88,7 +98,7 @@ func (o *offers) take(cid string, now time.Time) (dsvc.DNRecord, bool) {
 		o.dropLocked(cid)
 		of := &offer{cid: cid, rec: rec, expires: now.Add(o.ttl)}
 		o.byCID[cid] = of
-		o.byIP[rec.CIP] = of
+		o.byIP[ipKey(rec.CIP)] = of
 		return rec, true
 	}
 	return dsvc.DNRecord{}, false
@@ -127,8 +137,8 @@ func (o *offers) drop(cid string) {
 func (o *offers) dropIP(ip netip.Addr) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if of, ok := o.byIP[ip]; ok {
-		delete(o.byIP, ip)
+	if of, ok := o.byIP[ipKey(ip)]; ok {
+		delete(o.byIP, ipKey(ip))
 		if o.byCID[of.cid] == of {
 			delete(o.byCID, of.cid)
 		}
@@ -148,8 +158,8 @@ func (o *offers) flush() {
 func (o *offers) dropLocked(cid string) {
 	if of, ok := o.byCID[cid]; ok {
 		delete(o.byCID, cid)
-		if o.byIP[of.rec.CIP] == of {
-			delete(o.byIP, of.rec.CIP)
+		if o.byIP[ipKey(of.rec.CIP)] == of {
+			delete(o.byIP, ipKey(of.rec.CIP))
 		}
 	}
 }
@@ -164,8 +174,8 @@ func (o *offers) sweepLocked(now time.Time) {
 	for cid, of := range o.byCID {
 		if now.After(of.expires) {
 			delete(o.byCID, cid)
-			if o.byIP[of.rec.CIP] == of {
-				delete(o.byIP, of.rec.CIP)
+			if o.byIP[ipKey(of.rec.CIP)] == of {
+				delete(o.byIP, ipKey(of.rec.CIP))
 			}
 		}
 	}

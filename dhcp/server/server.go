@@ -56,10 +56,13 @@ type network struct {
 	name     string // dotted network: the container's and the network macro's name
 	ifIndex  int    // 0: match by the interface's addresses
 	serverID netip.Addr
-	owners   []netip.Addr // the owner addresses whose records are searched
-	h        *dsvc.Handle
-	offers   *offers
-	refillMu sync.Mutex // one store scan for free records at a time
+	// sid and mask are option 54's and option 1's values, encoded once:
+	// every reply shares them (read-only).
+	sid, mask []byte
+	owners    []netip.Addr // the owner addresses whose records are searched
+	h         *dsvc.Handle
+	offers    *offers
+	refillMu  sync.Mutex // one store scan for free records at a time
 }
 
 // Options of New beyond the Config.
@@ -154,6 +157,7 @@ func New(ctx context.Context, cfg Config, reg *dsvc.Registry, opts Options) (*Se
 			n.serverID = s.ownerList[0]
 		}
 		s.serverIDs[n.serverID] = true
+		n.sid, n.mask = n.serverID.AsSlice(), net.CIDRMask(p.Bits(), 32)
 		h, err := reg.Open(ctx, ds, dsvc.Network, n.name, dsvc.Read|dsvc.Write)
 		if err != nil {
 			if errors.Is(err, dsvc.ErrNoTable) {
@@ -269,7 +273,8 @@ func (s *Server) Close() error {
 // NetConfig is the socket layer's configuration from cfg.
 func (c Config) NetConfig() netio.Config {
 	return netio.Config{Addr: c.Listen, Sockets: c.Sockets, Batch: c.Batch, RcvBuf: c.RcvBuf,
-		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops}
+		Workers: c.Workers, Queue: c.Queue, MaxWait: c.MaxWait.Duration, MaxHops: c.MaxHops,
+		Timeout: c.RequestTimeout.Duration}
 }
 
 // Run listens on cfg.Listen and serves s until ctx ends.
@@ -286,7 +291,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Handle is the netio.Handler: it parses the packet, answers it from the
 // store, and sends the reply before it returns (an ACK after its lease
-// is written).
+// is written). ctx bounds its store calls: NetConfig's Timeout is
+// RequestTimeout, so that a store that cannot answer (a node cut off from
+// the majority: its writes wait for a quorum) does not hold the worker
+// past the time the client waits before it retransmits anyway.
 func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 	if p.Socket != 0 && s.broadcast(p.Dst) {
 		// The kernel spreads only unicast datagrams over the SO_REUSEPORT
@@ -296,11 +304,6 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 		s.ctr.duplicates.Add(1)
 		return
 	}
-	// A store that cannot answer (a node cut off from the majority: its
-	// writes wait for a quorum) must not hold the worker past the time
-	// the client waits before it retransmits anyway.
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout.Duration)
-	defer cancel()
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
 	}
@@ -308,7 +311,7 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 
 // answer parses p and returns it with its reply, nil for none.
 func (s *Server) answer(ctx context.Context, p *netio.Packet) (*dhcpv4.DHCPv4, *dhcpv4.DHCPv4) {
-	m, err := dhcpv4.FromBytes(p.Data)
+	m, err := parsePacket(p.Data)
 	if err != nil {
 		s.ctr.parseErrors.Add(1)
 		return nil, nil
@@ -487,7 +490,11 @@ func (s *Server) send(p *netio.Packet, r netio.Reply, req, rep *dhcpv4.DHCPv4) {
 		to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), uint16(s.cfg.ClientPort))
 		ifIndex = p.IfIndex
 	}
-	if err := r.Send(to, ifIndex, rep.ToBytes()); err != nil {
+	buf := packetPool.Get().(*[]byte)
+	*buf = appendPacket((*buf)[:0], rep)
+	err := r.Send(to, ifIndex, *buf)
+	packetPool.Put(buf)
+	if err != nil {
 		s.ctr.sendErrors.Add(1)
 		s.log.Debug("send", "to", to.String(), "err", err)
 		return

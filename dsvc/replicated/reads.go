@@ -147,9 +147,7 @@ func (s *Service) answerNow(ctx context.Context, l *transport.Link, hdr proto.He
 // encode records the metrics of an answered request and encodes its
 // reply; ok is false if it could not (the link was aborted instead).
 func (s *Service) encode(ctx context.Context, l *transport.Link, hdr proto.Header, req *wire.DSRequest, start time.Time, rep *wire.DSReply) ([]byte, bool) {
-	op := opName(hdr.Opcode)
-	s.met.requests.WithLabelValues(op, codeLabel(rep.Result.Code)).Inc()
-	s.met.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.met.served(hdr.Opcode, rep.Result.Code, time.Since(start))
 	body, err := wire.AppendDSReply(nil, hdr.Opcode, req.Target.Kind, rep)
 	if err != nil {
 		// A reply that does not encode (a lookup over the frame
@@ -157,7 +155,7 @@ func (s *Service) encode(ctx context.Context, l *transport.Link, hdr proto.Heade
 		*rep = wire.DSReply{Result: wireconv.Result(dsvc.Errorf(dsvc.CodeNoResources, "%v; narrow the query", err), rep.Result.Index)}
 		body, err = wire.AppendDSReply(nil, hdr.Opcode, req.Target.Kind, rep)
 		if err != nil {
-			s.log.Error("cannot encode a data-service reply", "op", op, "err", err.Error())
+			s.log.Error("cannot encode a data-service reply", "op", opName(hdr.Opcode), "err", err.Error())
 			_ = l.Abort(ctx, &proto.Frame{Header: hdr}, proto.Errorf(proto.CodeField, "reply: %v", err))
 			return nil, false
 		}

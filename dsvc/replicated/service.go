@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -210,10 +211,12 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 func (s *Service) writer(ctx context.Context, j writeJob) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	at := newAttempts(wctx, s.cfg.Attempt)
+	defer at.close()
 	idle := time.NewTimer(writerIdle)
 	defer idle.Stop()
 	for {
-		rep := s.serve(wctx, &j.req)
+		rep := s.serve(wctx, at, &j.req)
 		s.answer(wctx, j.l, j.hdr, &j.req, j.start, &rep)
 		<-s.sem
 		j = writeJob{}
@@ -231,8 +234,9 @@ func (s *Service) writer(ctx context.Context, j writeJob) {
 // replyWait bounds how long an answer waits for room in a link's queue.
 const replyWait = 10 * time.Second
 
-// serve answers one write (reads are served by readAt).
-func (s *Service) serve(ctx context.Context, req *wire.DSRequest) wire.DSReply {
+// serve answers one write (reads are served by readAt); at times its
+// proposals.
+func (s *Service) serve(ctx context.Context, at *attempts, req *wire.DSRequest) wire.DSReply {
 	t := &req.Target
 	kind := wireconv.FromKind(t.Kind)
 	switch req.Op {
@@ -241,11 +245,11 @@ func (s *Service) serve(ctx context.Context, req *wire.DSRequest) wire.DSReply {
 		if kind == dsvc.Network {
 			c.Prefix = wireconv.FromPrefix(req.Prefix)
 		}
-		return s.write(ctx, &c, kind)
+		return s.write(ctx, at, &c, kind)
 	case wire.OpDSMkLoc:
-		return s.write(ctx, &Command{Op: OpMkLoc, Loc: t.Location}, kind)
+		return s.write(ctx, at, &Command{Op: OpMkLoc, Loc: t.Location}, kind)
 	case wire.OpDSRemove:
-		return s.write(ctx, &Command{Op: OpRemove, Loc: t.Location, Kind: kind, Container: t.Container}, kind)
+		return s.write(ctx, at, &Command{Op: OpRemove, Loc: t.Location, Kind: kind, Container: t.Container}, kind)
 	case wire.OpDSAdd, wire.OpDSModify, wire.OpDSDelete, wire.OpDSImport:
 		c := Command{Loc: t.Location, Kind: kind, Container: t.Container,
 			DT: wireconv.FromDTs(req.DT), DN: wireconv.FromDNs(req.DN)}
@@ -259,7 +263,7 @@ func (s *Service) serve(ctx context.Context, req *wire.DSRequest) wire.DSReply {
 		default:
 			c.Op = OpImport
 		}
-		return s.write(ctx, &c, kind)
+		return s.write(ctx, at, &c, kind)
 	}
 	return reply(dsvc.Errorf(dsvc.CodeUnsupported, "opcode %#04x", req.Op), 0)
 }
@@ -336,7 +340,7 @@ func (s *Service) read(ctx context.Context) (uint64, error) {
 // write proposes c and waits until it is applied; a proposal not applied
 // within Attempt is proposed again under the same request id, so it
 // applies once however often it is sent.
-func (s *Service) write(ctx context.Context, c *Command, kind dsvc.Kind) wire.DSReply {
+func (s *Service) write(ctx context.Context, at *attempts, c *Command, kind dsvc.Kind) wire.DSReply {
 	if c.Op == OpAdd || c.Op == OpImport {
 		// The generation of new signatures is drawn here, by the
 		// proposer, so that every node's Apply computes the same one.
@@ -348,9 +352,8 @@ func (s *Service) write(ctx context.Context, c *Command, kind dsvc.Kind) wire.DS
 	}
 	req := s.prop.NextRequest()
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
-		idx, out, err := s.prop.ProposeRequest(actx, rsm.DataSvc, req, cmd)
-		cancel()
+		idx, out, err := s.prop.ProposeRequest(at.start(), rsm.DataSvc, req, cmd)
+		at.stop()
 		if err == nil {
 			r, err := ParseReply(out)
 			if err != nil {
@@ -435,7 +438,11 @@ func codeLabel(c uint8) string {
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	refused  prometheus.Counter
+	// ops caches the series of each data-service opcode (index op -
+	// OpDSStatus): WithLabelValues hashes the labels and looks the series
+	// up under the vector's lock, for every request.
+	ops     [wire.OpDSImport - wire.OpDSStatus + 1]opMetrics
+	refused prometheus.Counter
 	// readBatches counts read indexes asked for batches of linearizable
 	// reads: requests over it is the batching's gain.
 	readBatches prometheus.Counter
@@ -453,6 +460,37 @@ func newMetrics() *metrics {
 		readBatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "corral_dsvc_read_batches_total",
 			Help: "Read indexes asked for batches of linearizable data-service reads (all reads arriving while one is confirmed share the next)."}),
 	}
+}
+
+// opMetrics are one opcode's series, made at its first request.
+type opMetrics struct {
+	latency atomic.Pointer[prometheus.Observer]
+	codes   [dsvc.CodeTableExists + 1]atomic.Pointer[prometheus.Counter]
+}
+
+// served counts a request of op answered with code after d.
+func (m *metrics) served(op uint16, code uint8, d time.Duration) {
+	i := int(op) - int(wire.OpDSStatus)
+	if i < 0 || i >= len(m.ops) || int(code) >= len(m.ops[i].codes) {
+		m.requests.WithLabelValues(opName(op), codeLabel(code)).Inc()
+		m.latency.WithLabelValues(opName(op)).Observe(d.Seconds())
+		return
+	}
+	o := &m.ops[i]
+	c := o.codes[code].Load()
+	if c == nil {
+		v := m.requests.WithLabelValues(opName(op), codeLabel(code))
+		c = &v
+		o.codes[code].Store(c) // a racing request stores the same series
+	}
+	(*c).Inc()
+	h := o.latency.Load()
+	if h == nil {
+		v := m.latency.WithLabelValues(opName(op))
+		h = &v
+		o.latency.Store(h)
+	}
+	(*h).Observe(d.Seconds())
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
