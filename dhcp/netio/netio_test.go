@@ -156,7 +156,13 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 		}
 	}
 	// The one worker is stuck: the reader must still read all of them.
-	waitFor(t, "the reader to read every packet", func() bool { return s.Stats().Received == sent })
+	// Received counts a batch before its packets are queued or dropped:
+	// wait for the drops of the last batch too. At most three are taken
+	// (one by the worker, two queued), so at least sent-3 drop.
+	waitFor(t, "the reader to read and queue or drop every packet", func() bool {
+		st := s.Stats()
+		return st.Received == sent && st.Drops[DropQueueFull] >= sent-3
+	})
 	drops := s.Stats().Drops[DropQueueFull]
 	// One in the handler (or not yet taken) and two in the queue.
 	if drops != sent-3 && drops != sent-2 {
