@@ -155,21 +155,24 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The one worker is stuck: the reader must still read all of them.
-	// Received counts a batch before its packets are queued or dropped:
-	// wait for the drops of the last batch too. At most three are taken
-	// (one by the worker, two queued), so at least sent-3 drop.
-	waitFor(t, "the reader to read and queue or drop every packet", func() bool {
+	// The one worker is stuck: the reader must still read all of them,
+	// and drop what does not fit. Received counts a batch before its
+	// packets are queued or dropped; at most three are taken (one by the
+	// worker, two queued), so at least sent-3 drop.
+	waitFor(t, "the reader to read every packet and drop most", func() bool {
 		st := s.Stats()
 		return st.Received == sent && st.Drops[DropQueueFull] >= sent-3
+	})
+	close(release)
+	waitFor(t, "every packet handled or dropped", func() bool {
+		st := s.Stats()
+		return st.Handled+st.Drops[DropQueueFull] == sent
 	})
 	drops := s.Stats().Drops[DropQueueFull]
 	// One in the handler (or not yet taken) and two in the queue.
 	if drops != sent-3 && drops != sent-2 {
 		t.Fatalf("queue-full drops %d, want %d or %d", drops, sent-3, sent-2)
 	}
-	close(release)
-	waitFor(t, "the queued packets to be handled", func() bool { return s.Stats().Handled == sent-drops })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
