@@ -170,7 +170,9 @@ func (m *Machine) dropExcepts(tx rsm.Tx, ex func(exceptKey, uint64) bool, rep fu
 	return nil
 }
 
-func cmpReport(a, b reportKey) int { return cmp.Or(cmpAddr(a.addr, b.addr), cmp.Compare(a.node, b.node)) }
+func cmpReport(a, b reportKey) int {
+	return cmp.Or(cmpAddr(a.addr, b.addr), cmp.Compare(a.node, b.node))
+}
 
 func cmpExcept(a, b exceptKey) int { return cmp.Or(cmpAddr(a.addr, b.addr), CmpFlow(a.flow, b.flow)) }
 
