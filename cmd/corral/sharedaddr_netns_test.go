@@ -591,22 +591,33 @@ func (l *saLab) exceptions(h int) int {
 		l.t.Fatal(err)
 	}
 	tbl := &nftables.Table{Name: kernel.TableName, Family: nftables.TableFamilyIPv4}
-	sets, err := c.GetSets(tbl)
-	if err != nil {
-		return 0 // no table: no exception
-	}
-	n := 0
-	for _, set := range sets {
-		if !strings.HasPrefix(set.Name, "x") {
-			continue
-		}
-		es, err := c.GetSetElements(set)
+	// The sets and their elements are read in two requests: a plan
+	// applied between them replaces the sets, and the read starts again.
+	var lastErr error
+	for range 20 {
+		sets, err := c.GetSets(tbl)
 		if err != nil {
-			l.t.Fatalf("elements of %s: %v", set.Name, err)
+			return 0 // no table: no exception
 		}
-		n += len(es)
+		n := 0
+		for _, set := range sets {
+			if !strings.HasPrefix(set.Name, "x") {
+				continue
+			}
+			es, err := c.GetSetElements(set)
+			if err != nil {
+				lastErr = err
+				n = -1
+				break
+			}
+			n += len(es)
+		}
+		if n >= 0 {
+			return n
+		}
 	}
-	return n
+	l.t.Fatalf("the exception maps of h%d: %v", h, lastErr)
+	return 0
 }
 
 // A node that stops listening drains: n2 closes its listener while its
@@ -657,14 +668,18 @@ func TestSharedAddrUnlistenDrains(t *testing.T) {
 			t.Errorf("held connection to n%d after n2 stopped listening: %v", c.node, err)
 		}
 	}
+	// The table without n2 may move a few buckets between n1 and n3 too
+	// (Maglev's small disruption): their held flows there are excepted
+	// as well, and stay.
+	total := l.exceptions(1)
 	for _, c := range held {
 		if c.node == 2 {
 			c.c.Close()
 		}
 	}
-	for deadline := time.Now().Add(15 * time.Second); l.exceptions(1) != 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); l.exceptions(1) != total-byNode[2]; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the owner still holds %d exceptions after n2's held connections closed", l.exceptions(1))
+			t.Fatalf("the owner holds %d exceptions after n2's %d held connections closed, want %d", l.exceptions(1), byNode[2], total-byNode[2])
 		}
 	}
 	for _, c := range held {
@@ -674,7 +689,7 @@ func TestSharedAddrUnlistenDrains(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("drain: %d held connections to n2 kept working and their exceptions went once closed (held %v)", byNode[2], byNode)
+	t.Logf("drain: %d held connections to n2 kept working and their exceptions went once closed (held %v, %d exceptions of n1 and n3 stay)", byNode[2], byNode, total-byNode[2])
 }
 
 // pinger is a connection from the client pinged every 20 ms until stop;
