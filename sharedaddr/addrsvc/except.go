@@ -125,6 +125,16 @@ func (s *Service) exceptOnce(ctx context.Context, recheck bool, followUp map[ctl
 			case errors.Is(err, ErrStale):
 				// A newer generation is applied or on its way: the
 				// change it makes brings another pass.
+			case errors.Is(err, ErrFull):
+				// Trying again would be refused again: the flows over
+				// the bound are left to be reset, and the report is
+				// made so the owner need not wait for it.
+				s.log.Warn("shared addresses: too many exceptions; flows left out", "addr", a.Addr.String(), "flows", len(add), "err", err.Error())
+				if !a.Reported(s.self) {
+					if err := s.except(wctx, a.Addr, a.Gen, nil); err != nil && !errors.Is(err, ErrStale) {
+						ok = false
+					}
+				}
 			case err != nil:
 				s.log.Warn("shared addresses: EXCEPT not applied", "addr", a.Addr.String(), "gen", a.Gen, "flows", len(add), "err", err.Error())
 				ok = false
