@@ -34,6 +34,7 @@ import (
 	"github.com/corralhq/corral/service"
 	"github.com/corralhq/corral/sharedaddr"
 	"github.com/corralhq/corral/sharedaddr/addrsvc"
+	"github.com/corralhq/corral/sharedaddr/kernel"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -266,7 +267,7 @@ func ownStack(log *slog.Logger, id uint64) addrsvc.Config {
 	if id == 0 {
 		id = uint64(st.ID())
 	}
-	return addrsvc.Config{Stack: id, Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+	return addrsvc.Config{Stack: id, Bucket: kernel.Bucket, Walk: func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
 		return st.WalkTCP(ctx, fn, nil)
 	}}
 }

@@ -19,8 +19,14 @@
 // data path (sharedaddr.go): it makes the stack hold this node's part of
 // the shared-address state (sharedaddr/kernel), announces an address it
 // takes over, and fences — drops what it owns — when it loses contact with
-// a quorum, before the majority's heartbeat timeout ends. Off by default:
-// nothing is installed and no root is needed.
+// a quorum, before the majority's heartbeat timeout ends. A table change
+// resets no held flow: every node reports, through the log, the flows it
+// holds whose bucket moved (addrsvc's exceptions), and the owner keeps
+// applying an address's old tables until every member of the view has
+// reported for the new table generation, or for at most a second; then it
+// applies the new tables and the exceptions in one Apply. A takeover is not
+// held back. Non-owners follow the state as it is (their tables are
+// standby). Off by default: nothing is installed and no root is needed.
 //
 // The policy — who joins, who is removed, eviction and rejoin — is not
 // here: it is membership's controller, driven by cluster.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -28,6 +29,10 @@ const (
 	applyBackoff   = 100 * time.Millisecond
 	applyBackoffMx = 5 * time.Second
 	dropTimeout    = 2 * time.Second
+	// reportTimeout bounds how long an owner keeps an address's old
+	// tables after a table change while waiting for every member to
+	// report the flows whose bucket moved (addrsvc's exceptions).
+	reportTimeout = time.Second
 )
 
 // dataPath keeps the kernel data path of the agent's own stack equal to
@@ -121,6 +126,11 @@ func (p *dataPath) run(ctx context.Context) error {
 		retryAt time.Time               // after a failed Apply
 		failed  = 0
 		lastErr string
+		// applied is the table generation of each address in the last
+		// applied plan; held, since when a newer one is held back.
+		applied   = map[netip.Addr]uint64{}
+		held      = map[netip.Addr]heldGen{}
+		holdUntil time.Time
 	)
 	tick := time.NewTicker(fenceCheck)
 	defer tick.Stop()
@@ -139,10 +149,22 @@ func (p *dataPath) run(ctx context.Context) error {
 			actx, endTerm = context.WithCancel(ctx)
 			p.log.Info("shared addresses: in contact with a quorum and caught up; owner roles taken as the state says")
 		}
-		if dirty && !time.Now().Before(retryAt) {
-			plan, skipped := buildPlan(p.self, p.stack, p.src.State(), nodeIPs(p.members()), fenced)
+		now := time.Now()
+		if dirty && !now.Before(retryAt) && !now.Before(holdUntil) {
+			st := p.src.State()
+			plan, skipped := buildPlan(p.self, p.stack, st, nodeIPs(p.members()), fenced)
 			for _, s := range skipped {
 				p.log.Warn("shared addresses: a node has no IPv4 next hop; its share is left out", "what", s)
+			}
+			hold, until, late := gate(st, p.stack, owned, applied, held, now, reportTimeout)
+			for _, l := range late {
+				p.log.Warn("shared addresses: not every member reported its moved flows in time; applying the new table", "what", l)
+			}
+			if hold {
+				// The old tables stay until the reports are in (a
+				// change wakes the loop) or until the timeout.
+				holdUntil = until
+				goto wait
 			}
 			// apply installs a plan and announces what it newly owns.
 			apply := func(plan kernel.Plan) error {
@@ -196,16 +218,18 @@ func (p *dataPath) run(ctx context.Context) error {
 					p.log.Info("shared addresses: apply succeeded after failures", "attempts", failed)
 				}
 				failed, lastErr, dirty = 0, "", false
+				applied = gens(st, p.stack)
 			}
 		}
+	wait:
 		var retry <-chan time.Time
 		if dirty {
-			retry = time.After(time.Until(retryAt))
+			retry = time.After(time.Until(later(retryAt, holdUntil)))
 		}
 		select {
 		case <-ctx.Done():
 		case <-changes:
-			dirty = true
+			dirty, holdUntil = true, time.Time{}
 		case <-p.kick:
 		case <-tick.C:
 		case <-retry:
@@ -222,6 +246,80 @@ func (p *dataPath) run(ctx context.Context) error {
 		p.log.Error("shared addresses: drop at stop failed", "err", err.Error())
 	}
 	return nil
+}
+
+// heldGen is a table generation an owner holds back, and since when.
+type heldGen struct {
+	gen   uint64
+	since time.Time
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// gens returns the table generation of every address of stack in st.
+func gens(st *addrsvc.State, stack uint64) map[netip.Addr]uint64 {
+	out := map[netip.Addr]uint64{}
+	for _, a := range st.Addrs {
+		if a.Addr.Stack == stack && a.Addr.IP.Is4() {
+			out[a.Addr.IP] = a.Gen
+		}
+	}
+	return out
+}
+
+// gate decides whether an owner holds back the plan of state st (issue
+// 13 item 3: a table change resets no held flow). For an address this
+// node owns in the last applied plan (owned) whose table generation there
+// (applied) is older than st's, the new tables must wait until every
+// member of the view has reported its walk for the new generation — the
+// exceptions of the flows whose bucket moved come with those reports —
+// or until timeout after the new generation was first held (held keeps
+// when, per address). A takeover is never held: the address is not owned
+// yet, and its step keeps the tables the stack holds. hold says to apply
+// nothing now; until is when to look again at the latest; late names the
+// addresses whose timeout passed without every report.
+func gate(st *addrsvc.State, stack uint64, owned map[netip.Addr]bool, applied map[netip.Addr]uint64, held map[netip.Addr]heldGen,
+	now time.Time, timeout time.Duration) (hold bool, until time.Time, late []string) {
+	for _, a := range st.Addrs {
+		vip := a.Addr.IP
+		if a.Addr.Stack != stack || !vip.Is4() {
+			continue
+		}
+		ag, ok := applied[vip]
+		if !owned[vip] || !ok || ag == a.Gen {
+			delete(held, vip)
+			continue
+		}
+		var missing []uint64
+		for _, m := range st.Members {
+			if !a.Reported(m) {
+				missing = append(missing, m)
+			}
+		}
+		if len(missing) == 0 {
+			delete(held, vip)
+			continue
+		}
+		h, ok := held[vip]
+		if !ok || h.gen != a.Gen {
+			h = heldGen{gen: a.Gen, since: now}
+			held[vip] = h
+		}
+		if end := h.since.Add(timeout); now.Before(end) {
+			if !hold || end.Before(until) {
+				until = end
+			}
+			hold = true
+			continue
+		}
+		late = append(late, fmt.Sprintf("%v generation %d: no report from %v", a.Addr, a.Gen, missing))
+	}
+	return hold, until, late
 }
 
 // takeoverStep is the first step of applying next after last where next
@@ -313,6 +411,20 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 			if ok {
 				ka.Services = append(ka.Services, kernel.Service{Proto: t.Proto, Port: t.Port, Table: t.Buckets})
 			}
+		}
+		// One exception per client: the kernel keys them so. A node
+		// without a next hop loses its exceptions, as its share.
+		clients := map[netip.AddrPort]bool{}
+		for _, e := range a.Exceptions {
+			if !e.Client.Addr().Is4() || clients[e.Client] {
+				continue
+			}
+			if hop(e.Node) != nil {
+				skipped = append(skipped, a.Addr.String()+": exception of node "+strconv.FormatUint(e.Node, 10))
+				continue
+			}
+			clients[e.Client] = true
+			ka.Exceptions = append(ka.Exceptions, kernel.Exception{Client: e.Client, Node: e.Node})
 		}
 		for _, l := range a.Leases {
 			if l.Kind == ctl.Ident && l.Node == self && l.First <= l.Last && l.Last <= 0xffff {

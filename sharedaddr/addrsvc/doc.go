@@ -19,7 +19,15 @@
 // entry that changes it. And, given a Walker of the agent's own stack,
 // it observes the sockets listening on a shared address there (for
 // applications that do not use sharedaddr.Listen) and makes this node's
-// TCP listeners in the log match them.
+// TCP listeners in the log match them; and it keeps this node's
+// exceptions (ctl's EXCEPT, UNEXCEPT): when an applied entry gives an
+// address a new table generation, it walks its connections to the
+// address (established and TIME_WAIT) and proposes, tagged with the
+// generation, the flows whose bucket in the new tables (Config.Bucket:
+// the kernel's) is another node — an empty EXCEPT too, so the owner
+// knows this node has reported — and, every Recheck while it holds
+// exceptions, withdraws those of flows that are gone. State exposes the
+// exceptions and, per address, the generation each node reported for.
 //
 // The admin opcodes ADDR_ADD, ADDR_DEL and ADDR_LIST (proto/admin,
 // SPEC.md) are served here, for `corral addr`.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ var (
 	ErrExhausted = errors.New("addrsvc: every block is leased")
 	ErrNotHeld   = errors.New("addrsvc: not held")
 	ErrDuplicate = errors.New("addrsvc: duplicate listener")
+	ErrStale     = errors.New("addrsvc: not the table generation of the address")
+	ErrFull      = errors.New("addrsvc: too many exceptions")
 	ErrRefused   = errors.New("addrsvc: refused") // a code this build does not know
 	ErrReply     = errors.New("addrsvc: bad reply from the machine")
 	ErrStopped   = errors.New("addrsvc: service stopped")
@@ -61,6 +64,10 @@ func (e *RefusedError) Unwrap() error {
 		return ErrNotHeld
 	case ctl.Duplicate:
 		return ErrDuplicate
+	case ctl.Stale:
+		return ErrStale
+	case ctl.Full:
+		return ErrFull
 	}
 	return ErrRefused
 }
@@ -81,6 +88,15 @@ type Config struct {
 	// negative: never).
 	Walk    Walker
 	Observe time.Duration
+	// Recheck is how often the service walks again for the addresses it
+	// holds exceptions of (keepExceptions; 0: DefaultRecheck; negative:
+	// no exceptions at all). It needs Walk.
+	Recheck time.Duration
+	// Bucket is the bucket function of the kernel data path for IPv4
+	// addresses (kernel.Bucket), which decides which flows moved when a
+	// table changes; nil: ctl.Bucket, the user-space one. IPv6 addresses
+	// use ctl.Bucket.
+	Bucket func(p ctl.Policy, client netip.AddrPort, m int) int
 	// BackoffMin and BackoffMax bound the wait before a lease that failed
 	// is proposed again; it doubles from Min up to Max, with jitter.
 	BackoffMin, BackoffMax time.Duration
@@ -165,6 +181,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.observeListeners(ctx) })
+	wg.Go(func() { s.keepExceptions(ctx) })
 	s.keepLeases(ctx)
 	wg.Wait()
 	s.mu.Lock()

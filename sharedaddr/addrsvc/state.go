@@ -51,6 +51,29 @@ type Table struct {
 	Buckets []uint64 // shared with the machine: do not modify
 }
 
+// Reported says whether node's last complete EXCEPT of the address was
+// for its present table generation: the node has walked its connections
+// for the present tables.
+func (a Addr) Reported(node uint64) bool {
+	for _, r := range a.Reports {
+		if r.Node == node {
+			return r.Gen == a.Gen
+		}
+	}
+	return false
+}
+
+// table returns the buckets of a's table for flows to proto/port (the
+// sticky-wild one for any port); nil if there is none.
+func (a Addr) table(proto uint8, port uint16) []uint64 {
+	for _, t := range a.Tables {
+		if t.Proto == proto && (t.Port == port || t.Port == 0) {
+			return t.Buckets
+		}
+	}
+	return nil
+}
+
 // Share is one node's part of a table.
 type Share struct {
 	Node    uint64

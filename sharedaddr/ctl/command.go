@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ const (
 	OpUnlisten Op = 4
 	OpLease    Op = 5
 	OpRelease  Op = 6
+	OpExcept   Op = 7
+	OpUnexcept Op = 8
 )
 
 func (o Op) String() string {
@@ -49,6 +52,10 @@ func (o Op) String() string {
 		return "LEASE"
 	case OpRelease:
 		return "RELEASE"
+	case OpExcept:
+		return "EXCEPT"
+	case OpUnexcept:
+		return "UNEXCEPT"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -201,9 +208,41 @@ type Cmd struct {
 	Port  uint16 // LISTEN, UNLISTEN
 	Kind  Kind   // LEASE, RELEASE
 	Index uint16 // RELEASE
+	// EXCEPT, UNEXCEPT (and Node).
+	Gen     uint64 // EXCEPT: the table generation the node's walk was for
+	Partial bool   // EXCEPT: more flows follow; this one is not the report
+	Flows   []Flow // sorted (CmpFlow), no duplicates; at most MaxExceptions
 }
 
-const flagReplace = 1
+// Flow names one connection to a shared address by what the owner sees of
+// it: the client's address and port, the protocol and the address's port.
+type Flow struct {
+	Client netip.AddrPort // IPv4 as IPv4 (never v4-mapped)
+	Proto  uint8
+	Port   uint16 // the shared address's (local) port
+}
+
+func (f Flow) String() string { return fmt.Sprintf("%d/%d<-%v", f.Proto, f.Port, f.Client) }
+
+// CmpFlow orders flows as EXCEPT and UNEXCEPT carry them: by protocol,
+// port, client address, client port.
+func CmpFlow(a, b Flow) int {
+	return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port),
+		a.Client.Addr().Compare(b.Client.Addr()), cmp.Compare(a.Client.Port(), b.Client.Port()))
+}
+
+// MaxExceptions bounds the exceptions of one address, and so the flows
+// of one command: the owner's kernel holds them all in one map.
+const MaxExceptions = 65536
+
+// flowSize is a flow's encoding: client IP 16, client port 2, proto 1,
+// port 2.
+const flowSize = 21
+
+const (
+	flagReplace = 1
+	flagPartial = 1
+)
 
 // AppendCmd appends the encoding of c (SPEC.md, "Commands").
 func AppendCmd(b []byte, c Cmd) []byte {
@@ -237,8 +276,40 @@ func AppendCmd(b []byte, c Cmd) []byte {
 		if c.Op == OpRelease {
 			b = le.AppendUint16(b, c.Index)
 		}
+	case OpExcept, OpUnexcept:
+		b = appendAddr(b, c.Addr)
+		b = le.AppendUint64(b, c.Node)
+		if c.Op == OpExcept {
+			b = le.AppendUint64(b, c.Gen)
+			var f byte
+			if c.Partial {
+				f |= flagPartial
+			}
+			b = append(b, f)
+		}
+		b = le.AppendUint32(b, uint32(len(c.Flows)))
+		for _, f := range c.Flows {
+			b = appendFlow(b, f)
+		}
 	}
 	return b
+}
+
+func appendFlow(b []byte, f Flow) []byte {
+	ip := f.Client.Addr().As16()
+	if !f.Client.Addr().IsValid() {
+		ip = [16]byte{}
+	}
+	b = append(b, ip[:]...)
+	b = binary.LittleEndian.AppendUint16(b, f.Client.Port())
+	b = append(b, f.Proto)
+	return binary.LittleEndian.AppendUint16(b, f.Port)
+}
+
+func (r *reader) flow() Flow {
+	ip := r.ip()
+	port := r.u16()
+	return Flow{Client: netip.AddrPortFrom(ip, port), Proto: r.u8(), Port: r.u16()}
 }
 
 // affinityMS is d in whole milliseconds, saturated to the u32 field.
@@ -341,6 +412,34 @@ func ParseCmd(b []byte) (Cmd, error) {
 		if c.Op == OpRelease {
 			c.Index = r.u16()
 		}
+	case OpExcept, OpUnexcept:
+		c.Addr = r.addr()
+		c.Node = r.u64()
+		if c.Op == OpExcept {
+			c.Gen = r.u64()
+			f := r.u8()
+			if r.err == nil && f&^flagPartial != 0 {
+				return Cmd{}, fmt.Errorf("%w: EXCEPT flags %#x", ErrField, f)
+			}
+			c.Partial = f&flagPartial != 0
+		}
+		n := int(r.u32())
+		switch {
+		case r.err != nil:
+		case n > MaxExceptions:
+			return Cmd{}, fmt.Errorf("%w: %d flows, limit %d", ErrField, n, MaxExceptions)
+		case len(r.b) < flowSize*n:
+			return Cmd{}, ErrShort
+		}
+		if r.err == nil && n > 0 {
+			c.Flows = make([]Flow, n)
+		}
+		for i := range c.Flows {
+			c.Flows[i] = r.flow()
+			if i > 0 && CmpFlow(c.Flows[i-1], c.Flows[i]) >= 0 {
+				return Cmd{}, fmt.Errorf("%w: flows not sorted", ErrField)
+			}
+		}
 	default:
 		if r.err == nil {
 			return Cmd{}, fmt.Errorf("%w: op %d", ErrField, c.Op)
@@ -359,14 +458,16 @@ type Code uint8
 // Codes (SPEC.md, "Replies").
 const (
 	OK        Code = 0
-	Malformed Code = 1 // the command does not parse
-	BadField  Code = 2 // a field holds a value the command does not allow
-	Exists    Code = 3 // ADD of an address that exists, without Replace
-	NoAddr    Code = 4 // no such address
-	NoNode    Code = 5 // the node is not in the view
-	Exhausted Code = 6 // every block of the space is leased
-	NotHeld   Code = 7 // RELEASE of a block the node does not hold; UNLISTEN of no listener
-	Duplicate Code = 8 // LISTEN of a listener that exists
+	Malformed Code = 1  // the command does not parse
+	BadField  Code = 2  // a field holds a value the command does not allow
+	Exists    Code = 3  // ADD of an address that exists, without Replace
+	NoAddr    Code = 4  // no such address
+	NoNode    Code = 5  // the node is not in the view
+	Exhausted Code = 6  // every block of the space is leased
+	NotHeld   Code = 7  // RELEASE of a block the node does not hold; UNLISTEN of no listener
+	Duplicate Code = 8  // LISTEN of a listener that exists
+	Stale     Code = 9  // EXCEPT for a table generation that is not the address's
+	Full      Code = 10 // EXCEPT beyond MaxExceptions of the address
 )
 
 func (c Code) String() string {
@@ -389,6 +490,10 @@ func (c Code) String() string {
 		return "not-held"
 	case Duplicate:
 		return "duplicate"
+	case Stale:
+		return "stale"
+	case Full:
+		return "full"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
@@ -443,6 +548,13 @@ func ParseReply(b []byte) (Reply, error) {
 		return Reply{}, fmt.Errorf("%w: text is not UTF-8", ErrField)
 	}
 	return rep, nil
+}
+
+// SortFlows sorts fs and removes duplicates, as EXCEPT and UNEXCEPT
+// require.
+func SortFlows(fs []Flow) []Flow {
+	slices.SortFunc(fs, CmpFlow)
+	return slices.Compact(fs)
 }
 
 // SortWeights sorts ws by node, as ADD requires.

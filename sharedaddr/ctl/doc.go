@@ -8,6 +8,14 @@
 // same owner of each address (Owner) and the same weighted consistent-hash
 // dispatch table (Table, Maglev-style).
 //
+// It also holds, per address, a table generation that moves whenever a
+// table of the address changes, and the exceptions of the flows whose
+// bucket moved (EXCEPT, UNEXCEPT): each node reports, for a generation,
+// the flows it holds whose bucket in the new tables is another node, so
+// the owner keeps them where they are, and a new owner has them from the
+// log without asking the nodes to walk again. The reports say which nodes
+// have walked for the present generation.
+//
 // The machine is deterministic: a bad or refused command is answered in
 // its reply with a typed Code, the same on every node, never by failing
 // Apply. It follows the view through rsm.ViewObserver: the membership

@@ -71,6 +71,25 @@ type state struct {
 	addrs     map[Addr]*addrState
 	listeners map[Listener]struct{}
 	leases    map[leaseKey]uint64 // → node
+	// gens is each address's table generation (absent: 0).
+	gens map[Addr]uint64
+	// reports is, per address and node, the generation of the node's
+	// last complete EXCEPT.
+	reports map[reportKey]uint64
+	// excepts sends single flows of an address to a node (→ node);
+	// nexcept counts them per address, for the bound.
+	excepts map[exceptKey]uint64
+	nexcept map[Addr]int
+}
+
+type reportKey struct {
+	addr Addr
+	node uint64
+}
+
+type exceptKey struct {
+	addr Addr
+	flow Flow
 }
 
 // view is the last NEWVIEW's members, oldest first (BornOn, ID).
@@ -107,7 +126,8 @@ type leaseKey struct {
 }
 
 func newState() state {
-	return state{addrs: map[Addr]*addrState{}, listeners: map[Listener]struct{}{}, leases: map[leaseKey]uint64{}}
+	return state{addrs: map[Addr]*addrState{}, listeners: map[Listener]struct{}{}, leases: map[leaseKey]uint64{},
+		gens: map[Addr]uint64{}, reports: map[reportKey]uint64{}, excepts: map[exceptKey]uint64{}, nexcept: map[Addr]int{}}
 }
 
 func refuse(code Code, format string, args ...any) Reply {
@@ -164,12 +184,28 @@ func (m *Machine) apply(tx rsm.Tx, c *Cmd) (Reply, error) {
 			return Reply{}, err
 		}
 		st.addrs[c.Addr] = as
-		return Reply{}, nil
+		// Every ADD is a new generation, even one that leaves the
+		// tables as they were: the nodes walk once more, harmlessly.
+		return Reply{}, m.bumpGen(tx, c.Addr)
 	case OpLease, OpRelease:
 		return m.lease(tx, c, as)
 	}
 	if as == nil {
 		return refuse(NoAddr, "%v: no address %v", c.Op, c.Addr), nil
+	}
+	switch c.Op {
+	case OpExcept, OpUnexcept:
+		return m.except(tx, c)
+	case OpListen, OpUnlisten:
+		before := m.tableInputs(c.Addr)
+		r, err := m.listen(tx, c)
+		if err != nil || r.Code != OK {
+			return r, err
+		}
+		if !equalInputs(before, m.tableInputs(c.Addr)) {
+			return r, m.bumpGen(tx, c.Addr)
+		}
+		return r, nil
 	}
 	switch c.Op {
 	case OpDel:
@@ -183,11 +219,27 @@ func (m *Machine) apply(tx rsm.Tx, c *Cmd) (Reply, error) {
 				return Reply{}, err
 			}
 		}
+		if err := m.dropExcepts(tx, func(k exceptKey, _ uint64) bool { return k.addr == c.Addr },
+			func(k reportKey) bool { return k.addr == c.Addr }); err != nil {
+			return Reply{}, err
+		}
+		if err := tx.Delete(genKey(c.Addr)); err != nil {
+			return Reply{}, err
+		}
+		delete(st.gens, c.Addr)
 		if err := tx.Delete(addrKey(c.Addr)); err != nil {
 			return Reply{}, err
 		}
 		delete(st.addrs, c.Addr)
 		return Reply{}, nil
+	}
+	return refuse(BadField, "unknown op %d", c.Op), nil
+}
+
+// listen applies LISTEN and UNLISTEN of an address that exists.
+func (m *Machine) listen(tx rsm.Tx, c *Cmd) (Reply, error) {
+	st := &m.st
+	switch c.Op {
 	case OpListen, OpUnlisten:
 		if c.Proto != TCP && c.Proto != UDP {
 			return refuse(BadField, "%v: protocol %d", c.Op, c.Proto), nil
@@ -327,10 +379,25 @@ func (m *Machine) ApplyView(tx rsm.Tx, e rsm.Entry, v *events.Membership) (rsm.R
 		return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
 	}
 	m.st.view = nv
+	before := map[Addr][]tableInput{}
+	for a := range m.st.addrs {
+		before[a] = m.tableInputs(a)
+	}
 	for _, l := range m.sortedListeners(func(l Listener) bool { return !nv.has(l.Node) }) {
 		if err := m.unlisten(tx, l); err != nil {
 			return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
 		}
+	}
+	for _, a := range slices.SortedFunc(maps.Keys(m.st.addrs), cmpAddr) {
+		if !equalInputs(before[a], m.tableInputs(a)) {
+			if err := m.bumpGen(tx, a); err != nil {
+				return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
+			}
+		}
+	}
+	if err := m.dropExcepts(tx, func(_ exceptKey, n uint64) bool { return !nv.has(n) },
+		func(k reportKey) bool { return !nv.has(k.node) }); err != nil {
+		return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
 	}
 	for _, k := range m.sortedLeases(func(_ leaseKey, n uint64) bool { return !nv.has(n) }) {
 		if err := m.release(tx, k); err != nil {
@@ -373,6 +440,11 @@ type AddrInfo struct {
 	Owner     uint64 // 0: no view
 	Listeners []Listener
 	Leases    []Lease // slices and ident blocks
+	// Gen is the table generation; Reports, per node, the generation its
+	// last complete EXCEPT was for; Exceptions, in flow order.
+	Gen        uint64
+	Reports    []Report
+	Exceptions []Exception
 }
 
 // Addrs returns every address, in (stack, IP) order.
@@ -383,7 +455,8 @@ func (m *Machine) Addrs() []AddrInfo {
 	for _, a := range slices.SortedFunc(maps.Keys(m.st.addrs), cmpAddr) {
 		as := m.st.addrs[a]
 		ai := AddrInfo{Addr: a, Policy: as.policy, Affinity: as.affinity, Weights: slices.Clone(as.weights),
-			Listeners: m.sortedListeners(func(l Listener) bool { return l.Addr == a })}
+			Listeners: m.sortedListeners(func(l Listener) bool { return l.Addr == a }),
+			Gen:       m.st.gens[a], Reports: m.reportsOf(a), Exceptions: m.exceptionsOf(a)}
 		if len(m.st.view.members) > 0 {
 			ai.Owner = m.st.view.members[0].id
 		}
@@ -461,9 +534,17 @@ func (m *Machine) Table(a Addr, proto uint8, port uint16) []uint64 {
 	if t, ok := m.tables[k]; ok {
 		return t
 	}
+	nodes := m.tableNodes(a, as, k)
+	t := Build(nodes, m.tableSize)
+	m.tables[k] = t
+	return t
+}
+
+// tableNodes returns the nodes and weights table k is built over.
+func (m *Machine) tableNodes(a Addr, as *addrState, k tableKey) []Weight {
 	var nodes []Weight
 	for _, l := range m.sortedListeners(func(l Listener) bool {
-		return l.Addr == a && l.Proto == proto && (k.port == 0 || l.Port == port)
+		return l.Addr == a && l.Proto == k.proto && (k.port == 0 || l.Port == k.port)
 	}) {
 		w := uint32(DefaultWeight)
 		if i, ok := slices.BinarySearchFunc(as.weights, l.Node, func(w Weight, n uint64) int { return cmp.Compare(w.Node, n) }); ok {
@@ -475,10 +556,7 @@ func (m *Machine) Table(a Addr, proto uint8, port uint16) []uint64 {
 	}
 	slices.SortFunc(nodes, func(a, b Weight) int { return cmp.Compare(a.Node, b.Node) })
 	// Sticky-wild: a node listening on several ports counts once.
-	nodes = slices.CompactFunc(nodes, func(a, b Weight) bool { return a.Node == b.Node })
-	t := Build(nodes, m.tableSize)
-	m.tables[k] = t
-	return t
+	return slices.CompactFunc(nodes, func(a, b Weight) bool { return a.Node == b.Node })
 }
 
 // Lookup returns the node a new flow from client to port of the address

@@ -126,6 +126,12 @@ func (n *node) stateText() string {
 			}
 			fmt.Fprintf(&b, "  %v%s %d [%d-%d] node %d\n", l.Kind, p, l.Index, l.First, l.Last, l.Node)
 		}
+		if a.Gen != 0 || len(a.Reports) > 0 {
+			fmt.Fprintf(&b, "  gen %d reports %v\n", a.Gen, a.Reports)
+		}
+		for _, e := range a.Exceptions {
+			fmt.Fprintf(&b, "  except %s/%d %v node %d\n", protoText(e.Proto), e.Port, e.Client, e.Node)
+		}
 	}
 	for _, l := range n.m.SPILeases() {
 		fmt.Fprintf(&b, "stack %#x spi %d [%#x-%#x] node %d\n", l.Stack, l.Index, l.First, l.Last, l.Node)
@@ -148,6 +154,10 @@ func parseCmd(t *testing.T, d *datadriven.TestData) ctl.Cmd {
 		c.Op = ctl.OpLease
 	case "release":
 		c.Op = ctl.OpRelease
+	case "except":
+		c.Op = ctl.OpExcept
+	case "unexcept":
+		c.Op = ctl.OpUnexcept
 	default:
 		d.Fatalf(t, "unknown command %q", d.Cmd)
 	}
@@ -217,6 +227,26 @@ func parseCmd(t *testing.T, d *datadriven.TestData) ctl.Cmd {
 			}
 		case "index":
 			c.Index = uint16(num())
+		case "gen":
+			c.Gen = num()
+		case "partial":
+			c.Partial = true
+		case "flows":
+			// flows=(tcp/80/192.0.2.1:5000,...)
+			for _, f := range a.Vals {
+				parts := strings.SplitN(f, "/", 3)
+				if len(parts) != 3 {
+					d.Fatalf(t, "flow %q", f)
+				}
+				fl := ctl.Flow{Proto: ctl.TCP, Client: netip.MustParseAddrPort(parts[2])}
+				if parts[0] == "udp" {
+					fl.Proto = ctl.UDP
+				}
+				p, _ := strconv.ParseUint(parts[1], 10, 16)
+				fl.Port = uint16(p)
+				c.Flows = append(c.Flows, fl)
+			}
+			c.Flows = ctl.SortFlows(c.Flows)
 		default:
 			d.Fatalf(t, "unknown argument %q", a.Key)
 		}

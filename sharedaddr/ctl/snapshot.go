@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/corralhq/corral/rsm"
@@ -20,7 +21,13 @@ const (
 	prefixAddr     = 'a'
 	prefixListener = 'n'
 	prefixLease    = 'l'
+	prefixGen      = 'g'
+	prefixReport   = 'r'
+	prefixExcept   = 'x'
 )
+
+// prefixes is the key space's order: an address before what refers to it.
+var prefixes = []byte{'v', prefixAddr, prefixGen, prefixListener, prefixLease, prefixReport, prefixExcept}
 
 func appendKeyAddr(b []byte, a Addr) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.Stack)
@@ -44,6 +51,21 @@ func leaseTxKey(k leaseKey) []byte {
 	b := appendKeyAddr([]byte{prefixLease, byte(k.kind)}, k.addr)
 	b = append(b, k.proto)
 	return binary.BigEndian.AppendUint16(b, k.index)
+}
+
+func genKey(a Addr) []byte { return appendKeyAddr([]byte{prefixGen}, a) }
+
+func reportTxKey(k reportKey) []byte {
+	return binary.BigEndian.AppendUint64(appendKeyAddr([]byte{prefixReport}, k.addr), k.node)
+}
+
+func exceptTxKey(k exceptKey) []byte {
+	b := appendKeyAddr([]byte{prefixExcept}, k.addr)
+	b = append(b, k.flow.Proto)
+	b = binary.BigEndian.AppendUint16(b, k.flow.Port)
+	ip := k.flow.Client.Addr().As16()
+	b = append(b, ip[:]...)
+	return binary.BigEndian.AppendUint16(b, k.flow.Client.Port())
 }
 
 func leaseValue(node uint64) []byte { return binary.LittleEndian.AppendUint64(nil, node) }
@@ -141,6 +163,48 @@ func (st *state) decode(k, v []byte) error {
 		}
 		st.leases[lk] = node
 		return nil
+	case k[0] == prefixGen:
+		a := keyAddr(kr)
+		g := vr.u64()
+		if err := errors.Join(kr.end(), vr.end()); err != nil {
+			return err
+		}
+		if st.addrs[a] == nil {
+			return fmt.Errorf("%w: generation of no address %v", ErrField, a)
+		}
+		st.gens[a] = g
+		return nil
+	case k[0] == prefixReport:
+		rk := reportKey{addr: keyAddr(kr)}
+		rk.node = binary.BigEndian.Uint64(kr.take(8))
+		g := vr.u64()
+		if err := errors.Join(kr.end(), vr.end()); err != nil {
+			return err
+		}
+		if st.addrs[rk.addr] == nil {
+			return fmt.Errorf("%w: report of no address %v", ErrField, rk.addr)
+		}
+		st.reports[rk] = g
+		return nil
+	case k[0] == prefixExcept:
+		ek := exceptKey{addr: keyAddr(kr)}
+		ek.flow.Proto = kr.u8()
+		ek.flow.Port = binary.BigEndian.Uint16(kr.take(2))
+		ip := kr.ip()
+		ek.flow.Client = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(kr.take(2)))
+		node := vr.u64()
+		if err := errors.Join(kr.end(), vr.end()); err != nil {
+			return err
+		}
+		if st.addrs[ek.addr] == nil || !ip.IsValid() || (ek.flow.Proto != TCP && ek.flow.Proto != UDP) || ek.flow.Port == 0 {
+			return fmt.Errorf("%w: exception record %x", ErrField, k)
+		}
+		if st.nexcept[ek.addr] >= MaxExceptions {
+			return fmt.Errorf("%w: more than %d exceptions of %v", ErrField, MaxExceptions, ek.addr)
+		}
+		st.excepts[ek] = node
+		st.nexcept[ek.addr]++
+		return nil
 	}
 	return fmt.Errorf("%w: key %x", ErrField, k)
 }
@@ -166,7 +230,7 @@ func (m *Machine) Load(tx rsm.Tx) error {
 // scanAll visits the key space in the order decode needs: the view and
 // the addresses before the listeners and leases that refer to them.
 func scanAll(tx rsm.Tx, fn func(k, v []byte) error) error {
-	for _, p := range []byte{'v', prefixAddr, prefixListener, prefixLease} {
+	for _, p := range prefixes {
 		if err := tx.Scan([]byte{p}, fn); err != nil {
 			return err
 		}
@@ -175,7 +239,12 @@ func scanAll(tx rsm.Tx, fn func(k, v []byte) error) error {
 }
 
 // Snapshot magic and layout (SPEC.md, "Snapshot").
-var snapMagic = [4]byte{'C', 'S', 'A', Version}
+// SnapshotVersion is the snapshot's version (the magic's last byte): 2
+// added generations, reports and exceptions. A version 1 snapshot, which
+// holds none, still restores.
+const SnapshotVersion = 2
+
+var snapMagic = [4]byte{'C', 'S', 'A', SnapshotVersion}
 
 // Snapshot implements rsm.Machine: the magic, then every record of the
 // key space as (key length u16, key, value length u32, value) in
@@ -207,9 +276,10 @@ type KV struct{ Key, Value []byte }
 // ParseSnapshot decodes and checks a snapshot: its records, in order,
 // each a valid record of the key space.
 func ParseSnapshot(b []byte) ([]KV, error) {
-	if len(b) < 4+2+4 || [4]byte(b[:4]) != snapMagic {
+	if len(b) < 4+2+4 || [3]byte(b[:3]) != [3]byte(snapMagic[:3]) || b[3] < 1 || b[3] > SnapshotVersion {
 		return nil, fmt.Errorf("%w: no magic", ErrSnapshot)
 	}
+	v1 := b[3] == 1
 	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
 		return nil, fmt.Errorf("%w: CRC mismatch", ErrSnapshot)
@@ -230,6 +300,9 @@ func ParseSnapshot(b []byte) ([]KV, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrSnapshot, r.err)
 		}
+		if v1 && (k[0] == prefixGen || k[0] == prefixReport || k[0] == prefixExcept) {
+			return nil, fmt.Errorf("%w: version 1 has no key %x", ErrSnapshot, k)
+		}
 		if len(kvs) > 0 && kvOrder(kvs[len(kvs)-1].Key, k) >= 0 {
 			return nil, fmt.Errorf("%w: records out of order", ErrSnapshot)
 		}
@@ -246,7 +319,7 @@ func ParseSnapshot(b []byte) ([]KV, error) {
 
 // kvOrder compares keys in scanAll's order: by prefix rank, then bytes.
 func kvOrder(a, b []byte) int {
-	rank := func(k []byte) int { return bytes.IndexByte([]byte{'v', prefixAddr, prefixListener, prefixLease}, k[0]) }
+	rank := func(k []byte) int { return bytes.IndexByte(prefixes, k[0]) }
 	if ra, rb := rank(a), rank(b); ra != rb {
 		return ra - rb
 	}
