@@ -51,6 +51,13 @@ type saLab struct {
 	client int
 }
 
+// steadyMembership are agent flags for tests of the data path that are
+// not about failure detection: a heartbeat timeout of 2 s, so a host
+// starved of CPU for half a second (heartbeats here wake up to 0.5 s late
+// under load) is not taken for dead, and the table does not change under
+// the test.
+var steadyMembership = []string{"--heartbeat-timeout", "2s"}
+
 func newSALab(t *testing.T, extra ...string) *saLab {
 	t.Helper()
 	needRoot(t)
@@ -506,7 +513,7 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 // connections split 1:1:1; weights 2:1:1 set online give the new split,
 // and held connections keep going.
 func TestSharedAddrSplit(t *testing.T) {
-	l := newSALab(t)
+	l := newSALab(t, steadyMembership...)
 	l.waitOneMAC(1, 10*time.Second)
 	if got := l.arpAnswers(500 * time.Millisecond); len(got) != 1 || !got[1] {
 		t.Fatalf("ARP answered by hosts %v, want h1 alone", got)
@@ -625,7 +632,7 @@ func (l *saLab) exceptions(h int) int {
 // it, the held ones keep working through exceptions to n2, and once they
 // close the exceptions go.
 func TestSharedAddrUnlistenDrains(t *testing.T) {
-	l := newSALab(t)
+	l := newSALab(t, steadyMembership...)
 	l.waitOneMAC(1, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
