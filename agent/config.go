@@ -40,7 +40,10 @@ type Config struct {
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
 	// ResumeWindow is how long the transactions over a lost peer link
 	// wait for it to reconnect and resume (mesh.Config.ResumeWindow); 0
-	// turns resume off.
+	// turns resume off. Off by default: with sessions on, a dial race
+	// between two agents (each configured with the other) now and then
+	// leaves the surviving link without the routes of its first frames,
+	// and a node joining at the end of a line never gets a view.
 	ResumeWindow time.Duration `toml:"resume-window"`
 	// CallbackTimeout bounds how long the node-wide dispatch of client
 	// protocol v3 waits for a client's DONE of an event; a later client
@@ -121,7 +124,6 @@ func Defaults() Config {
 		DeadAfter:     transport.DefaultHeartbeatTimeout,
 		Handshake:     transport.DefaultHandshakeTimeout,
 		ReconnectMax:  2 * time.Second,
-		ResumeWindow:  mesh.DefaultResumeWindow,
 		Tick:          25 * time.Millisecond,
 		ElectionTicks: 10,
 		MaxVoters:     5,

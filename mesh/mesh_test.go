@@ -80,6 +80,12 @@ func listeners(t *testing.T, n int) []net.Listener {
 // records frames of opcodes 0x0100..0x01FF.
 func start(t *testing.T, id uint64, ln net.Listener, peers []string) *testNode {
 	t.Helper()
+	return startCfg(t, id, ln, peers, nil)
+}
+
+// startCfg is start with tweak applied to the configuration first.
+func startCfg(t *testing.T, id uint64, ln net.Listener, peers []string, tweak func(*Config)) *testNode {
+	t.Helper()
 	n := &testNode{done: make(chan struct{})}
 	cfg := Config{
 		Self:     id,
@@ -95,6 +101,9 @@ func start(t *testing.T, id uint64, ln net.Listener, peers []string) *testNode {
 			n.events = append(n.events, ev)
 			n.mu.Unlock()
 		},
+	}
+	if tweak != nil {
+		tweak(&cfg)
 	}
 	n.m = New(cfg)
 	n.m.Handle(0x0100, 0x01FF, func(l *transport.Link, f *proto.Frame) error {

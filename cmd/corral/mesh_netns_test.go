@@ -239,7 +239,7 @@ func scrapeIn(t *testing.T, lab *netlab.Lab, i int) map[string]float64 {
 func TestMeshRingResetResumes(t *testing.T) {
 	needRoot(t)
 	lab := netlab.Ring(t, 5)
-	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s", "--resume-window", "1s")
 	inst, _ := nodes[0].waitView(ids(nodes), 10*time.Second)
 	before := map[int]map[string]float64{1: scrapeIn(t, lab, 1), 2: scrapeIn(t, lab, 2)}
 	if n := lab.ResetEdge(1, 2); n == 0 {
