@@ -215,6 +215,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 			a.mesh.Handle(lo, hi, p.ServePeer)
 		}
 	}
+	a.serveEchoOn(a.mesh)
 	if cfg.ForceNewCluster {
 		if err := a.forceNewCluster(); err != nil {
 			return nil, err

@@ -127,6 +127,9 @@ func (a *Agent) handleAdmin(l *transport.Link, f *proto.Frame) error {
 	if f.Opcode == admin.OpRemove {
 		return a.adminRemove(ctx, l, f)
 	}
+	if f.Opcode == admin.OpMeshEcho {
+		return a.adminMeshEcho(l, f)
+	}
 	if len(f.Body) != 0 {
 		return abort(proto.CodeField, admin.Ops().Name(f.Opcode)+" request takes no body")
 	}

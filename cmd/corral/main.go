@@ -17,7 +17,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), routesCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), groupCmd(), operatorCmd(), removeCmd("force-leave"), pntadmCmd(), dhtadmCmd(), dsvcCmd(), dhcpCmd(), addrCmd())
+	root.AddCommand(agentCmd(), keygenCmd(), membersCmd(), routesCmd(), versionCmd(), joinCmd(), leaveCmd(), eventsCmd(), groupCmd(), operatorCmd(), removeCmd("force-leave"), pntadmCmd(), dhtadmCmd(), dsvcCmd(), dhcpCmd(), addrCmd(), meshCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "corral:", err)
 		var xe *exitError // the data-service tools' Solaris exit statuses

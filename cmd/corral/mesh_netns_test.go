@@ -6,7 +6,10 @@ package main
 // hop through the mesh's routes. Needs root (network namespaces).
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -200,7 +203,8 @@ func routesMasked(table string) string {
 	return out
 }
 
-// scrapeIn reads host i's agent metrics (served inside the host on
+// scrapeIn reads host i's agent metrics (counters and gauges without
+// labels) (served inside the host on
 // :9100) from within the host's namespace.
 func scrapeIn(t *testing.T, lab *netlab.Lab, i int) map[string]float64 {
 	t.Helper()
@@ -222,8 +226,12 @@ func scrapeIn(t *testing.T, lab *netlab.Lab, i int) map[string]float64 {
 	out := map[string]float64{}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
-			if len(m.GetLabel()) == 0 && m.Counter != nil {
+			switch {
+			case len(m.GetLabel()) != 0:
+			case m.Counter != nil:
 				out[name] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[name] = m.Gauge.GetValue()
 			}
 		}
 	}
@@ -266,5 +274,202 @@ func TestMeshRingResetResumes(t *testing.T) {
 		if got, _ := nd.waitView(ids(nodes), 10*time.Second); got != inst {
 			t.Errorf("n%d: view %d after the reset, want %d", nd.id, got, inst)
 		}
+	}
+}
+
+// echoRun is a corral mesh echo running against one node's agent.
+type echoRun struct {
+	cmd           *exec.Cmd
+	stdout, stder bytes.Buffer
+	err           error         // the command's, once done is closed
+	done          chan struct{} // closed when the command has exited
+}
+
+// startEcho starts corral mesh echo on nd with args; the test's end
+// kills it if it is still running.
+func startEcho(t *testing.T, nd *node, args ...string) *echoRun {
+	t.Helper()
+	e := &echoRun{done: make(chan struct{})}
+	e.cmd = exec.Command(binary, append([]string{"mesh", "echo", "--data-dir", nd.dir}, args...)...)
+	e.cmd.Stdout, e.cmd.Stderr = &e.stdout, &e.stder
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("corral mesh echo on n%d: %v", nd.id, err)
+	}
+	go func() {
+		e.err = e.cmd.Wait()
+		close(e.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-e.done:
+		default:
+			e.cmd.Process.Kill()
+			<-e.done
+		}
+	})
+	return e
+}
+
+func (e *echoRun) running() bool {
+	select {
+	case <-e.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// wait waits for the echo's end and returns its exit status.
+func (e *echoRun) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-e.done:
+	case <-time.After(within):
+		t.Fatalf("corral mesh echo still running after %v", within)
+	}
+	var xe *exec.ExitError
+	switch {
+	case e.err == nil:
+		return 0
+	case errors.As(e.err, &xe):
+		return xe.ExitCode()
+	}
+	t.Fatalf("corral mesh echo: %v", e.err)
+	return -1
+}
+
+// result decodes the --json summary of an ended echo.
+func (e *echoRun) result(t *testing.T) echoJSON {
+	t.Helper()
+	var j echoJSON
+	if err := json.Unmarshal(e.stdout.Bytes(), &j); err != nil {
+		t.Fatalf("corral mesh echo --json: %v\nstdout: %s\nstderr: %s", err, e.stdout.String(), e.stder.String())
+	}
+	return j
+}
+
+// waitCounter waits until counter name of host i reaches at least want.
+func waitCounter(t *testing.T, lab *netlab.Lab, i int, name string, want float64, within time.Duration) map[string]float64 {
+	t.Helper()
+	var m map[string]float64
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m = scrapeIn(t, lab, i); m[name] >= want {
+			return m
+		}
+	}
+	t.Fatalf("n%d: %s is %v after %v, want at least %v", i, name, m[name], within, want)
+	return nil
+}
+
+const (
+	metricOpenTx    = "corral_mesh_open_transactions"
+	metricHopLimit  = "corral_mesh_hop_limit_drops_total"
+	metricLinkFails = "corral_mesh_linkfails_total"
+	metricResumes   = "corral_mesh_resumes_total"
+	metricResumeErr = "corral_mesh_resume_failures_total"
+)
+
+// A stream through four relays on a line of 5: every frame comes back
+// once, in order, and in steady state no frame ever meets the hop limit
+// (the routes have no loop for it to break).
+func TestMeshEchoLine(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Line(t, 5)
+	// A removal delay: with none, a route that flaps while the line
+	// forms can have a joining node removed and joining again.
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
+	e := startEcho(t, nodes[0], "--to", "5", "--count", "3000", "--interval", "1ms", "--json")
+	code := e.wait(t, 90*time.Second)
+	j := e.result(t)
+	if code != 0 || !j.OK || j.Sent != 3000 || j.Received != 3000 || j.Lost != 0 || j.OutOfOrder != 0 || j.Duplicates != 0 || j.Code != 0 {
+		t.Fatalf("echo 1 -> 5 on a line: exit %d, %+v\nstderr: %s", code, j, e.stder.String())
+	}
+	t.Logf("echo 1 -> 5: %+v", j)
+	for i := 1; i <= 5; i++ {
+		// The ends and every relay let the transaction go.
+		waitGauge(t, lab, i, metricOpenTx, 0, 10*time.Second)
+		m := scrapeIn(t, lab, i)
+		if v, ok := m[metricHopLimit]; !ok || v != 0 {
+			t.Errorf("n%d: %s = %v (exported %v), want 0 in steady state", i, metricHopLimit, v, ok)
+		}
+	}
+}
+
+// waitGauge waits until gauge name of host i is want.
+func waitGauge(t *testing.T, lab *netlab.Lab, i int, name string, want float64, within time.Duration) {
+	t.Helper()
+	var m map[string]float64
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m = scrapeIn(t, lab, i); m[name] == want {
+			return
+		}
+	}
+	t.Fatalf("n%d: %s is %v after %v, want %v", i, name, m[name], within, want)
+}
+
+// A stream across a link that is reset (both ends see a reset) resumes
+// within the window: on a ring of 5, an echo 1 -> 3 through node 2, the
+// edge 1-2 reset mid-stream, completes with nothing lost, duplicated or
+// reordered, and both ends of the edge count a resume.
+func TestMeshEchoRingResetResumes(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Ring(t, 5)
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
+	before := map[int]map[string]float64{1: scrapeIn(t, lab, 1), 2: scrapeIn(t, lab, 2)}
+	e := startEcho(t, nodes[0], "--to", "3", "--count", "5000", "--interval", "1ms", "--json")
+	// The stream goes through node 2 (1-2-3 is the shorter way round).
+	waitCounter(t, lab, 2, metricOpenTx, 1, 30*time.Second)
+	if !e.running() {
+		t.Fatalf("the echo ended before the reset: %s %s", e.stdout.String(), e.stder.String())
+	}
+	if n := lab.ResetEdge(1, 2); n == 0 {
+		t.Fatal("ResetEdge(1, 2) closed no socket: the kernel lacks SOCK_DESTROY")
+	}
+	code := e.wait(t, 90*time.Second)
+	j := e.result(t)
+	if code != 0 || !j.OK || j.Sent != 5000 || j.Received != 5000 || j.Lost != 0 || j.OutOfOrder != 0 || j.Duplicates != 0 || j.Code != 0 {
+		t.Fatalf("echo 1 -> 3 across a reset: exit %d, %+v\nstderr: %s", code, j, e.stder.String())
+	}
+	t.Logf("echo 1 -> 3 across a reset: %+v", j)
+	for _, i := range []int{1, 2} {
+		m := waitCounter(t, lab, i, metricResumes, before[i][metricResumes]+1, 10*time.Second)
+		if f := m[metricResumeErr] - before[i][metricResumeErr]; f != 0 {
+			t.Errorf("n%d: %v resume failures after one reset", i, f)
+		}
+		if l := m[metricLinkFails] - before[i][metricLinkFails]; l != 0 {
+			t.Errorf("n%d: %v transactions failed by the reset", i, l)
+		}
+	}
+}
+
+// A stream whose only path is cut silently, past the resume window, ends
+// with LINKFAIL at both ends: node 1's corral mesh echo exits 1 naming
+// LINKFAIL (code 44), and node 5, the other end and an end of the cut
+// link, counts the transaction it failed.
+func TestMeshEchoLineCutLinkFail(t *testing.T) {
+	needRoot(t)
+	lab := netlab.Line(t, 5)
+	// No removal while node 5 is cut off: its agent keeps running and
+	// answering scrapes.
+	// Node 5, cut off, cannot hear of its removal: its agent keeps
+	// running and answering scrapes.
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
+	before5 := scrapeIn(t, lab, 5)
+	e := startEcho(t, nodes[0], "--to", "5", "--count", "60000", "--interval", "1ms")
+	waitCounter(t, lab, 4, metricOpenTx, 1, 30*time.Second)
+	if !e.running() {
+		t.Fatalf("the echo ended before the cut: %s %s", e.stdout.String(), e.stder.String())
+	}
+	lab.CutEdge(4, 5)
+	defer lab.RestoreEdge(4, 5)
+	// The heartbeat timeout plus the resume window, well within a minute.
+	code := e.wait(t, 60*time.Second)
+	if code != 1 || !strings.Contains(e.stder.String(), "code 44, LINKFAIL") || !strings.Contains(e.stdout.String(), "echo to node 5: sent") {
+		t.Fatalf("echo 1 -> 5 over a cut: exit %d, want 1 naming LINKFAIL (code 44)\nstdout: %s\nstderr: %s", code, e.stdout.String(), e.stder.String())
+	}
+	t.Logf("echo 1 -> 5 over a cut: %s%s", e.stdout.String(), e.stder.String())
+	m := waitCounter(t, lab, 5, metricLinkFails, before5[metricLinkFails]+1, 10*time.Second)
+	if n := m[metricLinkFails] - before5[metricLinkFails]; n != 1 {
+		t.Errorf("n5 counted %v LINKFAILs, want 1: the echo's transaction", n)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 4
+	MaxVersion uint8 = 5
 )
 
 // Specification constants: opcodes.
@@ -31,6 +31,8 @@ const (
 	OpAddrAdd  uint16 = 0x0013 // request: AddrAdd; reply: empty, once applied
 	OpAddrDel  uint16 = 0x0014 // request: AddrDel; reply: empty, once applied
 	OpAddrList uint16 = 0x0015 // request: empty; reply: AddrList
+	// Since version 5: a stream echo through the mesh (meshecho.go).
+	OpMeshEcho uint16 = 0x0016 // request: MeshEcho; reply: MeshEchoResult, once the stream ended
 
 	// 0x0100–0x01FF: membership
 	OpView  uint16 = 0x0100 // request: empty; reply: ViewInfo
@@ -56,6 +58,7 @@ var ops = proto.NewOpSet(proto.ProtoAdmin, MinVersion, MaxVersion, map[uint16]pr
 	OpAddrAdd:   {Name: "ADDR_ADD", Since: 4},
 	OpAddrDel:   {Name: "ADDR_DEL", Since: 4},
 	OpAddrList:  {Name: "ADDR_LIST", Since: 4},
+	OpMeshEcho:  {Name: "MESH_ECHO", Since: 5},
 	OpView:      {Name: "VIEW", Since: 1},
 	OpJoin:      {Name: "JOIN", Since: 1},
 	OpLeave:     {Name: "LEAVE", Since: 1},

@@ -129,6 +129,12 @@ func receive(b []byte) (proto.Frame, any, error) {
 	case f.Opcode == admin.OpAddrList && isReply:
 		rows, err := admin.ParseAddrList(f.Body)
 		return f, rows, err
+	case f.Opcode == admin.OpMeshEcho && !isReply:
+		e, err := admin.ParseMeshEcho(f.Body)
+		return f, e, err
+	case f.Opcode == admin.OpMeshEcho && isReply:
+		m, err := admin.ParseMeshEchoResult(f.Body)
+		return f, m, err
 	case f.Opcode == admin.OpJoin && !isReply:
 		j, err := admin.ParseJoinRequest(f.Body)
 		return f, j, err
@@ -303,7 +309,7 @@ func vectors() []wiretest.Vector {
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors()))
+	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), meshEchoVectors()))
 }
 
 func TestOps(t *testing.T) {
@@ -419,7 +425,7 @@ func FuzzParseVersionInfo(f *testing.F) {
 
 // FuzzReceiveAdmin runs the admin receive path over one frame.
 func FuzzReceiveAdmin(f *testing.F) {
-	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors()) {
+	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), meshEchoVectors()) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
 			f.Add(v.Data) // every admin frame vector (see the names in testdata/)
 		}
