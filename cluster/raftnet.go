@@ -53,10 +53,6 @@ const queueWait = time.Millisecond
 
 func (s *sender) Send(msgs []*raftpb.Message) {
 	c := s.c
-	// One deadline for the messages of a call, renewed when it passed: a
-	// timer per message cost more than the marshalling.
-	var w queueDeadline
-	defer w.stop()
 	for _, m := range msgs {
 		to := c.nodeOf(m.GetTo())
 		body, err := marshalOpts.MarshalAppend(s.buf[:0], m)
@@ -73,7 +69,12 @@ func (s *sender) Send(msgs []*raftpb.Message) {
 		}
 		if err == nil {
 			f := proto.Frame{Header: proto.Header{Opcode: peer.OpRaft, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
-			err = c.cfg.Mesh.Send(w.get(), to, &f)
+			// Each message its own wait: one deadline shared by a call's
+			// messages dropped the later ones (raft then probes, and
+			// batches less).
+			ctx, cancel := context.WithTimeout(context.Background(), queueWait)
+			err = c.cfg.Mesh.Send(ctx, to, &f)
+			cancel()
 		}
 		if err != nil {
 			s.l.node.ReportUnreachable(m.GetTo())
@@ -85,27 +86,6 @@ func (s *sender) Send(msgs []*raftpb.Message) {
 	if cap(s.buf) > maxSendBuf {
 		// One big message must not pin its buffer for the life.
 		s.buf = nil
-	}
-}
-
-// queueDeadline is a context that ends queueWait after it was made,
-// made again once it has ended.
-type queueDeadline struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func (w *queueDeadline) get() context.Context {
-	if w.ctx == nil || w.ctx.Err() != nil {
-		w.stop()
-		w.ctx, w.cancel = context.WithTimeout(context.Background(), queueWait)
-	}
-	return w.ctx
-}
-
-func (w *queueDeadline) stop() {
-	if w.cancel != nil {
-		w.cancel()
 	}
 }
 
