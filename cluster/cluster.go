@@ -414,7 +414,7 @@ func (c *Cluster) openLife(found, fresh bool, replayed uint64) (*life, error) {
 		ID:             inc,
 		Storage:        l.store,
 		Applier:        applier{c: c, l: l},
-		Sender:         sender{c: c, l: l},
+		Sender:         &sender{c: c, l: l},
 		Logger:         c.log.With("subsystem", "clusterlog.raft"),
 		Peers:          peers,
 		TickInterval:   c.cfg.Tick,

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -40,23 +41,38 @@ type stepMsg struct {
 type sender struct {
 	c *Cluster
 	l *life
+	// buf is the marshalling buffer, reused from message to message: the
+	// transport copies a frame's body before Mesh.Send returns. Only the
+	// raft loop touches it.
+	buf []byte
 }
 
-func (s sender) Send(msgs []*raftpb.Message) {
+// queueWait bounds how long Send waits for room in a peer's send queue
+// before it drops a message (raft sends it again).
+const queueWait = time.Millisecond
+
+func (s *sender) Send(msgs []*raftpb.Message) {
 	c := s.c
 	for _, m := range msgs {
 		to := c.nodeOf(m.GetTo())
-		body, err := gproto.Marshal(m)
+		body, err := marshalOpts.MarshalAppend(s.buf[:0], m)
+		if err == nil {
+			s.buf = body[:0]
+		}
 		if err == nil && to == 0 {
 			err = mesh.ErrNoRoute
 		}
 		if err == nil && (m.GetType() == raftpb.MsgSnap || len(body) > chunkAbove) {
-			s.sendLarge(to, m, body)
+			// Sent from a goroutine: not the shared buffer.
+			s.sendLarge(to, m, bytes.Clone(body))
 			continue
 		}
 		if err == nil {
 			f := proto.Frame{Header: proto.Header{Opcode: peer.OpRaft, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			// Each message its own wait: one deadline shared by a call's
+			// messages dropped the later ones (raft then probes, and
+			// batches less).
+			ctx, cancel := context.WithTimeout(context.Background(), queueWait)
 			err = c.cfg.Mesh.Send(ctx, to, &f)
 			cancel()
 		}
@@ -67,11 +83,20 @@ func (s sender) Send(msgs []*raftpb.Message) {
 			}
 		}
 	}
+	if cap(s.buf) > maxSendBuf {
+		// One big message must not pin its buffer for the life.
+		s.buf = nil
+	}
 }
+
+// maxSendBuf is the largest marshalling buffer a sender keeps.
+const maxSendBuf = 2 << 20
+
+var marshalOpts = gproto.MarshalOptions{}
 
 // sendLarge sends one message in RAFTCHUNK pieces from a goroutine, and
 // reports a snapshot's fate to raft.
-func (s sender) sendLarge(to uint64, m *raftpb.Message, body []byte) {
+func (s *sender) sendLarge(to uint64, m *raftpb.Message, body []byte) {
 	c := s.c
 	if !c.running.Load() {
 		s.l.node.ReportSnapshot(m.GetTo(), false)

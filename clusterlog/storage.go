@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -684,16 +685,35 @@ func (b *Batch) deleteEntries(lo, hi uint64) error {
 	if lo == 0 {
 		lo = 1
 	}
+	if hi < lo {
+		return nil
+	}
 	c := b.entries().Cursor()
-	// Seek again after each delete: a bbolt cursor's position after
-	// Delete is not the next key.
-	for k, _ := c.Seek(entryKey(lo, 0)); k != nil; k, _ = c.Seek(k) {
-		if len(k) < indexKeyLen || binary.BigEndian.Uint64(k) > hi {
+	// One pass backwards from hi, without a seek per key: after Delete a
+	// bbolt cursor's next element depends on whether its leaf was read into
+	// a node (Next may skip a key), but the previous one is the same
+	// either way.
+	var k []byte
+	if hi == math.MaxUint64 {
+		k, _ = c.Last()
+	} else if k, _ = c.Seek(entryKey(hi+1, 0)); k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	for ; k != nil; k, _ = c.Prev() {
+		if len(k) < indexKeyLen {
+			continue
+		}
+		i := binary.BigEndian.Uint64(k)
+		if i < lo {
 			return nil
 		}
-		k = bytes.Clone(k)
+		if i > hi {
+			continue
+		}
 		if err := c.Delete(); err != nil {
-			return fmt.Errorf("clusterlog: delete entry %d: %w", binary.BigEndian.Uint64(k), err)
+			return fmt.Errorf("clusterlog: delete entry %d: %w", i, err)
 		}
 	}
 	return nil

@@ -87,14 +87,15 @@ func (s *Service) batcher(ctx context.Context) {
 		}
 		s.nextN++
 		h := Header{Node: s.deps.Self, Run: s.run, N: s.nextN}
-		buf, err := AppendBatch(make([]byte, 0, size), h, cmds)
+		// Headroom for the envelopes: an owned proposal copies nothing.
+		buf, err := AppendBatch(make([]byte, rsm.RequestHeadroom, rsm.RequestHeadroom+size), h, cmds)
 		clear(cmds) // drop payload references
 		if err != nil {
 			// The handlers validate what they queue: a bug. The number is
 			// still used, by an empty batch, so that the next ones apply.
 			s.log.Error("cannot encode a batch", "commands", len(batch), "err", err.Error())
 			finish(batch, nil, proto.Errorf(proto.CodeField, "%s", err.Error()))
-			buf, batch = mustEmpty(h), nil
+			buf, batch = append(make([]byte, rsm.RequestHeadroom), mustEmpty(h)...), nil
 		}
 		s.wg.Go(func() {
 			defer func() { <-slots }()
@@ -127,12 +128,24 @@ func finish(batch []*pending, results []CmdResult, err error) {
 // leader) is proposed again under the same request id, which the log
 // applies once; a batch the machine refuses as out of order (it overtook a
 // lost one) is proposed again under a new one, since it had no effect.
-func (s *Service) proposeBatch(ctx context.Context, h Header, buf []byte, batch []*pending) {
+//
+// full is the batch after rsm.RequestHeadroom free bytes. The first attempt
+// hands it to the log without a copy when the proposer can take it; later
+// ones propose a copy of the batch (the log may hold the first).
+func (s *Service) proposeBatch(ctx context.Context, h Header, full []byte, batch []*pending) {
+	buf := full[rsm.RequestHeadroom:]
 	req := s.prop.NextRequest()
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.Attempt)
-		_, reply, err := s.prop.ProposeRequest(actx, rsm.Groups, req, buf)
+		var reply []byte
+		var err error
+		if op, ok := s.prop.(ownedProposer); ok && full != nil {
+			_, reply, err = op.ProposeRequestOwned(actx, rsm.Groups, req, full)
+			full = nil
+		} else {
+			_, reply, err = s.prop.ProposeRequest(actx, rsm.Groups, req, buf)
+		}
 		cancel()
 		if err == nil {
 			results, refused, perr := ParseReply(reply)
@@ -183,7 +196,7 @@ func (s *Service) proposeBatch(ctx context.Context, h Header, buf []byte, batch 
 			// in the order with an empty batch so the next ones apply.
 			s.log.Error("the log refused a group batch", "n", h.N, "err", err.Error())
 			finish(batch, nil, proto.Errorf(proto.CodeField, "the log refused the batch: %s", err.Error()))
-			buf, batch, req = mustEmpty(h), nil, s.prop.NextRequest()
+			buf, batch, req, full = mustEmpty(h), nil, s.prop.NextRequest(), nil
 			continue
 		}
 		// No leader, a lost proposal, a new life: the same request again.
@@ -195,6 +208,12 @@ func (s *Service) proposeBatch(ctx context.Context, h Header, buf []byte, batch 
 			return
 		}
 	}
+}
+
+// ownedProposer is a proposer that takes a batch without copying it
+// (rsm.NodeProposer).
+type ownedProposer interface {
+	ProposeRequestOwned(ctx context.Context, id rsm.ID, request uint64, buf []byte) (uint64, []byte, error)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -67,6 +67,34 @@ func (p *NodeProposer) ProposeRequest(ctx context.Context, id ID, request uint64
 	return n.ProposeOwned(ctx, data)
 }
 
+// RequestHeadroom is how many bytes ProposeRequestOwned needs free in
+// front of the command: the log's envelope and the machine's.
+const RequestHeadroom = clusterlog.ProposeHeadroom + EnvelopeHeaderLen
+
+// ProposeRequestOwned is ProposeRequest for the command in
+// buf[RequestHeadroom:], without copying it: the log owns buf from the call
+// on (both envelopes are written into the headroom, the command is kept as
+// it is). The caller must not change buf again; reading the command, to
+// propose it once more with ProposeRequest, is fine.
+func (p *NodeProposer) ProposeRequestOwned(ctx context.Context, id ID, request uint64, buf []byte) (uint64, []byte, error) {
+	if len(buf) < RequestHeadroom {
+		return 0, nil, &EnvelopeError{fmt.Sprintf("%d bytes, less than the %d of headroom", len(buf), RequestHeadroom)}
+	}
+	if id == idEnd || id == idDedupe {
+		return 0, nil, &EnvelopeError{fmt.Sprintf("machine id %d is reserved", id)}
+	}
+	if len(buf)-RequestHeadroom > MaxCommand {
+		return 0, nil, &EnvelopeError{fmt.Sprintf("command of %d bytes exceeds %d", len(buf)-RequestHeadroom, MaxCommand)}
+	}
+	n := p.node()
+	if n == nil {
+		return 0, nil, ErrNoNode
+	}
+	// The header goes in place: buf's capacity holds it.
+	AppendEnvelope(buf[:clusterlog.ProposeHeadroom], Envelope{Machine: id, Proposer: p.self, Request: request})
+	return n.ProposeOwned(ctx, buf)
+}
+
 // ReadIndex implements Proposer: it asks the leader for its commit index
 // and waits until this node has applied it.
 func (p *NodeProposer) ReadIndex(ctx context.Context) (uint64, error) {

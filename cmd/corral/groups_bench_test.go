@@ -26,6 +26,10 @@ type benchCluster struct {
 
 // newBenchCluster starts three agents and a member client on each.
 func newBenchCluster(b *testing.B) *benchCluster {
+	if bin := os.Getenv("CORRAL_BENCH_BINARY"); bin != "" {
+		// A/B runs: the same benchmark against another build of the agent.
+		binary = bin
+	}
 	nodes := cluster(b, 3)
 	nodes[0].args = append(nodes[0].args, "--bootstrap")
 	if port := os.Getenv("CORRAL_BENCH_HTTP_PORT"); port != "" {
