@@ -13,6 +13,7 @@ import (
 
 	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/rsm"
+	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/corralhq/corral/types/event"
 )
 
@@ -56,6 +57,7 @@ type Log struct {
 	index    uint64
 	nodes    map[uint64]*node
 	proposed int
+	byOp     map[ctl.Op]int // proposals by command
 	refuse   error
 }
 
@@ -99,6 +101,17 @@ func (l *Log) Proposals() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.proposed
+}
+
+// ProposalsOf counts the Propose calls of the given commands so far.
+func (l *Log) ProposalsOf(ops ...ctl.Op) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, op := range ops {
+		n += l.byOp[op]
+	}
+	return n
 }
 
 // Proposer returns node id's rsm.Proposer.
@@ -190,6 +203,12 @@ func (p proposer) Propose(ctx context.Context, _ rsm.ID, cmd []byte) (uint64, []
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.proposed++
+	if c, err := ctl.ParseCmd(cmd); err == nil {
+		if l.byOp == nil {
+			l.byOp = map[ctl.Op]int{}
+		}
+		l.byOp[c.Op]++
+	}
 	if err := ctx.Err(); err != nil {
 		return 0, nil, err
 	}
