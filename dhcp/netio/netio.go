@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/corralhq/corral/internal/attempt"
 )
 
 // Errors.
@@ -444,10 +446,10 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // readers are done and both queues are empty.
 func (s *Server) work(ctx context.Context, h Handler, q queues) {
 	fresh, next := q.fresh, q.next
-	var at *attempts
+	var at *attempt.Deadlines
 	if s.cfg.Timeout > 0 {
-		at = newAttempts(ctx, s.cfg.Timeout)
-		defer at.close()
+		at = attempt.New(ctx, s.cfg.Timeout)
+		defer at.Close()
 	}
 	for fresh != nil || next != nil {
 		var p *Packet
@@ -474,8 +476,8 @@ func (s *Server) work(ctx context.Context, h Handler, q queues) {
 		case p.fresh && s.cfg.MaxWait > 0 && time.Since(p.Received) > s.cfg.MaxWait:
 			s.stale.Add(1)
 		case at != nil:
-			h(at.start(), p, Reply{s: s, sock: p.Socket})
-			at.stop()
+			h(at.Start(), p, Reply{s: s, sock: p.Socket})
+			at.Stop()
 			s.handled.Add(1)
 		default:
 			h(ctx, p, Reply{s: s, sock: p.Socket})

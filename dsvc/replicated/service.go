@@ -16,6 +16,7 @@ import (
 	"github.com/corralhq/corral/clusterlog"
 	"github.com/corralhq/corral/dsvc"
 	"github.com/corralhq/corral/dsvc/internal/wireconv"
+	"github.com/corralhq/corral/internal/attempt"
 	"github.com/corralhq/corral/proto"
 	wire "github.com/corralhq/corral/proto/client"
 	"github.com/corralhq/corral/rsm"
@@ -211,8 +212,8 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 func (s *Service) writer(ctx context.Context, j writeJob) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	at := newAttempts(wctx, s.cfg.Attempt)
-	defer at.close()
+	at := attempt.New(wctx, s.cfg.Attempt)
+	defer at.Close()
 	idle := time.NewTimer(writerIdle)
 	defer idle.Stop()
 	for {
@@ -236,7 +237,7 @@ const replyWait = 10 * time.Second
 
 // serve answers one write (reads are served by readAt); at times its
 // proposals.
-func (s *Service) serve(ctx context.Context, at *attempts, req *wire.DSRequest) wire.DSReply {
+func (s *Service) serve(ctx context.Context, at *attempt.Deadlines, req *wire.DSRequest) wire.DSReply {
 	t := &req.Target
 	kind := wireconv.FromKind(t.Kind)
 	switch req.Op {
@@ -340,7 +341,7 @@ func (s *Service) read(ctx context.Context) (uint64, error) {
 // write proposes c and waits until it is applied; a proposal not applied
 // within Attempt is proposed again under the same request id, so it
 // applies once however often it is sent.
-func (s *Service) write(ctx context.Context, at *attempts, c *Command, kind dsvc.Kind) wire.DSReply {
+func (s *Service) write(ctx context.Context, at *attempt.Deadlines, c *Command, kind dsvc.Kind) wire.DSReply {
 	if c.Op == OpAdd || c.Op == OpImport {
 		// The generation of new signatures is drawn here, by the
 		// proposer, so that every node's Apply computes the same one.
@@ -352,8 +353,8 @@ func (s *Service) write(ctx context.Context, at *attempts, c *Command, kind dsvc
 	}
 	req := s.prop.NextRequest()
 	for attempt := 1; ; attempt++ {
-		idx, out, err := s.prop.ProposeRequest(at.start(), rsm.DataSvc, req, cmd)
-		at.stop()
+		idx, out, err := s.prop.ProposeRequest(at.Start(), rsm.DataSvc, req, cmd)
+		at.Stop()
 		if err == nil {
 			r, err := ParseReply(out)
 			if err != nil {
