@@ -630,27 +630,23 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 	if err == nil {
 		return nil
 	}
-	// Not a full queue: the link is ending (its queue fails before Done
-	// is closed). A session that can resume takes the frame.
-	if !errors.Is(err, errBacklogFull) && x.suspended(ctx, o.Link, &f) == nil {
+	if errors.Is(err, errBacklogFull) {
+		// The link has not moved for txBacklogMax bytes of frames: this
+		// one is lost, so its transaction ends at both ends rather than
+		// go on with a hole.
+		x.sendDrops.Add(1)
+		x.tab.Unsent(o.Link, o.Frame)
+		return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
+	}
+	// The link is ending: its queue fails before Done is closed, with
+	// the link's error (a heartbeat timeout, a reset). A session that
+	// can resume takes the frame; else the link's transactions end now,
+	// as its end will end them.
+	if x.suspended(ctx, o.Link, &f) == nil {
 		return nil
 	}
-	select {
-	case <-l.Done():
-		x.linkDownLocked(o.Link)
-		return fmt.Errorf("%w: link to node %d ended", proto.ErrLinkFail, o.Link)
-	default:
-	}
-	if errors.Is(err, transport.ErrClosed) || errors.Is(err, transport.ErrSessionLost) {
-		x.linkDownLocked(o.Link)
-		return fmt.Errorf("%w: link to node %d is closing", proto.ErrLinkFail, o.Link)
-	}
-	// The link has not moved for txBacklogMax bytes of frames: this one
-	// is lost, so its transaction ends at both ends rather than go on
-	// with a hole.
-	x.sendDrops.Add(1)
-	x.tab.Unsent(o.Link, o.Frame)
-	return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
+	x.linkDownLocked(o.Link)
+	return fmt.Errorf("%w: link to node %d is ending: %w", proto.ErrLinkFail, o.Link, err)
 }
 
 // errBacklogFull: a link's backlog holds txBacklogMax bytes already.
