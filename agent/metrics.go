@@ -49,7 +49,7 @@ func (a *Agent) metricSources() obs.Sources {
 			st, tx := a.mesh.RouteStats(), a.mesh.TxStats()
 			return obs.MeshStats{Routes: st.Routes, Changes: st.Changes, Relayed: st.Relayed, RelayedBytes: st.RelayedBytes,
 				HopLimit: st.HopLimit, NoRoute: st.NoRoute, RelayDrops: st.RelayDrops, AdvertsSent: st.AdvertsSent, AdvertsRecv: st.AdvertsRecv,
-				OpenTx: tx.Open, LinkFails: tx.LinkFails, TxBusy: tx.SendDrops, TxWaits: tx.Waits, Resumes: tx.Resumes, ResumeFails: tx.ResumeFails}
+				OpenTx: tx.Open, LinkFails: tx.LinkFails, TxBusy: tx.SendDrops, TxWaits: tx.Waits, TxBacklogged: tx.Backlogged, Resumes: tx.Resumes, ResumeFails: tx.ResumeFails}
 		},
 	}
 }

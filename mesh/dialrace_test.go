@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corralhq/corral/proto"
+	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -81,4 +82,80 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A link replaced by a duplicate (the node with the smaller id dialled
+// too) moves no route: on a line 1-2-3 whose 2-3 link, opened by 3, is
+// replaced by one 2 opens, node 1 never loses its route to 3 (a leader
+// that saw a member unreachable for that instant removed it), and the
+// route tables are whole again on the new link. With and without
+// sessions.
+func TestReplacedLinkMovesNoRoute(t *testing.T) {
+	for _, sessions := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sessions=%v", sessions), func(t *testing.T) {
+			lns := listeners(t, 3)
+			var buf syncBuffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			var mu sync.Mutex
+			var lost []RouteEvent // node 1's route events for node 3 going down
+			tweak := func(c *Config) {
+				if sessions {
+					c.Link.Sessions = transport.NewSessions(transport.DefaultQueueBytes)
+				}
+				c.Logger = log.With("self", c.Self)
+				if c.Self == 1 {
+					c.OnRoute = func(ev RouteEvent) {
+						if ev.ID == 3 && !ev.Up {
+							mu.Lock()
+							lost = append(lost, ev)
+							mu.Unlock()
+						}
+					}
+				}
+			}
+			defer func() {
+				if t.Failed() {
+					t.Log(buf.String())
+				}
+			}()
+			n1 := startCfg(t, 1, lns[0], []string{lns[1].Addr().String()}, tweak)
+			n2 := startCfg(t, 2, lns[1], nil, tweak)
+			n3 := startCfg(t, 3, lns[2], []string{lns[1].Addr().String()}, tweak)
+			// A link 2 opened has 3's listening address at its far end.
+			openedBy2 := func(l *transport.Link) bool { return l.Peer().Addr.String() == lns[2].Addr().String() }
+			eventually(t, 10*time.Second, "1 routes to 3 over 3's link to 2", func() bool {
+				l := n2.m.Link(3)
+				return n1.m.Reachable(3) && n3.m.Reachable(1) && l != nil && !openedBy2(l)
+			})
+			old := n2.m.Link(3)
+			if err := n2.m.AddPeer(lns[2].Addr().String()); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "2's own link to 3 replaced 3's", func() bool {
+				l := n2.m.Link(3)
+				return l != nil && l != old && openedBy2(l)
+			})
+			// The routers exchange their tables on the new link; a route
+			// through it still answers a call both ways.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for _, c := range []struct {
+				from *testNode
+				to   uint64
+			}{{n1, 3}, {n3, 1}} {
+				if _, err := c.from.m.Call(ctx, c.to, &proto.Frame{Header: proto.Header{Opcode: peer.OpJoin}, Body: []byte{1}}); err != nil {
+					t.Fatalf("call to %d after the replacement: %v", c.to, err)
+				}
+			}
+			time.Sleep(2 * DefaultRouteTick) // past the routers' reset ticks: nothing unconfirmed is dropped
+			if !n1.m.Reachable(3) || !n3.m.Reachable(1) {
+				t.Fatalf("after the reset ticks: 1 reaches 3 %v, 3 reaches 1 %v", n1.m.Reachable(3), n3.m.Reachable(1))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(lost) > 0 {
+				t.Fatalf("node 1 lost its route to 3 during the replacement: %+v", lost)
+			}
+		})
+	}
 }

@@ -434,7 +434,7 @@ func (m *Mesh) serve(ctx context.Context, l *transport.Link, initiator uint64, a
 	m.linkMu.Lock()
 	last := m.tab.remove(l)
 	if last {
-		m.rt.linkDown(l.Peer().NodeID)
+		m.rt.linkDown(l.Peer().NodeID, errors.Is(l.Err(), proto.ErrDup))
 	}
 	m.linkMu.Unlock()
 	// Every end, even one a new link replaced: frames of a transaction

@@ -23,6 +23,9 @@ import (
 const (
 	DefaultLinkCost  = 100         // every link's cost unless Config.LinkCost says otherwise
 	DefaultRouteTick = time.Second // the router's logical clock: seqno request retries, FD expiry
+	// dupGrace is how long a node whose last link ended as a duplicate
+	// keeps its routes while its replacement is on the way.
+	dupGrace = time.Second
 	// forwardWait bounds how long a relay's reader waits for room in the
 	// next link's queue: a slow link must not stall the reader (and its
 	// heartbeats); the frame is dropped and counted instead.
@@ -72,9 +75,10 @@ type routing struct {
 	m    *Mesh
 	kick chan struct{}
 
-	mu    sync.Mutex // guards r, reach
+	mu    sync.Mutex // guards r, reach, held
 	r     *route.Router
 	reach map[uint64]*reachState // destinations ever routed to
+	held  map[uint64]time.Time   // nodes whose last link ended as a duplicate: kept in the router until then
 
 	fwd atomic.Pointer[map[uint64]uint64] // destination → next hop; replaced whole
 
@@ -98,7 +102,7 @@ func newRouting(m *Mesh) *routing {
 	// life's adverts asks for a newer one (a seqno request), which the
 	// router grants.
 	seq := route.Seqno(binary.LittleEndian.Uint16(b[:2]))
-	rt := &routing{m: m, kick: make(chan struct{}, 1), reach: map[uint64]*reachState{},
+	rt := &routing{m: m, kick: make(chan struct{}, 1), reach: map[uint64]*reachState{}, held: map[uint64]time.Time{},
 		r: route.New(route.Config{Self: route.NodeID(m.cfg.Self)}, seq)}
 	// Bit 63 set (and 62 clear, for room to count): routed calls' msg ids
 	// never equal a transaction's (txMsgIDBit), so a one-shot is never
@@ -127,16 +131,25 @@ func (rt *routing) cost(peerID uint64) route.Metric {
 }
 
 // linkUp tells the router of a new link to a node: its first (fresh), or
-// one that replaces another, whose adverts in flight may be lost with it:
-// the router drops and retakes the link, so both ends send their whole
-// table again on the new one.
+// one that replaces another (both ends dialled) or follows a duplicate's
+// end within the grace (held). A replacement is no change of topology:
+// the router keeps the routes learned from the node and both ends send
+// their whole table again on the new link, since adverts in flight may
+// have been lost with the old one (route.Router.LinkReset). Taking the
+// link down and up instead would retract every route through it, and a
+// leader that saw a member unreachable for that instant removed it.
 func (rt *routing) linkUp(l *transport.Link, fresh bool) {
 	id := l.Peer().NodeID
 	rt.mu.Lock()
-	if !fresh {
-		rt.r.LinkDown(route.NodeID(id))
+	_, held := rt.held[id]
+	delete(rt.held, id)
+	err := route.ErrNoLink
+	if !fresh || held {
+		err = rt.r.LinkReset(route.NodeID(id))
 	}
-	err := rt.r.LinkUp(route.NodeID(id), rt.cost(id))
+	if errors.Is(err, route.ErrNoLink) {
+		err = rt.r.LinkUp(route.NodeID(id), rt.cost(id))
+	}
 	rt.mu.Unlock()
 	if err != nil {
 		rt.m.log.Warn("routing: link up", "peer_id", id, "err", err)
@@ -144,12 +157,34 @@ func (rt *routing) linkUp(l *transport.Link, fresh bool) {
 	rt.poke()
 }
 
-// linkDown tells the router a node lost its last link.
-func (rt *routing) linkDown(id uint64) {
+// linkDown tells the router a node lost its last link. A link that ended
+// as a duplicate has its replacement on the way: the router keeps the
+// node's routes for DupGrace (checked at its ticks), so that the other
+// nodes see no route come and go.
+func (rt *routing) linkDown(id uint64, duplicate bool) {
 	rt.mu.Lock()
+	if duplicate {
+		if _, ok := rt.held[id]; !ok {
+			rt.held[id] = rt.m.cfg.Now().Add(dupGrace)
+		}
+		rt.mu.Unlock()
+		return
+	}
+	delete(rt.held, id)
 	rt.r.LinkDown(route.NodeID(id))
 	rt.mu.Unlock()
 	rt.poke()
+}
+
+// expireHeld takes down the links held since a duplicate's end whose
+// replacement did not come within the grace.
+func (rt *routing) expireHeld(now time.Time) {
+	for id, until := range rt.held {
+		if !now.Before(until) {
+			delete(rt.held, id)
+			rt.r.LinkDown(route.NodeID(id))
+		}
+	}
 }
 
 // onFrame takes ROUTES and SEQNO_REQ from a neighbour, on its reader. A
@@ -206,6 +241,7 @@ func (rt *routing) run(ctx context.Context, tick time.Duration) {
 		case <-rt.kick:
 		case <-t.C:
 			rt.mu.Lock()
+			rt.expireHeld(rt.m.cfg.Now())
 			rt.r.Tick()
 			rt.mu.Unlock()
 		}

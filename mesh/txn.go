@@ -37,11 +37,16 @@ const (
 )
 
 const (
-	// txForwardWait bounds how long a reader waits for room on the next
-	// link for a transaction's frame: longer than a one-shot's
-	// forwardWait, since a lost frame breaks its transaction, and well
-	// under a heartbeat timeout, since the reader answers PINGs too.
+	// txForwardWait bounds how long a frame waits to enter the session
+	// of a lost link that may resume: well under a heartbeat timeout,
+	// since the reader answers PINGs too.
 	txForwardWait = 100 * time.Millisecond
+	// txBacklogMax bounds the bytes of transaction frames one link holds
+	// behind its full send queue (txns.backlog). Each transaction's
+	// window bounds what it can put there, so only many transactions at
+	// full speed over a link that stopped moving reach it; beyond it a
+	// frame ends its transaction with CodeBusy.
+	txBacklogMax = 16 * TxWindow
 	// TxWindow is the window of each direction of a transaction (proto
 	// SPEC.md §2.7 "Flow control"): the bytes of body a sender may have
 	// sent beyond what the receiver's application has consumed.
@@ -71,6 +76,7 @@ type TxStats struct {
 	SendDrops  uint64 // frames that found no room on their link in time: each ended its transaction (CodeBusy)
 	Grants     uint64 // window frames sent
 	Waits      uint64 // sends that waited for the receiver's window
+	Backlogged uint64 // frames that found their link's send queue full and waited behind it (txns.send)
 	// Resumes and ResumeFails count lost links that came back within the
 	// resume window, and those that did not (their transactions failed).
 	Resumes, ResumeFails uint64
@@ -107,9 +113,11 @@ type txns struct {
 	sendDrops atomic.Uint64
 	grants    atomic.Uint64
 
-	lateMu sync.Mutex                        // guards late
-	late   map[*transport.Link][]proto.Frame // terminal ABORTs waiting for room, per link; a key exists while its drainer runs
+	lateMu sync.Mutex                   // guards late
+	late   map[*transport.Link]*backlog // frames waiting for room, per link; a key exists while its drainer runs
 	waits  atomic.Uint64
+
+	backlogged atomic.Uint64
 }
 
 // tryCtx is done from the start: a link Send with it queues the frame if
@@ -618,85 +626,115 @@ func (x *txns) out(ctx context.Context, o *tx.Out) error {
 		x.linkDownLocked(o.Link)
 		return fmt.Errorf("%w: link to node %d is gone", proto.ErrLinkFail, o.Link)
 	}
-	err := l.Send(tryCtx, &f)
-	if errors.Is(err, context.Canceled) {
-		if tx.Terminal(&f) {
-			x.sendLate(l, f)
-			return nil
-		}
-		// Bounded under mu, whoever calls: a local call waited for
-		// room before it took mu.
-		sctx, cancel := context.WithTimeout(ctx, txForwardWait)
-		f = o.Frame
-		err = l.Send(sctx, &f)
-		cancel()
-	}
+	err := x.send(l, &f)
 	if err == nil {
 		return nil
 	}
-	// Not a full queue: the link is ending (its queue fails before Done
-	// is closed). A session that can resume takes the frame.
-	if !errors.Is(err, context.DeadlineExceeded) && x.suspended(ctx, o.Link, &f) == nil {
+	if errors.Is(err, errBacklogFull) {
+		// The link has not moved for txBacklogMax bytes of frames: this
+		// one is lost, so its transaction ends at both ends rather than
+		// go on with a hole.
+		x.sendDrops.Add(1)
+		x.tab.Unsent(o.Link, o.Frame)
+		return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
+	}
+	// The link is ending: its queue fails before Done is closed, with
+	// the link's error (a heartbeat timeout, a reset). A session that
+	// can resume takes the frame; else the link's transactions end now,
+	// as its end will end them.
+	if x.suspended(ctx, o.Link, &f) == nil {
 		return nil
 	}
-	select {
-	case <-l.Done():
-		x.linkDownLocked(o.Link)
-		return fmt.Errorf("%w: link to node %d ended", proto.ErrLinkFail, o.Link)
-	default:
-	}
-	if errors.Is(err, transport.ErrClosed) || errors.Is(err, transport.ErrSessionLost) {
-		x.linkDownLocked(o.Link)
-		return fmt.Errorf("%w: link to node %d is closing", proto.ErrLinkFail, o.Link)
-	}
-	// No room in time (other transactions share the link; each is
-	// bounded by its window): the frame is lost, so its transaction
-	// ends at both ends rather than go on with a hole.
-	x.sendDrops.Add(1)
-	x.tab.Unsent(o.Link, o.Frame)
-	return fmt.Errorf("%w: no room on the link to node %d: %w", proto.ErrBusy, o.Link, err)
+	x.linkDownLocked(o.Link)
+	return fmt.Errorf("%w: link to node %d is ending: %w", proto.ErrLinkFail, o.Link, err)
 }
 
-// sendLate queues a terminal ABORT for a link without room behind the
-// others of that link, off mu: nothing of its transaction follows it, so
-// order is kept, and it is never dropped while the link lives — the far
-// end must learn the end, exactly once per transaction (a link failure
-// ends 100k of them at once, more than a send queue holds). The pending
-// frames are bounded by the transactions the link carries; one goroutine
-// per link drains them and ends when they are sent or the link ends.
-func (x *txns) sendLate(l *transport.Link, f proto.Frame) {
-	f.Ext, f.Body = slices.Clone(f.Ext), slices.Clone(f.Body)
+// errBacklogFull: a link's backlog holds txBacklogMax bytes already.
+var errBacklogFull = errors.New("mesh: the link's backlog is full")
+
+// backlog is what waits for room on one link: frames that found its send
+// queue full, in the order sent, and any frame after them (a
+// transaction's frames must not overtake each other).
+type backlog struct {
+	frames []proto.Frame
+	bytes  int // of frames, for txBacklogMax
+}
+
+// send queues a transaction's frame on l without waiting: on the link if
+// there is room and nothing waits before it, else in the link's backlog,
+// which a goroutine per link drains, blocking, until it is empty or the
+// link ends (its transactions then end by its end: LINKFAIL, or the
+// session resends). Called under mu, so the frames of one transaction
+// reach send in order. A terminal ABORT always joins the backlog — the
+// far end must learn the end, exactly once per transaction, and a link
+// failure ends 100k of them at once, more than a send queue holds; other
+// frames up to txBacklogMax bytes per link (errBacklogFull). A reader
+// therefore never waits for a slow next link, and a link that stops
+// moving (a silent cut) holds its transactions' frames until its
+// heartbeat timeout ends it, when they end with LINKFAIL.
+func (x *txns) send(l *transport.Link, f *proto.Frame) error {
 	x.lateMu.Lock()
+	defer x.lateMu.Unlock()
 	q := x.late[l]
 	if q == nil {
-		if x.late == nil {
-			x.late = map[*transport.Link][]proto.Frame{}
+		err := l.Send(tryCtx, f)
+		if !errors.Is(err, context.Canceled) {
+			return err // sent, or the link is ending
 		}
+	}
+	n := len(f.Ext) + len(f.Body) + proto.HeaderSize
+	if q != nil && !tx.Terminal(f) && q.bytes+n > txBacklogMax {
+		return errBacklogFull
+	}
+	if q == nil {
+		if x.late == nil {
+			x.late = map[*transport.Link]*backlog{}
+		}
+		q = &backlog{}
+		x.late[l] = q
 		x.m.wg.Go(func() { x.drainLate(l) })
 	}
-	x.late[l] = append(q, f)
-	x.lateMu.Unlock()
+	g := *f
+	g.Ext, g.Body = slices.Clone(f.Ext), slices.Clone(f.Body)
+	q.frames = append(q.frames, g)
+	q.bytes += n
+	x.backlogged.Add(1)
+	return nil
 }
 
 func (x *txns) drainLate(l *transport.Link) {
 	for {
 		x.lateMu.Lock()
 		q := x.late[l]
-		if len(q) == 0 {
+		fs := q.frames
+		if len(fs) == 0 {
 			delete(x.late, l)
 			x.lateMu.Unlock()
 			return
 		}
-		x.late[l] = q[:0:0]
+		q.frames, q.bytes = nil, 0
 		x.lateMu.Unlock()
-		for i := range q {
+		for i := range fs {
 			// Blocks while the queue is full; fails only once the link
-			// ended, and then its far end learns the end from its own
-			// side of the link.
-			if err := l.Send(context.Background(), &q[i]); err != nil {
-				x.m.log.Debug("mesh: terminal aborts not sent: the link ended", "peer", l.Peer().NodeID, "frames", len(q)-i, "err", err)
+			// ended. Its transactions end with it then (LINKFAIL), or
+			// its session keeps what follows for the next link.
+			if err := l.Send(context.Background(), &fs[i]); err != nil {
+				x.lateLost(l, fs[i:], err)
 				break
 			}
+		}
+	}
+}
+
+// lateLost hands the frames of an ended link's backlog to its session,
+// if it can resume; else they are lost with the link, whose end fails
+// their transactions.
+func (x *txns) lateLost(l *transport.Link, fs []proto.Frame, err error) {
+	peer := tx.LinkID(l.Peer().NodeID)
+	for i := range fs {
+		if x.suspended(context.Background(), peer, &fs[i]) != nil {
+			x.m.log.Debug("mesh: backlog not sent: the link ended", "peer", peer, "frames", len(fs)-i, "err", err)
+			return
 		}
 	}
 }
@@ -771,7 +809,7 @@ func (m *Mesh) TxStats() TxStats {
 	x.mu.Unlock()
 	res, fails := m.res.counts()
 	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail,
-		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load(), Resumes: res, ResumeFails: fails}
+		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load(), Backlogged: x.backlogged.Load(), Resumes: res, ResumeFails: fails}
 }
 
 // TxEntries lists the transactions at this node (for tests and admin).

@@ -60,6 +60,7 @@ type MeshStats struct {
 	LinkFails    uint64 // transactions this node ended with LINKFAIL when a link on their path went down
 	TxBusy       uint64 // transactions ended because their next link had no room in time
 	TxWaits      uint64 // transaction sends that waited for the receiver's window
+	TxBacklogged uint64 // transaction frames that waited behind a full link send queue
 	Resumes      uint64 // lost links that resumed their session within the window
 	ResumeFails  uint64 // lost links whose session did not resume: their transactions failed
 }
@@ -110,6 +111,7 @@ const (
 	nameMeshLinkFails   = "corral_mesh_linkfails_total"
 	nameMeshTxBusy      = "corral_mesh_tx_busy_total"
 	nameMeshTxWaits     = "corral_mesh_tx_window_waits_total"
+	nameMeshTxBacklog   = "corral_mesh_tx_backlogged_frames_total"
 	nameMeshResumes     = "corral_mesh_resumes_total"
 	nameMeshResumeFails = "corral_mesh_resume_failures_total"
 )
@@ -131,7 +133,7 @@ type Metrics struct {
 	meshHopLimit, meshNoRoute, meshDrops   *prometheus.Desc
 	meshAdvertsSent, meshAdvertsRecv       *prometheus.Desc
 	meshOpenTx, meshLinkFails              *prometheus.Desc
-	meshTxBusy, meshTxWaits                *prometheus.Desc
+	meshTxBusy, meshTxWaits, meshTxBacklog *prometheus.Desc
 	meshResumes, meshResumeFails           *prometheus.Desc
 }
 
@@ -179,6 +181,7 @@ func NewMetrics(src Sources) *Metrics {
 		meshLinkFails:    d(nameMeshLinkFails, "Transactions this node ended with LINKFAIL because a link on their path went down."),
 		meshTxBusy:       d(nameMeshTxBusy, "Transactions this node ended (CodeBusy) because their next link had no room for a frame in time."),
 		meshTxWaits:      d(nameMeshTxWaits, "Transaction sends that waited for the receiver's window (flow control)."),
+		meshTxBacklog:    d(nameMeshTxBacklog, "Transaction frames that found their link's send queue full and waited behind it."),
 		meshResumes:      d(nameMeshResumes, "Lost peer links that came back within the resume window, losing no frame."),
 		meshResumeFails:  d(nameMeshResumeFails, "Lost peer links whose session did not resume (window over, fresh session, replay overflow)."),
 	}
@@ -202,7 +205,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.streamGated, m.streamWaiting, m.streamTOs,
 		m.meshRoutes, m.meshChanges, m.meshRelayed, m.meshRelayedBytes,
 		m.meshHopLimit, m.meshNoRoute, m.meshDrops, m.meshAdvertsSent, m.meshAdvertsRecv,
-		m.meshOpenTx, m.meshLinkFails, m.meshTxBusy, m.meshTxWaits, m.meshResumes, m.meshResumeFails,
+		m.meshOpenTx, m.meshLinkFails, m.meshTxBusy, m.meshTxWaits, m.meshTxBacklog, m.meshResumes, m.meshResumeFails,
 	} {
 		ch <- d
 	}
@@ -269,6 +272,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.meshLinkFails, s.LinkFails)
 		counter(m.meshTxBusy, s.TxBusy)
 		counter(m.meshTxWaits, s.TxWaits)
+		counter(m.meshTxBacklog, s.TxBacklogged)
 		counter(m.meshResumes, s.Resumes)
 		counter(m.meshResumeFails, s.ResumeFails)
 	}

@@ -117,7 +117,7 @@ func TestMetricsScrape(t *testing.T) {
 			return StreamStats{Subscribers: 2, LagMax: 5, LagSum: 8, Gated: 3, DispatchWaiting: 1, Timeouts: 4}
 		},
 		Mesh: func() MeshStats {
-			return MeshStats{Routes: 4, Changes: 11, Relayed: 20, RelayedBytes: 2048, HopLimit: 1, NoRoute: 2, RelayDrops: 3, AdvertsSent: 30, AdvertsRecv: 31, OpenTx: 6, LinkFails: 7, TxBusy: 8, TxWaits: 9}
+			return MeshStats{Routes: 4, Changes: 11, Relayed: 20, RelayedBytes: 2048, HopLimit: 1, NoRoute: 2, RelayDrops: 3, AdvertsSent: 30, AdvertsRecv: 31, OpenTx: 6, LinkFails: 7, TxBusy: 8, TxWaits: 9, TxBacklogged: 10}
 		},
 	}
 	m := NewMetrics(src)
@@ -163,6 +163,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"corral_mesh_linkfails_total", nil, 7},
 		{"corral_mesh_tx_busy_total", nil, 8},
 		{"corral_mesh_tx_window_waits_total", nil, 9},
+		{"corral_mesh_tx_backlogged_frames_total", nil, 10},
 	} {
 		got, ok := value(fams, tc.name, tc.labels...)
 		if !ok || got != tc.want {

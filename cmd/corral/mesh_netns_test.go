@@ -464,14 +464,6 @@ func TestMeshEchoRingResetResumes(t *testing.T) {
 // link, counts the transaction it failed.
 func TestMeshEchoLineCutLinkFail(t *testing.T) {
 	needRoot(t)
-	// Known issue: with resume off (the default) the relay next to the
-	// silent cut ends the echo with a terminal ABORT BUSY ("no room on the
-	// link") about half a second after the cut, before the heartbeat
-	// timeout ends the link with LINKFAIL. Both ends learn the end; the
-	// code is the open question. CORRAL_TEST_CUTFAIL=1 runs it.
-	if os.Getenv("CORRAL_TEST_CUTFAIL") == "" {
-		t.Skip("skipped: a silent cut on the last hop ends the stream with BUSY, not LINKFAIL (known issue); CORRAL_TEST_CUTFAIL=1 runs it")
-	}
 	lab := netlab.Line(t, 5)
 	// No removal while node 5 is cut off: its agent keeps running and
 	// answering scrapes.

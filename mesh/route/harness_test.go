@@ -167,6 +167,27 @@ func (nw *network) cut(a, b route.NodeID) {
 	}
 }
 
+// replace swaps the link a-b for a new one, as when both ends dial at
+// once: what is in flight on the old one is lost, and both ends reset.
+// A replacement moves no route: every table is as it was.
+func (nw *network) replace(a, b route.NodeID) {
+	if !nw.linkUp(a, b) {
+		nw.t.Fatalf("link %d-%d is not up", a, b)
+	}
+	before := map[route.NodeID][]route.Route{a: nw.nodes[a].Table(), b: nw.nodes[b].Table()}
+	lost := len(nw.queue)
+	nw.queue = slices.DeleteFunc(nw.queue, func(m msg) bool { return mkEdge(m.from, m.to) == mkEdge(a, b) })
+	if lost -= len(nw.queue); lost > 0 {
+		nw.logf("  %d messages lost with the old link", lost)
+	}
+	for _, x := range []edge{{a, b}, {b, a}} {
+		nw.do(x.a, func(r *route.Router) error { return r.LinkReset(x.b) })
+		if after := nw.nodes[x.a].Table(); !slices.Equal(after, before[x.a]) {
+			nw.t.Fatalf("node %d: replacing its link to %d changed its table:\n%v\nto\n%v", x.a, x.b, before[x.a], after)
+		}
+	}
+}
+
 // linkDown tells a that its link to b ended and checks that every route
 // through b moved to its alternate at once, with no message needed.
 func (nw *network) linkDown(a, b route.NodeID) {
@@ -410,6 +431,8 @@ func (nw *network) run(t *testing.T, d *datadriven.TestData) string {
 		nw.up(pos(0), pos(1), route.Metric(num("cost", 100)))
 	case "link-down":
 		nw.down(pos(0), pos(1))
+	case "replace":
+		nw.replace(pos(0), pos(1))
 	case "cost":
 		nw.setCost(pos(0), pos(1), route.Metric(pos(2)))
 	case "deliver":

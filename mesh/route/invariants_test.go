@@ -74,10 +74,21 @@ func (nw *network) invariants() error {
 			}
 		}
 	}
-	if len(nw.queue) == 0 && !nw.starving() {
+	if len(nw.queue) == 0 && !nw.starving() && !nw.unconfirmed() {
 		return nw.dijkstra(maxHops)
 	}
 	return nil
+}
+
+// unconfirmed reports whether a live router holds routes a reset link's
+// neighbour has not repeated yet: the table is not quiet until they go.
+func (nw *network) unconfirmed() bool {
+	for _, id := range nw.ids {
+		if nw.alive[id] && nw.nodes[id].Unconfirmed() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // dijkstra compares every table with shortest paths over the live links.

@@ -95,7 +95,7 @@ func randomRun(t *testing.T, seed uint64) string {
 	check("build")
 	for step := range 40 + rng.IntN(60) {
 		var what string
-		switch k := rng.IntN(20); {
+		switch k := rng.IntN(21); {
 		case k < 10: // deliver some messages, FIFO per link
 			for range 1 + rng.IntN(8) {
 				if len(nw.queue) == 0 {
@@ -145,6 +145,12 @@ func randomRun(t *testing.T, seed uint64) string {
 				nw.start(id, nw.nodes[id].Seqno()+1)
 				what = fmt.Sprintf("restart %d", id)
 			}
+		case k < 19: // both ends dialled: the link is replaced, its messages lost
+			e := edges()[rng.IntN(len(nw.links))]
+			if nw.linkUp(e.a, e.b) {
+				nw.replace(e.a, e.b)
+				what = fmt.Sprintf("replace %d %d", e.a, e.b)
+			}
 		default:
 			nw.tick()
 			what = "tick"
@@ -168,7 +174,7 @@ func randomRun(t *testing.T, seed uint64) string {
 			nw.deliverOne(headOfRandomLink(rng, nw.queue))
 			check("settle")
 		}
-		if !nw.starving() {
+		if !nw.starving() && !nw.unconfirmed() {
 			break
 		}
 		if i > 4*cfg.SourceGCTicks {

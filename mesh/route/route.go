@@ -37,6 +37,7 @@ const (
 	DefaultSeqnoReqHops  = 16 // the longest route: a request reaches any origin a route can
 	DefaultReqRetryTicks = 2
 	DefaultSourceGCTicks = 180 // RFC 8966's 3 minutes at one tick per second
+	DefaultResetTicks    = 2   // a replaced link's neighbour repeats its routes within this, or they go
 	reqTries             = 3   // an originated seqno request is sent at most this often
 )
 
@@ -49,6 +50,7 @@ type Config struct {
 	ReqRetryTicks int    // resend an unanswered request after this many ticks, doubling, reqTries tries
 	SourceGCTicks int    // forget an origin's FD this many ticks after its route was last selected
 	Hysteresis    Metric // keep the current route while its metric is within this of the best
+	ResetTicks    int    // after LinkReset, drop a route the neighbour has not advertised again within this many ticks
 }
 
 // Errors returned by the inputs. The router's state is unchanged when an
@@ -174,6 +176,7 @@ type Router struct {
 	sources map[NodeID]*source           // FD by origin
 	reqs    map[NodeID]*request          // outstanding seqno requests by origin
 	told    map[NodeID]map[NodeID]Update // by neighbour, origin: finite adverts it has from us
+	stale   map[NodeID]map[NodeID]uint64 // by neighbour, origin: a route learned before LinkReset, and the tick it goes
 
 	// Work of the current input, done by flush.
 	reselect map[NodeID]bool // destinations to select again
@@ -206,6 +209,9 @@ func New(cfg Config, seqno Seqno) *Router {
 	if cfg.SourceGCTicks <= 0 {
 		cfg.SourceGCTicks = DefaultSourceGCTicks
 	}
+	if cfg.ResetTicks <= 0 {
+		cfg.ResetTicks = DefaultResetTicks
+	}
 	return &Router{
 		cfg:      cfg,
 		seqno:    seqno,
@@ -214,6 +220,7 @@ func New(cfg Config, seqno Seqno) *Router {
 		sources:  map[NodeID]*source{},
 		reqs:     map[NodeID]*request{},
 		told:     map[NodeID]map[NodeID]Update{},
+		stale:    map[NodeID]map[NodeID]uint64{},
 		reselect: map[NodeID]bool{},
 		dirty:    map[NodeID]bool{},
 		dump:     map[NodeID]bool{},
@@ -283,6 +290,17 @@ func (r *Router) Starving() []NodeID {
 		}
 	}
 	return s
+}
+
+// Unconfirmed counts the routes learned over links since reset
+// (LinkReset) that their neighbour has not advertised again yet; they go
+// at a later Tick unless it does.
+func (r *Router) Unconfirmed() int {
+	n := 0
+	for _, st := range r.stale {
+		n += len(st)
+	}
+	return n
 }
 
 // HasReady reports whether Ready has anything to do.

@@ -18,6 +18,38 @@ func (r *Router) LinkUp(peer NodeID, cost Metric) error {
 	return nil
 }
 
+// LinkReset records that the link to peer was replaced by a new one, as
+// when both ends dial at once: what was in flight on the old link may be
+// lost, in both directions. A replacement is not a change of topology, so
+// nothing is retracted and no route moves: the routes learned from peer
+// stay in use, the full table is queued for it again (it may have missed
+// adverts), and a route peer does not advertise again within ResetTicks
+// ticks is dropped, as the retraction lost with the old link would have
+// done. The neighbour resets its end too, so its full table is on its way.
+// Loop freedom does not depend on it: feasibility holds whatever was lost.
+func (r *Router) LinkReset(peer NodeID) error {
+	if _, ok := r.links[peer]; !ok {
+		return fmt.Errorf("%w: %d", ErrNoLink, peer)
+	}
+	st := map[NodeID]uint64{}
+	for id, d := range r.dests {
+		if _, ok := d.via[peer]; ok {
+			st[id] = r.now + uint64(r.cfg.ResetTicks)
+		}
+	}
+	r.stale[peer] = st
+	r.told[peer] = map[NodeID]Update{}
+	r.dump[peer] = true
+	for id, q := range r.reqs {
+		if q.to == peer && q.tries > 0 {
+			// Perhaps lost: ask again on the new link now.
+			r.queueReq(peer, SeqnoRequest{Origin: id, Seqno: q.seqno, HopCount: r.cfg.SeqnoReqHops})
+		}
+	}
+	r.flush()
+	return nil
+}
+
 // LinkCost changes the cost of the link to peer.
 func (r *Router) LinkCost(peer NodeID, cost Metric) error {
 	if err := r.checkPeer(peer, cost); err != nil {
@@ -49,6 +81,7 @@ func (r *Router) LinkDown(peer NodeID) {
 	}
 	delete(r.links, peer)
 	delete(r.told, peer)
+	delete(r.stale, peer)
 	delete(r.out, peer)
 	for id, q := range r.reqs {
 		if q.to == peer {
@@ -123,6 +156,9 @@ func check(from NodeID, m Message) error {
 func (r *Router) update(from NodeID, u Update) {
 	if u.Origin == r.cfg.Self {
 		return
+	}
+	if st := r.stale[from]; st != nil {
+		delete(st, u.Origin) // repeated or retracted since the reset
 	}
 	d := r.dests[u.Origin]
 	if u.Metric == Inf || int(u.Hops)+1 >= int(r.cfg.MaxHops) {
@@ -209,10 +245,29 @@ func (r *Router) originate(origin, to NodeID) {
 	r.queueReq(to, SeqnoRequest{Origin: origin, Seqno: want, HopCount: r.cfg.SeqnoReqHops})
 }
 
-// Tick advances logical time: seqno requests are retried or expire, and
-// feasibility distances unused for SourceGCTicks are forgotten.
+// Tick advances logical time: seqno requests are retried or expire,
+// feasibility distances unused for SourceGCTicks are forgotten, and routes
+// a reset link's neighbour did not repeat are dropped.
 func (r *Router) Tick() {
 	r.now++
+	for _, n := range sortedKeys(r.stale) {
+		st := r.stale[n]
+		for _, id := range sortedKeys(st) {
+			if r.now < st[id] {
+				continue
+			}
+			delete(st, id)
+			if d := r.dests[id]; d != nil {
+				if _, ok := d.via[n]; ok {
+					delete(d.via, n)
+					r.reselect[id] = true
+				}
+			}
+		}
+		if len(st) == 0 {
+			delete(r.stale, n)
+		}
+	}
 	for _, id := range sortedKeys(r.reqs) {
 		q := r.reqs[id]
 		if r.now < q.due {
