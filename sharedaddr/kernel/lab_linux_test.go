@@ -43,6 +43,8 @@ type lab struct {
 	slices []Slice
 	// ident is each node's ident block, by host.
 	ident map[int]Ident
+	// affinity is the plans' affinity timeout.
+	affinity time.Duration
 }
 
 func newLab(t *testing.T, n int) *lab {
@@ -123,7 +125,7 @@ func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan 
 	// Every node holds the tables, as each derives them from the log.
 	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices,
 		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc,
-		Ident: l.ident[self]}
+		Ident: l.ident[self], Affinity: l.affinity}
 	if l.policy == ctl.StickyWild {
 		a.Services[0].Port = 0 // one table for every port
 	}

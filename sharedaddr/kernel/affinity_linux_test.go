@@ -1,0 +1,163 @@
+package kernel
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/corralhq/corral/sharedaddr/ctl"
+)
+
+// affTimeout is the lab's affinity timeout: long enough that a paced
+// client stays within it on a loaded machine, short for the idle wait.
+const affTimeout = 1500 * time.Millisecond
+
+// moving returns weights, over the nodes of from, that keep node keep in
+// the table but give bucket b to another node.
+func moving(t *testing.T, from []ctl.Weight, keep uint64, b int) []ctl.Weight {
+	t.Helper()
+	for w := uint32(2); w < 100; w++ {
+		ws := slices.Clone(from)
+		for i := range ws {
+			if ws[i].Node != keep {
+				ws[i].Weight = w
+			}
+		}
+		if tb := ctl.Build(ws, tableM); tb[b] != keep && slices.Contains(tb, keep) {
+			return ws
+		}
+	}
+	t.Fatalf("no weights move bucket %d off node %d", b, keep)
+	return nil
+}
+
+// entryOf is the client's affinity entry on the owner h1, if any.
+func (l *lab) entryOf(t *testing.T) (Affinity, bool) {
+	t.Helper()
+	es, err := l.dp[1].Affinities(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := netip.MustParseAddr(l.lab.Addr(client))
+	for _, e := range es {
+		if e.Client == me {
+			return e, true
+		}
+	}
+	return Affinity{}, false
+}
+
+// dialNode opens a connection through the VIP and returns its node.
+func (l *lab) dialNode(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := l.dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.c.Close()
+	return c.node
+}
+
+func TestAffinity(t *testing.T) {
+	l := newLab(t, 4)
+	// Every node serves; only the owner h1's tables change below.
+	l.applyAll(1, even, nil, 1, 2, 3)
+	me := netip.AddrPortFrom(netip.MustParseAddr(l.lab.Addr(client)), 0)
+	for _, policy := range []ctl.Policy{ctl.Sticky, ctl.StickyWild} {
+		t.Run(policy.String(), func(t *testing.T) {
+			l.policy, l.affinity = policy, affTimeout
+			b := Bucket(policy, me, tableM)
+			x := ctl.Build(even, tableM)[b]
+			w2 := moving(t, even, x, b)
+			y := ctl.Build(w2, tableM)[b]
+			t.Logf("bucket %d: h%d, then h%d", b, x, y)
+			l.applyAll(1, even, nil, 1)
+			if n := l.dialNode(t); n != int(x) {
+				t.Fatalf("first flow went to h%d, its bucket's node is h%d", n, x)
+			}
+			if e, ok := l.entryOf(t); !ok || e.Node != x {
+				t.Fatalf("affinity entry %+v (%v), want node %d", e, ok, x)
+			}
+			held, err := l.dial(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.c.Close()
+
+			// The weight change moves the client's bucket to y: while it
+			// keeps connecting within the timeout its flows stay on x,
+			// for longer than the timeout in all.
+			l.applyAll(1, w2, nil, 1)
+			start := time.Now()
+			var last time.Time
+			for tick := time.NewTicker(affTimeout / 3); time.Since(start) < 2*affTimeout; <-tick.C {
+				if n := l.dialNode(t); n != int(x) {
+					t.Fatalf("after the weight change, a flow %v in went to h%d, want h%d (table: h%d)", time.Since(start), n, x, y)
+				}
+				last = time.Now()
+			}
+			if err := held.ping(); err != nil || held.node != int(x) {
+				t.Fatalf("held connection on h%d across the change: %v", held.node, err)
+			}
+			held.c.Close()
+
+			// Idle: the entry expires no sooner than the timeout, and the
+			// client's next flow follows the new table.
+			for {
+				if _, ok := l.entryOf(t); !ok {
+					break
+				}
+				if time.Since(last) > 3*affTimeout+5*time.Second {
+					t.Fatalf("affinity entry still there %v after the last packet", time.Since(last))
+				}
+				time.Sleep(50 * time.Millisecond) // polling the kernel's map, not synchronising
+			}
+			if idle := time.Since(last); idle < affTimeout-100*time.Millisecond {
+				t.Errorf("entry gone %v after the last flow, before the %v timeout", idle, affTimeout)
+			}
+			if n := l.dialNode(t); n != int(y) {
+				t.Fatalf("after the timeout the flow went to h%d, want the table's h%d", n, y)
+			}
+
+			// y leaves the table: its entries go with it, at once.
+			var w3 []ctl.Weight
+			for _, w := range w2 {
+				if w.Node != y {
+					w3 = append(w3, w)
+				}
+			}
+			z := ctl.Build(w3, tableM)[b]
+			l.applyAll(1, w3, nil, 1)
+			if e, ok := l.entryOf(t); ok && e.Node == y {
+				t.Fatalf("entry for h%d kept after it left the table", y)
+			}
+			if n := l.dialNode(t); n != int(z) {
+				t.Fatalf("after h%d left, the flow went to h%d, want h%d", y, n, z)
+			}
+		})
+	}
+
+	t.Run("timeout-0", func(t *testing.T) {
+		l.policy, l.affinity = ctl.Sticky, 0
+		defer func() { l.affinity = 0 }()
+		b := Bucket(ctl.Sticky, me, tableM)
+		x := ctl.Build(even, tableM)[b]
+		w2 := moving(t, even, x, b)
+		y := ctl.Build(w2, tableM)[b]
+		l.applyAll(1, even, nil, 1)
+		if n := l.dialNode(t); n != int(x) {
+			t.Fatalf("flow went to h%d, want h%d", n, x)
+		}
+		l.applyAll(1, w2, nil, 1)
+		if n := l.dialNode(t); n != int(y) {
+			t.Fatalf("without affinity, the flow after the change went to h%d, want the table's h%d", n, y)
+		}
+		if es, err := l.dp[1].Affinities(vip); err != nil || len(es) != 0 {
+			t.Fatalf("affinity entries without a timeout: %v %v", es, err)
+		}
+	})
+}
