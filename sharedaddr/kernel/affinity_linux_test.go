@@ -33,6 +33,29 @@ func moving(t *testing.T, from []ctl.Weight, keep uint64, b int) []ctl.Weight {
 	return nil
 }
 
+// weightsWhere returns weights 1–12 of nodes whose table satisfies ok.
+func weightsWhere(t *testing.T, nodes []uint64, ok func([]uint64) bool) []ctl.Weight {
+	t.Helper()
+	ws := make([]ctl.Weight, len(nodes))
+	var try func(i int) bool
+	try = func(i int) bool {
+		if i == len(nodes) {
+			return ok(ctl.Build(ws, tableM))
+		}
+		for w := uint32(1); w <= 12; w++ {
+			ws[i] = ctl.Weight{Node: nodes[i], Weight: w}
+			if try(i + 1) {
+				return true
+			}
+		}
+		return false
+	}
+	if !try(0) {
+		t.Fatalf("no weights of %v give the table wanted", nodes)
+	}
+	return ws
+}
+
 // entryOf is the client's affinity entry on the owner h1, if any.
 func (l *lab) entryOf(t *testing.T) (Affinity, bool) {
 	t.Helper()
@@ -67,15 +90,24 @@ func TestAffinity(t *testing.T) {
 	// Every node serves; only the owner h1's tables change below.
 	l.applyAll(1, even, nil, 1, 2, 3)
 	me := netip.AddrPortFrom(netip.MustParseAddr(l.lab.Addr(client)), 0)
+	// Sticky starts the client on another node than the owner, so that
+	// its entry holds a mark; sticky-wild on the owner (no mark).
 	for _, policy := range []ctl.Policy{ctl.Sticky, ctl.StickyWild} {
 		t.Run(policy.String(), func(t *testing.T) {
 			l.policy, l.affinity = policy, affTimeout
 			b := Bucket(policy, me, tableM)
-			x := ctl.Build(even, tableM)[b]
-			w2 := moving(t, even, x, b)
+			w1 := even
+			if policy == ctl.Sticky {
+				w1 = moving(t, even, 1, b)
+			}
+			x := ctl.Build(w1, tableM)[b]
+			if (x == 1) != (policy == ctl.StickyWild) {
+				t.Fatalf("bucket %d starts on h%d", b, x)
+			}
+			w2 := moving(t, w1, x, b)
 			y := ctl.Build(w2, tableM)[b]
 			t.Logf("bucket %d: h%d, then h%d", b, x, y)
-			l.applyAll(1, even, nil, 1)
+			l.applyAll(1, w1, nil, 1)
 			if n := l.dialNode(t); n != int(x) {
 				t.Fatalf("first flow went to h%d, its bucket's node is h%d", n, x)
 			}
@@ -140,6 +172,29 @@ func TestAffinity(t *testing.T) {
 			}
 		})
 	}
+
+	// A node leaving the plan renumbers the others' marks: the entries
+	// carried over follow their node, not its old mark.
+	t.Run("marks-shift", func(t *testing.T) {
+		l.policy, l.affinity = ctl.Sticky, affTimeout
+		all := l.nodes
+		defer func() { l.nodes = all }()
+		b := Bucket(ctl.Sticky, me, tableM)
+		w1 := weightsWhere(t, []uint64{1, 2, 3}, func(tb []uint64) bool { return tb[b] == 3 })
+		w2 := weightsWhere(t, []uint64{1, 3}, func(tb []uint64) bool { return tb[b] == 1 && slices.Contains(tb, 3) })
+		l.applyAll(1, w1, nil, 1)
+		if n := l.dialNode(t); n != 3 {
+			t.Fatalf("first flow went to h%d, want h3", n)
+		}
+		l.nodes = slices.DeleteFunc(slices.Clone(all), func(n Node) bool { return n.ID == 2 })
+		l.applyAll(1, w2, nil, 1)
+		if n := l.dialNode(t); n != 3 {
+			t.Fatalf("after h2 left the plan the flow went to h%d, want h3 (table: h1)", n)
+		}
+		if e, ok := l.entryOf(t); !ok || e.Node != 3 {
+			t.Fatalf("entry %+v (%v), want node 3", e, ok)
+		}
+	})
 
 	t.Run("timeout-0", func(t *testing.T) {
 		l.policy, l.affinity = ctl.Sticky, 0
