@@ -72,12 +72,25 @@ func (l *lab) entryOf(t *testing.T) (Affinity, bool) {
 	return Affinity{}, false
 }
 
+// forget empties the owner's affinity maps, left by an earlier subtest:
+// a plan without affinity carries no entry over.
+func (l *lab) forget(t *testing.T) {
+	t.Helper()
+	aff := l.affinity
+	l.affinity = 0
+	l.applyAll(1, even, nil, 1)
+	l.affinity = aff
+}
+
 // dialNode opens a connection through the VIP and returns its node.
-func (l *lab) dialNode(t *testing.T) int {
+func (l *lab) dialNode(t *testing.T) int { t.Helper(); return l.dialNodeTo(t, port) }
+
+// dialNodeTo opens a connection to VIP:p and returns its node.
+func (l *lab) dialNodeTo(t *testing.T, p uint16) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := l.dial(ctx)
+	c, err := l.dialTo(ctx, 0, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +108,7 @@ func TestAffinity(t *testing.T) {
 	for _, policy := range []ctl.Policy{ctl.Sticky, ctl.StickyWild} {
 		t.Run(policy.String(), func(t *testing.T) {
 			l.policy, l.affinity = policy, affTimeout
+			l.forget(t)
 			b := Bucket(policy, me, tableM)
 			w1 := even
 			if policy == ctl.Sticky {
@@ -177,6 +191,7 @@ func TestAffinity(t *testing.T) {
 	// carried over follow their node, not its old mark.
 	t.Run("marks-shift", func(t *testing.T) {
 		l.policy, l.affinity = ctl.Sticky, affTimeout
+		l.forget(t)
 		all := l.nodes
 		defer func() { l.nodes = all }()
 		b := Bucket(ctl.Sticky, me, tableM)
@@ -195,6 +210,48 @@ func TestAffinity(t *testing.T) {
 			t.Fatalf("entry %+v (%v), want node 3", e, ok)
 		}
 	})
+
+	// Sticky's entry is per port group: ports 80 and 81 have one table,
+	// so a client steered on 80 is kept on its node for its first flow
+	// to 81 after the change; sticky-wild's one table covers every port.
+	const port2 = 81
+	for i := 1; i <= 3; i++ {
+		l.serveOn(i, port2)
+	}
+	for _, policy := range []ctl.Policy{ctl.Sticky, ctl.StickyWild} {
+		t.Run("ports-"+policy.String(), func(t *testing.T) {
+			l.policy, l.affinity = policy, affTimeout
+			l.forget(t)
+			b := Bucket(policy, me, tableM)
+			w1 := moving(t, even, 1, b)
+			x := ctl.Build(w1, tableM)[b]
+			w2 := moving(t, w1, x, b)
+			apply := func(ws []ctl.Weight) {
+				t.Helper()
+				p := l.plan(1, 1, ws, nil)
+				if policy == ctl.Sticky {
+					s := p.Addrs[0].Services[0]
+					s.Port = port2
+					p.Addrs[0].Services = append(p.Addrs[0].Services, s)
+				}
+				if err := l.dp[1].Apply(context.Background(), p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			apply(w1)
+			if n := l.dialNodeTo(t, port); n != int(x) {
+				t.Fatalf("first flow went to h%d, want h%d", n, x)
+			}
+			apply(w2)
+			if n := l.dialNodeTo(t, port2); n != int(x) {
+				t.Fatalf("first flow to :%d after the change went to h%d, want h%d (table: h%d)", port2, n, x, ctl.Build(w2, tableM)[b])
+			}
+			e, ok := l.entryOf(t)
+			if want := map[ctl.Policy]int{ctl.Sticky: 2, ctl.StickyWild: 1}[policy]; !ok || len(e.Services) != want {
+				t.Fatalf("entry %+v (%v), want one for a group of %d services", e, ok, want)
+			}
+		})
+	}
 
 	t.Run("timeout-0", func(t *testing.T) {
 		l.policy, l.affinity = ctl.Sticky, 0
