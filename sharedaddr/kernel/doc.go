@@ -87,7 +87,8 @@
 // included: a flow whose bucket moved stays on its node while its client
 // is active, exception or not. The plain bucket rule stays last, for a
 // client the full map (affSize) has no room for. Entries live on the
-// owner only (only its chains jump to the maps).
+// owner only (only its chains jump to the maps): a new owner starts
+// without them, and its clients follow the table until they have one.
 //
 // A change of the tables rebuilds the nft table, maps included, so Apply
 // reads the entries first and puts back those whose node is still in the
