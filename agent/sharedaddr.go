@@ -394,10 +394,11 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 			continue
 		}
 		ka := kernel.Addr{
-			VIP:    a.Addr.IP,
-			Policy: a.Policy,
-			Owner:  a.Owner == self && !fenced,
-			Serve:  slices.ContainsFunc(a.Listeners, func(l ctl.Listener) bool { return l.Node == self }),
+			VIP:      a.Addr.IP,
+			Policy:   a.Policy,
+			Owner:    a.Owner == self && !fenced,
+			Serve:    slices.ContainsFunc(a.Listeners, func(l ctl.Listener) bool { return l.Node == self }),
+			Affinity: a.Affinity,
 		}
 		for _, t := range a.Tables {
 			ok := true

@@ -24,9 +24,10 @@ type Dataplane struct {
 	ifname string
 	log    *slog.Logger
 
-	// mu serialises Apply, Drop and Close; it guards nl.
-	mu sync.Mutex
-	nl *netlink.Handle
+	// mu serialises Apply, Drop and Close; it guards nl and applied.
+	mu      sync.Mutex
+	nl      *netlink.Handle
+	applied *applied // nil until an Apply's nft batch, and after Drop
 }
 
 // Open returns the data path of the stack whose nsfs file is path

@@ -28,3 +28,6 @@ func (*Dataplane) Close() error { return nil }
 
 // Installed returns ErrUnsupported off Linux.
 func (*Dataplane) Installed() (string, error) { return "", ErrUnsupported }
+
+// Affinities returns ErrUnsupported off Linux.
+func (*Dataplane) Affinities(netip.Addr) ([]Affinity, error) { return nil, ErrUnsupported }

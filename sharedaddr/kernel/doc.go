@@ -71,7 +71,36 @@
 // set: a changed block is a small batch, and restarts numgen's counter
 // at BASE. Drop removes it with the table.
 //
-// Not yet: affinity timeouts (sticky is by hash alone, so it holds while
-// the table does), IPv6, next hops given by MAC alone, and an unmodified
+// Affinity (issue 13 item 3). Sticky by hash alone holds while the table
+// does: a weight change or a new listener moves buckets, and their
+// clients at once. An Addr.Affinity of at least 1 ms on a Sticky or
+// StickyWild address keeps a client on its node while it keeps sending:
+// each port group (the address's services with equal tables, which ctl
+// gives the ports whose listeners and weights are equal; StickyWild's one
+// table per protocol, so all its ports) has a dynamic nft map "fK_G",
+// client address → mark, with the timeout. Ahead of each service's bucket
+// rule, a rule looks the client up there, sets the entry's mark, and
+// restarts its timeout ("update @fK_G { ip saddr : mark }", which keeps an
+// existing entry's mark); a client without an entry is steered by its
+// bucket and gets an entry for the node it went to. So it is consulted
+// before the jhash and refreshed by every packet, established flows'
+// included: a flow whose bucket moved stays on its node while its client
+// is active, exception or not. The plain bucket rule stays last, for a
+// client the full map (affSize) has no room for. Entries live on the
+// owner only (only its chains jump to the maps): a new owner starts
+// without them, and its clients follow the table until they have one.
+//
+// A change of the tables rebuilds the nft table, maps included, so Apply
+// reads the entries first and puts back those whose node is still in the
+// new group's table, with the time they had left (at most the new
+// timeout) and the node's new mark (marks are renumbered when the plan's
+// nodes change). An entry whose node left the table (it stopped
+// listening, was drained to weight 0, or left) is dropped: its client's
+// next flow follows the new table at once. Entries made between the read
+// and the commit are lost, and so are all after a restart (the old plan,
+// which names the marks, is kept in memory only): their clients follow
+// the table, as without affinity. Dataplane.Affinities lists the entries.
+//
+// Not yet: IPv6, next hops given by MAC alone, and an unmodified
 // application's SNAT into its node's slice.
 package kernel

@@ -43,6 +43,8 @@ type lab struct {
 	slices []Slice
 	// ident is each node's ident block, by host.
 	ident map[int]Ident
+	// affinity is the plans' affinity timeout.
+	affinity time.Duration
 }
 
 func newLab(t *testing.T, n int) *lab {
@@ -71,8 +73,11 @@ func newLab(t *testing.T, n int) *lab {
 
 // serve runs node i's server on :80: it sends "ID CLIENT\n", then echoes
 // lines. Its goroutines end with the test.
-func (l *lab) serve(i int) {
-	ln, err := l.lab.Listen(i, "tcp4", ":"+strconv.Itoa(port))
+func (l *lab) serve(i int) { l.serveOn(i, port) }
+
+// serveOn runs node i's server on :p.
+func (l *lab) serveOn(i int, p uint16) {
+	ln, err := l.lab.Listen(i, "tcp4", ":"+strconv.Itoa(int(p)))
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -123,7 +128,7 @@ func (l *lab) plan(self, owner int, weights []ctl.Weight, exc []Exception) Plan 
 	// Every node holds the tables, as each derives them from the log.
 	a := Addr{VIP: vip, Policy: l.policy, Owner: self == owner, Serve: true, Slices: l.slices,
 		Services: []Service{{Proto: TCP, Port: port, Table: ctl.Build(weights, tableM)}}, Exceptions: exc,
-		Ident: l.ident[self]}
+		Ident: l.ident[self], Affinity: l.affinity}
 	if l.policy == ctl.StickyWild {
 		a.Services[0].Port = 0 // one table for every port
 	}
@@ -152,10 +157,15 @@ func (l *lab) dial(ctx context.Context) (*conn, error) { return l.dialFrom(ctx, 
 
 // dialFrom dials from the client's source port from, 0 for any.
 func (l *lab) dialFrom(ctx context.Context, from uint16) (*conn, error) {
+	return l.dialTo(ctx, from, port)
+}
+
+// dialTo dials VIP:to from the client's source port from, 0 for any.
+func (l *lab) dialTo(ctx context.Context, from, to uint16) (*conn, error) {
 	var c net.Conn
 	err := l.dp[client].in(func() (err error) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{Port: int(from)}}
-		c, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(vip, port).String())
+		c, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(vip, to).String())
 		return err
 	})
 	if err != nil {

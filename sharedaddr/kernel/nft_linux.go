@@ -118,6 +118,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	haveTables, haveRoles := installed(c)
 	switch {
 	case haveTables == fpTables && haveRoles == fpRoles:
+		d.applied = &applied{plan: p, marks: marks}
 		return nil
 	case haveTables == fpTables:
 		c.FlushChain(planCh)
@@ -125,6 +126,8 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		c.FlushChain(identCh)
 		c.FlushSet(vipSet)
 	default:
+		// Read before the batch: it deletes the maps.
+		carry := d.carried(c, p, marks)
 		c.AddTable(table)
 		c.DelTable(table)
 		c.AddTable(table)
@@ -145,7 +148,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		// fragment of a datagram carries the id the rule gave it.
 		c.AddChain(&nftables.Chain{Name: identCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle})
-		if err := addTables(c, p, marks); err != nil {
+		if err := addTables(c, p, marks, carry); err != nil {
 			return err
 		}
 	}
@@ -177,16 +180,31 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 			Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}, UserData: []byte(fp)})
 	}
 	if err := c.Flush(); err != nil {
+		d.applied = nil // unknown: the next rebuild carries nothing over
 		return fmt.Errorf("kernel: nft batch: %w", err)
 	}
+	d.applied = &applied{plan: p, marks: marks}
 	return nil
 }
 
 // addTables adds each address's chain: its exceptions, slices and
-// dispatch maps.
-func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32) error {
+// dispatch maps, and the affinity maps of an affine address with the
+// entries carry gives them.
+func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[string][]nftables.SetElement) error {
 	for k, a := range p.Addrs {
 		ch := c.AddChain(&nftables.Chain{Name: addrChain(k), Table: table})
+		aff := map[int]*nftables.Set{} // by service
+		if a.affine() {
+			for g, grp := range a.groups() {
+				f := affSet(k, g, a.Affinity)
+				if err := addSet(c, f, carry[f.Name]); err != nil {
+					return fmt.Errorf("kernel: nft affinity map of %v: %w", a.VIP, err)
+				}
+				for _, j := range grp {
+					aff[j] = f
+				}
+			}
+		}
 		if len(a.Exceptions) > 0 {
 			exc := &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
 				KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
@@ -234,13 +252,20 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32) error {
 			if err := addSet(c, bm, bs); err != nil {
 				return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
 			}
-			ex := l4(s.Proto)
+			match := l4(s.Proto)
 			if s.Port != 0 {
-				ex = append(ex,
+				match = append(match,
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
 			}
-			ex = append(ex, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
+			if f := aff[j]; f != nil {
+				for _, r := range affineRules(match, f, bm, len(s.Table), a.Affinity) {
+					c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: r})
+				}
+			}
+			// The plain rule; behind the affine ones, it steers a client
+			// that a full affinity map has no room for.
+			ex := append(match, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
 			n := uint32(4)
 			if a.Policy == ctl.Weighted {
 				ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
@@ -301,6 +326,7 @@ func (d *Dataplane) dropTable() error {
 	if err != nil {
 		return err
 	}
+	d.applied = nil
 	c.DelTable(table)
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("kernel: nft delete table: %w", err)

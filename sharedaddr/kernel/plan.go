@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/corralhq/corral/sharedaddr/ctl"
 )
@@ -85,6 +86,40 @@ type Addr struct {
 	// be fragmented takes its IP id from it (issue 13 item 6). Zero: the
 	// kernel's own ids.
 	Ident Ident `json:",omitzero"`
+	// Affinity is the affinity timeout of a Sticky or StickyWild
+	// address: a client that the owner steered to a node keeps going to
+	// it, whatever its bucket says, while it sends within Affinity (see
+	// the package doc). Zero, or a Weighted address: the table alone.
+	// Millisecond resolution, as nftables keeps it.
+	Affinity time.Duration `json:",omitzero"`
+}
+
+// MaxAffinity is the longest affinity timeout a plan may carry: the
+// u32 milliseconds of the address's configuration (ctl).
+const MaxAffinity = (1<<32 - 1) * time.Millisecond
+
+// affine reports whether the address's flows keep their node by
+// affinity entries.
+func (a *Addr) affine() bool {
+	return a.Policy != ctl.Weighted && a.Affinity >= time.Millisecond
+}
+
+// groups returns the port groups of the address's services, as indices
+// into Services: services with equal tables, in the order of their first
+// service. ctl gives the ports of a Sticky address whose listeners and
+// weights are equal the same table, and that is what makes them a port
+// group; a StickyWild address's tables (one a protocol) group alike.
+func (a *Addr) groups() [][]int {
+	var gs [][]int
+	for j, s := range a.Services {
+		k := slices.IndexFunc(gs, func(g []int) bool { return slices.Equal(a.Services[g[0]].Table, s.Table) })
+		if k < 0 {
+			gs = append(gs, []int{j})
+		} else {
+			gs[k] = append(gs[k], j)
+		}
+	}
+	return gs
 }
 
 // Ident is a range of IP ids: Base … Base+Len-1.
@@ -111,6 +146,16 @@ type Service struct {
 	Port  uint16 // 0: every port of Proto (StickyWild)
 	// Table maps each bucket to a node (ctl.Build); M = len(Table).
 	Table []uint64
+}
+
+// Affinity is one client's affinity entry on the owner
+// (Dataplane.Affinities).
+type Affinity struct {
+	Client netip.Addr
+	Node   uint64
+	Left   time.Duration // until the entry expires, unless the client sends
+	// Services name the entry's port group (Proto and Port; no tables).
+	Services []Service
 }
 
 // Exception sends the flows from Client to Node.
@@ -202,6 +247,9 @@ func (p *Plan) Validate() error {
 			if !e.Client.Addr().Is4() || !known(e.Node) {
 				return fmt.Errorf("%w: %v: exception %v → %d", ErrPlan, a.VIP, e.Client, e.Node)
 			}
+		}
+		if a.Affinity < 0 || a.Affinity > MaxAffinity {
+			return fmt.Errorf("%w: %v: affinity timeout %v", ErrPlan, a.VIP, a.Affinity)
 		}
 		if a.Ident.Len > 65536-uint32(a.Ident.Base) || (a.Ident.Len == 0 && a.Ident.Base != 0) {
 			return fmt.Errorf("%w: %v: ident block %d+%d", ErrPlan, a.VIP, a.Ident.Base, a.Ident.Len)

@@ -1,9 +1,13 @@
 package kernel
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/corralhq/corral/sharedaddr/ctl"
 )
@@ -33,6 +37,8 @@ func TestValidate(t *testing.T) {
 		"ident overflow": func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 65000, Len: 4096} },
 		"ident no len":   func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 4096} },
 		"bad exception":  func(p *Plan) { p.Addrs[0].Exceptions = []Exception{{netip.MustParseAddrPort("10.0.0.1:5"), 9}} },
+		"affinity < 0":   func(p *Plan) { p.Addrs[0].Affinity = -time.Second },
+		"affinity > u32": func(p *Plan) { p.Addrs[0].Affinity = MaxAffinity + time.Millisecond },
 	} {
 		p := good
 		p.Nodes = append([]Node(nil), good.Nodes...)
@@ -42,6 +48,39 @@ func TestValidate(t *testing.T) {
 		if err := p.Validate(); !errors.Is(err, ErrPlan) {
 			t.Errorf("%s: Validate = %v, want ErrPlan", name, err)
 		}
+	}
+}
+
+// Port groups are the services with equal tables; only Sticky and
+// StickyWild addresses with a timeout of at least 1 ms keep affinity.
+func TestGroups(t *testing.T) {
+	a := Addr{Policy: ctl.Sticky, Affinity: time.Second, Services: []Service{
+		{Proto: TCP, Port: 80, Table: []uint64{1, 2, 3}},
+		{Proto: TCP, Port: 81, Table: []uint64{1, 2}},
+		{Proto: UDP, Port: 80, Table: []uint64{1, 2, 3}},
+		{Proto: TCP, Port: 443, Table: []uint64{1, 2}},
+		{Proto: TCP, Port: 444, Table: []uint64{2, 1}},
+	}}
+	if got, want := a.groups(), [][]int{{0, 2}, {1, 3}, {4}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("groups = %v, want %v", got, want)
+	}
+	for _, c := range []struct {
+		policy ctl.Policy
+		d      time.Duration
+		want   bool
+	}{{ctl.Sticky, time.Second, true}, {ctl.StickyWild, time.Millisecond, true},
+		{ctl.Weighted, time.Second, false}, {ctl.Sticky, 0, false}, {ctl.Sticky, time.Microsecond, false}} {
+		a := Addr{Policy: c.policy, Affinity: c.d}
+		if a.affine() != c.want {
+			t.Errorf("%v with %v: affine = %v", c.policy, c.d, !c.want)
+		}
+	}
+	// A plan without affinity has the fingerprints it had before the
+	// field existed: adding it rebuilt no table.
+	p := Plan{Self: 1, Addrs: []Addr{{VIP: netip.MustParseAddr("10.0.0.1"), Policy: ctl.Sticky}}}
+	b, _ := json.Marshal(p.Addrs[0])
+	if strings.Contains(string(b), "Affinity") {
+		t.Errorf("an address without affinity marshals as %s", b)
 	}
 }
 
