@@ -125,6 +125,20 @@ func TestExceptionsFollowTableChanges(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("exceptions after the weight change:\n got %v\nwant %v", got, want)
 	}
+	// ADDR_LIST's rows carry them: the generation, the count, the flows.
+	a2, _ := st.Addr(vip)
+	rows := c.svc(2).Rows()
+	if len(rows) != 1 || rows[0].Gen != a2.Gen || rows[0].Gen < 2 || rows[0].ExceptionCount != uint32(moved) || len(rows[0].Exceptions) != moved {
+		t.Fatalf("ADDR_LIST row: gen %d (state %d), %d exceptions, %d listed; want %d", rows[0].Gen, a2.Gen, rows[0].ExceptionCount, len(rows[0].Exceptions), moved)
+	}
+	var listed []string
+	for _, e := range rows[0].Exceptions {
+		listed = append(listed, fmt.Sprintf("%v→%d", e.Client, e.Node))
+	}
+	slices.Sort(listed)
+	if !slices.Equal(listed, want) {
+		t.Fatalf("ADDR_LIST exceptions %v, want %v", listed, want)
+	}
 	// The ADD and one EXCEPT per node (leases, still being taken, are
 	// other proposals).
 	if n := c.log.ProposalsOf(ctl.OpAdd, ctl.OpExcept, ctl.OpUnexcept) - before; n != 1+len(ids) {
