@@ -139,6 +139,15 @@ func TestExceptionsFollowTableChanges(t *testing.T) {
 	if !slices.Equal(listed, want) {
 		t.Fatalf("ADDR_LIST exceptions %v, want %v", listed, want)
 	}
+	// The metrics: the gauge is the state's count; the counter has seen
+	// each of them added (node 2 may have applied nothing else yet).
+	if got := gauge(t, c.reg[2], "corral_sharedaddr_exceptions"); got != float64(moved) {
+		t.Fatalf("corral_sharedaddr_exceptions = %v, want %d", got, moved)
+	}
+	changes := counter(t, c.reg[2], "corral_sharedaddr_exception_changes_total")
+	if changes < float64(moved) {
+		t.Fatalf("corral_sharedaddr_exception_changes_total = %v, want at least %d", changes, moved)
+	}
 	// The ADD and one EXCEPT per node (leases, still being taken, are
 	// other proposals).
 	if n := c.log.ProposalsOf(ctl.OpAdd, ctl.OpExcept, ctl.OpUnexcept) - before; n != 1+len(ids) {
@@ -163,6 +172,12 @@ func TestExceptionsFollowTableChanges(t *testing.T) {
 		}
 		if len(a.Exceptions) == 0 {
 			return fmt.Errorf("the other nodes' exceptions went too")
+		}
+		return nil
+	})
+	eventually(t, "the counter counts the removals", func() error {
+		if got := counter(t, c.reg[2], "corral_sharedaddr_exception_changes_total"); got <= changes {
+			return fmt.Errorf("corral_sharedaddr_exception_changes_total = %v, no more than %v before the removals", got, changes)
 		}
 		return nil
 	})

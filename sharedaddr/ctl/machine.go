@@ -28,6 +28,10 @@ type Machine struct {
 	// tables caches the derived dispatch tables; any change of st clears
 	// it, so a cached table is always the one st gives.
 	tables map[tableKey][]uint64
+	// exceptChanges counts the exceptions this machine's entries added,
+	// moved to another node or removed (ExceptionChanges); local, not
+	// replicated state.
+	exceptChanges uint64
 }
 
 var (
