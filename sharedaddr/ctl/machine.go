@@ -194,7 +194,7 @@ func (m *Machine) apply(tx rsm.Tx, c *Cmd) (Reply, error) {
 		st.addrs[c.Addr] = as
 		// A replace keeps the owner: a weight change moves no ARP.
 		if isNew {
-			if err := m.setOwner(tx, c.Addr, m.chooseOwner(c.Addr)); err != nil {
+			if err := m.setOwner(tx, c.Addr, m.chooseOwner(c.Addr, m.ownerLoad(c.Addr))); err != nil {
 				return Reply{}, err
 			}
 		}

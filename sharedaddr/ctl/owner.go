@@ -36,18 +36,23 @@ func (m *Machine) ownerOf(a Addr) uint64 {
 	return m.st.view.members[0].id
 }
 
-// chooseOwner picks the owner of a among the view's members: the one
-// owning the fewest other addresses, so that owners spread evenly over
-// the members (at most ceil(addresses/members) each while the view does
-// not change), then the highest rendezvous score, then the smallest id.
-// 0 for an empty view.
-func (m *Machine) chooseOwner(a Addr) uint64 {
+// ownerLoad counts the addresses each node owns, a left out.
+func (m *Machine) ownerLoad(a Addr) map[uint64]int {
 	load := map[uint64]int{}
 	for b := range m.st.addrs {
 		if b != a {
 			load[m.ownerOf(b)]++
 		}
 	}
+	return load
+}
+
+// chooseOwner picks the owner of a among the view's members: the one
+// owning the fewest addresses by load, so that owners spread evenly over
+// the members (at most ceil(addresses/members) each while the view does
+// not change), then the highest rendezvous score, then the smallest id.
+// 0 for an empty view.
+func (m *Machine) chooseOwner(a Addr, load map[uint64]int) uint64 {
 	var best uint64
 	bestLoad, bestScore := 0, uint64(0)
 	for _, mb := range m.st.view.members {
@@ -91,28 +96,25 @@ func (m *Machine) reown(tx rsm.Tx, prev view) error {
 		}
 	}
 	addrs := slices.SortedFunc(maps.Keys(m.st.addrs), cmpAddr)
-	// First the keepers, so that the load counts them all, then the moves.
+	// First the keepers (recorded, if version 2 did not), so that the
+	// load counts them all; a moved address counts for nobody until it is
+	// chosen.
+	load := map[uint64]int{}
 	for _, a := range addrs {
 		if o, ok := keep[a]; ok {
+			load[o]++
 			if err := m.setOwner(tx, a, o); err != nil {
 				return err
 			}
-		} else if err := m.setOwner(tx, a, 0); err != nil {
-			return err
-		}
-	}
-	for _, a := range addrs {
-		if _, ok := keep[a]; !ok {
-			// A moved address counts for nobody until it is chosen.
-			m.st.owners[a] = 0
 		}
 	}
 	for _, a := range addrs {
 		if _, ok := keep[a]; ok {
 			continue
 		}
-		delete(m.st.owners, a)
-		if err := m.setOwner(tx, a, m.chooseOwner(a)); err != nil {
+		o := m.chooseOwner(a, load) // 0 for an empty view: no record
+		load[o]++
+		if err := m.setOwner(tx, a, o); err != nil {
 			return err
 		}
 	}

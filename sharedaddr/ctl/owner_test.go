@@ -147,3 +147,46 @@ func snapshotRestore(t *testing.T, n *node) *node {
 	}
 	return r
 }
+
+// TestOwnerBalance: with 30 addresses the fewest-first rule gives 10 to
+// each of 3 members; the 10 of one that leaves split 5/5 over the other
+// two; a member that joins takes no address but the next ones added.
+func TestOwnerBalance(t *testing.T) {
+	n := newNode(251)
+	var addrs []ctl.Addr
+	for i := range 40 {
+		addrs = append(addrs, ctl.Addr{Stack: 3, IP: netip.AddrFrom4([4]byte{10, 1, byte(i / 7), byte(i)})})
+	}
+	count := func() map[uint64]int {
+		c := map[uint64]int{}
+		for _, a := range n.m.Addrs() {
+			c[a.Owner]++
+		}
+		return c
+	}
+	n.view(t, 1, 1, [2]uint64{1, 1}, [2]uint64{2, 2}, [2]uint64{3, 3})
+	for i, a := range addrs[:30] {
+		if r := n.apply(t, uint64(2+i), ctl.Cmd{Op: ctl.OpAdd, Addr: a, Policy: ctl.Weighted}); r.Code != ctl.OK {
+			t.Fatal(replyText(r))
+		}
+	}
+	if c := count(); c[1] != 10 || c[2] != 10 || c[3] != 10 {
+		t.Fatalf("owners of 30 addresses over 3 members: %v", c)
+	}
+	n.view(t, 40, 2, [2]uint64{1, 1}, [2]uint64{3, 3})
+	if c := count(); c[1] != 15 || c[3] != 15 {
+		t.Fatalf("after node 2 left: %v", c)
+	}
+	n.view(t, 41, 3, [2]uint64{1, 1}, [2]uint64{3, 3}, [2]uint64{4, 4})
+	if c := count(); c[1] != 15 || c[3] != 15 || c[4] != 0 {
+		t.Fatalf("after node 4 joined: %v", c)
+	}
+	for i, a := range addrs[30:] {
+		if r := n.apply(t, uint64(50+i), ctl.Cmd{Op: ctl.OpAdd, Addr: a, Policy: ctl.Weighted}); r.Code != ctl.OK {
+			t.Fatal(replyText(r))
+		}
+	}
+	if c := count(); c[1] != 15 || c[3] != 15 || c[4] != 10 {
+		t.Fatalf("10 addresses added after node 4 joined: %v", c)
+	}
+}
