@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
 	"github.com/corralhq/corral/sharedaddr"
 )
@@ -27,14 +28,24 @@ var errAddrTooOld = errors.New("agent too old for shared addresses (ADDR_* needs
 // requestAddr is requestBody for an ADDR_* opcode: an agent that does not
 // define it gives an exitError with exitTooOld.
 func requestAddr(ctx context.Context, dataDir string, op uint16, body []byte) ([]byte, error) {
-	b, err := requestV2(ctx, dataDir, op, body)
-	if errors.Is(err, errOldAgent) {
+	f, err := requestAddrFrame(ctx, dataDir, op, body)
+	if err != nil {
+		return nil, err
+	}
+	return f.Body, nil
+}
+
+// requestAddrFrame is requestAddr with the whole reply: ADDR_LIST's
+// layout is the reply's version's.
+func requestAddrFrame(ctx context.Context, dataDir string, op uint16, body []byte) (*proto.Frame, error) {
+	f, err := requestFrame(ctx, dataDir, op, body)
+	if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeOpcode {
 		return nil, &exitError{code: exitTooOld, err: errAddrTooOld}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", admin.Ops().Name(op), err)
 	}
-	return b, nil
+	return f, nil
 }
 
 // parseStack resolves --stack: empty is the agent's own stack (0 on the
@@ -235,6 +246,20 @@ type addrJSON struct {
 	Listeners  []addrListenerJSON `json:"listeners"`
 	Leases     []addrLeaseJSON    `json:"leases"`
 	Tables     []addrTableJSON    `json:"tables"`
+	// Gen, ExceptionCount and Exceptions are absent (null) from an agent
+	// older than admin version 6, which does not send them; Exceptions
+	// lists at most admin.MaxAddrExceptions of ExceptionCount.
+	Gen            *uint64             `json:"gen"`
+	ExceptionCount *uint32             `json:"exception_count"`
+	Exceptions     []addrExceptionJSON `json:"exceptions"`
+}
+
+// addrExceptionJSON is one flow kept on a node other than its bucket's.
+type addrExceptionJSON struct {
+	Client string `json:"client"` // address:port
+	Proto  string `json:"proto"`
+	Port   uint16 `json:"port"`
+	Node   uint64 `json:"node"`
 }
 
 type addrWeightJSON struct {
@@ -293,7 +318,8 @@ func leaseKindName(k uint8) string {
 	return strconv.Itoa(int(k))
 }
 
-func addrRows(rows []admin.AddrRow, names map[uint64]string) []addrJSON {
+// addrRows makes the JSON rows of an ADDR_LIST reply of admin version v.
+func addrRows(rows []admin.AddrRow, v uint8, names map[uint64]string) []addrJSON {
 	out := make([]addrJSON, 0, len(rows))
 	for _, r := range rows {
 		j := addrJSON{IP: r.IP.String(), Stack: r.Stack, Policy: addrPolicyName(r.Policy), AffinityMS: r.Affinity,
@@ -315,6 +341,13 @@ func addrRows(rows []admin.AddrRow, names map[uint64]string) []addrJSON {
 			}
 			j.Tables = append(j.Tables, tj)
 		}
+		if v >= admin.AddrExceptionsVersion {
+			gen, n := r.Gen, r.ExceptionCount
+			j.Gen, j.ExceptionCount, j.Exceptions = &gen, &n, []addrExceptionJSON{}
+			for _, e := range r.Exceptions {
+				j.Exceptions = append(j.Exceptions, addrExceptionJSON{e.Client.String(), ipProtoName(e.Proto), e.Port, e.Node})
+			}
+		}
 		out = append(out, j)
 	}
 	return out
@@ -325,21 +358,21 @@ func addrListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the shared addresses: owner, weights, listeners, port slices and table shares",
+		Short: "List the shared addresses: owner, weights, listeners, port slices, table shares, generation and exceptions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			b, err := requestAddr(ctx, dataDir, admin.OpAddrList, nil)
+			f, err := requestAddrFrame(ctx, dataDir, admin.OpAddrList, nil)
 			if err != nil {
 				return err
 			}
-			rows, err := admin.ParseAddrList(b)
+			rows, err := admin.ParseAddrListAt(f.Body, f.Version)
 			if err != nil {
 				return err
 			}
 			_, names := viewNames(ctx, dataDir)
-			js := addrRows(rows, names)
+			js := addrRows(rows, f.Version, names)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -347,7 +380,7 @@ func addrListCmd() *cobra.Command {
 				return enc.Encode(js)
 			}
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "ADDRESS\tSTACK\tPOLICY\tOWNER\tWEIGHTS\tLISTENERS\tSLICES")
+			fmt.Fprintln(w, "ADDRESS\tSTACK\tPOLICY\tOWNER\tWEIGHTS\tLISTENERS\tSLICES\tGEN\tEXCEPTIONS")
 			for _, a := range js {
 				var ws, ls, ss []string
 				for _, x := range a.Weights {
@@ -365,8 +398,13 @@ func addrListCmd() *cobra.Command {
 				if a.AffinityMS > 0 {
 					policy += fmt.Sprintf(" (%v)", time.Duration(a.AffinityMS)*time.Millisecond)
 				}
-				fmt.Fprintf(w, "%s\t%#x\t%s\t%s\t%s\t%s\t%s\n", a.IP, a.Stack, policy, nodeLabel(a.Owner, a.OwnerName),
-					dashJoin(ws), dashJoin(ls), dashJoin(ss))
+				// An agent before admin version 6 sends neither: "-".
+				gen, exc := "-", "-"
+				if a.Gen != nil {
+					gen, exc = strconv.FormatUint(*a.Gen, 10), strconv.FormatUint(uint64(*a.ExceptionCount), 10)
+				}
+				fmt.Fprintf(w, "%s\t%#x\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.IP, a.Stack, policy, nodeLabel(a.Owner, a.OwnerName),
+					dashJoin(ws), dashJoin(ls), dashJoin(ss), gen, exc)
 			}
 			return w.Flush()
 		},

@@ -29,6 +29,16 @@ func request(ctx context.Context, dataDir string, op uint16) ([]byte, error) {
 }
 
 func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([]byte, error) {
+	rep, err := requestFrame(ctx, dataDir, op, body)
+	if err != nil {
+		return nil, err
+	}
+	return rep.Body, nil
+}
+
+// requestFrame is requestBody with the whole reply, whose version says
+// the layout of a body that changed between versions.
+func requestFrame(ctx context.Context, dataDir string, op uint16, body []byte) (*proto.Frame, error) {
 	path := datadir.AdminSocket(dataDir)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -53,7 +63,7 @@ func requestBody(ctx context.Context, dataDir string, op uint16, body []byte) ([
 	if err != nil {
 		return nil, err
 	}
-	return rep.Body, nil
+	return rep, nil
 }
 
 // dataDirFlag is --data-dir of a tool: the agent and every tool default

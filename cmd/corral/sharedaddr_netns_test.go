@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -31,12 +32,19 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/internal/netlab"
+	"github.com/corralhq/corral/rsm"
+	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/corralhq/corral/sharedaddr/kernel"
+	nodeevent "github.com/corralhq/corral/types/event"
 )
 
 const (
-	saVIP    = "10.251.0.100"
+	// saVIP is owned by n1 (the tests below kill and cut off h1 as the
+	// owner): among members 1-3 in stack 1 (--shared-stack 1) the machine
+	// gives it to n1 (TestSharedAddrVIPOwner).
+	saVIP    = "10.251.0.105"
 	saPort   = 80
 	saClient = 4
 )
@@ -1065,4 +1073,48 @@ func TestSharedAddrPartitionFence(t *testing.T) {
 		}
 	}
 	t.Logf("after the heal: h%d alone answers ARP, h1 serves again and never announced", newOwner)
+}
+
+// TestSharedAddrVIPOwner: the machine owns saVIP by n1 in the lab's
+// cluster, as the tests above assume (no agent needed).
+func TestSharedAddrVIPOwner(t *testing.T) {
+	m := ctl.NewMachine(nil, ctl.Options{TableSize: 251})
+	tx := memTx{}
+	v := &events.Membership{Instance: 1}
+	for i := uint64(1); i <= 3; i++ {
+		v.Members = append(v.Members, nodeevent.Node{ID: i, BornOn: i})
+	}
+	if _, err := m.ApplyView(tx, rsm.Entry{Index: 1}, v); err != nil {
+		t.Fatal(err)
+	}
+	a := ctl.Addr{Stack: 1, IP: netip.MustParseAddr(saVIP)}
+	if _, err := m.Apply(tx, rsm.Entry{Index: 2, Cmd: ctl.AppendCmd(nil, ctl.Cmd{Op: ctl.OpAdd, Addr: a, Policy: ctl.Weighted})}); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := m.Owner(a); !ok || o != 1 {
+		t.Fatalf("owner of %v is %d; the lab's tests need n1 (pick another saVIP)", a, o)
+	}
+}
+
+// memTx is an in-memory rsm.Tx.
+type memTx map[string][]byte
+
+func (t memTx) Get(k []byte) []byte { return t[string(k)] }
+func (t memTx) Put(k, v []byte) error {
+	t[string(k)] = slices.Clone(v)
+	return nil
+}
+func (t memTx) Delete(k []byte) error {
+	delete(t, string(k))
+	return nil
+}
+func (t memTx) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
+		if strings.HasPrefix(k, string(prefix)) {
+			if err := fn([]byte(k), t[k]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

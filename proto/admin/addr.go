@@ -30,8 +30,15 @@ const (
 const (
 	MaxAddrs       = 4096 // rows of an ADDR_LIST reply
 	MaxAddrWeights = 1024 // weights of one address (sharedaddr/ctl.MaxWeights)
-	maxAddrItems   = 0xFFFF
+	// MaxAddrExceptions is the most exceptions one ADDR_LIST row lists
+	// (since version 6); the row's count says how many there are.
+	MaxAddrExceptions = 1024
+	maxAddrItems      = 0xFFFF
 )
+
+// AddrExceptionsVersion is the first admin version whose ADDR_LIST rows
+// carry the table generation and the exceptions.
+const AddrExceptionsVersion uint8 = 6
 
 const addrAddReplace = 1 // ADDR_ADD flags bit 0
 
@@ -90,6 +97,16 @@ type AddrTable struct {
 	Shares  []AddrShare
 }
 
+// AddrException is one flow of an address kept on a node other than its
+// bucket's: the client's address and port, the protocol and the shared
+// address's port, and the node that holds it.
+type AddrException struct {
+	Client netip.AddrPort // IPv4 carried v4-mapped, decoded as IPv4
+	Proto  uint8          // 6 TCP, 17 UDP
+	Port   uint16
+	Node   uint64
+}
+
 // AddrRow is one address of an ADDR_LIST reply, as the answering agent
 // has applied it.
 type AddrRow struct {
@@ -102,6 +119,11 @@ type AddrRow struct {
 	Listeners []AddrListener
 	Leases    []AddrLease // slices and ident blocks of the address, SPI blocks of its stack
 	Tables    []AddrTable
+	// Since version 6 (zero before): the table generation, how many
+	// exceptions the address has, and at most MaxAddrExceptions of them.
+	Gen            uint64
+	ExceptionCount uint32
+	Exceptions     []AddrException
 }
 
 func appendIP(dst []byte, ip netip.Addr) []byte {
@@ -216,10 +238,20 @@ const (
 	leaseSize    = 8 + 1 + 1 + 2 + 4 + 4
 	tableMin     = 1 + 1 + 2 + 4 + 2
 	shareSize    = 8 + 4
+	// Since version 6: generation, exception count, listed count; an
+	// exception.
+	rowExceptMin  = 8 + 4 + 2
+	exceptionSize = 16 + 2 + 1 + 1 + 2 + 8
 )
 
-// AppendAddrList appends the body of an ADDR_LIST reply.
-func AppendAddrList(dst []byte, rows []AddrRow) []byte {
+// AppendAddrList appends the body of an ADDR_LIST reply in the layout of
+// versions 4 and 5 (AppendAddrListAt).
+func AppendAddrList(dst []byte, rows []AddrRow) []byte { return AppendAddrListAt(dst, 4, rows) }
+
+// AppendAddrListAt appends the body of an ADDR_LIST reply in the layout
+// of admin version v: from AddrExceptionsVersion on, each row ends with
+// its generation and exceptions; before, they are left out.
+func AppendAddrListAt(dst []byte, v uint8, rows []AddrRow) []byte {
 	le := binary.LittleEndian
 	dst = le.AppendUint32(dst, uint32(len(rows)))
 	for i := range rows {
@@ -254,6 +286,18 @@ func AppendAddrList(dst []byte, rows []AddrRow) []byte {
 				dst = le.AppendUint32(le.AppendUint64(dst, s.Node), s.Buckets)
 			}
 		}
+		if v >= AddrExceptionsVersion {
+			dst = le.AppendUint64(dst, a.Gen)
+			dst = le.AppendUint32(dst, a.ExceptionCount)
+			dst = le.AppendUint16(dst, uint16(len(a.Exceptions)))
+			for _, e := range a.Exceptions {
+				dst = appendIP(dst, e.Client.Addr())
+				dst = le.AppendUint16(dst, e.Client.Port())
+				dst = append(dst, e.Proto, 0)
+				dst = le.AppendUint16(dst, e.Port)
+				dst = le.AppendUint64(dst, e.Node)
+			}
+		}
 	}
 	return dst
 }
@@ -269,11 +313,20 @@ func count(r *proto.Reader, size int, field string) (int, bool) {
 	return n, true
 }
 
-// ParseAddrList decodes an ADDR_LIST reply.
-func ParseAddrList(b []byte) ([]AddrRow, error) {
+// ParseAddrList decodes an ADDR_LIST reply in the layout of versions 4
+// and 5 (ParseAddrListAt).
+func ParseAddrList(b []byte) ([]AddrRow, error) { return ParseAddrListAt(b, 4) }
+
+// ParseAddrListAt decodes an ADDR_LIST reply in the layout of admin
+// version v (the reply frame's).
+func ParseAddrListAt(b []byte, v uint8) ([]AddrRow, error) {
 	r := proto.NewReader(b, "ADDR_LIST reply")
 	n := uint64(r.U32("count"))
-	if n > MaxAddrs || n*addrRowMin > uint64(r.Len()) {
+	rowMin := uint64(addrRowMin)
+	if v >= AddrExceptionsVersion {
+		rowMin += rowExceptMin
+	}
+	if n > MaxAddrs || n*rowMin > uint64(r.Len()) {
 		r.Fail(proto.CodeField, "address count %d does not fit a body of %d bytes (limit %d)", n, len(b), MaxAddrs)
 		return nil, r.Err()
 	}
@@ -339,9 +392,41 @@ func ParseAddrList(b []byte) ([]AddrRow, error) {
 				}
 			}
 		}
+		if v >= AddrExceptionsVersion {
+			readExceptions(r, i, a)
+		}
 	}
 	if err := r.Err(); err != nil {
 		return nil, err
 	}
 	return rows, nil
+}
+
+// readExceptions reads a row's generation and exceptions (version 6).
+func readExceptions(r *proto.Reader, i int, a *AddrRow) {
+	a.Gen = r.U64("generation")
+	a.ExceptionCount = r.U32("exception count")
+	k, ok := count(r, exceptionSize, "listed exception count")
+	switch {
+	case !ok:
+		return
+	case k > MaxAddrExceptions || uint32(k) > a.ExceptionCount:
+		r.Fail(proto.CodeField, "address %d: %d exceptions listed of %d (limit %d)", i, k, a.ExceptionCount, MaxAddrExceptions)
+		return
+	}
+	if k > 0 {
+		a.Exceptions = make([]AddrException, k)
+	}
+	for j := range a.Exceptions {
+		e := &a.Exceptions[j]
+		ip := readIP(r, "exception client ip")
+		e.Client = netip.AddrPortFrom(ip, r.U16("exception client port"))
+		e.Proto = r.U8("exception proto")
+		r.Zero(1, "reserved")
+		e.Port = r.U16("exception port")
+		e.Node = r.U64("exception node")
+		if e.Node == 0 || (e.Proto != 6 && e.Proto != 17) || e.Port == 0 {
+			r.Fail(proto.CodeField, "address %d exception %d: node %d proto %d port %d", i, j, e.Node, e.Proto, e.Port)
+		}
+	}
 }

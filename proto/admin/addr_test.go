@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/corralhq/corral/proto"
@@ -39,6 +40,20 @@ var sampleAddrRows = []admin.AddrRow{
 	{IP: netip.MustParseAddr("2001:db8::7"), Stack: 0xf0000002, Policy: admin.PolicyStickyWild, Affinity: 1000},
 }
 
+// sampleAddrRowsV6 is sampleAddrRows with what version 6 adds: the first
+// address at generation 3 with two exceptions, both listed; the second at
+// generation 1 with none.
+var sampleAddrRowsV6 = func() []admin.AddrRow {
+	rows := slices.Clone(sampleAddrRows)
+	rows[0].Gen, rows[0].ExceptionCount = 3, 2
+	rows[0].Exceptions = []admin.AddrException{
+		{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Proto: 6, Port: 80, Node: 2},
+		{Client: netip.MustParseAddrPort("[2001:db8::9]:40001"), Proto: 6, Port: 80, Node: 1},
+	}
+	rows[1].Gen = 1
+	return rows
+}()
+
 func addrAddFields(b []byte) golden.Fields {
 	w := golden.NewWalker(b)
 	w.U64("stack: nsfs inode, 0 = the agent's own")
@@ -66,7 +81,13 @@ func addrDelFields(b []byte) golden.Fields {
 	return w.Fields
 }
 
-func addrListFields(b []byte) golden.Fields {
+func addrListFields(b []byte) golden.Fields { return addrListFieldsAt(4)(b) }
+
+func addrListFieldsAt(v uint8) func(b []byte) golden.Fields {
+	return func(b []byte) golden.Fields { return addrListWalk(b, v) }
+}
+
+func addrListWalk(b []byte, v uint8) golden.Fields {
 	w := golden.NewWalker(b)
 	n := w.U32("address count")
 	for i := uint64(0); i < n && !w.Done(); i++ {
@@ -105,6 +126,20 @@ func addrListFields(b []byte) golden.Fields {
 				w.U32("      buckets")
 			}
 		}
+		if v < admin.AddrExceptionsVersion {
+			continue
+		}
+		w.U64("  table generation (version 6)")
+		w.U32("  exception count")
+		k = w.U16("  listed exception count, <= 1024")
+		for j := 0; j < k && !w.Done(); j++ {
+			w.Fixed(16, "  exception[%d] client ip", j)
+			w.U16("    client port")
+			w.U8("    proto")
+			w.U8("    reserved, zero")
+			w.U16("    port")
+			w.U64("    node id")
+		}
 	}
 	return w.Fields
 }
@@ -112,12 +147,46 @@ func addrListFields(b []byte) golden.Fields {
 func parseAddrAdd(b []byte) error  { _, err := admin.ParseAddrAdd(b); return err }
 func parseAddrDel(b []byte) error  { _, err := admin.ParseAddrDel(b); return err }
 func parseAddrList(b []byte) error { _, err := admin.ParseAddrList(b); return err }
+func parseAddrListV6(b []byte) error {
+	_, err := admin.ParseAddrListAt(b, admin.AddrExceptionsVersion)
+	return err
+}
 
 func addrAddWith(fn func(b []byte) []byte) []byte {
 	return fn(admin.AppendAddrAdd(nil, &sampleAddrAdd))
 }
 func addrListWith(fn func(b []byte) []byte) []byte {
 	return fn(admin.AppendAddrList(nil, sampleAddrRows))
+}
+func addrListV6With(fn func(b []byte) []byte) []byte {
+	return fn(admin.AppendAddrListAt(nil, admin.AddrExceptionsVersion, sampleAddrRowsV6))
+}
+
+// addrV6Vectors are the ADDR_LIST reply of admin version 6: the rows end
+// with the generation and the exceptions.
+func addrV6Vectors() []wiretest.Vector {
+	listRep := reply(admin.OpAddrList, admin.AppendAddrListAt(nil, admin.AddrExceptionsVersion, sampleAddrRowsV6))
+	listRep.Version = admin.AddrExceptionsVersion
+	// The first exception's proto, and the first row's listed count.
+	first := bytes.Index(listRep.Body, []byte{0x40, 0x9c, 6, 0}) + 2
+	fields := addrListFieldsAt(admin.AddrExceptionsVersion)
+	return []wiretest.Vector{
+		frameVector("addr_list_reply_v6", []string{
+			"Admin ADDR_LIST reply at version 6: addr_list_reply's two addresses, the first at",
+			"generation 3 with two exceptions (198.51.100.7:40000 tcp/80 kept on node 2,",
+			"[2001:db8::9]:40001 tcp/80 on node 1), the second at generation 1 with none.",
+		}, listRep, fields, expect(listRep, sampleAddrRowsV6), 0, ""),
+		bodyVector("err_addr_list_exception_proto", "Version 6 ADDR_LIST reply whose first exception has protocol 1.",
+			addrListV6With(func(b []byte) []byte { b[first] = 1; return b }), fields, parseAddrListV6, "address 0 exception 0: node 2 proto 1 port 80"),
+		bodyVector("err_addr_list_exception_listed", "Version 6 ADDR_LIST reply listing two exceptions of a count of one.",
+			addrListV6With(func(b []byte) []byte {
+				i := bytes.Index(b, []byte{2, 0, 0, 0, 2, 0}) // the first row's count and listed count
+				b[i] = 1
+				return b
+			}), fields, parseAddrListV6, "address 0: 2 exceptions listed of 1"),
+		bodyVector("err_addr_list_v6_truncated", "Version 6 ADDR_LIST reply cut off inside the second row's generation.",
+			addrListV6With(func(b []byte) []byte { return b[:len(b)-10] }), fields, parseAddrListV6, "generation"),
+	}
 }
 
 // addrVectors are the messages of admin version 4.
@@ -198,6 +267,15 @@ func TestAddrRoundTrip(t *testing.T) {
 	if err != nil || !wiretest.Equal(got, sampleAddrRows) {
 		t.Fatalf("ADDR_LIST round trip: %+v, %v", got, err)
 	}
+	got, err = admin.ParseAddrListAt(admin.AppendAddrListAt(nil, 6, sampleAddrRowsV6), 6)
+	if err != nil || !wiretest.Equal(got, sampleAddrRowsV6) {
+		t.Fatalf("ADDR_LIST v6 round trip: %+v, %v", got, err)
+	}
+	// A version 5 reply leaves them out: an agent answering an older
+	// tool sends the layout that tool reads.
+	if v5 := admin.AppendAddrListAt(nil, 5, sampleAddrRowsV6); !bytes.Equal(v5, admin.AppendAddrList(nil, sampleAddrRows)) {
+		t.Fatal("a version 5 ADDR_LIST carries version 6's fields")
+	}
 }
 
 // TestAddrListCountCheckedBeforeAllocation: a count the body cannot hold
@@ -264,6 +342,27 @@ func FuzzParseAddrList(f *testing.F) {
 			t.Fatalf("%d rows accepted", len(rows))
 		}
 		if out := admin.AppendAddrList(nil, rows); !bytes.Equal(out, b) {
+			t.Fatalf("re-encoded ADDR_LIST differs:\n%x\n%x", out, b)
+		}
+	})
+}
+
+func FuzzParseAddrListV6(f *testing.F) {
+	f.Add(admin.AppendAddrListAt(nil, admin.AddrExceptionsVersion, sampleAddrRowsV6))
+	f.Add(admin.AppendAddrListAt(nil, admin.AddrExceptionsVersion, nil))
+	f.Add(addrListV6With(func(b []byte) []byte { return b[:len(b)-3] }))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rows, err := admin.ParseAddrListAt(b, admin.AddrExceptionsVersion)
+		wiretest.Typed(t, err)
+		if err != nil {
+			return
+		}
+		for _, r := range rows {
+			if len(r.Exceptions) > admin.MaxAddrExceptions || uint32(len(r.Exceptions)) > r.ExceptionCount {
+				t.Fatalf("accepted %d exceptions listed of %d", len(r.Exceptions), r.ExceptionCount)
+			}
+		}
+		if out := admin.AppendAddrListAt(nil, admin.AddrExceptionsVersion, rows); !bytes.Equal(out, b) {
 			t.Fatalf("re-encoded ADDR_LIST differs:\n%x\n%x", out, b)
 		}
 	})

@@ -16,7 +16,7 @@ import (
 // Specification constants: admin protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 5
+	MaxVersion uint8 = 6
 )
 
 // Specification constants: opcodes.

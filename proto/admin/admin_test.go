@@ -127,7 +127,7 @@ func receive(b []byte) (proto.Frame, any, error) {
 		d, err := admin.ParseAddrDel(f.Body)
 		return f, d, err
 	case f.Opcode == admin.OpAddrList && isReply:
-		rows, err := admin.ParseAddrList(f.Body)
+		rows, err := admin.ParseAddrListAt(f.Body, f.Version)
 		return f, rows, err
 	case f.Opcode == admin.OpMeshEcho && !isReply:
 		e, err := admin.ParseMeshEcho(f.Body)
@@ -309,7 +309,7 @@ func vectors() []wiretest.Vector {
 
 // Regenerate the golden files with: go test ./proto/... -rewrite
 func TestGolden(t *testing.T) {
-	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), meshEchoVectors()))
+	wiretest.Run(t, "testdata", slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), addrV6Vectors(), meshEchoVectors()))
 }
 
 func TestOps(t *testing.T) {
@@ -425,7 +425,7 @@ func FuzzParseVersionInfo(f *testing.F) {
 
 // FuzzReceiveAdmin runs the admin receive path over one frame.
 func FuzzReceiveAdmin(f *testing.F) {
-	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), meshEchoVectors()) {
+	for _, v := range slices.Concat(vectors(), viewVectors(), operatorVectors(), routesVectors(), addrVectors(), addrV6Vectors(), meshEchoVectors()) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
 			f.Add(v.Data) // every admin frame vector (see the names in testdata/)
 		}

@@ -36,7 +36,9 @@ func (s *Service) handleAdmin(l *transport.Link, f *proto.Frame) error {
 		if len(f.Body) != 0 {
 			return l.Abort(context.Background(), f, proto.Errorf(proto.CodeField, "%s request takes no body", name))
 		}
-		return l.Reply(context.Background(), f, admin.AppendAddrList(nil, s.Rows()))
+		// The layout is the request's version's: an older tool reads the
+		// rows without generations and exceptions.
+		return l.Reply(context.Background(), f, admin.AppendAddrListAt(nil, f.Version, s.Rows()))
 	case admin.OpAddrAdd:
 		a, err := admin.ParseAddrAdd(f.Body)
 		if err != nil {
@@ -110,16 +112,29 @@ func adminError(err error) error {
 	return proto.Errorf(proto.CodeState, "%s", err.Error())
 }
 
-// Rows returns the state as ADDR_LIST rows.
+// listBudget bounds the exceptions one ADDR_LIST reply lists, so that it
+// stays well below the frame limit (proto.DefaultMaxPayload); the counts
+// stay exact.
+const listBudget = 4 << 20 / 30
+
+// Rows returns the state as ADDR_LIST rows: each address with its
+// generation and exception count, and its first exceptions
+// (admin.MaxAddrExceptions, fewer once the reply's budget is spent).
 func (s *Service) Rows() []admin.AddrRow {
 	st := s.m.State()
 	rows := make([]admin.AddrRow, 0, len(st.Addrs))
+	budget := listBudget
 	for _, a := range st.Addrs {
 		if len(rows) == admin.MaxAddrs {
 			break
 		}
 		r := admin.AddrRow{Stack: a.Addr.Stack, IP: a.Addr.IP, Policy: uint8(a.Policy),
-			Affinity: uint32(min(a.Affinity/time.Millisecond, 1<<32-1)), Owner: a.Owner}
+			Affinity: uint32(min(a.Affinity/time.Millisecond, 1<<32-1)), Owner: a.Owner,
+			Gen: a.Gen, ExceptionCount: uint32(len(a.Exceptions))}
+		for _, e := range a.Exceptions[:min(len(a.Exceptions), admin.MaxAddrExceptions, budget)] {
+			r.Exceptions = append(r.Exceptions, admin.AddrException{Client: e.Client, Proto: e.Proto, Port: e.Port, Node: e.Node})
+		}
+		budget -= len(r.Exceptions)
 		for _, w := range a.Weights {
 			r.Weights = append(r.Weights, admin.AddrWeight{Node: w.Node, Weight: w.Weight})
 		}

@@ -125,6 +125,29 @@ func TestExceptionsFollowTableChanges(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("exceptions after the weight change:\n got %v\nwant %v", got, want)
 	}
+	// ADDR_LIST's rows carry them: the generation, the count, the flows.
+	a2, _ := st.Addr(vip)
+	rows := c.svc(2).Rows()
+	if len(rows) != 1 || rows[0].Gen != a2.Gen || rows[0].Gen < 2 || rows[0].ExceptionCount != uint32(moved) || len(rows[0].Exceptions) != moved {
+		t.Fatalf("ADDR_LIST row: gen %d (state %d), %d exceptions, %d listed; want %d", rows[0].Gen, a2.Gen, rows[0].ExceptionCount, len(rows[0].Exceptions), moved)
+	}
+	var listed []string
+	for _, e := range rows[0].Exceptions {
+		listed = append(listed, fmt.Sprintf("%v→%d", e.Client, e.Node))
+	}
+	slices.Sort(listed)
+	if !slices.Equal(listed, want) {
+		t.Fatalf("ADDR_LIST exceptions %v, want %v", listed, want)
+	}
+	// The metrics: the gauge is the state's count; the counter has seen
+	// each of them added (node 2 may have applied nothing else yet).
+	if got := gauge(t, c.reg[2], "corral_sharedaddr_exceptions"); got != float64(moved) {
+		t.Fatalf("corral_sharedaddr_exceptions = %v, want %d", got, moved)
+	}
+	changes := counter(t, c.reg[2], "corral_sharedaddr_exception_changes_total")
+	if changes < float64(moved) {
+		t.Fatalf("corral_sharedaddr_exception_changes_total = %v, want at least %d", changes, moved)
+	}
 	// The ADD and one EXCEPT per node (leases, still being taken, are
 	// other proposals).
 	if n := c.log.ProposalsOf(ctl.OpAdd, ctl.OpExcept, ctl.OpUnexcept) - before; n != 1+len(ids) {
@@ -149,6 +172,12 @@ func TestExceptionsFollowTableChanges(t *testing.T) {
 		}
 		if len(a.Exceptions) == 0 {
 			return fmt.Errorf("the other nodes' exceptions went too")
+		}
+		return nil
+	})
+	eventually(t, "the counter counts the removals", func() error {
+		if got := counter(t, c.reg[2], "corral_sharedaddr_exception_changes_total"); got <= changes {
+			return fmt.Errorf("corral_sharedaddr_exception_changes_total = %v, no more than %v before the removals", got, changes)
 		}
 		return nil
 	})

@@ -13,6 +13,10 @@ type metrics struct {
 	addrs  *prometheus.Desc
 	leases *prometheus.Desc
 	owner  *prometheus.Desc
+	// exceptions and exceptChanges: the flows kept off their bucket's
+	// node, per address, and how often they changed.
+	exceptions    *prometheus.Desc
+	exceptChanges *prometheus.Desc
 }
 
 func newMetrics(s *Service) *metrics {
@@ -20,6 +24,10 @@ func newMetrics(s *Service) *metrics {
 		addrs:  prometheus.NewDesc("corral_sharedaddr_addresses", "Shared addresses in the applied state.", nil, nil),
 		leases: prometheus.NewDesc("corral_sharedaddr_leases", "Blocks this node holds, by kind (slice, ident, spi).", []string{"kind"}, nil),
 		owner:  prometheus.NewDesc("corral_sharedaddr_owner", "1 if this node owns the address (answers ARP for it), else 0.", []string{"address"}, nil),
+		exceptions: prometheus.NewDesc("corral_sharedaddr_exceptions",
+			"Flows of the address kept on a node other than their bucket's (exceptions in the applied state).", []string{"address"}, nil),
+		exceptChanges: prometheus.NewDesc("corral_sharedaddr_exception_changes_total",
+			"Exceptions added, moved to another node or removed by the entries this node applied since it started.", nil, nil),
 	}
 }
 
@@ -27,6 +35,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.addrs
 	ch <- m.leases
 	ch <- m.owner
+	ch <- m.exceptions
+	ch <- m.exceptChanges
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -45,7 +55,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.owner, prometheus.GaugeValue, v, a.Addr.String())
+		ch <- prometheus.MustNewConstMetric(m.exceptions, prometheus.GaugeValue, float64(len(a.Exceptions)), a.Addr.String())
 	}
+	ch <- prometheus.MustNewConstMetric(m.exceptChanges, prometheus.CounterValue, float64(m.s.m.m.ExceptionChanges()))
 	for _, l := range st.SPI {
 		if l.Node == self {
 			n[ctl.SPI]++

@@ -31,7 +31,7 @@ type State struct {
 	// Gen is a later state. It is local: two nodes may differ.
 	Gen     uint64
 	View    uint64   // the view instance the machine holds
-	Members []uint64 // the view's members, oldest first (the owner's order)
+	Members []uint64 // the view's members, oldest first
 	Addrs   []Addr   // in (stack, IP) order
 	SPI     []ctl.Lease
 }

@@ -113,8 +113,12 @@ func (m *Machine) except(tx rsm.Tx, c *Cmd) (Reply, error) {
 		// A flow named by another node moves: the node that says it
 		// holds the flow last is where it lives now.
 		k := exceptKey{addr: c.Addr, flow: f}
-		if _, ok := st.excepts[k]; !ok {
+		prev, ok := st.excepts[k]
+		if !ok {
 			st.nexcept[c.Addr]++
+		}
+		if !ok || prev != c.Node {
+			m.exceptChanges++
 		}
 		if err := tx.Put(exceptTxKey(k), leaseValue(c.Node)); err != nil {
 			return Reply{}, err
@@ -132,6 +136,7 @@ func (m *Machine) except(tx rsm.Tx, c *Cmd) (Reply, error) {
 }
 
 func (m *Machine) unexcept(tx rsm.Tx, k exceptKey) error {
+	m.exceptChanges++
 	delete(m.st.excepts, k)
 	if m.st.nexcept[k.addr]--; m.st.nexcept[k.addr] <= 0 {
 		delete(m.st.nexcept, k.addr)
@@ -183,6 +188,17 @@ func (m *Machine) Gen(a Addr) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.st.gens[a]
+}
+
+// ExceptionChanges returns how many exceptions the entries this machine
+// applied added, moved to another node or removed (by UNEXCEPT, DEL or a
+// view change), since it was made; Restore and Load change none. It is
+// this node's count, for a metric: nodes that started at different
+// entries differ.
+func (m *Machine) ExceptionChanges() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.exceptChanges
 }
 
 // Exceptions returns the exceptions of the address, in flow order.

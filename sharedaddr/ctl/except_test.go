@@ -45,3 +45,36 @@ func TestExceptionBound(t *testing.T) {
 		t.Fatalf("%d exceptions, want %d", got, ctl.MaxExceptions)
 	}
 }
+
+// TestExceptionChanges counts each exception added, moved or removed
+// once, and nothing for an EXCEPT that repeats what is held.
+func TestExceptionChanges(t *testing.T) {
+	n := newNode(251)
+	n.view(t, 1, 1, [2]uint64{1, 1}, [2]uint64{2, 2})
+	a := ctl.Addr{IP: netip.MustParseAddr("10.0.0.1")}
+	f1 := ctl.Flow{Client: netip.MustParseAddrPort("198.51.100.1:1000"), Proto: ctl.TCP, Port: 80}
+	f2 := ctl.Flow{Client: netip.MustParseAddrPort("198.51.100.2:1000"), Proto: ctl.TCP, Port: 80}
+	steps := []struct {
+		cmd  ctl.Cmd
+		want uint64
+	}{
+		{ctl.Cmd{Op: ctl.OpAdd, Addr: a, Policy: ctl.Weighted}, 0},
+		{ctl.Cmd{Op: ctl.OpExcept, Addr: a, Node: 1, Gen: 1, Flows: []ctl.Flow{f1, f2}}, 2},
+		{ctl.Cmd{Op: ctl.OpExcept, Addr: a, Node: 1, Gen: 1, Flows: []ctl.Flow{f1, f2}}, 2}, // held already
+		{ctl.Cmd{Op: ctl.OpExcept, Addr: a, Node: 2, Gen: 1, Flows: []ctl.Flow{f2}}, 3},     // moves
+		{ctl.Cmd{Op: ctl.OpUnexcept, Addr: a, Node: 1, Flows: []ctl.Flow{f1, f2}}, 4},       // f2 is node 2's: skipped
+	}
+	for i, s := range steps {
+		if r := n.apply(t, uint64(2+i), s.cmd); r.Code != ctl.OK {
+			t.Fatalf("step %d: %s", i, replyText(r))
+		}
+		if got := n.m.ExceptionChanges(); got != s.want {
+			t.Fatalf("step %d (%v): %d changes, want %d", i, s.cmd.Op, got, s.want)
+		}
+	}
+	// Node 2 leaves: its exception goes with it.
+	n.view(t, 10, 2, [2]uint64{1, 1})
+	if got := n.m.ExceptionChanges(); got != 5 {
+		t.Fatalf("after node 2 left: %d changes, want 5", got)
+	}
+}

@@ -86,7 +86,7 @@ func goldenSnapshot(t *testing.T) []byte {
 
 func TestGolden(t *testing.T) {
 	var buf bytes.Buffer
-	fmt.Fprintln(&buf, "# sharedaddr/ctl v2 golden vectors (SPEC.md). Lines: name<TAB>hex.")
+	fmt.Fprintln(&buf, "# sharedaddr/ctl v3 golden vectors (SPEC.md). Lines: name<TAB>hex.")
 	fmt.Fprintln(&buf, "# Regenerate with: go test ./sharedaddr/ctl -run TestGolden -rewrite")
 	for _, c := range goldenCmds {
 		fmt.Fprintf(&buf, "cmd-%s\t%x\n", c.name, ctl.AppendCmd(nil, c.cmd))
@@ -96,7 +96,7 @@ func TestGolden(t *testing.T) {
 	}
 	snap := goldenSnapshot(t)
 	fmt.Fprintf(&buf, "snapshot\t%x\n", snap)
-	path := filepath.Join("testdata", "sharedaddr-v2.golden")
+	path := filepath.Join("testdata", "sharedaddr-v3.golden")
 	if rewrite() {
 		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
@@ -128,8 +128,38 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if a := n.m.Addrs(); len(a) != 1 || a[0].Addr != goldenAddr || len(a[0].Listeners) != 1 || len(a[0].Leases) != 2 || len(n.m.SPILeases()) != 1 ||
-		a[0].Gen != 2 || len(a[0].Exceptions) != 2 || len(a[0].Reports) != 1 {
+		a[0].Gen != 2 || len(a[0].Exceptions) != 2 || len(a[0].Reports) != 1 || a[0].Owner != 1 {
 		t.Errorf("restored golden snapshot: %s", n.stateText())
+	}
+}
+
+// TestGoldenV2: a version 2 snapshot, which records no owner, restores
+// with every address owned by the oldest member, as version 2 derived it,
+// and the first view change that keeps that member records it.
+func TestGoldenV2(t *testing.T) {
+	file := readGolden(t, filepath.Join("testdata", "sharedaddr-v2.golden"))
+	n := newNode(0)
+	if err := n.m.Restore(n.tx, bytes.NewReader(file["snapshot"])); err != nil {
+		t.Fatal(err)
+	}
+	a := n.m.Addrs()
+	if len(a) != 1 || a[0].Gen != 2 || len(a[0].Exceptions) != 2 || a[0].Owner != 1 {
+		t.Fatalf("restored v2 snapshot: %s", n.stateText())
+	}
+	n.view(t, 100, 5, [2]uint64{1, 1}, [2]uint64{2, 3}, [2]uint64{9, 9})
+	if o, _ := n.m.Owner(goldenAddr); o != 1 {
+		t.Fatalf("after a join, owner %d; want 1 (a join moves nothing)", o)
+	}
+	var buf bytes.Buffer
+	if err := n.m.Snapshot(n.tx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	m := newNode(0)
+	if err := m.m.Restore(m.tx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := m.m.Owner(goldenAddr); o != 1 {
+		t.Fatalf("owner recorded as %d; want 1", o)
 	}
 }
 

@@ -28,6 +28,10 @@ type Machine struct {
 	// tables caches the derived dispatch tables; any change of st clears
 	// it, so a cached table is always the one st gives.
 	tables map[tableKey][]uint64
+	// exceptChanges counts the exceptions this machine's entries added,
+	// moved to another node or removed (ExceptionChanges); local, not
+	// replicated state.
+	exceptChanges uint64
 }
 
 var (
@@ -80,6 +84,9 @@ type state struct {
 	// nexcept counts them per address, for the bound.
 	excepts map[exceptKey]uint64
 	nexcept map[Addr]int
+	// owners is each address's recorded owner; an address without one
+	// (state version 2 wrote) is owned by the oldest member.
+	owners map[Addr]uint64
 }
 
 type reportKey struct {
@@ -127,7 +134,7 @@ type leaseKey struct {
 
 func newState() state {
 	return state{addrs: map[Addr]*addrState{}, listeners: map[Listener]struct{}{}, leases: map[leaseKey]uint64{},
-		gens: map[Addr]uint64{}, reports: map[reportKey]uint64{}, excepts: map[exceptKey]uint64{}, nexcept: map[Addr]int{}}
+		gens: map[Addr]uint64{}, reports: map[reportKey]uint64{}, excepts: map[exceptKey]uint64{}, nexcept: map[Addr]int{}, owners: map[Addr]uint64{}}
 }
 
 func refuse(code Code, format string, args ...any) Reply {
@@ -179,11 +186,18 @@ func (m *Machine) apply(tx rsm.Tx, c *Cmd) (Reply, error) {
 				return refuse(BadField, "ADD: weight %d of node %d above %d", w.Weight, w.Node, MaxWeight), nil
 			}
 		}
+		isNew := as == nil
 		as = &addrState{policy: c.Policy, affinity: c.Affinity, weights: slices.Clone(c.Weights)}
 		if err := tx.Put(addrKey(c.Addr), addrValue(as)); err != nil {
 			return Reply{}, err
 		}
 		st.addrs[c.Addr] = as
+		// A replace keeps the owner: a weight change moves no ARP.
+		if isNew {
+			if err := m.setOwner(tx, c.Addr, m.chooseOwner(c.Addr, m.ownerLoad(c.Addr))); err != nil {
+				return Reply{}, err
+			}
+		}
 		// Every ADD is a new generation, even one that leaves the
 		// tables as they were: the nodes walk once more, harmlessly.
 		return Reply{}, m.bumpGen(tx, c.Addr)
@@ -227,6 +241,9 @@ func (m *Machine) apply(tx rsm.Tx, c *Cmd) (Reply, error) {
 			return Reply{}, err
 		}
 		delete(st.gens, c.Addr)
+		if err := m.setOwner(tx, c.Addr, 0); err != nil {
+			return Reply{}, err
+		}
 		if err := tx.Delete(addrKey(c.Addr)); err != nil {
 			return Reply{}, err
 		}
@@ -362,8 +379,9 @@ func (m *Machine) sortedLeases(keep func(leaseKey, uint64) bool) []leaseKey {
 	return ks
 }
 
-// ApplyView implements rsm.ViewObserver: it records the view, and
-// releases every listener and lease of a node that is not in it.
+// ApplyView implements rsm.ViewObserver: it records the view, gives the
+// addresses of an owner that left to the members (reown), and releases
+// every listener and lease of a node that is not in it.
 func (m *Machine) ApplyView(tx rsm.Tx, e rsm.Entry, v *events.Membership) (rsm.Result, error) {
 	nv := view{instance: v.Instance}
 	for _, n := range v.Members {
@@ -378,7 +396,11 @@ func (m *Machine) ApplyView(tx rsm.Tx, e rsm.Entry, v *events.Membership) (rsm.R
 	if err := tx.Put(keyView, viewValue(nv)); err != nil {
 		return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
 	}
+	prev := m.st.view
 	m.st.view = nv
+	if err := m.reown(tx, prev); err != nil {
+		return rsm.Result{}, fmt.Errorf("sharedaddr: view of entry %d: %w", e.Index, err)
+	}
 	before := map[Addr][]tableInput{}
 	for a := range m.st.addrs {
 		before[a] = m.tableInputs(a)
@@ -408,17 +430,18 @@ func (m *Machine) ApplyView(tx rsm.Tx, e rsm.Entry, v *events.Membership) (rsm.R
 }
 
 // Owner returns the node that answers ARP for the address and steers its
-// flows: the oldest member of the view (smallest BornOn, then ID). The
-// oldest is chosen because it changes only when the owner leaves, never
-// when a node joins, so a join never moves an address. ok is false for an
+// flows: the member recorded for it, chosen at ADD and again only when
+// the recorded owner leaves the view (chooseOwner), so owners spread over
+// the members and a join never moves an address. ok is false for an
 // address that does not exist or an empty view.
 func (m *Machine) Owner(a Addr) (node uint64, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.st.addrs[a] == nil || len(m.st.view.members) == 0 {
+	if m.st.addrs[a] == nil {
 		return 0, false
 	}
-	return m.st.view.members[0].id, true
+	node = m.ownerOf(a)
+	return node, node != 0
 }
 
 // Lease is one leased block.
@@ -457,9 +480,7 @@ func (m *Machine) Addrs() []AddrInfo {
 		ai := AddrInfo{Addr: a, Policy: as.policy, Affinity: as.affinity, Weights: slices.Clone(as.weights),
 			Listeners: m.sortedListeners(func(l Listener) bool { return l.Addr == a }),
 			Gen:       m.st.gens[a], Reports: m.reportsOf(a), Exceptions: m.exceptionsOf(a)}
-		if len(m.st.view.members) > 0 {
-			ai.Owner = m.st.view.members[0].id
-		}
+		ai.Owner = m.ownerOf(a)
 		for _, k := range m.sortedLeases(func(k leaseKey, _ uint64) bool { return k.kind != SPI && k.addr == a }) {
 			ai.Leases = append(ai.Leases, m.leaseOf(k))
 		}

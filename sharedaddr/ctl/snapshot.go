@@ -24,10 +24,11 @@ const (
 	prefixGen      = 'g'
 	prefixReport   = 'r'
 	prefixExcept   = 'x'
+	prefixOwner    = 'o'
 )
 
 // prefixes is the key space's order: an address before what refers to it.
-var prefixes = []byte{'v', prefixAddr, prefixGen, prefixListener, prefixLease, prefixReport, prefixExcept}
+var prefixes = []byte{'v', prefixAddr, prefixOwner, prefixGen, prefixListener, prefixLease, prefixReport, prefixExcept}
 
 func appendKeyAddr(b []byte, a Addr) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.Stack)
@@ -54,6 +55,8 @@ func leaseTxKey(k leaseKey) []byte {
 }
 
 func genKey(a Addr) []byte { return appendKeyAddr([]byte{prefixGen}, a) }
+
+func ownerKey(a Addr) []byte { return appendKeyAddr([]byte{prefixOwner}, a) }
 
 func reportTxKey(k reportKey) []byte {
 	return binary.BigEndian.AppendUint64(appendKeyAddr([]byte{prefixReport}, k.addr), k.node)
@@ -174,6 +177,17 @@ func (st *state) decode(k, v []byte) error {
 		}
 		st.gens[a] = g
 		return nil
+	case k[0] == prefixOwner:
+		a := keyAddr(kr)
+		node := vr.u64()
+		if err := errors.Join(kr.end(), vr.end()); err != nil {
+			return err
+		}
+		if st.addrs[a] == nil || node == 0 {
+			return fmt.Errorf("%w: owner record %x", ErrField, k)
+		}
+		st.owners[a] = node
+		return nil
 	case k[0] == prefixReport:
 		rk := reportKey{addr: keyAddr(kr)}
 		rk.node = binary.BigEndian.Uint64(kr.take(8))
@@ -240,9 +254,9 @@ func scanAll(tx rsm.Tx, fn func(k, v []byte) error) error {
 
 // Snapshot magic and layout (SPEC.md, "Snapshot").
 // SnapshotVersion is the snapshot's version (the magic's last byte): 2
-// added generations, reports and exceptions. A version 1 snapshot, which
-// holds none, still restores.
-const SnapshotVersion = 2
+// added generations, reports and exceptions, 3 the owners. A version 1
+// or 2 snapshot, which holds none of what came later, still restores.
+const SnapshotVersion = 3
 
 var snapMagic = [4]byte{'C', 'S', 'A', SnapshotVersion}
 
@@ -279,7 +293,7 @@ func ParseSnapshot(b []byte) ([]KV, error) {
 	if len(b) < 4+2+4 || [3]byte(b[:3]) != [3]byte(snapMagic[:3]) || b[3] < 1 || b[3] > SnapshotVersion {
 		return nil, fmt.Errorf("%w: no magic", ErrSnapshot)
 	}
-	v1 := b[3] == 1
+	version := b[3]
 	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
 		return nil, fmt.Errorf("%w: CRC mismatch", ErrSnapshot)
@@ -300,8 +314,8 @@ func ParseSnapshot(b []byte) ([]KV, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrSnapshot, r.err)
 		}
-		if v1 && (k[0] == prefixGen || k[0] == prefixReport || k[0] == prefixExcept) {
-			return nil, fmt.Errorf("%w: version 1 has no key %x", ErrSnapshot, k)
+		if (version < 2 && (k[0] == prefixGen || k[0] == prefixReport || k[0] == prefixExcept)) || (version < 3 && k[0] == prefixOwner) {
+			return nil, fmt.Errorf("%w: version %d has no key %x", ErrSnapshot, version, k)
 		}
 		if len(kvs) > 0 && kvOrder(kvs[len(kvs)-1].Key, k) >= 0 {
 			return nil, fmt.Errorf("%w: records out of order", ErrSnapshot)
