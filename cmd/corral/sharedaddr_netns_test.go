@@ -692,9 +692,11 @@ func TestSharedAddrUnlistenDrains(t *testing.T) {
 			c.c.Close()
 		}
 	}
-	for deadline := time.Now().Add(15 * time.Second); l.exceptions(1) != total-byNode[2]; time.Sleep(50 * time.Millisecond) {
+	// At most: other excepted flows may go too (a connection in
+	// TIME_WAIT that the walk excepted ends its exception when it ends).
+	for deadline := time.Now().Add(15 * time.Second); l.exceptions(1) > total-byNode[2]; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the owner holds %d exceptions after n2's %d held connections closed, want %d", l.exceptions(1), byNode[2], total-byNode[2])
+			t.Fatalf("the owner holds %d exceptions after n2's %d held connections closed, want at most %d", l.exceptions(1), byNode[2], total-byNode[2])
 		}
 	}
 	for _, c := range held {
