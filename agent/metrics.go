@@ -47,7 +47,9 @@ func (a *Agent) metricSources() obs.Sources {
 		},
 		Mesh: func() obs.MeshStats {
 			st, tx := a.mesh.RouteStats(), a.mesh.TxStats()
-			return obs.MeshStats{Routes: st.Routes, Changes: st.Changes, Relayed: st.Relayed, RelayedBytes: st.RelayedBytes,
+			// Relayed: the one-shots the router forwards and the
+			// transactions' frames the transaction table forwards.
+			return obs.MeshStats{Routes: st.Routes, Changes: st.Changes, Relayed: st.Relayed + tx.Relayed, RelayedBytes: st.RelayedBytes + tx.RelayedBytes,
 				HopLimit: st.HopLimit, NoRoute: st.NoRoute, RelayDrops: st.RelayDrops, AdvertsSent: st.AdvertsSent, AdvertsRecv: st.AdvertsRecv,
 				OpenTx: tx.Open, LinkFails: tx.LinkFails, TxBusy: tx.SendDrops, TxWaits: tx.Waits, TxBacklogged: tx.Backlogged, Resumes: tx.Resumes, ResumeFails: tx.ResumeFails}
 		},

@@ -71,12 +71,14 @@ type TxStats struct {
 	Open       int    // open transactions (as initiator, responder or relay)
 	Tombstones int    // ended keys still swallowing frames in flight
 	Relayed    uint64 // transaction frames forwarded
-	Dropped    uint64 // transaction frames swallowed (tombstone, off path, closed direction)
-	LinkFails  uint64 // LINKFAILs this node originated: one per transaction a lost link ended here
-	SendDrops  uint64 // frames that found no room on their link in time: each ended its transaction (CodeBusy)
-	Grants     uint64 // window frames sent
-	Waits      uint64 // sends that waited for the receiver's window
-	Backlogged uint64 // frames that found their link's send queue full and waited behind it (txns.send)
+	// RelayedBytes counts their bodies' bytes.
+	RelayedBytes uint64
+	Dropped      uint64 // transaction frames swallowed (tombstone, off path, closed direction)
+	LinkFails    uint64 // LINKFAILs this node originated: one per transaction a lost link ended here
+	SendDrops    uint64 // frames that found no room on their link in time: each ended its transaction (CodeBusy)
+	Grants       uint64 // window frames sent
+	Waits        uint64 // sends that waited for the receiver's window
+	Backlogged   uint64 // frames that found their link's send queue full and waited behind it (txns.send)
 	// Resumes and ResumeFails count lost links that came back within the
 	// resume window, and those that did not (their transactions failed).
 	Resumes, ResumeFails uint64
@@ -808,7 +810,7 @@ func (m *Mesh) TxStats() TxStats {
 	st, n, dead := x.tab.Stats(), x.tab.Len(), x.tab.Tombstones()
 	x.mu.Unlock()
 	res, fails := m.res.counts()
-	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, Dropped: st.Dropped, LinkFails: st.LinkFail,
+	return TxStats{Open: n, Tombstones: dead, Relayed: st.Relayed, RelayedBytes: st.RelayedBytes, Dropped: st.Dropped, LinkFails: st.LinkFail,
 		SendDrops: x.sendDrops.Load(), Grants: x.grants.Load(), Waits: x.waits.Load(), Backlogged: x.backlogged.Load(), Resumes: res, ResumeFails: fails}
 }
 

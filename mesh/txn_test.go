@@ -221,6 +221,15 @@ func TestTxStream(t *testing.T) {
 				if len(es) != 1 || es[0].Role != tx.RoleRelay || es[0].TowardInit != 1 || es[0].TowardResp != 3 || es[0].Key != x.Key() {
 					t.Fatalf("relay 2's entries %+v", es)
 				}
+				// It counted the CREATE ("echo") and the 50 frames each
+				// way, with their bodies' bytes.
+				var body uint64
+				for i := range 50 {
+					body += uint64(len(fmt.Sprintf("frame %d", i)))
+				}
+				if st := nodes[1].m.TxStats(); st.Relayed < 101 || st.RelayedBytes < 4+2*body {
+					t.Fatalf("relay 2 counted %d frames, %d bytes; want at least 101 and %d", st.Relayed, st.RelayedBytes, 4+2*body)
+				}
 			}
 			// The initiator closes first; the echo closes in answer.
 			if err := x.Close(ctx); err != nil {

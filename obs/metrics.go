@@ -170,7 +170,7 @@ func NewMetrics(src Sources) *Metrics {
 		streamTOs:        d(nameStreamTimeouts, "Subscribers closed because a callback did not complete within the deadline."),
 		meshRoutes:       d(nameMeshRoutes, "Destinations this node has a route to (direct or through a neighbour)."),
 		meshChanges:      d(nameMeshChanges, "Route changes applied: a new next hop, metric or loss of a route."),
-		meshRelayed:      d(nameMeshRelayed, "Frames this node forwarded for other nodes."),
+		meshRelayed:      d(nameMeshRelayed, "Frames this node forwarded for other nodes: routed one-shots and transaction frames."),
 		meshRelayedBytes: d(nameMeshRelayedB, "Body bytes of the frames this node forwarded."),
 		meshHopLimit:     d(nameMeshHopLimit, "Frames dropped because their hop count ran out; 0 in a steady state."),
 		meshNoRoute:      d(nameMeshNoRoute, "Frames dropped for a destination without a route."),

@@ -372,6 +372,7 @@ func waitCounter(t *testing.T, lab *netlab.Lab, i int, name string, want float64
 const (
 	metricOpenTx    = "corral_mesh_open_transactions"
 	metricHopLimit  = "corral_mesh_hop_limit_drops_total"
+	metricRelayed   = "corral_mesh_relayed_frames_total"
 	metricLinkFails = "corral_mesh_linkfails_total"
 	metricResumes   = "corral_mesh_resumes_total"
 	metricResumeErr = "corral_mesh_resume_failures_total"
@@ -399,6 +400,10 @@ func TestMeshEchoLine(t *testing.T) {
 		m := scrapeIn(t, lab, i)
 		if v, ok := m[metricHopLimit]; !ok || v != 0 {
 			t.Errorf("n%d: %s = %v (exported %v), want 0 in steady state", i, metricHopLimit, v, ok)
+		}
+		// Each relay forwarded every frame of the stream both ways.
+		if v := m[metricRelayed]; i > 1 && i < 5 && v < 2*3000 {
+			t.Errorf("relay n%d: %s = %v, want at least the stream's 2×3000 frames", i, metricRelayed, v)
 		}
 	}
 }

@@ -125,7 +125,9 @@ type Entry struct {
 // Stats counts what the table did.
 type Stats struct {
 	Relayed uint64 // frames forwarded
-	Dropped uint64 // frames swallowed (tombstone, ABORT off path, closed direction)
+	// RelayedBytes counts the bodies' bytes of the frames forwarded.
+	RelayedBytes uint64
+	Dropped      uint64 // frames swallowed (tombstone, ABORT off path, closed direction)
 	// Terminal ABORTs this node originated (sent or reported locally), by code.
 	LinkFail, NoRoute, HopLimit, Busy uint64
 }
@@ -534,6 +536,7 @@ func (t *Table) killTree(e *entry, dead LinkID, code proto.Code, text string, f 
 				to = e.init
 			}
 			t.stats.Relayed++
+			t.stats.RelayedBytes += uint64(len(f.Body))
 			t.send(to, *f)
 		case survivor == dead && gone:
 			// Both sides on the link that went: nobody to tell.
