@@ -88,6 +88,11 @@ type Options struct {
 	// full channel stops the client reading; the agent then drops the
 	// link as too far behind, and the client attaches and resumes.
 	GroupBuffer int
+	// MaxVersion, if set, is the highest client protocol version the
+	// client offers (at least 2 for group messaging): a program pinned to
+	// an older protocol, or a test of an agent serving old clients. 0
+	// offers every version this build speaks.
+	MaxVersion uint8
 }
 
 // Gap is what the agent said when the client resumed after a sequence
@@ -138,6 +143,7 @@ type Client struct {
 	windowBytes, inflightBytes int
 	space                      chan struct{} // closed and replaced when a send ends
 	waits                      atomic.Uint64 // sends that waited for (or were refused by) a full window
+	batches, batched           atomic.Uint64 // GROUP_SEND_BATCHes sent, and the messages they carried
 
 	// The send path (sendbatch.go).
 	smu      sync.Mutex     // guards sendQ and lastSend
@@ -223,6 +229,14 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		space: make(chan struct{}), sendKick: make(chan struct{}, 1),
 		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
+	}
+	if opts.MaxVersion != 0 {
+		c.cfg.Ranges = protos.Ranges()
+		for i := range c.cfg.Ranges {
+			if r := &c.cfg.Ranges[i]; r.Proto == proto.ProtoClient {
+				r.Max = min(max(opts.MaxVersion, r.Min), r.Max)
+			}
+		}
 	}
 	if c.svc == nil {
 		c.svc, c.own = events.New(events.Options{Logger: opts.Logger}), true

@@ -157,6 +157,8 @@ func (c *Client) sendBatch(l *transport.Link, q []*Sending) {
 		}
 		return
 	}
+	c.batches.Add(1)
+	c.batched.Add(uint64(len(q)))
 	b := &sentBatch{done: make(chan struct{})}
 	for i, s := range q {
 		s.batch, s.idx = b, i
@@ -213,4 +215,10 @@ func (s *Sending) result(ctx context.Context) (wire.GroupSendReply, error) {
 		return wire.GroupSendReply{}, c.callErr(ctx, wire.OpGroupSend, proto.Errorf(x.Code, "message %d of a GROUP_SEND_BATCH", s.idx))
 	}
 	return wire.GroupSendReply{Seq: x.Seq, Member: x.Member, Delivered: x.Delivered}, nil
+}
+
+// SendBatches returns how many GROUP_SEND_BATCH requests the client sent
+// and how many messages they carried; the other messages went alone.
+func (c *Client) SendBatches() (batches, msgs uint64) {
+	return c.batches.Load(), c.batched.Load()
 }
