@@ -44,8 +44,10 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 		}
 		return s.send(k, f, req)
 	case wire.OpGroupSendBatch:
-		// The opcode table refuses it on links before version 5.
-		req, err := wire.ParseGroupSendBatch(f.Body)
+		// The opcode table refuses it on links before version 5. One
+		// copy of the body, which the queued messages' payloads share:
+		// the frame's slices are valid only while the handler runs.
+		req, err := wire.ParseGroupSendBatch(bytes.Clone(f.Body))
 		if err != nil {
 			return err
 		}
@@ -229,6 +231,9 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 		s.abort(k.l, f, err)
 		return nil
 	}
+	// The frame's slices are valid only while the handler runs; the
+	// command waits for its batch.
+	req.Payload = bytes.Clone(req.Payload)
 	s.queueSendLocked(ss, &req, func(r CmdResult, err error) {
 		s.mu.Lock()
 		s.releaseLocked(k, n)
@@ -354,11 +359,10 @@ func (s *Service) windowErrLocked(k *link) error {
 
 // queueSendLocked queues an admitted message of session ss: whole if it
 // fits an entry, else as PARTs of at most MaxEntryPayload and a final SEND
-// that assembles them. done hears the final SEND's result.
+// that assembles them. done hears the final SEND's result. The payload
+// must be the service's own, not the frame's.
 func (s *Service) queueSendLocked(ss *memberSession, req *wire.GroupSend, done func(CmdResult, error)) {
-	// The frame's slices are valid only while the handler runs; the
-	// command waits for its batch.
-	payload := bytes.Clone(req.Payload)
+	payload := req.Payload
 	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: payload}
 	if len(payload) <= MaxEntryPayload {
 		s.enqueueLocked(&pending{cmd: cmd, done: done})
