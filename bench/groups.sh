@@ -17,8 +17,13 @@
 # namespaces, cpgbench-lite from node 1, agreed order, nothing on disk),
 # after the agents have stopped; then the ratios.
 #
+# batched-% is the share of messages that left in GROUP_SEND_BATCH requests
+# (client protocol version 5; 0 against an older agent).
+#
 # Env: N (messages per run, default 50000), LAT_N (default 20000),
 # ANCHORS (anchor dir), ANCHOR=0 skips Corosync. Run as root for the anchor.
+# BASE=/path/to/corral (another build of the agent, e.g. main's) first runs
+# the multicast benchmark against it, same clients, for an A/B in one run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -28,6 +33,10 @@ ANCHORS=${ANCHORS:-$root/../shared/anchors}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 cd "$root"
+if [ -n "${BASE:-}" ]; then
+  echo "== corral: BenchmarkGroupMulticast against BASE=$BASE, ${N} messages per run"
+  CORRAL_BENCH_BINARY="$BASE" go test -run '^$' -bench 'BenchmarkGroupMulticast' -benchtime "${N}x" -timeout 60m ./cmd/corral | tee "$out/base"
+fi
 echo "== corral: BenchmarkGroupMulticast, ${N} messages per run"
 go test -run '^$' -bench 'BenchmarkGroupMulticast' -benchtime "${N}x" -timeout 60m ./cmd/corral | tee "$out/corral"
 echo "== corral: BenchmarkGroupLatency at half the maximum rate, ${LAT_N} messages"

@@ -88,6 +88,11 @@ type Options struct {
 	// full channel stops the client reading; the agent then drops the
 	// link as too far behind, and the client attaches and resumes.
 	GroupBuffer int
+	// MaxVersion, if set, is the highest client protocol version the
+	// client offers (at least 2 for group messaging): a program pinned to
+	// an older protocol, or a test of an agent serving old clients. 0
+	// offers every version this build speaks.
+	MaxVersion uint8
 }
 
 // Gap is what the agent said when the client resumed after a sequence
@@ -138,6 +143,14 @@ type Client struct {
 	windowBytes, inflightBytes int
 	space                      chan struct{} // closed and replaced when a send ends
 	waits                      atomic.Uint64 // sends that waited for (or were refused by) a full window
+	batches, batched           atomic.Uint64 // GROUP_SEND_BATCHes sent, and the messages they carried
+
+	// The send path (sendbatch.go).
+	smu      sync.Mutex     // guards sendQ and lastSend
+	sendQ    []*Sending     // sends for the flusher, in the order they were started
+	lastSend *Sending       // the send started last
+	sendKick chan struct{}  // cap 1: sendQ has work
+	sendWG   sync.WaitGroup // the flusher and the waiters of its batches
 
 	deliveries chan events.Event // nil unless Options.GroupBuffer > 0
 	dmu        sync.Mutex        // held by the reader delivering an event; taken before mu
@@ -213,9 +226,17 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		last:   opts.After,
 		resume: opts.Resume,
 		window: defaultWindow, windowBytes: defaultWindowBytes,
-		space: make(chan struct{}),
+		space: make(chan struct{}), sendKick: make(chan struct{}, 1),
 		cfg: &transport.Config{NodeName: opts.Name, Protocols: protos.All(), HandshakeTimeout: handshakeTimeout,
 			HeartbeatInterval: heartbeatInterval, HeartbeatTimeout: heartbeatTimeout, Logger: log},
+	}
+	if opts.MaxVersion != 0 {
+		c.cfg.Ranges = protos.Ranges()
+		for i := range c.cfg.Ranges {
+			if r := &c.cfg.Ranges[i]; r.Proto == proto.ProtoClient {
+				r.Max = min(max(opts.MaxVersion, r.Min), r.Max)
+			}
+		}
 	}
 	if c.svc == nil {
 		c.svc, c.own = events.New(events.Options{Logger: opts.Logger}), true
@@ -234,6 +255,8 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 		}
 		return nil, err
 	}
+	c.sendWG.Add(1)
+	go c.flusher()
 	go c.run(l)
 	return c, nil
 }
@@ -283,6 +306,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	<-c.done
+	c.sendWG.Wait()
 	c.reports.Wait()
 	if c.own {
 		c.svc.Close()
@@ -444,6 +468,18 @@ func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
 			return err
 		}
 		return c.deliver(l, f.MsgID, ev, flags&wire.EventAwaitDone != 0)
+	case f.Opcode == wire.OpEventBatch && !isReply:
+		// The opcode table refuses it on links before version 5.
+		evs, err := wire.ParseEventBatch(l.Peer().Version, f.Body)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if err := c.deliver(l, f.MsgID, ev, false); err != nil {
+				return err
+			}
+		}
+		return nil
 	case f.Opcode == wire.OpSubscribe && isReply:
 		res := subResult{}
 		if f.Flags&proto.FlagAbort != 0 {

@@ -32,6 +32,8 @@ type fakeAgent struct {
 	t    *testing.T
 	dir  string
 	subs chan sub // one per SUBSCRIBE received
+	// group, if set, serves the other requests (on the link's reader).
+	group func(l *transport.Link, f *proto.Frame) error
 }
 
 // sub is a SUBSCRIBE the fake agent received.
@@ -70,6 +72,9 @@ func newFake(t *testing.T) *fakeAgent {
 						return err
 					}
 					return l.Reply(context.Background(), f, nil)
+				}
+				if f.Opcode != wire.OpSubscribe && fa.group != nil {
+					return fa.group(l, f)
 				}
 				if f.Opcode != wire.OpSubscribe {
 					return proto.Errorf(proto.CodeOpcode, "fake agent: no %s", wire.Ops().Name(f.Opcode))

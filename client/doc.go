@@ -73,4 +73,10 @@
 //     trying to reconnect, so a restarted agent is picked up again.
 //   - A link lost is reported through Options.OnDisconnect with a typed
 //     *proto.Error (errors.Is(err, proto.ErrBehind), proto.ErrShutdown, …).
+//   - Group sends are batched without a timer: a send leaves at once as
+//     GROUP_SEND when the link is idle, and the sends started while the
+//     link is still writing leave together as one GROUP_SEND_BATCH when the
+//     agent speaks client protocol version 5; each keeps its own result and
+//     its place in the order. Events the agent has ready together arrive
+//     in EVENT_BATCH frames, delivered one by one as ever.
 package client

@@ -105,6 +105,11 @@ func (c *Client) callErr(ctx context.Context, op uint16, err error) error {
 // answer. A link lost while the call waits is not waited out: the request
 // is not sent twice, since the agent may have applied it.
 func (c *Client) call(ctx context.Context, op uint16, body []byte) (*proto.Frame, error) {
+	// After the sends started before it, as a request on the link would
+	// be.
+	if err := c.sendBarrier(ctx); err != nil {
+		return nil, err
+	}
 	l, err := c.groupLink(ctx)
 	if err != nil {
 		return nil, err
@@ -248,18 +253,25 @@ func (c *Client) send(ctx context.Context, req *wire.GroupSend, wait bool) (Send
 // Sending is a group message sent and not answered yet.
 type Sending struct {
 	c    *Client
-	p    *transport.Pending
 	size int       // payload bytes, for the window
 	once sync.Once // releases the window place
+
+	body  []byte        // the GROUP_SEND body, until the flusher takes it
+	ready chan struct{} // closed once the flusher sent it (p or batch set) or failed (err set)
+	p     *transport.Pending
+	batch *sentBatch // the GROUP_SEND_BATCH that carried it, item idx
+	idx   int
+	err   error
 }
 
 // SendGroupAsync multicasts payload to group as SendGroup does, but
-// returns once the request is on its way (after waiting for a place in
-// the window): sends started one after the other by one goroutine are
-// applied in that order. Wait for the answer with Sending.Wait; every
-// Sending must be waited for, or the window fills. The client keeps within
-// its own link's window; if Wait returns ErrTryAgain, the agent's window
-// for all its clients together was full and the message was not sent.
+// returns once the request is queued for the link (after waiting for a
+// place in the window): sends started one after the other are applied in
+// the order they were started. Wait for the answer with Sending.Wait;
+// every Sending must be waited for, or the window fills. The client keeps
+// within its own link's window; if Wait returns ErrTryAgain, the agent's
+// window for all its clients together was full and the message was not
+// sent. payload may be reused once SendGroupAsync returns.
 func (c *Client) SendGroupAsync(ctx context.Context, group string, payload []byte) (*Sending, error) {
 	return c.startSend(ctx, &wire.GroupSend{Kind: wire.KindMulticast, Group: group, Payload: payload}, true)
 }
@@ -273,16 +285,9 @@ func (c *Client) startSend(ctx context.Context, req *wire.GroupSend, wait bool) 
 	if err := c.acquire(ctx, wait, size); err != nil {
 		return nil, err
 	}
-	l, err := c.groupLink(ctx)
-	if err == nil {
-		var p *transport.Pending
-		if p, err = l.StartCall(ctx, &proto.Frame{Header: proto.Header{Opcode: wire.OpGroupSend}, Body: body}); err == nil {
-			return &Sending{c: c, p: p, size: size}, nil
-		}
-		err = c.callErr(ctx, wire.OpGroupSend, err)
-	}
-	c.release(size)
-	return nil, err
+	s := &Sending{c: c, size: size, body: body, ready: make(chan struct{})}
+	c.enqueueSend(s)
+	return s, nil
 }
 
 // Wait returns the agent's answer: once the message is committed, its seq.
@@ -292,12 +297,11 @@ func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.ctx, cancel)()
-	rep, err := s.p.Wait(ctx)
+	sr, err := s.result(ctx)
 	if err != nil {
-		return SendResult{}, c.callErr(ctx, wire.OpGroupSend, err)
-	}
-	sr, err := wire.ParseGroupSendReply(rep.Body)
-	if err != nil {
+		if c.ctx.Err() != nil {
+			return SendResult{}, ErrClosed
+		}
 		return SendResult{}, err
 	}
 	c.mu.Lock()

@@ -74,8 +74,8 @@ func (srv *Server) Handler() transport.Handler {
 	return func(l *transport.Link, f *proto.Frame) error {
 		name := client.Ops().Name(f.Opcode)
 		switch {
-		case f.Opcode == client.OpEvent:
-			return proto.Errorf(proto.CodeState, "a client sent EVENT; events flow from the agent to clients")
+		case f.Opcode == client.OpEvent || f.Opcode == client.OpEventBatch:
+			return proto.Errorf(proto.CodeState, "a client sent %s; events flow from the agent to clients", name)
 		case f.Flags&(proto.FlagReply|proto.FlagAbort) != 0:
 			return proto.Errorf(proto.CodeState, "a client sent a %s reply (flags %#x); clients send requests", name, f.Flags)
 		case f.Flags != proto.FlagCreate|proto.FlagDelete:
@@ -206,13 +206,62 @@ type linkSink struct {
 }
 
 func (k *linkSink) Send(ctx context.Context, body []byte) error {
+	return k.sendFrame(ctx, client.OpEvent, body)
+}
+
+// sendFrame sends one EVENT or EVENT_BATCH, never before the SUBSCRIBE
+// reply.
+func (k *linkSink) sendFrame(ctx context.Context, op uint16, body []byte) error {
 	select {
 	case <-k.ready:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	f := proto.Frame{Header: proto.Header{Opcode: client.OpEvent, MsgID: k.msgID, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
+	f := proto.Frame{Header: proto.Header{Opcode: op, MsgID: k.msgID, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
 	return k.l.Send(ctx, &f)
+}
+
+// SendBatch implements BatchSink. A link of version 5 gets consecutive
+// events packed into EVENT_BATCH frames (within client.MaxEventBatch
+// events and client.MaxEventBatchBytes), a lone one as EVENT; an older
+// link gets one EVENT per event, exactly as Send sends them.
+func (k *linkSink) SendBatch(ctx context.Context, bodies [][]byte) error {
+	if k.l.Peer().Version < 5 {
+		for _, b := range bodies {
+			if err := k.Send(ctx, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	flush := func(group [][]byte) error {
+		if len(group) == 1 {
+			return k.Send(ctx, group[0])
+		}
+		body, err := client.AppendEventBatch(nil, group)
+		if err != nil {
+			// A flagged or malformed body, which a batch may not hold:
+			// each goes alone.
+			for _, b := range group {
+				if err := k.Send(ctx, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		return k.sendFrame(ctx, client.OpEventBatch, body)
+	}
+	start, size := 0, 0
+	for i, b := range bodies {
+		if i > start && (i-start >= client.MaxEventBatch || size+len(b) > client.MaxEventBatchBytes) {
+			if err := flush(bodies[start:i]); err != nil {
+				return err
+			}
+			start, size = i, 0
+		}
+		size += len(b)
+	}
+	return flush(bodies[start:])
 }
 
 func (k *linkSink) Close(code proto.Code, text string) { k.l.Close(code, text) }

@@ -26,11 +26,16 @@ const waitFor = 10 * time.Second
 // and the channel of the frames the near end receives (replies to Call
 // excepted).
 func clientPipe(t *testing.T, srv *eventstream.Server) (*transport.Link, <-chan proto.Frame) {
+	appCfg := transporttest.Config(0, "app")
+	appCfg.Key = nil
+	return clientPipeCfg(t, srv, appCfg)
+}
+
+// clientPipeCfg is clientPipe with the application end's config.
+func clientPipeCfg(t *testing.T, srv *eventstream.Server, appCfg *transport.Config) (*transport.Link, <-chan proto.Frame) {
 	t.Helper()
 	agentCfg := transporttest.Config(1, "agent")
 	agentCfg.Key, agentCfg.Serve = nil, []proto.ProtoID{proto.ProtoClient}
-	appCfg := transporttest.Config(0, "app")
-	appCfg.Key = nil
 	app, agent := transporttest.PipeReason(t, appCfg, agentCfg, proto.ReasonClient)
 	frames := make(chan proto.Frame, 64)
 	app.Start(func(_ *transport.Link, f *proto.Frame) error {
@@ -113,7 +118,7 @@ func TestBadClientFrames(t *testing.T) {
 		{"event from a client", req(wire.OpEvent, cd, evBody), proto.CodeState, "events flow from the agent"},
 		{"a reply", req(wire.OpSubscribe, cd|proto.FlagReply, wire.AppendSubscribeReply(nil, &wire.SubscribeReply{})), proto.CodeState, "clients send requests"},
 		{"streaming flags", req(wire.OpSubscribe, proto.FlagCreate, sub), proto.CodeField, "want CREATE|DELETE"},
-		{"unassigned opcode", req(0x0107, cd, nil), proto.CodeOpcode, "no opcode 0x0107"},
+		{"unassigned opcode", req(0x0108, cd, nil), proto.CodeOpcode, "no opcode 0x0108"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := clientPipe(t, srv)

@@ -435,8 +435,22 @@ func (s *Stream) Subscribe(k Sink, sub Subscription) (Reply, error) {
 	return rep, nil
 }
 
-// maxBatch is how many events serve takes from the stream at a time.
-const maxBatch = 16
+// maxBatch is how many events serve takes from the stream at a time;
+// maxSinkBatch for an ungated BatchSink, which frames many in one.
+const (
+	maxBatch     = 16
+	maxSinkBatch = 256
+)
+
+// BatchSink is a Sink that can take many events at once: a client link of
+// version 5 puts consecutive events into one EVENT_BATCH frame. The stream
+// uses it only for subscribers outside the node-wide dispatch.
+type BatchSink interface {
+	Sink
+	// SendBatch hands over EVENT bodies, in order, as Send would one
+	// by one.
+	SendBatch(ctx context.Context, bodies [][]byte) error
+}
 
 // item is an entry taken for sending and its stream position.
 type item struct {
@@ -451,17 +465,26 @@ func (s *Stream) serve(u *subscriber) {
 	defer s.wg.Done()
 	defer s.drop(u)
 	batch := make([]item, 0, maxBatch)
+	bs, _ := u.k.(BatchSink)
+	var bodies [][]byte
 	for {
 		s.mu.Lock()
 		state, why := u.state, u.why
 		batch = batch[:0]
+		// Read under the lock; a batch taken ungated holds no flagged
+		// bodies, whatever SetCallbacks does meanwhile.
+		batching := bs != nil && !u.gated
+		limit := maxBatch
+		if batching {
+			limit = maxSinkBatch
+		}
 		if state == subActive || state == subClosing {
 			if u.pos < s.base {
 				s.behindLocked(u, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
 				state, why = u.state, u.why
 			}
 			u.held = false
-			for u.pos < s.next && u.pos >= s.base && len(batch) < maxBatch {
+			for u.pos < s.next && u.pos >= s.base && len(batch) < limit {
 				if e := s.hist[u.pos-s.base]; u.wants(e, u.pos) {
 					body := e.body
 					if u.gated {
@@ -491,6 +514,28 @@ func (s *Stream) serve(u *subscriber) {
 				s.ended(u)
 				return
 			}
+			continue
+		}
+		if len(batch) > 1 && batching {
+			bodies = bodies[:0]
+			for _, it := range batch {
+				bodies = append(bodies, it.body)
+			}
+			if err := bs.SendBatch(u.ctx, bodies); err != nil {
+				if u.ctx.Err() == nil {
+					s.ended(u)
+					return
+				}
+				continue // the state changed; the loop looks
+			}
+			s.mu.Lock()
+			for _, it := range batch {
+				if it.pos >= u.joined {
+					u.lagN -= min(u.lagN, 1)
+					u.lagB -= min(u.lagB, uint64(len(it.e.body)))
+				}
+			}
+			s.mu.Unlock()
 			continue
 		}
 		for _, it := range batch {

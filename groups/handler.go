@@ -3,6 +3,7 @@ package groups
 import (
 	"bytes"
 	"context"
+	"errors"
 	"syscall"
 	"time"
 
@@ -42,6 +43,15 @@ func (s *Service) handle(l *transport.Link, f *proto.Frame) error {
 			return err
 		}
 		return s.send(k, f, req)
+	case wire.OpGroupSendBatch:
+		// The opcode table refuses it on links before version 5. One
+		// copy of the body, which the queued messages' payloads share:
+		// the frame's slices are valid only while the handler runs.
+		req, err := wire.ParseGroupSendBatch(bytes.Clone(f.Body))
+		if err != nil {
+			return err
+		}
+		return s.sendBatch(k, f, req)
 	case wire.OpGroupMembers:
 		req, err := wire.ParseGroupName(f.Body)
 		if err != nil {
@@ -206,33 +216,27 @@ func (s *Service) leave(k *link, f *proto.Frame, req wire.GroupLeave) error {
 }
 
 // send admits a message within the link's window and the agent's, and
-// queues it: whole if it fits an entry, else as PARTs of at most
-// MaxEntryPayload and a final SEND that assembles them.
+// queues it.
 func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 	n := len(req.Payload)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k.inflight > 0 && (k.inflight >= s.cfg.Window || k.inflightBytes+n > s.cfg.WindowBytes) ||
-		s.inflightBytes > 0 && s.inflightBytes+n > s.cfg.TotalBytes {
-		k.refused++
-		s.met.refused.Inc()
-		s.abort(k.l, f, proto.Errorf(proto.CodeTryAgain, "window full: %d sends (%d bytes) in flight on this link, limit %d (%d bytes); %d bytes in flight in the agent, limit %d",
-			k.inflight, k.inflightBytes, s.cfg.Window, s.cfg.WindowBytes, s.inflightBytes, s.cfg.TotalBytes))
+	if !s.admitLocked(k, n) {
+		s.abort(k.l, f, s.windowErrLocked(k))
 		return nil
 	}
 	ss, err := s.sessionLocked(k, "")
 	if err != nil {
+		s.releaseLocked(k, n)
 		s.abort(k.l, f, err)
 		return nil
 	}
-	k.inflight++
-	k.inflightBytes += n
-	s.inflightBytes += n
-	done := func(r CmdResult, err error) {
+	// The frame's slices are valid only while the handler runs; the
+	// command waits for its batch.
+	req.Payload = bytes.Clone(req.Payload)
+	s.queueSendLocked(ss, &req, func(r CmdResult, err error) {
 		s.mu.Lock()
-		k.inflight--
-		k.inflightBytes -= n
-		s.inflightBytes -= n
+		s.releaseLocked(k, n)
 		s.mu.Unlock()
 		if err = resultErr(r, err); err != nil {
 			s.abort(k.l, f, err)
@@ -240,19 +244,134 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 		}
 		s.met.sent.Inc()
 		s.reply(k.l, f, wire.AppendGroupSendReply(nil, &wire.GroupSendReply{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}))
-	}
-	// The frame's slices are valid only while the handler runs; the
-	// command waits for its batch.
-	req.Payload = bytes.Clone(req.Payload)
-	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: req.Payload}
-	if n <= MaxEntryPayload {
-		s.enqueueLocked(&pending{cmd: cmd, done: done})
+	})
+	return nil
+}
+
+// sendBatch serves GROUP_SEND_BATCH (SPEC.md, "Batches"): its messages
+// are admitted in order as separate GROUP_SENDs would be, the first one
+// the window refuses and all after it fail with CodeTryAgain, and the
+// admitted ones are queued back to back. One reply, once every admitted
+// message is answered, carries each message's result.
+func (s *Service) sendBatch(k *link, f *proto.Frame, req wire.GroupSendBatch) error {
+	res := make([]wire.GroupSendResult, len(req.Msgs))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, err := s.sessionLocked(k, "")
+	if err != nil {
+		for i := range res {
+			res[i].Code, _ = codeOf(err)
+		}
+		s.replyBatch(k, f, res)
 		return nil
+	}
+	admitted := 0
+	for admitted < len(req.Msgs) && s.admitLocked(k, len(req.Msgs[admitted].Payload)) {
+		admitted++
+	}
+	for i := admitted; i < len(res); i++ {
+		res[i] = wire.GroupSendResult{Code: proto.CodeTryAgain, Member: ss.member.Load()}
+		if i > admitted {
+			// admitLocked counted the first refusal; the rest are
+			// refused with it.
+			k.refused++
+			s.met.refused.Inc()
+		}
+	}
+	if admitted == 0 {
+		s.replyBatch(k, f, res)
+		return nil
+	}
+	left := admitted // guarded by s.mu
+	for i := range admitted {
+		n := len(req.Msgs[i].Payload)
+		s.queueSendLocked(ss, &req.Msgs[i], func(r CmdResult, err error) {
+			x := wire.GroupSendResult{Seq: r.Seq, Member: r.Member, Delivered: r.Delivered}
+			if err = resultErr(r, err); err != nil {
+				x = wire.GroupSendResult{Member: r.Member}
+				x.Code, _ = codeOf(err)
+			} else {
+				s.met.sent.Inc()
+			}
+			s.mu.Lock()
+			s.releaseLocked(k, n)
+			res[i] = x
+			left--
+			last := left == 0
+			s.mu.Unlock()
+			if last {
+				s.replyBatch(k, f, res)
+			}
+		})
+	}
+	return nil
+}
+
+// replyBatch answers a GROUP_SEND_BATCH with its results.
+func (s *Service) replyBatch(k *link, f *proto.Frame, res []wire.GroupSendResult) {
+	body, err := wire.AppendGroupSendBatchReply(nil, &wire.GroupSendBatchReply{Results: res})
+	if err != nil {
+		// A result the agent made that the rules refuse: a bug here,
+		// which the client must still hear of.
+		s.log.Error("cannot encode a GROUP_SEND_BATCH reply", "err", err.Error())
+		s.abort(k.l, f, err)
+		return
+	}
+	s.reply(k.l, f, body)
+}
+
+// codeOf is the code a client is told for err.
+func codeOf(err error) (proto.Code, string) {
+	var pe *proto.Error
+	if errors.As(err, &pe) && pe.Code != proto.CodeNone {
+		return pe.Code, pe.Detail
+	}
+	return proto.CodeShutdown, err.Error()
+}
+
+// admitLocked takes a place for a message of n payload bytes in k's window
+// and the agent's; a link with nothing in flight may always send one. A
+// refusal is counted.
+func (s *Service) admitLocked(k *link, n int) bool {
+	if k.inflight > 0 && (k.inflight >= s.cfg.Window || k.inflightBytes+n > s.cfg.WindowBytes) ||
+		s.inflightBytes > 0 && s.inflightBytes+n > s.cfg.TotalBytes {
+		k.refused++
+		s.met.refused.Inc()
+		return false
+	}
+	k.inflight++
+	k.inflightBytes += n
+	s.inflightBytes += n
+	return true
+}
+
+// releaseLocked gives back what admitLocked took.
+func (s *Service) releaseLocked(k *link, n int) {
+	k.inflight--
+	k.inflightBytes -= n
+	s.inflightBytes -= n
+}
+
+func (s *Service) windowErrLocked(k *link) error {
+	return proto.Errorf(proto.CodeTryAgain, "window full: %d sends (%d bytes) in flight on this link, limit %d (%d bytes); %d bytes in flight in the agent, limit %d",
+		k.inflight, k.inflightBytes, s.cfg.Window, s.cfg.WindowBytes, s.inflightBytes, s.cfg.TotalBytes)
+}
+
+// queueSendLocked queues an admitted message of session ss: whole if it
+// fits an entry, else as PARTs of at most MaxEntryPayload and a final SEND
+// that assembles them. done hears the final SEND's result. The payload
+// must be the service's own, not the frame's.
+func (s *Service) queueSendLocked(ss *memberSession, req *wire.GroupSend, done func(CmdResult, error)) {
+	payload := req.Payload
+	cmd := Cmd{Op: OpSend, Key: ss.key, Kind: req.Kind, Group: req.Group, Target: req.Target, ReplyTo: req.ReplyTo, MsgID: req.MsgID, Payload: payload}
+	if len(payload) <= MaxEntryPayload {
+		s.enqueueLocked(&pending{cmd: cmd, done: done})
+		return
 	}
 	// A transfer: the parts wait in the machine until the final SEND; a
 	// session closed before it leaves nothing delivered.
 	xfer := newKey()
-	p := req.Payload
+	p := payload
 	for len(p) > MaxEntryPayload {
 		part := p[:MaxEntryPayload]
 		p = p[MaxEntryPayload:]
@@ -264,7 +383,6 @@ func (s *Service) send(k *link, f *proto.Frame, req wire.GroupSend) error {
 	}
 	cmd.Flags, cmd.Xfer, cmd.Payload = FlagAssembled, xfer, p
 	s.enqueueLocked(&pending{cmd: cmd, done: done})
-	return nil
 }
 
 // attach adopts a detached session on a new link of the same process.

@@ -31,6 +31,11 @@
 // their records) on the cluster log, for the "cluster" module. A failure
 // of the data service itself is a normal reply with a non-zero
 // DSResult.Code; only protocol failures ABORT.
+//
+// Version 5 adds batches (batch.go): GROUP_SEND_BATCH carries many
+// messages of one link in one request, each with its own result, and
+// EVENT_BATCH many events of one subscription in one frame, so the cost
+// per frame is shared by many small messages.
 package client
 
 import "github.com/corralhq/corral/proto"
@@ -38,7 +43,7 @@ import "github.com/corralhq/corral/proto"
 // Specification constants: client protocol versions.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 4
+	MaxVersion uint8 = 5
 )
 
 // Specification constants: opcodes.
@@ -54,6 +59,7 @@ const (
 	OpQueryConnectivity uint16 = 0x0104 // request: empty; reply: Connectivity (event.Connectivity)
 	OpCallbacks         uint16 = 0x0105 // version 3; request: Callbacks; reply: empty
 	OpDone              uint16 = 0x0106 // version 3; client → agent, one-shot: Done
+	OpEventBatch        uint16 = 0x0107 // version 5; agent → client, one-shot: EVENT bodies
 
 	// 0x0200–0x02FF: group messaging (version 2); 0x0200 is never
 	// assigned
@@ -64,6 +70,8 @@ const (
 	OpGroupList    uint16 = 0x0205 // request: empty; reply: GroupList
 	OpGroupWindow  uint16 = 0x0206 // request: empty; reply: GroupWindow
 	OpGroupAttach  uint16 = 0x0207 // request: GroupAttach; reply: GroupAttachReply
+	// version 5; request: GroupSendBatch; reply: GroupSendBatchReply
+	OpGroupSendBatch uint16 = 0x0208
 
 	// 0x0300–0x03FF: data service (version 4); 0x0300 is never
 	// assigned. Every request body starts with a DSTarget, every reply
@@ -95,14 +103,16 @@ var ops = proto.NewOpSet(proto.ProtoClient, MinVersion, MaxVersion, map[uint16]p
 	OpQueryConnectivity: {Name: "QUERY_CONNECTIVITY", Since: 1},
 	OpCallbacks:         {Name: "CALLBACKS", Since: 3},
 	OpDone:              {Name: "DONE", Since: 3},
+	OpEventBatch:        {Name: "EVENT_BATCH", Since: 5},
 
-	OpGroupJoin:    {Name: "GROUP_JOIN", Since: 2},
-	OpGroupLeave:   {Name: "GROUP_LEAVE", Since: 2},
-	OpGroupSend:    {Name: "GROUP_SEND", Since: 2},
-	OpGroupMembers: {Name: "GROUP_MEMBERS", Since: 2},
-	OpGroupList:    {Name: "GROUP_LIST", Since: 2},
-	OpGroupWindow:  {Name: "GROUP_WINDOW", Since: 2},
-	OpGroupAttach:  {Name: "GROUP_ATTACH", Since: 2},
+	OpGroupJoin:      {Name: "GROUP_JOIN", Since: 2},
+	OpGroupLeave:     {Name: "GROUP_LEAVE", Since: 2},
+	OpGroupSend:      {Name: "GROUP_SEND", Since: 2},
+	OpGroupMembers:   {Name: "GROUP_MEMBERS", Since: 2},
+	OpGroupList:      {Name: "GROUP_LIST", Since: 2},
+	OpGroupWindow:    {Name: "GROUP_WINDOW", Since: 2},
+	OpGroupAttach:    {Name: "GROUP_ATTACH", Since: 2},
+	OpGroupSendBatch: {Name: "GROUP_SEND_BATCH", Since: 5},
 
 	OpDSStatus: {Name: "DS_STATUS", Since: 4},
 	OpDSMkLoc:  {Name: "DS_MKLOC", Since: 4},

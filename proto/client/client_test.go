@@ -16,6 +16,7 @@ func TestGolden(t *testing.T) {
 	vs := wiretest.PingVectorsAt(client.Ops(), 2, client.OpPing, client.OpPong, 0x0100)
 	vs = append(append(vs, eventVectors()...), groupVectors()...)
 	vs = append(append(vs, dispatchVectors()...), dsVectors()...)
+	vs = append(vs, batchVectors()...)
 	wiretest.Run(t, "testdata", vs)
 }
 
@@ -33,10 +34,10 @@ func TestOps(t *testing.T) {
 		if o, _ := client.Ops().Lookup(op); op >= 0x0300 && op <= 0x03FF && (op < client.OpDSStatus || op > client.OpDSImport || o.Since != 4) {
 			t.Errorf("opcode %#04x lies in the data service range but is not one SPEC.md assigns to version 4", op)
 		}
-		if o, _ := client.Ops().Lookup(op); op >= 0x0200 && op <= 0x02FF && (op == 0x0200 || op > client.OpGroupAttach || o.Since != 2) {
+		if o, _ := client.Ops().Lookup(op); op >= 0x0200 && op <= 0x02FF && (op == 0x0200 || op > client.OpGroupSendBatch || (op == client.OpGroupSendBatch) != (o.Since == 5) || o.Since != 2 && o.Since != 5) {
 			t.Errorf("opcode %#04x lies in the group range but is not one SPEC.md assigns to version 2", op)
 		}
-		if o, _ := client.Ops().Lookup(op); op >= 0x0100 && op <= 0x01FF && (op == 0x0100 || op > client.OpDone || (op > client.OpQueryConnectivity && o.Since != 3)) {
+		if o, _ := client.Ops().Lookup(op); op >= 0x0100 && op <= 0x01FF && (op == 0x0100 || op > client.OpEventBatch || (op > client.OpQueryConnectivity && op < client.OpEventBatch && o.Since != 3) || (op == client.OpEventBatch && o.Since != 5)) {
 			t.Errorf("opcode %#04x lies in the events range but is not one SPEC.md assigns", op)
 		}
 	}
@@ -102,7 +103,7 @@ func FuzzReceiveClient(f *testing.F) {
 	f.Add(wiretest.Frame(ping)) // the never assigned first opcode of the events range
 	ping.Body = nil
 	f.Add(wiretest.Frame(ping)) // no body
-	for _, v := range append(append(append(eventVectors(), groupVectors()...), dispatchVectors()...), dsVectors()...) {
+	for _, v := range append(append(append(append(eventVectors(), groupVectors()...), dispatchVectors()...), dsVectors()...), batchVectors()...) {
 		if len(v.Data) >= proto.HeaderSize && string(v.Data[:4]) == "CORR" {
 			f.Add(v.Data) // every events, group, dispatch and data service frame vector (see the names in testdata/)
 		}

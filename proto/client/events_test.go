@@ -294,6 +294,8 @@ func receiveAt(v uint8, b []byte) (proto.Frame, any, error) {
 	case f.Opcode == client.OpQueryConnectivity && isReply:
 		c, err := client.ParseConnectivity(f.Body)
 		return f, c, err
+	case f.Opcode == client.OpEventBatch || f.Opcode == client.OpGroupSendBatch:
+		return receiveBatch(v, f, isReply)
 	case f.Opcode >= client.OpGroupJoin && f.Opcode <= client.OpGroupAttach:
 		return receiveGroup(f, isReply)
 	case f.Opcode >= client.OpDSStatus && f.Opcode <= client.OpDSImport:
