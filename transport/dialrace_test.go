@@ -102,3 +102,63 @@ func TestSessionDialRace(t *testing.T) {
 	default:
 	}
 }
+
+// TestSessionExpireWhilePending: the owner's resume window runs out while
+// the next link is attached but has not exchanged SESSION yet. The
+// session is given up (fresh at both ends, nothing of the old link
+// resent) yet the frames queued for the new link go out on it, first.
+func TestSessionExpireWhilePending(t *testing.T) {
+	a, b := newSessEnd(t, 1, 2, 0), newSessEnd(t, 2, 1, 0)
+	defer a.close()
+	defer b.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	send := func(from, to uint64) {
+		t.Helper()
+		s := b.cfg.Sessions.Session(a.id)
+		body := make([]byte, 8)
+		for i := from; i <= to; i++ {
+			binary.LittleEndian.PutUint64(body, i)
+			f := proto.Frame{Header: proto.Header{Opcode: opTest, Flags: proto.FlagCreate | proto.FlagDelete}, Body: body}
+			if err := s.Send(ctx, &f); err != nil {
+				t.Fatalf("b: send %d: %v", i, err)
+			}
+		}
+	}
+	got := func() uint64 { n, _ := a.received(); return n }
+
+	c1, s1 := pair(t, a.cfg, b.cfg, proto.ReasonJoin)
+	if c1.err != nil || s1.err != nil {
+		t.Fatal(c1.err, s1.err)
+	}
+	a.serve(c1.link)
+	b.serve(s1.link)
+	waitActive(t, a, b)
+	send(1, 5)
+	waitCond(t, "5 delivered on the first link", 10*time.Second, func() bool { return got() == 5 })
+	c1.link.end(ErrClosed)
+	<-s1.link.Done()
+
+	c2, s2 := pair(t, a.cfg, b.cfg, proto.ReasonRejoin)
+	if c2.err != nil || s2.err != nil {
+		t.Fatal(c2.err, s2.err)
+	}
+	s2.link.attach()
+	send(6, 15) // queued for the new link, before its exchange
+	bs := b.cfg.Sessions.Session(a.id)
+	if !bs.Expire() {
+		t.Fatal("Expire with a link still exchanging reported false")
+	}
+	send(16, 20)
+	a.serve(c2.link)
+	b.serve(s2.link)
+	waitActive(t, a, b)
+	send(21, 30)
+	waitCond(t, "30 delivered", 10*time.Second, func() bool { return got() == 30 })
+	if _, err := a.received(); err != nil {
+		t.Fatal(err)
+	}
+	if a.fresh.Load() != 2 || b.fresh.Load() != 2 || a.resumed.Load()+b.resumed.Load() != 0 {
+		t.Fatalf("fresh %d/%d, resumed %d/%d: want both links fresh", a.fresh.Load(), b.fresh.Load(), a.resumed.Load(), b.resumed.Load())
+	}
+}
