@@ -40,10 +40,8 @@ type Config struct {
 	ReconnectMax   time.Duration `toml:"reconnect-max"`
 	// ResumeWindow is how long the transactions over a lost peer link
 	// wait for it to reconnect and resume (mesh.Config.ResumeWindow); 0
-	// turns resume off. Off by default: with sessions on, a dial race
-	// between two agents (each configured with the other) now and then
-	// leaves the surviving link without the routes of its first frames,
-	// and a node joining at the end of a line never gets a view.
+	// is the default, mesh.DefaultResumeWindow (1s); negative turns
+	// resume off (they fail with LINKFAIL at once).
 	ResumeWindow time.Duration `toml:"resume-window"`
 	// CallbackTimeout bounds how long the node-wide dispatch of client
 	// protocol v3 waits for a client's DONE of an event; a later client
@@ -293,10 +291,10 @@ func (c *Config) linkCostFunc() func(uint64) uint16 {
 	return func(id uint64) uint16 { return costs[id] }
 }
 
-// resumeWindow is ResumeWindow as the mesh takes it: there 0 is the
-// default and a negative window turns resume off.
+// resumeWindow is ResumeWindow as the mesh takes it: the same rule,
+// 0 the default and a negative window off.
 func (c *Config) resumeWindow() time.Duration {
-	if c.ResumeWindow <= 0 {
+	if c.ResumeWindow < 0 {
 		return -1
 	}
 	return c.ResumeWindow

@@ -159,3 +159,33 @@ func TestReplacedLinkMovesNoRoute(t *testing.T) {
 		})
 	}
 }
+
+// A line 1-2-3 whose 2-3 link is raced (both dial, with sessions as the
+// agent runs them): the routers' full tables, queued on the surviving
+// link before its SESSION exchange, must cross it, so 1 and 3 route to
+// each other. The end of the losing link gave the session up and took
+// them with it: 3 (the 5 of a 5-node line) stayed linked to 2 and
+// unreachable from 1 for good.
+func TestDialRaceKeepsRoutes(t *testing.T) {
+	for round := range 20 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			lns := listeners(t, 3)
+			var buf syncBuffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			tweak := func(c *Config) {
+				c.Logger = log.With("self", c.Self)
+				c.Link.Logger = log.With("self", c.Self)
+			}
+			defer func() {
+				if t.Failed() {
+					t.Log(buf.String())
+				}
+			}()
+			addr := func(i int) string { return lns[i].Addr().String() }
+			n1 := startCfg(t, 1, lns[0], []string{addr(1)}, tweak)
+			startCfg(t, 2, lns[1], []string{addr(0), addr(2)}, tweak)
+			n3 := startCfg(t, 3, lns[2], []string{addr(1)}, tweak)
+			eventually(t, 10*time.Second, "1 and 3 route to each other", func() bool { return n1.m.Reachable(3) && n3.m.Reachable(1) })
+		})
+	}
+}

@@ -154,14 +154,38 @@ func (s *Session) Active() bool {
 
 // Expire gives the session up unless a link carries it (it resumed): the
 // owner's resume window ran out. It reports whether it gave it up.
+//
+// A link attached and still exchanging SESSION (the survivor of a dial
+// race, a redial within the window) keeps what was queued for it: only
+// its predecessors' frames are dropped, and a new cookie stops it from
+// resuming, so it starts fresh with those frames first (or, if its
+// SESSION offered the old cookie and the peer took it, fails with
+// CodeState at once). Dropping its frames too, and failing sends meanwhile,
+// left a link up whose first frames (a router's full table) were gone.
 func (s *Session) Expire() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.active {
 		return false
 	}
+	if l := s.link; l != nil {
+		s.expirePendingLocked(l.ses.pendFrom)
+		return true
+	}
 	s.loseLocked()
 	return true
+}
+
+// expirePendingLocked gives up the frames before number from, those of
+// the links before the pending one, with the cookie they were sent under.
+func (s *Session) expirePendingLocked(from uint64) {
+	if !s.lost {
+		s.store.lost.Add(1)
+	}
+	s.cookie = newCookie()
+	if from > s.acked {
+		s.trimLocked(min(from, s.sentLocked()))
+	}
 }
 
 // loseLocked gives the session up: a new cookie, so no link resumes it,

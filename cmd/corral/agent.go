@@ -157,7 +157,7 @@ temporary directory is removed however the agent stops.`,
 	f.DurationVar(&cfg.DeadAfter, "heartbeat-timeout", cfg.DeadAfter, "silence after which a link is declared dead")
 	f.DurationVar(&cfg.Handshake, "handshake-timeout", cfg.Handshake, "time a new connection has to complete its handshake")
 	f.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "longest wait between reconnection attempts")
-	f.DurationVar(&cfg.ResumeWindow, "resume-window", cfg.ResumeWindow, "how long transactions over a lost peer link wait for it to resume, e.g. 1s (default 0: off, they fail at once)")
+	f.DurationVar(&cfg.ResumeWindow, "resume-window", cfg.ResumeWindow, "how long transactions over a lost peer link wait for it to reconnect and resume (0: the default, 1s; -1s: off, they fail at once)")
 	f.DurationVar(&cfg.CallbackTimeout, "callback-timeout", cfg.CallbackTimeout, "how long a client has to complete an event's callbacks in the node-wide dispatch before it is disconnected")
 	f.IntVar(&cfg.MaxHandshakes, "max-handshakes", cfg.MaxHandshakes, "peer connections handshaking at once at most; more are closed at once")
 	f.IntVar(&cfg.MaxHandshakesPerIP, "max-handshakes-per-ip", cfg.MaxHandshakesPerIP, "peer connections handshaking at once from one IP at most")

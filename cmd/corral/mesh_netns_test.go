@@ -242,20 +242,13 @@ func scrapeIn(t *testing.T, lab *netlab.Lab, i int) map[string]float64 {
 // session within the window: on a ring of 5 with real agents, the two
 // ends of the reset edge count a resume and no resume failure, no
 // transaction is failed and the view does not change. The removal delay
-// is above the resume window: with the default (0) the leader removes a
-// member as soon as its link or route goes down, resumed or not.
+// is above the resume window (the default, 1s): with the default removal
+// (0) the leader removes a member as soon as its link or route goes
+// down, resumed or not.
 func TestMeshRingResetResumes(t *testing.T) {
 	needRoot(t)
-	// Known issue: with sessions on (--resume-window), a dial race
-	// between two agents that dial each other now and then leaves a node
-	// without a view at formation (TestDialRaceWithSessions in mesh does
-	// not reproduce it in process). Resume is off by default until it is
-	// fixed; set CORRAL_TEST_RESUME=1 to run this test anyway.
-	if os.Getenv("CORRAL_TEST_RESUME") == "" {
-		t.Skip("skipped: link resume is off by default (a dial race with sessions on can leave a node without a view); CORRAL_TEST_RESUME=1 runs it")
-	}
 	lab := netlab.Ring(t, 5)
-	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s", "--resume-window", "1s")
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
 	inst, _ := nodes[0].waitView(ids(nodes), 10*time.Second)
 	before := map[int]map[string]float64{1: scrapeIn(t, lab, 1), 2: scrapeIn(t, lab, 2)}
 	if n := lab.ResetEdge(1, 2); n == 0 {
@@ -426,16 +419,8 @@ func waitGauge(t *testing.T, lab *netlab.Lab, i int, name string, want float64, 
 // reordered, and both ends of the edge count a resume.
 func TestMeshEchoRingResetResumes(t *testing.T) {
 	needRoot(t)
-	// Known issue: with sessions on (--resume-window), a dial race
-	// between two agents that dial each other now and then leaves a node
-	// without a view at formation (TestDialRaceWithSessions in mesh does
-	// not reproduce it in process). Resume is off by default until it is
-	// fixed; set CORRAL_TEST_RESUME=1 to run this test anyway.
-	if os.Getenv("CORRAL_TEST_RESUME") == "" {
-		t.Skip("skipped: link resume is off by default (a dial race with sessions on can leave a node without a view); CORRAL_TEST_RESUME=1 runs it")
-	}
 	lab := netlab.Ring(t, 5)
-	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s", "--resume-window", "1s")
+	nodes := graphCluster(t, lab, 90*time.Second, "--http-addr", "0.0.0.0:9100", "--remove-after", "3s")
 	before := map[int]map[string]float64{1: scrapeIn(t, lab, 1), 2: scrapeIn(t, lab, 2)}
 	e := startEcho(t, nodes[0], "--to", "3", "--count", "5000", "--interval", "1ms", "--json")
 	// The stream goes through node 2 (1-2-3 is the shorter way round).
