@@ -479,8 +479,11 @@ func TestTxPinnedAfterReroute(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "node 1 reroutes to node 3 via 5", func() bool {
+		// The router's table and the forwarding table frames take: the
+		// routing goroutine installs the latter after the router chose.
 		r, ok := reachOf(m1, 3)
-		return ok && r.Up && r.NextHop == 5 && r.Metric == 3
+		l := m1.rt.nextHop(3)
+		return ok && r.Up && r.NextHop == 5 && r.Metric == 3 && l != nil && l.Peer().NodeID == 5
 	})
 	// Node 3's route back to node 1 still goes via 2 (the cheap links
 	// are cheap one way): the new transaction's replies follow its pinned
