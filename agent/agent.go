@@ -145,6 +145,11 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	routeSeqno, err := nextRouteSeqno(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	meshLog := logkey.WithSubsystem(log, "mesh")
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
 		return nil, fmt.Errorf("agent: listen for peers: %w", err)
@@ -156,7 +161,13 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 		ForgetAfter: cfg.ForgetAfter,
 		OnLink:      a.onLink, OnRoute: a.onRoute, LinkCost: cfg.linkCostFunc(),
 		TxEpoch: txEpoch, OnLinkFail: a.onLinkFail, ResumeWindow: cfg.resumeWindow(),
-		Logger: logkey.WithSubsystem(log, "mesh"),
+		RouteSeqno: &routeSeqno,
+		OnRouteSeqno: func(s uint16) {
+			if err := saveRouteSeqno(cfg.DataDir, s); err != nil {
+				meshLog.Error("routing seqno not saved: a restart may advertise below it", "seqno", s, "err", err)
+			}
+		},
+		Logger: meshLog,
 	})
 
 	// The stream starts at the index the log was applied to: those events

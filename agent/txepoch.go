@@ -34,12 +34,21 @@ func nextTxEpoch(dir string) (uint32, error) {
 	next := uint32(last%(txEpochLimit-1)) + 1
 	// Written and synced before use: an epoch used and not recorded
 	// would be used again by the next start.
+	if err := writeSynced(path, strconv.FormatUint(uint64(next), 10)+"\n"); err != nil {
+		return 0, fmt.Errorf("agent: save transaction epoch: %w", err)
+	}
+	return next, nil
+}
+
+// writeSynced replaces the file at path with content durably: a
+// temporary file, fsync, rename, fsync of the directory.
+func writeSynced(path, content string) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("agent: save transaction epoch: %w", err)
+		return err
 	}
-	_, werr := f.WriteString(strconv.FormatUint(uint64(next), 10) + "\n")
+	_, werr := f.WriteString(content)
 	if werr == nil {
 		werr = f.Sync()
 	}
@@ -54,9 +63,8 @@ func nextTxEpoch(dir string) (uint32, error) {
 	}
 	if werr != nil {
 		os.Remove(tmp)
-		return 0, fmt.Errorf("agent: save transaction epoch: %w", werr)
 	}
-	return next, nil
+	return werr
 }
 
 func syncDir(dir string) error {

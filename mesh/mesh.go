@@ -88,6 +88,15 @@ type Config struct {
 	LinkCost func(peer uint64) uint16
 	// RouteTick is the router's clock; default DefaultRouteTick.
 	RouteTick time.Duration
+	// RouteSeqno, if set, is this node's routing seqno at start: the
+	// persisted one of its last life plus one, so that its adverts only
+	// move forward (agent/ROUTESEQNO.md). Nil takes a random one, which
+	// a neighbour that remembers an older life's adverts asks to raise.
+	RouteSeqno *uint16
+	// OnRouteSeqno, if set, is called on the routing goroutine with this
+	// node's seqno after the router raised it, for the caller to persist
+	// before the next start.
+	OnRouteSeqno func(uint16)
 	// TxEpoch is this start's transaction epoch, which must differ from
 	// every earlier start's (< 1<<23; the mesh takes it modulo that): the
 	// caller keeps a counter on disk (the agent: its data dir). 0 picks a

@@ -98,10 +98,13 @@ type reachState struct {
 func newRouting(m *Mesh) *routing {
 	var b [8]byte
 	crand.Read(b[:])
-	// A fresh seqno at every start: a neighbour that remembers an older
-	// life's adverts asks for a newer one (a seqno request), which the
-	// router grants.
+	// The persisted seqno plus one, or a random one: a neighbour that
+	// remembers an older life's adverts asks for a newer one (a seqno
+	// request), which the router grants.
 	seq := route.Seqno(binary.LittleEndian.Uint16(b[:2]))
+	if m.cfg.RouteSeqno != nil {
+		seq = route.Seqno(*m.cfg.RouteSeqno)
+	}
 	rt := &routing{m: m, kick: make(chan struct{}, 1), reach: map[uint64]*reachState{}, held: map[uint64]time.Time{},
 		r: route.New(route.Config{Self: route.NodeID(m.cfg.Self)}, seq)}
 	// Bit 63 set (and 62 clear, for room to count): routed calls' msg ids
@@ -258,6 +261,11 @@ func (rt *routing) drain(ctx context.Context) {
 	}
 	rd := rt.r.Ready()
 	rt.r.Advance()
+	if rd.SeqnoChanged && rt.m.cfg.OnRouteSeqno != nil {
+		// Before the adverts that carry it go out: a restart must not
+		// start below a seqno a neighbour has seen.
+		rt.m.cfg.OnRouteSeqno(uint16(rd.Seqno))
+	}
 	var events []RouteEvent
 	if len(rd.Changes) > 0 {
 		next := maps.Clone(*rt.fwd.Load())
@@ -320,9 +328,22 @@ func (rt *routing) send(ctx context.Context, to uint64, msg route.Message) {
 		err := l.Send(sctx, &fs[i])
 		cancel()
 		if err != nil {
-			// The link is ending or stuck: its end resets the neighbour's
-			// view of this router (full dump at the next link up).
-			rt.m.log.Debug("routing: advert not sent", "peer_id", to, "err", err)
+			select {
+			case <-l.Done():
+				// The link ended: the next one starts with the full
+				// tables (LinkUp, LinkReset).
+				rt.m.log.Debug("routing: advert not sent: the link ended", "peer_id", to, "err", err)
+			default:
+				// A link that lives on lost it (its queue stayed
+				// full): send again what it carried, as the routes
+				// stand at the next drain.
+				rt.m.log.Info("routing: advert not sent; sending it again", "peer_id", to, "err", err)
+				rt.mu.Lock()
+				if err := rt.r.Resend(route.NodeID(to), msg); err != nil {
+					rt.m.log.Debug("routing: resend", "peer_id", to, "err", err)
+				}
+				rt.mu.Unlock()
+			}
 			return
 		}
 		rt.advertsSent.Add(1)

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"github.com/corralhq/corral/mesh/route"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +183,44 @@ func TestLongestRoute(t *testing.T) {
 			t.Errorf("node %d dropped %d frames at the hop limit", x.m.cfg.Self, st.HopLimit)
 		}
 	}
+}
+
+// A node starts at the routing seqno it is given (the persisted one plus
+// one), and a restart below what a neighbour remembers is raised at that
+// neighbour's request and reported for persisting.
+func TestRouteSeqnoGivenAndRaised(t *testing.T) {
+	lns := listeners(t, 2)
+	a := start(t, 1, lns[0], nil)
+	// Node 1 advertises node 2 to node 3, so it keeps a feasibility
+	// distance for it.
+	start(t, 3, lns[1], []string{lns[0].Addr().String()})
+	life := func(seqno uint16, raised chan<- uint16) *testNode {
+		return startCfg(t, 2, listenersOne(t), []string{lns[0].Addr().String()}, func(c *Config) {
+			c.RouteSeqno = &seqno
+			c.OnRouteSeqno = func(s uint16) {
+				select {
+				case raised <- s:
+				default:
+				}
+			}
+		})
+	}
+	seqnoAt1 := func() uint16 { r, _ := reachOf(a.m, 2); return r.Seqno }
+	first := life(1234, make(chan uint16, 1))
+	eventually(t, 10*time.Second, "node 1 routes to node 2 at seqno 1234", func() bool { return a.m.Reachable(2) && seqnoAt1() == 1234 })
+	first.stop(t)
+	eventually(t, 10*time.Second, "node 1 lost node 2", func() bool { return !a.m.Reachable(2) })
+	// Below the feasibility distance node 1 keeps for node 2: it asks for
+	// a newer seqno, which the new life grants and reports.
+	raised := make(chan uint16, 1)
+	life(1000, raised)
+	select {
+	case s := <-raised:
+		if !route.Seqno(s).Newer(1234) {
+			t.Fatalf("raised to %d, not newer than the old life's 1234", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restarted node never raised its seqno")
+	}
+	eventually(t, 10*time.Second, "node 1 routes to node 2 again", func() bool { return a.m.Reachable(2) })
 }

@@ -22,6 +22,10 @@ const (
 	// decimal (1..8388607); each start writes the next one before it links
 	// (mesh.Config.TxEpoch: transaction msg ids are never reused).
 	TxEpochName = "tx-epoch"
+	// RouteSeqnoName holds this node's routing seqno, in decimal
+	// (0..65535); each start writes the next one before it links, and
+	// every raise is written (agent/ROUTESEQNO.md).
+	RouteSeqnoName = "route-seqno"
 )
 
 // Dir returns $CORRAL_DATA_DIR, or Default when it is unset or empty.
@@ -46,3 +50,6 @@ func ClusterKeyFile(dir string) string { return filepath.Join(dir, ClusterKeyNam
 
 // TxEpochFile is the path of the transaction epoch file in dir.
 func TxEpochFile(dir string) string { return filepath.Join(dir, TxEpochName) }
+
+// RouteSeqnoFile is the path of the routing seqno file in dir.
+func RouteSeqnoFile(dir string) string { return filepath.Join(dir, RouteSeqnoName) }

@@ -15,6 +15,7 @@ func TestLayout(t *testing.T) {
 		datadir.NodeIDFile("/d"):     "/d/node-id",
 		datadir.ClusterKeyFile("/d"): "/d/cluster.key",
 		datadir.TxEpochFile("/d"):    "/d/tx-epoch",
+		datadir.RouteSeqnoFile("/d"): "/d/route-seqno",
 	} {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)

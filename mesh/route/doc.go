@@ -35,7 +35,8 @@
 //   - A node that has routes for an origin but none feasible is starving: it
 //     asks the next node towards the origin for a newer seqno (a seqno
 //     request, forwarded hop by hop with a hop count, duplicates suppressed,
-//     retried on ticks with doubling intervals, three tries). The origin
+//     retried on ticks with doubling intervals, three tries, then again
+//     after a pause while it still starves). The origin
 //     raises its seqno to the one requested, once, and its fresh advert is
 //     feasible everywhere. The caller persists Ready.Seqno when it changed. A
 //     node also asks when an unfeasible route is better than its selected
@@ -44,7 +45,12 @@
 //     would refresh the seqno, and the node would keep the worse route.
 //   - Links are reliable, so there are no periodic updates and no route
 //     expiry: a new link gets the full table, after that only changes are
-//     sent; a neighbour's routes die with its link. A route is not
+//     sent; a neighbour's routes die with its link. Where that fails the
+//     caller says so: a link replaced by another to the same neighbour
+//     (LinkReset) keeps its routes and exchanges full tables again, a
+//     route the neighbour does not repeat within ResetTicks going; a
+//     message that could not be sent on a live link is sent again as the
+//     routes stand now (Resend), retractions included. A route is not
 //     advertised to its own next hop (split horizon; a retraction is sent
 //     instead if the neighbour had a finite advert from us).
 //   - Besides the selected route the router keeps the best other feasible
@@ -57,4 +63,11 @@
 // Feasibility distances outlive routes (SourceGCTicks) so that a node which
 // lost a route cannot accept an old, worse one from a neighbour that still
 // routes through it.
+//
+// Seqno order is modular, so not transitive across half the range: an
+// origin whose adverts of three lives, at seqnos far apart, are still in
+// the network can have them compare in a cycle, which no feasibility
+// condition orders. A node must therefore start above its last life's
+// seqno (the agent persists it: agent/ROUTESEQNO.md); a random start is
+// for a node with no record, once.
 package route

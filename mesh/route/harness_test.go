@@ -188,6 +188,26 @@ func (nw *network) replace(a, b route.NodeID) {
 	}
 }
 
+// lose drops the messages in flight from a to b, as a send that failed on
+// a live link, and tells a to send again what they carried.
+func (nw *network) lose(a, b route.NodeID) {
+	if !nw.linkUp(a, b) {
+		nw.t.Fatalf("link %d-%d is not up", a, b)
+	}
+	var lost route.Message
+	n := len(nw.queue)
+	nw.queue = slices.DeleteFunc(nw.queue, func(m msg) bool {
+		if m.from != a || m.to != b {
+			return false
+		}
+		lost.Updates = append(lost.Updates, m.m.Updates...)
+		lost.Requests = append(lost.Requests, m.m.Requests...)
+		return true
+	})
+	nw.logf("  %d messages lost %d -> %d", n-len(nw.queue), a, b)
+	nw.do(a, func(r *route.Router) error { return r.Resend(b, lost) })
+}
+
 // linkDown tells a that its link to b ended and checks that every route
 // through b moved to its alternate at once, with no message needed.
 func (nw *network) linkDown(a, b route.NodeID) {
@@ -433,6 +453,8 @@ func (nw *network) run(t *testing.T, d *datadriven.TestData) string {
 		nw.down(pos(0), pos(1))
 	case "replace":
 		nw.replace(pos(0), pos(1))
+	case "lose":
+		nw.lose(pos(0), pos(1))
 	case "cost":
 		nw.setCost(pos(0), pos(1), route.Metric(pos(2)))
 	case "deliver":

@@ -50,6 +50,32 @@ func (r *Router) LinkReset(peer NodeID) error {
 	return nil
 }
 
+// Resend queues for peer, again, what a message that could not be sent to
+// it carried (lost): for each origin it named, the advert peer should have
+// now — a retraction if it should have none. Use it when a send failed on
+// a link that lives on; a lost retraction must not leave peer a route
+// through this node, so this is not the full table (which names only the
+// finite routes).
+func (r *Router) Resend(peer NodeID, lost Message) error {
+	if _, ok := r.links[peer]; !ok {
+		return fmt.Errorf("%w: %d", ErrNoLink, peer)
+	}
+	for _, u := range lost.Updates {
+		if cur, ok := r.told[peer][u.Origin]; ok {
+			r.queueUpdate(peer, cur)
+		} else {
+			r.queueUpdate(peer, Update{Origin: u.Origin, Seqno: u.Seqno, Metric: Inf})
+		}
+	}
+	for _, q := range lost.Requests {
+		if _, ok := r.outFor(peer).reqs[q.Origin]; !ok {
+			r.queueReq(peer, q)
+		}
+	}
+	r.flush()
+	return nil
+}
+
 // LinkCost changes the cost of the link to peer.
 func (r *Router) LinkCost(peer NodeID, cost Metric) error {
 	if err := r.checkPeer(peer, cost); err != nil {
@@ -275,7 +301,19 @@ func (r *Router) Tick() {
 		}
 		d, src := r.dests[id], r.sources[id]
 		to := NodeID(0)
-		if d != nil && d.wants && src != nil && q.tries > 0 && q.tries < reqTries {
+		if d != nil && d.wants && src != nil && q.tries > 0 {
+			if q.tries == reqTries {
+				// Given up for now. Still starving, so every answer
+				// was lost (with a replaced link, or a send that
+				// failed) or is slow: nothing else would ask again.
+				// Pause, then start over.
+				q.tries++
+				q.due = r.now + uint64(r.cfg.ReqRetryTicks)<<(reqTries+1)
+				continue
+			}
+			if q.tries > reqTries {
+				q.tries = 0 // the pause is over
+			}
 			to = r.bestEntry(id, 0, true)
 		}
 		if to == 0 {
