@@ -197,7 +197,7 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if cfg.SharedUserspace != "" && scfg.Walk != nil {
 		// The fallback's applications listen on the node's own address;
 		// its flows are the proxy's, never moved: no exceptions.
-		scfg.Walk = userspaceWalk(scfg.Walk, scfg.Stack, usBind, a.selfIP, func() *addrsvc.State { return sa.Source().State() })
+		scfg.Walk = userspaceWalk(scfg.Walk, scfg.Stack, usBind, a.selfIP, a.agentPorts, func() *addrsvc.State { return sa.Source().State() })
 		scfg.Recheck = -1
 	}
 	if sa, err = addrsvc.New(a.deps("sharedaddr"), scfg); err != nil {

@@ -135,11 +135,13 @@ func userspaceWants(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.
 // userspaceWalk wraps the walk the shared-address service observes
 // listeners with, for the fallback: a socket listening on this node's own
 // address (self) stands for a listener of its port on every shared
-// address of stack, and sockets listening on a shared address or on bind
-// are the proxy's own, not an application's. Other sockets pass as they
-// are.
-func userspaceWalk(walk addrsvc.Walker, stack uint64, bind netip.Addr, self func() (netip.Addr, bool), state func() *addrsvc.State) addrsvc.Walker {
+// address of stack — except the agent's own (its peer and HTTP ports,
+// agentPorts), which would otherwise be proxied — and sockets listening
+// on a shared address or on bind are the proxy's own, not an
+// application's. Other sockets pass as they are.
+func userspaceWalk(walk addrsvc.Walker, stack uint64, bind netip.Addr, self func() (netip.Addr, bool), agentPorts func() []uint16, state func() *addrsvc.State) addrsvc.Walker {
 	return func(ctx context.Context, fn func(sharedaddr.TCPInfo) bool) error {
+		skip := agentPorts()
 		var vips []netip.Addr
 		for _, a := range state().Addrs {
 			if a.Addr.Stack == stack {
@@ -155,7 +157,7 @@ func userspaceWalk(walk addrsvc.Walker, stack uint64, bind netip.Addr, self func
 			if slices.Contains(vips, ip) || (bind.IsValid() && ip == bind) {
 				return true
 			}
-			if !hasOwn || ip != own {
+			if !hasOwn || ip != own || slices.Contains(skip, ti.Local.Port()) {
 				return fn(ti)
 			}
 			for _, v := range vips {
@@ -442,4 +444,23 @@ func (a *Agent) newUserspacePath(sa *addrsvc.Service, bind netip.Addr) *userspac
 func (a *Agent) selfIP() (netip.Addr, bool) {
 	ip, ok := nodeIPs(a.cluster.View().Members)[a.cfg.ID]
 	return ip, ok
+}
+
+// agentPorts are the TCP ports the agent itself listens on: a socket of
+// its own is never an application's.
+func (a *Agent) agentPorts() []uint16 {
+	var out []uint16
+	for _, ad := range []net.Addr{a.mesh.Addr(), a.httpAddr()} {
+		if t, ok := ad.(*net.TCPAddr); ok {
+			out = append(out, uint16(t.Port))
+		}
+	}
+	return out
+}
+
+func (a *Agent) httpAddr() net.Addr {
+	if a.http == nil {
+		return nil
+	}
+	return a.http.Addr()
 }

@@ -94,7 +94,7 @@ func TestUserspaceWants(t *testing.T) {
 
 // A socket on the node's own address stands for a listener on the
 // shared address; the proxy's own sockets (on the shared address or the
-// bind address) are not an application's.
+// bind address) and the agent's own ports are not an application's.
 func TestUserspaceWalk(t *testing.T) {
 	own := netip.MustParseAddr("10.251.0.2")
 	bind := netip.MustParseAddr("192.0.2.7")
@@ -103,6 +103,7 @@ func TestUserspaceWalk(t *testing.T) {
 		{State: sharedaddr.StateListen, Local: netip.AddrPortFrom(testVIP, 80)},
 		{State: sharedaddr.StateListen, Local: netip.AddrPortFrom(bind, 80)},
 		{State: sharedaddr.StateListen, Local: netip.MustParseAddrPort("10.0.0.9:22")},
+		{State: sharedaddr.StateListen, Local: netip.AddrPortFrom(own, 7946)},
 		{State: sharedaddr.StateEstablished, Local: netip.AddrPortFrom(testVIP, 80), Remote: netip.MustParseAddrPort("10.0.0.4:5000")},
 	}
 	walk := func(_ context.Context, fn func(sharedaddr.TCPInfo) bool) error {
@@ -114,7 +115,7 @@ func TestUserspaceWalk(t *testing.T) {
 		return nil
 	}
 	st := testState(1, 1, 2, 3)
-	w := userspaceWalk(walk, 7, bind, func() (netip.Addr, bool) { return own, true }, func() *addrsvc.State { return st })
+	w := userspaceWalk(walk, 7, bind, func() (netip.Addr, bool) { return own, true }, func() []uint16 { return []uint16{7946} }, func() *addrsvc.State { return st })
 	var got []string
 	w(context.Background(), func(ti sharedaddr.TCPInfo) bool {
 		got = append(got, fmt.Sprintf("%d %v", ti.State, ti.Local))
@@ -123,6 +124,7 @@ func TestUserspaceWalk(t *testing.T) {
 	want := []string{
 		fmt.Sprintf("%d %v:80", sharedaddr.StateListen, testVIP),
 		fmt.Sprintf("%d 10.0.0.9:22", sharedaddr.StateListen),
+		fmt.Sprintf("%d %v:7946", sharedaddr.StateListen, own),
 		fmt.Sprintf("%d %v:80", sharedaddr.StateEstablished, testVIP),
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
