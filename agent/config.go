@@ -113,7 +113,8 @@ type Config struct {
 	// binds: "shared" for the shared address itself (with IP_FREEBIND, so
 	// before keepalived or the cloud has put it on this host), or an IP
 	// address of this host that the shared address's traffic reaches it
-	// on. It excludes SharedIface.
+	// on — not the node's own address, where the applications listen
+	// for the proxy. It excludes SharedIface.
 	SharedUserspace string `toml:"shared-userspace"`
 	// SharedStack, when not 0, is the stack id the agent's own namespace
 	// has for shared addresses instead of its nsfs inode. Every node
