@@ -74,7 +74,8 @@ type Agent struct {
 	mu    sync.Mutex // guards local
 	local map[*transport.Link]bool
 
-	sapath *dataPath // the shared addresses' kernel data path; nil when off
+	sapath *dataPath      // the shared addresses' kernel data path; nil when off
+	uspath *userspacePath // their user-space fallback; nil when off
 
 	routedMu sync.Mutex          // guards routed
 	routed   map[uint64]struct{} // nodes told P2P_ESTABLISHED by route, not by link
@@ -201,13 +202,24 @@ func New(cfg Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	sa, err := addrsvc.New(a.deps("sharedaddr"), ownStack(log, cfg.SharedStack))
-	if err != nil {
+	var sa *addrsvc.Service
+	scfg := ownStack(log, cfg.SharedStack)
+	usBind, _ := userspaceBind(cfg.SharedUserspace) // checked by Validate
+	if cfg.SharedUserspace != "" && scfg.Walk != nil {
+		// The fallback's applications listen on the node's own address;
+		// its flows are the proxy's, never moved: no exceptions.
+		scfg.Walk = userspaceWalk(scfg.Walk, scfg.Stack, usBind, a.selfIP, a.agentPorts, func() *addrsvc.State { return sa.Source().State() })
+		scfg.Recheck = -1
+	}
+	if sa, err = addrsvc.New(a.deps("sharedaddr"), scfg); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.services = []service.Service{a.clients, a.groups, ds, sa}
 	if cfg.SharedIface != "" {
 		a.sapath = a.newDataPath(sa)
+	}
+	if cfg.SharedUserspace != "" {
+		a.uspath = a.newUserspacePath(sa, usBind)
 	}
 	for _, s := range a.services {
 		if r, ok := s.(service.Replicated); ok {
@@ -370,6 +382,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.sapath != nil {
 		parts = append(parts, part{name: "sharedaddr-kernel", run: a.sapath.run})
+	}
+	if a.uspath != nil {
+		parts = append(parts, part{name: "sharedaddr-userspace", run: a.uspath.run})
 	}
 	parts = append(parts, part{name: "local", run: a.serveLocal, stopping: a.stopLocal})
 

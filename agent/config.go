@@ -104,6 +104,16 @@ type Config struct {
 	// sends gratuitous ARPs. Empty (the default) leaves the kernel data
 	// path off: nothing is installed, and no root is needed.
 	SharedIface string `toml:"shared-iface"`
+	// SharedUserspace, when set, turns on the user-space fallback of the
+	// data path instead (sharedaddr/userspace; needs no root): the owner
+	// of a shared address relays the connections to its service ports to
+	// the serving nodes with a PROXY v2 header. It says what the proxy
+	// binds: "shared" for the shared address itself (with IP_FREEBIND, so
+	// before keepalived or the cloud has put it on this host), or an IP
+	// address of this host that the shared address's traffic reaches it
+	// on — not the node's own address, where the applications listen
+	// for the proxy. It excludes SharedIface.
+	SharedUserspace string `toml:"shared-userspace"`
 	// SharedStack, when not 0, is the stack id the agent's own namespace
 	// has for shared addresses instead of its nsfs inode. Every node
 	// serving an address must give the same: agents in namespaces of
@@ -192,6 +202,14 @@ func (c *Config) Validate() error {
 	}
 	if c.CallbackTimeout <= 0 {
 		return bad("callback-timeout (%v) must be positive", c.CallbackTimeout)
+	}
+	if c.SharedUserspace != "" {
+		if c.SharedIface != "" {
+			return bad("shared-iface (the kernel data path) and shared-userspace (the user-space fallback) exclude each other: give one")
+		}
+		if _, err := userspaceBind(c.SharedUserspace); err != nil {
+			return bad("shared-userspace: %v", err)
+		}
 	}
 	if c.MaxHandshakes < 1 || c.MaxHandshakesPerIP < 1 || c.MaxHandshakesPerIP > c.MaxHandshakes {
 		return bad("max-handshakes (%d) and max-handshakes-per-ip (%d) must be at least 1, per IP at most the total", c.MaxHandshakes, c.MaxHandshakesPerIP)

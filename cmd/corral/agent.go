@@ -171,6 +171,7 @@ temporary directory is removed however the agent stops.`,
 	f.BoolVar(&cfg.ForceNewCluster, "force-new-cluster", false, "disaster recovery, once: restart this node as a cluster of one from its own log (see README)")
 	f.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "how long a node whose links all ended stays in the members list; 0 keeps it")
 	f.StringVar(&cfg.SharedIface, "shared-iface", "", "interface that holds the shared addresses this node owns and sends their gratuitous ARPs; turns on the kernel data path, which needs root (default off)")
+	f.StringVar(&cfg.SharedUserspace, "shared-userspace", "", "LISTEN: run the user-space fallback instead of the kernel data path (no root): the owner relays the shared addresses' connections with a PROXY v2 header to the serving nodes, which listen on their own address; LISTEN is \"shared\" (bind the shared address, IP_FREEBIND) or an IP of this host to bind (default off; excludes --shared-iface)")
 	f.Uint64Var(&cfg.SharedStack, "shared-stack", 0, "stack id of the agent's namespace for shared addresses, the same on every node (default: the namespace's inode)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "HOST:PORT to serve /metrics and /debug/pprof/ on (default off)")
 	f.StringVar(&cfg.ClientSocketGroup, "client-socket-group", "", "group (name or gid) given the client socket, so that its members' applications reach the agent; the data dir becomes 0710 with that group")
@@ -242,6 +243,8 @@ func copyFlag(dst, src *agent.Config, name string) {
 		dst.HTTPAddr = src.HTTPAddr
 	case "shared-iface":
 		dst.SharedIface = src.SharedIface
+	case "shared-userspace":
+		dst.SharedUserspace = src.SharedUserspace
 	case "shared-stack":
 		dst.SharedStack = src.SharedStack
 	case "client-socket-group":

@@ -19,8 +19,9 @@
 // the kernel path. nginx and HAProxy read the same header
 // ("listen ... proxy_protocol", "accept-proxy").
 //
-// Off by default: nothing in corral starts a Proxy; the agent calls New
-// and Serve when it owns an address and cannot use the kernel path.
+// Off by default: the agent starts a Proxy per TCP port of each address
+// it owns only with --shared-userspace, and drains it (Drain: the port
+// closes, the relayed connections finish) when it loses the address.
 // Against the kernel path it puts every byte through the owner, and its
 // connections die with the proxy (a new owner cannot take them over).
 //

@@ -108,8 +108,12 @@ type Proxy struct {
 	accepted, refused, dialFailed, aborted, bytesUp, bytesDown atomic.Uint64
 	active                                                     atomic.Int64
 
-	mu    sync.Mutex            // guards conns
+	mu    sync.Mutex            // guards conns, ln, draining
 	conns map[net.Conn]struct{} // client and backend ends, closed by shutdown
+	// ln is the listener Serve accepts on; draining is set by Drain, which
+	// closes ln: Serve then lets the relays end on their own.
+	ln       net.Listener
+	draining bool
 }
 
 // New returns a proxy for cfg; it serves nothing until Serve.
@@ -170,12 +174,20 @@ func (p *Proxy) ListenAndServe(ctx context.Context, addr netip.AddrPort) error {
 // Serve accepts on ln until ctx ends or ln fails, then closes ln and every
 // relayed connection and returns once all their goroutines have ended.
 // Relayed connections die with the proxy (unlike the kernel path's, which
-// survive a new owner): that is the price of the fallback. It returns
-// nil after ctx ended, else the accept error.
+// survive a new owner): that is the price of the fallback. After Drain
+// it waits for the relays instead. It returns nil after ctx ended or
+// Drain, else the accept error.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	if p.served.Swap(true) {
 		ln.Close()
 		return ErrClosed
+	}
+	p.mu.Lock()
+	p.ln = ln
+	drained := p.draining
+	p.mu.Unlock()
+	if drained {
+		ln.Close()
 	}
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -188,7 +200,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			if ne, _ = aerr.(net.Error); ne != nil && ne.Timeout() {
 				continue
 			}
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !p.isDraining() {
 				err = fmt.Errorf("userspace: accept: %w", aerr)
 			}
 			break
@@ -211,6 +223,18 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		})
 	}
 	ln.Close()
+	if err == nil && ctx.Err() == nil {
+		// Drained: the relays end on their own, or with ctx.
+		relays := make(chan struct{})
+		go func() { // owned by Serve, which waits on relays below
+			wg.Wait()
+			close(relays)
+		}()
+		select {
+		case <-relays:
+		case <-ctx.Done():
+		}
+	}
 	p.mu.Lock()
 	for c := range p.conns {
 		c.Close()
@@ -219,6 +243,26 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.mu.Unlock()
 	wg.Wait()
 	return err
+}
+
+// Drain stops the proxy accepting: Serve closes its listener at once
+// (before it starts, if called first), and returns once the connections
+// it relays have ended on their own — both EOFs or an error — or ctx has
+// ended. An owner that loses an address drains its proxy: the port is
+// free for the new owner, and the spliced connections finish.
+func (p *Proxy) Drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.draining = true
+	if p.ln != nil {
+		p.ln.Close()
+	}
+}
+
+func (p *Proxy) isDraining() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.draining
 }
 
 // track registers c for closing at shutdown; false once shut down.

@@ -315,3 +315,53 @@ func TestNewRefusesBadTable(t *testing.T) {
 		}
 	}
 }
+
+// Drain closes the listener at once (a new connection is refused) and
+// lets the relayed connection go on to its own end; only then does Serve
+// return, with nil.
+func TestProxyDrainLetsRelaysFinish(t *testing.T) {
+	be := backend(t, 1)
+	r := newRig(t, map[uint64]netip.AddrPort{1: be, 2: be, 3: be})
+	s, err := r.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.c.Close()
+	r.p.Drain()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp4", r.addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy still accepts after Drain")
+		}
+	}
+	select {
+	case err := <-r.done:
+		t.Fatalf("Serve returned (%v) with a connection still relayed", err)
+	default:
+	}
+	if _, err := s.c.Write([]byte("after drain\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.r.ReadString('\n'); err != nil || got != "after drain\n" {
+		t.Fatalf("echo after Drain: %q, %v", got, err)
+	}
+	s.c.CloseWrite()
+	if got, err := s.r.ReadString('\n'); err != nil || got != "bye\n" {
+		t.Fatalf("end after Drain: %q, %v", got, err)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Serve after Drain: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return once the drained relay ended")
+	}
+	r.once.Do(func() {}) // Serve returned: the cleanup has nothing to stop
+	r.cancel()
+}
