@@ -14,17 +14,21 @@ import (
 // the Handler.
 const maxGone = 1024
 
-// calls is the table of a link's requests waiting for their replies.
+// calls is the table of requests waiting for their replies: a link's, or,
+// on links with a session, the session's, shared by its links — a request
+// sent on one link is resent on the next when the session resumes, and
+// its reply may come on either.
 type calls struct {
 	mu      sync.Mutex // guards the fields below
 	waiting map[uint64]*call
 	gone    map[uint64]struct{} // given up; a late reply is dropped
-	err     error               // set when the link ended: no new calls
+	err     error               // set when the link ended: no new calls (a link's table only)
 }
 
 // call is one request in flight.
 type call struct {
 	op    uint16
+	via   *Link           // the link the request was sent on
 	reply chan callResult // cap 1; written once
 }
 
@@ -70,7 +74,7 @@ func (l *Link) StartCall(ctx context.Context, f *proto.Frame) (*Pending, error) 
 		f.Flags = proto.FlagCreate | proto.FlagDelete
 	}
 	f.MsgID = l.NextMsgID()
-	c := &call{op: f.Opcode, reply: make(chan callResult, 1)}
+	c := &call{op: f.Opcode, via: l, reply: make(chan callResult, 1)}
 	if err := l.calls.add(f.MsgID, c); err != nil {
 		return nil, err
 	}
@@ -187,6 +191,44 @@ func (cs *calls) route(f *proto.Frame) (bool, error) {
 	return true, bad
 }
 
+// ended fails, for the link l that ended, what can no longer be answered:
+// with no session, every call (and new ones are refused); with one that
+// can resume, nothing yet — its next link resends the requests and
+// carries the replies, and losing the session fails them (lost); with
+// one that cannot, the calls sent on l.
+func (cs *calls) ended(l *Link, err error) {
+	if l.ses == nil || l.ses.s.store.off {
+		cs.fail(err)
+		return
+	}
+	if l.ses.s.Resumable() {
+		return
+	}
+	cs.failIf(err, func(c *call) bool { return c.via == l })
+}
+
+// lost fails the calls sent on the session's earlier links, all but
+// keep's (the link that carries it now, or nil): the session they were in
+// was given up or replaced by a fresh one, with their frames. An earlier
+// link may still be ending: it is detached first.
+func (cs *calls) lost(err error, keep *Link) {
+	cs.failIf(err, func(c *call) bool { return c.via != keep })
+}
+
+func (cs *calls) failIf(err error, which func(*call) bool) {
+	if !errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for id, c := range cs.waiting {
+		if which(c) {
+			c.reply <- callResult{err: err}
+			delete(cs.waiting, id)
+		}
+	}
+}
+
 // fail ends every pending call, and refuses new ones, once the link ended.
 func (cs *calls) fail(err error) {
 	if !errors.Is(err, ErrClosed) {
@@ -208,7 +250,21 @@ func (cs *calls) fail(err error) {
 func (l *Link) Reply(ctx context.Context, req *proto.Frame, body []byte) error {
 	f := proto.Frame{Header: proto.Header{Opcode: req.Opcode, MsgID: req.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply}, Body: body}
 	replyTo(&f, req)
-	return l.Send(ctx, &f)
+	return l.sendReply(ctx, &f)
+}
+
+// sendReply sends a reply on l, or, once l ended, in its session: the
+// request came in the session, so the link that resumes it carries the
+// answer (Session.Send buffers it meanwhile).
+func (l *Link) sendReply(ctx context.Context, f *proto.Frame) error {
+	select {
+	case <-l.done:
+		if s := l.Session(); s != nil {
+			return s.Send(ctx, f)
+		}
+	default:
+	}
+	return l.Send(ctx, f)
 }
 
 // replyTo addresses the reply f to a routed request's source, so the
@@ -234,5 +290,5 @@ func (l *Link) Abort(ctx context.Context, req *proto.Frame, err error) error {
 	f := proto.Frame{Header: proto.Header{Opcode: req.Opcode, MsgID: req.MsgID, Flags: proto.FlagCreate | proto.FlagDelete | proto.FlagReply | proto.FlagAbort},
 		Body: proto.AppendStatus(nil, &st)}
 	replyTo(&f, req)
-	return l.Send(ctx, &f)
+	return l.sendReply(ctx, &f)
 }

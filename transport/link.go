@@ -42,7 +42,7 @@ type Link struct {
 	lastRecv atomic.Int64 // unix nanos of the last frame received
 	rtt      atomic.Int64 // nanoseconds of the last PING round trip, 0 if none
 	msgID    atomic.Uint64
-	calls    calls      // requests of Call waiting for their replies
+	calls    *calls     // requests of Call waiting for their replies: the link's, or its session's
 	ses      *linkState // the link's session; nil below peer version 4
 
 	started atomic.Bool
@@ -87,6 +87,10 @@ func newLink(conn net.Conn, dec *proto.Decoder, cfg *Config, info PeerInfo) *Lin
 				Body: peer.AppendSession(nil, peer.Session{})}
 			l.Send(context.Background(), &f) // an empty queue takes it at once
 		}
+	}
+	l.calls = &calls{}
+	if s := l.Session(); s != nil {
+		l.calls = s.callTable()
 	}
 	return l
 }
@@ -230,7 +234,7 @@ func (l *Link) end(err error) {
 			err = *c
 		}
 		l.err = err
-		l.calls.fail(err)
+		l.calls.ended(l, err)
 		l.q.close(err, false)
 		l.detach()
 		l.conn.Close()

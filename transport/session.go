@@ -130,6 +130,20 @@ type Session struct {
 	last   *Link
 	active bool // link exchanged SESSION: frames go out on it
 	lost   bool // given up while no link carried it: Send fails
+
+	calls *calls // the requests of its links awaiting replies (callTable)
+}
+
+// callTable returns the session's table of calls, which its links share:
+// a request resent on the link that resumes the session has its reply
+// matched there.
+func (s *Session) callTable() *calls {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.calls == nil {
+		s.calls = &calls{}
+	}
+	return s.calls
 }
 
 // Peer returns the peer's node id.
@@ -186,6 +200,9 @@ func (s *Session) expirePendingLocked(from uint64) {
 	if from > s.acked {
 		s.trimLocked(min(from, s.sentLocked()))
 	}
+	if s.calls != nil {
+		s.calls.lost(ErrSessionLost, s.link) // those of the links before
+	}
 }
 
 // loseLocked gives the session up: a new cookie, so no link resumes it,
@@ -193,6 +210,10 @@ func (s *Session) expirePendingLocked(from uint64) {
 func (s *Session) loseLocked() {
 	if !s.lost {
 		s.store.lost.Add(1)
+	}
+	if s.calls != nil {
+		// Their requests or replies went with the frames.
+		s.calls.lost(ErrSessionLost, s.link)
 	}
 	s.cookie, s.lost = newCookie(), true
 	s.acked += uint64(len(s.replay))
@@ -439,6 +460,11 @@ func (l *Link) onSession(body []byte) error {
 			s.replay = s.replay[drop:]
 			s.acked, s.recv, s.peerCookie, s.cookie = 0, 0, p.Cookie, a.Cookie
 			s.version = l.info.Version
+			if s.calls != nil {
+				// The earlier links' requests, or their replies, are
+				// lost; this link's went into its first frames.
+				s.calls.lost(fmt.Errorf("%w: a fresh session replaced it", ErrSessionLost), l)
+			}
 		}
 	}
 	if resume {

@@ -128,6 +128,8 @@ type sessEnd struct {
 	// firsts gets, for each link, when it was served and when its first
 	// frame arrived (TestSessionResumeTime).
 	firsts chan [2]time.Time
+	// handler, if set, serves the links instead of recording TEST frames.
+	handler Handler
 }
 
 func newSessEnd(t *testing.T, id, peerID uint64, queue int) *sessEnd {
@@ -163,6 +165,10 @@ func (e *sessEnd) serve(l *Link) {
 	e.link = l
 	e.links = append(e.links, l)
 	e.mu.Unlock()
+	if e.handler != nil {
+		l.Start(e.handler)
+		return
+	}
 	first, up := true, time.Now()
 	l.Start(func(_ *Link, f *proto.Frame) error {
 		n := binary.LittleEndian.Uint64(f.Body)
@@ -207,6 +213,11 @@ func (e *sessEnd) close() {
 // redials whenever the link ends, until the test ends.
 func sessPair(t *testing.T, queue int) (a, b *sessEnd, px *cutProxy) {
 	a, b = newSessEnd(t, 1, 2, queue), newSessEnd(t, 2, 1, queue)
+	return a, b, sessPairWith(t, a, b)
+}
+
+// sessPairWith is sessPair for ends the caller made.
+func sessPairWith(t *testing.T, a, b *sessEnd) (px *cutProxy) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +260,7 @@ func sessPair(t *testing.T, queue int) (a, b *sessEnd, px *cutProxy) {
 		b.close()
 		wg.Wait()
 	})
-	return a, b, px
+	return px
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -523,4 +534,84 @@ func TestSessionResumeTime(t *testing.T) {
 	if st.Fresh != 0 || st.Lost != 0 {
 		t.Fatalf("a session did not resume: %+v", st)
 	}
+}
+
+// A call in flight when its link is cut completes when the session
+// resumes: the reply, sent on the ended link by a handler still at work,
+// goes in the session and reaches the caller on the new link. A call
+// whose session is given up instead (the owner's window ran out) fails
+// with ErrSessionLost.
+func TestSessionCallResumes(t *testing.T) {
+	a, b := newSessEnd(t, 1, 2, 0), newSessEnd(t, 2, 1, 0)
+	release := make(chan struct{})
+	served := make(chan *Link, 4)
+	b.handler = func(l *Link, f *proto.Frame) error {
+		if f.Opcode != opTest || f.Flags&proto.FlagReply != 0 {
+			return nil
+		}
+		served <- l
+		go func() {
+			<-release
+			l.Reply(context.Background(), f, append([]byte("re: "), f.Body...))
+		}()
+		return nil
+	}
+	a.handler = func(*Link, *proto.Frame) error { return nil }
+	px := sessPairWith(t, a, b)
+	waitActive(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type result struct {
+		f   *proto.Frame
+		err error
+	}
+	call := func(body string) chan result {
+		a.mu.Lock()
+		l := a.link
+		a.mu.Unlock()
+		done := make(chan result, 1)
+		go func() {
+			f, err := l.Call(ctx, &proto.Frame{Header: proto.Header{Opcode: opTest}, Body: []byte(body)})
+			done <- result{f, err}
+		}()
+		return done
+	}
+	done := call("q")
+	var first *Link
+	select {
+	case first = <-served:
+	case <-ctx.Done():
+		t.Fatal("the request never reached b")
+	}
+	px.cut()
+	<-first.Done()
+	waitCond(t, "resume after the cut", 10*time.Second, func() bool { return a.resumed.Load() >= 1 && b.resumed.Load() >= 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("the call ended before its reply: %v %v", r.f, r.err)
+	default:
+	}
+	close(release) // b replies on the link that ended
+	if r := <-done; r.err != nil || string(r.f.Body) != "re: q" {
+		t.Fatalf("call across a resume: %v %v", r.f, r.err)
+	}
+
+	waitActive(t, a, b)
+	release = make(chan struct{}) // b holds this one's reply
+	done = call("q2")
+	<-served
+	px.stall()
+	s := a.cfg.Sessions.Session(2)
+	waitCond(t, "a's link ends", 10*time.Second, func() bool { return !s.Active() })
+	s.Expire()
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, ErrSessionLost) {
+			t.Fatalf("call of a session given up: %v %v, want ErrSessionLost", r.f, r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the call of a session given up never ended")
+	}
+	close(release)
+	px.cut()
 }
