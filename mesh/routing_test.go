@@ -193,7 +193,7 @@ func TestRouteSeqnoGivenAndRaised(t *testing.T) {
 	a := start(t, 1, lns[0], nil)
 	// Node 1 advertises node 2 to node 3, so it keeps a feasibility
 	// distance for it.
-	start(t, 3, lns[1], []string{lns[0].Addr().String()})
+	c := start(t, 3, lns[1], []string{lns[0].Addr().String()})
 	life := func(seqno uint16, raised chan<- uint16) *testNode {
 		return startCfg(t, 2, listenersOne(t), []string{lns[0].Addr().String()}, func(c *Config) {
 			c.RouteSeqno = &seqno
@@ -207,7 +207,10 @@ func TestRouteSeqnoGivenAndRaised(t *testing.T) {
 	}
 	seqnoAt1 := func() uint16 { r, _ := reachOf(a.m, 2); return r.Seqno }
 	first := life(1234, make(chan uint16, 1))
-	eventually(t, 10*time.Second, "node 1 routes to node 2 at seqno 1234", func() bool { return a.m.Reachable(2) && seqnoAt1() == 1234 })
+	eventually(t, 10*time.Second, "node 1 routes to node 2 at seqno 1234, and node 3 through node 1", func() bool {
+		r, ok := reachOf(c.m, 2)
+		return a.m.Reachable(2) && seqnoAt1() == 1234 && ok && r.Up && r.Seqno == 1234
+	})
 	first.stop(t)
 	eventually(t, 10*time.Second, "node 1 lost node 2", func() bool { return !a.m.Reachable(2) })
 	// Below the feasibility distance node 1 keeps for node 2: it asks for
