@@ -1,0 +1,147 @@
+package kernel
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestUnmodifiedClient: applications that bind the VIP without the
+// library — a plain Dialer from VIP:0 or from a fixed port in no slice,
+// a plain UDP socket on VIP:0 or such a port — on all three nodes at
+// once reach h5, which sees each flow from a port of its node's slice,
+// and get their replies; flows in from h4 to every serving node keep
+// the service port and the client's address. A control run without
+// the snat rules loses the replies of the non-owners' flows.
+func TestUnmodifiedClient(t *testing.T) {
+	l := newLab(t, 5)
+	// A lost reply shows as a connect that never completes: bound it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	base := func(i int) uint16 { return uint16(40000 + 1000*(i-1)) }
+	inSlice := func(i int, p uint16) bool { return p >= base(i) && p <= base(i)+999 }
+	for i := 1; i <= 3; i++ {
+		for _, proto := range []uint8{TCP, UDP} {
+			l.slices = append(l.slices, Slice{Proto: proto, First: base(i), Last: base(i) + 999, Node: uint64(i)})
+		}
+		// The kernel's ephemeral ports, all outside the slices: every
+		// VIP:0 flow must be mapped, none lands in a slice by chance.
+		if err := l.dp[i].in(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("20000 29999"), 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.applyAll(1, even, nil, 1, 2, 3)
+	l.outside()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards held
+	var held []*conn
+	for i := 1; i <= 3; i++ {
+		wg.Go(func() {
+			fixed := uint16(30000 + i)
+			for _, p := range []uint16{0, 0, 0, 0, fixed} {
+				c, err := l.dialOut(ctx, i, p)
+				if err != nil {
+					t.Errorf("h%d from VIP:%d: %v", i, p, err)
+					continue
+				}
+				mu.Lock()
+				held = append(held, c)
+				mu.Unlock()
+				app := c.local()
+				if inSlice(i, app.Port()) || (p != 0 && app.Port() != p) {
+					t.Errorf("h%d's socket is on %v, want a port outside its slice (%d)", i, app, p)
+				}
+				seen, err := netip.ParseAddrPort(c.seen)
+				if err != nil || seen.Addr() != vip || !inSlice(i, seen.Port()) {
+					t.Errorf("h5 saw h%d's flow from %s, want VIP:%d-%d", i, c.seen, base(i), base(i)+999)
+				}
+				if err := c.ping(); err != nil {
+					t.Errorf("h%d from %v: echo: %v", i, app, err)
+				}
+			}
+			for _, p := range []uint16{0, uint16(31000 + i)} {
+				got, err := l.udpOut(i, p)
+				if err != nil {
+					t.Errorf("h%d udp from VIP:%d: %v", i, p, err)
+					continue
+				}
+				seen, err := netip.ParseAddrPort(got)
+				if err != nil || seen.Addr() != vip || !inSlice(i, seen.Port()) {
+					t.Errorf("h5 saw h%d's datagram from VIP:%d as %s, want VIP:%d-%d", i, p, got, base(i), base(i)+999)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range held {
+			c.c.Close()
+		}
+	}()
+	// The mapped flows live on while new ones come in.
+	for _, c := range held {
+		if err := c.ping(); err != nil {
+			t.Errorf("h%d's flow from %v: %v", c.node, c.local(), err)
+		}
+	}
+
+	// Flows in: dispatched to all three nodes, owner included, with the
+	// client's address seen and the replies from VIP:80 (a reply from
+	// any other port would not open the client's connection).
+	served := map[int]int{}
+	for range 30 {
+		c, err := l.dial(ctx)
+		if err != nil {
+			t.Fatalf("h4 to VIP:%d: %v", port, err)
+		}
+		if c.seen != c.local().String() {
+			t.Errorf("h%d saw h4's flow from %s, want %v", c.node, c.seen, c.local())
+		}
+		if got := c.c.RemoteAddr().String(); got != netip.AddrPortFrom(vip, port).String() {
+			t.Errorf("h4's flow to h%d is from %s", c.node, got)
+		}
+		if err := c.ping(); err != nil {
+			t.Errorf("h4 to h%d: echo: %v", c.node, err)
+		}
+		served[c.node]++
+		c.c.Close()
+	}
+	if len(served) != 3 {
+		t.Errorf("flows in went to %v, want all three nodes", served)
+	}
+	if t.Failed() {
+		return
+	}
+
+	// Control: without the snat rules, the replies to a non-owner's
+	// flows from ports outside its slice go to the owner, and are lost.
+	for i := 1; i <= 3; i++ {
+		c, err := l.dp[i].nftConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.FlushChain(snatCh)
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{2, 3} {
+		for _, p := range []uint16{0, uint16(30000 + i)} {
+			cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			if c, err := l.dialOut(cctx, i, p); err == nil {
+				c.c.Close()
+				t.Errorf("h%d connected from VIP:%d without the snat rules; want a failure", i, p)
+			}
+			cancel()
+		}
+		if got, err := l.udpOut(i, 0); err == nil {
+			t.Errorf("h%d's datagram from VIP:0 answered without the snat rules (h5 saw %s)", i, got)
+		}
+	}
+}
