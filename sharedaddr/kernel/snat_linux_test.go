@@ -15,11 +15,12 @@ import (
 // once reach h5, which sees each flow from a port of its node's slice,
 // and get their replies; flows in from h4 to every serving node keep
 // the service port and the client's address. A control run without
-// the snat rules loses the replies of the non-owners' flows.
+// the snat rules loses the replies of the non-owners' flows; after an
+// owner failover the mapped flows live on.
 func TestUnmodifiedClient(t *testing.T) {
 	l := newLab(t, 5)
 	// A lost reply shows as a connect that never completes: bound it.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	base := func(i int) uint16 { return uint16(40000 + 1000*(i-1)) }
 	inSlice := func(i int, p uint16) bool { return p >= base(i) && p <= base(i)+999 }
@@ -142,6 +143,54 @@ func TestUnmodifiedClient(t *testing.T) {
 		}
 		if got, err := l.udpOut(i, 0); err == nil {
 			t.Errorf("h%d's datagram from VIP:0 answered without the snat rules (h5 saw %s)", i, got)
+		}
+	}
+
+	// Failover: h1 fences itself, h2 takes over (the table is rebuilt,
+	// its rules back). The mapped flows of h2 and h3 live on, h2's now
+	// to the owner, and new ones are mapped, on the new owner too.
+	if err := l.dp[1].Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var kept []Slice
+	for _, s := range l.slices {
+		if s.Node != 1 {
+			kept = append(kept, s)
+		}
+	}
+	l.slices = kept
+	l.applyAll(2, even[1:], nil, 3, 2)
+	if err := l.dp[2].Announce(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); l.neighOf(server) != l.macs[2].String(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("h5's neighbour entry for the VIP is %q, want h2's %s", l.neighOf(server), l.macs[2])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range held {
+		if c.node == 1 {
+			continue
+		}
+		if err := c.ping(); err != nil {
+			t.Errorf("h%d's mapped flow from %v across the failover: %v", c.node, c.local(), err)
+		}
+	}
+	for _, i := range []int{2, 3} {
+		c, err := l.dialOut(ctx, i, 0)
+		if err != nil {
+			t.Errorf("h%d from VIP:0 after the failover: %v", i, err)
+			continue
+		}
+		c.c.Close()
+		if seen, err := netip.ParseAddrPort(c.seen); err != nil || !inSlice(i, seen.Port()) {
+			t.Errorf("h5 saw h%d's flow after the failover from %s", i, c.seen)
+		}
+		if got, err := l.udpOut(i, 0); err != nil {
+			t.Errorf("h%d udp from VIP:0 after the failover: %v", i, err)
+		} else if seen, err := netip.ParseAddrPort(got); err != nil || !inSlice(i, seen.Port()) {
+			t.Errorf("h5 saw h%d's datagram after the failover from %s", i, got)
 		}
 	}
 }
