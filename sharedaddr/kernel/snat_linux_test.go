@@ -15,7 +15,7 @@ import (
 // once reach h5, which sees each flow from a port of its node's slice,
 // and get their replies; flows in from h4 to every serving node keep
 // the service port and the client's address. A control run without
-// the snat rules loses the replies of the non-owners' flows; after an
+// the snat rules loses the replies of a non-owner's flows; across an
 // owner failover the mapped flows live on.
 func TestUnmodifiedClient(t *testing.T) {
 	l := newLab(t, 5)
@@ -120,35 +120,9 @@ func TestUnmodifiedClient(t *testing.T) {
 		return
 	}
 
-	// Control: without the snat rules, the replies to a non-owner's
-	// flows from ports outside its slice go to the owner, and are lost.
-	for i := 1; i <= 3; i++ {
-		c, err := l.dp[i].nftConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.FlushChain(snatCh)
-		if err := c.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, i := range []int{2, 3} {
-		for _, p := range []uint16{0, uint16(30000 + i)} {
-			cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			if c, err := l.dialOut(cctx, i, p); err == nil {
-				c.c.Close()
-				t.Errorf("h%d connected from VIP:%d without the snat rules; want a failure", i, p)
-			}
-			cancel()
-		}
-		if got, err := l.udpOut(i, 0); err == nil {
-			t.Errorf("h%d's datagram from VIP:0 answered without the snat rules (h5 saw %s)", i, got)
-		}
-	}
-
-	// Failover: h1 fences itself, h2 takes over (the table is rebuilt,
-	// its rules back). The mapped flows of h2 and h3 live on, h2's now
-	// to the owner, and new ones are mapped, on the new owner too.
+	// Failover: h1 fences itself, h2 takes over (h1's slices go, so
+	// every table is rebuilt). The mapped flows of h2 and h3 live on,
+	// and new ones are mapped, on the new owner too.
 	if err := l.dp[1].Drop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +165,34 @@ func TestUnmodifiedClient(t *testing.T) {
 			t.Errorf("h%d udp from VIP:0 after the failover: %v", i, err)
 		} else if seen, err := netip.ParseAddrPort(got); err != nil || !inSlice(i, seen.Port()) {
 			t.Errorf("h5 saw h%d's datagram after the failover from %s", i, got)
+		}
+	}
+
+	// Control, last: without the snat rules, the replies to a
+	// non-owner's flows from ports outside its slice go to the owner,
+	// and are lost. (Last, for removing a netns's last nat rule stops
+	// its conntrack, and with it the mapping of the flows held.)
+	for i := 2; i <= 3; i++ {
+		c, err := l.dp[i].nftConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.FlushChain(snatCh)
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{3} { // h2 owns: replies come to it
+		for _, p := range []uint16{0, uint16(30100 + i)} {
+			cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			if c, err := l.dialOut(cctx, i, p); err == nil {
+				c.c.Close()
+				t.Errorf("h%d connected from VIP:%d without the snat rules; want a failure", i, p)
+			}
+			cancel()
+		}
+		if got, err := l.udpOut(i, 0); err == nil {
+			t.Errorf("h%d's datagram from VIP:0 answered without the snat rules (h5 saw %s)", i, got)
 		}
 	}
 }
