@@ -84,6 +84,13 @@
 // see to undo the mapping — ahead of the notrack of everything else. A
 // mapped flow is node-local state: it ends with the node, as a flow
 // would, and survives an owner failover as the slices' routing does.
+// Conntrack runs in a namespace only while a rule needs it: the snat
+// rules turn it on on every node leasing a slice, and removing a
+// namespace's last one stops it, and with it the mapping of the flows
+// held (the tests saw them reset); a rebuild of the table replaces the
+// rules in one transaction and keeps it on. On the owner it then also
+// tracks, in output only, its replies to the flows it serves itself;
+// what it forwards stays untracked.
 // The kernel picks the mapped port among those free in conntrack, not
 // among sockets: a sharedaddr.Dial socket bound to a port a mapped flow
 // holds, towards the same destination, collides with it.
