@@ -2,11 +2,14 @@ package kernel
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/corralhq/corral/sharedaddr/ctl"
 )
 
 // TestUnmodifiedClient: applications that bind the VIP without the
@@ -194,5 +197,81 @@ func TestUnmodifiedClient(t *testing.T) {
 		if got, err := l.udpOut(i, 0); err == nil {
 			t.Errorf("h%d's datagram from VIP:0 answered without the snat rules (h5 saw %s)", i, got)
 		}
+	}
+}
+
+// TestUnmodifiedClientServedUDP: the owner's answers to datagrams it
+// serves itself start flows in its conntrack (its dispatch is
+// untracked); they come from the service's port, so the owner's snat
+// rule leaves them alone, and h4's connected socket gets them. A node's
+// own datagrams from another port are still mapped.
+func TestUnmodifiedClientServedUDP(t *testing.T) {
+	l := newLab(t, 5)
+	const udpPort = 5300
+	for i := 1; i <= 3; i++ {
+		for _, proto := range []uint8{TCP, UDP} {
+			l.slices = append(l.slices, Slice{Proto: proto, First: uint16(40000 + 1000*(i-1)), Last: uint16(40999 + 1000*(i-1)), Node: uint64(i)})
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		p := l.plan(i, 1, even, nil)
+		p.Addrs[0].Services = append(p.Addrs[0].Services,
+			Service{Proto: UDP, Port: udpPort, Table: ctl.Build([]ctl.Weight{{Node: 1, Weight: 1}}, tableM)})
+		if err := l.dp[i].Apply(context.Background(), p); err != nil {
+			t.Fatalf("apply on h%d: %v", i, err)
+		}
+	}
+	var pc net.PacketConn
+	if err := l.dp[1].in(func() (err error) {
+		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(vip, udpPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer pc.Close()
+	wg.Go(func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	})
+	var c net.Conn
+	if err := l.dp[client].in(func() (err error) {
+		c, err = net.Dial("udp4", netip.AddrPortFrom(vip, udpPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 512)
+	// A datagram may be lost while h4 resolves the VIP; ask again.
+	var err error
+	for range 5 {
+		c.Write([]byte("hello"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		var n int
+		if n, err = c.Read(buf); err == nil {
+			if string(buf[:n]) != "hello" {
+				t.Fatalf("h4 got %q", buf[:n])
+			}
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("h4's datagrams to VIP:%d, served by the owner: no answer from VIP:%d: %v", udpPort, udpPort, err)
+	}
+	l.outside()
+	got, err := l.udpOut(1, 0)
+	if err != nil {
+		t.Fatalf("h1 udp from VIP:0: %v", err)
+	}
+	if seen, err := netip.ParseAddrPort(got); err != nil || seen.Port() < 40000 || seen.Port() > 40999 {
+		t.Errorf("h5 saw the owner's datagram from VIP:0 as %s, want VIP:40000-40999", got)
 	}
 }
