@@ -275,3 +275,52 @@ func TestUnmodifiedClientServedUDP(t *testing.T) {
 		t.Errorf("h5 saw the owner's datagram from VIP:0 as %s, want VIP:40000-40999", got)
 	}
 }
+
+// TestUnmodifiedClientRoles: a change of roles alone (h2 becomes owner,
+// h1 serves on; the tables stay) refills the raw and snat chains in a
+// small batch, and a non-owner's mapped flow and the old owner's live on.
+func TestUnmodifiedClientRoles(t *testing.T) {
+	l := newLab(t, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		l.slices = append(l.slices, Slice{Proto: TCP, First: uint16(40000 + 1000*(i-1)), Last: uint16(40999 + 1000*(i-1)), Node: uint64(i)})
+	}
+	l.applyAll(1, even, nil, 1, 2, 3)
+	l.outside()
+	var held []*conn
+	defer func() {
+		for _, c := range held {
+			c.c.Close()
+		}
+	}()
+	for _, i := range []int{1, 2, 3} {
+		c, err := l.dialOut(ctx, i, uint16(30000+i))
+		if err != nil {
+			t.Fatalf("h%d from VIP:%d: %v", i, 30000+i, err)
+		}
+		held = append(held, c)
+	}
+	before, err := l.dp[2].Installed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.applyAll(2, even, nil, 1, 2, 3)
+	if after, err := l.dp[2].Installed(); err != nil || after != before {
+		t.Fatalf("h2's tables changed (%q → %q, %v): want a roles-only batch", before, after, err)
+	}
+	if err := l.dp[2].Announce(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); l.neighOf(server) != l.macs[2].String(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("h5's neighbour entry for the VIP is %q, want h2's %s", l.neighOf(server), l.macs[2])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range held {
+		if err := c.ping(); err != nil {
+			t.Errorf("h%d's mapped flow from %v across the change of owner: %v", c.node, c.local(), err)
+		}
+	}
+}
