@@ -176,8 +176,18 @@ func TestClientSide(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	// Control: a source port in no slice: h5's SYN-ACK reaches the owner,
-	// which has no socket for it, and the connection never opens.
+	// Control: a source port in no slice, with h2's snat rules (which
+	// would map it into the slice) off: h5's SYN-ACK reaches the owner,
+	// which has no socket for it, and the connection never opens. The
+	// failover's Apply below rebuilds the table, rules included.
+	nc, err := l.dp[2].nftConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.FlushChain(snatCh)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 	if c, err := l.dialOut(cctx, 2, 45000); err == nil {
 		c.c.Close()

@@ -1,5 +1,5 @@
-// Package kernel is the server-side data path of shared addresses at
-// kernel speed (issue 13 items 3 and 5): it makes one node's network stack
+// Package kernel is the data path of shared addresses at kernel speed
+// (issue 13 items 3, 4 and 5): it makes one node's network stack
 // hold what a Plan says — the address, the nftables dispatch, the policy
 // routes — and sends the gratuitous ARPs of a new owner. Nothing of it is
 // on the data path in user space.
@@ -59,6 +59,42 @@
 // slice to the slice's node, ahead of the dispatch, so replies to a node's
 // own flows reach it.
 //
+// Unmodified applications. An application that binds the address
+// without the library (VIP:0, or a fixed port) sends from a port the
+// owner routes to another node, or dispatches. So every node leasing a
+// slice source-NATs the flows it originates from the address: the table's
+// nat postrouting chain "snat" maps a new flow's source port outside the
+// node's slices into its first slice of the protocol ("ip saddr VIP th
+// sport != SLICE snat to VIP:FIRST-LAST"), with conntrack keeping the
+// mapping and undoing it on the replies; a flow already in a slice keeps
+// its port (sharedaddr.Dial's). Conntrack and notrack: a nat chain sees
+// only a flow's first packet, and on a serving node that is not the
+// owner the flows in are tracked, so their replies (conntrack direction
+// reply) never reach the rule. The owner keeps its dispatch untracked —
+// forwarding stays stateless, and a new owner needs no state — but then
+// its replies to flows it serves itself start flows as conntrack sees
+// them; so the TCP rule takes only flows that start with a bare SYN (a
+// reply starts with SYN-ACK, which conntrack finds invalid, or an ACK it
+// picks up mid-stream and binds to no mapping), and the UDP rule leaves
+// out the source ports the address serves (a Service's port). An owner of
+// an address that serves every UDP port (StickyWild) cannot tell its UDP
+// replies from its own flows and maps no UDP. The owner's raw chain
+// leaves tracked the packets to the address whose destination port is in
+// its own slices — the replies to its own flows, which conntrack must
+// see to undo the mapping — ahead of the notrack of everything else. A
+// mapped flow is node-local state: it ends with the node, as a flow
+// would, and survives an owner failover as the slices' routing does.
+// Conntrack runs in a namespace only while a rule needs it: the snat
+// rules turn it on on every node leasing a slice, and removing a
+// namespace's last one stops it, and with it the mapping of the flows
+// held (the tests saw them reset); a rebuild of the table replaces the
+// rules in one transaction and keeps it on. On the owner it then also
+// tracks, in output only, its replies to the flows it serves itself;
+// what it forwards stays untracked.
+// The kernel picks the mapped port among those free in conntrack, not
+// among sockets: a sharedaddr.Dial socket bound to a port a mapped flow
+// holds, towards the same destination, collides with it.
+//
 // IP ident (issue 13 item 6): nodes sending from one address would take
 // IP ids from their own uncoordinated counters, and a receiver merges the
 // fragments of two nodes' datagrams with one id into one (or drops both).
@@ -101,6 +137,7 @@
 // which names the marks, is kept in memory only): their clients follow
 // the table, as without affinity. Dataplane.Affinities lists the entries.
 //
-// Not yet: IPv6, next hops given by MAC alone, and an unmodified
-// application's SNAT into its node's slice.
+// Not yet: IPv6, next hops given by MAC alone, ICMP errors about mapped
+// flows (they reach the owner), and UDP source NAT on the owner of a
+// StickyWild address.
 package kernel

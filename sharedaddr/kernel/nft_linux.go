@@ -124,6 +124,8 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		c.FlushChain(planCh)
 		c.FlushChain(dispatchCh)
 		c.FlushChain(identCh)
+		c.FlushChain(rawCh)
+		c.FlushChain(snatCh)
 		c.FlushSet(vipSet)
 	default:
 		// Read before the batch: it deletes the maps.
@@ -135,13 +137,10 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		if err := c.AddSet(vipSet, nil); err != nil {
 			return fmt.Errorf("kernel: nft set vips: %w", err)
 		}
-		raw := c.AddChain(&nftables.Chain{Name: "raw", Table: table, Type: nftables.ChainTypeFilter,
+		c.AddChain(&nftables.Chain{Name: rawCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-		c.AddRule(&nftables.Rule{Table: table, Chain: raw, Exprs: []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Lookup{SourceRegister: 1, SetName: vipSet.Name, SetID: vipSet.ID},
-			&expr.Notrack{},
-		}})
+		c.AddChain(&nftables.Chain{Name: snatCh.Name, Table: table, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
 		// Output, before fragmentation (ip_finish_output): every
@@ -151,6 +150,14 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		if err := addTables(c, p, marks, carry); err != nil {
 			return err
 		}
+	}
+	// The raw and snat chains follow the roles and the slices, so they
+	// are refilled with the roles.
+	for _, r := range rawRules(p) {
+		c.AddRule(&nftables.Rule{Table: table, Chain: rawCh, Exprs: r})
+	}
+	for _, r := range snatRules(p) {
+		c.AddRule(&nftables.Rule{Table: table, Chain: snatCh, Exprs: r})
 	}
 	for _, a := range p.Addrs {
 		if a.Ident.Len > 0 {

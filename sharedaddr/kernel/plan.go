@@ -282,8 +282,9 @@ func (p *Plan) fingerprints() (tables, roles string) {
 		}
 		q.Addrs[i].Owner, q.Addrs[i].Serve, q.Addrs[i].Ident = false, false, Ident{}
 	}
-	// "/2": tables built before the ident chain existed are rebuilt.
-	tables = digest("corral-tables/2:", q)
+	// "/3": tables built before the ident chain (2) or the snat chain
+	// (3) existed are rebuilt.
+	tables = digest("corral-tables/3:", q)
 	return tables, digest("corral-roles:"+tables+":", r)
 }
 
