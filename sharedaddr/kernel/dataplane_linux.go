@@ -28,6 +28,15 @@ type Dataplane struct {
 	mu      sync.Mutex
 	nl      *netlink.Handle
 	applied *applied // nil until an Apply's nft batch, and after Drop
+
+	// The shared interface as Open found it, for Announce, which must not
+	// wait for mu: an Apply of a new table holds it for a large part of a
+	// second, and a takeover's gratuitous ARPs would wait behind it.
+	ifindex int
+	mac     net.HardwareAddr
+
+	nsMu   sync.RWMutex // guards ns and closed against Close
+	closed bool
 }
 
 // Open returns the data path of the stack whose nsfs file is path
@@ -54,10 +63,12 @@ func Open(path, ifname string, log *slog.Logger) (*Dataplane, error) {
 		d.closeNS()
 		return nil, fmt.Errorf("kernel: netlink: %w", err)
 	}
-	if _, err := d.nl.LinkByName(ifname); err != nil {
+	link, err := d.nl.LinkByName(ifname)
+	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("kernel: interface %s: %w", ifname, err)
 	}
+	d.ifindex, d.mac = link.Attrs().Index, link.Attrs().HardwareAddr
 	return d, nil
 }
 
@@ -73,6 +84,9 @@ func (d *Dataplane) Close() error {
 }
 
 func (d *Dataplane) closeNS() error {
+	d.nsMu.Lock()
+	defer d.nsMu.Unlock()
+	d.closed = true
 	if d.ns == nil {
 		return nil
 	}
@@ -434,6 +448,11 @@ func (d *Dataplane) delRoutes(tables map[int]bool) error {
 // /proc/sys/net are those of the opening thread's namespace). A thread
 // that cannot return is never handed back to the scheduler.
 func (d *Dataplane) in(fn func() error) error {
+	d.nsMu.RLock()
+	defer d.nsMu.RUnlock()
+	if d.closed {
+		return fmt.Errorf("kernel: %w", net.ErrClosed)
+	}
 	if d.ns == nil {
 		return fn()
 	}

@@ -3,7 +3,6 @@ package kernel
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
 
@@ -23,19 +22,11 @@ func (d *Dataplane) Announce(ctx context.Context, vip netip.Addr) error {
 	if !vip.Is4() {
 		return fmt.Errorf("%w: announce %v: only IPv4", ErrPlan, vip)
 	}
-	// The lock covers the handle's use only: the announcements may take
-	// 250 ms and must not hold up a fencing Drop.
-	d.mu.Lock()
-	if d.nl == nil {
-		d.mu.Unlock()
-		return fmt.Errorf("kernel: announce: %w", net.ErrClosed)
-	}
-	link, err := d.nl.LinkByName(d.ifname)
-	d.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("kernel: interface %s: %w", d.ifname, err)
-	}
-	mac := link.Attrs().HardwareAddr
+	// No mu: a takeover announces while the loop applies the new table,
+	// which holds mu for a large part of a second (the ARPs waited for it:
+	// a takeover's first ARP came 0.5 s late). The interface is as Open
+	// found it.
+	mac := d.mac
 	if len(mac) != 6 {
 		return fmt.Errorf("kernel: interface %s has no Ethernet address", d.ifname)
 	}
@@ -48,7 +39,7 @@ func (d *Dataplane) Announce(ctx context.Context, vip netip.Addr) error {
 		return fmt.Errorf("kernel: packet socket: %w", err)
 	}
 	defer unix.Close(fd)
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: link.Attrs().Index, Halen: 6,
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: d.ifindex, Halen: 6,
 		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 	frame := garp(mac, vip)
 	start := time.Now()
