@@ -3,19 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/corralhq/corral/internal/datadir"
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/proto/admin"
-	"github.com/corralhq/corral/proto/client"
-	"github.com/corralhq/corral/proto/peer"
 	"github.com/corralhq/corral/transport"
 )
 
@@ -35,47 +29,14 @@ func addrAdmin(max uint8) *proto.OpSet {
 // max would: rows in the layout of the version the link agreed.
 func addrAgent(t *testing.T, dir string, max uint8, rows []admin.AddrRow) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("unix", datadir.AdminSocket(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg := &transport.Config{NodeID: 1, NodeName: "n1", Protocols: []*proto.OpSet{peer.Ops(), client.Ops(), addrAdmin(max)},
-		Serve: []proto.ProtoID{proto.ProtoAdmin}, HandshakeTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			l, err := transport.Accept(ctx, conn, cfg)
-			if err != nil {
-				continue
-			}
-			l.Start(func(l *transport.Link, f *proto.Frame) error {
-				switch f.Opcode {
-				case admin.OpAddrList:
-					l.Reply(ctx, f, admin.AppendAddrListAt(nil, f.Version, rows))
-				case admin.OpView:
-					l.Reply(ctx, f, admin.AppendViewInfo(nil, &admin.ViewInfo{Instance: 1, Leader: 1, Members: []admin.ViewMember{{ID: 1, Voter: true, Name: "n1", Addr: "127.0.0.1:1"}}}))
-				}
-				return nil
-			})
-			select {
-			case <-l.Done():
-			case <-ctx.Done():
-				l.Close(proto.CodeShutdown, "done")
-				<-l.Done()
-				return
-			}
+	fakeAdminAgent(t, dir, "n1", addrAdmin(max), func(ctx context.Context, l *transport.Link, f *proto.Frame) {
+		switch f.Opcode {
+		case admin.OpAddrList:
+			l.Reply(ctx, f, admin.AppendAddrListAt(nil, f.Version, rows))
+		case admin.OpView:
+			l.Reply(ctx, f, admin.AppendViewInfo(nil, &admin.ViewInfo{Instance: 1, Leader: 1, Members: []admin.ViewMember{{ID: 1, Voter: true, Name: "n1", Addr: "127.0.0.1:1"}}}))
 		}
-	}()
+	})
 }
 
 var listRows = []admin.AddrRow{{Stack: 7, IP: netip.MustParseAddr("192.0.2.10"), Policy: admin.PolicyWeighted, Owner: 1,

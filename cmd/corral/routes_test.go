@@ -145,6 +145,23 @@ var v2Admin = proto.NewOpSet(proto.ProtoAdmin, 1, 2, map[uint16]proto.Op{
 // opcode it knows.
 func oldAgent(t *testing.T, dir string) {
 	t.Helper()
+	fakeAdminAgent(t, dir, "old", v2Admin, func(ctx context.Context, l *transport.Link, f *proto.Frame) {
+		switch f.Opcode {
+		case admin.OpMembers:
+			l.Reply(ctx, f, admin.AppendMembers(nil, []admin.Member{{ID: 1, State: admin.StateSelf, Name: "old", Addr: "127.0.0.1:1"}}))
+		case admin.OpView:
+			l.Reply(ctx, f, admin.AppendViewInfo(nil, &admin.ViewInfo{Instance: 1, Leader: 1, Members: []admin.ViewMember{{ID: 1, Voter: true, Name: "old", Addr: "127.0.0.1:1"}}}))
+		case admin.OpQuorum:
+			l.Reply(ctx, f, admin.AppendQuorumInfo(nil, admin.QuorumInfo{Member: true, Quorate: true, Voters: 1, Reachable: 1}))
+		}
+	})
+}
+
+// fakeAdminAgent serves the admin socket of dir with the opcode table ops
+// as agent name, handing every request to serve, one connection at a time
+// (the tool makes them one after another), until the test ends.
+func fakeAdminAgent(t *testing.T, dir, name string, ops *proto.OpSet, serve func(ctx context.Context, l *transport.Link, f *proto.Frame)) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +170,7 @@ func oldAgent(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := &transport.Config{NodeID: 1, NodeName: "old", Protocols: []*proto.OpSet{peer.Ops(), client.Ops(), v2Admin},
+	cfg := &transport.Config{NodeID: 1, NodeName: name, Protocols: []*proto.OpSet{peer.Ops(), client.Ops(), ops},
 		Serve: []proto.ProtoID{proto.ProtoAdmin}, HandshakeTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); ln.Close(); <-done })
@@ -169,21 +186,15 @@ func oldAgent(t *testing.T, dir string) {
 				continue
 			}
 			l.Start(func(l *transport.Link, f *proto.Frame) error {
-				switch f.Opcode {
-				case admin.OpMembers:
-					l.Reply(ctx, f, admin.AppendMembers(nil, []admin.Member{{ID: 1, State: admin.StateSelf, Name: "old", Addr: "127.0.0.1:1"}}))
-				case admin.OpView:
-					l.Reply(ctx, f, admin.AppendViewInfo(nil, &admin.ViewInfo{Instance: 1, Leader: 1, Members: []admin.ViewMember{{ID: 1, Voter: true, Name: "old", Addr: "127.0.0.1:1"}}}))
-				case admin.OpQuorum:
-					l.Reply(ctx, f, admin.AppendQuorumInfo(nil, admin.QuorumInfo{Member: true, Quorate: true, Voters: 1, Reachable: 1}))
-				}
+				serve(ctx, l, f)
 				return nil
 			})
-			// One connection at a time: the tool makes them one after another.
 			select {
 			case <-l.Done():
 			case <-ctx.Done():
 				l.Close(proto.CodeShutdown, "done")
+				<-l.Done()
+				return
 			}
 		}
 	}()
