@@ -208,16 +208,7 @@ func TestClientSide(t *testing.T) {
 	}
 	l.slices = kept
 	l.applyAll(2, even[1:], nil, 3, 2)
-	if err := l.dp[2].Announce(ctx, vip); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for l.neighOf(server) != l.macs[2].String() {
-		if time.Now().After(deadline) {
-			t.Fatalf("h5's neighbour entry for the VIP is %q, want h2's %s", l.neighOf(server), l.macs[2])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l.announceTo(ctx, t, 2, server)
 	for _, c := range held {
 		if c.node == 1 {
 			continue

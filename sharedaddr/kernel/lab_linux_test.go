@@ -313,6 +313,21 @@ func (l *lab) arpAnswers() map[string]bool {
 	return got
 }
 
+// announceTo has h announce the VIP and waits until host peer's
+// neighbour entry for it names h's MAC.
+func (l *lab) announceTo(ctx context.Context, t *testing.T, h, peer int) {
+	t.Helper()
+	if err := l.dp[h].Announce(ctx, vip); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); l.neighOf(peer) != l.macs[h].String(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("h%d's neighbour entry for the VIP is %q, want h%d's %s", peer, l.neighOf(peer), h, l.macs[h])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // neigh is the client's neighbour entry for the VIP: its MAC, "" if none.
 func (l *lab) neigh() string { return l.neighOf(client) }
 

@@ -137,15 +137,7 @@ func TestUnmodifiedClient(t *testing.T) {
 	}
 	l.slices = kept
 	l.applyAll(2, even[1:], nil, 3, 2)
-	if err := l.dp[2].Announce(ctx, vip); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(2 * time.Second); l.neighOf(server) != l.macs[2].String(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("h5's neighbour entry for the VIP is %q, want h2's %s", l.neighOf(server), l.macs[2])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l.announceTo(ctx, t, 2, server)
 	for _, c := range held {
 		if c.node == 1 {
 			continue
@@ -309,15 +301,7 @@ func TestUnmodifiedClientRoles(t *testing.T) {
 	if after, err := l.dp[2].Installed(); err != nil || after != before {
 		t.Fatalf("h2's tables changed (%q → %q, %v): want a roles-only batch", before, after, err)
 	}
-	if err := l.dp[2].Announce(ctx, vip); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(2 * time.Second); l.neighOf(server) != l.macs[2].String(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("h5's neighbour entry for the VIP is %q, want h2's %s", l.neighOf(server), l.macs[2])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l.announceTo(ctx, t, 2, server)
 	for _, c := range held {
 		if err := c.ping(); err != nil {
 			t.Errorf("h%d's mapped flow from %v across the change of owner: %v", c.node, c.local(), err)
