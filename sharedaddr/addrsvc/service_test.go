@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/corralhq/corral/service"
 	"github.com/corralhq/corral/sharedaddr"
@@ -231,6 +232,12 @@ func TestLeasesFollowTheState(t *testing.T) {
 // gauge returns the sum of the values of the gauge called name.
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
+	return metricSum(t, reg, name, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
+}
+
+// metricSum sums value over the series of the metric called name.
+func metricSum(t *testing.T, reg *prometheus.Registry, name string, value func(*dto.Metric) float64) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +246,7 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				v += m.GetGauge().GetValue()
+				v += value(m)
 			}
 		}
 	}
@@ -415,17 +422,5 @@ func TestObservedListeners(t *testing.T) {
 // counter returns the sum of the values of the counter called name.
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return v
+	return metricSum(t, reg, name, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
 }
