@@ -197,11 +197,12 @@ func (cs *calls) route(f *proto.Frame) (bool, error) {
 // carries the replies, and losing the session fails them (lost); with
 // one that cannot, the calls sent on l.
 func (cs *calls) ended(l *Link, err error) {
-	if l.ses == nil || l.ses.s.store.off {
+	s := l.Session()
+	if s == nil {
 		cs.fail(err)
 		return
 	}
-	if l.ses.s.Resumable() {
+	if s.Resumable() {
 		return
 	}
 	cs.failIf(err, func(c *call) bool { return c.via == l })

@@ -60,9 +60,7 @@ func (t *Table) atRelay(l LinkID, f proto.Frame) {
 		return
 	}
 	t.mark(e, reply, f.Flags)
-	t.stats.Relayed++
-	t.stats.RelayedBytes += uint64(len(f.Body))
-	t.send(to, f)
+	t.relay(to, f)
 	t.maybeRemove(e)
 }
 
@@ -107,9 +105,7 @@ func (t *Table) relayCreate(l LinkID, f proto.Frame, key Key) {
 	}
 	t.insert(e, p)
 	t.mark(e, false, f.Flags)
-	t.stats.Relayed++
-	t.stats.RelayedBytes += uint64(len(f.Body))
-	t.send(out, f)
+	t.relay(out, f)
 	t.maybeRemove(e)
 }
 

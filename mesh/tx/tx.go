@@ -535,9 +535,7 @@ func (t *Table) killTree(e *entry, dead LinkID, code proto.Code, text string, f 
 			if f.Flags&proto.FlagReply != 0 {
 				to = e.init
 			}
-			t.stats.Relayed++
-			t.stats.RelayedBytes += uint64(len(f.Body))
-			t.send(to, *f)
+			t.relay(to, *f)
 		case survivor == dead && gone:
 			// Both sides on the link that went: nobody to tell.
 		default:
@@ -634,6 +632,13 @@ func (t *Table) count(code proto.Code) {
 
 func (t *Table) send(l LinkID, f proto.Frame) {
 	t.ready.Msgs = append(t.ready.Msgs, Out{Link: l, Frame: f})
+}
+
+// relay forwards f, another node's frame, on l, counting it.
+func (t *Table) relay(l LinkID, f proto.Frame) {
+	t.stats.Relayed++
+	t.stats.RelayedBytes += uint64(len(f.Body))
+	t.send(l, f)
 }
 
 func (t *Table) deliver(e *entry, f proto.Frame) {
