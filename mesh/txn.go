@@ -587,8 +587,8 @@ func (x *txns) run(ctx context.Context) {
 
 // flushLocked writes the table's frames on their links and hands its
 // deliveries to the transactions, until the table has nothing ready. A
-// frame waits txForwardWait at most for room on its link (less if ctx,
-// a local call's, ends first). It returns the first send error.
+// frame never waits for room: one that finds its link full joins the
+// link's backlog (txns.send). It returns the first send error.
 func (x *txns) flushLocked(ctx context.Context) error {
 	var first error
 	for x.tab.HasReady() {
