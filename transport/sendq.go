@@ -97,12 +97,24 @@ func (q *sendQueue) push(ctx context.Context, f *proto.Frame, seq *Link) error {
 			return ctx.Err()
 		}
 	}
-	b := q.reserveLocked(n)
+	var b []byte
+	if s != nil && n > packLimit {
+		// A large sequenced frame (a raft append) is encoded once, into a
+		// buffer the queue and the replay buffer share: neither writes to
+		// it, and the queue never recycles it.
+		b = q.ownLocked(n)
+	} else {
+		b = q.reserveLocked(n)
+	}
 	proto.PutHeader(b, &f.Header)
 	copy(b[proto.HeaderSize:], f.Ext)
 	copy(b[proto.HeaderSize+len(f.Ext):], f.Body)
 	if s != nil {
-		s.recordLocked(slices.Clone(b))
+		if n > packLimit {
+			s.recordLocked(b)
+		} else {
+			s.recordLocked(slices.Clone(b))
+		}
 		s.mu.Unlock()
 	}
 	q.mu.Unlock()
@@ -130,6 +142,20 @@ func (q *sendQueue) reserveLocked(n int) []byte {
 	*dst = (*dst)[:off+n]
 	q.queued += n
 	return (*dst)[off : off+n]
+}
+
+// ownLocked queues a buffer of n bytes of its own, which putSlab never
+// recycles (its capacity is not a slab's), to encode a frame into.
+func (q *sendQueue) ownLocked(n int) []byte {
+	c := n
+	if c == slabSize {
+		c++
+	}
+	b := make([]byte, n, c)
+	q.bufs = append(q.bufs, &b)
+	q.open = false
+	q.queued += n
+	return b
 }
 
 // appendLocked queues the encoded frame b, whatever the limit: a resend
