@@ -158,6 +158,8 @@ type Client struct {
 	// The node-wide dispatch (dispatch.go).
 	fmu     sync.Mutex                         // guards fifo and sentCB; taken after the service's lock and mu, never before
 	fifo    []published                        // events handed to the service, oldest first, until completed and reported
+	fnext   int                                // fifo[:fnext] are all done: where completed looks first
+	fwait   int                                // entries of fifo flagged awaited: with none, nothing is left to report
 	sentCB  map[*transport.Link]wire.Callbacks // what each v3 link was last told
 	kick    chan struct{}                      // cap 1: the reporter has work
 	reports sync.WaitGroup                     // the reporter goroutine
