@@ -344,7 +344,8 @@ func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
 	c.cur, c.sub, c.subID = l, sub, sub.msgID
 	c.mu.Unlock()
 
-	l.Start(c.handle)
+	dec := new(wire.EventDecoder) // the link's: only its reader decodes
+	l.Start(func(l *transport.Link, f *proto.Frame) error { return c.handle(l, dec, f) })
 	if err := c.reattach(ctx, l); err != nil {
 		l.Close(proto.CodeShutdown, "attach failed")
 		return nil, err
@@ -460,19 +461,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // handle receives the frames of the client's links, on each link's reader
-// goroutine. A frame the agent should not have sent ends that link.
-func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
+// goroutine, which decodes events with the link's dec. A frame the agent
+// should not have sent ends that link.
+func (c *Client) handle(l *transport.Link, dec *wire.EventDecoder, f *proto.Frame) error {
 	isReply := f.Flags&proto.FlagReply != 0
 	switch {
 	case f.Opcode == wire.OpEvent && !isReply:
-		ev, flags, err := wire.ParseEventAt(l.Peer().Version, f.Body)
+		ev, flags, err := dec.Event(l.Peer().Version, f.Body)
 		if err != nil {
 			return err
 		}
 		return c.deliver(l, f.MsgID, ev, flags&wire.EventAwaitDone != 0)
 	case f.Opcode == wire.OpEventBatch && !isReply:
 		// The opcode table refuses it on links before version 5.
-		evs, err := wire.ParseEventBatch(l.Peer().Version, f.Body)
+		evs, err := dec.Batch(l.Peer().Version, f.Body)
 		if err != nil {
 			return err
 		}
