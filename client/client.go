@@ -141,7 +141,8 @@ type Client struct {
 	// windowBytes bounds the payload of the sends in flight, as the
 	// agent's window does; inflightBytes is it now.
 	windowBytes, inflightBytes int
-	space                      chan struct{} // closed and replaced when a send ends
+	space                      chan struct{} // closed and replaced when a send ends, if spaceWanted
+	spaceWanted                bool          // a send waits on space
 	waits                      atomic.Uint64 // sends that waited for (or were refused by) a full window
 	batches, batched           atomic.Uint64 // GROUP_SEND_BATCHes sent, and the messages they carried
 
