@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/corralhq/corral/client"
@@ -65,11 +66,17 @@ func TestSendsCoalesce(t *testing.T) {
 	const n = 1000
 	fa := newFake(t)
 	release := make(chan struct{})
-	var ops []uint16 // the reader's only
+	var (
+		mu  sync.Mutex // guards ops: the fake agent's reader writes it, the test reads it
+		ops []uint16
+	)
 	var seq uint64
 	fa.group = func(l *transport.Link, f *proto.Frame) error {
+		mu.Lock()
 		ops = append(ops, f.Opcode)
-		if len(ops) == 2 {
+		nops := len(ops)
+		mu.Unlock()
+		if nops == 2 {
 			<-release // stop reading: the client's sends pile up
 		}
 		switch f.Opcode {
@@ -125,6 +132,8 @@ func TestSendsCoalesce(t *testing.T) {
 			t.Fatalf("send %d: %+v, %v", i, res, err)
 		}
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if ops[0] != wire.OpGroupSend {
 		t.Errorf("the lone send went as %s", wire.Ops().Name(ops[0]))
 	}

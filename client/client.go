@@ -141,7 +141,8 @@ type Client struct {
 	// windowBytes bounds the payload of the sends in flight, as the
 	// agent's window does; inflightBytes is it now.
 	windowBytes, inflightBytes int
-	space                      chan struct{} // closed and replaced when a send ends
+	space                      chan struct{} // closed and replaced when a send ends, if spaceWanted
+	spaceWanted                bool          // a send waits on space
 	waits                      atomic.Uint64 // sends that waited for (or were refused by) a full window
 	batches, batched           atomic.Uint64 // GROUP_SEND_BATCHes sent, and the messages they carried
 
@@ -158,6 +159,8 @@ type Client struct {
 	// The node-wide dispatch (dispatch.go).
 	fmu     sync.Mutex                         // guards fifo and sentCB; taken after the service's lock and mu, never before
 	fifo    []published                        // events handed to the service, oldest first, until completed and reported
+	fnext   int                                // fifo[:fnext] are all done: where completed looks first
+	fwait   int                                // entries of fifo flagged awaited: with none, nothing is left to report
 	sentCB  map[*transport.Link]wire.Callbacks // what each v3 link was last told
 	kick    chan struct{}                      // cap 1: the reporter has work
 	reports sync.WaitGroup                     // the reporter goroutine
@@ -342,7 +345,8 @@ func (c *Client) connect(ctx context.Context) (*transport.Link, error) {
 	c.cur, c.sub, c.subID = l, sub, sub.msgID
 	c.mu.Unlock()
 
-	l.Start(c.handle)
+	dec := new(wire.EventDecoder) // the link's: only its reader decodes
+	l.Start(func(l *transport.Link, f *proto.Frame) error { return c.handle(l, dec, f) })
 	if err := c.reattach(ctx, l); err != nil {
 		l.Close(proto.CodeShutdown, "attach failed")
 		return nil, err
@@ -458,19 +462,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // handle receives the frames of the client's links, on each link's reader
-// goroutine. A frame the agent should not have sent ends that link.
-func (c *Client) handle(l *transport.Link, f *proto.Frame) error {
+// goroutine, which decodes events with the link's dec. A frame the agent
+// should not have sent ends that link.
+func (c *Client) handle(l *transport.Link, dec *wire.EventDecoder, f *proto.Frame) error {
 	isReply := f.Flags&proto.FlagReply != 0
 	switch {
 	case f.Opcode == wire.OpEvent && !isReply:
-		ev, flags, err := wire.ParseEventAt(l.Peer().Version, f.Body)
+		ev, flags, err := dec.Event(l.Peer().Version, f.Body)
 		if err != nil {
 			return err
 		}
 		return c.deliver(l, f.MsgID, ev, flags&wire.EventAwaitDone != 0)
 	case f.Opcode == wire.OpEventBatch && !isReply:
 		// The opcode table refuses it on links before version 5.
-		evs, err := wire.ParseEventBatch(l.Peer().Version, f.Body)
+		evs, err := dec.Batch(l.Peer().Version, f.Body)
 		if err != nil {
 			return err
 		}

@@ -94,6 +94,9 @@ func (c *Client) sendCallbacks(ctx context.Context, l *transport.Link) error {
 func (c *Client) pushPublished(p published) {
 	c.fmu.Lock()
 	c.fifo = append(c.fifo, p)
+	if p.awaited {
+		c.fwait++
+	}
 	c.fmu.Unlock()
 }
 
@@ -103,8 +106,11 @@ func (c *Client) refused() {
 	if n := len(c.fifo); n > 0 {
 		c.fifo[n-1].done, c.fifo[n-1].outside = true, true
 	}
+	report := c.settleLocked()
 	c.fmu.Unlock()
-	c.poke()
+	if report {
+		c.poke()
+	}
 }
 
 // report queues an event complete already (a duplicate dropped), after
@@ -122,17 +128,41 @@ func (c *Client) report(p published) {
 // held: the oldest event in the service not yet complete is.
 func (c *Client) completed(ev events.Event) {
 	c.fmu.Lock()
-	for i := range c.fifo {
-		if p := &c.fifo[i]; !p.done && !p.outside {
+	// fifo[:fnext] is done, so the scan starts there; it passes each
+	// entry once, as the events complete (amortised O(1) a call).
+	for ; c.fnext < len(c.fifo); c.fnext++ {
+		if p := &c.fifo[c.fnext]; !p.done && !p.outside {
 			if p.seq != ev.Seq || p.desc != ev.Desc {
 				c.log.Warn("the service completed an event the client did not give it; is another producer publishing into it?", "event", ev.String(), "expected_seq", p.seq)
 			}
 			p.done = true
+			c.fnext++
 			break
 		}
 	}
+	report := c.settleLocked()
 	c.fmu.Unlock()
-	c.poke()
+	if report {
+		c.poke()
+	}
+}
+
+// settleLocked drops the entries when all are done and none awaits a DONE
+// (the common case: the service completes each event as it is
+// published), so the reporter need not run; it says whether the reporter
+// has work.
+func (c *Client) settleLocked() bool {
+	for c.fnext < len(c.fifo) && c.fifo[c.fnext].done {
+		c.fnext++
+	}
+	if c.fwait > 0 {
+		return true
+	}
+	if c.fnext == len(c.fifo) {
+		clear(c.fifo) // the links they hold
+		c.fifo, c.fnext = c.fifo[:0], 0
+	}
+	return false
 }
 
 // reporter sends DONE for the flagged events the service completed, in
@@ -151,13 +181,16 @@ func (c *Client) reporter() {
 		for n < len(c.fifo) && c.fifo[n].done {
 			n++
 		}
-		ready := make([]published, 0, n)
+		var ready []published
 		for _, p := range c.fifo[:n] {
 			if p.awaited {
 				ready = append(ready, p)
 			}
 		}
+		c.fwait -= len(ready)
 		c.fifo = append(c.fifo[:0], c.fifo[n:]...)
+		clear(c.fifo[len(c.fifo) : len(c.fifo)+n])
+		c.fnext = max(c.fnext-n, 0)
 		c.fmu.Unlock()
 		for _, p := range ready {
 			body, err := wire.AppendDone(nil, &wire.Done{Seq: p.seq, Desc: p.desc})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corralhq/corral/events"
@@ -252,9 +252,9 @@ func (c *Client) send(ctx context.Context, req *wire.GroupSend, wait bool) (Send
 
 // Sending is a group message sent and not answered yet.
 type Sending struct {
-	c    *Client
-	size int       // payload bytes, for the window
-	once sync.Once // releases the window place
+	c        *Client
+	size     int         // payload bytes, for the window
+	released atomic.Bool // the window place was given back (by the first Wait to end)
 
 	body  []byte        // the GROUP_SEND body, until the flusher takes it
 	ready chan struct{} // closed once the flusher sent it (p or batch set) or failed (err set)
@@ -293,10 +293,9 @@ func (c *Client) startSend(ctx context.Context, req *wire.GroupSend, wait bool) 
 // Wait returns the agent's answer: once the message is committed, its seq.
 func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
 	c := s.c
-	defer s.once.Do(func() { c.release(s.size) })
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(c.ctx, cancel)()
+	defer s.release()
+	// result waits on ctx and on Close itself: a context joining the two
+	// for each message was three allocations and a lock on c.ctx.
 	sr, err := s.result(ctx)
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -311,6 +310,13 @@ func (s *Sending) Wait(ctx context.Context) (SendResult, error) {
 	}
 	c.mu.Unlock()
 	return SendResult{Seq: sr.Seq, Member: sr.Member, Delivered: sr.Delivered}, nil
+}
+
+// release gives s's window place back, once however many Waits end.
+func (s *Sending) release() {
+	if s.released.CompareAndSwap(false, true) {
+		s.c.release(s.size)
+	}
 }
 
 // acquire takes a place in the client's window.
@@ -333,6 +339,7 @@ func (c *Client) acquire(ctx context.Context, wait bool, size int) error {
 			return ErrTryAgain
 		}
 		ch := c.space
+		c.spaceWanted = true
 		c.mu.Unlock()
 		c.waits.Add(1)
 		select {
@@ -350,8 +357,12 @@ func (c *Client) release(size int) {
 	c.mu.Lock()
 	c.inflight--
 	c.inflightBytes -= size
-	close(c.space)
-	c.space = make(chan struct{})
+	if c.spaceWanted {
+		// Only when a send waits: a channel for each message ended
+		// was garbage for nothing.
+		close(c.space)
+		c.space, c.spaceWanted = make(chan struct{}), false
+	}
 	c.mu.Unlock()
 }
 

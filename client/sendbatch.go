@@ -184,18 +184,26 @@ func (s *Sending) fail(err error) {
 	close(s.ready)
 }
 
-// result returns s's answer once it has one.
+// result returns s's answer once it has one, or fails when ctx ends or
+// the client closes (ErrClosed).
 func (s *Sending) result(ctx context.Context) (wire.GroupSendReply, error) {
 	c := s.c
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
 		return wire.GroupSendReply{}, ctx.Err()
+	case <-c.ctx.Done():
+		return wire.GroupSendReply{}, ErrClosed
 	}
 	switch {
 	case s.err != nil:
 		return wire.GroupSendReply{}, s.err
 	case s.p != nil:
+		// A lone GROUP_SEND: its Pending waits on one context, which
+		// ends with ctx or with Close.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(c.ctx, cancel)()
 		rep, err := s.p.Wait(ctx)
 		if err != nil {
 			return wire.GroupSendReply{}, c.callErr(ctx, wire.OpGroupSend, err)
@@ -206,6 +214,8 @@ func (s *Sending) result(ctx context.Context) (wire.GroupSendReply, error) {
 	case <-s.batch.done:
 	case <-ctx.Done():
 		return wire.GroupSendReply{}, ctx.Err()
+	case <-c.ctx.Done():
+		return wire.GroupSendReply{}, ErrClosed
 	}
 	if s.batch.err != nil {
 		return wire.GroupSendReply{}, s.batch.err

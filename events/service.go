@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -162,9 +163,27 @@ func (s *Service) Publish(ev Event) error {
 		}
 		s.lastSeq = ev.Seq
 	}
+	if s.cur == nil && len(s.queue) == 0 && !s.hasRecipientLocked(ev.Desc.Class()) {
+		// Idle and no callback for the class (e.g. group events the
+		// client hands to Deliveries): the event is complete at once,
+		// as advanceLocked would find, without queueing a dispatch.
+		s.completedLocked(ev)
+		return nil
+	}
 	s.queue = append(s.queue, ev)
 	s.advanceLocked()
 	return nil
+}
+
+// hasRecipientLocked reports whether an active handle has a callback for
+// class c: whether startLocked would find a recipient.
+func (s *Service) hasRecipientLocked(c Class) bool {
+	for _, h := range s.handles {
+		if h.style != StyleNone && !h.closed && h.cb[c].fn != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Close shuts the service down: every handle is unregistered (HandleEvent in
@@ -234,7 +253,11 @@ func (s *Service) advanceLocked() {
 			}
 			ev := s.queue[0]
 			s.queue[0] = Event{} // let the GC have the data once delivered
-			s.queue = s.queue[1:]
+			if len(s.queue) == 1 {
+				s.queue = s.queue[:0] // reuse the array: [1:] would shrink it to nothing
+			} else {
+				s.queue = s.queue[1:]
+			}
 			if s.cur = s.startLocked(ev); s.cur == nil {
 				s.completedLocked(ev)
 			}
@@ -246,7 +269,9 @@ func (s *Service) advanceLocked() {
 		}
 		dp.band++
 		if dp.band == len(dp.bands) {
-			s.log.Debug("event complete", "event", dp.ev)
+			if s.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.log.Debug("event complete", "event", dp.ev)
+			}
 			s.cur = nil
 			s.completedLocked(dp.ev)
 			continue
@@ -271,6 +296,12 @@ func (s *Service) advanceLocked() {
 // registration order. It returns nil if there is none.
 func (s *Service) startLocked(ev Event) *dispatch {
 	class := ev.Desc.Class()
+	if !s.hasRecipientLocked(class) {
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("event has no recipient", "event", ev)
+		}
+		return nil
+	}
 	dp := &dispatch{ev: ev, band: -1}
 	var all []*delivery
 	for _, h := range s.handles {
@@ -279,17 +310,15 @@ func (s *Service) startLocked(ev Event) *dispatch {
 		}
 		all = append(all, &delivery{h: h, dp: dp, class: class, pri: h.cb[class].pri})
 	}
-	if len(all) == 0 {
-		s.log.Debug("event has no recipient", "event", ev)
-		return nil
-	}
 	slices.SortStableFunc(all, func(a, b *delivery) int { return int(a.pri - b.pri) })
 	for i, j := 0, 0; i < len(all); i = j {
 		for j = i; j < len(all) && all[j].pri == all[i].pri; j++ {
 		}
 		dp.bands = append(dp.bands, all[i:j])
 	}
-	s.log.Debug("event dispatch", "event", ev, "callbacks", len(all), "bands", len(dp.bands))
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("event dispatch", "event", ev, "callbacks", len(all), "bands", len(dp.bands))
+	}
 	return dp
 }
 

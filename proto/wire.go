@@ -82,7 +82,13 @@ func (r *Reader) Bytes(n int, field string) []byte {
 // String16 reads a u16 length and that many bytes of UTF-8 text, refusing
 // more than max bytes.
 func (r *Reader) String16(max int, field string) string {
-	n := int(r.U16(field + " length"))
+	if r.err == nil && len(r.b)-r.off < 2 {
+		// The length's field name is made only for its error: a
+		// concatenation each string was an allocation each.
+		r.need(2, field+" length")
+		return ""
+	}
+	n := int(r.U16(""))
 	if r.err == nil && n > max {
 		r.err = Errorf(CodeField, "%s: %s is %d bytes, limit %d", r.msg, field, n, max)
 		return ""

@@ -29,6 +29,10 @@ func TestReader(t *testing.T) {
 	_ = r.String16(2, "name")
 	wiretest.Expect(t, r.Err(), proto.CodeField, "TEST: name is 3 bytes, limit 2")
 
+	r = proto.NewReader([]byte{3}, "TEST")
+	_ = r.String16(2, "name")
+	wiretest.Expect(t, r.Err(), proto.CodeField, "TEST: truncated at name length (offset 0, need 2 bytes, have 1)")
+
 	r = proto.NewReader([]byte{0, 1}, "TEST")
 	r.Zero(2, "pad")
 	wiretest.Expect(t, r.Err(), proto.CodeField, "TEST: reserved pad is not zero")

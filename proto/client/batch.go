@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/types/event"
@@ -273,6 +274,12 @@ func EventBatchSize(events, bodyBytes int) int { return 4 + 4*events + bodyBytes
 // checking only the framing: each is then parsed as an EVENT of the link's
 // version (ParseEventAt).
 func SplitEventBatch(b []byte) ([][]byte, error) {
+	return splitEventBatch(nil, b)
+}
+
+// splitEventBatch is SplitEventBatch into dst[:0], reused when it has
+// room.
+func splitEventBatch(dst [][]byte, b []byte) ([][]byte, error) {
 	r := proto.NewReader(b, "EVENT_BATCH")
 	n := count(r, "event", MaxEventBatch, 4+eventFixed)
 	if n == 0 && len(b) >= 4 {
@@ -280,7 +287,7 @@ func SplitEventBatch(b []byte) ([][]byte, error) {
 	}
 	var out [][]byte
 	if n > 0 {
-		out = make([][]byte, n)
+		out = slices.Grow(dst[:0], n)[:n]
 		for i := range out {
 			l := r.U32("event length")
 			if l < eventFixed || uint64(l) > uint64(r.Len()) {
@@ -302,16 +309,56 @@ func ParseEventBatch(v uint8, b []byte) ([]event.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs := make([]event.Event, len(bodies))
+	return parseEventBatch(make([]event.Event, 0, len(bodies)), v, bodies, nil)
+}
+
+// parseEventBatch appends the events of bodies to evs, or fails.
+func parseEventBatch(evs []event.Event, v uint8, bodies [][]byte, in *names) ([]event.Event, error) {
 	for i, body := range bodies {
-		ev, flags, err := ParseEventAt(v, body)
+		ev, flags, err := parseEvent(body, v, in)
 		if err != nil {
 			return nil, wrapItem("EVENT_BATCH", i, err)
 		}
 		if flags&EventAwaitDone != 0 {
 			return nil, proto.Errorf(proto.CodeField, "EVENT_BATCH: item %d: flagged AWAIT_DONE, which only a lone EVENT may be", i)
 		}
-		evs[i] = ev
+		evs = append(evs, ev)
 	}
+	return evs, nil
+}
+
+// EventDecoder decodes the EVENT and EVENT_BATCH bodies of one link as
+// ParseEventAt and ParseEventBatch do (the same events, the same
+// errors), reusing what it can from one body to the next: the group and
+// member names it decoded (interned, up to 256 of them), and a batch's
+// slices. It is not safe for concurrent use: the link's reader owns
+// one. The zero value is ready.
+type EventDecoder struct {
+	names  names
+	bodies [][]byte
+	evs    []event.Event
+}
+
+// Event decodes an EVENT body on a link of version v, as ParseEventAt.
+func (d *EventDecoder) Event(v uint8, b []byte) (event.Event, EventFlags, error) {
+	return parseEvent(b, v, &d.names)
+}
+
+// Batch decodes an EVENT_BATCH body on a link of version v, as
+// ParseEventBatch. The slice it returns is valid until the next call of
+// Batch (the events in it stay valid).
+func (d *EventDecoder) Batch(v uint8, b []byte) ([]event.Event, error) {
+	bodies, err := splitEventBatch(d.bodies, b)
+	if err != nil {
+		return nil, err
+	}
+	d.bodies = bodies
+	clear(d.evs) // the last batch's data is the caller's now, not ours to keep alive
+	evs, err := parseEventBatch(d.evs[:0], v, bodies, &d.names)
+	clear(bodies)
+	if err != nil {
+		return nil, err
+	}
+	d.evs = evs
 	return evs, nil
 }

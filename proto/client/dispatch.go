@@ -30,7 +30,7 @@ const EventFlagsOffset = 13
 // Before version 3 it is ParseEvent: byte 13 is reserved and the flags
 // are 0. The result does not alias b.
 func ParseEventAt(v uint8, b []byte) (event.Event, EventFlags, error) {
-	return parseEvent(b, v)
+	return parseEvent(b, v, nil)
 }
 
 // SetEventFlags sets the Flags byte of the EVENT body b, which must be an

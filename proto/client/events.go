@@ -348,7 +348,11 @@ func appendNodes(dst []byte, ns []event.Node) []byte {
 // bytes left, each item taking at least min bytes. It returns 0 on
 // failure, so the caller allocates nothing.
 func count(r *proto.Reader, what string, limit, least int) int {
-	n := r.U32(what + " count")
+	field := "count" // named in an error only when short: no concatenation each list
+	if r.Len() < 4 {
+		field = what + " count"
+	}
+	n := r.U32(field)
 	// Compared as uint64 before becoming an int, which may be 32 bits.
 	if uint64(n) > uint64(limit) || uint64(n)*uint64(least) > uint64(r.Len()) {
 		r.Fail(proto.CodeField, "%s count %d does not fit %d bytes left (limit %d)", what, n, r.Len(), limit)
@@ -504,13 +508,29 @@ func appendMember(dst []byte, m *event.GroupMember) []byte {
 	return proto.AppendString16(dst, m.Name)
 }
 
-func readMember(r *proto.Reader, what string) event.GroupMember {
+// memberFields names the fields of a GroupMember in errors, made once
+// per place a member is read, so that reading one concatenates nothing.
+type memberFields struct {
+	what, node, member, bornOn, pid, name, nameLen string
+}
+
+func fieldsOf(what string) *memberFields {
+	return &memberFields{what, what + " node", what + " member id", what + " born-on", what + " pid", what + " name", what + " name length"}
+}
+
+var (
+	fromFields        = fieldsOf("from")
+	groupMemberFields = fieldsOf("group member")
+	memberFields0     = fieldsOf("member") // GROUP_MEMBERS reply
+)
+
+func readMember(r *proto.Reader, f *memberFields, in *names) event.GroupMember {
 	return event.GroupMember{
-		Node:   r.U64(what + " node"),
-		Member: r.U64(what + " member id"),
-		BornOn: r.U64(what + " born-on"),
-		Pid:    r.U32(what + " pid"),
-		Name:   r.String16(MaxNameLen, what+" name"),
+		Node:   r.U64(f.node),
+		Member: r.U64(f.member),
+		BornOn: r.U64(f.bornOn),
+		Pid:    r.U32(f.pid),
+		Name:   readName(r, in, f.name, f.nameLen),
 	}
 }
 
@@ -522,16 +542,57 @@ func appendMembers(dst []byte, ms []event.GroupMember) []byte {
 	return dst
 }
 
-func readMembers(r *proto.Reader, what string) []event.GroupMember {
-	n := count(r, what, MaxMembers, memberMin)
+func readMembers(r *proto.Reader, f *memberFields, in *names) []event.GroupMember {
+	n := count(r, f.what, MaxMembers, memberMin)
 	if n == 0 {
 		return nil
 	}
 	ms := make([]event.GroupMember, n)
 	for i := range ms {
-		ms[i] = readMember(r, what)
+		ms[i] = readMember(r, f, in)
 	}
 	return ms
+}
+
+// readName reads a String16 of at most MaxNameLen bytes, as
+// proto.Reader.String16(MaxNameLen, field) does (same errors), interned
+// in in when not nil.
+func readName(r *proto.Reader, in *names, field, lenField string) string {
+	if in == nil {
+		return r.String16(MaxNameLen, field)
+	}
+	n := int(r.U16(lenField))
+	if n > MaxNameLen {
+		r.Fail(proto.CodeField, "%s is %d bytes, limit %d", field, n, MaxNameLen)
+		return ""
+	}
+	return in.get(r.Bytes(n, field))
+}
+
+// maxNames bounds a names table: past it the table starts anew, so a
+// link that sees ever new names holds at most this many.
+const maxNames = 256
+
+// names interns the group and member names of one link's events: the
+// events of a busy group then share its name and its senders' names
+// instead of allocating them each time. A nil *names interns nothing.
+type names struct {
+	m map[string]string
+}
+
+func (n *names) get(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s, ok := n.m[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	if n.m == nil || len(n.m) >= maxNames {
+		n.m = make(map[string]string)
+	}
+	s := string(b)
+	n.m[s] = s
+	return s
 }
 
 func appendPayload(dst, p []byte) []byte {
@@ -564,9 +625,9 @@ func appendGroup(dst []byte, g *event.Group) []byte {
 	return appendPayload(dst, g.Payload)
 }
 
-func readGroup(r *proto.Reader) *event.Group {
-	g := &event.Group{Name: r.String16(MaxNameLen, "group name")}
-	g.From = readMember(r, "from")
+func readGroup(r *proto.Reader, in *names) *event.Group {
+	g := &event.Group{Name: readName(r, in, "group name", "group name length")}
+	g.From = readMember(r, fromFields, in)
 	g.Reason = event.LeaveReason(r.U8("leave reason"))
 	r.Zero(3, "group reserved")
 	if !g.Reason.Valid() {
@@ -575,7 +636,7 @@ func readGroup(r *proto.Reader) *event.Group {
 	g.Target = r.U64("target")
 	g.MsgID = r.U64("msg id")
 	g.ReplyTo = r.U64("reply to")
-	g.Members = readMembers(r, "group member")
+	g.Members = readMembers(r, groupMemberFields, in)
 	// Copied: the frame's body is only valid while its handler runs.
 	if p := readPayload(r); len(p) > 0 {
 		g.Payload = bytes.Clone(p)
@@ -646,13 +707,13 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 // byte 13 is reserved. The result does not alias b. ParseEventAt decodes
 // the body at any version.
 func ParseEvent(b []byte) (event.Event, error) {
-	ev, _, err := parseEvent(b, 1)
+	ev, _, err := parseEvent(b, 1, nil)
 	return ev, err
 }
 
 // parseEvent decodes an EVENT body on a link of version v: from version
-// 3 byte 13 is Flags.
-func parseEvent(b []byte, v uint8) (event.Event, EventFlags, error) {
+// 3 byte 13 is Flags. Names are interned in in, if not nil.
+func parseEvent(b []byte, v uint8, in *names) (event.Event, EventFlags, error) {
 	r := proto.NewReader(b, "EVENT")
 	ev := event.Event{Seq: r.U64("seq"), Desc: event.Descriptor(r.U32("descriptor"))}
 	class := event.Class(r.U8("data class"))
@@ -681,7 +742,7 @@ func parseEvent(b []byte, v uint8) (event.Event, EventFlags, error) {
 	case event.ClassComm:
 		ev.Data = readConnectivity(r)
 	case event.ClassGroup:
-		g := readGroup(r)
+		g := readGroup(r, in)
 		ev.Data = g
 		if err := r.Err(); err == nil {
 			if err := checkReason(ev.Desc, g); err != nil {

@@ -333,7 +333,7 @@ func AppendGroupMembers(dst []byte, g *GroupMembers) ([]byte, error) {
 func ParseGroupMembers(b []byte) (GroupMembers, error) {
 	r := proto.NewReader(b, "GROUP_MEMBERS reply")
 	g := GroupMembers{Seq: r.U64("seq")}
-	g.Members = readMembers(r, "member")
+	g.Members = readMembers(r, memberFields0, nil)
 	if err := r.Err(); err != nil {
 		return GroupMembers{}, err
 	}
