@@ -1,7 +1,8 @@
 // Package clusterlog is corral's one totally ordered cluster log: a
-// go.etcd.io/raft/v3 RawNode driven by one goroutine, with its log, hard
-// state, snapshot and applied index kept durably in one bbolt file
-// (FORMAT.md). Every cluster-wide event is an entry of this log; every node
+// go.etcd.io/raft/v3 RawNode driven by one goroutine, with its entries kept
+// durably in an append-only write-ahead log of segment files and its hard
+// state, snapshot, applied index and application state in one bbolt file
+// next to it (FORMAT.md). Every cluster-wide event is an entry of this log; every node
 // applies the entries in the same order, and an entry's index is its
 // cluster-wide sequence number.
 //
@@ -19,9 +20,10 @@
 //     a membership change, a transport report — then take every message and
 //     proposal already queued behind it. Proposals become a single raft
 //     message, so a burst of Propose calls costs one log append.
-//  2. Persist. For the next Ready, write the snapshot (if any), the new
-//     entries and the hard state (term, vote, commit) in one bbolt
-//     transaction, which is fsynced before it returns. A snapshot received
+//  2. Persist. For the next Ready, append the new entries to the WAL (one
+//     write, one fdatasync), then write the snapshot (if any) and the hard
+//     state (term, vote, commit) in one bbolt transaction, which is fsynced
+//     before it returns; a Ready of entries alone needs no bbolt commit. A snapshot received
 //     from the leader is restored into the application (Applier.Restore)
 //     in this same transaction.
 //  3. Send. A follower or candidate hands Ready.Messages to the Sender only

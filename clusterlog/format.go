@@ -14,9 +14,10 @@ import (
 // byte-wise key order is numeric order.
 const (
 	// FormatVersion is the disk format version this build writes. It is
-	// stored in meta/format. A file of version 1 or 2 is upgraded in place
-	// when it is opened (FORMAT.md, "Version history").
-	FormatVersion uint32 = 3
+	// stored in meta/format and in every WAL segment's header. A file of
+	// version 1, 2 or 3 is upgraded when it is opened (FORMAT.md,
+	// "Version history").
+	FormatVersion uint32 = 4
 
 	// indexKeyLen is the length of a log index in keys (and of a whole
 	// entries key in version 2).
@@ -50,6 +51,7 @@ var (
 	keyTruncated   = []byte("truncated")   // uint64 index, uint64 term of the entry before the first stored one
 	keySnapshot    = []byte("snapshot")    // raftpb.Snapshot
 	keyOpens       = []byte("opens")       // uint64: bumped at every open (since version 2)
+	keyWAL         = []byte("wal")         // uint64: the WAL generation (since version 4)
 	keyIncarnation = []byte("incarnation") // version 1's name for opens
 )
 

@@ -46,12 +46,12 @@ func (s *Storage) ForceNewCluster(self uint64, fix func(*AppTx) error, snap func
 		if st.snapIndex > applied {
 			return fmt.Errorf("clusterlog: snapshot %d is newer than the applied index %d; start the node once to restore it", st.snapIndex, applied)
 		}
-		term, err := termIn(b.tx, st, applied)
+		term, err := termIn(st, applied)
 		if err != nil {
 			return err
 		}
 		r = Recovered{Index: applied, Term: term, Dropped: st.last - applied, Voters: append([]uint64(nil), st.confState.GetVoters()...)}
-		if err := b.deleteEntries(applied+1, st.last); err != nil {
+		if err := b.dropAfter(applied); err != nil {
 			return err
 		}
 		st.last, st.lastTerm = applied, term

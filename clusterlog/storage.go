@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,25 +17,33 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Storage is the durable raft log: a raft.Storage kept in one bbolt file whose
-// layout FORMAT.md specifies. Every write is one bbolt read-write
-// transaction, which bbolt fsyncs before Commit returns; several writes can
-// share a transaction through Update.
+// Storage is the durable raft log: a raft.Storage kept in one bbolt file and
+// a write-ahead log of the entries next to it, whose layout FORMAT.md
+// specifies. Every write (Update) appends the new entries to the WAL in one
+// write and fdatasync, then commits one bbolt read-write transaction with
+// everything else, which bbolt fsyncs before Commit returns; several writes
+// can share one Update.
 //
 // Readers (the raft.Storage methods) and writers may be called from any
 // goroutine, but a Node assumes it is the only writer while it runs.
 type Storage struct {
-	db      *bolt.DB
-	path    string
-	log     *slog.Logger
-	writes  atomic.Uint64                       // committed (fsynced) read-write transactions
-	observe atomic.Pointer[func(time.Duration)] // ObserveFsync's function, if any
+	db       *bolt.DB
+	path     string
+	walDir   string
+	prealloc int64 // a new segment's size
+	log      *slog.Logger
+	writes   atomic.Uint64                       // durable writes: Updates that fsynced something, and the open
+	observe  atomic.Pointer[func(time.Duration)] // ObserveFsync's function, if any
 
 	// wmu serialises write transactions (Update). It is taken before mu
 	// and held while the function passed to Update runs, without mu, so
 	// that the function may call the reading methods: raft does, from
 	// inside ApplyConfChange, which Node calls in the record transaction.
 	wmu sync.Mutex
+	// segs are the current generation's WAL segments, the last one
+	// written to. The writer's (wmu); a segment leaves it, and its file
+	// is closed, under mu too, once no installed state refers to it.
+	segs []*segment
 
 	mu     sync.Mutex // guards st, broken and snapReq; held across each commit
 	st     diskState
@@ -61,6 +68,8 @@ type diskState struct {
 	snapTerm   uint64
 	snapConf   *raftpb.ConfState // never nil
 	opens      uint64            // meta/opens
+	walGen     uint64            // meta/wal: the WAL generation
+	index      walIndex          // where entries truncIndex+1 .. last are in the WAL
 	recent     recent            // the last entries stored, in memory
 }
 
@@ -71,9 +80,16 @@ var _ raft.Storage = (*Storage)(nil)
 // completely — every record is decoded and the invariants of FORMAT.md are
 // verified — so that a damaged file is refused here with a *CorruptError,
 // and a file of another format version with a *FormatVersionError, rather
-// than failing later inside raft. A version 1 file is upgraded to version 2
-// in the same transaction (FORMAT.md). Opening bumps meta/opens.
+// than failing later inside raft. A file of version 1, 2 or 3 is upgraded to
+// version 4 (FORMAT.md). The WAL is the directory path+".wal". Opening
+// bumps meta/opens.
 func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
+	return openStorage(path, logger, segmentPrealloc)
+}
+
+// openStorage is OpenStorage with new segments preallocated to prealloc
+// bytes (tests make small segments).
+func openStorage(path string, logger *slog.Logger, prealloc int64) (*Storage, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,13 +97,26 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clusterlog: open %s: %w", path, err)
 	}
-	s := &Storage{db: db, path: path, log: logger.With("subsystem", "clusterlog.storage")}
+	s := &Storage{db: db, path: path, walDir: path + walDirSuffix, prealloc: prealloc,
+		log: logger.With("subsystem", "clusterlog.storage")}
 	err = guard("bbolt failed reading it", func() error {
 		return db.Update(func(tx *bolt.Tx) error {
-			st, err := loadOrInit(tx, path)
+			st, err := loadOrInit(tx, path, s.walDir)
 			if err != nil {
 				return err
 			}
+			r, err := replayWAL(s.walDir, st.walGen, st.truncIndex, st.truncTerm, s.prealloc, s.log)
+			if err != nil {
+				return err
+			}
+			st.index, st.last, st.lastTerm = r.index, r.last, r.lastTerm
+			if err := checkInvariants(&st); err != nil {
+				for _, sg := range r.segs {
+					sg.f.Close()
+				}
+				return err
+			}
+			s.segs = r.segs
 			st.opens++
 			if err := tx.Bucket(bucketMeta).Put(keyOpens, encodeUint64(st.opens)); err != nil {
 				return err
@@ -106,8 +135,9 @@ func OpenStorage(path string, logger *slog.Logger) (*Storage, error) {
 	return s, nil
 }
 
-// loadOrInit initialises an empty file, or loads and verifies an existing one.
-func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
+// loadOrInit initialises an empty file, or upgrades and loads an existing
+// one: its bbolt records, not yet the WAL.
+func loadOrInit(tx *bolt.Tx, path, walDir string) (diskState, error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		var other []byte
@@ -119,7 +149,7 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 			return diskState{}, corrupt(bucketMeta, nil,
 				fmt.Sprintf("bucket missing but bucket %q exists: not a clusterlog file", other), nil)
 		}
-		return initFile(tx)
+		return initFile(tx, walDir)
 	}
 	v := meta.Get(keyFormat)
 	if v == nil {
@@ -130,15 +160,18 @@ func loadOrInit(tx *bolt.Tx, path string) (diskState, error) {
 	}
 	switch ver := binary.BigEndian.Uint32(v); ver {
 	case FormatVersion:
-	case 1:
-		if err := upgradeV1(tx); err != nil {
-			return diskState{}, err
+	case 1, 2, 3:
+		if ver == 1 {
+			if err := upgradeV1(tx); err != nil {
+				return diskState{}, err
+			}
 		}
-		if err := upgradeV2(tx); err != nil {
-			return diskState{}, err
+		if ver <= 2 {
+			if err := upgradeV2(tx); err != nil {
+				return diskState{}, err
+			}
 		}
-	case 2:
-		if err := upgradeV2(tx); err != nil {
+		if err := upgradeV3(tx, walDir); err != nil {
 			return diskState{}, err
 		}
 	default:
@@ -216,6 +249,54 @@ func upgradeV2(tx *bolt.Tx) error {
 	return tx.Bucket(bucketMeta).Put(keyFormat, encodeFormat(3))
 }
 
+// upgradeV3 turns a version 3 file into version 4 inside the open
+// transaction: every entry of the entries bucket is checked and written as
+// a record into a new WAL of generation 1, fsynced; then the bucket is
+// dropped, meta/wal set and the format set to 4. Until the transaction
+// commits the file is still version 3, and any WAL directory is discarded
+// by the next upgrade.
+func upgradeV3(tx *bolt.Tx, walDir string) error {
+	bk := tx.Bucket(bucketEntries)
+	if bk == nil {
+		return corrupt(bucketEntries, nil, "bucket missing", nil)
+	}
+	if err := resetWALDir(walDir); err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 3: %w", err)
+	}
+	var buf []byte
+	first := uint64(0)
+	c := bk.Cursor()
+	for k, v := c.First(); k != nil; {
+		e, nk, nv, err := readEntry(c, k, v)
+		if err != nil {
+			return err
+		}
+		if first == 0 {
+			first = e.GetIndex()
+		}
+		if buf, _, err = appendEntryRecord(buf, e); err != nil {
+			return fmt.Errorf("clusterlog: upgrade from version 3: %w", err)
+		}
+		k, v = nk, nv
+	}
+	if first == 0 {
+		first = 1
+	}
+	sg, err := createSegment(walDir, segHeader{gen: 1, seq: 0, first: first}, buf, 0)
+	if err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 3: %w", err)
+	}
+	sg.f.Close()
+	if err := tx.DeleteBucket(bucketEntries); err != nil {
+		return fmt.Errorf("clusterlog: upgrade from version 3: %w", err)
+	}
+	meta := tx.Bucket(bucketMeta)
+	if err := meta.Put(keyWAL, encodeUint64(1)); err != nil {
+		return err
+	}
+	return meta.Put(keyFormat, encodeFormat(4))
+}
+
 // readEntry reads the entry whose first chunk the cursor c is at (k, v)
 // and returns it with the cursor's next key and value (nil at the end).
 func readEntry(c *bolt.Cursor, k, v []byte) (e *raftpb.Entry, nk, nv []byte, err error) {
@@ -230,21 +311,26 @@ func readEntry(c *bolt.Cursor, k, v []byte) (e *raftpb.Entry, nk, nv []byte, err
 	return e, nk, nv, err
 }
 
-func initFile(tx *bolt.Tx) (diskState, error) {
+// initFile initialises a new file. Any WAL directory there is of an
+// earlier log (a new life of the node removed only the bbolt file): it is
+// removed first, so that its generation 1 is never taken for this one's.
+func initFile(tx *bolt.Tx, walDir string) (diskState, error) {
+	if err := resetWALDir(walDir); err != nil {
+		return diskState{}, err
+	}
 	meta, err := tx.CreateBucket(bucketMeta)
 	if err != nil {
 		return diskState{}, err
 	}
-	for _, name := range [][]byte{bucketEntries, bucketApp} {
-		if _, err := tx.CreateBucket(name); err != nil {
-			return diskState{}, err
-		}
+	if _, err := tx.CreateBucket(bucketApp); err != nil {
+		return diskState{}, err
 	}
-	st := diskState{hs: &raftpb.HardState{}, confState: &raftpb.ConfState{}, snapConf: &raftpb.ConfState{}}
+	st := diskState{hs: &raftpb.HardState{}, confState: &raftpb.ConfState{}, snapConf: &raftpb.ConfState{}, walGen: 1}
 	for _, kv := range []struct{ k, v []byte }{
 		{keyFormat, encodeFormat(FormatVersion)},
 		{keyTruncated, encodeTruncated(0, 0)},
 		{keyApplied, encodeUint64(0)},
+		{keyWAL, encodeUint64(1)},
 	} {
 		if err := meta.Put(kv.k, kv.v); err != nil {
 			return diskState{}, err
@@ -253,13 +339,11 @@ func initFile(tx *bolt.Tx) (diskState, error) {
 	return st, nil
 }
 
-// loadState decodes every record and checks the invariants listed in
-// FORMAT.md. Any violation is a *CorruptError.
+// loadState decodes every bbolt record. Any violation is a *CorruptError.
 func loadState(tx *bolt.Tx) (diskState, error) {
 	meta := tx.Bucket(bucketMeta)
-	ents := tx.Bucket(bucketEntries)
-	if ents == nil {
-		return diskState{}, corrupt(bucketEntries, nil, "bucket missing", nil)
+	if tx.Bucket(bucketEntries) != nil {
+		return diskState{}, corrupt(bucketEntries, nil, "bucket of version 3 in a version 4 file", nil)
 	}
 	if tx.Bucket(bucketApp) == nil {
 		return diskState{}, corrupt(bucketApp, nil, "bucket missing", nil)
@@ -290,6 +374,13 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 	if st.truncIndex, st.truncTerm, err = decodeTruncated(v); err != nil {
 		return st, err
 	}
+	v = meta.Get(keyWAL)
+	if v == nil {
+		return st, corrupt(bucketMeta, keyWAL, "record missing", nil)
+	}
+	if st.walGen, err = decodeUint64(keyWAL, v); err != nil {
+		return st, err
+	}
 	if v := meta.Get(keyOpens); v != nil {
 		if st.opens, err = decodeUint64(keyOpens, v); err != nil {
 			return st, err
@@ -305,44 +396,41 @@ func loadState(tx *bolt.Tx) (diskState, error) {
 		st.snapConf = proto.Clone(raftpb.EnsureConfState(snap.GetMetadata().GetConfState())).(*raftpb.ConfState)
 	}
 
-	// The entries must be exactly truncIndex+1 .. last, each decodable, with
-	// terms that never decrease.
-	st.last, st.lastTerm = st.truncIndex, st.truncTerm
-	c := ents.Cursor()
-	for k, v := c.First(); k != nil; {
-		e, nk, nv, err := readEntry(c, k, v)
-		if err != nil {
-			return st, err
-		}
-		if e.GetIndex() != st.last+1 {
-			return st, corrupt(bucketEntries, k, fmt.Sprintf("expected entry %d next: the log has a gap", st.last+1), nil)
-		}
-		if e.GetTerm() < st.lastTerm {
-			return st, corrupt(bucketEntries, k, fmt.Sprintf("term %d is lower than the previous term %d", e.GetTerm(), st.lastTerm), nil)
-		}
-		st.last, st.lastTerm = e.GetIndex(), e.GetTerm()
-		k, v = nk, nv
-	}
-
-	switch {
-	case st.snapIndex < st.truncIndex:
-		return st, corrupt(bucketMeta, keyTruncated, fmt.Sprintf("log truncated at %d beyond the snapshot at %d", st.truncIndex, st.snapIndex), nil)
-	case st.snapIndex > st.last:
-		return st, corrupt(bucketMeta, keySnapshot, fmt.Sprintf("snapshot index %d beyond the last entry %d", st.snapIndex, st.last), nil)
-	case st.hs.GetCommit() > st.last:
-		return st, corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d beyond the last entry %d", st.hs.GetCommit(), st.last), nil)
-	case st.hs.GetCommit() < st.truncIndex:
-		return st, corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d below the compacted index %d", st.hs.GetCommit(), st.truncIndex), nil)
-	case st.snapIndex > st.hs.GetCommit():
-		return st, corrupt(bucketMeta, keySnapshot, fmt.Sprintf("snapshot index %d beyond the commit index %d", st.snapIndex, st.hs.GetCommit()), nil)
-	case st.applied > st.hs.GetCommit():
-		return st, corrupt(bucketMeta, keyApplied, fmt.Sprintf("applied index %d beyond the commit index %d", st.applied, st.hs.GetCommit()), nil)
-	}
 	return st, nil
 }
 
-// Close closes the file. The Node using the Storage must have stopped.
+// checkInvariants checks the invariants of FORMAT.md that relate the bbolt
+// records to the entries replayed from the WAL (st.last). The WAL's own
+// (no gap, terms) replayWAL checked.
+func checkInvariants(st *diskState) error {
+	switch {
+	case st.snapIndex < st.truncIndex:
+		return corrupt(bucketMeta, keyTruncated, fmt.Sprintf("log truncated at %d beyond the snapshot at %d", st.truncIndex, st.snapIndex), nil)
+	case st.snapIndex > st.last:
+		return corrupt(bucketMeta, keySnapshot, fmt.Sprintf("snapshot index %d beyond the last entry %d", st.snapIndex, st.last), nil)
+	case st.hs.GetCommit() > st.last:
+		return corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d beyond the last entry %d", st.hs.GetCommit(), st.last), nil)
+	case st.hs.GetCommit() < st.truncIndex:
+		return corrupt(bucketMeta, keyHardState, fmt.Sprintf("commit index %d below the compacted index %d", st.hs.GetCommit(), st.truncIndex), nil)
+	case st.snapIndex > st.hs.GetCommit():
+		return corrupt(bucketMeta, keySnapshot, fmt.Sprintf("snapshot index %d beyond the commit index %d", st.snapIndex, st.hs.GetCommit()), nil)
+	case st.applied > st.hs.GetCommit():
+		return corrupt(bucketMeta, keyApplied, fmt.Sprintf("applied index %d beyond the commit index %d", st.applied, st.hs.GetCommit()), nil)
+	}
+	return nil
+}
+
+// Close closes the file and the WAL. The Node using the Storage must have
+// stopped.
 func (s *Storage) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sg := range s.segs {
+		sg.f.Close()
+	}
+	s.segs = nil
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("clusterlog: close %s: %w", s.path, err)
 	}
@@ -352,13 +440,13 @@ func (s *Storage) Close() error {
 // Path returns the file's path.
 func (s *Storage) Path() string { return s.path }
 
-// WriteTxns returns how many read-write transactions — each one fsync — the
-// Storage has committed since it was opened, including the one made by
-// OpenStorage.
+// WriteTxns returns how many durable writes the Storage has made since it
+// was opened, including the one made by OpenStorage: each Update that
+// wrote anything counts once (its WAL fdatasync, its bbolt commit, or both).
 func (s *Storage) WriteTxns() uint64 { return s.writes.Load() }
 
-// ObserveFsync makes the Storage call f with the latency of every commit
-// (each one an fsync) from now on; nil stops it. f runs with the Storage's
+// ObserveFsync makes the Storage call f with the latency of every durable
+// write (WAL write and fdatasync, and bbolt commit) from now on; nil stops it. f runs with the Storage's
 // lock held, on the writer's goroutine: it must be quick (a histogram's
 // Observe).
 func (s *Storage) ObserveFsync(f func(time.Duration)) {
@@ -412,33 +500,24 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 		return out, nil
 	}
 	var out []*raftpb.Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
-		var size uint64
-		want := lo
-		for k, v := c.Seek(entryKey(lo, 0)); k != nil && want < hi; {
-			e, nk, nv, err := readEntry(c, k, v)
-			if err != nil {
-				return err
-			}
-			k, v = nk, nv
-			if e.GetIndex() != want {
-				return corrupt(bucketEntries, k, fmt.Sprintf("expected entry %d: the log has a gap", want), nil)
-			}
-			size += uint64(proto.Size(e))
-			if len(out) > 0 && size > maxSize {
-				break
-			}
-			out = append(out, e)
-			want++
+	var size uint64
+	for i := lo; i < hi; i++ {
+		p, ok := s.st.index.get(i)
+		if !ok {
+			return nil, &CorruptError{Record: fmt.Sprintf("entry %d", i), Reason: "not in the WAL index"}
 		}
-		if len(out) == 0 {
-			return corrupt(bucketEntries, entryKey(lo, 0), "entry missing", nil)
+		size += uint64(p.n)
+		if len(out) > 0 && size > maxSize {
+			break
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		e, err := readRecord(p)
+		if err != nil {
+			return nil, err
+		}
+		if e.GetIndex() != i {
+			return nil, walCorrupt(p.seg.hdr.name(), p.off, fmt.Sprintf("entry %d where entry %d should be", e.GetIndex(), i), nil)
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
@@ -447,18 +526,11 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 func (s *Storage) Term(i uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var t uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		t, err = termIn(tx, &s.st, i)
-		return err
-	})
-	return t, err
+	return termIn(&s.st, i)
 }
 
-// termIn returns the term of entry i as seen by transaction tx, whose cached
-// state is st.
-func termIn(tx *bolt.Tx, st *diskState, i uint64) (uint64, error) {
+// termIn returns the term of entry i in state st.
+func termIn(st *diskState, i uint64) (uint64, error) {
 	switch {
 	case i < st.truncIndex:
 		return 0, raft.ErrCompacted
@@ -474,17 +546,11 @@ func termIn(tx *bolt.Tx, st *diskState, i uint64) (uint64, error) {
 	if e, ok := st.recent.entry(i); ok {
 		return e.GetTerm(), nil
 	}
-	k := entryKey(i, 0)
-	c := tx.Bucket(bucketEntries).Cursor()
-	ck, v := c.Seek(k)
-	if !bytes.Equal(ck, k) {
-		return 0, corrupt(bucketEntries, k, "entry missing", nil)
+	p, ok := st.index.get(i)
+	if !ok {
+		return 0, &CorruptError{Record: fmt.Sprintf("entry %d", i), Reason: "not in the WAL index"}
 	}
-	e, _, _, err := readEntry(c, ck, v)
-	if err != nil {
-		return 0, err
-	}
-	return e.GetTerm(), nil
+	return p.term, nil
 }
 
 // LastIndex implements raft.Storage.
@@ -611,12 +677,15 @@ func (s *Storage) SetApplied(index uint64, cs *raftpb.ConfState) error {
 	return s.Update(func(b *Batch) error { return b.SetApplied(index, cs) })
 }
 
-// Update runs fn in one read-write transaction, committed (and fsynced) when
-// fn returns nil and rolled back otherwise. Readers see the effect only once
-// the commit has succeeded. If the commit itself fails the Storage is broken:
-// every later call returns ErrStorageBroken.
+// Update runs fn in one write: the entries it appends go to the WAL, in one
+// write and fdatasync, and then everything else in one bbolt read-write
+// transaction, committed (and fsynced) when fn returns nil; nothing is
+// written if fn fails. An Update that appends entries and changes nothing
+// else commits no bbolt transaction. Readers see the effect only once all
+// of it is durable. If a write fails the Storage is broken: every later
+// call returns ErrStorageBroken.
 //
-// While fn runs, the reading methods see the state before the transaction.
+// While fn runs, the reading methods see the state before the write.
 func (s *Storage) Update(fn func(*Batch) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -631,46 +700,177 @@ func (s *Storage) Update(fn func(*Batch) error) error {
 	if err != nil {
 		return fmt.Errorf("clusterlog: begin transaction on %s: %w", s.path, err)
 	}
-	if err := fn(&Batch{tx: tx, st: &next}); err != nil {
+	b := &Batch{tx: tx, st: &next}
+	if err := fn(b); err != nil {
 		_ = tx.Rollback()
+		return err
+	}
+	if !b.dirty && len(b.buf) == 0 && !b.newGen {
+		_ = tx.Rollback()
+		return nil
+	}
+	// The WAL first: the bbolt records (commit, applied, snapshot) may
+	// name entries of this write. Readers do not look beyond the
+	// installed state's positions, so this needs no lock.
+	start := time.Now()
+	genSeg, err := s.writeWAL(b)
+	if err != nil {
+		_ = tx.Rollback()
+		s.mu.Lock()
+		s.broken = err
+		s.mu.Unlock()
 		return err
 	}
 	// Readers must not see the new file contents with the old cached
 	// state, so the commit and the installation of next happen under mu.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	start := time.Now()
-	err = tx.Commit()
-	if f := s.observe.Load(); f != nil && err == nil {
-		(*f)(time.Since(start))
+	if b.dirty || b.newGen {
+		err = tx.Commit()
+	} else {
+		err = tx.Rollback()
 	}
 	if err != nil {
 		// The caller reports it (a Node stops and logs it once); every
 		// later Update fails fast with ErrStorageBroken.
 		s.broken = err
+		if genSeg != nil {
+			genSeg.f.Close()
+		}
 		return fmt.Errorf("clusterlog: commit to %s: %w", s.path, err)
 	}
+	if f := s.observe.Load(); f != nil {
+		(*f)(time.Since(start))
+	}
 	s.writes.Add(1)
+	truncated := next.truncIndex > s.st.truncIndex
 	s.st = next
+	s.dropSegments(genSeg, truncated)
 	return nil
 }
 
-// Batch is one open write transaction, handed to the function passed to
+// writeWAL writes the records of b: appended to the last segment (or a new
+// one, if they do not fit), or, for a new generation, into the first
+// segment of that generation, which it returns. It fixes the positions of
+// b's entries in b.st.index.
+func (s *Storage) writeWAL(b *Batch) (*segment, error) {
+	if b.newGen {
+		return s.writeGeneration(b)
+	}
+	if len(b.buf) == 0 {
+		return nil, nil
+	}
+	sg := s.segs[len(s.segs)-1]
+	if sg.end+int64(len(b.buf)) > sg.size {
+		h := segHeader{gen: b.st.walGen, seq: sg.hdr.seq + 1, first: s.st.last + 1}
+		ns, err := createSegment(s.walDir, h, nil, max(s.prealloc, int64(segHeaderLen+len(b.buf))))
+		if err != nil {
+			return nil, err
+		}
+		s.segs = append(s.segs, ns)
+		sg = ns
+	}
+	if _, err := sg.f.WriteAt(b.buf, sg.end); err != nil {
+		return nil, fmt.Errorf("clusterlog: write %s: %w", sg.path, err)
+	}
+	if err := fdatasync(sg.f); err != nil {
+		return nil, err
+	}
+	pos := b.st.index.pos
+	for k := len(pos) - 1; k >= 0 && pos[k].seg == nil; k-- {
+		pos[k].seg, pos[k].off = sg, pos[k].off+sg.end
+	}
+	sg.end += int64(len(b.buf))
+	sg.maxIndex = max(sg.maxIndex, b.maxIndex)
+	return nil, nil
+}
+
+// writeGeneration writes the first segment of b's new generation: the
+// records of every entry the log keeps (read from the current segments or
+// b) in index order.
+func (s *Storage) writeGeneration(b *Batch) (*segment, error) {
+	x := b.st.index
+	var buf []byte
+	pos := make([]walPos, len(x.pos))
+	for k, p := range x.pos {
+		raw, err := rawRecord(p, b.buf)
+		if err != nil {
+			return nil, err
+		}
+		pos[k] = walPos{off: int64(segHeaderLen + len(buf)), n: p.n, term: p.term}
+		buf = append(buf, raw...)
+	}
+	h := segHeader{gen: b.st.walGen, seq: 0, first: b.st.truncIndex + 1}
+	sg, err := createSegment(s.walDir, h, buf, s.prealloc)
+	if err != nil {
+		return nil, err
+	}
+	for k := range pos {
+		pos[k].seg = sg
+	}
+	if len(pos) > 0 {
+		sg.maxIndex = x.last()
+	}
+	b.st.index = walIndex{first: x.first, pos: pos}
+	return sg, nil
+}
+
+// dropSegments removes the segments no installed state refers to any more:
+// all of the old generation once genSeg, the new one's first, is installed,
+// or else, the log truncated further, the leading segments at or below
+// the truncated index (never the last). A removal that fails is logged
+// and done again at the next open. The caller holds wmu and mu.
+func (s *Storage) dropSegments(genSeg *segment, truncated bool) {
+	var drop []*segment
+	switch {
+	case genSeg != nil:
+		drop, s.segs = s.segs, []*segment{genSeg}
+	case truncated:
+		n := 0
+		for n < len(s.segs)-1 && s.segs[n].maxIndex <= s.st.truncIndex {
+			n++
+		}
+		drop, s.segs = s.segs[:n], s.segs[n:]
+	}
+	if len(drop) == 0 {
+		return
+	}
+	for _, sg := range drop {
+		if err := removeSegment(sg); err != nil {
+			s.log.Warn("cannot remove a WAL segment; the next open removes it", "segment", sg.path, "err", err)
+		}
+	}
+	if err := syncDir(s.walDir); err != nil {
+		s.log.Warn("cannot sync the WAL directory", "dir", s.walDir, "err", err)
+	}
+}
+
+// Batch is one open write, handed to the function passed to
 // Storage.Update. Its methods apply in order; each sees the effect of the
 // previous ones.
 type Batch struct {
-	tx *bolt.Tx
-	st *diskState
+	tx       *bolt.Tx
+	st       *diskState
+	buf      []byte // the WAL records of the entries appended
+	maxIndex uint64 // the highest index in buf
+	dirty    bool   // tx has changes to commit
+	newGen   bool   // the write starts a new WAL generation (st.walGen)
 }
 
-func (b *Batch) meta() *bolt.Bucket    { return b.tx.Bucket(bucketMeta) }
-func (b *Batch) entries() *bolt.Bucket { return b.tx.Bucket(bucketEntries) }
+func (b *Batch) meta() *bolt.Bucket {
+	b.dirty = true
+	return b.tx.Bucket(bucketMeta)
+}
 
 // App returns the application's key space in this transaction.
-func (b *Batch) App() *AppTx { return &AppTx{b: b.tx.Bucket(bucketApp)} }
+func (b *Batch) App() *AppTx {
+	b.dirty = true
+	return &AppTx{b: b.tx.Bucket(bucketApp)}
+}
 
 // resetApp empties the application's key space (before a Restore).
 func (b *Batch) resetApp() error {
+	b.dirty = true
 	if err := b.tx.DeleteBucket(bucketApp); err != nil {
 		return fmt.Errorf("clusterlog: clear app bucket: %w", err)
 	}
@@ -680,43 +880,31 @@ func (b *Batch) resetApp() error {
 	return nil
 }
 
-// deleteEntries deletes entries lo..hi inclusive (all their chunks).
-func (b *Batch) deleteEntries(lo, hi uint64) error {
-	if lo == 0 {
-		lo = 1
-	}
-	if hi < lo {
+// newGeneration makes this write start a new WAL generation: the entries
+// the log keeps after it are written into a new segment, and the old
+// segments removed once it has committed (FORMAT.md, "Writes"). For writes
+// that drop entries without replacing them.
+func (b *Batch) newGeneration() error {
+	if b.newGen {
 		return nil
 	}
-	c := b.entries().Cursor()
-	// One pass backwards from hi, without a seek per key: after Delete a
-	// bbolt cursor's next element depends on whether its leaf was read into
-	// a node (Next may skip a key), but the previous one is the same
-	// either way.
-	var k []byte
-	if hi == math.MaxUint64 {
-		k, _ = c.Last()
-	} else if k, _ = c.Seek(entryKey(hi+1, 0)); k == nil {
-		k, _ = c.Last()
-	} else {
-		k, _ = c.Prev()
-	}
-	for ; k != nil; k, _ = c.Prev() {
-		if len(k) < indexKeyLen {
-			continue
-		}
-		i := binary.BigEndian.Uint64(k)
-		if i < lo {
-			return nil
-		}
-		if i > hi {
-			continue
-		}
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("clusterlog: delete entry %d: %w", i, err)
-		}
+	b.newGen = true
+	b.st.walGen++
+	if err := b.meta().Put(keyWAL, encodeUint64(b.st.walGen)); err != nil {
+		return fmt.Errorf("clusterlog: put wal generation: %w", err)
 	}
 	return nil
+}
+
+// dropAfter drops the entries after i (which is stored), starting a new
+// WAL generation. The caller sets last and lastTerm.
+func (b *Batch) dropAfter(i uint64) error {
+	if i >= b.st.last {
+		return nil
+	}
+	b.st.index = b.st.index.truncate(i + 1)
+	b.st.recent = b.st.recent.truncate(i + 1)
+	return b.newGeneration()
 }
 
 // Append stores entries (see Storage.Append).
@@ -742,20 +930,21 @@ func (b *Batch) Append(entries []*raftpb.Entry) error {
 		}
 	}
 	if first <= b.st.last {
-		if err := b.deleteEntries(first, b.st.last); err != nil {
-			return err
-		}
+		// Replaced by appending: replay drops the entries from first on
+		// when it reads the new record (FORMAT.md, "Replay").
+		b.st.index = b.st.index.truncate(first)
 		b.st.recent = b.st.recent.truncate(first)
 	}
-	bk := b.entries()
-	// Keys only grow: full leaves, not bbolt's default half-full splits.
-	bk.FillPercent = 1
 	for _, e := range entries {
-		size, err := entryChunks(e, bk.Put)
-		if err != nil {
-			return fmt.Errorf("clusterlog: put entry %d: %w", e.GetIndex(), err)
+		off := len(b.buf)
+		var n int
+		var err error
+		if b.buf, n, err = appendEntryRecord(b.buf, e); err != nil {
+			return fmt.Errorf("clusterlog: encode entry %d: %w", e.GetIndex(), err)
 		}
-		b.st.recent = b.st.recent.add(e, size)
+		b.st.index = b.st.index.add(e.GetIndex(), walPos{off: int64(off), n: n, term: e.GetTerm()})
+		b.st.recent = b.st.recent.add(e, n)
+		b.maxIndex = max(b.maxIndex, e.GetIndex())
 	}
 	last := entries[len(entries)-1]
 	b.st.last, b.st.lastTerm = last.GetIndex(), last.GetTerm()
@@ -787,16 +976,14 @@ func (b *Batch) ApplySnapshot(snap *raftpb.Snapshot) error {
 	if err := b.putSnapshot(snap); err != nil {
 		return err
 	}
-	if err := b.deleteEntries(b.st.truncIndex+1, b.st.last); err != nil {
-		return err
-	}
 	if err := b.meta().Put(keyTruncated, encodeTruncated(idx, term)); err != nil {
 		return fmt.Errorf("clusterlog: put truncated: %w", err)
 	}
 	b.st.truncIndex, b.st.truncTerm = idx, term
 	b.st.last, b.st.lastTerm = idx, term
+	b.st.index = walIndex{}
 	b.st.recent = recent{}
-	return nil
+	return b.newGeneration()
 }
 
 func (b *Batch) putSnapshot(snap *raftpb.Snapshot) error {
@@ -823,7 +1010,7 @@ func (b *Batch) CreateSnapshot(i uint64, cs *raftpb.ConfState, data []byte) (*ra
 	if i > b.st.last {
 		return nil, fmt.Errorf("clusterlog: snapshot at %d beyond the last entry %d: %w", i, b.st.last, raft.ErrUnavailable)
 	}
-	term, err := termIn(b.tx, b.st, i)
+	term, err := termIn(b.st, i)
 	if err != nil {
 		return nil, err
 	}
@@ -851,17 +1038,15 @@ func (b *Batch) Compact(i uint64) error {
 	if i > b.st.snapIndex {
 		return fmt.Errorf("%w: compact to %d, snapshot at %d", ErrCompactUnsnapshotted, i, b.st.snapIndex)
 	}
-	term, err := termIn(b.tx, b.st, i)
+	term, err := termIn(b.st, i)
 	if err != nil {
-		return err
-	}
-	if err := b.deleteEntries(b.st.truncIndex+1, i); err != nil {
 		return err
 	}
 	if err := b.meta().Put(keyTruncated, encodeTruncated(i, term)); err != nil {
 		return fmt.Errorf("clusterlog: put truncated: %w", err)
 	}
 	b.st.truncIndex, b.st.truncTerm = i, term
+	b.st.index = b.st.index.compact(i)
 	b.st.recent = b.st.recent.compact(i)
 	return nil
 }

@@ -3,8 +3,10 @@ package clusterlog
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -247,25 +249,14 @@ func TestStorageCorruptOnOpen(t *testing.T) {
 	del := func(bucket, key []byte) func(*bolt.Tx) error {
 		return func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete(key) }
 	}
-	wrongIndex, _ := proto.Marshal(&raftpb.Entry{Index: new(uint64(9)), Term: new(uint64(1))})
 	tests := []struct {
 		name       string
 		damage     func(*bolt.Tx) error
 		wantRecord string
 	}{
-		{"entry garbage", put(bucketEntries, entryKey(2, 0), []byte{0xff, 0xff, 0xff}), "entries/2"},
-		{"entry index mismatch", put(bucketEntries, entryKey(2, 0), wrongIndex), "entries/2"},
-		{"gap in entries", del(bucketEntries, entryKey(2, 0)), "entries/3"},
-		{"entry starts at chunk 1", func(tx *bolt.Tx) error {
-			if err := tx.Bucket(bucketEntries).Delete(entryKey(2, 0)); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketEntries).Put(entryKey(2, 1), []byte{1})
-		}, "entries/2#1"},
-		{"short chunk before the last", put(bucketEntries, entryKey(2, 1), []byte{1}), "entries/2"},
-		{"big entry missing its chunk 1", del(bucketEntries, entryKey(5, 1)), "entries/5#2"},
-		{"version 2 key", put(bucketEntries, indexKey(2), []byte{1}), `entries/2`},
-		{"short key", put(bucketEntries, []byte{1, 2}, []byte{}), `entries/"\x01\x02"`},
+		{"entries bucket of version 3", func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bucketEntries); return err }, `entries/""`},
+		{"wal generation missing", del(bucketMeta, keyWAL), `meta/"wal"`},
+		{"wal generation wrong size", put(bucketMeta, keyWAL, []byte{1}), `meta/"wal"`},
 		{"hard state garbage", put(bucketMeta, keyHardState, []byte{0x0a}), `meta/"hardstate"`},
 		{"applied wrong size", put(bucketMeta, keyApplied, []byte{1}), `meta/"applied"`},
 		{"truncated missing", del(bucketMeta, keyTruncated), `meta/"truncated"`},
@@ -313,18 +304,20 @@ func TestStorageFormatVersion(t *testing.T) {
 	}
 }
 
-// TestStorageCorruptAfterOpen damages an entry behind an open Storage's back:
-// reads report a typed error instead of panicking.
+// TestStorageCorruptAfterOpen damages an entry's record behind an open
+// Storage's back: reads report a typed error naming it instead of
+// panicking.
 func TestStorageCorruptAfterOpen(t *testing.T) {
 	s, _ := openTemp(t)
 	must(t, s.Append(ents(1, 1, 5)))
-	must(t, s.db.Update(put(bucketEntries, entryKey(2, 0), []byte{0xff})))
-	s.st.recent = recent{} // else entries just appended are read from memory
-	if _, err := s.Entries(1, 4, 1<<20); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("Entries over a damaged entry: %v, want ErrCorrupt", err)
+	p, _ := s.st.index.get(2)
+	if _, err := p.seg.f.WriteAt([]byte{0xff}, p.off+recHeaderLen); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.Term(2); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("Term of a damaged entry: %v, want ErrCorrupt", err)
+	s.st.recent = recent{} // else entries just appended are read from memory
+	_, err := s.Entries(1, 4, 1<<20)
+	if ce, ok := errors.AsType[*CorruptError](err); !ok || !strings.HasPrefix(ce.Record, "wal/") || !strings.HasSuffix(ce.Record, fmt.Sprintf("@%d", p.off)) {
+		t.Errorf("Entries over a damaged entry: %v, want a CorruptError for its record at %d", err, p.off)
 	}
 }
 
@@ -426,48 +419,5 @@ func TestStorageStaleSnapshot(t *testing.T) {
 	}
 	if len(req) != 0 {
 		t.Error("request signalled for the fresh snapshot")
-	}
-}
-
-// TestDeleteEntriesRange deletes ranges of multi-chunk entries spanning
-// many leaves, some read into nodes by a Put in the same transaction (where
-// a bbolt cursor's Next after Delete skips a key), and checks the bucket
-// key by key.
-func TestDeleteEntriesRange(t *testing.T) {
-	s, _ := openTemp(t)
-	big := func(lo, hi uint64) []*raftpb.Entry {
-		es := ents(1, lo, hi)
-		for _, e := range es {
-			e.Data = make([]byte, 1500) // two chunks
-		}
-		return es
-	}
-	must(t, s.Append(big(1, 3000)))
-	must(t, s.Update(func(b *Batch) error {
-		// Rewrite 1500..1600 (read those leaves into nodes), then delete
-		// ranges across node and page leaves.
-		if err := b.deleteEntries(1500, 3000); err != nil {
-			return err
-		}
-		if err := b.Append(big(1500, 1600)); err != nil {
-			return err
-		}
-		if err := b.deleteEntries(1400, 1550); err != nil {
-			return err
-		}
-		return b.deleteEntries(10, 700)
-	}))
-	gone := func(i uint64) bool { return (i >= 10 && i <= 700) || (i >= 1400 && i <= 1550) || i > 1600 }
-	seen := map[uint64]int{}
-	must(t, s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntries).ForEach(func(k, _ []byte) error {
-			seen[binary.BigEndian.Uint64(k)]++
-			return nil
-		})
-	}))
-	for i := uint64(1); i <= 3000; i++ {
-		if want := map[bool]int{false: 2, true: 0}[gone(i)]; seen[i] != want {
-			t.Fatalf("entry %d has %d chunks, want %d", i, seen[i], want)
-		}
 	}
 }
