@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,9 +22,10 @@ import (
 
 // TestBenchSharedAddr is bench/sharedaddr.sh's lab (issue 13, Measure;
 // research notes §5.9 test 20), run only with CORRAL_BENCH_SHAREDADDR=1:
-// nginx on h1–h3 serving a 1 KiB file, wrk from h4, twice round:
+// nginx on h1–h3 serving a 1 KiB file, wrk from h4, ROUNDS times round:
 // h4 → h2 directly; h4 → VIP through the kernel path (owner h1, table
-// over h1–h3); h4 → VIP through this package's proxy on h1 to nginx
+// over h1–h3), without slices and with slices (snat rules, conntrack on);
+// h4 → VIP through this package's proxy on h1 to nginx
 // "proxy_protocol" listeners; h4 → HAProxy tcp mode on h1 in front of h2,
 // and balancing h1–h3 round robin. It prints req/s and the ratios.
 func TestBenchSharedAddr(t *testing.T) {
@@ -100,24 +102,49 @@ backend all
 	start(1, "haproxy", "-f", hcfg)
 
 	// The kernel path: owner h1, every node serving, one table over h1–h3.
+	// Two plans: without slices (no snat rule, so no conntrack in the
+	// nodes' namespaces), and with a TCP and a UDP slice leased to every
+	// node, as the agent leases them, whose snat rules turn conntrack on.
 	weights := []ctl.Weight{{Node: 1, Weight: 1}, {Node: 2, Weight: 1}, {Node: 3, Weight: 1}}
 	buckets := ctl.Build(weights, 251)
 	var nodes []kernel.Node
 	for i := 1; i <= 3; i++ {
 		nodes = append(nodes, kernel.Node{ID: uint64(i), IP: netip.MustParseAddr(lab.Addr(i))})
 	}
+	var leased []kernel.Slice
+	for i := 1; i <= 3; i++ {
+		first := uint16(ctl.SliceBase + (i-1)*ctl.SliceSize)
+		for _, proto := range []uint8{kernel.TCP, kernel.UDP} {
+			leased = append(leased, kernel.Slice{Proto: proto, First: first, Last: first + ctl.SliceSize - 1, Node: uint64(i)})
+		}
+	}
+	var dps []*kernel.Dataplane
 	for i := 1; i <= 3; i++ {
 		d, err := kernel.Open("/var/run/netns/"+lab.Namespace(i), "eth0", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { d.Close() })
-		p := kernel.Plan{Self: uint64(i), Nodes: nodes, Addrs: []kernel.Addr{{VIP: vip, Policy: ctl.Weighted,
-			Owner: i == 1, Serve: true, Services: []kernel.Service{{Proto: kernel.TCP, Port: plain, Table: buckets}}}}}
-		if err := d.Apply(context.Background(), p); err != nil {
-			t.Fatalf("apply on h%d: %v", i, err)
-		}
+		dps = append(dps, d)
 	}
+	snat := ""
+	apply := func(with string) {
+		if with == snat {
+			return
+		}
+		for i, d := range dps {
+			a := kernel.Addr{VIP: vip, Policy: ctl.Weighted, Owner: i == 0, Serve: true,
+				Services: []kernel.Service{{Proto: kernel.TCP, Port: plain, Table: buckets}}}
+			if with == "snat" {
+				a.Slices = leased
+			}
+			if err := d.Apply(context.Background(), kernel.Plan{Self: uint64(i + 1), Nodes: nodes, Addrs: []kernel.Addr{a}}); err != nil {
+				t.Fatalf("apply on h%d: %v", i+1, err)
+			}
+		}
+		snat = with
+	}
+	apply("off")
 
 	// The user-space fallback on h1, on another port of the same VIP: the
 	// owner's dispatch leaves ports without a table to local delivery.
@@ -146,26 +173,61 @@ backend all
 		}
 	}()
 
-	paths := []struct{ name, url string }{
-		{"direct h4→h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(2), plain)},
-		{"kernel VIP", fmt.Sprintf("http://%s:%d/1k", vip, plain)},
-		{"userspace VIP", fmt.Sprintf("http://%s:%d/1k", vip, usPort)},
-		{"haproxy →h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haOne)},
-		{"haproxy rr h1–h3", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haRound)},
+	// PATHS picks paths by key (all by default); ROUNDS interleaves them.
+	// Every path but "snat" runs with the plan without slices, so the
+	// baselines never pass conntrack.
+	type path struct{ key, name, url, snat string }
+	paths := []path{
+		{"direct", "direct h4→h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(2), plain), "off"},
+		{"kernel", "kernel VIP", fmt.Sprintf("http://%s:%d/1k", vip, plain), "off"},
+		{"snat", "kernel VIP +snat", fmt.Sprintf("http://%s:%d/1k", vip, plain), "snat"},
+		{"userspace", "userspace VIP", fmt.Sprintf("http://%s:%d/1k", vip, usPort), "off"},
+		{"haproxy", "haproxy →h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haOne), "off"},
+		{"haproxyrr", "haproxy rr h1–h3", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haRound), "off"},
+	}
+	if keys := os.Getenv("PATHS"); keys != "" {
+		want := strings.Split(keys, ",")
+		paths = slices.DeleteFunc(paths, func(p path) bool { return !slices.Contains(want, p.key) })
 	}
 	for _, p := range paths {
+		apply(p.snat)
 		waitHTTP(t, lab, p.url)
 	}
 	t.Logf("wrk -t1 -c%d -d%ds, 1 KiB file, nginx 1 worker per node; backends of the user-space path: nginx listen proxy_protocol", conns, secs)
-	for round := 1; round <= 2; round++ {
+	for round := 1; round <= envInt("ROUNDS", 2); round++ {
 		rps := map[string]float64{}
 		for _, p := range paths {
-			rps[p.name] = wrk(t, lab, conns, secs, p.url)
-			t.Logf("round %d  %-18s %9.0f req/s", round, p.name, rps[p.name])
+			apply(p.snat)
+			before := ctStats(lab)
+			var mid [3]int
+			rps[p.key] = wrkWith(t, lab, conns, secs, p.url, func() {
+				for i := range mid {
+					mid[i] = ctCount(lab, i+1)
+				}
+			})
+			// Entries made by the run: the count half way through, less
+			// the count before (earlier runs' flows linger in TIME_WAIT).
+			ct := ""
+			if p.key == "kernel" || p.key == "snat" {
+				after := ctStats(lab)
+				for i := range mid {
+					ct += fmt.Sprintf("  h%d +%d ct (%d invalid)", i+1, mid[i]-before[i].entries,
+						after[i].invalid-before[i].invalid)
+				}
+			}
+			t.Logf("round %d  %-18s %9.0f req/s%s", round, p.name, rps[p.key], ct)
 		}
-		k, d, u, h := rps["kernel VIP"], rps["direct h4→h2"], rps["userspace VIP"], rps["haproxy →h2"]
-		t.Logf("round %d  kernel/direct %.2f  kernel/haproxy %.2f  userspace/haproxy %.2f  userspace/direct %.2f",
-			round, k/d, k/h, u/h, u/d)
+		d, h := rps["direct"], rps["haproxy"]
+		line := ""
+		for _, k := range []string{"kernel", "snat", "userspace"} {
+			if v, ok := rps[k]; ok {
+				line += fmt.Sprintf("  %s/direct %.2f  %s/haproxy %.2f", k, v/d, k, v/h)
+			}
+		}
+		if k, s := rps["kernel"], rps["snat"]; k > 0 && s > 0 {
+			line += fmt.Sprintf("  snat/kernel %.2f", s/k)
+		}
+		t.Logf("round %d %s", round, line)
 	}
 	st := px.Stats()
 	t.Logf("proxy stats: %+v", st)
@@ -211,12 +273,27 @@ func waitHTTP(t *testing.T, lab *netlab.Lab, url string) {
 
 // wrk runs wrk from h4 and returns its requests/s; errors fail the test.
 func wrk(t *testing.T, lab *netlab.Lab, conns, secs int, url string) float64 {
+	return wrkWith(t, lab, conns, secs, url, nil)
+}
+
+// wrkWith is wrk calling mid, if not nil, half way through the run.
+func wrkWith(t *testing.T, lab *netlab.Lab, conns, secs int, url string, mid func()) float64 {
 	t.Helper()
-	out, err := lab.Command(4, "wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", url).CombinedOutput()
-	if err != nil {
-		t.Fatalf("wrk %s: %v: %s", url, err, out)
+	cmd := lab.Command(4, "wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", url)
+	var buf strings.Builder
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("wrk %s: %v", url, err)
 	}
-	s := string(out)
+	if mid != nil {
+		time.Sleep(time.Duration(secs) * time.Second / 2) // a sample point in the run, not synchronisation
+		mid()
+	}
+	err := cmd.Wait()
+	s := buf.String()
+	if err != nil {
+		t.Fatalf("wrk %s: %v: %s", url, err, s)
+	}
 	if strings.Contains(s, "Non-2xx") || strings.Contains(s, "Socket errors") {
 		t.Errorf("wrk %s: errors:\n%s", url, s)
 	}
@@ -230,4 +307,50 @@ func wrk(t *testing.T, lab *netlab.Lab, conns, secs int, url string) float64 {
 	}
 	t.Fatalf("wrk %s: no Requests/sec in:\n%s", url, s)
 	return 0
+}
+
+// ctCount is the number of conntrack entries in host i's namespace.
+func ctCount(lab *netlab.Lab, i int) int {
+	out, err := lab.Command(i, "cat", "/proc/sys/net/netfilter/nf_conntrack_count").Output()
+	if err != nil {
+		return -1
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+type ctStat struct {
+	entries int
+	invalid int // packets conntrack found invalid, summed over CPUs
+}
+
+// ctStats reads h1–h3's conntrack entries and the per-CPU counter
+// "invalid" (/proc/net/stat/nf_conntrack, hex columns).
+func ctStats(lab *netlab.Lab) [3]ctStat {
+	var st [3]ctStat
+	for i := range st {
+		st[i].entries = ctCount(lab, i+1)
+		out, err := lab.Command(i+1, "cat", "/proc/net/stat/nf_conntrack").Output()
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) < 2 {
+			continue
+		}
+		head := strings.Fields(lines[0])
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			for j, name := range head {
+				if j >= len(f) {
+					break
+				}
+				if name == "invalid" {
+					v, _ := strconv.ParseUint(f[j], 16, 64)
+					st[i].invalid += int(v)
+				}
+			}
+		}
+	}
+	return st
 }
