@@ -125,6 +125,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		c.FlushChain(dispatchCh)
 		c.FlushChain(identCh)
 		c.FlushChain(rawCh)
+		c.FlushChain(rawOutCh)
 		c.FlushChain(snatCh)
 		c.FlushSet(vipSet)
 	default:
@@ -139,6 +140,8 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		}
 		c.AddChain(&nftables.Chain{Name: rawCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+		c.AddChain(&nftables.Chain{Name: rawOutCh.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw})
 		c.AddChain(&nftables.Chain{Name: snatCh.Name, Table: table, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
@@ -155,6 +158,9 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	// are refilled with the roles.
 	for _, r := range rawRules(p) {
 		c.AddRule(&nftables.Rule{Table: table, Chain: rawCh, Exprs: r})
+	}
+	for _, r := range rawOutRules(p) {
+		c.AddRule(&nftables.Rule{Table: table, Chain: rawOutCh, Exprs: r})
 	}
 	for _, r := range snatRules(p) {
 		c.AddRule(&nftables.Rule{Table: table, Chain: snatCh, Exprs: r})

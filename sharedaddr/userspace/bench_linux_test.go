@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"github.com/corralhq/corral/internal/netlab"
 	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/corralhq/corral/sharedaddr/kernel"
+	"github.com/google/nftables"
 )
 
 // TestBenchSharedAddr is bench/sharedaddr.sh's lab (issue 13, Measure;
@@ -53,6 +56,7 @@ func TestBenchSharedAddr(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every process runs inside the lab; netlab's cleanup kills what is left.
+	var nginx []int // pids of the nginx masters ("ip netns exec" execs in place)
 	start := func(host int, name string, args ...string) {
 		cmd := lab.Command(host, name, args...)
 		out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-h%d.log", name, host)))
@@ -62,6 +66,9 @@ func TestBenchSharedAddr(t *testing.T) {
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("%s on h%d: %v", name, host, err)
+		}
+		if name == "nginx" {
+			nginx = append(nginx, cmd.Process.Pid)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
 	}
@@ -127,19 +134,31 @@ backend all
 		t.Cleanup(func() { d.Close() })
 		dps = append(dps, d)
 	}
+	// "tracked" is the snat plan as it was before served flows were kept
+	// out of conntrack: the plan's raw output chain emptied, and the raw
+	// prerouting chain of the nodes that do not own the address, which
+	// then hold only those rules.
 	snat := ""
-	apply := func(with string) {
+	var apply func(with string)
+	apply = func(with string) {
 		if with == snat {
 			return
+		}
+		if snat == "tracked" {
+			snat = "" // the flushed chains are not in the fingerprints: rebuild
+			apply("off")
 		}
 		for i, d := range dps {
 			a := kernel.Addr{VIP: vip, Policy: ctl.Weighted, Owner: i == 0, Serve: true,
 				Services: []kernel.Service{{Proto: kernel.TCP, Port: plain, Table: buckets}}}
-			if with == "snat" {
+			if with != "off" {
 				a.Slices = leased
 			}
 			if err := d.Apply(context.Background(), kernel.Plan{Self: uint64(i + 1), Nodes: nodes, Addrs: []kernel.Addr{a}}); err != nil {
 				t.Fatalf("apply on h%d: %v", i+1, err)
+			}
+			if with == "tracked" {
+				flushRaw(t, lab, i+1, i != 0)
 			}
 		}
 		snat = with
@@ -181,6 +200,7 @@ backend all
 		{"direct", "direct h4→h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(2), plain), "off"},
 		{"kernel", "kernel VIP", fmt.Sprintf("http://%s:%d/1k", vip, plain), "off"},
 		{"snat", "kernel VIP +snat", fmt.Sprintf("http://%s:%d/1k", vip, plain), "snat"},
+		{"tracked", "kernel +snat, ct", fmt.Sprintf("http://%s:%d/1k", vip, plain), "tracked"},
 		{"userspace", "userspace VIP", fmt.Sprintf("http://%s:%d/1k", vip, usPort), "off"},
 		{"haproxy", "haproxy →h2", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haOne), "off"},
 		{"haproxyrr", "haproxy rr h1–h3", fmt.Sprintf("http://%s:%d/1k", lab.Addr(1), haRound), "off"},
@@ -194,29 +214,50 @@ backend all
 		waitHTTP(t, lab, p.url)
 	}
 	t.Logf("wrk -t1 -c%d -d%ds, 1 KiB file, nginx 1 worker per node; backends of the user-space path: nginx listen proxy_protocol", conns, secs)
+	all := map[string][]float64{}
 	for round := 1; round <= envInt("ROUNDS", 2); round++ {
 		rps := map[string]float64{}
-		for _, p := range paths {
+		order := slices.Clone(paths)
+		if round%2 == 0 {
+			slices.Reverse(order) // ABBA: drift of the machine's load falls on every path alike
+		}
+		for _, p := range order {
 			apply(p.snat)
 			before := ctStats(lab)
+			cpu0 := procCPU(nginx)
 			var mid [3]int
-			rps[p.key] = wrkWith(t, lab, conns, secs, p.url, func() {
+			r := wrkWith(t, lab, conns, secs, p.url, func() {
 				for i := range mid {
 					mid[i] = ctCount(lab, i+1)
 				}
 			})
+			rps[p.key] = r.rps
+			// CPU time per request of the servers and the client (whose
+			// system time carries the softirq of the packets it sends,
+			// through the owner's hop): less swayed by the other load on
+			// the machine than req/s.
+			cpu := (procCPU(nginx) - cpu0 + r.cpu).Seconds() * 1e6 / float64(max(r.requests, 1))
+			all[p.key+" µs/req"] = append(all[p.key+" µs/req"], cpu)
 			// Entries made by the run: the count half way through, less
 			// the count before (earlier runs' flows linger in TIME_WAIT).
 			ct := ""
-			if p.key == "kernel" || p.key == "snat" {
+			if p.snat != "off" {
 				after := ctStats(lab)
 				for i := range mid {
 					ct += fmt.Sprintf("  h%d +%d ct (%d invalid)", i+1, mid[i]-before[i].entries,
 						after[i].invalid-before[i].invalid)
 				}
 			}
-			t.Logf("round %d  %-18s %9.0f req/s%s", round, p.name, rps[p.key], ct)
+			t.Logf("round %d  %-18s %9.0f req/s  %5.1f µs cpu/req%s", round, p.name, rps[p.key], cpu, ct)
+			all[p.key] = append(all[p.key], rps[p.key])
 		}
+		all["snat/kernel"] = append(all["snat/kernel"], rps["snat"]/rps["kernel"])
+		all["tracked/kernel"] = append(all["tracked/kernel"], rps["tracked"]/rps["kernel"])
+		all["snat/tracked"] = append(all["snat/tracked"], rps["snat"]/rps["tracked"])
+		all["kernel/direct"] = append(all["kernel/direct"], rps["kernel"]/rps["direct"])
+		all["snat/direct"] = append(all["snat/direct"], rps["snat"]/rps["direct"])
+		all["kernel/haproxy"] = append(all["kernel/haproxy"], rps["kernel"]/rps["haproxy"])
+		all["snat/haproxy"] = append(all["snat/haproxy"], rps["snat"]/rps["haproxy"])
 		d, h := rps["direct"], rps["haproxy"]
 		line := ""
 		for _, k := range []string{"kernel", "snat", "userspace"} {
@@ -228,6 +269,15 @@ backend all
 			line += fmt.Sprintf("  snat/kernel %.2f", s/k)
 		}
 		t.Logf("round %d %s", round, line)
+	}
+	// Medians over the rounds, of req/s and of the rounds' ratios.
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		v := slices.DeleteFunc(all[k], func(x float64) bool { return x == 0 || math.IsNaN(x) || math.IsInf(x, 0) })
+		if len(v) == 0 {
+			continue
+		}
+		slices.Sort(v)
+		t.Logf("median %-15s %9.2f  (min %.2f, max %.2f, %d rounds)", k, median(v), v[0], v[len(v)-1], len(v))
 	}
 	st := px.Stats()
 	t.Logf("proxy stats: %+v", st)
@@ -273,11 +323,17 @@ func waitHTTP(t *testing.T, lab *netlab.Lab, url string) {
 
 // wrk runs wrk from h4 and returns its requests/s; errors fail the test.
 func wrk(t *testing.T, lab *netlab.Lab, conns, secs int, url string) float64 {
-	return wrkWith(t, lab, conns, secs, url, nil)
+	return wrkWith(t, lab, conns, secs, url, nil).rps
+}
+
+type wrkResult struct {
+	rps      float64
+	requests int
+	cpu      time.Duration // wrk's user and system time
 }
 
 // wrkWith is wrk calling mid, if not nil, half way through the run.
-func wrkWith(t *testing.T, lab *netlab.Lab, conns, secs int, url string, mid func()) float64 {
+func wrkWith(t *testing.T, lab *netlab.Lab, conns, secs int, url string, mid func()) wrkResult {
 	t.Helper()
 	cmd := lab.Command(4, "wrk", "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s", url)
 	var buf strings.Builder
@@ -297,16 +353,85 @@ func wrkWith(t *testing.T, lab *netlab.Lab, conns, secs int, url string, mid fun
 	if strings.Contains(s, "Non-2xx") || strings.Contains(s, "Socket errors") {
 		t.Errorf("wrk %s: errors:\n%s", url, s)
 	}
+	r := wrkResult{cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	for _, line := range strings.Split(s, "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "Requests/sec:" {
-			v, err := strconv.ParseFloat(f[1], 64)
-			if err == nil {
-				return v
-			}
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Requests/sec:" {
+			r.rps, _ = strconv.ParseFloat(f[1], 64)
+		}
+		if len(f) >= 3 && f[1] == "requests" && f[2] == "in" {
+			r.requests, _ = strconv.Atoi(f[0])
 		}
 	}
-	t.Fatalf("wrk %s: no Requests/sec in:\n%s", url, s)
-	return 0
+	if r.rps == 0 {
+		t.Fatalf("wrk %s: no Requests/sec in:\n%s", url, s)
+	}
+	return r
+}
+
+// procCPU is the user and system time of the processes pids and of
+// their children (nginx's workers), from /proc.
+func procCPU(pids []int) time.Duration {
+	want := map[int]bool{}
+	for _, p := range pids {
+		want[p] = true
+	}
+	var ticks int64
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after "(comm)": state ppid … utime (14) stime (15).
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b)[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if want[pid] || want[ppid] {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + st
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// flushRaw empties host i's raw output chain of the shared-address table,
+// and its raw prerouting chain if prerouting.
+func flushRaw(t *testing.T, lab *netlab.Lab, i int, prerouting bool) {
+	t.Helper()
+	ns, err := os.Open("/var/run/netns/" + lab.Namespace(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &nftables.Table{Name: kernel.TableName, Family: nftables.TableFamilyIPv4}
+	c.FlushChain(&nftables.Chain{Name: "rawout", Table: tbl})
+	if prerouting {
+		c.FlushChain(&nftables.Chain{Name: "raw", Table: tbl})
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("h%d: flush raw chains: %v", i, err)
+	}
 }
 
 // ctCount is the number of conntrack entries in host i's namespace.
