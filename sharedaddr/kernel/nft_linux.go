@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/google/nftables"
@@ -243,7 +244,21 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 			}
 		}
 		// Slices before services: a reply to a node's own flow is
-		// never dispatched as a new flow.
+		// never dispatched as a new flow. A service whose port is in no
+		// slice matches none of their packets, so it goes first, and its
+		// flows' packets pass no slice rule on the way.
+		var after []int
+		for j, s := range a.Services {
+			if s.Port == 0 || slices.ContainsFunc(a.Slices, func(sl Slice) bool {
+				return sl.Proto == s.Proto && sl.First <= s.Port && s.Port <= sl.Last
+			}) {
+				after = append(after, j)
+				continue
+			}
+			if err := addService(c, ch, k, j, a, marks, aff[j]); err != nil {
+				return err
+			}
+		}
 		for _, sl := range a.Slices {
 			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(l4(sl.Proto),
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -254,45 +269,56 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 				&expr.Verdict{Kind: expr.VerdictAccept},
 			)})
 		}
-		for j, s := range a.Services {
-			bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
-				KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}
-			bs := make([]nftables.SetElement, len(s.Table))
-			for b, n := range s.Table {
-				bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
-					Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
+		for _, j := range after {
+			if err := addService(c, ch, k, j, a, marks, aff[j]); err != nil {
+				return err
 			}
-			if err := addSet(c, bm, bs); err != nil {
-				return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
-			}
-			match := l4(s.Proto)
-			if s.Port != 0 {
-				match = append(match,
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
-			}
-			if f := aff[j]; f != nil {
-				for _, r := range affineRules(match, f, bm, len(s.Table), a.Affinity) {
-					c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: r})
-				}
-			}
-			// The plain rule; behind the affine ones, it steers a client
-			// that a full affinity map has no room for.
-			ex := append(match, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
-			n := uint32(4)
-			if a.Policy == ctl.Weighted {
-				ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
-				n = 8
-			}
-			ex = append(ex,
-				&expr.Hash{SourceRegister: 1, DestRegister: 1, Length: n, Modulus: uint32(len(s.Table)), Seed: HashSeed, Type: expr.HashTypeJenkins},
-				&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: bm.Name, SetID: bm.ID},
-				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			)
-			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
 		}
 	}
+	return nil
+}
+
+// addService adds service j of address k (a): its table map and its
+// rules, the affine ones first when f, its port group's affinity map, is
+// not nil.
+func addService(c *nftables.Conn, ch *nftables.Chain, k, j int, a Addr, marks map[uint64]uint32, f *nftables.Set) error {
+	s := a.Services[j]
+	bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}
+	bs := make([]nftables.SetElement, len(s.Table))
+	for b, n := range s.Table {
+		bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
+			Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
+	}
+	if err := addSet(c, bm, bs); err != nil {
+		return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
+	}
+	match := l4(s.Proto)
+	if s.Port != 0 {
+		match = append(match,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
+	}
+	if f != nil {
+		for _, r := range affineRules(match, f, bm, len(s.Table), a.Affinity) {
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: r})
+		}
+	}
+	// The plain rule; behind the affine ones, it steers a client
+	// that a full affinity map has no room for.
+	ex := append(match, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
+	n := uint32(4)
+	if a.Policy == ctl.Weighted {
+		ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+		n = 8
+	}
+	ex = append(ex,
+		&expr.Hash{SourceRegister: 1, DestRegister: 1, Length: n, Modulus: uint32(len(s.Table)), Seed: HashSeed, Type: expr.HashTypeJenkins},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: bm.Name, SetID: bm.ID},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	)
+	c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
 	return nil
 }
 
