@@ -136,11 +136,17 @@
 // owner only (only its chains jump to the maps): a new owner starts
 // without them, and its clients follow the table until they have one.
 //
-// A change of the tables rebuilds the nft table, maps included, so Apply
-// reads the entries first and puts back those whose node is still in the
-// new group's table, with the time they had left (at most the new
-// timeout) and the node's new mark (marks are renumbered when the plan's
-// nodes change). An entry whose node left the table (it stopped
+// A change of the tables' shape rebuilds the nft table, maps included.
+// A change of only the nodes buckets and exceptions name (a weight
+// change, a drain) patches the maps instead: the batch that refills the
+// roles deletes and re-adds just the elements that moved (a 65537-bucket
+// table with a sixth of it moved: 0.1–0.23 s, against 0.39–0.47 s for
+// the rebuild, in the tests), and leaves the affinity maps as they are —
+// unless an affine address's table gains or loses a node, which
+// rebuilds. A rebuild reads the affinity entries first and puts back
+// those whose node is still in the new group's table, with the time they
+// had left (at most the new timeout) and the node's new mark (marks are
+// renumbered when the plan's nodes change). An entry whose node left the table (it stopped
 // listening, was drained to weight 0, or left) is dropped: its client's
 // next flow follows the new table at once. Entries made between the read
 // and the commit are lost, and so are all after a restart (the old plan,

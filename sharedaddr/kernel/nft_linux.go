@@ -117,11 +117,17 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	}
 	fpTables, fpRoles := p.fingerprints()
 	haveTables, haveRoles := installed(c)
+	patched := false
+	if haveTables != fpTables && haveTables != "" {
+		if patched, err = d.patch(c, haveTables, p, marks); err != nil {
+			return err
+		}
+	}
 	switch {
 	case haveTables == fpTables && haveRoles == fpRoles:
-		d.applied = &applied{plan: p, marks: marks}
+		d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
 		return nil
-	case haveTables == fpTables:
+	case haveTables == fpTables || patched:
 		c.FlushChain(planCh)
 		c.FlushChain(dispatchCh)
 		c.FlushChain(identCh)
@@ -197,7 +203,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		d.applied = nil // unknown: the next rebuild carries nothing over
 		return fmt.Errorf("kernel: nft batch: %w", err)
 	}
-	d.applied = &applied{plan: p, marks: marks}
+	d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
 	return nil
 }
 
@@ -220,15 +226,11 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 			}
 		}
 		if len(a.Exceptions) > 0 {
-			exc := &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
-				KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
+			exc := exceptionSet(k)
 			var xs []nftables.SetElement
 			for _, e := range a.Exceptions {
-				ip := e.Client.Addr().As4()
-				key := make([]byte, 8)
-				copy(key, ip[:])
-				copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
-				xs = append(xs, nftables.SetElement{Key: key, Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
+				key := exceptionKey(e)
+				xs = append(xs, nftables.SetElement{Key: key[:], Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
 			}
 			if err := addSet(c, exc, xs); err != nil {
 				return fmt.Errorf("kernel: nft exceptions of %v: %w", a.VIP, err)
@@ -276,6 +278,23 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 		}
 	}
 	return nil
+}
+
+// exceptionSet is address k's map of exceptions, client address and
+// port → mark.
+func exceptionSet(k int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
+}
+
+// exceptionKey is e's key in the map: the client's address and port,
+// network order.
+func exceptionKey(e Exception) [8]byte {
+	var key [8]byte
+	ip := e.Client.Addr().As4()
+	copy(key[:], ip[:])
+	copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
+	return key
 }
 
 // addService adds service j of address k (a): its table map and its
