@@ -8,7 +8,9 @@
 #   h4→HAProxy 2.6 tcp mode on h1 in front of h2, and balancing h1–h3 round robin.
 # Prints req/s per path and the ratios to direct and to HAProxy, and snat/kernel.
 # Usage (root): bench/sharedaddr.sh        Env: SECS (8), CONNS (64), ROUNDS (2),
-#   PATHS (comma-separated of direct,kernel,snat,userspace,haproxy,haproxyrr; all by default).
+#   PATHS (comma-separated of direct,kernel,snat,tracked,userspace,haproxy,haproxyrr; all by default;
+#   tracked: the snat plan with its notrack rules flushed). Also CPU µs per request (nginx h1–h3 + wrk;
+#   HAProxy's own time is not in it) and medians over the rounds; even rounds run the paths in reverse.
 # The lab is TestBenchSharedAddr in sharedaddr/userspace, gated by CORRAL_BENCH_SHAREDADDR=1.
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
