@@ -21,8 +21,9 @@ const affSize = 1 << 20
 // its marks, so that the next rebuild can carry the affinity entries
 // over (an entry's value is a mark, whose node only the plan knows).
 type applied struct {
-	plan  Plan
-	marks map[uint64]uint32
+	plan   Plan
+	marks  map[uint64]uint32
+	tables string // plan's tables fingerprint
 }
 
 // affName is the affinity map of port group g of address k.

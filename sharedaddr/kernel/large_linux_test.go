@@ -89,3 +89,76 @@ func TestLargeTable(t *testing.T) {
 		c.c.Close()
 	}
 }
+
+// TestWeightChangePatch: a weight change of a 65537-bucket table on the
+// owner updates only the buckets that move, in place (the address
+// chain's rules keep their handles), and the dispatch follows the new
+// table at once. A data path without the old plan in memory (a restart)
+// rebuilds the table; both times are logged.
+func TestWeightChangePatch(t *testing.T) {
+	l := newLab(t, 4)
+	ctx := context.Background()
+	table := ctl.Build(uneven, ctl.TableSize)
+	from := func(port uint16) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr(l.lab.Addr(client)), port)
+	}
+	exc := []Exception{{Client: from(19999), Node: 3}, {Client: from(19998), Node: 3}}
+	plan := func(self int) Plan {
+		p := l.plan(self, 1, even, exc)
+		p.Addrs[0].Services[0].Table = table
+		return p
+	}
+	for i := 1; i <= 3; i++ {
+		if err := l.dp[i].Apply(ctx, plan(i)); err != nil {
+			t.Fatalf("apply on h%d: %v", i, err)
+		}
+	}
+	before := nftLines(l.state(1))
+	fp, err := l.dp[1].Installed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table = ctl.Build(even, ctl.TableSize)
+	// One exception moves, one goes, one comes.
+	exc = []Exception{{Client: from(19999), Node: 2}, {Client: from(19997), Node: 3}}
+	moved := 0
+	for b, n := range ctl.Build(uneven, ctl.TableSize) {
+		if table[b] != n {
+			moved++
+		}
+	}
+	start := time.Now()
+	if err := l.dp[1].Apply(ctx, plan(1)); err != nil {
+		t.Fatal(err)
+	}
+	patched := time.Since(start)
+	// h2 as after a restart: a new data path, which knows no old plan.
+	d2, err := Open("/var/run/netns/"+l.lab.Namespace(2), "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	start = time.Now()
+	if err := d2.Apply(ctx, plan(2)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("weight change, %d of %d buckets moved: patched on the owner in %v; rebuilt without the old plan in %v",
+		moved, len(table), patched, time.Since(start))
+	if after := nftLines(l.state(1)); after != before {
+		t.Errorf("the weight change rebuilt the owner's maps\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if now, err := l.dp[1].Installed(); err != nil || now == fp {
+		t.Errorf("the owner's tables fingerprint %q after the change (was %q, %v): want the new plan's", now, fp, err)
+	}
+	checkSplit(t, l.spread(600, table), even)
+	for _, port := range []uint16{19999, 19998, 19997} {
+		c, err := l.dialFrom(ctx, port)
+		if err != nil {
+			t.Fatalf("from port %d: %v", port, err)
+		}
+		c.c.Close()
+		if want := predict(table, exc, from(port)); c.node != want {
+			t.Errorf("%v on h%d after the change, want h%d", c.local(), c.node, want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/corralhq/corral/sharedaddr/ctl"
 	"github.com/google/nftables"
@@ -116,15 +117,22 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	}
 	fpTables, fpRoles := p.fingerprints()
 	haveTables, haveRoles := installed(c)
+	patched := false
+	if haveTables != fpTables && haveTables != "" {
+		if patched, err = d.patch(c, haveTables, p, marks); err != nil {
+			return err
+		}
+	}
 	switch {
 	case haveTables == fpTables && haveRoles == fpRoles:
-		d.applied = &applied{plan: p, marks: marks}
+		d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
 		return nil
-	case haveTables == fpTables:
+	case haveTables == fpTables || patched:
 		c.FlushChain(planCh)
 		c.FlushChain(dispatchCh)
 		c.FlushChain(identCh)
 		c.FlushChain(rawCh)
+		c.FlushChain(rawOutCh)
 		c.FlushChain(snatCh)
 		c.FlushSet(vipSet)
 	default:
@@ -139,6 +147,8 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		}
 		c.AddChain(&nftables.Chain{Name: rawCh.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+		c.AddChain(&nftables.Chain{Name: rawOutCh.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw})
 		c.AddChain(&nftables.Chain{Name: snatCh.Name, Table: table, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 		c.AddChain(&nftables.Chain{Name: dispatchCh.Name, Table: table, Type: nftables.ChainTypeFilter,
@@ -155,6 +165,9 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 	// are refilled with the roles.
 	for _, r := range rawRules(p) {
 		c.AddRule(&nftables.Rule{Table: table, Chain: rawCh, Exprs: r})
+	}
+	for _, r := range rawOutRules(p) {
+		c.AddRule(&nftables.Rule{Table: table, Chain: rawOutCh, Exprs: r})
 	}
 	for _, r := range snatRules(p) {
 		c.AddRule(&nftables.Rule{Table: table, Chain: snatCh, Exprs: r})
@@ -190,7 +203,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		d.applied = nil // unknown: the next rebuild carries nothing over
 		return fmt.Errorf("kernel: nft batch: %w", err)
 	}
-	d.applied = &applied{plan: p, marks: marks}
+	d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
 	return nil
 }
 
@@ -213,15 +226,11 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 			}
 		}
 		if len(a.Exceptions) > 0 {
-			exc := &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
-				KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
+			exc := exceptionSet(k)
 			var xs []nftables.SetElement
 			for _, e := range a.Exceptions {
-				ip := e.Client.Addr().As4()
-				key := make([]byte, 8)
-				copy(key, ip[:])
-				copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
-				xs = append(xs, nftables.SetElement{Key: key, Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
+				key := exceptionKey(e)
+				xs = append(xs, nftables.SetElement{Key: key[:], Val: binaryutil.NativeEndian.PutUint32(markOf(marks[e.Node]))})
 			}
 			if err := addSet(c, exc, xs); err != nil {
 				return fmt.Errorf("kernel: nft exceptions of %v: %w", a.VIP, err)
@@ -237,7 +246,21 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 			}
 		}
 		// Slices before services: a reply to a node's own flow is
-		// never dispatched as a new flow.
+		// never dispatched as a new flow. A service whose port is in no
+		// slice matches none of their packets, so it goes first, and its
+		// flows' packets pass no slice rule on the way.
+		var after []int
+		for j, s := range a.Services {
+			if s.Port == 0 || slices.ContainsFunc(a.Slices, func(sl Slice) bool {
+				return sl.Proto == s.Proto && sl.First <= s.Port && s.Port <= sl.Last
+			}) {
+				after = append(after, j)
+				continue
+			}
+			if err := addService(c, ch, k, j, a, marks, aff[j]); err != nil {
+				return err
+			}
+		}
 		for _, sl := range a.Slices {
 			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: append(l4(sl.Proto),
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -248,45 +271,73 @@ func addTables(c *nftables.Conn, p Plan, marks map[uint64]uint32, carry map[stri
 				&expr.Verdict{Kind: expr.VerdictAccept},
 			)})
 		}
-		for j, s := range a.Services {
-			bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
-				KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}
-			bs := make([]nftables.SetElement, len(s.Table))
-			for b, n := range s.Table {
-				bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
-					Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
+		for _, j := range after {
+			if err := addService(c, ch, k, j, a, marks, aff[j]); err != nil {
+				return err
 			}
-			if err := addSet(c, bm, bs); err != nil {
-				return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
-			}
-			match := l4(s.Proto)
-			if s.Port != 0 {
-				match = append(match,
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
-			}
-			if f := aff[j]; f != nil {
-				for _, r := range affineRules(match, f, bm, len(s.Table), a.Affinity) {
-					c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: r})
-				}
-			}
-			// The plain rule; behind the affine ones, it steers a client
-			// that a full affinity map has no room for.
-			ex := append(match, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
-			n := uint32(4)
-			if a.Policy == ctl.Weighted {
-				ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
-				n = 8
-			}
-			ex = append(ex,
-				&expr.Hash{SourceRegister: 1, DestRegister: 1, Length: n, Modulus: uint32(len(s.Table)), Seed: HashSeed, Type: expr.HashTypeJenkins},
-				&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: bm.Name, SetID: bm.ID},
-				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			)
-			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
 		}
 	}
+	return nil
+}
+
+// exceptionSet is address k's map of exceptions, client address and
+// port → mark.
+func exceptionSet(k int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("x%d", k), IsMap: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), DataType: nftables.TypeMark}
+}
+
+// exceptionKey is e's key in the map: the client's address and port,
+// network order.
+func exceptionKey(e Exception) [8]byte {
+	var key [8]byte
+	ip := e.Client.Addr().As4()
+	copy(key[:], ip[:])
+	copy(key[4:], binaryutil.BigEndian.PutUint16(e.Client.Port()))
+	return key
+}
+
+// addService adds service j of address k (a): its table map and its
+// rules, the affine ones first when f, its port group's affinity map, is
+// not nil.
+func addService(c *nftables.Conn, ch *nftables.Chain, k, j int, a Addr, marks map[uint64]uint32, f *nftables.Set) error {
+	s := a.Services[j]
+	bm := &nftables.Set{Table: table, Name: fmt.Sprintf("b%d_%d", k, j), IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeMark}
+	bs := make([]nftables.SetElement, len(s.Table))
+	for b, n := range s.Table {
+		bs[b] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(b)),
+			Val: binaryutil.NativeEndian.PutUint32(markOf(marks[n]))}
+	}
+	if err := addSet(c, bm, bs); err != nil {
+		return fmt.Errorf("kernel: nft table of %v %d/%d: %w", a.VIP, s.Proto, s.Port, err)
+	}
+	match := l4(s.Proto)
+	if s.Port != 0 {
+		match = append(match,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(s.Port)})
+	}
+	if f != nil {
+		for _, r := range affineRules(match, f, bm, len(s.Table), a.Affinity) {
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: r})
+		}
+	}
+	// The plain rule; behind the affine ones, it steers a client
+	// that a full affinity map has no room for.
+	ex := append(match, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
+	n := uint32(4)
+	if a.Policy == ctl.Weighted {
+		ex = append(ex, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+		n = 8
+	}
+	ex = append(ex,
+		&expr.Hash{SourceRegister: 1, DestRegister: 1, Length: n, Modulus: uint32(len(s.Table)), Seed: HashSeed, Type: expr.HashTypeJenkins},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: bm.Name, SetID: bm.ID},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	)
+	c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: ex})
 	return nil
 }
 

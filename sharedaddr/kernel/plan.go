@@ -282,9 +282,9 @@ func (p *Plan) fingerprints() (tables, roles string) {
 		}
 		q.Addrs[i].Owner, q.Addrs[i].Serve, q.Addrs[i].Ident = false, false, Ident{}
 	}
-	// "/3": tables built before the ident chain (2) or the snat chain
-	// (3) existed are rebuilt.
-	tables = digest("corral-tables/3:", q)
+	// "/4": tables built before the ident chain (2), the snat chain (3)
+	// or the raw output chain (4) existed are rebuilt.
+	tables = digest("corral-tables/4:", q)
 	return tables, digest("corral-roles:"+tables+":", r)
 }
 

@@ -12,12 +12,14 @@ import (
 
 // The client side of unmodified applications (see the package doc): the
 // chain "snat" maps the source port of a flow this node originates from
-// an address, outside its slice, into its slice; the raw chain lets the
-// owner's conntrack see the replies to its own flows, which it needs to
-// undo that mapping.
+// an address, outside its slice, into its slice; the raw chains keep
+// the flows a node serves out of conntrack, and let the owner's
+// conntrack see the replies to its own flows, which it needs to undo
+// that mapping.
 var (
-	rawCh  = &nftables.Chain{Name: "raw", Table: table}
-	snatCh = &nftables.Chain{Name: "snat", Table: table}
+	rawCh    = &nftables.Chain{Name: "raw", Table: table}
+	rawOutCh = &nftables.Chain{Name: "rawout", Table: table}
+	snatCh   = &nftables.Chain{Name: "snat", Table: table}
 )
 
 // ownSlices returns the slices of a the node self leases, of proto.
@@ -31,16 +33,74 @@ func ownSlices(a *Addr, self uint64, proto uint8) []Slice {
 	return own
 }
 
-// rawRules are the raw prerouting chain's: on the owner, a packet to an
-// address whose destination port is in one of the node's own slices is
-// the reply to a flow the node originated, and stays tracked (its flow
-// may be source-NATed); every other packet to an owned address is
-// untracked, as the dispatch wants.
+// servedPorts are the ports of a's services of proto whose flows stay
+// out of conntrack on this node: every port a table names, but a port
+// in one of the node's own slices (a reply to a flow it originated may
+// come to it) and StickyWild's every-port table (its flows cannot be
+// told from the node's own by port).
+func servedPorts(a *Addr, self uint64, proto uint8) []uint16 {
+	own := ownSlices(a, self, proto)
+	var ports []uint16
+	for _, s := range a.Services {
+		if s.Proto != proto || s.Port == 0 || slices.ContainsFunc(own, func(sl Slice) bool { return sl.First <= s.Port && s.Port <= sl.Last }) {
+			continue
+		}
+		ports = append(ports, s.Port)
+	}
+	return ports
+}
+
+// servedRule is "ip daddr VIP th dport PORT notrack" (to) or "ip saddr
+// VIP th sport PORT notrack" (!to).
+func servedRule(vip netip.Addr, proto uint8, port uint16, to bool) []expr.Any {
+	v := vip.As4()
+	addr, th := uint32(12), uint32(0) // saddr, sport
+	if to {
+		addr, th = 16, 2 // daddr, dport
+	}
+	return append(append([]expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: addr, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v[:]},
+	}, l4(proto)...),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: th, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Notrack{},
+	)
+}
+
+// rawOutRules are the raw output chain's: a packet from an address's
+// served port (servedPorts) is a reply to a flow in, which no snat rule
+// may map, and stays out of conntrack, as the flow's packets in do.
+func rawOutRules(p Plan) [][]expr.Any {
+	var rs [][]expr.Any
+	for i := range p.Addrs {
+		a := &p.Addrs[i]
+		for _, proto := range []uint8{TCP, UDP} {
+			for _, port := range servedPorts(a, p.Self, proto) {
+				rs = append(rs, servedRule(a.VIP, proto, port, false))
+			}
+		}
+	}
+	return rs
+}
+
+// rawRules are the raw prerouting chain's. On a node that does not own
+// an address, a packet to a served port (servedPorts) belongs to a flow
+// in and is untracked. On the owner, a packet to an address whose
+// destination port is in one of the node's own slices is the reply to a
+// flow the node originated, and stays tracked (its flow may be
+// source-NATed); every other packet to an owned address is untracked, as
+// the dispatch wants.
 func rawRules(p Plan) [][]expr.Any {
 	var rs [][]expr.Any
 	for i := range p.Addrs {
 		a := &p.Addrs[i]
 		if !a.Owner {
+			for _, proto := range []uint8{TCP, UDP} {
+				for _, port := range servedPorts(a, p.Self, proto) {
+					rs = append(rs, servedRule(a.VIP, proto, port, true))
+				}
+			}
 			continue
 		}
 		v := a.VIP.As4()
@@ -72,8 +132,9 @@ func rawRules(p Plan) [][]expr.Any {
 // packet, so a flow keeps its mapping, and a flow that came in (tracked
 // on a serving node) is never matched: its packets out are replies.
 //
-// On the owner, flows in are untracked, and its replies to them start
-// flows in conntrack's eyes. TCP is told apart by the first packet: only
+// On the owner, flows in are untracked, and its replies to them that
+// rawOutRules leave tracked (StickyWild's, a port in its own slice)
+// start flows in conntrack's eyes. TCP is told apart by the first packet: only
 // a flow that starts with a bare SYN is one the node originated (a reply
 // starts with SYN-ACK, invalid to conntrack, or with an ACK it picks up
 // mid-stream). UDP has no such mark: a datagram from a port the address

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,6 +307,79 @@ func TestUnmodifiedClientRoles(t *testing.T) {
 	for _, c := range held {
 		if err := c.ping(); err != nil {
 			t.Errorf("h%d's mapped flow from %v across the change of owner: %v", c.node, c.local(), err)
+		}
+	}
+}
+
+// TestServedFlowsUntracked: with every node leasing slices (so their
+// snat rules turn conntrack on), flows in to a service port and their
+// replies stay out of conntrack on every node, owner included, while a
+// node's own flow from the address is still tracked and mapped.
+func TestServedFlowsUntracked(t *testing.T) {
+	l := newLab(t, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		for _, proto := range []uint8{TCP, UDP} {
+			l.slices = append(l.slices, Slice{Proto: proto, First: uint16(40000 + 1000*(i-1)), Last: uint16(40999 + 1000*(i-1)), Node: uint64(i)})
+		}
+	}
+	l.applyAll(1, even, nil, 1, 2, 3)
+	entries := func(i int) int {
+		var n int
+		if err := l.dp[i].in(func() error {
+			b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_count")
+			if err == nil {
+				n, err = strconv.Atoi(strings.TrimSpace(string(b)))
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("h%d: conntrack count: %v", i, err)
+		}
+		return n
+	}
+	var held []*conn
+	defer func() {
+		for _, c := range held {
+			c.c.Close()
+		}
+	}()
+	served := map[int]int{}
+	for range 30 {
+		c, err := l.dial(ctx)
+		if err != nil {
+			t.Fatalf("h4 to VIP:%d: %v", port, err)
+		}
+		held = append(held, c)
+		if err := c.ping(); err != nil {
+			t.Errorf("h4 to h%d: echo: %v", c.node, err)
+		}
+		served[c.node]++
+	}
+	if len(served) != 3 {
+		t.Errorf("flows in went to %v, want all three nodes", served)
+	}
+	for i := 1; i <= 3; i++ {
+		if n := entries(i); n != 0 {
+			t.Errorf("h%d holds %d conntrack entries for %d flows in; want 0", i, n, served[i])
+		}
+	}
+	// Control: conntrack is on, and sees the node's own flow.
+	l.outside()
+	c, err := l.dialOut(ctx, 2, 0)
+	if err != nil {
+		t.Fatalf("h2 from VIP:0: %v", err)
+	}
+	held = append(held, c)
+	if seen, err := netip.ParseAddrPort(c.seen); err != nil || seen.Port() < 41000 || seen.Port() > 41999 {
+		t.Errorf("h5 saw h2's flow from %s, want VIP:41000-41999", c.seen)
+	}
+	if n := entries(2); n == 0 {
+		t.Errorf("h2 holds no conntrack entry for its own mapped flow")
+	}
+	for _, c := range held {
+		if err := c.ping(); err != nil {
+			t.Errorf("h%d's flow from %v: %v", c.node, c.local(), err)
 		}
 	}
 }
