@@ -40,7 +40,8 @@ type Limits struct {
 	HistMaxBytes  int
 	// A subscriber with more than LagEvents events, or LagBytes bytes,
 	// published since it subscribed and not yet handed to its sink (with
-	// what a QueuedSink holds unread) is disconnected.
+	// what a QueuedSink holds unread) is disconnected; the events of the
+	// newest log entry published are not counted (lagLocked).
 	LagEvents int
 	LagBytes  int
 	// Flush bounds how long Close waits for subscribers to take what was
@@ -63,7 +64,7 @@ func DefaultLimits() Limits {
 		HistEvents:    4096,
 		HistKeepBytes: 2 * transport.DefaultQueueBytes,
 		HistMaxBytes:  64 << 20,
-		LagEvents:     1024,
+		LagEvents:     16384,
 		LagBytes:      4 << 20,
 		Flush:         time.Second,
 
@@ -160,6 +161,11 @@ type subscriber struct {
 	// Guarded by Stream.mu.
 	pos        uint64 // next stream position to look at
 	lagN, lagB uint64 // events (and bytes) wanted at positions >= joined not yet handed to the sink
+	// The lag's part of the newest log entry counted (entry, 0 for a
+	// local event): one entry's events are published in one burst, and a
+	// subscriber is not behind for not having been sent them yet.
+	entry          uint64
+	entryN, entryB uint64
 	state      subState
 	code       proto.Code // for subBehind: the Close code
 	why        string     // for subBehind: the Close text
@@ -319,7 +325,7 @@ func (s *Stream) Publish(ev events.Event) error {
 		}
 		// A gated subscriber that the dispatch holds back could not be
 		// sent this event: it is not lag.
-		if !sub.held && !s.lagLocked(sub, len(body)) {
+		if !sub.held && !s.lagLocked(sub, events.SeqIndex(ev.Seq), len(body)) {
 			continue
 		}
 		signal(sub.wake)
@@ -330,17 +336,29 @@ func (s *Stream) Publish(ev events.Event) error {
 	return nil
 }
 
-// lagLocked counts an event of n bytes in sub's lag and disconnects sub
-// if that is too much. It reports whether sub is still served.
-func (s *Stream) lagLocked(sub *subscriber, n int) bool {
+// lagLocked counts an event of n bytes, of log entry index (0: a local
+// event), in sub's lag and disconnects sub if that is too much. It
+// reports whether sub is still served. The events of the newest entry
+// counted are left out of the bound: an entry's events (up to a batch of
+// thousands of messages) are published at once, faster than any sink is
+// handed them, so the bound is the limit plus one entry's events.
+func (s *Stream) lagLocked(sub *subscriber, index uint64, n int) bool {
+	if index == 0 || index != sub.entry {
+		sub.entry, sub.entryN, sub.entryB = index, 0, 0
+	}
+	sub.entryN++
+	sub.entryB += uint64(n)
 	sub.lagN++
 	sub.lagB += uint64(n)
 	var onLink uint64
 	if sub.queued != nil {
 		onLink = uint64(sub.queued())
 	}
-	// One event larger than the bound alone is no lag.
-	if lagB := sub.lagB + onLink; sub.lagN > uint64(s.lim.LagEvents) || (lagB > uint64(s.lim.LagBytes) && lagB > uint64(n)) {
+	// The sink is handed the oldest events first: a lag smaller than the
+	// entry's part is all of this entry.
+	lagN := sub.lagN - min(sub.lagN, sub.entryN)
+	lagB := sub.lagB - min(sub.lagB, sub.entryB) + onLink
+	if lagN > uint64(s.lim.LagEvents) || lagB > uint64(s.lim.LagBytes) {
 		s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) waiting for it and %d bytes on its link that it has not read, limit %d events or %d bytes; reconnect and resume after the last seq you delivered",
 			sub.lagN, sub.lagB, onLink, s.lim.LagEvents, s.lim.LagBytes))
 		return false

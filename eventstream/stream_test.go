@@ -355,6 +355,32 @@ func TestSlowSubscriber(t *testing.T) {
 	}
 }
 
+// TestLagOneEntry: the events of one log entry, published at once, are
+// not lag however many they are; the next entry's counts them.
+func TestLagOneEntry(t *testing.T) {
+	s := newStream(t, 0, func(l *Limits) { l.LagEvents = 4 })
+	k, _ := subscribe(t, s, Subscription{})
+	k.setStall(true)
+	entryEvent := func(index uint64, i int) events.Event {
+		ev := groupEvent(i, false, 10)
+		ev.Seq = events.SeqOf(index, uint32(i))
+		return ev
+	}
+	for i := 1; i <= 50; i++ {
+		mustPublish(t, s, entryEvent(7, i))
+	}
+	k.setStall(false)
+	k.events(t, 50) // all of them: it was not closed
+	k.setStall(true)
+	for i := 1; i <= 50; i++ {
+		mustPublish(t, s, entryEvent(8, i))
+	}
+	mustPublish(t, s, entryEvent(9, 1))
+	if code, text := k.waitClosed(t); code != proto.CodeBehind || !strings.Contains(text, "51 events") {
+		t.Fatalf("closed with %d %q, want CodeBehind with 51 events", code, text)
+	}
+}
+
 // TestLagBytes: the byte bound closes a subscriber too.
 func TestLagBytes(t *testing.T) {
 	s := newStream(t, 0, func(l *Limits) { l.LagBytes = 1000 })
