@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"github.com/corralhq/corral/proto"
 	"github.com/corralhq/corral/types/event"
@@ -625,6 +626,18 @@ func appendGroup(dst []byte, g *event.Group) []byte {
 	return appendPayload(dst, g.Payload)
 }
 
+// groupSize is the length of appendGroup's encoding of g.
+func groupSize(g *event.Group) int {
+	n := 2 + len(g.Name) + memberSize(&g.From) + 4 + 24 + 4 + 4 + len(g.Payload)
+	for i := range g.Members {
+		n += memberSize(&g.Members[i])
+	}
+	return n
+}
+
+// memberSize is the length of appendMember's encoding of m.
+func memberSize(m *event.GroupMember) int { return 28 + 2 + len(m.Name) }
+
 func readGroup(r *proto.Reader, in *names) *event.Group {
 	g := &event.Group{Name: readName(r, in, "group name", "group name length")}
 	g.From = readMember(r, fromFields, in)
@@ -679,6 +692,11 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 		if c.err != nil {
 			return dst, c.err
 		}
+	}
+	if g, ok := ev.Data.(*event.Group); ok && g != nil {
+		// The agent encodes a group event for every delivery: one
+		// allocation of the exact size, not a growth per field.
+		dst = slices.Grow(dst, 16+groupSize(g))
 	}
 	le := binary.LittleEndian
 	dst = le.AppendUint64(dst, ev.Seq)
