@@ -7,7 +7,9 @@
 # with a member on every node; N messages of 100 B, 1 KB and 10 KB from one
 # sender and from a sender on every node, each delivered at all three
 # members, every one on a majority's disk (fsync) before delivery. msg/s
-# counts messages, not deliveries. Latency: send to delivery at every
+# counts messages, not deliveries. The senders=1/members=1 runs are shaped
+# as the anchor's cpgbench-lite: one process on node 1 joins the group,
+# sends and counts its own deliveries. Latency: send to delivery at every
 # member, at half the maximum rate. Each multicast run also reports the
 # CPU time of the three agents and of the benchmark's clients per message
 # (agent-cpu-us/msg, client-cpu-us/msg: utime+stime from /proc/PID/stat)
@@ -44,10 +46,14 @@ go test -run '^$' -bench 'BenchmarkGroupLatency' -benchtime "${LAT_N}x" -timeout
 if [ "${ANCHOR:-1}" = 0 ]; then exit 0; fi
 echo "== Corosync CPG (anchor)"
 "$ANCHORS/corosync-3node.sh" | tee "$out/corosync"
-echo "== ratios (corral msg/s / corosync msg/s, one sender)"
+echo "== ratios (corral msg/s / corosync msg/s)"
+echo "   anchor-shaped: one process on node 1 joins, sends and counts its deliveries, as cpgbench-lite does;"
+echo "   3 members: a member on every node, one sender (and a sender on every node)"
 for s in 100 1000 10000; do
-  c=$(awk -v s="$s" '$1 ~ "size="s"/senders=1" {for (i=1;i<=NF;i++) if ($(i+1)=="msg/s") print $i}' "$out/corral")
   k=$(awk -v s="$s" '/corosync cpg/ && $0 ~ "size="s" " {for (i=1;i<=NF;i++) if ($i ~ /^rate=/) {sub("rate=","",$i); print $i}}' "$out/corosync")
-  c3=$(awk -v s="$s" '$1 ~ "size="s"/senders=3" {for (i=1;i<=NF;i++) if ($(i+1)=="msg/s") print $i}' "$out/corral")
-  awk -v s="$s" -v c="$c" -v c3="$c3" -v k="$k" 'BEGIN{ if (k > 0) printf "%6d B: corral %s msg/s (3 senders %s), corosync %s msg/s: %.1fx (%.1fx)\n", s, c, c3, k, c/k, c3/k }'
+  rate() { awk -v n="$1" '$1 ~ "^BenchmarkGroupMulticast/"n"-" {for (i=1;i<=NF;i++) if ($(i+1)=="msg/s") print $i}' "$out/corral"; }
+  c1=$(rate "size=$s/senders=1/members=1")
+  c=$(rate "size=$s/senders=1")
+  c3=$(rate "size=$s/senders=3")
+  awk -v s="$s" -v c1="$c1" -v c="$c" -v c3="$c3" -v k="$k" 'BEGIN{ if (k > 0) printf "%6d B: corosync %s msg/s; corral anchor-shaped %s (%.1fx), 3 members %s (%.1fx), 3 senders %s (%.1fx)\n", s, k, c1, c1/k, c, c/k, c3, c3/k }'
 done

@@ -60,14 +60,15 @@ func newBenchCluster(b *testing.B) *benchCluster {
 
 // run sends n messages of size bytes to group from senders clients (on
 // the first len(senders) nodes), pacing at rate messages a second (0: as
-// fast as the windows allow), and waits until every member delivered all
-// of them. It returns the elapsed time and, per delivery, the latency
-// from send to delivery.
-func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client, n, size int, rate float64) (time.Duration, []time.Duration) {
+// fast as the windows allow), and waits until every one of members
+// (clients of bc.members, which join group) delivered all of them. It
+// returns the elapsed time and, per delivery, the latency from send to
+// delivery.
+func (bc *benchCluster) run(b *testing.B, group string, senders, members []*client.Client, n, size int, rate float64) (time.Duration, []time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var joined []*client.Member
-	for _, c := range bc.members {
+	for _, c := range members {
 		m, err := c.Join(ctx, group)
 		if err != nil {
 			b.Fatal(err)
@@ -77,7 +78,7 @@ func (bc *benchCluster) run(b *testing.B, group string, senders []*client.Client
 	var lat []time.Duration
 	var latMu sync.Mutex
 	var recv sync.WaitGroup
-	for _, c := range bc.members {
+	for _, c := range members {
 		recv.Go(func() {
 			got := 0
 			local := make([]time.Duration, 0, n)
@@ -229,7 +230,11 @@ func quantile(d []time.Duration, q float64) time.Duration {
 // processes: b.N messages from one sender, or from a sender on every
 // node, each delivered at a member on every node; every message is on a
 // majority's disk before it is delivered. msg/s counts messages (not
-// deliveries). bench/groups.sh runs it beside Corosync CPG.
+// deliveries). The members=1 runs are shaped as the Corosync anchor's
+// cpgbench-lite is: one process on node 1 joins the group, sends, and
+// counts its own deliveries (the other nodes order and store every
+// message, but deliver it to no one). bench/groups.sh runs it beside
+// Corosync CPG.
 func BenchmarkGroupMulticast(b *testing.B) {
 	bc := newBenchCluster(b)
 	var senders []*client.Client
@@ -245,16 +250,23 @@ func BenchmarkGroupMulticast(b *testing.B) {
 	}
 	round := 0
 	for _, size := range []int{100, 1000, 10000} {
-		for _, ns := range []int{1, 3} {
-			b.Run(fmt.Sprintf("size=%d/senders=%d", size, ns), func(b *testing.B) {
+		for _, shape := range []struct {
+			name             string
+			senders, members []*client.Client
+		}{
+			{"senders=1", senders[:1], bc.members},
+			{"senders=3", senders, bc.members},
+			{"senders=1/members=1", bc.members[:1], bc.members[:1]},
+		} {
+			b.Run(fmt.Sprintf("size=%d/%s", size, shape.name), func(b *testing.B) {
 				round++
 				before := bc.usage()
-				batchedBefore := batchedMsgs(senders[:ns])
-				elapsed, lat := bc.run(b, fmt.Sprintf("bench-%d", round), senders[:ns], b.N, size, 0)
+				batchedBefore := batchedMsgs(shape.senders)
+				elapsed, lat := bc.run(b, fmt.Sprintf("bench-%d", round), shape.senders, shape.members, b.N, size, 0)
 				bc.reportUsage(b, before, b.N)
 				// How many messages left in GROUP_SEND_BATCHes (0 against
 				// an agent of client protocol version 4).
-				b.ReportMetric(100*float64(batchedMsgs(senders[:ns])-batchedBefore)/float64(b.N), "batched-%")
+				b.ReportMetric(100*float64(batchedMsgs(shape.senders)-batchedBefore)/float64(b.N), "batched-%")
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msg/s")
 				b.ReportMetric(float64(b.N)*float64(size)/elapsed.Seconds()/1e6, "MB/s")
 				b.ReportMetric(float64(quantile(lat, 0.5).Microseconds())/1000, "p50-ms")
@@ -279,10 +291,10 @@ func BenchmarkGroupLatency(b *testing.B) {
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
 			probe := 20000
-			el, _ := bc.run(b, fmt.Sprintf("probe-%d", size), []*client.Client{s}, probe, size, 0)
+			el, _ := bc.run(b, fmt.Sprintf("probe-%d", size), []*client.Client{s}, bc.members, probe, size, 0)
 			maxRate := float64(probe) / el.Seconds()
 			b.ResetTimer()
-			_, lat := bc.run(b, fmt.Sprintf("lat-%d", size), []*client.Client{s}, b.N, size, maxRate/2)
+			_, lat := bc.run(b, fmt.Sprintf("lat-%d", size), []*client.Client{s}, bc.members, b.N, size, maxRate/2)
 			b.ReportMetric(maxRate/2, "msg/s")
 			b.ReportMetric(float64(quantile(lat, 0.5).Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(quantile(lat, 0.99).Microseconds())/1000, "p99-ms")
