@@ -166,9 +166,9 @@ type subscriber struct {
 	// subscriber is not behind for not having been sent them yet.
 	entry          uint64
 	entryN, entryB uint64
-	state      subState
-	code       proto.Code // for subBehind: the Close code
-	why        string     // for subBehind: the Close text
+	state          subState
+	code           proto.Code // for subBehind: the Close code
+	why            string     // for subBehind: the Close text
 
 	// The node-wide dispatch (dispatch.go), guarded by Stream.mu. Only a
 	// gated subscriber uses these.
