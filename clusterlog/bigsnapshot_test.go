@@ -120,7 +120,9 @@ func TestLargeSnapshot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 64 MiB")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	// A net for a hang, not a speed check: under -race on a loaded
+	// 2-core machine moving 64 MiB three times takes a minute or more.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*testTimeout)
 	defer cancel()
 	c := newCluster(t, 3, func(cfg *clusterlog.Config) {
 		cfg.SnapshotEvery = 16
