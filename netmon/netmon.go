@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,24 +76,35 @@ func (w *Watch) scanSystem() []events.Interface {
 	var out []events.Interface
 	for _, ifc := range ifs {
 		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, _ := netip.AddrFromSlice(ipn.IP)
-			ip = ip.Unmap()
-			ones, _ := ipn.Mask.Size()
-			match := !want.IsValid() || want.IsUnspecified() || ip == want
-			// 127.0.0.0/8 is all on lo: an agent bound to 127.0.0.2 uses it.
-			if !match && want.IsLoopback() && ip.IsLoopback() && ip.Is4() == want.Is4() {
-				match, ip = true, want
-			}
-			if match {
-				// Up and running: administratively up with a carrier.
-				up := ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagRunning != 0
-				out = append(out, events.Interface{Name: ifc.Name, Addr: netip.PrefixFrom(ip, ones), Up: up})
-			}
+		// Up and running: administratively up with a carrier.
+		up := ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagRunning != 0
+		out = append(out, matchAddrs(ifc.Name, up, addrs, want)...)
+	}
+	return out
+}
+
+// matchAddrs returns the interface entries of one interface's addresses
+// that an agent bound to want watches (every one when want is not set),
+// each once.
+func matchAddrs(name string, up bool, addrs []net.Addr, want netip.Addr) []events.Interface {
+	var out []events.Interface
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(ipn.IP)
+		ip = ip.Unmap()
+		ones, _ := ipn.Mask.Size()
+		match := !want.IsValid() || want.IsUnspecified() || ip == want
+		// 127.0.0.0/8 is all on lo: an agent bound to 127.0.0.2 uses it,
+		// whichever loopback addresses lo holds (several map to one).
+		if !match && want.IsLoopback() && ip.IsLoopback() && ip.Is4() == want.Is4() {
+			match, ip = true, want
+		}
+		i := events.Interface{Name: name, Addr: netip.PrefixFrom(ip, ones), Up: up}
+		if match && !slices.Contains(out, i) {
+			out = append(out, i)
 		}
 	}
 	return out

@@ -78,3 +78,23 @@ func TestScanSystemFindsLoopback(t *testing.T) {
 		t.Fatalf("scan for 127.0.0.2 = %+v, want the loopback interface, up, with 127.0.0.2", got)
 	}
 }
+
+// TestMatchAddrsSeveralLoopback: lo with several loopback addresses
+// (127.0.0.1/8 and an added 127.0.1.1/8) is one interface entry for an
+// agent bound to 127.0.0.2, not one per address.
+func TestMatchAddrsSeveralLoopback(t *testing.T) {
+	addrs := []net.Addr{
+		&net.IPNet{IP: net.ParseIP("127.0.0.1").To4(), Mask: net.CIDRMask(8, 32)},
+		&net.IPNet{IP: net.ParseIP("127.0.1.1").To4(), Mask: net.CIDRMask(8, 32)},
+		&net.IPNet{IP: net.ParseIP("10.0.0.2").To4(), Mask: net.CIDRMask(32, 32)},
+		&net.IPNet{IP: net.IPv6loopback, Mask: net.CIDRMask(128, 128)},
+	}
+	got := matchAddrs("lo", true, addrs, netip.MustParseAddr("127.0.0.2"))
+	want := []events.Interface{{Name: "lo", Addr: netip.MustParsePrefix("127.0.0.2/8"), Up: true}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("matchAddrs = %+v, want %+v", got, want)
+	}
+	if got := matchAddrs("lo", true, addrs, netip.Addr{}); len(got) != 4 {
+		t.Fatalf("unbound: %+v, want all four addresses", got)
+	}
+}
