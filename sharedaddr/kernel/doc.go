@@ -57,14 +57,17 @@
 // address's source ports holds the address on lo and originates from it;
 // the owner sends a packet to the address whose destination port is in a
 // slice to the slice's node, ahead of the dispatch, so replies to a node's
-// own flows reach it.
+// own flows reach it. A plan's slices never hold a port the address
+// serves: ctl cuts a leased block around its service ports (its holes),
+// and the plan carries the pieces as slices of their own, so a service on
+// a port inside a block (1500, 8080) is dispatched, not sent to one node.
 //
 // Unmodified applications. An application that binds the address
 // without the library (VIP:0, or a fixed port) sends from a port the
 // owner routes to another node, or dispatches. So every node leasing a
 // slice source-NATs the flows it originates from the address: the table's
 // nat postrouting chain "snat" maps a new flow's source port outside the
-// node's slices into its first slice of the protocol ("ip saddr VIP th
+// node's slices into its widest slice of the protocol ("ip saddr VIP th
 // sport != SLICE snat to VIP:FIRST-LAST"), with conntrack keeping the
 // mapping and undoing it on the replies; a flow already in a slice keeps
 // its port (sharedaddr.Dial's). Conntrack and notrack: a nat chain sees
