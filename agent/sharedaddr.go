@@ -425,7 +425,7 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 				continue
 			}
 			clients[e.Client] = true
-			ka.Exceptions = append(ka.Exceptions, kernel.Exception{Client: e.Client, Node: e.Node})
+			ka.Exceptions = append(ka.Exceptions, kernel.Exception{Client: e.Client, Node: e.Node, Proto: e.Proto, Port: e.Port})
 		}
 		for _, l := range a.Leases {
 			if l.Kind == ctl.Ident && l.Node == self && l.First <= l.Last && l.Last <= 0xffff {
