@@ -44,6 +44,22 @@ func TestSharedAddrServicePortInSlice(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The owner serves the port itself until its kernel holds the port's
+	// table (a moment after the state has it): wait until each node
+	// has taken a connection, then count.
+	seen := map[int]bool{}
+	for deadline := time.Now().Add(20 * time.Second); len(seen) < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("connections to port %d reached nodes %v only", port, seen)
+		}
+		c, err := l.dialFrom(ctx, netip.Addr{}, port)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		seen[c.node] = true
+		c.c.Close()
+	}
 	count := map[int]int{}
 	var lastErr error
 	for range 300 {
