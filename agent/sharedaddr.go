@@ -425,7 +425,7 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 				continue
 			}
 			clients[e.Client] = true
-			ka.Exceptions = append(ka.Exceptions, kernel.Exception{Client: e.Client, Node: e.Node})
+			ka.Exceptions = append(ka.Exceptions, kernel.Exception{Client: e.Client, Node: e.Node, Proto: e.Proto, Port: e.Port})
 		}
 		for _, l := range a.Leases {
 			if l.Kind == ctl.Ident && l.Node == self && l.First <= l.Last && l.Last <= 0xffff {
@@ -442,7 +442,11 @@ func buildPlan(self, stack uint64, st *addrsvc.State, ips map[uint64]netip.Addr,
 				skipped = append(skipped, a.Addr.String()+": slice of node "+strconv.FormatUint(l.Node, 10))
 				continue
 			}
-			ka.Slices = append(ka.Slices, kernel.Slice{Proto: l.Proto, First: uint16(l.First), Last: uint16(l.Last), Node: l.Node})
+			// The service ports in the block are not the slice's
+			// (ctl's holes): the owner dispatches them.
+			for _, r := range l.Ports() {
+				ka.Slices = append(ka.Slices, kernel.Slice{Proto: l.Proto, First: r.First, Last: r.Last, Node: l.Node})
+			}
 		}
 		p.Addrs = append(p.Addrs, ka)
 	}

@@ -245,3 +245,25 @@ func TestDataPathFencing(t *testing.T) {
 	}
 	dp.wait(t, "dropped at stop", func(ops []string) bool { return ops[len(ops)-1] == "drop" })
 }
+
+// A service port inside a leased block is no slice's: the plan carries
+// the block's pieces around it, so the owner dispatches the port.
+func TestBuildPlanSliceHoles(t *testing.T) {
+	st := testState(1, 1, 2, 3)
+	a := &st.Addrs[0]
+	a.Leases[0].Holes = []uint16{10000, 10500}
+	p, _ := buildPlan(1, 7, st, hops(1, 2, 3), false)
+	var got []kernel.Slice
+	for _, s := range p.Addrs[0].Slices {
+		if s.Node == 1 {
+			got = append(got, s)
+		}
+	}
+	want := []kernel.Slice{{Proto: ctl.TCP, First: 10001, Last: 10499, Node: 1}, {Proto: ctl.TCP, First: 10501, Last: 10999, Node: 1}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("node 1's slices %v, want %v", got, want)
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

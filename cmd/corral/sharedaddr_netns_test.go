@@ -189,7 +189,10 @@ type echoServer struct {
 	conns []net.Conn
 }
 
-func (l *saLab) serveEcho(i int) *echoServer {
+func (l *saLab) serveEcho(i int) *echoServer { return l.serveEchoPort(i, saPort) }
+
+// serveEchoPort is node i's echo server on saVIP:port.
+func (l *saLab) serveEchoPort(i, port int) *echoServer {
 	e := &echoServer{}
 	l.in(i, func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
@@ -200,7 +203,7 @@ func (l *saLab) serveEcho(i int) *echoServer {
 			return serr
 		}}
 		var err error
-		e.ln, err = lc.Listen(context.Background(), "tcp4", net.JoinHostPort(saVIP, strconv.Itoa(saPort)))
+		e.ln, err = lc.Listen(context.Background(), "tcp4", net.JoinHostPort(saVIP, strconv.Itoa(port)))
 		return err
 	})
 	e.wg.Add(1)
@@ -255,10 +258,19 @@ type saConn struct {
 }
 
 func (l *saLab) dial(ctx context.Context) (*saConn, error) {
+	return l.dialFrom(ctx, netip.Addr{}, saPort)
+}
+
+// dialFrom connects from the client's address from (any if invalid) to
+// saVIP:port.
+func (l *saLab) dialFrom(ctx context.Context, from netip.Addr, port int) (*saConn, error) {
 	var c net.Conn
 	err := inNetns(l.lab.Namespace(l.client), func() (err error) {
 		var d net.Dialer
-		c, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(saVIP, strconv.Itoa(saPort)))
+		if from.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
+		}
+		c, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(saVIP, strconv.Itoa(port)))
 		return err
 	})
 	if err != nil {

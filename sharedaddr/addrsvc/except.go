@@ -202,7 +202,7 @@ func (s *Service) flowsOf(a Addr, conns []sharedaddr.TCPInfo) (held map[ctl.Flow
 
 func inSlice(a Addr, port uint16) bool {
 	for _, l := range a.Leases {
-		if l.Kind == ctl.Slice && l.Proto == ctl.TCP && uint32(port) >= l.First && uint32(port) <= l.Last {
+		if l.Kind == ctl.Slice && l.Proto == ctl.TCP && l.Has(uint32(port)) {
 			return true
 		}
 	}

@@ -452,6 +452,9 @@ type Lease struct {
 	Index       uint16
 	First, Last uint32
 	Node        uint64
+	// Holes are, for a slice, the ports of its block a node listens on
+	// (of its protocol), sorted: they are not the slice's (Has, Ports).
+	Holes []uint16
 }
 
 // AddrInfo is one address as `corral addr list` shows it.
@@ -491,7 +494,11 @@ func (m *Machine) Addrs() []AddrInfo {
 
 func (m *Machine) leaseOf(k leaseKey) Lease {
 	first, last := k.kind.Range(k.index)
-	return Lease{Kind: k.kind, Stack: k.addr.Stack, Proto: k.proto, Index: k.index, First: first, Last: last, Node: m.st.leases[k]}
+	l := Lease{Kind: k.kind, Stack: k.addr.Stack, Proto: k.proto, Index: k.index, First: first, Last: last, Node: m.st.leases[k]}
+	if k.kind == Slice {
+		l.Holes = m.holes(k.addr, k.proto, first, last)
+	}
+	return l
 }
 
 // SPILeases returns the SPI blocks leased, in (stack, index) order.
@@ -507,13 +514,17 @@ func (m *Machine) SPILeases() []Lease {
 
 // PortOwner returns the node holding the slice of the address's source
 // ports that port falls in: where the owner routes a reply to that port
-// (client side, issue 13 item 4). ok is false outside every leased slice.
+// (client side, issue 13 item 4). ok is false outside every leased slice,
+// and for a port a node listens on (a hole: see Lease.Holes).
 func (m *Machine) PortOwner(a Addr, proto uint8, port uint16) (node uint64, ok bool) {
 	if port < SliceBase {
 		return 0, false
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.served(a, proto, port) {
+		return 0, false
+	}
 	node, ok = m.st.leases[leaseKey{kind: Slice, addr: a, proto: proto, index: (port - SliceBase) / SliceSize}]
 	return node, ok
 }

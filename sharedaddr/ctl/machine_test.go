@@ -124,7 +124,11 @@ func (n *node) stateText() string {
 			if l.Kind == ctl.Slice {
 				p = " " + protoText(l.Proto)
 			}
-			fmt.Fprintf(&b, "  %v%s %d [%d-%d] node %d\n", l.Kind, p, l.Index, l.First, l.Last, l.Node)
+			h := ""
+			if len(l.Holes) > 0 {
+				h = fmt.Sprintf(" holes %v ports %v", l.Holes, l.Ports())
+			}
+			fmt.Fprintf(&b, "  %v%s %d [%d-%d] node %d%s\n", l.Kind, p, l.Index, l.First, l.Last, l.Node, h)
 		}
 		if a.Gen != 0 || len(a.Reports) > 0 {
 			fmt.Fprintf(&b, "  gen %d reports %v\n", a.Gen, a.Reports)

@@ -57,14 +57,17 @@
 // address's source ports holds the address on lo and originates from it;
 // the owner sends a packet to the address whose destination port is in a
 // slice to the slice's node, ahead of the dispatch, so replies to a node's
-// own flows reach it.
+// own flows reach it. A plan's slices never hold a port the address
+// serves: ctl cuts a leased block around its service ports (its holes),
+// and the plan carries the pieces as slices of their own, so a service on
+// a port inside a block (1500, 8080) is dispatched, not sent to one node.
 //
 // Unmodified applications. An application that binds the address
 // without the library (VIP:0, or a fixed port) sends from a port the
 // owner routes to another node, or dispatches. So every node leasing a
 // slice source-NATs the flows it originates from the address: the table's
 // nat postrouting chain "snat" maps a new flow's source port outside the
-// node's slices into its first slice of the protocol ("ip saddr VIP th
+// node's slices into its widest slice of the protocol ("ip saddr VIP th
 // sport != SLICE snat to VIP:FIRST-LAST"), with conntrack keeping the
 // mapping and undoing it on the replies; a flow already in a slice keeps
 // its port (sharedaddr.Dial's). Conntrack and notrack: a nat chain sees
@@ -132,9 +135,26 @@
 // before the jhash and refreshed by every packet, established flows'
 // included: a flow whose bucket moved stays on its node while its client
 // is active, exception or not. The plain bucket rule stays last, for a
-// client the full map (affSize) has no room for. Entries live on the
-// owner only (only its chains jump to the maps): a new owner starts
-// without them, and its clients follow the table until they have one.
+// client the full map (affSize) has no room for.
+//
+// Entries live on the owner only (only its chains jump to the maps), and
+// die with it; so an owner seeds its maps from the exceptions, the flows
+// the serving nodes reported they hold (their walk) whose bucket is
+// another node: each exception's client gets an entry for the
+// exception's node, in the map of the exception's service's port group,
+// with the full timeout, unless it has one. A node that becomes owner (a
+// failover, or its own process restarted: it starts fenced, owning
+// nothing) seeds in the batch that takes the address, when no packet
+// reaches its maps yet; an owner seeds the exceptions new in a plan in a
+// batch after it. So a client with a live flow whose bucket moved keeps
+// its node for its new flows across an owner change, as it did on the
+// old owner. A client with live flows only on its bucket's node needs no
+// seed: the table sends it there, and its next packet makes its entry.
+// Not carried: an idle client (no live flow) whose entry was on the old
+// owner — it follows the table; UDP flows, and flows of nodes that have
+// not walked yet (no exception). Entries the maps hold survive a restart
+// of the owner's process when the nft table is not rebuilt (the marks
+// follow the plan's nodes, not the process).
 //
 // A change of the tables' shape rebuilds the nft table, maps included.
 // A change of only the nodes buckets and exceptions name (a weight
@@ -149,9 +169,10 @@
 // renumbered when the plan's nodes change). An entry whose node left the table (it stopped
 // listening, was drained to weight 0, or left) is dropped: its client's
 // next flow follows the new table at once. Entries made between the read
-// and the commit are lost, and so are all after a restart (the old plan,
-// which names the marks, is kept in memory only): their clients follow
-// the table, as without affinity. Dataplane.Affinities lists the entries.
+// and the commit are lost, and a rebuild after a restart carries none
+// (the old plan, which names the marks, is kept in memory only): their
+// clients follow the table and the seeds, as above. Dataplane.Affinities
+// lists the entries.
 //
 // Not yet: IPv6, next hops given by MAC alone, ICMP errors about mapped
 // flows (they reach the owner), and UDP source NAT on the owner of a

@@ -123,11 +123,39 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 			return err
 		}
 	}
+	// Affinity seeds (seed_linux.go): the maps of an address this
+	// process did not own in its last plan get no packets until this
+	// batch commits, so its seeds go in it; those of an address owned
+	// already follow in batches of their own.
+	ownedBefore := func(k int) bool {
+		if d.applied == nil {
+			return true // unknown: a crashed process's roles may be in force
+		}
+		ko := slices.IndexFunc(d.applied.plan.Addrs, func(o Addr) bool { return o.VIP == p.Addrs[k].VIP })
+		return ko >= 0 && d.applied.plan.Addrs[ko].Owner
+	}
+	var later map[string][]nftables.SetElement
 	switch {
 	case haveTables == fpTables && haveRoles == fpRoles:
 		d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
 		return nil
 	case haveTables == fpTables || patched:
+		now := seedSets(p, d.applied, marks, func(k int) bool { return !ownedBefore(k) })
+		later = map[string][]nftables.SetElement{}
+		for k := range p.Addrs {
+			if !ownedBefore(k) {
+				continue
+			}
+			for g := range p.Addrs[k].groups() {
+				if name := affName(k, g); len(now[name]) > 0 {
+					later[name] = now[name]
+					delete(now, name)
+				}
+			}
+		}
+		if _, err := queueSeeds(c, p, now); err != nil {
+			return err
+		}
 		c.FlushChain(planCh)
 		c.FlushChain(dispatchCh)
 		c.FlushChain(identCh)
@@ -137,7 +165,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		c.FlushSet(vipSet)
 	default:
 		// Read before the batch: it deletes the maps.
-		carry := d.carried(c, p, marks)
+		carry := mergeSeeds(d.carried(c, p, marks), seedSets(p, d.applied, marks, func(int) bool { return true }))
 		c.AddTable(table)
 		c.DelTable(table)
 		c.AddTable(table)
@@ -204,6 +232,7 @@ func (d *Dataplane) nft(p Plan, marks map[uint64]uint32) error {
 		return fmt.Errorf("kernel: nft batch: %w", err)
 	}
 	d.applied = &applied{plan: clonePlan(p), marks: marks, tables: fpTables}
+	d.seedLater(p, later)
 	return nil
 }
 

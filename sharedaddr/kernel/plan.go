@@ -162,6 +162,11 @@ type Affinity struct {
 type Exception struct {
 	Client netip.AddrPort
 	Node   uint64
+	// Proto and Port name the flow's service (0: not said). The map
+	// keys exceptions by client alone; an affine address seeds the
+	// affinity map of the service's port group from them.
+	Proto uint8  `json:",omitzero"`
+	Port  uint16 `json:",omitzero"`
 }
 
 // marks gives each node other than Self its mark index, 1.., in the

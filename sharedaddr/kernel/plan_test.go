@@ -36,7 +36,9 @@ func TestValidate(t *testing.T) {
 		"no next hop":    func(p *Plan) { p.Nodes[1].IP = netip.Addr{} },
 		"ident overflow": func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 65000, Len: 4096} },
 		"ident no len":   func(p *Plan) { p.Addrs[0].Ident = Ident{Base: 4096} },
-		"bad exception":  func(p *Plan) { p.Addrs[0].Exceptions = []Exception{{netip.MustParseAddrPort("10.0.0.1:5"), 9}} },
+		"bad exception": func(p *Plan) {
+			p.Addrs[0].Exceptions = []Exception{{Client: netip.MustParseAddrPort("10.0.0.1:5"), Node: 9}}
+		},
 		"affinity < 0":   func(p *Plan) { p.Addrs[0].Affinity = -time.Second },
 		"affinity > u32": func(p *Plan) { p.Addrs[0].Affinity = MaxAffinity + time.Millisecond },
 	} {

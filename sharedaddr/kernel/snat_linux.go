@@ -128,7 +128,7 @@ func rawRules(p Plan) [][]expr.Any {
 // snatRules are the nat postrouting chain's, for every address of which
 // the node leases a slice, per protocol: "ip saddr VIP" and a source
 // port in none of the node's slices of the protocol → "snat to
-// VIP:FIRST-LAST" of its first one. A nat chain sees only a flow's first
+// VIP:FIRST-LAST" of its widest one. A nat chain sees only a flow's first
 // packet, so a flow keeps its mapping, and a flow that came in (tracked
 // on a serving node) is never matched: its packets out are replies.
 //
@@ -184,10 +184,23 @@ func snatRules(p Plan) [][]expr.Any {
 				r = append(r, &expr.Range{Op: expr.CmpOpNeq, Register: 1,
 					FromData: binaryutil.BigEndian.PutUint16(s.First), ToData: binaryutil.BigEndian.PutUint16(s.Last)})
 			}
-			rs = append(rs, append(r, snatTo(a.VIP, own[0])...))
+			rs = append(rs, append(r, snatTo(a.VIP, widest(own))...))
 		}
 	}
 	return rs
+}
+
+// widest is the first of the longest slices: a slice is cut around the
+// ports the address serves (ctl's holes), and the mapping takes the most
+// ports it can.
+func widest(own []Slice) Slice {
+	w := own[0]
+	for _, s := range own[1:] {
+		if s.Last-s.First > w.Last-w.First {
+			w = s
+		}
+	}
+	return w
 }
 
 // snatTo is "snat to VIP:FIRST-LAST".

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -222,7 +223,7 @@ func TestLeasesSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, m := range map[string]*ctl.Machine{"restored": restored, "replayed": replayed, "loaded": loaded} {
-		if got := m.SPILeases(); !slices.Equal(got, want) {
+		if got := m.SPILeases(); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: leases %v, want %v", name, got, want)
 		}
 		a := spi.New(2, m, nil)
