@@ -73,7 +73,7 @@ func TestBuildPlanExceptions(t *testing.T) {
 		{Flow: ctl.Flow{Client: netip.MustParseAddrPort("198.51.100.2:5000"), Proto: ctl.TCP, Port: 80}, Node: 4},
 	}
 	p, skipped := buildPlan(1, 7, st, hops(1, 2, 3), false)
-	if want := []kernel.Exception{{Client: c, Node: 2}}; len(p.Addrs[0].Exceptions) != 1 || p.Addrs[0].Exceptions[0] != want[0] {
+	if want := []kernel.Exception{{Client: c, Node: 2, Proto: 6, Port: 80}}; len(p.Addrs[0].Exceptions) != 1 || p.Addrs[0].Exceptions[0] != want[0] {
 		t.Fatalf("exceptions %v, want %v", p.Addrs[0].Exceptions, want)
 	}
 	if len(skipped) != 1 {
