@@ -312,6 +312,7 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 	}
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
+		putReply(rep)
 	}
 }
 
