@@ -84,12 +84,8 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 		if err != nil {
 			return dsvc.DNRecord{}, false, err
 		}
-		for _, r := range rs {
-			// A departed peer's records: only this server's share.
-			if s.owns(&r) && !n.offers.heldByOther(r.CIP, key, now) {
-				cands = append(cands, r)
-			}
-		}
+		// A departed peer's records: only this server's share.
+		cands = n.offers.appendFree(cands, rs, key, now, s.owns)
 		if len(rs) > 0 {
 			found = true
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,6 +66,21 @@ func (o *offers) heldByOther(ip netip.Addr, cid string, now time.Time) bool {
 func (o *offers) heldLocked(ip netip.Addr, cid string, now time.Time) bool {
 	of, ok := o.byIP[ipKey(ip)]
 	return ok && of.cid != cid && !now.After(of.expires)
+}
+
+// appendFree appends to dst the records of rs that keep accepts and no
+// client but cid holds an offer for. It takes the lock once for all of
+// them: a refill reads thousands, and the workers wait on this lock.
+func (o *offers) appendFree(dst, rs []dsvc.DNRecord, cid string, now time.Time, keep func(*dsvc.DNRecord) bool) []dsvc.DNRecord {
+	dst = slices.Grow(dst, len(rs))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range rs {
+		if keep(&rs[i]) && !o.heldLocked(rs[i].CIP, cid, now) {
+			dst = append(dst, rs[i])
+		}
+	}
+	return dst
 }
 
 // reserve offers rec to cid unless another client holds rec's address;
