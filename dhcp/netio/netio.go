@@ -455,22 +455,13 @@ func (s *Server) work(ctx context.Context, h Handler, q queues) {
 		defer at.Close()
 	}
 	for fresh != nil || next != nil {
-		var p *Packet
-		var ok bool
-		select {
-		case p, ok = <-next:
-		default:
-			select {
-			case p, ok = <-next:
-			case p, ok = <-fresh:
-				if !ok {
-					fresh = nil
-					continue
-				}
-			}
-		}
+		p, ok, isNext := take(next, fresh)
 		if !ok {
-			next = nil
+			if isNext {
+				next = nil
+			} else {
+				fresh = nil
+			}
 			continue
 		}
 		switch {
@@ -489,6 +480,30 @@ func (s *Server) work(ctx context.Context, h Handler, q queues) {
 		p.Data = nil
 		p.fresh = false
 		s.pktPool.Put(p)
+	}
+}
+
+// take receives from next if it holds a packet, else from fresh, else
+// whichever has one first; isNext says which it received from (ok false:
+// that one is closed). A busy server's queues are seldom empty, and
+// trying each without blocking first spares the common case a select
+// over both, which locks both channels every time.
+func take(next, fresh <-chan *Packet) (p *Packet, ok, isNext bool) {
+	select {
+	case p, ok = <-next:
+		return p, ok, true
+	default:
+	}
+	select {
+	case p, ok = <-fresh:
+		return p, ok, false
+	default:
+	}
+	select {
+	case p, ok = <-next:
+		return p, ok, true
+	case p, ok = <-fresh:
+		return p, ok, false
 	}
 }
 
