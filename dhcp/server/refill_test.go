@@ -83,4 +83,22 @@ func TestAppendFree(t *testing.T) {
 	if want := "[10.0.0.9 10.0.0.2 10.0.0.3 10.0.0.4]"; fmt.Sprint(ips) != want {
 		t.Fatalf("appendFree = %v, want %s", ips, want)
 	}
+	// More records than one batch under the lock: every third is held.
+	var many []dsvc.DNRecord
+	for i := range 3*freeBatch + 7 {
+		r := dsvc.DNRecord{CID: []byte{0}, CIP: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}
+		if i%3 == 0 {
+			o.reserve(fmt.Sprint("c", i), r, now)
+		}
+		many = append(many, r)
+	}
+	got = o.appendFree(nil, many, "me", now, func(*dsvc.DNRecord) bool { return true })
+	if want := len(many) - (len(many)+2)/3; len(got) != want {
+		t.Fatalf("appendFree of %d records, a third held: %d, want %d", len(many), len(got), want)
+	}
+	for _, r := range got {
+		if b := r.CIP.As4(); (int(b[2])<<8|int(b[3]))%3 == 0 {
+			t.Fatalf("appendFree kept %s, held by another client", r.CIP)
+		}
+	}
 }
