@@ -261,6 +261,7 @@ EOF
 	# The server's counters at its stop: commits, collisions (reread and
 	# retried), lost (given up), no free address, store errors.
 	grep -o 'msg=counters.*' "$d/srv.log" | sed "s/^msg=counters/   $label r=$rate counters:/"
+	grep -o 'msg=sockets.*' "$d/srv.log" | sed "s/^msg=sockets/   $label r=$rate sockets:/"
 	if [ "${PROFILE:-0}" = 1 ]; then
 		echo "-- $label r=$rate: CPU profile, top 15"
 		go tool pprof -top -nodecount=15 "$BIN" "$d/cpu.prof" 2>/dev/null | sed -n '/flat%/,$p'

@@ -71,7 +71,7 @@ func FuzzAppendPacket(f *testing.F) {
 }
 
 // BenchmarkReply: an OFFER with the test dhcptab's options, built and
-// encoded as send does.
+// encoded as send does, and pooled again as Handle does.
 func BenchmarkReply(b *testing.B) {
 	e := newEnv(b, modules[0])
 	s, _ := e.server(ownerA)
@@ -89,5 +89,6 @@ func BenchmarkReply(b *testing.B) {
 		buf := packetPool.Get().(*[]byte)
 		*buf = appendPacket((*buf)[:0], rep)
 		packetPool.Put(buf)
+		putReply(rep)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/corralhq/corral/dhcp/dhcptab"
@@ -83,12 +84,8 @@ func (s *Server) refill(ctx context.Context, n *network, key string, now time.Ti
 		if err != nil {
 			return dsvc.DNRecord{}, false, err
 		}
-		for _, r := range rs {
-			// A departed peer's records: only this server's share.
-			if s.owns(&r) && !n.offers.heldByOther(r.CIP, key, now) {
-				cands = append(cands, r)
-			}
-		}
+		// A departed peer's records: only this server's share.
+		cands = n.offers.appendFree(cands, rs, key, now, s.owns)
 		if len(rs) > 0 {
 			found = true
 		}
@@ -515,6 +512,27 @@ func (s *Server) leaseTime(o dhcptab.Options, m *dhcpv4.DHCPv4, r *dsvc.DNRecord
 	return lt, false
 }
 
+// replyPool recycles replies with their option maps: a reply has more
+// than eight options, past which a map grows from one group into a
+// table, and growing one for every reply was half of BenchmarkReply's
+// time. Handle returns its reply with putReply once it is encoded.
+var replyPool = sync.Pool{New: func() any { return &dhcpv4.DHCPv4{Options: make(dhcpv4.Options, maxPooledOptions)} }}
+
+// maxPooledOptions bounds the map a pooled reply keeps (a map does not
+// shrink): a reply with more options is left to the collector.
+const maxPooledOptions = 32
+
+// putReply clears rep, which nothing may use again, and pools it.
+func putReply(rep *dhcpv4.DHCPv4) {
+	opts := rep.Options
+	if opts == nil || len(opts) > maxPooledOptions {
+		return
+	}
+	clear(opts)
+	*rep = dhcpv4.DHCPv4{Options: opts}
+	replyPool.Put(rep)
+}
+
 // infinite is the 0xffffffff-second lease.
 const infinite = time.Duration(math.MaxUint32) * time.Second
 
@@ -534,7 +552,8 @@ var msgTypes = func() []byte {
 // options (INFORM, NAK, BOOTP).
 func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *dhcptab.Options, lease time.Duration) *dhcpv4.DHCPv4 {
 	m := q.m
-	rep := &dhcpv4.DHCPv4{
+	rep := replyPool.Get().(*dhcpv4.DHCPv4) // cleared by putReply
+	*rep = dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
 		HWType:        m.HWType,
 		TransactionID: m.TransactionID,
@@ -543,7 +562,7 @@ func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *
 		YourIPAddr:    net.IPv4zero,
 		GatewayIPAddr: m.GatewayIPAddr,
 		ClientHWAddr:  m.ClientHWAddr,
-		Options:       dhcpv4.Options{},
+		Options:       rep.Options,
 	}
 	if yiaddr.IsValid() {
 		rep.YourIPAddr = yiaddr.AsSlice()
@@ -587,8 +606,10 @@ func (s *Server) reply(q *request, mt dhcpv4.MessageType, yiaddr netip.Addr, o *
 	// The parameter request list's octets are the codes (RFC 2132 §9.8).
 	prl := m.Options.Get(dhcpv4.OptionParameterRequestList)
 	maxMsg := 0
-	if v, err := m.MaxMessageSize(); err == nil {
-		maxMsg = int(v)
+	// MaxMessageSize would make an error for every client without
+	// option 57.
+	if v := m.Options.Get(dhcpv4.OptionMaximumDHCPMessageSize); len(v) == 2 {
+		maxMsg = int(binary.BigEndian.Uint16(v))
 	}
 	if mt == dhcpv4.MessageTypeNone {
 		maxMsg = 0 // BOOTP: 64 octets of vendor area, kept to the 576 minimum

@@ -206,9 +206,9 @@ type Report struct {
 
 // SocketStats are netio.Stats with the drops by name.
 type SocketStats struct {
-	Received, Batches, Handled, Sent, SendErrors uint64
-	Drops                                        map[string]uint64
-	RcvBuf                                       int
+	Received, Batches, Handled, Sent, SendCalls, SendErrors uint64
+	Drops                                                   map[string]uint64
+	RcvBuf                                                  int
 }
 
 // Report returns the counters, the sockets' and the offer caches' sizes.
@@ -224,7 +224,7 @@ func (s *Server) Report() Report {
 	if ns := s.met.sockets.Load(); ns != nil {
 		nst := ns.Stats()
 		ss := &SocketStats{Received: nst.Received, Batches: nst.Batches, Handled: nst.Handled, Sent: nst.Sent,
-			SendErrors: nst.SendErrors, RcvBuf: nst.RcvBuf, Drops: map[string]uint64{}}
+			SendCalls: nst.SendCalls, SendErrors: nst.SendErrors, RcvBuf: nst.RcvBuf, Drops: map[string]uint64{}}
 		for i, v := range nst.Drops {
 			if reason := netio.DropReason(i); reason != netio.DropNone {
 				ss.Drops[reason.String()] = v

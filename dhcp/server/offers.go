@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,6 +66,27 @@ func (o *offers) heldByOther(ip netip.Addr, cid string, now time.Time) bool {
 func (o *offers) heldLocked(ip netip.Addr, cid string, now time.Time) bool {
 	of, ok := o.byIP[ipKey(ip)]
 	return ok && of.cid != cid && !now.After(of.expires)
+}
+
+// appendFree appends to dst the records of rs that keep accepts and no
+// client but cid holds an offer for. It takes the lock once per
+// freeBatch records, not once per record (a refill reads thousands), and
+// releases it between batches, so the workers are not held up for the
+// whole of a large refill.
+func (o *offers) appendFree(dst, rs []dsvc.DNRecord, cid string, now time.Time, keep func(*dsvc.DNRecord) bool) []dsvc.DNRecord {
+	dst = slices.Grow(dst, len(rs))
+	for len(rs) > 0 {
+		k := min(len(rs), freeBatch)
+		o.mu.Lock()
+		for i := range rs[:k] {
+			if keep(&rs[i]) && !o.heldLocked(rs[i].CIP, cid, now) {
+				dst = append(dst, rs[i])
+			}
+		}
+		o.mu.Unlock()
+		rs = rs[k:]
+	}
+	return dst
 }
 
 // reserve offers rec to cid unless another client holds rec's address;

@@ -286,7 +286,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.WatchSockets(ns)
 	defer s.startRescan(ctx)()
 	s.log.Info("serving", "addr", ns.Addr().String(), "networks", len(s.nets), "owners", fmt.Sprint(s.ownerList))
-	return ns.Serve(ctx, s.Handle)
+	err = ns.Serve(ctx, s.Handle)
+	// How well reads and writes batched: the figures a throughput run
+	// needs beside the server's own counters.
+	st := ns.Stats()
+	s.log.Info("sockets", "received", st.Received, "read_calls", st.Batches, "sent", st.Sent,
+		"send_calls", st.SendCalls, "dropped", st.Dropped())
+	return err
 }
 
 // Handle is the netio.Handler: it parses the packet, answers it from the
@@ -306,6 +312,7 @@ func (s *Server) Handle(ctx context.Context, p *netio.Packet, r netio.Reply) {
 	}
 	if m, rep := s.answer(ctx, p); rep != nil {
 		s.send(p, r, m, rep)
+		putReply(rep)
 	}
 }
 
