@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/corralhq/corral/events"
 	"github.com/corralhq/corral/proto"
 )
 
@@ -35,4 +36,36 @@ func BenchmarkPublishUngated(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkPublishBatchUngated is BenchmarkPublishUngated with the events
+// of a log entry of 64 messages published at once, as the cluster does;
+// an op is the batch, ns/event the time per event.
+func BenchmarkPublishBatchUngated(b *testing.B) {
+	lim := DefaultLimits()
+	lim.LagEvents, lim.LagBytes = 1<<30, 1<<30
+	s := New(lim, 0, nil)
+	defer s.Close()
+	for range 4 {
+		if _, err := s.Subscribe(&discardSink{done: make(chan struct{})}, Subscription{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const n = 64
+	evs := make([]events.Event, n)
+	for i := range evs {
+		evs[i] = groupEvent(1, false, 64)
+	}
+	b.ReportAllocs()
+	seq := uint64(0)
+	for b.Loop() {
+		for i := range evs {
+			seq++
+			evs[i].Seq = seq
+		}
+		if err := s.PublishBatch(evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 }
