@@ -180,6 +180,41 @@ func TestPublishBatchGated(t *testing.T) {
 	g.waitTrace(t, "1* 2* 3*")
 }
 
+// TestPublishBatchPastTheDispatch: a batch of events of a class no gated
+// subscriber has callbacks for (group events to clients that take them
+// through Deliveries) is handed to the gated subscribers unflagged, at
+// once; the dispatch then goes on from after it.
+func TestPublishBatchPastTheDispatch(t *testing.T) {
+	s := newStream(t, 0, nil)
+	g := gatedSink(t, s, callbacks(events.ClassMemb, 1), Subscription{})
+	none := gatedSink(t, s, callbacks(0, 0), Subscription{})
+	batch := []events.Event{groupEvent(1, false, 3), groupEvent(2, false, 3), groupEvent(3, true, 3)}
+	if err := s.PublishBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	g.waitTrace(t, "1 2 0")
+	none.waitTrace(t, "1 2 0")
+	s.mu.Lock()
+	if s.d.active || s.d.pos != s.next {
+		t.Errorf("dispatch active %v at %d, want idle at %d", s.d.active, s.d.pos, s.next)
+	}
+	s.mu.Unlock()
+	if err := s.PublishBatch([]events.Event{memb(4), groupEvent(5, false, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	// Events of classes without callbacks pass the one awaited.
+	g.waitTrace(t, "1 2 0 4* 5")
+	none.waitTrace(t, "1 2 0 4 5")
+	if err := s.Done(g, 4, events.MSNewView); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.d.active || s.d.pos != s.next {
+		t.Errorf("after DONE: dispatch active %v at %d, want idle at %d", s.d.active, s.d.pos, s.next)
+	}
+}
+
 // TestArena: bodies cut from a chunk do not overlap, and one too large
 // for what is left has its own allocation.
 func TestArena(t *testing.T) {

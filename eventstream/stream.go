@@ -333,7 +333,7 @@ func (s *Stream) PublishBatch(evs []events.Event) error {
 	if len(es) == 0 {
 		return first
 	}
-	if len(s.gated) > 0 || s.d.active {
+	if s.dispatchesLocked(es) {
 		// The node-wide dispatch takes events one at a time.
 		for i := range es {
 			s.publishLocked(&es[i])
@@ -378,7 +378,36 @@ func (s *Stream) PublishBatch(evs []events.Event) error {
 			signal(sub.wake)
 		}
 	}
+	if len(s.gated) > 0 {
+		// Where advanceLocked would have gone: past every event of the
+		// batch, none of which had participants.
+		s.d.pos = s.next
+	}
 	return first
+}
+
+// dispatchesLocked reports whether the node-wide dispatch may have work
+// in es: it is busy, or behind, or a gated subscriber has callbacks for
+// the class of an event of es. Otherwise (group events to clients that
+// take them through their Deliveries) es passes every gated subscriber
+// as it passes an ungated one.
+func (s *Stream) dispatchesLocked(es []entry) bool {
+	if len(s.gated) == 0 {
+		return s.d.active
+	}
+	if s.d.active || s.d.pos != s.next {
+		return true
+	}
+	var gated client.ClassMask
+	for u := range s.gated {
+		gated |= u.cb.Classes
+	}
+	for i := range es {
+		if gated.Has(es[i].ev.Desc.Class()) {
+			return true
+		}
+	}
+	return false
 }
 
 // fellOut is the Close text of a subscriber whose next events left the
