@@ -182,12 +182,10 @@ func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 		if r.err != nil {
 			return Header{}, nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
 		}
-		c, err := parseCmd(op, body, group)
-		group = c.Group
-		if err != nil {
+		if err := parseCmd(&cmds[i], op, body, group); err != nil {
 			return Header{}, nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
 		}
-		cmds[i] = c
+		group = cmds[i].Group
 	}
 	if err := r.end(); err != nil {
 		return Header{}, nil, fmt.Errorf("%w: %w", ErrBatch, err)
@@ -195,11 +193,12 @@ func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 	return h, cmds, nil
 }
 
-// parseCmd decodes one command; a group name equal to group is group,
-// not a new string.
-func parseCmd(op Op, body []byte, group string) (Cmd, error) {
+// parseCmd decodes one command into the zero c, in place (a Cmd is
+// large, and a batch holds thousands); a group name equal to group is
+// group, not a new string.
+func parseCmd(c *Cmd, op Op, body []byte, group string) error {
 	r := reader{b: body}
-	c := Cmd{Op: op}
+	c.Op = op
 	switch op {
 	case OpOpen:
 		c.Key = r.u64("key")
@@ -228,9 +227,9 @@ func parseCmd(op Op, body []byte, group string) (Cmd, error) {
 		c.Payload = r.payload()
 	case OpReset:
 	default:
-		return Cmd{}, fmt.Errorf("unknown op %d", op)
+		return fmt.Errorf("unknown op %d", op)
 	}
-	return c, r.end()
+	return r.end()
 }
 
 // reader decodes little-endian fields; the first failure sticks, so a
