@@ -39,6 +39,16 @@ type Events interface {
 	Latest() uint64
 }
 
+// BatchEvents is Events that takes many events at once (the event
+// stream): the cluster hands it the events of the entries each commit
+// applied in one call.
+type BatchEvents interface {
+	Events
+	// PublishBatch hands evs on, in order, as Publish one by one; it
+	// does not keep evs.
+	PublishBatch(evs []events.Event) error
+}
+
 // Config configures a Cluster.
 type Config struct {
 	Self    uint64 // node id

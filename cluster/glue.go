@@ -19,7 +19,7 @@ const membershipID = rsm.Membership
 // machines, and loads the membership state the log holds.
 func (c *Cluster) newMux(l *life) error {
 	l.member = &memberMachine{Machine: membership.NewMachine()}
-	l.mux = rsm.NewMux(func(ev events.Event) { c.publishCommitted(l, ev) }, c.log)
+	l.mux = rsm.NewBatchMux(func(evs []events.Event) { c.publishCommitted(l, evs) }, c.log)
 	if err := l.mux.Register(l.member); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -85,13 +85,26 @@ func (c *Cluster) importLegacy(l *life, s membership.LegacyState) error {
 // event of the entries up to index is at or below it.
 func lastSeq(index uint64) uint64 { return events.SeqOf(index, 1<<events.SeqShift-1) }
 
-// publishCommitted publishes an event of a durably applied entry, unless
-// an earlier life of this node published it already.
-func (c *Cluster) publishCommitted(l *life, ev events.Event) {
-	if ev.Seq != 0 && ev.Seq <= l.replayed {
+// publishCommitted publishes the events of durably applied entries, in
+// log order, but those an earlier life of this node published already.
+func (c *Cluster) publishCommitted(l *life, evs []events.Event) {
+	// The machines' events all have a Seq, increasing: the published
+	// ones are a prefix.
+	i := 0
+	for i < len(evs) && evs[i].Seq <= l.replayed {
+		i++
+	}
+	evs = evs[i:]
+	if len(evs) == 0 {
 		return
 	}
-	c.cfg.Events.Publish(ev)
+	if b, ok := c.cfg.Events.(BatchEvents); ok {
+		b.PublishBatch(evs)
+		return
+	}
+	for _, ev := range evs {
+		c.cfg.Events.Publish(ev)
+	}
 }
 
 // applier is life l's clusterlog.Applier: the Mux, plus what the node does

@@ -28,6 +28,11 @@
 // waiting for each one's Done, and closes one that misses
 // Limits.CallbackTimeout. Ungated subscribers never wait for it.
 //
+// The cluster publishes a commit's events with PublishBatch: one lock and
+// one pass over the subscribers per batch, as Publish one by one would
+// hand them out (events the dispatch has to await still go one at a
+// time). Bodies are encoded once and cut from shared chunks.
+//
 // Subscribers are Sinks (a client link through Server, or a fake) with a
 // Filter. Server speaks the client protocol's SUBSCRIBE, EVENT and
 // queries on transport links (proto/client/SPEC.md, "Cluster events").

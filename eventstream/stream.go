@@ -1,6 +1,7 @@
 package eventstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -191,6 +192,9 @@ type Stream struct {
 	log *slog.Logger
 	wg  sync.WaitGroup // subscriber goroutines
 
+	encMu sync.Mutex // guards enc: publishers encode outside mu
+	enc   arena
+
 	mu     sync.Mutex // guards the fields below and every subscriber's pos, lag, state and why
 	lim    Limits
 	closed bool
@@ -274,50 +278,183 @@ func (s *Stream) Subscribers() int {
 // latest is a caller's error: it is logged and dropped (ErrStaleSeq), as
 // is one that cannot be encoded.
 func (s *Stream) Publish(ev events.Event) error {
-	body, err := client.AppendEvent(nil, &ev)
-	if err != nil {
-		s.log.Error("event cannot be sent to clients; dropped", "event", ev.String(), "err", err.Error())
-		return fmt.Errorf("eventstream: %w", err)
+	e := &entry{ev: ev}
+	if err := s.encode(e); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	if ev.Seq != 0 {
-		if ev.Seq <= s.latest {
-			s.log.Error("cluster-wide event published twice, or below the start floor; dropped", "event", ev.String(), "latest", s.latest)
-			return fmt.Errorf("%w: seq %d, latest %d", ErrStaleSeq, ev.Seq, s.latest)
-		}
-		s.latest = ev.Seq
+	if err := s.checkSeqLocked(&e.ev); err != nil {
+		return err
 	}
-	e := &entry{ev: ev, body: body}
-	pos := s.next
-	s.hist = append(s.hist, e)
-	s.histBytes += len(body)
-	s.next++
-	for len(s.hist) > 1 && (s.histBytes > s.lim.HistMaxBytes || (len(s.hist) > s.lim.HistEvents && s.histBytes > s.lim.HistKeepBytes)) {
-		old := s.hist[0]
-		for _, sub := range s.subs {
-			// A subscriber that would skip the entry loses nothing.
-			if sub.pos == s.base && !sub.wants(old, s.base) {
-				sub.pos++
-			}
-		}
-		s.hist[0] = nil
-		s.hist = s.hist[1:]
-		s.base++
-		s.histBytes -= len(old.body)
-		if old.ev.Seq != 0 {
-			s.floor = old.ev.Seq
+	s.publishLocked(e)
+	return nil
+}
+
+// PublishBatch publishes evs, in order, as Publish would one by one: the
+// cluster publishes a log entry's events (up to thousands of messages)
+// with it. It takes the lock once, and makes one pass over the
+// subscribers for the batch, each signalled once. Events that Publish
+// would drop are dropped, the others published; the error is the first
+// drop's. evs is not retained.
+func (s *Stream) PublishBatch(evs []events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	// One allocation for the batch's entries: the history and the
+	// subscribers' batches point into it.
+	es := make([]entry, 0, len(evs))
+	var first error
+	for i := range evs {
+		es = append(es, entry{ev: evs[i]})
+		if err := s.encode(&es[len(es)-1]); err != nil {
+			es = es[:len(es)-1]
+			first = cmp.Or(first, err)
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	n := 0
+	for i := range es {
+		if err := s.checkSeqLocked(&es[i].ev); err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		es[n] = es[i]
+		n++
+	}
+	es = es[:n]
+	if len(es) == 0 {
+		return first
+	}
+	if s.dispatchesLocked(es) {
+		// The node-wide dispatch takes events one at a time.
+		for i := range es {
+			s.publishLocked(&es[i])
+		}
+		return first
+	}
+	from := s.next
+	for i := range es {
+		s.hist = append(s.hist, &es[i])
+		s.histBytes += len(es[i].body)
+		s.next++
+	}
+	s.trimLocked()
 	for _, sub := range s.subs {
 		if sub.state != subActive {
 			continue
 		}
 		if sub.pos < s.base {
-			s.behindLocked(sub, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
+			s.behindLocked(sub, fellOut)
+			continue
+		}
+		// The events of the batch the history let go of already were
+		// not wanted by sub: it would be behind otherwise.
+		wake, onLink := false, -1
+		for p := max(from, s.base); p < s.next; p++ {
+			e := s.hist[p-s.base]
+			if !sub.wants(e, p) {
+				continue
+			}
+			if !sub.held {
+				if onLink < 0 {
+					onLink = sub.onLink()
+				}
+				if !s.lagLocked(sub, events.SeqIndex(e.ev.Seq), len(e.body), onLink) {
+					wake = false
+					break
+				}
+			}
+			wake = true
+		}
+		if wake {
+			signal(sub.wake)
+		}
+	}
+	if len(s.gated) > 0 {
+		// Where advanceLocked would have gone: past every event of the
+		// batch, none of which had participants.
+		s.d.pos = s.next
+	}
+	return first
+}
+
+// dispatchesLocked reports whether the node-wide dispatch may have work
+// in es: it is busy, or behind, or a gated subscriber has callbacks for
+// the class of an event of es. Otherwise (group events to clients that
+// take them through their Deliveries) es passes every gated subscriber
+// as it passes an ungated one.
+func (s *Stream) dispatchesLocked(es []entry) bool {
+	if len(s.gated) == 0 {
+		return s.d.active
+	}
+	if s.d.active || s.d.pos != s.next {
+		return true
+	}
+	var gated client.ClassMask
+	for u := range s.gated {
+		gated |= u.cb.Classes
+	}
+	for i := range es {
+		if gated.Has(es[i].ev.Desc.Class()) {
+			return true
+		}
+	}
+	return false
+}
+
+// fellOut is the Close text of a subscriber whose next events left the
+// history.
+const fellOut = "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered"
+
+// encode sets e.body, the EVENT body of e.ev, or logs and returns why it
+// cannot be sent.
+func (s *Stream) encode(e *entry) error {
+	s.encMu.Lock()
+	body, err := s.enc.append(&e.ev)
+	s.encMu.Unlock()
+	if err != nil {
+		s.log.Error("event cannot be sent to clients; dropped", "event", e.ev.String(), "err", err.Error())
+		return fmt.Errorf("eventstream: %w", err)
+	}
+	e.body = body
+	return nil
+}
+
+// checkSeqLocked refuses a cluster-wide event not above the latest Seq,
+// and makes one the latest.
+func (s *Stream) checkSeqLocked(ev *events.Event) error {
+	if ev.Seq == 0 {
+		return nil
+	}
+	if ev.Seq <= s.latest {
+		s.log.Error("cluster-wide event published twice, or below the start floor; dropped", "event", ev.String(), "latest", s.latest)
+		return fmt.Errorf("%w: seq %d, latest %d", ErrStaleSeq, ev.Seq, s.latest)
+	}
+	s.latest = ev.Seq
+	return nil
+}
+
+// publishLocked adds e to the history and hands it to the subscribers.
+func (s *Stream) publishLocked(e *entry) {
+	pos := s.next
+	s.hist = append(s.hist, e)
+	s.histBytes += len(e.body)
+	s.next++
+	s.trimLocked()
+	for _, sub := range s.subs {
+		if sub.state != subActive {
+			continue
+		}
+		if sub.pos < s.base {
+			s.behindLocked(sub, fellOut)
 			continue
 		}
 		if !sub.wants(e, pos) {
@@ -325,7 +462,7 @@ func (s *Stream) Publish(ev events.Event) error {
 		}
 		// A gated subscriber that the dispatch holds back could not be
 		// sent this event: it is not lag.
-		if !sub.held && !s.lagLocked(sub, events.SeqIndex(ev.Seq), len(body)) {
+		if !sub.held && !s.lagLocked(sub, events.SeqIndex(e.ev.Seq), len(e.body), sub.onLink()) {
 			continue
 		}
 		signal(sub.wake)
@@ -333,16 +470,44 @@ func (s *Stream) Publish(ev events.Event) error {
 	if len(s.gated) > 0 || s.d.active {
 		s.advanceLocked()
 	}
-	return nil
+}
+
+// trimLocked lets the history go of its oldest entries beyond the
+// limits. A subscriber at an entry let go of that it would skip loses
+// nothing: it moves past it.
+func (s *Stream) trimLocked() {
+	k, bytes := 0, s.histBytes
+	for len(s.hist)-k > 1 && (bytes > s.lim.HistMaxBytes || (len(s.hist)-k > s.lim.HistEvents && bytes > s.lim.HistKeepBytes)) {
+		bytes -= len(s.hist[k].body)
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	for _, sub := range s.subs {
+		for sub.pos >= s.base && sub.pos-s.base < uint64(k) && !sub.wants(s.hist[sub.pos-s.base], sub.pos) {
+			sub.pos++
+		}
+	}
+	for i := k - 1; i >= 0; i-- {
+		if seq := s.hist[i].ev.Seq; seq != 0 {
+			s.floor = seq
+			break
+		}
+	}
+	clear(s.hist[:k])
+	s.hist = s.hist[k:]
+	s.base += uint64(k)
+	s.histBytes = bytes
 }
 
 // lagLocked counts an event of n bytes, of log entry index (0: a local
-// event), in sub's lag and disconnects sub if that is too much. It
+// event), in sub's lag (onLink: the bytes its sink holds) and disconnects sub if that is too much. It
 // reports whether sub is still served. The events of the newest entry
 // counted are left out of the bound: an entry's events (up to a batch of
 // thousands of messages) are published at once, faster than any sink is
 // handed them, so the bound is the limit plus one entry's events.
-func (s *Stream) lagLocked(sub *subscriber, index uint64, n int) bool {
+func (s *Stream) lagLocked(sub *subscriber, index uint64, n int, onLink int) bool {
 	if index == 0 || index != sub.entry {
 		sub.entry, sub.entryN, sub.entryB = index, 0, 0
 	}
@@ -350,14 +515,10 @@ func (s *Stream) lagLocked(sub *subscriber, index uint64, n int) bool {
 	sub.entryB += uint64(n)
 	sub.lagN++
 	sub.lagB += uint64(n)
-	var onLink uint64
-	if sub.queued != nil {
-		onLink = uint64(sub.queued())
-	}
 	// The sink is handed the oldest events first: a lag smaller than the
 	// entry's part is all of this entry.
 	lagN := sub.lagN - min(sub.lagN, sub.entryN)
-	lagB := sub.lagB - min(sub.lagB, sub.entryB) + onLink
+	lagB := sub.lagB - min(sub.lagB, sub.entryB) + uint64(onLink)
 	if lagN > uint64(s.lim.LagEvents) || lagB > uint64(s.lim.LagBytes) {
 		s.behindLocked(sub, fmt.Sprintf("client fell behind: %d events (%d bytes) waiting for it and %d bytes on its link that it has not read, limit %d events or %d bytes; reconnect and resume after the last seq you delivered",
 			sub.lagN, sub.lagB, onLink, s.lim.LagEvents, s.lim.LagBytes))
@@ -378,6 +539,43 @@ func (s *Stream) Skip(seq uint64) {
 	if seq > s.floor {
 		s.floor = seq
 	}
+}
+
+// onLink returns the bytes sub's sink holds unread.
+func (sub *subscriber) onLink() int {
+	if sub.queued == nil {
+		return 0
+	}
+	return sub.queued()
+}
+
+// arena hands out EVENT bodies cut from shared chunks: one allocation for
+// many small bodies rather than one each. A body is never written once
+// handed out; it keeps its chunk alive while the history or a sink holds
+// it, so the memory held is the history's plus at most a chunk at each
+// end.
+type arena struct{ buf []byte }
+
+const arenaChunk = 64 << 10
+
+// append returns ev's EVENT body.
+func (a *arena) append(ev *events.Event) ([]byte, error) {
+	rest := a.buf[len(a.buf):]
+	out, err := client.AppendEvent(rest, ev)
+	if err != nil {
+		return nil, err
+	}
+	if cap(out) == cap(rest) {
+		// Encoded in place (a growth would have changed the capacity).
+		a.buf = a.buf[:len(a.buf)+len(out)]
+		return out[:len(out):len(out)], nil
+	}
+	// It did not fit and has an allocation of its own; a small body
+	// means the chunk is used up.
+	if len(out) < arenaChunk/8 {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	return out[:len(out):len(out)], nil
 }
 
 // wants reports whether sub is to be sent e, found at stream position p.
@@ -498,7 +696,7 @@ func (s *Stream) serve(u *subscriber) {
 		}
 		if state == subActive || state == subClosing {
 			if u.pos < s.base {
-				s.behindLocked(u, "client fell behind: events it was still to be sent are no longer in the agent's history; reconnect and resume after the last seq you delivered")
+				s.behindLocked(u, fellOut)
 				state, why = u.state, u.why
 			}
 			u.held = false

@@ -174,6 +174,7 @@ func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 		return Header{}, nil, fmt.Errorf("%w: %d commands in %d bytes", ErrBatch, n, len(r.b))
 	}
 	cmds = make([]Cmd, n)
+	var group string // the last group name read: a batch's sends name few groups
 	for i := range cmds {
 		op := Op(r.u8("op"))
 		r.zero(3, "command reserved")
@@ -181,11 +182,10 @@ func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 		if r.err != nil {
 			return Header{}, nil, fmt.Errorf("%w: command %d: %w", ErrBatch, i, r.err)
 		}
-		c, err := parseCmd(op, body)
-		if err != nil {
+		if err := parseCmd(&cmds[i], op, body, group); err != nil {
 			return Header{}, nil, fmt.Errorf("%w: command %d (%v): %w", ErrBatch, i, op, err)
 		}
-		cmds[i] = c
+		group = cmds[i].Group
 	}
 	if err := r.end(); err != nil {
 		return Header{}, nil, fmt.Errorf("%w: %w", ErrBatch, err)
@@ -193,9 +193,12 @@ func ParseBatch(b []byte) (h Header, cmds []Cmd, err error) {
 	return h, cmds, nil
 }
 
-func parseCmd(op Op, body []byte) (Cmd, error) {
+// parseCmd decodes one command into the zero c, in place (a Cmd is
+// large, and a batch holds thousands); a group name equal to group is
+// group, not a new string.
+func parseCmd(c *Cmd, op Op, body []byte, group string) error {
 	r := reader{b: body}
-	c := Cmd{Op: op}
+	c.Op = op
 	switch op {
 	case OpOpen:
 		c.Key = r.u64("key")
@@ -206,7 +209,7 @@ func parseCmd(op Op, body []byte) (Cmd, error) {
 		c.Reason = event.LeaveReason(r.u8("reason"))
 	case OpJoin, OpLeave:
 		c.Key = r.u64("key")
-		c.Group = r.str16("group")
+		c.Group = r.groupName(group)
 	case OpSend:
 		c.Key = r.u64("key")
 		c.Kind = r.u8("kind")
@@ -216,7 +219,7 @@ func parseCmd(op Op, body []byte) (Cmd, error) {
 		c.ReplyTo = r.u64("reply to")
 		c.MsgID = r.u64("msg id")
 		c.Xfer = r.u64("xfer")
-		c.Group = r.str16("group")
+		c.Group = r.groupName(group)
 		c.Payload = r.payload()
 	case OpPart:
 		c.Key = r.u64("key")
@@ -224,9 +227,9 @@ func parseCmd(op Op, body []byte) (Cmd, error) {
 		c.Payload = r.payload()
 	case OpReset:
 	default:
-		return Cmd{}, fmt.Errorf("unknown op %d", op)
+		return fmt.Errorf("unknown op %d", op)
 	}
-	return c, r.end()
+	return r.end()
 }
 
 // reader decodes little-endian fields; the first failure sticks, so a
@@ -282,6 +285,17 @@ func (r *reader) bytes(n int, field string) []byte { return r.take(n, field) }
 
 func (r *reader) str16(field string) string {
 	return string(r.take(int(r.u16(field+" length")), field))
+}
+
+// groupName is str16 of the group name, returning like, without an
+// allocation, when the name read equals it. (Its field names are
+// constants: a concatenation would allocate.)
+func (r *reader) groupName(like string) string {
+	b := r.take(int(r.u16("group length")), "group")
+	if string(b) == like {
+		return like
+	}
+	return string(b)
 }
 
 func (r *reader) payload() []byte {

@@ -195,6 +195,10 @@ func (m *Machine) Apply(tx rsm.Tx, e rsm.Entry) (rsm.Result, error) {
 	}
 	node := h.Node
 	a := &apply{m: m, tx: tx, e: e, node: node}
+	// Most commands make one event: room for as many, in two
+	// allocations rather than two per event.
+	a.events = make([]events.Event, 0, len(cmds))
+	a.slab = make([]event.Group, 0, len(cmds))
 	rs := make([]CmdResult, len(cmds))
 	for i := range cmds {
 		r, err := a.cmd(uint32(i), &cmds[i])
@@ -290,6 +294,9 @@ type apply struct {
 	e      rsm.Entry
 	node   uint64 // the batch's node: the proposing agent's node id
 	events []events.Event
+	// slab holds the events' data while it has room; events are
+	// read-only once emitted, so they may share one allocation.
+	slab []event.Group
 }
 
 func (a *apply) nextSeq() uint64 { return event.SeqOf(a.e.Index, a.e.Event+uint32(len(a.events))) }
@@ -299,9 +306,17 @@ func (a *apply) room(n int) bool {
 	return int(a.e.Event)+len(a.events)+n <= maxEntryEvents
 }
 
-func (a *apply) emit(desc events.Descriptor, g *event.Group) uint64 {
+func (a *apply) emit(desc events.Descriptor, g event.Group) uint64 {
 	seq := a.nextSeq()
-	a.events = append(a.events, events.Event{Desc: desc, Data: g})
+	var d *event.Group
+	if len(a.slab) < cap(a.slab) {
+		a.slab = append(a.slab, g)
+		d = &a.slab[len(a.slab)-1]
+	} else {
+		d = new(event.Group)
+		*d = g
+	}
+	a.events = append(a.events, events.Event{Desc: desc, Data: d})
 	return seq
 }
 
@@ -438,7 +453,7 @@ func (a *apply) join(c *Cmd, s *session) (CmdResult, error) {
 		return CmdResult{}, err
 	}
 	g = a.m.st.joined(c.Group, s, seq)
-	a.emit(events.GSJoin, &event.Group{Name: c.Group, From: s.gm(seq), Members: g.members, To: g.to})
+	a.emit(events.GSJoin, event.Group{Name: c.Group, From: s.gm(seq), Members: g.members, To: g.to})
 	return CmdResult{Member: s.member, Seq: seq, Delivered: uint32(len(g.to))}, nil
 }
 
@@ -493,7 +508,7 @@ func (a *apply) leave(s *session, name string, why event.LeaveReason) (uint64, i
 		// connected and hears it.
 		to = insertID(g.to, s.member)
 	}
-	seq := a.emit(events.GSLeave, &event.Group{Name: name, From: s.gm(bornOn), Reason: why, Members: g.members, To: to})
+	seq := a.emit(events.GSLeave, event.Group{Name: name, From: s.gm(bornOn), Reason: why, Members: g.members, To: to})
 	return seq, len(to), nil
 }
 
@@ -576,7 +591,7 @@ func (a *apply) send(c *Cmd, s *session) (CmdResult, error) {
 			to = []uint64{c.Target}
 		}
 	}
-	seq := a.emit(desc, &event.Group{Name: c.Group, From: s.gm(s.groups[c.Group]), Target: c.Target,
+	seq := a.emit(desc, event.Group{Name: c.Group, From: s.gm(s.groups[c.Group]), Target: c.Target,
 		MsgID: c.MsgID, ReplyTo: c.ReplyTo, Payload: payload, To: to})
 	if self := a.m.self.Load(); self != 0 {
 		n := uint64(0)

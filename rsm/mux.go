@@ -23,7 +23,7 @@ import (
 // the only caller of the Applier methods after that.
 type Mux struct {
 	log     *slog.Logger
-	publish func(events.Event)
+	publish func([]events.Event)
 
 	mu       sync.Mutex // guards machines (Register against the node's calls)
 	machines map[ID]Machine
@@ -41,11 +41,25 @@ var (
 // the entry is durably applied; it is called on the node's goroutine and
 // must not block for long. A nil publish drops the events.
 func NewMux(publish func(events.Event), logger *slog.Logger) *Mux {
+	if publish == nil {
+		return NewBatchMux(nil, logger)
+	}
+	return NewBatchMux(func(evs []events.Event) {
+		for _, ev := range evs {
+			publish(ev)
+		}
+	}, logger)
+}
+
+// NewBatchMux is NewMux with publish receiving the events of every entry
+// a committed transaction applied at once, in log order (an event stream
+// takes them under one lock). publish must not keep evs.
+func NewBatchMux(publish func(evs []events.Event), logger *slog.Logger) *Mux {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if publish == nil {
-		publish = func(events.Event) {}
+		publish = func([]events.Event) {}
 	}
 	return &Mux{
 		log:      logger.With("subsystem", "rsm"),
@@ -232,10 +246,11 @@ func (m *Mux) CheckConfChange(tx *clusterlog.AppTx, e clusterlog.Entry) error {
 // Committed implements clusterlog.Applier: it publishes the events of the
 // entries the committed transaction applied.
 func (m *Mux) Committed(uint64) {
-	for i, ev := range m.pending {
-		m.publish(ev)
-		m.pending[i] = events.Event{}
+	if len(m.pending) == 0 {
+		return
 	}
+	m.publish(m.pending)
+	clear(m.pending) // the events' data is not kept alive
 	m.pending = m.pending[:0]
 }
 
