@@ -113,24 +113,24 @@ func (s *Stream) leaveLocked(u *subscriber) {
 }
 
 // sendableLocked decides whether gated u may be sent e, at position q,
-// now: it returns the body to send (flagged if released to u), or
-// held = true while the dispatch holds e back from u.
-func (s *Stream) sendableLocked(u *subscriber, e *entry, q uint64) (body []byte, held bool) {
+// now: it returns the body to send (flagged if released to u, and then
+// flagged is true), or held = true while the dispatch holds e back from u.
+func (s *Stream) sendableLocked(u *subscriber, e *entry, q uint64) (body []byte, flagged, held bool) {
 	d := &s.d
 	switch {
 	case s.closed || q < u.djoin:
-		return e.body, false // the stream closes, or catch-up
+		return e.body, false, false // the stream closes, or catch-up
 	case u.dpos == q:
 		if u.released {
-			return d.flagged, false
+			return d.flagged, true, false
 		}
-		return nil, true // its band comes later
+		return nil, false, true // its band comes later
 	case q < d.pos || (d.active && q == d.pos):
-		return e.body, false // dispatched (or in progress) without u
+		return e.body, false, false // dispatched (or in progress) without u
 	case u.cb.Classes.Has(e.ev.Desc.Class()):
-		return nil, true // the dispatch has not reached e
+		return nil, false, true // the dispatch has not reached e
 	}
-	return e.body, false // a class u has no callback for
+	return e.body, false, false // a class u has no callback for
 }
 
 // advanceLocked moves the dispatch as far as it can: the next band once

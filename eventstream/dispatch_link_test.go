@@ -184,3 +184,75 @@ func TestDispatchTimeoutOnTheWire(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestGatedLinkBatches: a version-5 link that sent CALLBACKS (for the
+// membership class) is sent the events of its other classes that are ready
+// together in EVENT_BATCH frames, and a flagged event alone, as EVENT,
+// between them in stream order.
+func TestGatedLinkBatches(t *testing.T) {
+	s := eventstream.New(eventstream.DefaultLimits(), 0, nil)
+	defer s.Close()
+	srv := eventstream.NewServer(s, nil)
+	l, frames := versionPipe(t, srv, 5)
+	sendCallbacks(t, l, wire.Callbacks{Classes: wire.MaskOf(events.ClassMemb)})
+	if err := l.Send(context.Background(), subscribeFrame(10, wire.Subscribe{Classes: wire.AllClasses})); err != nil {
+		t.Fatal(err)
+	}
+	next(t, frames)
+	group := func(index uint64, k uint32) events.Event {
+		return events.Event{Seq: events.SeqOf(index, k), Desc: events.GSBroadcast, Data: &events.Group{Name: "g", MsgID: uint64(k), Payload: []byte("m")}}
+	}
+	var evs []events.Event
+	for k := uint32(1); k <= 30; k++ {
+		evs = append(evs, group(5, k))
+	}
+	evs = append(evs, newView(events.SeqOf(6, 1)))
+	for k := uint32(1); k <= 30; k++ {
+		evs = append(evs, group(7, k))
+	}
+	if err := s.PublishBatch(evs); err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	batches := 0
+	for len(got) < len(evs) {
+		f := next(t, frames)
+		switch f.Opcode {
+		case wire.OpEventBatch:
+			batches++
+			bodies, err := wire.SplitEventBatch(f.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bodies {
+				ev, fl, err := wire.ParseEventAt(5, b)
+				if err != nil || fl != 0 || ev.Desc.Class() != events.ClassGroup {
+					t.Fatalf("in a batch: %v flags %#x, %v", ev, fl, err)
+				}
+				got = append(got, ev.Seq)
+			}
+		case wire.OpEvent:
+			ev, fl, err := wire.ParseEventAt(5, f.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Desc.Class() == events.ClassMemb {
+				if fl != wire.EventAwaitDone {
+					t.Fatalf("the view came unflagged: %v", ev)
+				}
+				sendDone(t, l, 10, ev.Seq, ev.Desc)
+			}
+			got = append(got, ev.Seq)
+		default:
+			t.Fatalf("unexpected %s", wire.Ops().Name(f.Opcode))
+		}
+	}
+	for i := range evs {
+		if got[i] != evs[i].Seq {
+			t.Fatalf("event %d: seq %#x, want %#x (got %x)", i, got[i], evs[i].Seq, got)
+		}
+	}
+	if batches < 2 {
+		t.Errorf("%d EVENT_BATCH frames for 60 group events ready together, want one or more on each side of the view", batches)
+	}
+}

@@ -652,7 +652,7 @@ func (s *Stream) Subscribe(k Sink, sub Subscription) (Reply, error) {
 }
 
 // maxBatch is how many events serve takes from the stream at a time;
-// maxSinkBatch for an ungated BatchSink, which frames many in one.
+// maxSinkBatch for a BatchSink, which frames many in one.
 const (
 	maxBatch     = 16
 	maxSinkBatch = 256
@@ -660,7 +660,8 @@ const (
 
 // BatchSink is a Sink that can take many events at once: a client link of
 // version 5 puts consecutive events into one EVENT_BATCH frame. The stream
-// uses it only for subscribers outside the node-wide dispatch.
+// never puts an event flagged for the node-wide dispatch in a batch: it
+// travels alone.
 type BatchSink interface {
 	Sink
 	// SendBatch hands over EVENT bodies, in order, as Send would one
@@ -670,9 +671,10 @@ type BatchSink interface {
 
 // item is an entry taken for sending and its stream position.
 type item struct {
-	e    *entry
-	pos  uint64
-	body []byte // e.body, or its flagged copy
+	e       *entry
+	pos     uint64
+	body    []byte // e.body, or its flagged copy
+	flagged bool   // body is the flagged copy: sent alone
 }
 
 // serve hands the stream to one subscriber's sink until the sink ends, the
@@ -687,11 +689,10 @@ func (s *Stream) serve(u *subscriber) {
 		s.mu.Lock()
 		state, why := u.state, u.why
 		batch = batch[:0]
-		// Read under the lock; a batch taken ungated holds no flagged
-		// bodies, whatever SetCallbacks does meanwhile.
-		batching := bs != nil && !u.gated
+		// Whether each body is flagged is decided under the lock, as it
+		// is taken, whatever SetCallbacks does meanwhile.
 		limit := maxBatch
-		if batching {
+		if bs != nil {
 			limit = maxSinkBatch
 		}
 		if state == subActive || state == subClosing {
@@ -702,13 +703,13 @@ func (s *Stream) serve(u *subscriber) {
 			u.held = false
 			for u.pos < s.next && u.pos >= s.base && len(batch) < limit {
 				if e := s.hist[u.pos-s.base]; u.wants(e, u.pos) {
-					body := e.body
+					body, flagged := e.body, false
 					if u.gated {
-						if body, u.held = s.sendableLocked(u, e, u.pos); u.held {
+						if body, flagged, u.held = s.sendableLocked(u, e, u.pos); u.held {
 							break
 						}
 					}
-					batch = append(batch, item{e, u.pos, body})
+					batch = append(batch, item{e, u.pos, body, flagged})
 				}
 				u.pos++
 			}
@@ -732,30 +733,26 @@ func (s *Stream) serve(u *subscriber) {
 			}
 			continue
 		}
-		if len(batch) > 1 && batching {
-			bodies = bodies[:0]
-			for _, it := range batch {
-				bodies = append(bodies, it.body)
-			}
-			if err := bs.SendBatch(u.ctx, bodies); err != nil {
-				if u.ctx.Err() == nil {
-					s.ended(u)
-					return
-				}
-				continue // the state changed; the loop looks
-			}
-			s.mu.Lock()
-			for _, it := range batch {
-				if it.pos >= u.joined {
-					u.lagN -= min(u.lagN, 1)
-					u.lagB -= min(u.lagB, uint64(len(it.e.body)))
+		for i := 0; i < len(batch); {
+			// A run of unflagged events goes in one frame; a flagged one
+			// alone, as EVENT.
+			j := i + 1
+			if bs != nil && !batch[i].flagged {
+				for j < len(batch) && !batch[j].flagged {
+					j++
 				}
 			}
-			s.mu.Unlock()
-			continue
-		}
-		for _, it := range batch {
-			if err := u.k.Send(u.ctx, it.body); err != nil {
+			var err error
+			if j-i > 1 {
+				bodies = bodies[:0]
+				for _, it := range batch[i:j] {
+					bodies = append(bodies, it.body)
+				}
+				err = bs.SendBatch(u.ctx, bodies)
+			} else {
+				err = u.k.Send(u.ctx, batch[i].body)
+			}
+			if err != nil {
 				if u.ctx.Err() == nil {
 					s.ended(u) // the sink ended
 					return
@@ -763,15 +760,18 @@ func (s *Stream) serve(u *subscriber) {
 				break // the state changed; the loop looks
 			}
 			// Lag counts from here: what waits in serve's batch is not
-			// yet the sink's.
-			if it.pos >= u.joined {
-				s.mu.Lock()
-				// Saturating: a gated subscriber is not counted the
-				// events published while the dispatch held it back.
-				u.lagN -= min(u.lagN, 1)
-				u.lagB -= min(u.lagB, uint64(len(it.e.body)))
-				s.mu.Unlock()
+			// yet the sink's. Saturating: a gated subscriber is not
+			// counted the events published while the dispatch held it
+			// back.
+			s.mu.Lock()
+			for _, it := range batch[i:j] {
+				if it.pos >= u.joined {
+					u.lagN -= min(u.lagN, 1)
+					u.lagB -= min(u.lagB, uint64(len(it.e.body)))
+				}
 			}
+			s.mu.Unlock()
+			i = j
 		}
 	}
 }
