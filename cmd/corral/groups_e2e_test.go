@@ -601,7 +601,14 @@ func TestGroupsSlowMember(t *testing.T) {
 	start := time.Now()
 	var peak int64
 	samples := []int64{}
+	// The senders offer a fixed rate that the fast member (a CLI printing
+	// JSON, under -race) keeps up with: the slow member is the one that
+	// must fall behind, not every reader the cluster outpaces.
+	const rate = 2500 // messages a second
+	sent := 0
 	for time.Since(start) < d {
+		time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / rate)))
+		sent += 64
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for range 64 {
