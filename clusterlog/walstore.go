@@ -1,6 +1,7 @@
 package clusterlog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -238,7 +239,7 @@ func replayWAL(dir string, gen, truncIndex, truncTerm uint64, prealloc int64, lo
 			hdrs = append(hdrs, h)
 		}
 	}
-	slices.SortFunc(hdrs, func(a, b segHeader) int { return compareUint64(a.seq, b.seq) })
+	slices.SortFunc(hdrs, func(a, b segHeader) int { return cmp.Compare(a.seq, b.seq) })
 	defer func() {
 		if err != nil {
 			for _, s := range r.segs {
@@ -358,14 +359,4 @@ func zeroFrom(f *os.File, off, size int64) error {
 		off += n
 	}
 	return fdatasync(f)
-}
-
-func compareUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
