@@ -295,9 +295,10 @@ for r in $RATES; do
 	done
 done
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== DORA/s: corral / Kea at each rate"
-awk '{v[$1" "$2]=$3; if (!($1 in seen)) {seen[$1]=1; ms[++nm]=$1}; if (!($2 in rs)) {rs[$2]=1; rr[++nr]=$2}}
+echo "== DORA/s: corral / Kea at each rate (the mean of a rate's points when RATES repeats it)"
+awk '{t[$1" "$2]+=$3; c[$1" "$2]++; if (!($1 in seen)) {seen[$1]=1; ms[++nm]=$1}; if (!($2 in rs)) {rs[$2]=1; rr[++nr]=$2}}
 	END {
+		for (k in t) v[k]=t[k]/c[k]
 		for (i=1; i<=nr; i++) {
 			r=rr[i]; k=v["kea " r]; line=sprintf("r=%-6s kea %8.0f", r, k)
 			for (j=1; j<=nm; j++) if (ms[j] != "kea") line=line sprintf("  %s %8.0f (%.2fx)", ms[j], v[ms[j]" "r], k>0 ? v[ms[j]" "r]/k : 0)
