@@ -342,42 +342,10 @@ func (s *Stream) PublishBatch(evs []events.Event) error {
 	}
 	from := s.next
 	for i := range es {
-		s.hist = append(s.hist, &es[i])
-		s.histBytes += len(es[i].body)
-		s.next++
+		s.appendLocked(&es[i])
 	}
 	s.trimLocked()
-	for _, sub := range s.subs {
-		if sub.state != subActive {
-			continue
-		}
-		if sub.pos < s.base {
-			s.behindLocked(sub, fellOut)
-			continue
-		}
-		// The events of the batch the history let go of already were
-		// not wanted by sub: it would be behind otherwise.
-		wake, onLink := false, -1
-		for p := max(from, s.base); p < s.next; p++ {
-			e := s.hist[p-s.base]
-			if !sub.wants(e, p) {
-				continue
-			}
-			if !sub.held {
-				if onLink < 0 {
-					onLink = sub.onLink()
-				}
-				if !s.lagLocked(sub, events.SeqIndex(e.ev.Seq), len(e.body), onLink) {
-					wake = false
-					break
-				}
-			}
-			wake = true
-		}
-		if wake {
-			signal(sub.wake)
-		}
-	}
+	s.offerLocked(from)
 	if len(s.gated) > 0 {
 		// Where advanceLocked would have gone: past every event of the
 		// batch, none of which had participants.
@@ -445,10 +413,26 @@ func (s *Stream) checkSeqLocked(ev *events.Event) error {
 // publishLocked adds e to the history and hands it to the subscribers.
 func (s *Stream) publishLocked(e *entry) {
 	pos := s.next
+	s.appendLocked(e)
+	s.trimLocked()
+	s.offerLocked(pos)
+	if len(s.gated) > 0 || s.d.active {
+		s.advanceLocked()
+	}
+}
+
+// appendLocked adds e at the end of the history.
+func (s *Stream) appendLocked(e *entry) {
 	s.hist = append(s.hist, e)
 	s.histBytes += len(e.body)
 	s.next++
-	s.trimLocked()
+}
+
+// offerLocked hands the subscribers the history's events from stream
+// position from on (those the history still holds): one pass, each
+// subscriber signalled once if it wants one of them. A gated subscriber
+// that the dispatch holds back could not be sent them: they are not lag.
+func (s *Stream) offerLocked(from uint64) {
 	for _, sub := range s.subs {
 		if sub.state != subActive {
 			continue
@@ -457,18 +441,28 @@ func (s *Stream) publishLocked(e *entry) {
 			s.behindLocked(sub, fellOut)
 			continue
 		}
-		if !sub.wants(e, pos) {
-			continue
+		// The events the history let go of already were not wanted by
+		// sub: it would be behind otherwise.
+		wake, onLink := false, -1
+		for p := max(from, s.base); p < s.next; p++ {
+			e := s.hist[p-s.base]
+			if !sub.wants(e, p) {
+				continue
+			}
+			if !sub.held {
+				if onLink < 0 {
+					onLink = sub.onLink()
+				}
+				if !s.lagLocked(sub, events.SeqIndex(e.ev.Seq), len(e.body), onLink) {
+					wake = false
+					break
+				}
+			}
+			wake = true
 		}
-		// A gated subscriber that the dispatch holds back could not be
-		// sent this event: it is not lag.
-		if !sub.held && !s.lagLocked(sub, events.SeqIndex(e.ev.Seq), len(e.body), sub.onLink()) {
-			continue
+		if wake {
+			signal(sub.wake)
 		}
-		signal(sub.wake)
-	}
-	if len(s.gated) > 0 || s.d.active {
-		s.advanceLocked()
 	}
 }
 
