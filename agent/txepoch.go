@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/corralhq/corral/internal/datadir"
+	"github.com/corralhq/corral/internal/durable"
 )
 
 // txEpochLimit bounds the mesh's transaction epoch (mesh.Config.TxEpoch).
@@ -59,21 +60,12 @@ func writeSynced(path, content string) error {
 		werr = os.Rename(tmp, path)
 	}
 	if werr == nil {
-		werr = syncDir(filepath.Dir(path))
+		werr = durable.SyncDir(filepath.Dir(path))
 	}
 	if werr != nil {
 		os.Remove(tmp)
 	}
 	return werr
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // onLinkFail is told how many open transactions a lost link ended here

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/corralhq/corral/clusterlog"
+	"github.com/corralhq/corral/internal/durable"
 	"github.com/corralhq/corral/membership"
 	"github.com/corralhq/corral/rsm"
 )
@@ -150,22 +151,13 @@ func writeLife(dir string, inc uint64) error {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = durable.SyncDir(dir)
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("cluster: write life: %w", err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // newIncarnation draws a random incarnation, never 0.

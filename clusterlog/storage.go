@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/corralhq/corral/internal/durable"
 )
 
 // Storage is the durable raft log: a raft.Storage kept in one bbolt file and
@@ -840,7 +842,7 @@ func (s *Storage) dropSegments(genSeg *segment, truncated bool) {
 			s.log.Warn("cannot remove a WAL segment; the next open removes it", "segment", sg.path, "err", err)
 		}
 	}
-	if err := syncDir(s.walDir); err != nil {
+	if err := durable.SyncDir(s.walDir); err != nil {
 		s.log.Warn("cannot sync the WAL directory", "dir", s.walDir, "err", err)
 	}
 }

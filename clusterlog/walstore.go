@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"golang.org/x/sys/unix"
+
+	"github.com/corralhq/corral/internal/durable"
 )
 
 // segment is one open segment file of the current generation.
@@ -93,16 +95,6 @@ func walCorrupt(name string, off int64, reason string, err error) *CorruptError 
 	return &CorruptError{Record: fmt.Sprintf("wal/%s@%d", name, off), Reason: reason, Err: err}
 }
 
-// syncDir fsyncs a directory, so that a rename or removal in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func fdatasync(f *os.File) error {
 	if err := unix.Fdatasync(int(f.Fd())); err != nil {
 		return fmt.Errorf("clusterlog: fdatasync %s: %w", f.Name(), err)
@@ -118,7 +110,7 @@ func resetWALDir(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("clusterlog: make %s: %w", dir, err)
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dir)); err != nil {
 		return fmt.Errorf("clusterlog: sync %s: %w", filepath.Dir(dir), err)
 	}
 	return nil
@@ -157,7 +149,7 @@ func createSegment(dir string, h segHeader, records []byte, prealloc int64) (*se
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("clusterlog: create segment %s: %w", path, err)
 	}
@@ -305,7 +297,7 @@ func replayWAL(dir string, gen, truncIndex, truncTerm uint64, prealloc int64, lo
 		removed = true
 	}
 	if removed {
-		if err := syncDir(dir); err != nil {
+		if err := durable.SyncDir(dir); err != nil {
 			return r, fmt.Errorf("clusterlog: sync %s: %w", dir, err)
 		}
 	}
