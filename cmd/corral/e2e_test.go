@@ -68,6 +68,9 @@ type node struct {
 	cmd  *exec.Cmd
 	log  *syncBuf
 	exit chan error
+	// waited is closed once the process has been waited for (after exit
+	// got its error).
+	waited chan struct{}
 	// wrap, if set, makes the command that runs the agent (in a network
 	// namespace, say).
 	wrap func(args []string) *exec.Cmd
@@ -112,7 +115,9 @@ func freePortOn(t testing.TB, n int) int {
 // extra flags apply to all of them.
 func cluster(t testing.TB, n int, extra ...string) []*node {
 	t.Helper()
-	port := freePortOn(t, n)
+	// One address more: tests add a node at 127.0.0.n+1 on the same port
+	// (a joiner, an impostor).
+	port := freePortOn(t, n+1)
 	var addrs []string
 	for i := 1; i <= n; i++ {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.%d:%d", i, port))
@@ -176,15 +181,27 @@ func (nd *node) start() {
 		nd.t.Fatal(err)
 	}
 	nd.exit = make(chan error, 1)
-	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(nd.cmd, nd.exit)
+	nd.waited = make(chan struct{})
+	go func(c *exec.Cmd, ch chan error, waited chan struct{}) {
+		ch <- c.Wait()
+		close(waited)
+	}(nd.cmd, nd.exit, nd.waited)
 }
 
+// kill ends the process unless it has ended and been waited for; it
+// waits on waited, not exit, which a test may have taken, and reads
+// nothing Wait writes.
 func (nd *node) kill() {
-	if nd.cmd != nil && nd.cmd.ProcessState == nil {
-		nd.cmd.Process.Kill()
-		<-nd.exit
-		nd.cmd = nil
+	if nd.cmd == nil {
+		return
 	}
+	select {
+	case <-nd.waited:
+	default:
+		nd.cmd.Process.Kill()
+		<-nd.waited
+	}
+	nd.cmd = nil
 }
 
 type member struct {
